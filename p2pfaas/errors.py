@@ -1,0 +1,109 @@
+"""The project's error hierarchy, in one place.
+
+Two branches matter to callers: `LocalError` means *you* misused the API or gave bad input;
+`RemoteError` means a peer (node, anchor, container) misbehaved or refused. Builtin mixins are
+added where callers expect them (`InvokeTimeout` is also a `TimeoutError`), as in aiohttp's
+`client_exceptions.py`.
+"""
+
+from __future__ import annotations
+
+
+class P2PFaaSError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+# --- you misused the API, or your input is bad -------------------------------------------------
+
+
+class LocalError(P2PFaaSError):
+    """The caller misused the API or handed us bad input."""
+
+
+class ConfigError(LocalError, ValueError):
+    """A configuration value or command-line option is invalid."""
+
+
+class KeyFileError(LocalError):
+    """A key file is missing, malformed, or has unsafe permissions."""
+
+
+class BundleError(LocalError, ValueError):
+    """A function directory or bundle is malformed, or fails verification."""
+
+
+class ManifestError(BundleError):
+    """A function manifest is missing a field or has an invalid value."""
+
+
+# --- a peer misbehaved, refused, or failed ------------------------------------------------------
+
+
+class RemoteError(P2PFaaSError):
+    """A peer sent something wrong, refused us, or failed."""
+
+
+class DecodeError(RemoteError, ValueError):
+    """Bytes from the wire are not a valid message (bad MessagePack, type, size or version)."""
+
+
+class SignatureError(RemoteError):
+    """A signature does not verify, or a key does not match its claimed identity."""
+
+
+class NotFound(RemoteError, LookupError):
+    """The peer does not know the function, bundle or record asked for."""
+
+
+class Refused(RemoteError):
+    """The peer refused the request (HTTP 4xx other than 404, or 'busy')."""
+
+    def __init__(self, reason: str, *, status: int = 0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class Unreachable(RemoteError, ConnectionError):
+    """No peer could be reached to do the work."""
+
+
+# --- an invocation failed -----------------------------------------------------------------------
+
+
+class InvokeError(RemoteError):
+    """An invocation did not produce a result. `invocation_id` says which one."""
+
+    def __init__(self, message: str, *, invocation_id: str = "", node_id: str = "") -> None:
+        super().__init__(message)
+        self.invocation_id = invocation_id
+        self.node_id = node_id
+
+
+class FunctionFailed(InvokeError):
+    """The function raised; `error_type` and `traceback` are the function's own."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_type: str = "",
+        traceback: str = "",
+        invocation_id: str = "",
+        node_id: str = "",
+    ) -> None:
+        super().__init__(message, invocation_id=invocation_id, node_id=node_id)
+        self.error_type = error_type
+        self.traceback = traceback
+
+
+class InvokeTimeout(InvokeError, TimeoutError):
+    """The function ran past its timeout and was killed."""
+
+
+class MemoryExceeded(InvokeError, MemoryError):
+    """The function exceeded its memory limit and was killed."""
+
+
+class ExecutorError(InvokeError):
+    """The executor itself failed (container died, shim broke, engine unreachable)."""

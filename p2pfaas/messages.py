@@ -1,0 +1,219 @@
+"""Every message that crosses the wire, as frozen dataclasses registered with the codec.
+
+Tags are never reused: a retired message keeps its number. Messages that a peer could forge carry
+`signer` (a raw Ed25519 public key) and `signature` as their last two fields; `signing.py` signs and
+verifies them over the encoding with an empty signature. Semantic checks that need no key (formats,
+ranges) live in `__post_init__`, so a message that decodes is well-formed.
+
+HTTP routes that carry these messages are listed in `p2pfaas/anchor/app.py` and `p2pfaas/node/app.py`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated
+
+from p2pfaas.codec import KiB, MaxLen, Message, MiB, message
+
+MAX_PAYLOAD_BYTES = 6 * MiB  # like a commercial FaaS's synchronous payload cap
+MAX_ARCHIVE_BYTES = 8 * MiB
+MAX_TRACEBACK_CHARS = 64 * KiB
+
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+_HEX_NODE_ID = re.compile(r"[0-9a-f]{40}")
+
+PublicKeyBytes = Annotated[bytes, MaxLen(32)]
+SignatureBytes = Annotated[bytes, MaxLen(64)]
+
+
+def _check_digest(digest: str) -> None:
+    if not _HEX_DIGEST.fullmatch(digest):
+        raise ValueError(f"digest must be 64 lowercase hex characters, got {digest[:80]!r}")
+
+
+def _check_node_id(node_id: str) -> None:
+    if not _HEX_NODE_ID.fullmatch(node_id):
+        raise ValueError(f"node id must be 40 lowercase hex characters, got {node_id[:80]!r}")
+
+
+# --- generic replies ----------------------------------------------------------------------------
+
+
+@message(1)
+@dataclass(frozen=True)
+class ErrorReply(Message):
+    """The body of every non-2xx HTTP answer: a stable `code` and a human-readable `reason`."""
+
+    code: str  # e.g. "malformed", "bad-signature", "unknown-function", "busy", "internal"
+    reason: Annotated[str, MaxLen(4 * KiB)]
+
+
+@message(2)
+@dataclass(frozen=True)
+class Ack(Message):
+    """A positive answer with nothing more to say than `detail`."""
+
+    detail: str = ""
+
+
+# --- functions and bundles ----------------------------------------------------------------------
+
+
+@message(10)
+@dataclass(frozen=True)
+class Manifest(Message):
+    """What a function is and the limits it runs under. Checked fully in `bundle.validate_manifest`."""
+
+    name: Annotated[str, MaxLen(64)]
+    version: Annotated[str, MaxLen(32)]
+    runtime: Annotated[str, MaxLen(32)]
+    handler: Annotated[str, MaxLen(128)]  # "module:function"
+    memory_mb: int
+    timeout_s: float
+    deterministic: bool
+
+
+@message(11)
+@dataclass(frozen=True)
+class BundleHeader(Message):
+    """A manifest bound to its archive's SHA-256, signed by the lessee who owns the function."""
+
+    manifest: Manifest
+    digest: str  # hex SHA-256 of the archive: the bundle's address
+    size_bytes: int
+    signer: PublicKeyBytes
+    signature: SignatureBytes
+
+    def __post_init__(self) -> None:
+        _check_digest(self.digest)
+        if not 0 < self.size_bytes <= MAX_ARCHIVE_BYTES:
+            raise ValueError(f"bundle size {self.size_bytes} outside 1..{MAX_ARCHIVE_BYTES}")
+
+
+@message(12)
+@dataclass(frozen=True)
+class Bundle(Message):
+    """A signed header and its archive: what a lessee uploads and a node fetches."""
+
+    header: BundleHeader
+    archive: Annotated[bytes, MaxLen(MAX_ARCHIVE_BYTES)]
+
+
+@message(13)
+@dataclass(frozen=True)
+class FunctionInfo(Message):
+    """The current version of a lessee's function, by name."""
+
+    owner_key_id: str
+    name: Annotated[str, MaxLen(64)]
+    header: BundleHeader
+
+    def __post_init__(self) -> None:
+        _check_node_id(self.owner_key_id)
+
+
+# --- identities ---------------------------------------------------------------------------------
+
+
+@message(20)
+@dataclass(frozen=True)
+class LesseeKeyRegistration(Message):
+    """A lessee proves it holds a key by signing this; the anchor records the public key."""
+
+    label: Annotated[str, MaxLen(128)]
+    issued_at: float  # the signer's clock, seconds; the anchor bounds its skew
+    signer: PublicKeyBytes
+    signature: SignatureBytes
+
+
+@message(21)
+@dataclass(frozen=True)
+class NodeAnnouncement(Message):
+    """A volunteer node says where it serves and what it lends; signed with its node key."""
+
+    url: Annotated[str, MaxLen(256)]
+    runtimes: Annotated[tuple[str, ...], MaxLen(16)]
+    cores: float
+    memory_mb: int
+    executor: Annotated[str, MaxLen(64)]  # e.g. "docker" or "process (UNSANDBOXED)"
+    issued_at: float
+    signer: PublicKeyBytes
+    signature: SignatureBytes
+
+
+@message(22)
+@dataclass(frozen=True)
+class NodeInfo(Message):
+    """A node as the anchor lists it (the anchor checked the announcement's signature)."""
+
+    node_id: str
+    public_key: PublicKeyBytes
+    url: Annotated[str, MaxLen(256)]
+    runtimes: Annotated[tuple[str, ...], MaxLen(16)]
+    cores: float
+    memory_mb: int
+
+    def __post_init__(self) -> None:
+        _check_node_id(self.node_id)
+
+
+@message(23)
+@dataclass(frozen=True)
+class NodeList(Message):
+    nodes: Annotated[tuple[NodeInfo, ...], MaxLen(4096)]
+
+
+# --- invocations --------------------------------------------------------------------------------
+
+
+@message(30)
+@dataclass(frozen=True)
+class InvokeRequest(Message):
+    """A lessee asks a node to run the bundle `digest` on `payload` (JSON bytes)."""
+
+    invocation_id: Annotated[str, MaxLen(64)]
+    digest: str
+    payload: Annotated[bytes, MaxLen(MAX_PAYLOAD_BYTES)]
+    timeout_s: float  # how long the caller will wait; the node also applies the manifest's
+    signer: PublicKeyBytes
+    signature: SignatureBytes
+
+    def __post_init__(self) -> None:
+        _check_digest(self.digest)
+        if not self.invocation_id:
+            raise ValueError("invocation id is empty")
+        if not 0 < self.timeout_s <= 3600:
+            raise ValueError(f"timeout_s {self.timeout_s} outside (0, 3600]")
+
+
+@message(31)
+@dataclass(frozen=True)
+class InvokeResult(Message):
+    """The node's signed answer: the function's output, or its error and traceback."""
+
+    invocation_id: Annotated[str, MaxLen(64)]
+    digest: str
+    ok: bool
+    output: Annotated[bytes, MaxLen(MAX_PAYLOAD_BYTES)]  # JSON of the return value when ok
+    error_type: Annotated[str, MaxLen(256)]  # "" when ok; else the exception's class or a node-side kind
+    error_message: Annotated[str, MaxLen(4 * KiB)]
+    traceback: Annotated[str, MaxLen(MAX_TRACEBACK_CHARS)]
+    duration_s: float
+    cold: bool
+    signer: PublicKeyBytes
+    signature: SignatureBytes
+
+
+@message(40)
+@dataclass(frozen=True)
+class NodeStatus(Message):
+    """What a node's /v1/status reports about itself (unsigned: informational only)."""
+
+    node_id: str
+    url: Annotated[str, MaxLen(256)]
+    executor: Annotated[str, MaxLen(64)]
+    sandboxed: bool
+    invocations: int
+    in_flight: int
+    cached_bundles: int

@@ -1,0 +1,155 @@
+"""Property tests for the wire codec: every message round-trips; random bytes never crash the decoder."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import typing
+from typing import Any, get_args, get_origin
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p2pfaas import codec, messages
+from p2pfaas.codec import MaxLen, Message
+from p2pfaas.errors import DecodeError
+
+HEX = "0123456789abcdef"
+
+
+def _strategy_for(hint: Any, field_name: str, cap: int | None = None) -> st.SearchStrategy[Any]:
+    origin = get_origin(hint)
+    if origin is typing.Annotated:
+        base, *extras = get_args(hint)
+        caps = [e.limit for e in extras if isinstance(e, MaxLen)]
+        return _strategy_for(base, field_name, caps[0] if caps else cap)
+    if origin in (typing.Union, __import__("types").UnionType):
+        (inner,) = [a for a in get_args(hint) if a is not type(None)]
+        return st.none() | _strategy_for(inner, field_name, cap)
+    if origin is tuple:
+        return st.lists(_strategy_for(get_args(hint)[0], field_name), max_size=min(cap or 4, 4)).map(tuple)
+    if isinstance(hint, type) and issubclass(hint, Message):
+        return message_strategy(hint)
+    # Fields whose __post_init__ checks a format get values of that format.
+    if field_name == "digest":
+        return st.text(HEX, min_size=64, max_size=64)
+    if field_name in ("node_id", "owner_key_id"):
+        return st.text(HEX, min_size=40, max_size=40)
+    if field_name == "invocation_id":
+        return st.text(min_size=1, max_size=min(cap or 64, 64))
+    if field_name == "timeout_s":
+        return st.floats(min_value=0.001, max_value=3600)
+    if field_name == "size_bytes":
+        return st.integers(min_value=1, max_value=messages.MAX_ARCHIVE_BYTES)
+    if hint is str:
+        return st.text(max_size=min(cap or 64, 64))
+    if hint is bytes:
+        return st.binary(max_size=min(cap or 64, 64))
+    if hint is bool:
+        return st.booleans()
+    if hint is int:
+        return st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    if hint is float:
+        return st.floats(allow_nan=False)
+    raise AssertionError(f"no strategy for {hint}")
+
+
+def message_strategy(cls: type[Message]) -> st.SearchStrategy[Message]:
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return st.builds(
+        cls,
+        **{f.name: _strategy_for(hints[f.name], f.name) for f in dataclasses.fields(cls)},  # type: ignore[arg-type]
+    )
+
+
+ALL_MESSAGES = st.sampled_from(codec.registered()).flatmap(message_strategy)
+
+
+@given(ALL_MESSAGES)
+@settings(max_examples=500)
+def test_every_message_round_trips(msg: Message) -> None:
+    data = codec.encode(msg)
+    assert codec.decode(data) == msg
+    assert codec.decode_as(type(msg), data) == msg
+    assert codec.encode(codec.decode(data)) == data  # deterministic encoding
+
+
+def test_every_registered_message_is_covered() -> None:
+    assert len(codec.registered()) >= 12
+    assert len({cls.TAG for cls in codec.registered()}) == len(codec.registered())
+
+
+@given(st.binary(max_size=2048))
+@settings(max_examples=2000)
+def test_random_bytes_raise_only_decode_error(data: bytes) -> None:
+    with contextlib.suppress(DecodeError):
+        codec.decode(data)
+
+
+@given(ALL_MESSAGES, st.data())
+@settings(max_examples=500)
+def test_mutated_messages_raise_only_decode_error(msg: Message, data: st.DataObject) -> None:
+    encoded = bytearray(codec.encode(msg))
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(encoded) - 1))
+        encoded[i] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(encoded)))
+    with contextlib.suppress(DecodeError):
+        codec.decode(bytes(encoded[:cut]))
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text() | st.binary(),
+        lambda kids: st.lists(kids) | st.dictionaries(st.text(), kids),
+        max_leaves=30,
+    )
+)
+def test_random_msgpack_values_raise_only_decode_error(value: Any) -> None:
+    with contextlib.suppress(DecodeError):
+        codec.decode(msgpack.packb(value, use_bin_type=True))
+
+
+def _ack_wire(*fields: Any, tag: int = messages.Ack.TAG, version: int = 1) -> bytes:
+    return msgpack.packb([tag, version, *fields], use_bin_type=True)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (_ack_wire("x", tag=9999), "unknown message tag"),
+        (_ack_wire("x", version=2), "version 2 is not supported"),
+        (_ack_wire(), "needs 1 fields"),
+        (_ack_wire(b"bytes-not-str"), "expected str"),
+        (_ack_wire("x" * 2000), "exceeds"),
+        (msgpack.packb(msgpack.ExtType(1, b"x")), "extension type"),
+        (b"\xc1", "not valid MessagePack"),
+        (b"\x91" * 100_000, "not valid MessagePack"),
+        (b"", "not valid MessagePack"),
+        (b"\x00" * (codec.MAX_MESSAGE_BYTES + 1), "exceeds"),
+    ],
+)
+def test_specific_bad_inputs_name_the_problem(data: bytes, fragment: str) -> None:
+    with pytest.raises(DecodeError, match=fragment):
+        codec.decode(data)
+
+
+def test_decode_as_rejects_the_wrong_message_type() -> None:
+    with pytest.raises(DecodeError, match="expected ErrorReply, got Ack"):
+        codec.decode_as(messages.ErrorReply, codec.encode(messages.Ack("hi")))
+
+
+def test_semantic_validation_runs_on_decode() -> None:
+    bad_digest = msgpack.packb(
+        [messages.InvokeRequest.TAG, 1, "id", "not-a-digest", b"{}", 1.0, b"k" * 32, b"s" * 64]
+    )
+    with pytest.raises(DecodeError, match="digest must be 64"):
+        codec.decode(bad_digest)
+
+
+def test_bool_is_not_accepted_as_int() -> None:
+    data = msgpack.packb([messages.NodeStatus.TAG, 1, "a" * 40, "u", "e", True, True, 0, 0])
+    with pytest.raises(DecodeError, match="expected int, got bool"):
+        codec.decode(data)
