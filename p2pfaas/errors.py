@@ -36,6 +36,18 @@ class ManifestError(BundleError):
     """A function manifest is missing a field or has an invalid value."""
 
 
+# --- our own infrastructure failed -------------------------------------------------------------
+
+
+class StorageError(P2PFaaSError):
+    """The database failed, or stayed unavailable through every retry.
+
+    Raised by `p2pfaas.db` and the stores built on it, chained to the driver's exception. If the
+    connection died during COMMIT the write may have landed; store operations are idempotent, so
+    repeating one later is safe.
+    """
+
+
 # --- a peer misbehaved, refused, or failed ------------------------------------------------------
 
 

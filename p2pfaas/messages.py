@@ -187,6 +187,12 @@ class InvokeRequest(Message):
             raise ValueError(f"timeout_s {self.timeout_s} outside (0, 3600]")
 
 
+# InvokeResult.error_type for failures that are not the function's own exception.
+ERROR_TIMEOUT = "p2pfaas.timeout"
+ERROR_MEMORY = "p2pfaas.memory"
+ERROR_EXECUTOR = "p2pfaas.executor"
+
+
 @message(31)
 @dataclass(frozen=True)
 class InvokeResult(Message):

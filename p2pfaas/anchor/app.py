@@ -1,0 +1,164 @@
+"""The anchor's HTTP API (aiohttp, MessagePack bodies).
+
+Routes:
+    GET  /v1/health                       -> Ack
+    POST /v1/lessees      LesseeKeyRegistration -> Ack        (proof of key possession)
+    POST /v1/bundles      Bundle          -> FunctionInfo      (signed by a registered lessee key)
+    GET  /v1/bundles/{digest}             -> Bundle
+    GET  /v1/functions/{owner}/{name}     -> FunctionInfo
+    POST /v1/nodes        NodeAnnouncement -> Ack              (signed by the node key)
+    GET  /v1/nodes                        -> NodeList          (nodes seen in the last NODE_TTL_S)
+
+The anchor keeps no state of its own: everything lives in the database behind `RegistryStore`, so
+several anchors can serve behind one load balancer. Accounts, API tokens and the ledger (issue #5)
+add routes here; the DHT bootstrap node (issue #3) starts beside this app.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from p2pfaas import bundle as bundles
+from p2pfaas import codec, signing
+from p2pfaas.anchor.store import RegistryStore
+from p2pfaas.clock import wall_time
+from p2pfaas.errors import NotFound
+from p2pfaas.identity import PublicKey
+from p2pfaas.messages import (
+    MAX_ARCHIVE_BYTES,
+    Ack,
+    Bundle,
+    BundleHeader,
+    FunctionInfo,
+    LesseeKeyRegistration,
+    NodeAnnouncement,
+    NodeInfo,
+    NodeList,
+)
+from p2pfaas.rpc import Forbidden, error_middleware, read_message, reply
+
+NODE_TTL_S = 90.0  # nodes re-announce every 30 s; three missed announcements and they drop out
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_HEX40 = re.compile(r"[0-9a-f]{40}")
+
+
+@dataclass
+class AnchorApi:
+    """Request handlers over a `RegistryStore`. Driven by aiohttp; holds no state of its own."""
+
+    store: RegistryStore
+
+    async def health(self, request: web.Request) -> web.Response:
+        return reply(Ack("anchor ok"))
+
+    async def register_lessee(self, request: web.Request) -> web.Response:
+        msg = await read_message(request, LesseeKeyRegistration)
+        key = signing.verify(msg)
+        await self.store.register_lessee_key(key.raw, label=msg.label, now=wall_time())
+        return reply(Ack(key.key_id))
+
+    async def put_bundle(self, request: web.Request) -> web.Response:
+        upload = await read_message(request, Bundle)
+        header = upload.header
+        owner = PublicKey(header.signer)
+        if await self.store.lessee_key(owner.key_id) is None:
+            raise Forbidden(f"lessee key {owner.key_id} is not registered; register it first")
+        bundles.verify_bundle(upload)
+        m = header.manifest
+        await self.store.put_bundle(
+            digest=header.digest,
+            owner_key_id=owner.key_id,
+            name=m.name,
+            version=m.version,
+            runtime=m.runtime,
+            handler=m.handler,
+            memory_mb=m.memory_mb,
+            timeout_s=m.timeout_s,
+            deterministic=m.deterministic,
+            signed_manifest=codec.encode(header),
+            archive=upload.archive,
+            now=wall_time(),
+        )
+        return reply(FunctionInfo(owner_key_id=owner.key_id, name=m.name, header=header))
+
+    async def get_bundle(self, request: web.Request) -> web.Response:
+        digest = _path_param(request, "digest", _HEX64)
+        header_bytes = await self.store.bundle_header(digest)
+        archive = await self.store.bundle_archive(digest)
+        if header_bytes is None or archive is None:
+            raise NotFound(f"no bundle with digest {digest}")
+        return reply(Bundle(header=_decode_header(header_bytes), archive=archive))
+
+    async def get_function(self, request: web.Request) -> web.Response:
+        owner = _path_param(request, "owner", _HEX40)
+        name = request.match_info["name"]
+        digest = await self.store.resolve_function(owner, name)
+        header_bytes = await self.store.bundle_header(digest) if digest else None
+        if header_bytes is None:
+            raise NotFound(f"lessee {owner[:12]}… has no function named {name[:64]!r}")
+        return reply(FunctionInfo(owner_key_id=owner, name=name, header=_decode_header(header_bytes)))
+
+    async def announce_node(self, request: web.Request) -> web.Response:
+        msg = await read_message(request, NodeAnnouncement)
+        key = signing.verify(msg)
+        await self.store.upsert_node(
+            node_id=key.key_id,
+            public_key=key.raw,
+            url=msg.url,
+            runtimes=msg.runtimes,
+            cores=msg.cores,
+            memory_mb=msg.memory_mb,
+            now=wall_time(),
+        )
+        return reply(Ack(key.key_id))
+
+    async def list_nodes(self, request: web.Request) -> web.Response:
+        rows = await self.store.live_nodes(now=wall_time(), max_age_s=NODE_TTL_S)
+        return reply(
+            NodeList(
+                nodes=tuple(
+                    NodeInfo(
+                        node_id=row.node_id,
+                        public_key=row.public_key,
+                        url=row.url,
+                        runtimes=tuple(row.runtimes),
+                        cores=float(row.cores or 0.0),
+                        memory_mb=int(row.memory_mb or 0),
+                    )
+                    for row in rows
+                )
+            )
+        )
+
+
+def _path_param(request: web.Request, name: str, pattern: re.Pattern[str]) -> str:
+    value = request.match_info[name]
+    if not pattern.fullmatch(value):
+        raise NotFound(f"{name} {value[:80]!r} is not a valid {name}")
+    return value
+
+
+def _decode_header(data: bytes) -> BundleHeader:
+    # The header was verified before it was stored; decoding still checks its shape.
+    return codec.decode_as(BundleHeader, data)
+
+
+def make_app(store: RegistryStore) -> web.Application:
+    """The anchor's aiohttp application. The caller owns `store` and closes it after the app."""
+    api = AnchorApi(store)
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_ARCHIVE_BYTES + 64 * 1024)
+    app.add_routes(
+        [
+            web.get("/v1/health", api.health),
+            web.post("/v1/lessees", api.register_lessee),
+            web.post("/v1/bundles", api.put_bundle),
+            web.get("/v1/bundles/{digest}", api.get_bundle),
+            web.get("/v1/functions/{owner}/{name}", api.get_function),
+            web.post("/v1/nodes", api.announce_node),
+            web.get("/v1/nodes", api.list_nodes),
+        ]
+    )
+    return app

@@ -1,0 +1,72 @@
+"""The anchor server's lifecycle: open and migrate the database, serve the API, stop cleanly.
+
+`AnchorServer` is an async context manager (database, then HTTP site; closed in reverse).
+`serve_anchor` adds signal handling for `p2pfaas anchor serve`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from types import TracebackType
+
+from aiohttp import web
+
+from p2pfaas.anchor.app import make_app
+from p2pfaas.anchor.store import RegistryStore
+from p2pfaas.db.engine import open_database
+
+DEFAULT_PORT = 8700
+
+
+class AnchorServer:
+    """One anchor. `async with AnchorServer(db_url, host, port) as anchor: print(anchor.url)`."""
+
+    def __init__(self, db_url: str, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
+        self.db_url = db_url
+        self.host = host
+        self.port = port
+        self.url = ""
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> AnchorServer:
+        try:
+            db = await self._stack.enter_async_context(open_database(self.db_url))
+            runner = web.AppRunner(make_app(RegistryStore(db)), access_log=None)
+            await runner.setup()
+            self._stack.push_async_callback(runner.cleanup)
+            await web.TCPSite(runner, self.host, self.port).start()
+            port = next((a[1] for a in runner.addresses if isinstance(a, tuple)), self.port)
+            self.url = f"http://{self.host}:{port}"
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.aclose()
+
+
+async def serve_anchor(db_url: str, *, host: str, port: int) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with AnchorServer(db_url, host=host, port=port) as anchor:
+        print(f"anchor serving on {anchor.url} (database: {_redact(db_url)})", flush=True)
+        await stop.wait()
+    print("anchor stopped", flush=True)
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a database URL before printing it."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"

@@ -1,0 +1,313 @@
+"""The anchor's registry store: lessee keys, function bundles, function names, volunteer nodes.
+
+`RegistryStore` is the only code that queries the registry tables (`p2pfaas.db.schema`). Each method
+is one transaction through `Database.run`, so it rides out deadlocks, lock timeouts and a database
+restart, and each is idempotent, so a retry after a connection lost during COMMIT is harmless.
+Database failures surface as `StorageError`; bad input as `Refused` (HTTP-like `status` set).
+
+What it does not do: verify signatures, digests or manifests (the anchor app does that before it
+calls in; `signed_manifest` is opaque bytes here), read a clock (every `now` is float seconds since
+the Unix epoch, passed in), or cache anything (anchors are stateless apart from the database).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from p2pfaas.db import Database
+from p2pfaas.db.schema import bundles, functions, lessee_keys, nodes
+from p2pfaas.db.upsert import insert_ignore, upsert
+from p2pfaas.errors import NotFound, Refused, SignatureError
+from p2pfaas.identity import node_id_of
+
+__all__ = ["FunctionRow", "NodeRow", "RegistryStore"]
+
+T = TypeVar("T")
+
+HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class FunctionRow:
+    """A lessee's function name and the bundle it currently points at."""
+
+    name: str
+    digest: str
+    version: str
+    runtime: str
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    """A volunteer node as last registered. `cores`/`memory_mb` are None when the node did not say."""
+
+    node_id: str
+    public_key: bytes
+    url: str
+    runtimes: tuple[str, ...]
+    cores: float | None
+    memory_mb: int | None
+    registered_at: float
+    last_seen_at: float
+
+
+class RegistryStore:
+    """Registry queries over an open `Database`; driven by the anchor's HTTP handlers."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # --- lessee keys ----------------------------------------------------------------------------
+
+    async def register_lessee_key(self, public_key: bytes, *, label: str, now: float) -> str:
+        """Record a lessee's Ed25519 public key and return its key id (hex SHA-1 of the key).
+
+        Registering a known key again changes nothing (the first label and time stay).
+        """
+        key_id = _key_id_of(public_key)
+        _check_length("label", label, lessee_keys.c.label)
+        row = {"key_id": key_id, "public_key": public_key, "label": label, "created_at": now}
+
+        async def work(connection: AsyncConnection) -> None:
+            await connection.execute(insert_ignore(self._db.dialect, lessee_keys, row, key=["key_id"]))
+
+        await self._db.run(work, what="register lessee key")
+        return key_id
+
+    async def lessee_key(self, key_id: str) -> bytes | None:
+        """The public key registered under `key_id`, or None."""
+        query = sa.select(lessee_keys.c.public_key).where(lessee_keys.c.key_id == key_id)
+        return await self._scalar(query, what="look up lessee key")
+
+    # --- bundles and function names -------------------------------------------------------------
+
+    async def put_bundle(
+        self,
+        *,
+        digest: str,
+        owner_key_id: str,
+        name: str,
+        version: str,
+        runtime: str,
+        handler: str,
+        memory_mb: int,
+        timeout_s: float,
+        deterministic: bool,
+        signed_manifest: bytes,
+        archive: bytes,
+        now: float,
+    ) -> None:
+        """Store a verified bundle under its digest and point the owner's function `name` at it.
+
+        Idempotent on the digest: a bundle already stored is not rewritten, but the name pointer
+        still moves to it (so putting an older digest again rolls the function back).
+        Refused (403) if the owner key is unknown; (409) if the digest is stored for another owner
+        or name; (400) for a malformed digest or an over-long field; (413) if the database cannot
+        take the archive in one statement (MySQL's max_allowed_packet).
+        """
+        if not HEX_DIGEST.fullmatch(digest):
+            raise Refused(f"bundle digest must be 64 lowercase hex digits, got {digest[:80]!r}", status=400)
+        if not self._db.fits_in_one_statement(archive, signed_manifest):
+            raise Refused(
+                f"bundle of {len(archive)} bytes is too large for this anchor's database", status=413
+            )
+        texts = {"name": name, "version": version, "runtime": runtime, "handler": handler}
+        for field, value in texts.items():
+            _check_length(field, value, bundles.c[field])
+        bundle = {
+            "digest": digest,
+            "owner_key_id": owner_key_id,
+            "name": name,
+            "version": version,
+            "runtime": runtime,
+            "handler": handler,
+            "memory_mb": memory_mb,
+            "timeout_s": timeout_s,
+            "deterministic": deterministic,
+            "signed_manifest": signed_manifest,
+            "archive": archive,
+            "size_bytes": len(archive),
+            "created_at": now,
+        }
+        pointer = {"owner_key_id": owner_key_id, "name": name, "digest": digest, "updated_at": now}
+        stored_as = sa.select(bundles.c.owner_key_id, bundles.c.name).where(bundles.c.digest == digest)
+
+        async def work(connection: AsyncConnection) -> None:
+            owner_known = await connection.scalar(
+                sa.select(sa.literal(1)).where(lessee_keys.c.key_id == owner_key_id)
+            )
+            if owner_known is None:
+                raise Refused(f"unknown lessee key {owner_key_id[:12]!r}: register it first", status=403)
+            # A plain read first, so a re-deploy does not ship the archive to the server again.
+            existing = (await connection.execute(stored_as)).one_or_none()
+            if existing is None:
+                await connection.execute(insert_ignore(self._db.dialect, bundles, bundle, key=["digest"]))
+                # A locking read sees a row that a concurrent transaction committed first.
+                existing = (await connection.execute(stored_as.with_for_update())).one()
+            if tuple(existing) != (owner_key_id, name):
+                raise Refused(
+                    f"bundle {digest[:12]} is already registered under another owner or name", status=409
+                )
+            await connection.execute(
+                upsert(
+                    self._db.dialect,
+                    functions,
+                    pointer,
+                    key=["owner_key_id", "name"],
+                    update=["digest", "updated_at"],
+                )
+            )
+
+        await self._db.run(work, what=f"put bundle {digest[:12]}")
+
+    async def bundle_header(self, digest: str) -> bytes | None:
+        """The bundle's signed manifest as it came off the wire, or None if unknown."""
+        query = sa.select(bundles.c.signed_manifest).where(bundles.c.digest == digest)
+        return await self._scalar(query, what="read bundle header")
+
+    async def bundle_archive(self, digest: str) -> bytes | None:
+        """The bundle's archive bytes, or None if unknown."""
+        query = sa.select(bundles.c.archive).where(bundles.c.digest == digest)
+        return await self._scalar(query, what="read bundle archive")
+
+    async def resolve_function(self, owner_key_id: str, name: str) -> str | None:
+        """The digest that the owner's function `name` currently points at, or None."""
+        query = sa.select(functions.c.digest).where(
+            functions.c.owner_key_id == owner_key_id, functions.c.name == name
+        )
+        return await self._scalar(query, what="resolve function")
+
+    async def list_functions(self, owner_key_id: str) -> list[FunctionRow]:
+        """The owner's functions, by name."""
+        query = (
+            sa.select(
+                functions.c.name,
+                functions.c.digest,
+                bundles.c.version,
+                bundles.c.runtime,
+                functions.c.updated_at,
+            )
+            .join(bundles, bundles.c.digest == functions.c.digest)
+            .where(functions.c.owner_key_id == owner_key_id)
+            .order_by(functions.c.name)
+        )
+        rows = await self._rows(query, what="list functions")
+        return [FunctionRow(row.name, row.digest, row.version, row.runtime, row.updated_at) for row in rows]
+
+    # --- volunteer nodes ------------------------------------------------------------------------
+
+    async def upsert_node(
+        self,
+        *,
+        node_id: str,
+        public_key: bytes,
+        url: str,
+        runtimes: Sequence[str],
+        cores: float | None,
+        memory_mb: int | None,
+        now: float,
+    ) -> None:
+        """Register a node, or refresh what it offers; either way it was seen at `now`.
+
+        `registered_at` keeps the first registration's time. Refused (400) if `node_id` is not the
+        hex SHA-1 of `public_key`, or a field is malformed.
+        """
+        if _key_id_of(public_key) != node_id:
+            raise Refused(f"node id {node_id[:12]!r} is not the SHA-1 of its public key", status=400)
+        _check_length("url", url, nodes.c.url)
+        if isinstance(runtimes, str) or not all(isinstance(runtime, str) for runtime in runtimes):
+            raise Refused("runtimes must be a list of names", status=400)
+        row = {
+            "node_id": node_id,
+            "public_key": public_key,
+            "url": url,
+            "runtimes": list(runtimes),
+            "cores": cores,
+            "memory_mb": memory_mb,
+            "registered_at": now,
+            "last_seen_at": now,
+        }
+        refreshed = ["url", "runtimes", "cores", "memory_mb", "last_seen_at"]
+
+        async def work(connection: AsyncConnection) -> None:
+            await connection.execute(upsert(self._db.dialect, nodes, row, key=["node_id"], update=refreshed))
+
+        await self._db.run(work, what=f"upsert node {node_id[:12]}")
+
+    async def touch_node(self, node_id: str, now: float) -> None:
+        """Record that the node was seen at `now`. Raises `NotFound` for an unregistered node."""
+        update = sa.update(nodes).where(nodes.c.node_id == node_id).values(last_seen_at=now)
+
+        async def work(connection: AsyncConnection) -> int:
+            # MySQL reports matched (not changed) rows: SQLAlchemy connects with CLIENT.FOUND_ROWS.
+            return (await connection.execute(update)).rowcount
+
+        if await self._db.run(work, what=f"touch node {node_id[:12]}") == 0:
+            raise NotFound(f"node {node_id[:12]!r} is not registered")
+
+    async def live_nodes(self, *, now: float, max_age_s: float) -> list[NodeRow]:
+        """Nodes seen within `max_age_s` before `now` (inclusive), by node id."""
+        query = (
+            sa.select(
+                nodes.c.node_id,
+                nodes.c.public_key,
+                nodes.c.url,
+                nodes.c.runtimes,
+                nodes.c.cores,
+                nodes.c.memory_mb,
+                nodes.c.registered_at,
+                nodes.c.last_seen_at,
+            )
+            .where(nodes.c.last_seen_at >= now - max_age_s)
+            .order_by(nodes.c.node_id)
+        )
+        rows = await self._rows(query, what="list live nodes")
+        return [
+            NodeRow(
+                node_id=row.node_id,
+                public_key=row.public_key,
+                url=row.url,
+                runtimes=tuple(row.runtimes),
+                cores=row.cores,
+                memory_mb=row.memory_mb,
+                registered_at=row.registered_at,
+                last_seen_at=row.last_seen_at,
+            )
+            for row in rows
+        ]
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    async def _scalar(self, query: sa.Select[T], *, what: str) -> T | None:
+        async def work(connection: AsyncConnection) -> T | None:
+            return await connection.scalar(query)
+
+        return await self._db.run(work, what=what, write=False)
+
+    async def _rows(self, query: sa.Select[Any], *, what: str) -> list[sa.Row[Any]]:
+        async def work(connection: AsyncConnection) -> list[sa.Row[Any]]:
+            return list((await connection.execute(query)).all())
+
+        return await self._db.run(work, what=what, write=False)
+
+
+def _key_id_of(public_key: bytes) -> str:
+    try:
+        return node_id_of(public_key).hex()
+    except SignatureError as error:
+        raise Refused(str(error), status=400) from None
+
+
+def _check_length(field: str, value: str, column: sa.Column[Any]) -> None:
+    # The same limit on both backends: SQLite would store an over-long value, MySQL reject it.
+    assert isinstance(column.type, sa.String) and column.type.length is not None, column
+    limit = column.type.length
+    if len(value) > limit:
+        raise Refused(f"{field} is longer than {limit} characters", status=400)

@@ -1,0 +1,297 @@
+"""The `p2pfaas` command line (names are stable: docs and scripts rely on them).
+
+    p2pfaas keys new                      make an Ed25519 key pair (lessee or node)
+    p2pfaas fn pack DIR                   pack and sign a function directory into a bundle file
+    p2pfaas fn deploy DIR                 upload a function to the anchor
+    p2pfaas fn invoke NAME [JSON]         run it and print the result
+    p2pfaas anchor serve                  run an anchor (registry, node list)
+    p2pfaas node run                      run a volunteer node
+    p2pfaas runtime build                 build the Python runtime image locally
+    p2pfaas devnet up|demo|down           a local network: anchor + N nodes, each its own process
+
+This module parses arguments and prints; the work is done by the library modules it calls.
+Errors from the library are printed as one line and exit with status 1 (2 for usage errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from p2pfaas import codec
+from p2pfaas.errors import LocalError, P2PFaaSError
+
+DEFAULT_ANCHOR = "http://127.0.0.1:8700"
+
+
+def home() -> Path:
+    return Path(os.environ.get("P2PFAAS_HOME", Path.home() / ".p2pfaas"))
+
+
+def default_key() -> Path:
+    return Path(os.environ.get("P2PFAAS_KEY", home() / "lessee.key"))
+
+
+def default_anchor() -> str:
+    return os.environ.get("P2PFAAS_ANCHOR", DEFAULT_ANCHOR)
+
+
+def _run(coro: Coroutine[Any, Any, Any], *, daemon: bool = False) -> Any:
+    """Run a coroutine; daemons get uvloop where it is installed (production speed)."""
+    if daemon:
+        try:
+            import uvloop
+
+            return uvloop.run(coro)
+        except ImportError:
+            pass
+    return asyncio.run(coro)
+
+
+# --- keys ---------------------------------------------------------------------------------------
+
+
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    from p2pfaas.identity import KeyPair
+
+    keys = KeyPair.generate()
+    keys.save(args.out, overwrite=args.force)
+    print(f"key id {keys.key_id}\nprivate key {args.out} (mode 600)\npublic key {args.out}.pub")
+    return 0
+
+
+# --- functions ----------------------------------------------------------------------------------
+
+
+def _lessee_keys(args: argparse.Namespace) -> Any:
+    from p2pfaas.identity import KeyPair
+
+    if not Path(args.key).exists():
+        raise LocalError(f"no key at {args.key}; make one with `p2pfaas keys new` (or pass --key)")
+    return KeyPair.load(args.key)
+
+
+def cmd_fn_pack(args: argparse.Namespace) -> int:
+    from p2pfaas.bundle import make_bundle
+
+    bundle = make_bundle(Path(args.directory), _lessee_keys(args))
+    m = bundle.header.manifest
+    out = Path(args.out or f"{m.name}-{m.version}.p2pfaas")
+    out.write_bytes(codec.encode(bundle))
+    print(f"{out}: {m.name} {m.version}, {bundle.header.size_bytes} bytes, sha256 {bundle.header.digest}")
+    return 0
+
+
+def cmd_fn_deploy(args: argparse.Namespace) -> int:
+    from p2pfaas.client import AsyncClient
+
+    async def deploy() -> None:
+        async with AsyncClient(args.anchor, _lessee_keys(args)) as client:
+            info = await client.deploy(Path(args.directory))
+            m = info.header.manifest
+            print(f"deployed {m.name} {m.version} (sha256 {info.header.digest}) to {args.anchor}")
+
+    _run(deploy())
+    return 0
+
+
+def cmd_fn_invoke(args: argparse.Namespace) -> int:
+    from p2pfaas.client import AsyncClient
+
+    try:
+        payload = json.loads(args.payload)
+    except ValueError as exc:
+        raise LocalError(f"payload is not JSON: {exc}") from None
+
+    async def invoke() -> None:
+        async with AsyncClient(args.anchor, _lessee_keys(args)) as client:
+            outcome = await client.invoke(args.name, payload, timeout_s=args.timeout)
+            print(json.dumps(outcome.value, indent=2))
+            print(
+                f"# node {outcome.node_id[:12]} ({outcome.node_url}), {outcome.duration_s * 1000:.1f} ms"
+                f"{', cold start' if outcome.cold else ''}",
+                file=sys.stderr,
+            )
+
+    _run(invoke())
+    return 0
+
+
+# --- daemons ------------------------------------------------------------------------------------
+
+
+def cmd_anchor_serve(args: argparse.Namespace) -> int:
+    from p2pfaas.anchor.server import serve_anchor
+
+    db = args.db or f"sqlite+aiosqlite:///{home() / 'anchor.db'}"
+    if db.startswith("sqlite"):
+        Path(db.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+    _run(serve_anchor(db, host=args.host, port=args.port), daemon=True)
+    return 0
+
+
+def _parse_memory(text: str) -> int:
+    """'4g', '512m' or a number of MiB -> MiB."""
+    units = {"g": 1024, "m": 1}
+    try:
+        if text[-1:].lower() in units:
+            return int(float(text[:-1]) * units[text[-1].lower()])
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"memory must look like 4g, 512m or 2048, not {text!r}") from None
+
+
+def cmd_node_run(args: argparse.Namespace) -> int:
+    from p2pfaas.node.daemon import NodeConfig, run_node
+
+    work_dir = Path(args.work_dir or home() / "node")
+    config = NodeConfig(
+        anchor_url=args.anchor,
+        key_path=Path(args.key or work_dir / "node.key"),
+        work_dir=work_dir,
+        host=args.host,
+        port=args.port,
+        executor=args.executor,
+        allow_unsandboxed=args.allow_unsandboxed,
+        cpus=args.cpus,
+        memory_mb=args.memory,
+        runtime_image=args.image,
+    )
+    _run(run_node(config), daemon=True)
+    return 0
+
+
+def cmd_runtime_build(args: argparse.Namespace) -> int:
+    from p2pfaas.exec.runtime_image import build_runtime_image
+
+    tag = build_runtime_image(tag=args.tag, mirror=args.mirror, log=lambda line: print(line, flush=True))
+    print(f"runtime image ready: {tag}")
+    return 0
+
+
+# --- devnet -------------------------------------------------------------------------------------
+
+
+def cmd_devnet(args: argparse.Namespace) -> int:
+    from p2pfaas import devnet
+
+    directory = Path(args.dir)
+    if args.devnet_command == "up":
+        return devnet.up(directory, nodes=args.nodes, port=args.port, detach=args.detach)
+    if args.devnet_command == "demo":
+        return devnet.demo(directory)
+    return devnet.down(directory)
+
+
+# --- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="p2pfaas", description="A peer-to-peer FaaS volunteer cloud.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    groups = parser.add_subparsers(dest="group", required=True)
+
+    def command(group: Any, name: str, handler: Callable[[argparse.Namespace], int], help: str) -> Any:
+        sub = group.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    keys = groups.add_parser("keys", help="Ed25519 keys").add_subparsers(dest="keys_command", required=True)
+    new = command(keys, "new", cmd_keys_new, "make a key pair, stored with owner-only permissions")
+    new.add_argument(
+        "--out", type=Path, default=default_key(), help="private key file (default: %(default)s)"
+    )
+    new.add_argument("--force", action="store_true", help="overwrite an existing key")
+
+    fn = groups.add_parser("fn", help="functions").add_subparsers(dest="fn_command", required=True)
+    for name, handler, text in (
+        ("pack", cmd_fn_pack, "pack and sign DIR into a bundle file"),
+        ("deploy", cmd_fn_deploy, "pack, sign and upload DIR to the anchor"),
+    ):
+        sub = command(fn, name, handler, text)
+        sub.add_argument("directory", help="a function directory with a p2pfaas.toml manifest")
+        sub.add_argument("--key", type=Path, default=default_key(), help="lessee key (default: %(default)s)")
+        sub.add_argument("--anchor", default=default_anchor(), help="anchor URL (default: %(default)s)")
+        if name == "pack":
+            sub.add_argument("--out", help="bundle file (default: NAME-VERSION.p2pfaas)")
+    invoke = command(fn, "invoke", cmd_fn_invoke, "run a deployed function and print its result")
+    invoke.add_argument("name")
+    invoke.add_argument("payload", nargs="?", default="null", help="JSON payload (default: null)")
+    invoke.add_argument("--timeout", type=float, default=None, help="seconds (default: the manifest's)")
+    invoke.add_argument("--key", type=Path, default=default_key(), help="lessee key (default: %(default)s)")
+    invoke.add_argument("--anchor", default=default_anchor(), help="anchor URL (default: %(default)s)")
+
+    anchor = groups.add_parser("anchor", help="the anchor server").add_subparsers(
+        dest="anchor_command", required=True
+    )
+    serve = command(anchor, "serve", cmd_anchor_serve, "serve the anchor's registry and node list")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8700)
+    serve.add_argument("--db", help="SQLAlchemy URL, e.g. mysql+aiomysql://user:pw@host/db (default: SQLite)")
+
+    node = groups.add_parser("node", help="a volunteer node").add_subparsers(
+        dest="node_command", required=True
+    )
+    run = command(node, "run", cmd_node_run, "lend this machine: serve invocations")
+    run.add_argument("--anchor", default=default_anchor(), help="anchor URL (default: %(default)s)")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=0, help="0: any free port")
+    run.add_argument("--work-dir", help="bundles, sockets and the node key (default: ~/.p2pfaas/node)")
+    run.add_argument("--key", help="node key file (default: WORK_DIR/node.key)")
+    run.add_argument("--executor", choices=("auto", "docker", "process"), default="auto")
+    run.add_argument(
+        "--allow-unsandboxed",
+        action="store_true",
+        help="if Docker is missing, run functions as plain processes (trusted local use ONLY)",
+    )
+    run.add_argument("--cpus", type=float, default=1.0, help="CPU cores per function instance")
+    run.add_argument("--memory", type=_parse_memory, default=2048, help="memory lent, e.g. 4g")
+    run.add_argument("--image", default="", help="runtime image tag (default: the built-in one)")
+
+    runtime = groups.add_parser("runtime", help="the function runtime image").add_subparsers(
+        dest="runtime_command", required=True
+    )
+    build = command(runtime, "build", cmd_runtime_build, "build the Python runtime image locally")
+    build.add_argument("--tag", default="p2pfaas/runtime-python:0.1")
+    build.add_argument(
+        "--mirror", default="http://deb.debian.org/debian", help="Debian mirror for debootstrap"
+    )
+
+    dev = groups.add_parser("devnet", help="a local network").add_subparsers(
+        dest="devnet_command", required=True
+    )
+    up = command(dev, "up", cmd_devnet, "start an anchor and N nodes, each its own process")
+    up.add_argument("--nodes", type=int, default=3)
+    up.add_argument("--port", type=int, default=8700, help="the anchor's port; nodes take the next ones")
+    up.add_argument("--detach", action="store_true", help="return once the network is up")
+    for sub in (
+        up,
+        command(dev, "demo", cmd_devnet, "deploy and invoke a sample function"),
+        command(dev, "down", cmd_devnet, "stop a detached devnet"),
+    ):
+        sub.add_argument(
+            "--dir", default=".devnet", help="the devnet's state directory (default: %(default)s)"
+        )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.handler(args))
+    except P2PFaaSError as exc:
+        print(f"p2pfaas: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

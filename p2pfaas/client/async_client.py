@@ -1,0 +1,229 @@
+"""The asynchronous lessee client.
+
+Deploying packs and signs a directory, registers the lessee key (idempotent) and uploads the bundle
+to the anchor. Invoking resolves the function's name to its current digest (cached), picks an entry
+node from the anchor's node list (until the DHT's `find_nearby`, issue #3), signs the request and
+sends it. A node that cannot be reached is skipped and the same invocation id is sent to the next,
+so a retry is recognisable as one (exactly-once charging: issues #5 and #6). The node's answer must
+carry a valid signature by that node's key.
+
+Errors are typed (p2pfaas.errors): FunctionFailed (the function raised), InvokeTimeout,
+MemoryExceeded, ExecutorError, NotFound (unknown function), Refused, Unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from p2pfaas import bundle, rpc, signing
+from p2pfaas.clock import wall_time
+from p2pfaas.errors import (
+    ExecutorError,
+    FunctionFailed,
+    InvokeError,
+    InvokeTimeout,
+    LocalError,
+    MemoryExceeded,
+    SignatureError,
+    Unreachable,
+)
+from p2pfaas.identity import KeyPair
+from p2pfaas.messages import (
+    ERROR_EXECUTOR,
+    ERROR_MEMORY,
+    ERROR_TIMEOUT,
+    Ack,
+    FunctionInfo,
+    InvokeRequest,
+    InvokeResult,
+    LesseeKeyRegistration,
+    NodeInfo,
+    NodeList,
+)
+
+NETWORK_SLACK_S = 10.0  # how much longer than the function's timeout we wait for a node's answer
+
+
+@dataclass(frozen=True)
+class InvokeOutcome:
+    """A successful invocation: the function's return value and where and how it ran."""
+
+    value: Any
+    invocation_id: str
+    node_id: str
+    node_url: str
+    duration_s: float
+    cold: bool
+
+
+@dataclass
+class AsyncClient:
+    """A lessee's view of the network. Use as `async with AsyncClient(anchor_url, keys) as c:`."""
+
+    anchor_url: str
+    keys: KeyPair
+    rng: random.Random = field(default_factory=random.Random)
+    request_timeout_s: float = 30.0
+    _session: aiohttp.ClientSession | None = None
+    _functions: dict[str, FunctionInfo] = field(default_factory=dict)
+    _registered: bool = False
+
+    async def __aenter__(self) -> AsyncClient:
+        self._session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise LocalError("use the client as `async with AsyncClient(...) as client:`")
+        return self._session
+
+    # --- anchor ---------------------------------------------------------------------------------
+
+    async def register_key(self, *, label: str = "") -> str:
+        msg = signing.sign(
+            LesseeKeyRegistration(label=label, issued_at=wall_time(), signer=b"", signature=b""), self.keys
+        )
+        ack = await rpc.call(
+            self.session, "POST", f"{self.anchor_url}/v1/lessees", Ack, msg, timeout_s=self.request_timeout_s
+        )
+        self._registered = True
+        return ack.detail
+
+    async def deploy(self, directory: Path) -> FunctionInfo:
+        """Pack, sign and upload `directory`; the function's name now points at this version."""
+        upload = bundle.make_bundle(Path(directory), self.keys)
+        if not self._registered:
+            await self.register_key(label="p2pfaas client")
+        info = await rpc.call(
+            self.session,
+            "POST",
+            f"{self.anchor_url}/v1/bundles",
+            FunctionInfo,
+            upload,
+            timeout_s=max(self.request_timeout_s, 60.0),
+        )
+        self._functions[info.name] = info
+        return info
+
+    async def function(self, name: str, *, refresh: bool = False) -> FunctionInfo:
+        if refresh or name not in self._functions:
+            url = f"{self.anchor_url}/v1/functions/{self.keys.key_id}/{name}"
+            self._functions[name] = await rpc.call(
+                self.session, "GET", url, FunctionInfo, timeout_s=self.request_timeout_s
+            )
+        return self._functions[name]
+
+    async def nodes(self) -> list[NodeInfo]:
+        listing = await rpc.call(
+            self.session, "GET", f"{self.anchor_url}/v1/nodes", NodeList, timeout_s=self.request_timeout_s
+        )
+        return list(listing.nodes)
+
+    # --- invocations ----------------------------------------------------------------------------
+
+    async def invoke(
+        self, name: str, payload: Any = None, *, timeout_s: float | None = None, node_url: str | None = None
+    ) -> InvokeOutcome:
+        """Run function `name` on `payload` (any JSON value) and return its result.
+
+        `node_url` pins the entry node (tests, benchmarks); otherwise nodes are tried in a random
+        order until one answers.
+        """
+        info = await self.function(name)
+        manifest = info.header.manifest
+        timeout = min(timeout_s or manifest.timeout_s, manifest.timeout_s)
+        try:
+            body = json.dumps(payload, separators=(",", ":")).encode()
+        except (TypeError, ValueError) as exc:
+            raise LocalError(f"payload is not JSON-serialisable: {exc}") from None
+        request = signing.sign(
+            InvokeRequest(
+                invocation_id=f"{self.rng.getrandbits(128):032x}",
+                digest=info.header.digest,
+                payload=body,
+                timeout_s=timeout,
+                signer=b"",
+                signature=b"",
+            ),
+            self.keys,
+        )
+        candidates = await self._entry_nodes(node_url)
+        failures: list[str] = []
+        for node in candidates:
+            try:
+                result = await rpc.call(
+                    self.session,
+                    "POST",
+                    f"{node.url}/v1/invoke",
+                    InvokeResult,
+                    request,
+                    timeout_s=timeout + NETWORK_SLACK_S,
+                )
+            except Unreachable as exc:
+                failures.append(str(exc))
+                continue
+            return self._outcome(request, result, node)
+        raise Unreachable(
+            f"no node could run invocation {request.invocation_id}: " + ("; ".join(failures) or "no nodes")
+        )
+
+    async def _entry_nodes(self, node_url: str | None) -> list[NodeInfo]:
+        nodes = await self.nodes()
+        if node_url is not None:
+            pinned = [n for n in nodes if n.url == node_url]
+            if not pinned:
+                raise Unreachable(f"node {node_url} is not in the anchor's list of live nodes")
+            return pinned
+        self.rng.shuffle(nodes)
+        return nodes
+
+    def _outcome(self, request: InvokeRequest, result: InvokeResult, node: NodeInfo) -> InvokeOutcome:
+        if result.signer != node.public_key:
+            raise SignatureError(f"node {node.node_id[:12]} answered with another key's signature")
+        signing.verify(result)
+        if result.invocation_id != request.invocation_id or result.digest != request.digest:
+            raise SignatureError(f"node {node.node_id[:12]} answered a different invocation")
+        ids = {"invocation_id": request.invocation_id, "node_id": node.node_id}
+        if not result.ok:
+            error: InvokeError
+            if result.error_type == ERROR_TIMEOUT:
+                error = InvokeTimeout(result.error_message, **ids)
+            elif result.error_type == ERROR_MEMORY:
+                error = MemoryExceeded(result.error_message, **ids)
+            elif result.error_type == ERROR_EXECUTOR:
+                error = ExecutorError(result.error_message, **ids)
+            else:
+                error = FunctionFailed(
+                    f"{result.error_type}: {result.error_message}",
+                    error_type=result.error_type,
+                    traceback=result.traceback,
+                    **ids,
+                )
+            raise error
+        try:
+            value = json.loads(result.output) if result.output else None
+        except ValueError:
+            raise ExecutorError("the node returned output that is not JSON", **ids) from None
+        return InvokeOutcome(
+            value=value,
+            invocation_id=request.invocation_id,
+            node_id=node.node_id,
+            node_url=node.url,
+            duration_s=result.duration_s,
+            cold=result.cold,
+        )

@@ -1,0 +1,267 @@
+"""Runs functions in hardened warm Docker containers: the production executor.
+
+Each warm instance is one container of the runtime image (see `runtime_image`) running the shim
+as PID 1, reached over a unix socket in a per-container host directory that is bind-mounted at
+/run/p2pfaas. The function's code is bind-mounted read-only at /fn. Every container gets: no
+network, all capabilities dropped, no-new-privileges, a read-only root with a small /tmp tmpfs,
+pids/memory (no swap)/CPU limits from the manifest, uid 65534, capped logs, and the labels
+`p2pfaas.owner` (this node) and `p2pfaas.digest` (the function).
+
+The docker SDK is synchronous, so every Docker call runs in a thread, and none is made on a warm
+invocation: the hot path is the persistent shim connection. Pooling, timeouts and the error
+contract live in `WarmPool`; this module only starts, diagnoses and removes containers.
+
+It does not build the image (`runtime_image` does), verify bundles (the node does) or meter
+usage yet: `container_id(instance_id)` is the seam a cgroup-metering layer will use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import docker.types
+
+from p2pfaas.errors import ConfigError, ExecutorError, InvokeError, MemoryExceeded
+from p2pfaas.exec.base import ExecResult, FunctionSpec
+from p2pfaas.exec.run_dir import SOCKET_NAME, RunDir
+from p2pfaas.exec.runtime_image import RUNTIME_IMAGE_TAG
+from p2pfaas.exec.shim_client import ShimConnection, connect_when_ready
+from p2pfaas.exec.warm_pool import WarmPool
+
+LABEL_OWNER = "p2pfaas.owner"
+LABEL_DIGEST = "p2pfaas.digest"
+LABEL_INSTANCE = "p2pfaas.instance"
+RUNTIME_UID = 65534  # nobody:nogroup in every Debian base
+CONTAINER_CODE_DIR = "/fn"
+CONTAINER_SOCKET_DIR = "/run/p2pfaas"
+
+_OWNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_EXIT_WAIT_S = 5.0  # how long a container whose connection broke gets to finish dying
+_STATUS_CHECK_S = 0.5  # during startup, how often to ask Docker whether the container died
+_T = TypeVar("_T")
+
+
+async def _docker(what: str, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """Run a blocking SDK call in a thread; any failure (SDK or HTTP) becomes `ExecutorError`."""
+    try:
+        return await asyncio.to_thread(call, *args, **kwargs)
+    except docker.errors.NotFound:
+        raise
+    except Exception as exc:  # the SDK raises its own errors and raw `requests` ones alike
+        raise ExecutorError(f"docker {what} failed: {exc}") from exc
+
+
+class _ContainerInstance:
+    """One container; driven by `WarmPool`."""
+
+    def __init__(self, fn: FunctionSpec, instance_id: str, *, executor: DockerExecutor) -> None:
+        self.instance_id = instance_id
+        self.container_id = ""
+        self._fn = fn
+        self._executor = executor
+        self._connection: ShimConnection | None = None
+
+    @property
+    def connection(self) -> ShimConnection:
+        assert self._connection is not None, "boot() first"
+        return self._connection
+
+    async def boot(self, *, timeout_s: float) -> None:
+        await _docker("create/start", self._create_and_start)
+        self._connection = await connect_when_ready(
+            self._executor.run_dir.socket_path(self.instance_id),
+            timeout_s=timeout_s,
+            exit_reason=self._exit_reason,
+            check_every_s=_STATUS_CHECK_S,
+        )
+
+    def _create_and_start(self) -> None:
+        socket_dir = self._executor.run_dir.instance_dir(self.instance_id)
+        socket_dir.mkdir(mode=0o700)
+        if os.geteuid() == 0:
+            os.chown(socket_dir, RUNTIME_UID, RUNTIME_UID)  # the shim, as uid 65534, creates its socket here
+        else:
+            # A non-root daemon (in the docker group) cannot chown: open the directory up and rely on
+            # the work dir (0700) to keep other local users out.
+            socket_dir.chmod(0o777)
+        executor = self._executor
+        container = executor.client.containers.create(
+            executor.image,
+            command=[
+                *("--socket", f"{CONTAINER_SOCKET_DIR}/{SOCKET_NAME}"),
+                *("--code-dir", CONTAINER_CODE_DIR),
+                *("--handler", self._fn.handler),
+            ],
+            name=f"p2pfaas-{executor.owner_id[:16]}-{self.instance_id}",
+            labels={
+                LABEL_OWNER: executor.owner_id,
+                LABEL_DIGEST: self._fn.digest,
+                LABEL_INSTANCE: self.instance_id,
+            },
+            volumes={
+                str(self._fn.code_dir.absolute()): {"bind": CONTAINER_CODE_DIR, "mode": "ro"},
+                str(socket_dir): {"bind": CONTAINER_SOCKET_DIR, "mode": "rw"},
+            },
+            network_mode="none",
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            read_only=True,
+            tmpfs={"/tmp": "size=16m,mode=1777"},
+            user=f"{RUNTIME_UID}:{RUNTIME_UID}",
+            pids_limit=executor.pids_limit,
+            mem_limit=f"{self._fn.memory_mb}m",
+            memswap_limit=f"{self._fn.memory_mb}m",  # equal to mem_limit: no swap
+            nano_cpus=int(self._fn.cpus * 1e9),
+            ulimits=[docker.types.Ulimit(name="nofile", soft=1024, hard=1024)],
+            # Under host memory pressure, the kernel should kill a function before the volunteer's apps.
+            oom_score_adj=1000,
+            log_config={"type": "json-file", "config": {"max-size": "1m", "max-file": "1"}},
+        )
+        self.container_id = container.id
+        container.start()
+
+    def _state(self, *, wait_s: float = 0.0) -> dict[str, Any]:
+        """The container's State (blocking; in a thread), after waiting up to `wait_s` for it to exit."""
+        container = self._executor.client.containers.get(self.container_id)
+        if wait_s > 0 and container.status not in ("exited", "dead"):
+            # A timed-out wait raises; the state read below then says "still running".
+            with contextlib.suppress(Exception):
+                container.wait(timeout=wait_s)
+            container.reload()
+        state: dict[str, Any] = container.attrs.get("State", {})
+        return state
+
+    def _logs_tail(self) -> str:
+        container = self._executor.client.containers.get(self.container_id)
+        return bytes(container.logs(tail=20)).decode(errors="replace").strip()
+
+    async def _exit_reason(self) -> str | None:
+        try:
+            state = await _docker("inspect", self._state)
+            if state.get("Running", False):
+                return None
+            logs = await _docker("logs", self._logs_tail)
+        except docker.errors.NotFound:
+            return "the container was removed"
+        return f"container exited with status {state.get('ExitCode')}: {logs[-1500:]}"
+
+    async def diagnose(self, error: ExecutorError) -> InvokeError:
+        if self._connection is None or not self._connection.lost:
+            return error  # a malformed answer: the container is alive but not to be trusted
+        try:
+            state = await _docker("inspect", self._state, wait_s=_EXIT_WAIT_S)
+        except (ExecutorError, docker.errors.NotFound) as exc:
+            return ExecutorError(f"{error}; and the container cannot be inspected: {exc}")
+        if state.get("Running", False):
+            return ExecutorError(f"{error} (the container is still running)")
+        # 137 = SIGKILL, which we had not sent yet: with cgroup v1 the memory controller's kill
+        # sometimes shows only as that, without the OOMKilled flag.
+        if state.get("OOMKilled") or state.get("ExitCode") == 137:
+            return MemoryExceeded(f"the function exceeded its {self._fn.memory_mb} MB memory limit")
+        return ExecutorError(
+            f"the container died during the invocation (exit status {state.get('ExitCode')}, "
+            f"{state.get('Error') or 'no error reported'})"
+        )
+
+    async def destroy(self) -> None:
+        if self._connection is not None:
+            await self._connection.aclose()
+        if self.container_id:
+            with contextlib.suppress(docker.errors.NotFound):  # gone already (aclose's sweep, an operator)
+                await _docker("remove", self._remove)
+        await asyncio.to_thread(self._executor.run_dir.remove, self.instance_id)
+
+    def _remove(self) -> None:
+        self._executor.client.api.remove_container(self.container_id, force=True, v=True)
+
+
+class DockerExecutor:
+    """An `Executor` running warm containers per function digest; driven by `invoke` calls."""
+
+    kind = "docker"
+    sandboxed = True
+
+    def __init__(
+        self,
+        *,
+        owner_id: str,
+        work_dir: Path,
+        image: str = RUNTIME_IMAGE_TAG,
+        max_per_function: int = 4,
+        keep_alive_s: float = 300.0,
+        startup_timeout_s: float = 30.0,
+        pids_limit: int = 64,
+        client_factory: Callable[[], docker.DockerClient] | None = None,
+    ) -> None:
+        if not _OWNER_ID.match(owner_id):
+            raise ConfigError(f"owner id must match {_OWNER_ID.pattern}, got {owner_id!r}")
+        self.owner_id = owner_id
+        self.image = image
+        self.pids_limit = pids_limit
+        self.run_dir = RunDir(work_dir)
+        self._client_factory = client_factory or (lambda: docker.from_env(timeout=60))
+        self._client: docker.DockerClient | None = None
+        self._pool = WarmPool(
+            factory=self._new_instance,
+            max_per_function=max_per_function,
+            keep_alive_s=keep_alive_s,
+            startup_timeout_s=startup_timeout_s,
+        )
+
+    @property
+    def client(self) -> docker.DockerClient:
+        assert self._client is not None, "start() first"
+        return self._client
+
+    def _new_instance(self, fn: FunctionSpec, instance_id: str) -> _ContainerInstance:
+        return _ContainerInstance(fn, instance_id, executor=self)
+
+    async def start(self) -> None:
+        """Connect to the engine, check the image, remove this owner's orphaned containers."""
+        self._client = await _docker("connect", self._client_factory)
+        try:
+            await _docker("inspect image", self.client.images.get, self.image)
+        except docker.errors.NotFound:
+            raise ExecutorError(
+                f"runtime image {self.image} is missing: run `p2pfaas runtime build`"
+            ) from None
+        await self._remove_owned_containers()
+        await asyncio.to_thread(self.run_dir.sweep)
+        await asyncio.to_thread(self.run_dir.create)
+        await self._pool.start()
+
+    async def invoke(self, fn: FunctionSpec, payload: bytes, *, timeout_s: float) -> ExecResult:
+        return await self._pool.invoke(fn, payload, timeout_s=timeout_s)
+
+    async def aclose(self) -> None:
+        """Remove every container of this owner, including any a cancelled start left behind."""
+        await self._pool.aclose()
+        if self._client is not None:
+            await self._remove_owned_containers()
+            await asyncio.to_thread(self._client.close)
+            self._client = None
+
+    def container_id(self, instance_id: str) -> str | None:
+        """The Docker id of a live instance: the seam for cgroup metering."""
+        instance = self._pool.instance(instance_id)
+        return instance.container_id if isinstance(instance, _ContainerInstance) else None
+
+    def instance_ids(self, digest: str | None = None) -> list[str]:
+        return self._pool.instance_ids(digest)
+
+    async def _remove_owned_containers(self) -> None:
+        def remove_all() -> None:
+            owned = self.client.api.containers(all=True, filters={"label": f"{LABEL_OWNER}={self.owner_id}"})
+            for summary in owned:
+                with contextlib.suppress(docker.errors.NotFound):  # removed meanwhile by its instance
+                    self.client.api.remove_container(summary["Id"], force=True, v=True)
+
+        await _docker("remove owned containers", remove_all)

@@ -1,0 +1,279 @@
+"""p2pfaas runtime shim: serves one function over a unix socket. STANDARD LIBRARY ONLY.
+
+Runs inside every warm container (and, for the unsandboxed process executor, as a local
+subprocess). It imports the handler `module:function` from the code directory once, at startup,
+then listens on a unix socket and runs invocations sent over it.
+
+Framing, both directions: a frame is a 4-byte big-endian length followed by that many bytes; a
+message is two frames, a JSON header then a raw body.
+- request header `{"v": 1, "op": "invoke" | "ping"}`; body: the payload, JSON bytes.
+- response header `{"v": 1, "ok", "error_type", "error_message", "traceback", "duration_s"}`;
+  body: the JSON of the return value when ok, else empty.
+
+Concurrency: one connection at a time, one request at a time on it. A second client waits in the
+listen backlog until the first disconnects. The host keeps one connection and at most one
+invocation in flight per instance, so this costs nothing, and the function's process-wide state
+(globals, caches) stays single-threaded as function authors expect.
+
+What it does not do: enforce time limits (the host kills the instance) or memory limits (the
+container's cgroup does; the process executor asks for an address-space rlimit with
+--rlimit-as-mb); authenticate its peer (the socket's directory is reachable only by the host);
+protect itself from the function, which runs in this very process. The host therefore treats
+every byte from here as untrusted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+PROTOCOL_VERSION = 1
+MAX_HEADER_BYTES = 64 * 1024
+DEFAULT_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+DEFAULT_MAX_RESULT_BYTES = 6 * 1024 * 1024
+MAX_TRACEBACK_CHARS = 32_000
+MAX_MESSAGE_CHARS = 4_000
+EXIT_MEMORY = 86  # the shim itself ran out of memory: the host reports MemoryExceeded
+EXIT_USAGE = 2
+
+_LENGTH = struct.Struct(">I")
+_HANDLER = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+
+Handler = Callable[[Any], Any]
+Header = dict[str, Any]
+
+
+class ProtocolError(Exception):
+    """The peer broke the framing; the connection is dropped, the shim carries on."""
+
+
+# --- framing ------------------------------------------------------------------------------------
+
+
+def _recv_exactly(conn: socket.socket, size: int, *, at_frame_start: bool) -> bytes | None:
+    """`size` bytes, or None on a clean end of stream before a frame starts."""
+    buf = bytearray()
+    while len(buf) < size:
+        chunk = conn.recv(min(size - len(buf), 1 << 20))
+        if not chunk:
+            if at_frame_start and not buf:
+                return None
+            raise ProtocolError("connection closed in the middle of a frame")
+        buf += chunk
+    return bytes(buf)
+
+
+def recv_frame(conn: socket.socket, *, max_bytes: int, at_message_start: bool = False) -> bytes | None:
+    """One frame's bytes; None on a clean end of stream at a message boundary."""
+    prefix = _recv_exactly(conn, _LENGTH.size, at_frame_start=at_message_start)
+    if prefix is None:
+        return None
+    (size,) = _LENGTH.unpack(prefix)
+    if size > max_bytes:
+        raise ProtocolError(f"frame of {size} bytes exceeds the limit of {max_bytes}")
+    data = _recv_exactly(conn, size, at_frame_start=False)
+    assert data is not None  # only a frame start may end cleanly
+    return data
+
+
+def send_message(conn: socket.socket, header: Header, body: bytes) -> None:
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    conn.sendall(_LENGTH.pack(len(raw)) + raw + _LENGTH.pack(len(body)))
+    if body:
+        conn.sendall(body)  # separately, so a large result is not copied once more
+
+
+# --- running the function -----------------------------------------------------------------------
+
+
+def _error_header(exc: BaseException, tb: TracebackType | None, duration_s: float) -> Header:
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    return {
+        "v": PROTOCOL_VERSION,
+        "ok": False,
+        "error_type": type(exc).__name__,
+        "error_message": str(exc)[:MAX_MESSAGE_CHARS],
+        # Keep the end: the innermost frames and the exception line are what the author needs.
+        "traceback": text[-MAX_TRACEBACK_CHARS:],
+        "duration_s": duration_s,
+    }
+
+
+def load_handler(code_dir: Path, spec: str) -> tuple[Handler | None, Header | None]:
+    """Import `module:function` from `code_dir`: the handler, or the error header to answer with.
+
+    A broken handler is the function author's error, so it is reported on every invocation
+    rather than crashing the shim (which the host would take for a broken sandbox).
+    """
+    try:
+        if not _HANDLER.match(spec):
+            raise ValueError(f"handler must look like 'module:function', got {spec!r}")
+        module_name, function_name = spec.split(":")
+        sys.path.insert(0, str(code_dir))
+        module = importlib.import_module(module_name)
+        handler = getattr(module, function_name)
+        if not callable(handler):
+            raise TypeError(f"{spec} is not callable")
+        return handler, None
+    except BaseException as exc:  # the author's import-time code may raise anything, even SystemExit
+        return None, _error_header(exc, exc.__traceback__, 0.0)
+
+
+def invoke(handler: Handler, payload: bytes, *, max_result_bytes: int) -> tuple[Header, bytes]:
+    """Run the handler on a JSON payload: the response header and body. Never raises Exception."""
+    try:
+        value = json.loads(payload) if payload else None
+    except ValueError as exc:
+        return _error_header(exc, exc.__traceback__, 0.0), b""
+    started = time.perf_counter()
+    try:
+        result = handler(value)
+    except BaseException as exc:  # sys.exit() or KeyboardInterrupt in a function must not end the shim
+        duration_s = time.perf_counter() - started
+        tb = exc.__traceback__
+        # Skip this frame: the author's traceback starts at their handler.
+        return _error_header(exc, tb.tb_next if tb and tb.tb_next else tb, duration_s), b""
+    duration_s = time.perf_counter() - started
+    try:
+        body = json.dumps(result, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        return _error_header(exc, exc.__traceback__, duration_s), b""
+    if len(body) > max_result_bytes:
+        too_large = ValueError(f"result of {len(body)} bytes exceeds the limit of {max_result_bytes}")
+        header = _error_header(too_large, None, duration_s)
+        header["error_type"] = "ResultTooLarge"
+        return header, b""
+    header = {"v": PROTOCOL_VERSION, "ok": True, "error_type": "", "error_message": "", "traceback": ""}
+    header["duration_s"] = duration_s
+    return header, body
+
+
+# --- serving ------------------------------------------------------------------------------------
+
+
+def _parse_request(raw: bytes) -> str:
+    try:
+        header = json.loads(raw)
+    except ValueError as exc:
+        raise ProtocolError(f"request header is not JSON: {exc}") from None
+    if not isinstance(header, dict) or header.get("v") != PROTOCOL_VERSION:
+        raise ProtocolError(f"unsupported request header {header!r:.200}")
+    op = header.get("op")
+    if op not in ("invoke", "ping"):
+        raise ProtocolError(f"unknown op {op!r:.100}")
+    return str(op)
+
+
+def serve_connection(
+    conn: socket.socket,
+    handler: Handler | None,
+    load_error: Header | None,
+    *,
+    max_payload_bytes: int,
+    max_result_bytes: int,
+) -> None:
+    """Answer requests on one connection until the peer closes it."""
+    while True:
+        raw = recv_frame(conn, max_bytes=MAX_HEADER_BYTES, at_message_start=True)
+        if raw is None:
+            return
+        op = _parse_request(raw)
+        payload = recv_frame(conn, max_bytes=max_payload_bytes)
+        assert payload is not None
+        if op == "ping":
+            header: Header = {"v": PROTOCOL_VERSION, "ok": True, "error_type": "", "error_message": ""}
+            header.update(traceback="", duration_s=0.0)
+            send_message(conn, header, b"")
+        elif handler is None:
+            assert load_error is not None
+            send_message(conn, load_error, b"")
+        else:
+            send_message(conn, *invoke(handler, payload, max_result_bytes=max_result_bytes))
+
+
+def listen(path: Path) -> socket.socket:
+    if path.is_socket():
+        path.unlink()  # left by a previous shim in the same directory
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    # The directory, not the socket's mode, is the access control; the host may be another uid.
+    os.chmod(path, 0o666)
+    server.listen(4)
+    return server
+
+
+def serve(server: socket.socket, handler: Handler | None, load_error: Header | None, **limits: int) -> None:
+    while True:
+        conn, _ = server.accept()
+        with conn:
+            try:
+                serve_connection(conn, handler, load_error, **limits)
+            except (ProtocolError, OSError) as exc:
+                print(f"p2pfaas shim: dropping connection: {exc}", file=sys.stderr, flush=True)
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="p2pfaas runtime shim")
+    env = os.environ.get
+    parser.add_argument("--socket", default=env("P2PFAAS_SOCKET", "/run/p2pfaas/shim.sock"))
+    parser.add_argument("--code-dir", default=env("P2PFAAS_CODE_DIR", "/fn"))
+    parser.add_argument("--handler", default=env("P2PFAAS_HANDLER"))
+    parser.add_argument("--rlimit-as-mb", type=int, default=0, help="address-space limit (0: none)")
+    parser.add_argument("--max-payload-bytes", type=int, default=DEFAULT_MAX_PAYLOAD_BYTES)
+    parser.add_argument("--max-result-bytes", type=int, default=DEFAULT_MAX_RESULT_BYTES)
+    args = parser.parse_args(argv)
+    if not args.handler:
+        parser.error("--handler (or P2PFAAS_HANDLER) is required")
+    return args
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    sys.exit(0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    if args.rlimit_as_mb > 0:
+        import resource  # Unix only, and only the process executor needs it
+
+        limit = args.rlimit_as_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    # As PID 1 in a container SIGTERM is ignored unless handled; exit promptly instead.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    code_dir = Path(args.code_dir)
+    os.chdir(code_dir)  # so a function can open its bundle's data files by relative path
+    handler, load_error = load_handler(code_dir, args.handler)
+    socket_path = Path(args.socket)
+    server = listen(socket_path)
+    try:
+        serve(
+            server,
+            handler,
+            load_error,
+            max_payload_bytes=args.max_payload_bytes,
+            max_result_bytes=args.max_result_bytes,
+        )
+    except MemoryError:
+        # Even the reply failed: die with a status the host maps to MemoryExceeded.
+        os._exit(EXIT_MEMORY)
+    finally:
+        server.close()
+        socket_path.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The volunteer node daemon: verifies, fetches and runs invocations; announces itself to the anchor."""

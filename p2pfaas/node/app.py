@@ -1,0 +1,45 @@
+"""The node's HTTP API (aiohttp, MessagePack bodies).
+
+Routes:
+    POST /v1/invoke   InvokeRequest -> InvokeResult (200), or ErrorReply: 400 malformed,
+                      403 bad signature / not the owner, 404 unknown function
+    GET  /v1/status                  -> NodeStatus
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from p2pfaas.messages import MAX_PAYLOAD_BYTES, InvokeRequest, NodeStatus
+from p2pfaas.node.service import NodeService
+from p2pfaas.rpc import error_middleware, read_message, reply
+
+SERVICE_KEY = web.AppKey("service", NodeService)
+
+
+async def invoke(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    msg = await read_message(request, InvokeRequest)
+    return reply(await service.invoke(msg))
+
+
+async def status(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    return reply(
+        NodeStatus(
+            node_id=service.node_id,
+            url=service.url,
+            executor=service.executor.kind,
+            sandboxed=service.executor.sandboxed,
+            invocations=service.stats.invocations,
+            in_flight=service.stats.in_flight,
+            cached_bundles=len(service.cache),
+        )
+    )
+
+
+def make_app(service: NodeService) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_PAYLOAD_BYTES + 64 * 1024)
+    app[SERVICE_KEY] = service
+    app.add_routes([web.post("/v1/invoke", invoke), web.get("/v1/status", status)])
+    return app

@@ -1,0 +1,203 @@
+"""The node daemon's lifecycle: choose an executor, serve HTTP, announce to the anchor, shut down cleanly.
+
+`NodeDaemon` is an async context manager: entering it starts the executor (which removes orphaned
+containers of a previous run), the HTTP site and the announcer task; leaving it stops them in
+reverse order and removes every container it started. `run_node` adds signal handling for the CLI.
+
+Executor choice (`--executor`): "docker" needs a reachable engine; "process" is the UNSANDBOXED
+fallback, allowed only with `allow_unsandboxed` (devnet sets it); "auto" prefers Docker and falls back
+to processes only where allowed, and says so loudly. A node never falls back silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import aiohttp
+from aiohttp import web
+
+from p2pfaas import rpc, signing
+from p2pfaas.bundle import BundleCache
+from p2pfaas.clock import wall_time
+from p2pfaas.errors import ConfigError, P2PFaaSError
+from p2pfaas.exec.base import Executor
+from p2pfaas.identity import KeyPair
+from p2pfaas.messages import Ack, Bundle, NodeAnnouncement
+from p2pfaas.node.app import make_app
+from p2pfaas.node.service import NodeService
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("python3.11",)
+UNSANDBOXED_WARNING = (
+    "\n" + "!" * 78 + "\n"
+    "!! NO SANDBOX: functions run as plain processes on this machine, with your user's rights.\n"
+    "!! This is for a trusted local devnet only. Install Docker for real isolation.\n" + "!" * 78
+)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    anchor_url: str
+    key_path: Path
+    work_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: any free port
+    public_url: str = ""  # what to announce; default http://host:port
+    executor: str = "auto"  # "docker" | "process" | "auto"
+    allow_unsandboxed: bool = False
+    cpus: float = 1.0
+    memory_mb: int = 2048
+    runtime_image: str = ""  # "" -> the default runtime image tag
+    announce_interval_s: float = 30.0
+
+
+def make_executor(config: NodeConfig, *, owner_id: str) -> Executor:
+    """The executor `config` asks for; raises ConfigError instead of ever degrading silently."""
+    if config.executor not in ("docker", "process", "auto"):
+        raise ConfigError(f"unknown executor {config.executor!r}: use docker, process or auto")
+    reason = ""
+    if config.executor in ("docker", "auto"):
+        from p2pfaas.exec import docker_exec, runtime_image
+
+        try:
+            return docker_exec.DockerExecutor(
+                image=config.runtime_image or runtime_image.RUNTIME_IMAGE_TAG,
+                owner_id=owner_id,
+                work_dir=config.work_dir / "containers",
+            )
+        except P2PFaaSError as exc:
+            reason = str(exc)
+            if config.executor == "docker":
+                raise ConfigError(f"--executor docker: {reason}") from None
+    if not config.allow_unsandboxed:
+        raise ConfigError(
+            f"no Docker engine is usable ({reason or 'process executor requested'}); refusing to run "
+            "functions unsandboxed. Start Docker, or pass --allow-unsandboxed on a trusted machine."
+        )
+    from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
+
+    log.warning("%s%s", UNSANDBOXED_WARNING, f"\n!! reason: {reason}" if reason else "")
+    return UnsandboxedProcessExecutor(work_dir=config.work_dir / "processes")
+
+
+class NodeDaemon:
+    """One volunteer node. Use `async with NodeDaemon(config) as node:` then `await node.stopped()`."""
+
+    def __init__(
+        self, config: NodeConfig, *, executor: Executor | None = None, rng: random.Random | None = None
+    ) -> None:
+        self.config = config
+        self.keys = KeyPair.load_or_create(config.key_path)
+        self.rng = rng or random.Random()
+        self.executor = executor or make_executor(config, owner_id=self.keys.key_id)
+        self.url = ""
+        self._stack = contextlib.AsyncExitStack()
+        self._stop = asyncio.Event()
+
+    @property
+    def node_id(self) -> str:
+        return self.keys.key_id
+
+    async def __aenter__(self) -> NodeDaemon:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def _start(self) -> None:
+        stack = self._stack
+        await self.executor.start()
+        stack.push_async_callback(self.executor.aclose)
+        self.session = await stack.enter_async_context(aiohttp.ClientSession())
+        service = NodeService(
+            keys=self.keys,
+            executor=self.executor,
+            cache=BundleCache(self.config.work_dir / "bundles"),
+            fetch_bundle=self._fetch_bundle,
+            cpus_per_instance=self.config.cpus,
+        )
+        self.service = service
+        runner = web.AppRunner(make_app(service), access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, self.config.host, self.config.port)
+        await site.start()
+        host, port = _bound_address(runner, self.config)
+        self.url = self.config.public_url or f"http://{host}:{port}"
+        service.url = self.url
+        tasks = await stack.enter_async_context(asyncio.TaskGroup())
+        tasks.create_task(self._announce_forever())
+        # Leaving the stack sets _stop first so the announcer ends before the TaskGroup is awaited.
+        stack.callback(self._stop.set)
+        log.info("node %s serving on %s with executor %s", self.node_id[:12], self.url, self.executor.kind)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.aclose()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def stopped(self) -> None:
+        await self._stop.wait()
+
+    async def _fetch_bundle(self, digest: str) -> Bundle:
+        url = f"{self.config.anchor_url}/v1/bundles/{digest}"
+        return await rpc.call(self.session, "GET", url, Bundle, timeout_s=30.0)
+
+    async def announce(self) -> None:
+        msg = signing.sign(
+            NodeAnnouncement(
+                url=self.url,
+                runtimes=RUNTIMES,
+                cores=self.config.cpus,
+                memory_mb=self.config.memory_mb,
+                executor=self.executor.kind,
+                issued_at=wall_time(),
+                signer=b"",
+                signature=b"",
+            ),
+            self.keys,
+        )
+        await rpc.call(self.session, "POST", f"{self.config.anchor_url}/v1/nodes", Ack, msg, timeout_s=10.0)
+
+    async def _announce_forever(self) -> None:
+        """Announce now and then periodically; an unreachable anchor is logged, never fatal."""
+        interval = self.config.announce_interval_s
+        while not self._stop.is_set():
+            try:
+                await self.announce()
+            except P2PFaaSError as exc:
+                log.warning("announcing to the anchor failed (will retry): %s", exc)
+            # Jitter keeps a devnet's nodes from announcing in lockstep.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval * self.rng.uniform(0.8, 1.2))
+
+
+def _bound_address(runner: web.AppRunner, config: NodeConfig) -> tuple[str, int]:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return config.host, int(address[1])
+    return config.host, config.port
+
+
+async def run_node(config: NodeConfig) -> None:
+    """Run a node until SIGINT or SIGTERM (the CLI's `p2pfaas node run`)."""
+    loop = asyncio.get_running_loop()
+    async with NodeDaemon(config) as node:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, node.stop)
+        print(f"node {node.node_id} serving on {node.url} (executor: {node.executor.kind})", flush=True)
+        await node.stopped()
+    print(f"node {node.node_id} stopped", flush=True)

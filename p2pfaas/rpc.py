@@ -1,0 +1,136 @@
+"""MessagePack over HTTP: how anchors, nodes and clients exchange wire messages.
+
+Server side: `read_message` decodes a request body into one expected message type, and
+`error_middleware` turns our exceptions into an `ErrorReply` with the right status (400 malformed,
+403 bad signature or not allowed, 404 unknown, 503 busy), so handlers only raise.
+Client side: `call` posts or gets one message and decodes the answer, turning an `ErrorReply` back
+into the matching exception and transport failures into `Unreachable`.
+
+This module knows no routes; those live with the anchor and node apps.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import aiohttp
+from aiohttp import web
+
+from p2pfaas import codec
+from p2pfaas.errors import (
+    DecodeError,
+    NotFound,
+    P2PFaaSError,
+    Refused,
+    RemoteError,
+    SignatureError,
+    Unreachable,
+)
+from p2pfaas.messages import ErrorReply
+
+CONTENT_TYPE = "application/x-msgpack"
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=codec.Message)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Forbidden(RemoteError):
+    """Raised by a handler when a correctly signed request is not allowed (maps to 403)."""
+
+
+class Busy(Refused):
+    """Raised by a handler when the peer has no room now (maps to 503)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, status=503)
+
+
+# --- server side ---------------------------------------------------------------------------------
+
+
+def reply(msg: codec.Message, *, status: int = 200) -> web.Response:
+    return web.Response(body=codec.encode(msg), status=status, content_type=CONTENT_TYPE)
+
+
+def error_reply(status: int, code: str, reason: str) -> web.Response:
+    return reply(ErrorReply(code=code, reason=reason[:4000]), status=status)
+
+
+async def read_message(request: web.Request, cls: type[M]) -> M:
+    """Decode the request body as a `cls`; a bad body raises DecodeError (-> 400)."""
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise DecodeError("request body is larger than this server accepts") from None
+    return codec.decode_as(cls, body)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map our exceptions to ErrorReply answers; nothing a peer sends may crash the server."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except DecodeError as exc:
+        return error_reply(400, "malformed", str(exc))
+    except SignatureError as exc:
+        return error_reply(403, "bad-signature", str(exc))
+    except Forbidden as exc:
+        return error_reply(403, "forbidden", str(exc))
+    except NotFound as exc:
+        return error_reply(404, "not-found", str(exc))
+    except Refused as exc:
+        return error_reply(exc.status or 400, "busy" if exc.status == 503 else "refused", exc.reason)
+    except P2PFaaSError as exc:
+        log.warning("%s %s failed: %s", request.method, request.path, exc)
+        return error_reply(400, "refused", f"{type(exc).__name__}: {exc}")
+    except Exception:
+        log.exception("internal error serving %s %s", request.method, request.path)
+        return error_reply(500, "internal", "internal error; see the server's log")
+
+
+# --- client side ---------------------------------------------------------------------------------
+
+
+def _error_from_reply(status: int, body: bytes, url: str) -> P2PFaaSError:
+    try:
+        err = codec.decode_as(ErrorReply, body)
+        code, reason = err.code, err.reason
+    except DecodeError:
+        code, reason = "http", f"HTTP {status} from {url} (no ErrorReply body)"
+    if status == 404:
+        return NotFound(reason)
+    return Refused(f"{code}: {reason}", status=status)
+
+
+async def call(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    expect: type[M],
+    msg: codec.Message | None = None,
+    *,
+    timeout_s: float,
+) -> M:
+    """Send `msg` (or nothing) to `url` and decode the answer as `expect`.
+
+    Raises NotFound / Refused for an ErrorReply, DecodeError for a malformed answer, and
+    Unreachable when the peer cannot be reached or does not answer within `timeout_s`.
+    """
+    data = codec.encode(msg) if msg is not None else None
+    headers = {"Content-Type": CONTENT_TYPE} if data is not None else None
+    try:
+        async with session.request(
+            method, url, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as response:
+            body = await response.read()
+            status = response.status
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        raise Unreachable(f"{method} {url}: {type(exc).__name__}: {exc}") from None
+    if status >= 300:
+        raise _error_from_reply(status, body, url)
+    return codec.decode_as(expect, body)

@@ -1,0 +1,110 @@
+"""Fixtures for the execution tests: a test function, short work dirs, the runtime image."""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from p2pfaas.exec.base import FunctionSpec
+from p2pfaas.exec.runtime_image import build_runtime_image
+from tests.conftest import docker_client_or_skip
+
+# One handler with many behaviours, chosen by the payload's "op".
+HANDLER_SOURCE = '''
+import os, socket, sys, time
+
+calls = 0
+
+def main(request):
+    global calls
+    calls += 1
+    op = request.get("op") if isinstance(request, dict) else None
+    if op == "raise":
+        raise ValueError("bad input: " + str(request.get("x")))
+    if op == "sleep":
+        time.sleep(request["s"])
+        return "slept"
+    if op == "alloc":
+        hoard = [bytearray(1 << 20) for _ in range(request["mb"])]
+        return len(hoard)
+    if op == "calls":
+        return calls
+    if op == "exit":
+        sys.exit(3)
+    if op == "die":
+        os._exit(5)
+    if op == "ids":
+        return [os.getuid(), os.getgid(), os.geteuid()]
+    if op == "interfaces":
+        return sorted(name for _, name in socket.if_nameindex())
+    if op == "connect":
+        try:
+            socket.create_connection((request["host"], request["port"]), timeout=2).close()
+        except OSError as exc:
+            return {"error": type(exc).__name__}
+        return "connected"
+    if op == "write":
+        try:
+            with open(request["path"], "w") as f:
+                f.write("x")
+        except OSError as exc:
+            return {"error": type(exc).__name__, "errno": exc.errno}
+        return "written"
+    if op == "big":
+        return "x" * request["n"]
+    return request
+'''
+
+
+def make_function(directory: Path, *, memory_mb: int = 128, source: str = HANDLER_SOURCE) -> FunctionSpec:
+    """Write `source` as handler.py in `directory` and describe it as a function."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "handler.py").write_text(source)
+    digest = hashlib.sha256(source.encode() + str(directory).encode()).hexdigest()
+    return FunctionSpec(
+        digest=digest, code_dir=directory, handler="handler:main", memory_mb=memory_mb, timeout_s=5.0
+    )
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A work dir with a short path: unix socket paths are limited to 107 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="p2pf-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def function(tmp_path: Path) -> FunctionSpec:
+    return make_function(tmp_path / "fn")
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Any:
+    try:
+        return cast(Any, docker_client_or_skip())
+    except pytest.skip.Exception as exc:
+        reason = str(exc.msg)
+    # docker-py leaks its socket when the engine is unreachable (unixconn.py connects before it
+    # keeps the socket), and the engine error's traceback holds it. With that traceback dropped,
+    # collect it now, where the ResourceWarning is expected, not during some later test.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def runtime_image(docker_client: Any) -> str:
+    """The runtime image, built once per session (at once if current)."""
+    cache = Path(os.environ.get("P2PFAAS_ROOTFS_CACHE", "~/.cache/p2pfaas/rootfs")).expanduser()
+    return build_runtime_image(client=docker_client, rootfs_cache=cache)

@@ -1,0 +1,200 @@
+"""The Docker executor against the real engine: results, errors, limits and the sandbox itself."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from p2pfaas.errors import ConfigError, ExecutorError, InvokeTimeout, MemoryExceeded
+from p2pfaas.exec.base import Executor, FunctionSpec
+from p2pfaas.exec.docker_exec import LABEL_DIGEST, LABEL_OWNER, DockerExecutor
+
+from .conftest import make_function
+
+pytestmark = pytest.mark.docker
+
+
+def _body(payload: object) -> bytes:
+    return json.dumps(payload).encode()
+
+
+def _owned(client: Any, owner_id: str) -> list[Any]:
+    return list(client.containers.list(all=True, filters={"label": f"{LABEL_OWNER}={owner_id}"}))
+
+
+@pytest.fixture
+def owner_id() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"  # unique: other test runs may share the engine
+
+
+@pytest.fixture
+async def executor(runtime_image: str, owner_id: str, short_dir: Path) -> AsyncIterator[DockerExecutor]:
+    executor = DockerExecutor(owner_id=owner_id, work_dir=short_dir / "run", image=runtime_image)
+    await executor.start()
+    yield executor
+    await executor.aclose()
+
+
+async def test_is_a_sandboxed_executor(executor: DockerExecutor) -> None:
+    as_protocol: Executor = executor
+    assert as_protocol.sandboxed is True and as_protocol.kind == "docker"
+
+
+def test_rejects_bad_config(short_dir: Path) -> None:
+    with pytest.raises(ConfigError):
+        DockerExecutor(owner_id="no spaces allowed", work_dir=short_dir)
+    with pytest.raises(ConfigError, match="too long"):
+        DockerExecutor(owner_id="ok", work_dir=short_dir / ("x" * 100))
+
+
+async def test_runs_warm_in_a_labelled_hardened_container(
+    executor: DockerExecutor, function: FunctionSpec, docker_client: Any, owner_id: str
+) -> None:
+    first = await executor.invoke(function, _body({"a": [1, 2]}), timeout_s=30)
+    assert first.ok and first.cold and json.loads(first.output) == {"a": [1, 2]}
+    second = await executor.invoke(function, _body({"op": "calls"}), timeout_s=30)
+    assert (second.ok, second.cold, second.output) == (True, False, b"2")
+    [container] = _owned(docker_client, owner_id)
+    [instance_id] = executor.instance_ids(function.digest)
+    assert container.id == executor.container_id(instance_id)
+    assert container.labels[LABEL_DIGEST] == function.digest
+    host = container.attrs["HostConfig"]
+    assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["Memory"] == host["MemorySwap"] == function.memory_mb * 2**20
+    assert host["PidsLimit"] > 0 and host["NanoCpus"] == 10**9
+    assert container.attrs["Config"]["User"] == "65534:65534"
+
+
+async def test_function_error_returns_type_and_traceback(
+    executor: DockerExecutor, function: FunctionSpec
+) -> None:
+    result = await executor.invoke(function, _body({"op": "raise", "x": "y"}), timeout_s=30)
+    assert (result.ok, result.error_type, result.error_message) == (False, "ValueError", "bad input: y")
+    assert '/fn/handler.py", line' in result.traceback and "raise ValueError" in result.traceback
+    assert (await executor.invoke(function, _body(1), timeout_s=30)).cold is False
+
+
+async def test_timeout_kills_and_replaces(
+    executor: DockerExecutor, function: FunctionSpec, docker_client: Any, owner_id: str
+) -> None:
+    await executor.invoke(function, _body(1), timeout_s=30)
+    [old] = _owned(docker_client, owner_id)
+    with pytest.raises(InvokeTimeout):
+        await executor.invoke(function, _body({"op": "sleep", "s": 60}), timeout_s=0.5)
+    assert _owned(docker_client, owner_id) == []  # killed and removed, not left running
+    after = await executor.invoke(function, _body(2), timeout_s=30)
+    assert after.ok and after.cold
+    assert [c.id for c in _owned(docker_client, owner_id)] != [old.id]
+
+
+async def test_memory_bomb_is_memory_exceeded(executor: DockerExecutor, tmp_path: Path) -> None:
+    function = make_function(tmp_path / "small", memory_mb=64)
+    with pytest.raises(MemoryExceeded):
+        await executor.invoke(function, _body({"op": "alloc", "mb": 1024}), timeout_s=60)
+    result = await executor.invoke(function, _body({"op": "alloc", "mb": 8}), timeout_s=60)
+    assert result.ok and result.cold and result.output == b"8"
+
+
+async def test_container_dying_is_executor_error(executor: DockerExecutor, function: FunctionSpec) -> None:
+    with pytest.raises(ExecutorError, match="exit status 5"):
+        await executor.invoke(function, _body({"op": "die"}), timeout_s=30)
+    assert (await executor.invoke(function, _body(1), timeout_s=30)).ok
+
+
+async def test_has_no_network(executor: DockerExecutor, function: FunctionSpec, docker_client: Any) -> None:
+    interfaces = await executor.invoke(function, _body({"op": "interfaces"}), timeout_s=30)
+    assert json.loads(interfaces.output) == ["lo"]
+    # A server the host can reach on every address; the container must reach it on none.
+    with socket.create_server(("0.0.0.0", 0)) as server:
+        port = server.getsockname()[1]
+        gateway = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0].get("Gateway")
+        for host in ["127.0.0.1", "1.1.1.1", *([gateway] if gateway else [])]:
+            result = await executor.invoke(
+                function, _body({"op": "connect", "host": host, "port": port}), timeout_s=30
+            )
+            assert result.ok and isinstance(json.loads(result.output), dict), (host, result)
+
+
+async def test_root_is_read_only_and_tmp_writable(executor: DockerExecutor, function: FunctionSpec) -> None:
+    for path, expected in [
+        ("/etc/evil", {"error": "OSError", "errno": errno.EROFS}),
+        ("/fn/evil.py", {"error": "OSError", "errno": errno.EROFS}),
+        ("/tmp/scratch", "written"),
+    ]:
+        result = await executor.invoke(function, _body({"op": "write", "path": path}), timeout_s=30)
+        assert json.loads(result.output) == expected, path
+    assert not (function.code_dir / "evil.py").exists()
+
+
+async def test_runs_as_nobody(executor: DockerExecutor, function: FunctionSpec) -> None:
+    result = await executor.invoke(function, _body({"op": "ids"}), timeout_s=30)
+    assert json.loads(result.output) == [65534, 65534, 65534]
+
+
+async def test_concurrent_invocations_grow_the_pool_to_its_cap(
+    runtime_image: str, owner_id: str, short_dir: Path, function: FunctionSpec, docker_client: Any
+) -> None:
+    executor = DockerExecutor(
+        owner_id=owner_id, work_dir=short_dir / "run", image=runtime_image, max_per_function=2
+    )
+    await executor.start()
+    try:
+        results = await asyncio.gather(
+            *(executor.invoke(function, _body({"op": "sleep", "s": 0.3}), timeout_s=60) for _ in range(4))
+        )
+        assert all(result.ok for result in results) and sum(result.cold for result in results) == 2
+        assert len(_owned(docker_client, owner_id)) == 2
+    finally:
+        await executor.aclose()
+
+
+async def test_start_removes_orphans_and_aclose_removes_all(
+    runtime_image: str,
+    owner_id: str,
+    short_dir: Path,
+    function: FunctionSpec,
+    docker_client: Any,
+    tmp_path: Path,
+) -> None:
+    # Left by a "previous run" of this owner, and one of another owner that must survive.
+    orphan = docker_client.containers.create(
+        runtime_image, entrypoint=["sleep", "600"], labels={LABEL_OWNER: owner_id}, network_mode="none"
+    )
+    orphan.start()
+    bystander = docker_client.containers.create(
+        runtime_image,
+        entrypoint=["sleep", "600"],
+        labels={LABEL_OWNER: owner_id + "-other"},
+        network_mode="none",
+    )
+    try:
+        executor = DockerExecutor(owner_id=owner_id, work_dir=short_dir / "run", image=runtime_image)
+        await executor.start()
+        assert _owned(docker_client, owner_id) == []
+        other = make_function(tmp_path / "other")
+        await asyncio.gather(
+            executor.invoke(function, _body(1), timeout_s=30), executor.invoke(other, _body(2), timeout_s=30)
+        )
+        assert len(_owned(docker_client, owner_id)) == 2
+        await executor.aclose()
+        assert _owned(docker_client, owner_id) == []
+        assert list((short_dir / "run").iterdir()) == []
+        bystander.reload()  # still there
+    finally:
+        bystander.remove(force=True)
+
+
+async def test_missing_image_is_a_clear_error(owner_id: str, short_dir: Path, docker_client: Any) -> None:
+    executor = DockerExecutor(owner_id=owner_id, work_dir=short_dir, image="p2pfaas/no-such-image:0")
+    with pytest.raises(ExecutorError, match="runtime build"):
+        await executor.start()
+    await executor.aclose()

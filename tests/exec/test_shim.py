@@ -1,0 +1,224 @@
+"""The runtime shim and its host-side client: framing, errors, limits, untrusted responses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pfaas.errors import ExecutorError, InvokeTimeout, LocalError
+from p2pfaas.exec.runtime import SHIM_PATH, shim
+from p2pfaas.exec.shim_client import ShimConnection, connect_when_ready, parse_response
+
+from .conftest import make_function
+
+# --- in process: the pure parts of the shim --------------------------------------------------------
+
+
+def _handler(value: Any) -> Any:
+    if value == "raise":
+        raise KeyError("missing")
+    if value == "exit":
+        sys.exit(2)
+    if value == "nan":
+        return float("nan")
+    if value == "object":
+        return object()
+    return {"got": value}
+
+
+def test_invoke_returns_json_of_the_result() -> None:
+    header, body = shim.invoke(_handler, b"[1, 2]", max_result_bytes=1024)
+    assert header["ok"] is True and header["duration_s"] >= 0
+    assert json.loads(body) == {"got": [1, 2]}
+
+
+def test_invoke_reports_exception_with_the_functions_traceback() -> None:
+    header, body = shim.invoke(_handler, b'"raise"', max_result_bytes=1024)
+    assert (header["ok"], header["error_type"], body) == (False, "KeyError", b"")
+    assert "in _handler" in header["traceback"] and "KeyError: 'missing'" in header["traceback"]
+    assert "in invoke" not in header["traceback"]  # the shim's own frame is cut off
+
+
+@pytest.mark.parametrize(
+    ("payload", "error_type"),
+    [(b'"exit"', "SystemExit"), (b'"nan"', "ValueError"), (b'"object"', "TypeError"),
+     (b"{", "JSONDecodeError")],
+)  # fmt: skip
+def test_invoke_never_raises(payload: bytes, error_type: str) -> None:
+    header, _ = shim.invoke(_handler, payload, max_result_bytes=1024)
+    assert (header["ok"], header["error_type"]) == (False, error_type)
+
+
+def test_result_over_the_limit_is_an_error_not_a_huge_frame() -> None:
+    header, body = shim.invoke(_handler, b'"' + b"x" * 100 + b'"', max_result_bytes=50)
+    assert (header["ok"], header["error_type"], body) == (False, "ResultTooLarge", b"")
+
+
+@pytest.mark.parametrize(
+    ("spec", "error_type"),
+    [("handler", "ValueError"), ("nosuchmodule:main", "ModuleNotFoundError"),
+     ("handler:missing", "AttributeError")],
+)  # fmt: skip
+def test_load_handler_reports_errors(tmp_path: Path, spec: str, error_type: str) -> None:
+    make_function(tmp_path / "fn")
+    handler, error = shim.load_handler(tmp_path / "fn", spec)
+    assert handler is None and error is not None and error["error_type"] == error_type
+
+
+# --- over a real socket: the shim as a subprocess -----------------------------------------------------
+
+
+async def _start_shim(code_dir: Path, sock: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-I", "-B", str(SHIM_PATH), "--socket", str(sock),
+        "--code-dir", str(code_dir), "--handler", "handler:main", "--max-result-bytes", "4096",
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def shim_process(tmp_path: Path, short_dir: Path) -> AsyncIterator[Path]:
+    make_function(tmp_path / "fn")
+    sock = short_dir / "s.sock"
+    process = await _start_shim(tmp_path / "fn", sock)
+
+    async def exited() -> str | None:
+        return None if process.returncode is None else f"status {process.returncode}"
+
+    connection = await connect_when_ready(sock, timeout_s=30, exit_reason=exited, check_every_s=0)
+    await connection.aclose()
+    yield sock
+    process.kill()
+    await process.wait()
+
+
+async def test_serves_many_invocations_on_one_connection(shim_process: Path) -> None:
+    connection = await ShimConnection.open(shim_process, timeout_s=5)
+    await connection.ping(timeout_s=5)
+    for n in range(3):
+        result = await connection.invoke(json.dumps({"n": n}).encode(), timeout_s=5)
+        assert result.ok and json.loads(result.output) == {"n": n}
+    failed = await connection.invoke(b'{"op": "raise", "x": 7}', timeout_s=5)
+    assert (failed.ok, failed.error_type, failed.error_message) == (False, "ValueError", "bad input: 7")
+    assert 'handler.py", line' in failed.traceback
+    assert (await connection.invoke(b'{"op": "calls"}', timeout_s=5)).output == b"5"  # same warm process
+    await connection.aclose()
+
+
+async def test_timeout_breaks_the_connection_but_not_the_shim(shim_process: Path) -> None:
+    connection = await ShimConnection.open(shim_process, timeout_s=5)
+    with pytest.raises(InvokeTimeout):
+        await connection.invoke(b'{"op": "sleep", "s": 0.5}', timeout_s=0.05)
+    assert connection.broken
+    with pytest.raises(ExecutorError, match="broken"):
+        await connection.invoke(b"1", timeout_s=5)
+    await connection.aclose()
+    # The shim finishes the sleep, notices the closed connection and accepts the next one.
+    fresh = await ShimConnection.open(shim_process, timeout_s=5)
+    assert (await fresh.invoke(b"1", timeout_s=5)).output == b"1"
+    await fresh.aclose()
+
+
+async def test_malformed_request_drops_only_that_connection(shim_process: Path) -> None:
+    def send_garbage() -> bytes:
+        with socket.socket(socket.AF_UNIX) as raw:
+            raw.connect(str(shim_process))
+            raw.sendall(struct.pack(">I", 5) + b"nope!")
+            return raw.recv(10)
+
+    assert await asyncio.to_thread(send_garbage) == b""  # closed without an answer
+    connection = await ShimConnection.open(shim_process, timeout_s=5)
+    assert (await connection.invoke(b"[]", timeout_s=5)).output == b"[]"
+    await connection.aclose()
+
+
+async def test_size_limits(shim_process: Path) -> None:
+    connection = await ShimConnection.open(shim_process, timeout_s=5, max_payload_bytes=100)
+    with pytest.raises(LocalError):
+        await connection.invoke(b"1" * 101, timeout_s=5)
+    assert not connection.broken  # refused before anything was sent
+    too_big = await connection.invoke(b'{"op": "big", "n": 5000}', timeout_s=5)
+    assert (too_big.ok, too_big.error_type) == (False, "ResultTooLarge")
+    await connection.aclose()
+    capped = await ShimConnection.open(shim_process, timeout_s=5, max_response_bytes=100)
+    with pytest.raises(ExecutorError, match="limit"):
+        await capped.invoke(b'{"op": "big", "n": 1000}', timeout_s=5)
+    assert capped.broken and not capped.lost
+    await capped.aclose()
+
+
+async def test_import_error_is_reported_on_each_invocation(tmp_path: Path, short_dir: Path) -> None:
+    make_function(tmp_path / "fn", source="raise RuntimeError('broken at import')\n")
+    process = await _start_shim(tmp_path / "fn", short_dir / "s.sock")
+
+    async def exited() -> str | None:
+        return None if process.returncode is None else f"status {process.returncode}"
+
+    sock = short_dir / "s.sock"
+    connection = await connect_when_ready(sock, timeout_s=30, exit_reason=exited, check_every_s=0)
+    for _ in range(2):
+        result = await connection.invoke(b"{}", timeout_s=5)
+        assert (result.ok, result.error_type) == (False, "RuntimeError")
+        assert "broken at import" in result.traceback
+    await connection.aclose()
+    process.kill()
+    await process.wait()
+
+
+async def test_connect_when_ready_fails_fast_when_the_runtime_exits(tmp_path: Path, short_dir: Path) -> None:
+    process = await _start_shim(tmp_path / "does-not-exist", short_dir / "s.sock")
+
+    async def exited() -> str | None:
+        return None if process.returncode is None else f"status {process.returncode}"
+
+    with pytest.raises(ExecutorError, match="exited during startup"):
+        await connect_when_ready(short_dir / "s.sock", timeout_s=60, exit_reason=exited, check_every_s=0)
+    await process.wait()
+
+
+# --- the client against a misbehaving shim ---------------------------------------------------------------
+
+
+async def test_peer_closing_mid_frame_is_executor_error(short_dir: Path) -> None:
+    async def half_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(struct.pack(">I", 50) + b'{"v": 1')
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_unix_server(half_answer, path=str(short_dir / "fake.sock"))
+    async with server:
+        connection = await ShimConnection.open(short_dir / "fake.sock", timeout_s=5)
+        with pytest.raises(ExecutorError, match="closed"):
+            await connection.invoke(b"1", timeout_s=5)
+        assert connection.broken and connection.lost
+        await connection.aclose()
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"[]", b"not json", b'{"v": 2, "ok": true}', b'{"v": 1, "ok": 1, "duration_s": 0}',
+     b'{"v": 1, "ok": true, "duration_s": -1}', b'{"v": 1, "ok": true, "duration_s": true}',
+     b'{"v": 1, "ok": false, "error_type": 3, "duration_s": 0}'],
+)  # fmt: skip
+def test_parse_response_rejects_malformed_headers(header: bytes) -> None:
+    with pytest.raises(ExecutorError):
+        parse_response(header, b"")
+
+
+@given(st.binary(max_size=200), st.binary(max_size=50))
+def test_parse_response_raises_only_executor_error(header: bytes, body: bytes) -> None:
+    try:
+        result = parse_response(header, body)
+    except ExecutorError:
+        return
+    assert result.duration_s >= 0

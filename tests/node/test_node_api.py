@@ -1,0 +1,147 @@
+"""The first network end to end on real loopback sockets: anchor, node and client in one process.
+
+The node uses the process executor here so these tests run everywhere; tests/exec covers Docker,
+and tests/node/test_node_docker.py runs this same flow through real containers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from p2pfaas import codec, signing
+from p2pfaas.anchor.server import AnchorServer
+from p2pfaas.client import AsyncClient
+from p2pfaas.errors import FunctionFailed, InvokeTimeout, NotFound
+from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
+from p2pfaas.identity import KeyPair
+from p2pfaas.messages import ErrorReply, InvokeRequest, InvokeResult
+from p2pfaas.node.daemon import NodeConfig, NodeDaemon
+from tests.functions import write_function
+
+
+@dataclasses.dataclass
+class Net:
+    anchor: AnchorServer
+    node: NodeDaemon
+    client: AsyncClient
+    root: Path
+
+
+@pytest.fixture
+async def net(tmp_path: Path) -> AsyncIterator[Net]:
+    async with AnchorServer(f"sqlite+aiosqlite:///{tmp_path / 'anchor.db'}", port=0) as anchor:
+        config = NodeConfig(
+            anchor_url=anchor.url,
+            key_path=tmp_path / "node" / "node.key",
+            work_dir=tmp_path / "node",
+            port=0,
+            executor="process",
+            allow_unsandboxed=True,
+        )
+        executor = UnsandboxedProcessExecutor(work_dir=tmp_path / "node" / "processes")
+        async with (
+            NodeDaemon(config, executor=executor) as node,
+            AsyncClient(anchor.url, KeyPair.generate()) as client,
+        ):
+            await node.announce()
+            yield Net(anchor, node, client, tmp_path)
+
+
+async def test_deploy_and_invoke_returns_the_value_signed_by_the_node(net: Net) -> None:
+    await net.client.deploy(write_function(net.root, "echo"))
+    first = await net.client.invoke("echo", {"x": 1})
+    second = await net.client.invoke("echo", [1, "two"])
+    assert first.value == {"echo": {"x": 1}}
+    assert second.value == {"echo": [1, "two"]}
+    assert first.node_id == second.node_id == net.node.node_id
+    assert first.cold and not second.cold
+
+
+async def test_a_function_that_raises_returns_its_type_and_traceback(net: Net) -> None:
+    await net.client.deploy(write_function(net.root, "boom"))
+    with pytest.raises(FunctionFailed) as caught:
+        await net.client.invoke("boom", 7)
+    assert caught.value.error_type == "ValueError"
+    assert "bad input 7" in str(caught.value)
+    assert "in helper" in caught.value.traceback
+    await net.client.deploy(write_function(net.root, "echo"))
+    assert (await net.client.invoke("echo", 1)).value == {"echo": 1}
+
+
+async def test_a_timeout_kills_the_instance_and_the_node_serves_on(net: Net) -> None:
+    await net.client.deploy(write_function(net.root, "sleepy", timeout_s=0.5))
+    with pytest.raises(InvokeTimeout):
+        await net.client.invoke("sleepy", {"s": 30})
+    assert (await net.client.invoke("sleepy", {"s": 0})).value == "woke"
+
+
+async def test_unknown_function_name_is_not_found(net: Net) -> None:
+    with pytest.raises(NotFound):
+        await net.client.invoke("nope", {})
+
+
+# --- the node's answers to bad requests, on the raw HTTP API ---------------------------------------
+
+
+async def _post(url: str, body: bytes) -> tuple[int, bytes]:
+    async with aiohttp.ClientSession() as session, session.post(url, data=body) as response:
+        return response.status, await response.read()
+
+
+async def _signed_request(net: Net, keys: KeyPair | None = None, digest: str | None = None) -> InvokeRequest:
+    info = await net.client.deploy(write_function(net.root, "echo"))
+    return signing.sign(
+        InvokeRequest(
+            invocation_id="test-1",
+            digest=digest or info.header.digest,
+            payload=b"{}",
+            timeout_s=5.0,
+            signer=b"",
+            signature=b"",
+        ),
+        keys or net.client.keys,
+    )
+
+
+@pytest.mark.parametrize("body", [b"", b"\xc1garbage", codec.encode(ErrorReply("x", "y"))])
+async def test_malformed_requests_get_400_with_a_reason(net: Net, body: bytes) -> None:
+    status, answer = await _post(f"{net.node.url}/v1/invoke", body)
+    assert status == 400
+    reply = codec.decode_as(ErrorReply, answer)
+    assert reply.code == "malformed" and reply.reason
+
+
+async def test_a_bad_signature_gets_403(net: Net) -> None:
+    request = await _signed_request(net)
+    forged = dataclasses.replace(request, payload=b'{"tampered": true}')
+    status, answer = await _post(f"{net.node.url}/v1/invoke", codec.encode(forged))
+    assert status == 403
+    assert codec.decode_as(ErrorReply, answer).code == "bad-signature"
+
+
+async def test_someone_elses_function_gets_403(net: Net) -> None:
+    request = await _signed_request(net, keys=KeyPair.generate())
+    status, answer = await _post(f"{net.node.url}/v1/invoke", codec.encode(request))
+    assert status == 403
+    assert "owner" in codec.decode_as(ErrorReply, answer).reason
+
+
+async def test_an_unknown_digest_gets_404(net: Net) -> None:
+    request = await _signed_request(net, digest="ab" * 32)
+    status, answer = await _post(f"{net.node.url}/v1/invoke", codec.encode(request))
+    assert status == 404
+    assert codec.decode_as(ErrorReply, answer).code == "not-found"
+
+
+async def test_a_good_request_gets_a_result_signed_by_the_node(net: Net) -> None:
+    request = await _signed_request(net)
+    status, answer = await _post(f"{net.node.url}/v1/invoke", codec.encode(request))
+    assert status == 200
+    result = codec.decode_as(InvokeResult, answer)
+    assert signing.verify(result).key_id == net.node.node_id
+    assert result.ok and result.invocation_id == "test-1"
