@@ -28,24 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from p2pfaas.errors import LocalError, P2PFaaSError
+from p2pfaas.node.daemon import docker_problem
 
 STATE_FILE = "state.json"
 START_TIMEOUT_S = 60.0
-
-
-def _docker_available() -> str:
-    """'' if a Docker engine answers, else the reason it does not."""
-    try:
-        import docker
-
-        client = docker.from_env(timeout=5)
-        try:
-            client.ping()
-        finally:
-            client.close()
-    except Exception as exc:  # the SDK raises many types when no engine is there
-        return f"{type(exc).__name__}: {exc}"
-    return ""
 
 
 def _ensure_runtime_image() -> None:
@@ -135,7 +121,7 @@ def up(directory: Path, *, nodes: int, port: int, detach: bool) -> int:
         old = json.loads(state_path.read_text())
         if any(_alive(pid) for pid in old.get("pids", [])):
             raise LocalError(f"a devnet from {directory} is running; stop it with `p2pfaas devnet down`")
-    no_docker = _docker_available()
+    no_docker = docker_problem()
     if no_docker:
         print(f"devnet: no Docker engine ({no_docker}); nodes will run functions UNSANDBOXED")
     else:
@@ -250,5 +236,5 @@ async def _demo(anchor_url: str, node_urls: list[str], key_path: Path) -> int:
         try:
             await client.invoke("hello", {"fail": True})
         except FunctionFailed as exc:
-            print(f"a function that raises comes back as an error: {exc.error_type}: {exc}")
+            print(f"a function that raises comes back as a typed error: FunctionFailed: {exc}")
     return 1 if failures else 0

@@ -6,7 +6,11 @@ unless P2PFAAS_REQUIRE_DOCKER=1 / P2PFAAS_REQUIRE_MYSQL=1 is set (as CI does), i
 
 from __future__ import annotations
 
+import gc
 import os
+import warnings
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -49,3 +53,27 @@ def mysql_url_or_skip() -> str:
     except OSError as exc:
         require_or_skip("P2PFAAS_REQUIRE_MYSQL", "MariaDB/MySQL", f"{url}: {exc}")
     return url
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Any:
+    try:
+        return cast(Any, docker_client_or_skip())
+    except pytest.skip.Exception as exc:
+        reason = str(exc.msg)
+    # docker-py leaks its socket when the engine is unreachable (unixconn.py connects before it
+    # keeps the socket), and the engine error's traceback holds it. With that traceback dropped,
+    # collect it now, where the ResourceWarning is expected, not during some later test.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def runtime_image(docker_client: Any) -> str:
+    """The runtime image, built once per session (at once if current)."""
+    cache = Path(os.environ.get("P2PFAAS_ROOTFS_CACHE", "~/.cache/p2pfaas/rootfs")).expanduser()
+    from p2pfaas.exec.runtime_image import build_runtime_image
+
+    return build_runtime_image(client=docker_client, rootfs_cache=cache)

@@ -59,24 +59,41 @@ class NodeConfig:
     announce_interval_s: float = 30.0
 
 
+def docker_problem() -> str:
+    """'' if a Docker engine answers a ping, else why not. Blocking: call it in a thread."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=5)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # the SDK raises many unrelated types when no engine is there
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
 def make_executor(config: NodeConfig, *, owner_id: str) -> Executor:
-    """The executor `config` asks for; raises ConfigError instead of ever degrading silently."""
+    """The executor `config` asks for; raises ConfigError instead of ever degrading silently.
+
+    Blocking (it pings the Docker engine): call it in a thread from async code.
+    """
     if config.executor not in ("docker", "process", "auto"):
         raise ConfigError(f"unknown executor {config.executor!r}: use docker, process or auto")
     reason = ""
     if config.executor in ("docker", "auto"):
-        from p2pfaas.exec import docker_exec, runtime_image
+        reason = docker_problem()
+        if not reason:
+            from p2pfaas.exec import docker_exec, runtime_image
 
-        try:
             return docker_exec.DockerExecutor(
                 image=config.runtime_image or runtime_image.RUNTIME_IMAGE_TAG,
                 owner_id=owner_id,
-                work_dir=config.work_dir / "containers",
+                work_dir=config.work_dir / "run",
             )
-        except P2PFaaSError as exc:
-            reason = str(exc)
-            if config.executor == "docker":
-                raise ConfigError(f"--executor docker: {reason}") from None
+        if config.executor == "docker":
+            raise ConfigError(f"--executor docker, but no Docker engine answers: {reason}")
     if not config.allow_unsandboxed:
         raise ConfigError(
             f"no Docker engine is usable ({reason or 'process executor requested'}); refusing to run "
@@ -85,19 +102,27 @@ def make_executor(config: NodeConfig, *, owner_id: str) -> Executor:
     from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 
     log.warning("%s%s", UNSANDBOXED_WARNING, f"\n!! reason: {reason}" if reason else "")
-    return UnsandboxedProcessExecutor(work_dir=config.work_dir / "processes")
+    return UnsandboxedProcessExecutor(work_dir=config.work_dir / "run")
 
 
 class NodeDaemon:
-    """One volunteer node. Use `async with NodeDaemon(config) as node:` then `await node.stopped()`."""
+    """One volunteer node: `async with NodeDaemon(config, executor=e) as node: await node.stopped()`.
+
+    `run_node` chooses the executor with `make_executor`; tests and the simulator pass their own.
+    """
 
     def __init__(
-        self, config: NodeConfig, *, executor: Executor | None = None, rng: random.Random | None = None
+        self,
+        config: NodeConfig,
+        *,
+        executor: Executor,
+        keys: KeyPair | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.config = config
-        self.keys = KeyPair.load_or_create(config.key_path)
+        self.keys = keys or KeyPair.load_or_create(config.key_path)
         self.rng = rng or random.Random()
-        self.executor = executor or make_executor(config, owner_id=self.keys.key_id)
+        self.executor = executor
         self.url = ""
         self._stack = contextlib.AsyncExitStack()
         self._stop = asyncio.Event()
@@ -195,7 +220,9 @@ def _bound_address(runner: web.AppRunner, config: NodeConfig) -> tuple[str, int]
 async def run_node(config: NodeConfig) -> None:
     """Run a node until SIGINT or SIGTERM (the CLI's `p2pfaas node run`)."""
     loop = asyncio.get_running_loop()
-    async with NodeDaemon(config) as node:
+    keys = KeyPair.load_or_create(config.key_path)
+    executor = await asyncio.to_thread(make_executor, config, owner_id=keys.key_id)
+    async with NodeDaemon(config, executor=executor, keys=keys) as node:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, node.stop)
         print(f"node {node.node_id} serving on {node.url} (executor: {node.executor.kind})", flush=True)

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import gc
 import hashlib
-import os
 import shutil
 import tempfile
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
 
 from p2pfaas.exec.base import FunctionSpec
-from p2pfaas.exec.runtime_image import build_runtime_image
-from tests.conftest import docker_client_or_skip
 
 # One handler with many behaviours, chosen by the payload's "op".
 HANDLER_SOURCE = '''
@@ -86,25 +80,3 @@ def short_dir() -> Iterator[Path]:
 @pytest.fixture
 def function(tmp_path: Path) -> FunctionSpec:
     return make_function(tmp_path / "fn")
-
-
-@pytest.fixture(scope="session")
-def docker_client() -> Any:
-    try:
-        return cast(Any, docker_client_or_skip())
-    except pytest.skip.Exception as exc:
-        reason = str(exc.msg)
-    # docker-py leaks its socket when the engine is unreachable (unixconn.py connects before it
-    # keeps the socket), and the engine error's traceback holds it. With that traceback dropped,
-    # collect it now, where the ResourceWarning is expected, not during some later test.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def runtime_image(docker_client: Any) -> str:
-    """The runtime image, built once per session (at once if current)."""
-    cache = Path(os.environ.get("P2PFAAS_ROOTFS_CACHE", "~/.cache/p2pfaas/rootfs")).expanduser()
-    return build_runtime_image(client=docker_client, rootfs_cache=cache)

@@ -1,12 +1,15 @@
 """The first network end to end on real loopback sockets: anchor, node and client in one process.
 
-The node uses the process executor here so these tests run everywhere; tests/exec covers Docker,
-and tests/node/test_node_docker.py runs this same flow through real containers.
+Every test runs twice: with the Docker executor (real hardened containers; skipped with a reason
+where no engine is reachable, failing under P2PFAAS_REQUIRE_DOCKER=1) and with the unsandboxed
+process executor (so the flow is covered everywhere).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +19,9 @@ import pytest
 from p2pfaas import codec, signing
 from p2pfaas.anchor.server import AnchorServer
 from p2pfaas.client import AsyncClient
-from p2pfaas.errors import FunctionFailed, InvokeTimeout, NotFound
+from p2pfaas.errors import FunctionFailed, InvokeTimeout, MemoryExceeded, NotFound
+from p2pfaas.exec.base import Executor
+from p2pfaas.exec.docker_exec import DockerExecutor
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import ErrorReply, InvokeRequest, InvokeResult
@@ -32,24 +37,39 @@ class Net:
     root: Path
 
 
+@pytest.fixture(params=["docker", "process"])
+def executor_kind(request: pytest.FixtureRequest) -> str:
+    if request.param == "docker":
+        request.getfixturevalue("runtime_image")  # skips (or fails in CI) without an engine
+    return str(request.param)
+
+
 @pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[Net]:
+async def net(tmp_path: Path, executor_kind: str) -> AsyncIterator[Net]:
+    # Unix socket paths are limited to 107 bytes: keep the executor's run directory short.
+    run_dir = Path(tempfile.mkdtemp(prefix="p2pn-", dir="/tmp"))
     async with AnchorServer(f"sqlite+aiosqlite:///{tmp_path / 'anchor.db'}", port=0) as anchor:
         config = NodeConfig(
             anchor_url=anchor.url,
             key_path=tmp_path / "node" / "node.key",
             work_dir=tmp_path / "node",
             port=0,
-            executor="process",
+            executor=executor_kind,
             allow_unsandboxed=True,
         )
-        executor = UnsandboxedProcessExecutor(work_dir=tmp_path / "node" / "processes")
+        executor: Executor
+        if executor_kind == "docker":
+            owner = KeyPair.load_or_create(config.key_path).key_id
+            executor = DockerExecutor(owner_id=owner, work_dir=run_dir)
+        else:
+            executor = UnsandboxedProcessExecutor(work_dir=run_dir)
         async with (
             NodeDaemon(config, executor=executor) as node,
             AsyncClient(anchor.url, KeyPair.generate()) as client,
         ):
             await node.announce()
             yield Net(anchor, node, client, tmp_path)
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 async def test_deploy_and_invoke_returns_the_value_signed_by_the_node(net: Net) -> None:
@@ -78,6 +98,24 @@ async def test_a_timeout_kills_the_instance_and_the_node_serves_on(net: Net) -> 
     with pytest.raises(InvokeTimeout):
         await net.client.invoke("sleepy", {"s": 30})
     assert (await net.client.invoke("sleepy", {"s": 0})).value == "woke"
+
+
+async def test_a_memory_hog_is_killed_and_the_node_serves_on(net: Net) -> None:
+    await net.client.deploy(write_function(net.root, "hog", memory_mb=64))
+    with pytest.raises(MemoryExceeded):
+        await net.client.invoke("hog", {})
+    await net.client.deploy(write_function(net.root, "echo"))
+    assert (await net.client.invoke("echo", 2)).value == {"echo": 2}
+
+
+async def test_the_node_keeps_serving_when_the_anchor_is_gone(net: Net) -> None:
+    await net.client.deploy(write_function(net.root, "echo"))
+    node_url = net.node.url
+    assert (await net.client.invoke("echo", 1, node_url=node_url)).value == {"echo": 1}
+    request = await _signed_request(net)
+    await net.anchor.__aexit__(None, None, None)
+    status, answer = await _post(f"{node_url}/v1/invoke", codec.encode(request))
+    assert status == 200 and codec.decode_as(InvokeResult, answer).ok
 
 
 async def test_unknown_function_name_is_not_found(net: Net) -> None:

@@ -1,0 +1,147 @@
+"""The command line, run as users run it: separate processes, real files and ports on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from p2pfaas import codec
+from p2pfaas.bundle import verify_bundle
+from p2pfaas.identity import KeyPair
+from p2pfaas.messages import Bundle
+from tests.functions import write_function
+
+
+def p2pfaas(
+    *args: str, env: dict[str, str] | None = None, timeout_s: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "p2pfaas", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def test_keys_new_writes_an_owner_only_key_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    key = tmp_path / "k" / "lessee.key"
+    done = p2pfaas("keys", "new", "--out", str(key))
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert KeyPair.load(key).key_id in done.stdout
+    again = p2pfaas("keys", "new", "--out", str(key))
+    assert again.returncode == 1 and "refusing to overwrite" in again.stderr
+
+
+def test_fn_pack_is_deterministic_and_signed(tmp_path: Path) -> None:
+    key = tmp_path / "lessee.key"
+    KeyPair.generate().save(key)
+    fn = write_function(tmp_path, "echo")
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"echo{i}.p2pfaas"
+        done = p2pfaas("fn", "pack", str(fn), "--key", str(key), "--out", str(out))
+        assert done.returncode == 0, done.stderr
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    bundle = codec.decode_as(Bundle, outs[0])
+    verify_bundle(bundle, owner=KeyPair.load(key).public.raw)
+    assert bundle.header.digest in done.stdout
+
+
+def test_errors_are_one_line_and_exit_1(tmp_path: Path) -> None:
+    done = p2pfaas("fn", "deploy", str(tmp_path), "--key", str(tmp_path / "missing.key"))
+    assert done.returncode == 1
+    assert done.stderr.startswith("p2pfaas: error: no key at")
+    assert "Traceback" not in done.stderr
+
+
+def _free_port_block(size: int) -> int:
+    """A base port with `size` consecutive free ports after it (best effort)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + size > 65000:
+            continue
+        try:
+            held = []
+            for port in range(base, base + size):
+                s = socket.socket()
+                held.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise RuntimeError("no block of free ports")
+
+
+def test_devnet_up_demo_down_runs_separate_processes(tmp_path: Path) -> None:
+    """`devnet up --detach`, `devnet demo`, `devnet down`: each node is its own process.
+
+    With a Docker engine the nodes use it; without one they fall back to the labelled
+    unsandboxed executor (this test then checks the loud warning).
+    """
+    directory = tmp_path / "devnet"
+    port = _free_port_block(4)
+    up = p2pfaas("devnet", "up", "--nodes", "3", "--port", str(port), "--dir", str(directory), "--detach")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"anchor http://127.0.0.1:{port}, 3 node(s)" in up.stdout
+        demo = p2pfaas("devnet", "demo", "--dir", str(directory))
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        ran_on = {line.split(" node ")[1].split()[0] for line in demo.stdout.splitlines() if " node " in line}
+        assert len(ran_on) == 3  # every node ran the function
+        assert "FunctionFailed: RuntimeError" in demo.stdout
+        if "UNSANDBOXED" in up.stdout:
+            assert "NO SANDBOX" in (directory / "node-0.log").read_text()
+    finally:
+        down = p2pfaas("devnet", "down", "--dir", str(directory))
+    assert down.returncode == 0, down.stderr
+    assert not (directory / "state.json").exists()
+
+
+def test_without_docker_a_node_refuses_to_run_unsandboxed_unless_allowed(tmp_path: Path) -> None:
+    no_engine = {"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
+    done = p2pfaas("node", "run", "--work-dir", str(tmp_path / "n"), env=no_engine, timeout_s=60)
+    assert done.returncode == 1
+    assert "refusing to run functions unsandboxed" in done.stderr
+    explicit = p2pfaas(
+        "node", "run", "--executor", "docker", "--work-dir", str(tmp_path / "n"), env=no_engine
+    )
+    assert explicit.returncode == 1 and "no Docker engine answers" in explicit.stderr
+
+
+def test_devnet_without_docker_falls_back_loudly(tmp_path: Path) -> None:
+    directory = tmp_path / "devnet"
+    port = _free_port_block(2)
+    no_engine = {"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
+    up = p2pfaas(
+        "devnet",
+        "up",
+        "--nodes",
+        "1",
+        "--port",
+        str(port),
+        "--dir",
+        str(directory),
+        "--detach",
+        env=no_engine,
+    )
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "UNSANDBOXED" in up.stdout
+        assert "NO SANDBOX" in (directory / "node-0.log").read_text()
+        demo = p2pfaas("devnet", "demo", "--dir", str(directory), env=no_engine)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+    finally:
+        p2pfaas("devnet", "down", "--dir", str(directory))
