@@ -13,6 +13,7 @@ MemoryExceeded, ExecutorError, NotFound (unknown function), Refused, Unreachable
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from dataclasses import dataclass, field
@@ -71,9 +72,12 @@ class AsyncClient:
     keys: KeyPair
     rng: random.Random = field(default_factory=random.Random)
     request_timeout_s: float = 30.0
+    node_list_ttl_s: float = 10.0  # how long a fetched node list is used before asking again
     _session: aiohttp.ClientSession | None = None
     _functions: dict[str, FunctionInfo] = field(default_factory=dict)
     _registered: bool = False
+    _nodes: list[NodeInfo] = field(default_factory=list)
+    _nodes_fetched_at: float = float("-inf")
 
     async def __aenter__(self) -> AsyncClient:
         self._session = aiohttp.ClientSession()
@@ -128,11 +132,16 @@ class AsyncClient:
             )
         return self._functions[name]
 
-    async def nodes(self) -> list[NodeInfo]:
-        listing = await rpc.call(
-            self.session, "GET", f"{self.anchor_url}/v1/nodes", NodeList, timeout_s=self.request_timeout_s
-        )
-        return list(listing.nodes)
+    async def nodes(self, *, refresh: bool = False) -> list[NodeInfo]:
+        """The anchor's live nodes, cached for `node_list_ttl_s` (the loop's clock)."""
+        now = asyncio.get_running_loop().time()
+        if refresh or now - self._nodes_fetched_at > self.node_list_ttl_s:
+            listing = await rpc.call(
+                self.session, "GET", f"{self.anchor_url}/v1/nodes", NodeList, timeout_s=self.request_timeout_s
+            )
+            self._nodes = list(listing.nodes)
+            self._nodes_fetched_at = now
+        return list(self._nodes)
 
     # --- invocations ----------------------------------------------------------------------------
 
@@ -162,31 +171,36 @@ class AsyncClient:
             ),
             self.keys,
         )
-        candidates = await self._entry_nodes(node_url)
         failures: list[str] = []
-        for node in candidates:
-            try:
-                result = await rpc.call(
-                    self.session,
-                    "POST",
-                    f"{node.url}/v1/invoke",
-                    InvokeResult,
-                    request,
-                    timeout_s=timeout + NETWORK_SLACK_S,
-                )
-            except Unreachable as exc:
-                failures.append(str(exc))
-                continue
-            return self._outcome(request, result, node)
+        tried: set[str] = set()
+        # A cached list may be stale: when every node on it fails, ask the anchor once more.
+        for refresh in (False, True):
+            for node in await self._entry_nodes(node_url, refresh=refresh):
+                if node.node_id in tried:
+                    continue
+                tried.add(node.node_id)
+                try:
+                    result = await rpc.call(
+                        self.session,
+                        "POST",
+                        f"{node.url}/v1/invoke",
+                        InvokeResult,
+                        request,
+                        timeout_s=timeout + NETWORK_SLACK_S,
+                    )
+                except Unreachable as exc:
+                    failures.append(str(exc))
+                    continue
+                return self._outcome(request, result, node)
         raise Unreachable(
             f"no node could run invocation {request.invocation_id}: " + ("; ".join(failures) or "no nodes")
         )
 
-    async def _entry_nodes(self, node_url: str | None) -> list[NodeInfo]:
-        nodes = await self.nodes()
+    async def _entry_nodes(self, node_url: str | None, *, refresh: bool) -> list[NodeInfo]:
+        nodes = await self.nodes(refresh=refresh)
         if node_url is not None:
             pinned = [n for n in nodes if n.url == node_url]
-            if not pinned:
+            if not pinned and refresh:
                 raise Unreachable(f"node {node_url} is not in the anchor's list of live nodes")
             return pinned
         self.rng.shuffle(nodes)

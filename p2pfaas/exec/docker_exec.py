@@ -257,6 +257,14 @@ class DockerExecutor:
     def instance_ids(self, digest: str | None = None) -> list[str]:
         return self._pool.instance_ids(digest)
 
+    def shim_connection(self, instance_id: str) -> ShimConnection | None:
+        """The live instance's own shim connection, for measuring the floor in benchmarks.
+
+        The pool sends on it too: use it only while nothing else invokes this function.
+        """
+        instance = self._pool.instance(instance_id)
+        return instance.connection if instance is not None else None
+
     async def _remove_owned_containers(self) -> None:
         def remove_all() -> None:
             owned = self.client.api.containers(all=True, filters={"label": f"{LABEL_OWNER}={self.owner_id}"})
