@@ -30,11 +30,11 @@ import docker.errors
 import docker.types
 
 from p2pfaas.errors import ConfigError, ExecutorError, InvokeError, MemoryExceeded
-from p2pfaas.exec.base import ExecResult, FunctionSpec
+from p2pfaas.exec.base import FunctionSpec
 from p2pfaas.exec.run_dir import SOCKET_NAME, RunDir
 from p2pfaas.exec.runtime_image import RUNTIME_IMAGE_TAG
 from p2pfaas.exec.shim_client import ShimConnection, connect_when_ready
-from p2pfaas.exec.warm_pool import WarmPool
+from p2pfaas.exec.warm_pool import PooledExecutor, WarmPool
 
 LABEL_OWNER = "p2pfaas.owner"
 LABEL_DIGEST = "p2pfaas.digest"
@@ -183,7 +183,7 @@ class _ContainerInstance:
         self._executor.client.api.remove_container(self.container_id, force=True, v=True)
 
 
-class DockerExecutor:
+class DockerExecutor(PooledExecutor):
     """An `Executor` running warm containers per function digest; driven by `invoke` calls."""
 
     kind = "docker"
@@ -238,9 +238,6 @@ class DockerExecutor:
         await asyncio.to_thread(self.run_dir.create)
         await self._pool.start()
 
-    async def invoke(self, fn: FunctionSpec, payload: bytes, *, timeout_s: float) -> ExecResult:
-        return await self._pool.invoke(fn, payload, timeout_s=timeout_s)
-
     async def aclose(self) -> None:
         """Remove every container of this owner, including any a cancelled start left behind."""
         await self._pool.aclose()
@@ -253,17 +250,6 @@ class DockerExecutor:
         """The Docker id of a live instance: the seam for cgroup metering."""
         instance = self._pool.instance(instance_id)
         return instance.container_id if isinstance(instance, _ContainerInstance) else None
-
-    def instance_ids(self, digest: str | None = None) -> list[str]:
-        return self._pool.instance_ids(digest)
-
-    def shim_connection(self, instance_id: str) -> ShimConnection | None:
-        """The live instance's own shim connection, for measuring the floor in benchmarks.
-
-        The pool sends on it too: use it only while nothing else invokes this function.
-        """
-        instance = self._pool.instance(instance_id)
-        return instance.connection if instance is not None else None
 
     async def _remove_owned_containers(self) -> None:
         def remove_all() -> None:

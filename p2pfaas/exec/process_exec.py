@@ -22,12 +22,12 @@ import sys
 from pathlib import Path
 
 from p2pfaas.errors import ExecutorError, InvokeError, MemoryExceeded
-from p2pfaas.exec.base import ExecResult, FunctionSpec
+from p2pfaas.exec.base import FunctionSpec
 from p2pfaas.exec.run_dir import RunDir
 from p2pfaas.exec.runtime import SHIM_PATH
 from p2pfaas.exec.runtime.shim import EXIT_MEMORY
 from p2pfaas.exec.shim_client import ShimConnection, connect_when_ready
-from p2pfaas.exec.warm_pool import WarmPool
+from p2pfaas.exec.warm_pool import PooledExecutor, WarmPool
 
 _EXIT_WAIT_S = 2.0
 _PID_FILE = "pid"
@@ -120,7 +120,7 @@ class _ProcessInstance:
         await asyncio.to_thread(self._run_dir.remove, self.instance_id)
 
 
-class UnsandboxedProcessExecutor:
+class UnsandboxedProcessExecutor(PooledExecutor):
     """An `Executor` running each function's warm instances as local processes. NOT A SANDBOX."""
 
     kind = "process (UNSANDBOXED)"
@@ -154,9 +154,6 @@ class UnsandboxedProcessExecutor:
         await asyncio.to_thread(self._run_dir.create)
         await self._pool.start()
 
-    async def invoke(self, fn: FunctionSpec, payload: bytes, *, timeout_s: float) -> ExecResult:
-        return await self._pool.invoke(fn, payload, timeout_s=timeout_s)
-
     async def aclose(self) -> None:
         await self._pool.aclose()
 
@@ -164,17 +161,6 @@ class UnsandboxedProcessExecutor:
         """The process id of a live instance: the seam for a future metering layer."""
         instance = self._pool.instance(instance_id)
         return instance.pid if isinstance(instance, _ProcessInstance) else None
-
-    def instance_ids(self, digest: str | None = None) -> list[str]:
-        return self._pool.instance_ids(digest)
-
-    def shim_connection(self, instance_id: str) -> ShimConnection | None:
-        """The live instance's own shim connection, for measuring the floor in benchmarks.
-
-        The pool sends on it too: use it only while nothing else invokes this function.
-        """
-        instance = self._pool.instance(instance_id)
-        return instance.connection if instance is not None else None
 
     def _kill_leftovers(self) -> None:
         for directory in self._run_dir.leftovers():

@@ -224,3 +224,26 @@ class WarmPool:
                 instance = self._instances.pop(instance_id)
                 self._digests.pop(instance_id, None)
                 self._spawn(instance.destroy())
+
+
+class PooledExecutor:
+    """What the Docker and process executors share: invocations and introspection via a `WarmPool`.
+
+    Subclasses set `self._pool` and add their own `start`/`aclose` (what an instance *is* differs).
+    """
+
+    _pool: WarmPool
+
+    async def invoke(self, fn: FunctionSpec, payload: bytes, *, timeout_s: float) -> ExecResult:
+        return await self._pool.invoke(fn, payload, timeout_s=timeout_s)
+
+    def instance_ids(self, digest: str | None = None) -> list[str]:
+        return self._pool.instance_ids(digest)
+
+    def shim_connection(self, instance_id: str) -> ShimConnection | None:
+        """The live instance's own shim connection, for measuring the floor in benchmarks.
+
+        The pool sends on it too: use it only while nothing else invokes this function.
+        """
+        instance = self._pool.instance(instance_id)
+        return instance.connection if instance is not None else None
