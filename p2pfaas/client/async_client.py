@@ -78,6 +78,7 @@ class AsyncClient:
     _registered: bool = False
     _nodes: list[NodeInfo] = field(default_factory=list)
     _nodes_fetched_at: float = float("-inf")
+    _nodes_refresh: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def __aenter__(self) -> AsyncClient:
         self._session = aiohttp.ClientSession()
@@ -134,13 +135,21 @@ class AsyncClient:
 
     async def nodes(self, *, refresh: bool = False) -> list[NodeInfo]:
         """The anchor's live nodes, cached for `node_list_ttl_s` (the loop's clock)."""
-        now = asyncio.get_running_loop().time()
-        if refresh or now - self._nodes_fetched_at > self.node_list_ttl_s:
-            listing = await rpc.call(
-                self.session, "GET", f"{self.anchor_url}/v1/nodes", NodeList, timeout_s=self.request_timeout_s
-            )
-            self._nodes = list(listing.nodes)
-            self._nodes_fetched_at = now
+        loop = asyncio.get_running_loop()
+        asked_at = loop.time()
+        if refresh or asked_at - self._nodes_fetched_at > self.node_list_ttl_s:
+            # One fetch at a time: concurrent invocations that find the list stale share it.
+            async with self._nodes_refresh:
+                if self._nodes_fetched_at < asked_at:
+                    listing = await rpc.call(
+                        self.session,
+                        "GET",
+                        f"{self.anchor_url}/v1/nodes",
+                        NodeList,
+                        timeout_s=self.request_timeout_s,
+                    )
+                    self._nodes = list(listing.nodes)
+                    self._nodes_fetched_at = loop.time()
         return list(self._nodes)
 
     # --- invocations ----------------------------------------------------------------------------
@@ -175,7 +184,7 @@ class AsyncClient:
         tried: set[str] = set()
         # A cached list may be stale: when every node on it fails, ask the anchor once more.
         for refresh in (False, True):
-            for node in await self._entry_nodes(node_url, refresh=refresh):
+            for node in await self._entry_nodes(request.invocation_id, node_url, refresh=refresh):
                 if node.node_id in tried:
                     continue
                 tried.add(node.node_id)
@@ -196,14 +205,18 @@ class AsyncClient:
             f"no node could run invocation {request.invocation_id}: " + ("; ".join(failures) or "no nodes")
         )
 
-    async def _entry_nodes(self, node_url: str | None, *, refresh: bool) -> list[NodeInfo]:
+    async def _entry_nodes(
+        self, invocation_id: str, node_url: str | None, *, refresh: bool
+    ) -> list[NodeInfo]:
         nodes = await self.nodes(refresh=refresh)
         if node_url is not None:
             pinned = [n for n in nodes if n.url == node_url]
             if not pinned and refresh:
                 raise Unreachable(f"node {node_url} is not in the anchor's list of live nodes")
             return pinned
-        self.rng.shuffle(nodes)
+        # The order derives from the invocation id (itself drawn from `rng`), so it does not depend on
+        # how concurrent invocations interleave: a seeded run is reproducible.
+        random.Random(invocation_id).shuffle(nodes)
         return nodes
 
     def _outcome(self, request: InvokeRequest, result: InvokeResult, node: NodeInfo) -> InvokeOutcome:

@@ -37,6 +37,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from p2pfaas.clock import off_loop
 from p2pfaas.db.mysql_literals import escaped_size, install_bytes_escaper
 from p2pfaas.db.retry import RetryPolicy, retry_transient
 from p2pfaas.errors import ConfigError, StorageError
@@ -93,8 +94,10 @@ class Database:
         engine = self._write_engine if write else self.engine
 
         async def attempt() -> T:
-            async with engine.begin() as connection:
-                return await work(connection)
+            # The driver works in its own thread; a simulated clock must not run on meanwhile.
+            with off_loop():
+                async with engine.begin() as connection:
+                    return await work(connection)
 
         return await retry_transient(attempt, what=what, policy=self.retry, rng=self._rng)
 
@@ -127,6 +130,10 @@ class Database:
             await retry_transient(self._migrate_once, what="migrate", policy=self.retry, rng=self._rng)
 
     async def _migrate_once(self) -> None:
+        with off_loop():
+            await self._migrate_holding_the_lock()
+
+    async def _migrate_holding_the_lock(self) -> None:
         async with self._write_engine.connect() as connection:
             if self.dialect != "mysql":
                 await connection.run_sync(_upgrade_to_head)
@@ -149,7 +156,8 @@ class Database:
 
     async def aclose(self) -> None:
         """Close every pooled connection. The engine is unusable afterwards."""
-        await self.engine.dispose()
+        with off_loop():
+            await self.engine.dispose()
 
     async def __aenter__(self) -> Database:
         return self
