@@ -167,6 +167,65 @@ class NodeList(Message):
 # --- invocations --------------------------------------------------------------------------------
 
 
+@message(25)
+@dataclass(frozen=True)
+class Voucher(Message):
+    """An anchor-signed spending authority: `lessee_key` may spend up to `budget_micro` until `expires_at`.
+
+    Backed by an escrow hold in the ledger (issue #5); nodes verify it offline against the anchor's key.
+    """
+
+    voucher_id: Annotated[str, MaxLen(64)]
+    lessee_key: PublicKeyBytes
+    budget_micro: int  # micro-credits
+    expires_at: float  # wall-clock seconds since the epoch
+    signer: PublicKeyBytes  # the anchor's key
+    signature: SignatureBytes
+
+    def __post_init__(self) -> None:
+        if self.budget_micro <= 0:
+            raise ValueError(f"voucher budget must be positive, got {self.budget_micro}")
+
+
+@message(26)
+@dataclass(frozen=True)
+class Receipt(Message):
+    """A node's signed account of one invocation it ran: what it used and what it charges.
+
+    The anchor settles each `invocation_id` at most once, from the voucher's hold (issue #5).
+    Usage is metered from the container's cgroup (issue #4), not from a wall clock.
+    """
+
+    invocation_id: Annotated[str, MaxLen(64)]
+    digest: str
+    lessee_key: PublicKeyBytes
+    voucher_id: Annotated[str, MaxLen(64)]  # "" when the invocation carried no voucher
+    ok: bool
+    cpu_ms: int  # CPU time used, from the cgroup
+    peak_memory_mb: int
+    wall_ms: int
+    price_micro: int  # what the node charges for this invocation, in micro-credits
+    result_sha256: Annotated[bytes, MaxLen(32)]  # of the output bytes: lets replicas be compared
+    issued_at: float
+    signer: PublicKeyBytes  # the node's key
+    signature: SignatureBytes
+
+    def __post_init__(self) -> None:
+        _check_digest(self.digest)
+        if min(self.cpu_ms, self.peak_memory_mb, self.wall_ms, self.price_micro) < 0:
+            raise ValueError("receipt usage and price must not be negative")
+
+
+@message(27)
+@dataclass(frozen=True)
+class ReceiptBatch(Message):
+    """Receipts a node sends to the anchor together; signed by the node (every receipt is signed too)."""
+
+    receipts: Annotated[tuple[Receipt, ...], MaxLen(1024)]
+    signer: PublicKeyBytes
+    signature: SignatureBytes
+
+
 @message(30)
 @dataclass(frozen=True)
 class InvokeRequest(Message):
