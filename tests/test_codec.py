@@ -41,6 +41,8 @@ def _strategy_for(hint: Any, field_name: str, cap: int | None = None) -> st.Sear
         return st.text(min_size=1, max_size=min(cap or 64, 64))
     if field_name == "timeout_s":
         return st.floats(min_value=0.001, max_value=3600)
+    if field_name.endswith(("_micro", "_ms", "_mb")):  # amounts and usage are positive
+        return st.integers(min_value=1, max_value=2**53)
     if field_name == "size_bytes":
         return st.integers(min_value=1, max_value=messages.MAX_ARCHIVE_BYTES)
     if hint is str:
