@@ -229,6 +229,7 @@ async def run(options: Options, root: Path) -> None:
                             digest=digest,
                             payload=payload,
                             timeout_s=TIMEOUT_S,
+                            voucher=None,
                             signer=b"",
                             signature=b"",
                         ),

@@ -235,6 +235,7 @@ class InvokeRequest(Message):
     digest: str
     payload: Annotated[bytes, MaxLen(MAX_PAYLOAD_BYTES)]
     timeout_s: float  # how long the caller will wait; the node also applies the manifest's
+    voucher: Voucher | None  # how the lessee pays (issue #5); None: the owner runs it unpaid (devnet)
     signer: PublicKeyBytes
     signature: SignatureBytes
 
@@ -266,6 +267,7 @@ class InvokeResult(Message):
     traceback: Annotated[str, MaxLen(MAX_TRACEBACK_CHARS)]
     duration_s: float
     cold: bool
+    receipt: Receipt | None  # usage and price (issue #4 meters it; issue #5 settles it)
     signer: PublicKeyBytes
     signature: SignatureBytes
 

@@ -145,7 +145,7 @@ def test_decode_as_rejects_the_wrong_message_type() -> None:
 
 def test_semantic_validation_runs_on_decode() -> None:
     bad_digest = msgpack.packb(
-        [messages.InvokeRequest.TAG, 1, "id", "not-a-digest", b"{}", 1.0, b"k" * 32, b"s" * 64]
+        [messages.InvokeRequest.TAG, 1, "id", "not-a-digest", b"{}", 1.0, None, b"k" * 32, b"s" * 64]
     )
     with pytest.raises(DecodeError, match="digest must be 64"):
         codec.decode(bad_digest)

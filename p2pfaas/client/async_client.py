@@ -175,6 +175,7 @@ class AsyncClient:
                 digest=info.header.digest,
                 payload=body,
                 timeout_s=timeout,
+                voucher=None,
                 signer=b"",
                 signature=b"",
             ),

@@ -104,6 +104,7 @@ class NodeService:
                 traceback=result.traceback[-60_000:],
                 duration_s=result.duration_s,
                 cold=result.cold,
+                receipt=None,
                 signer=b"",
                 signature=b"",
             ),

@@ -139,6 +139,7 @@ async def _signed_request(net: Net, keys: KeyPair | None = None, digest: str | N
             digest=digest or info.header.digest,
             payload=b"{}",
             timeout_s=5.0,
+            voucher=None,
             signer=b"",
             signature=b"",
         ),
