@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
+import pkgutil
 import typing
 from typing import Any, get_args, get_origin
 
@@ -12,9 +14,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import p2pfaas
 from p2pfaas import codec, messages
 from p2pfaas.codec import MaxLen, Message
 from p2pfaas.errors import DecodeError
+
+# Wire messages live in `p2pfaas/messages.py` and in each subsystem's `wire.py` (p2pfaas/dht/wire.py,
+# p2pfaas/ledger/wire.py, ...): import them all so that every registered message is tested.
+for _module in pkgutil.walk_packages(p2pfaas.__path__, "p2pfaas."):
+    if _module.name.rsplit(".", 1)[-1] in ("messages", "wire"):
+        importlib.import_module(_module.name)
 
 HEX = "0123456789abcdef"
 
