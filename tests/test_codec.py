@@ -42,6 +42,12 @@ def _strategy_for(hint: Any, field_name: str, cap: int | None = None) -> st.Sear
     if isinstance(hint, type) and issubclass(hint, Message):
         return message_strategy(hint)
     # Fields whose __post_init__ checks a format get values of that format.
+    if field_name == "node_id" and hint is bytes:  # DHT ids (p2pfaas/dht/wire.py) are raw 20 bytes
+        return st.binary(min_size=20, max_size=20)
+    if field_name == "port":
+        return st.integers(min_value=1, max_value=65535)
+    if hint is int and (field_name in ("cores", "free_slots") or field_name.startswith("price_per_")):
+        return st.integers(min_value=0, max_value=2**53)
     if field_name == "digest":
         return st.text(HEX, min_size=64, max_size=64)
     if field_name in ("node_id", "owner_key_id"):
