@@ -21,7 +21,24 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-__all__ = ["bundles", "functions", "lessee_keys", "metadata", "nodes"]
+__all__ = [
+    "accounts",
+    "anchor_keys",
+    "api_tokens",
+    "bundles",
+    "entries",
+    "functions",
+    "key_owners",
+    "lessee_keys",
+    "metadata",
+    "nodes",
+    "payouts",
+    "reputation",
+    "settlements",
+    "transfers",
+    "users",
+    "vouchers",
+]
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_name)s",
@@ -110,5 +127,176 @@ nodes = sa.Table(
     sa.Column("memory_mb", sa.Integer(), nullable=True),
     timestamp_column("registered_at", nullable=False),
     timestamp_column("last_seen_at", nullable=False, index=True),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+
+# --- accounts and the ledger (issue #5; created by revision 0002) ---------------------------------
+# Money is integer micro-credits (BIGINT). Every movement is one `transfers` row and two or more
+# `entries` rows whose amounts sum to zero; entries are only ever inserted. `accounts.balance_micro`
+# is the running sum of an account's entries, updated in the same transaction as the entries.
+
+
+def serial_column(name: str) -> sa.Column[int]:
+    """An auto-increment BIGINT primary key (INTEGER on SQLite, where only that aliases the rowid)."""
+    return sa.Column(
+        name, sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+
+
+# People who sign up: lessees, volunteers and operators. The password hash is a self-describing
+# scrypt string (see p2pfaas.anchor.passwords); `account_id` is the user's own ledger account.
+users = sa.Table(
+    "users",
+    metadata,
+    serial_column("user_id"),
+    sa.Column("username", sa.String(64), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),  # "lessee", "volunteer" or "operator"
+    sa.Column("account_id", sa.BigInteger(), nullable=True),
+    timestamp_column("created_at", nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+# API tokens: only the SHA-256 of the (random, 256-bit) secret is stored.
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("token_hash", sa.CHAR(64), primary_key=True),
+    sa.Column("token_id", sa.CHAR(16), nullable=False, unique=True),
+    sa.Column("user_id", sa.BigInteger(), sa.ForeignKey("users.user_id"), nullable=False, index=True),
+    sa.Column("scopes", sa.String(255), nullable=False),  # space-separated
+    timestamp_column("created_at", nullable=False),
+    timestamp_column("expires_at", nullable=False),
+    timestamp_column("revoked_at", nullable=True),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+# Which user owns a lessee key, and which volunteer claimed a node (by proof of key).
+key_owners = sa.Table(
+    "key_owners",
+    metadata,
+    key_id_column("key_id", primary_key=True),
+    sa.Column("user_id", sa.BigInteger(), sa.ForeignKey("users.user_id"), nullable=False, index=True),
+    sa.Column("public_key", public_key_type(), nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),  # "lessee" or "node"
+    timestamp_column("created_at", nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+# Ledger accounts. `kind` decides the sign rule: only "external" accounts (the world outside the
+# ledger: grants, payment providers, paid-out money) may go below zero.
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    serial_column("account_id"),
+    sa.Column("name", sa.String(96), nullable=False, unique=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("owner_user_id", sa.BigInteger(), nullable=True, index=True),
+    sa.Column("balance_micro", sa.BigInteger(), nullable=False),
+    timestamp_column("created_at", nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+transfers = sa.Table(
+    "transfers",
+    metadata,
+    serial_column("transfer_id"),
+    sa.Column("kind", sa.String(16), nullable=False),
+    # Idempotency key of the operation that made it (e.g. "grant:<request id>"); unique.
+    sa.Column("ref", sa.String(128), nullable=False, unique=True),
+    sa.Column("memo", sa.String(255), nullable=False),
+    timestamp_column("created_at", nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+entries = sa.Table(
+    "entries",
+    metadata,
+    serial_column("entry_id"),
+    sa.Column(
+        "transfer_id", sa.BigInteger(), sa.ForeignKey("transfers.transfer_id"), nullable=False, index=True
+    ),
+    sa.Column(
+        "account_id", sa.BigInteger(), sa.ForeignKey("accounts.account_id"), nullable=False, index=True
+    ),
+    sa.Column("amount_micro", sa.BigInteger(), nullable=False),  # + credit, - debit
+    **MYSQL_TABLE_OPTIONS,
+)
+
+# A spending voucher's escrow is its own account (`hold_account_id`): what is left of the budget is
+# that account's balance, so "never overspent" is "the hold never goes below zero".
+vouchers = sa.Table(
+    "vouchers",
+    metadata,
+    sa.Column("voucher_id", sa.String(64), primary_key=True),
+    sa.Column("lessee_account_id", sa.BigInteger(), sa.ForeignKey("accounts.account_id"), nullable=False),
+    sa.Column("hold_account_id", sa.BigInteger(), sa.ForeignKey("accounts.account_id"), nullable=False),
+    sa.Column("lessee_key", public_key_type(), nullable=False),
+    sa.Column("budget_micro", sa.BigInteger(), nullable=False),
+    timestamp_column("expires_at", nullable=False, index=True),
+    sa.Column("state", sa.String(8), nullable=False),  # "open" or "closed"
+    sa.Column("signed", sa.LargeBinary(), nullable=False),  # the anchor-signed Voucher, encoded
+    timestamp_column("created_at", nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+# One row per invocation ever paid: the primary key is what makes settlement exactly-once.
+settlements = sa.Table(
+    "settlements",
+    metadata,
+    sa.Column("invocation_id", sa.String(64), primary_key=True),
+    sa.Column("voucher_id", sa.String(64), nullable=False, index=True),
+    key_id_column("node_id", nullable=False),
+    sa.Column("price_micro", sa.BigInteger(), nullable=False),
+    sa.Column("fee_micro", sa.BigInteger(), nullable=False),
+    sa.Column(
+        "result_sha256",
+        sa.LargeBinary().with_variant(mysql.VARBINARY(32), "mysql", "mariadb"),
+        nullable=False,
+    ),
+    sa.Column("attempt", sa.CHAR(32), nullable=False, index=True),  # which transaction inserted it
+    sa.Column("transfer_id", sa.BigInteger(), nullable=True),
+    timestamp_column("settled_at", nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+payouts = sa.Table(
+    "payouts",
+    metadata,
+    sa.Column("payout_id", sa.String(64), primary_key=True),
+    sa.Column(
+        "account_id", sa.BigInteger(), sa.ForeignKey("accounts.account_id"), nullable=False, index=True
+    ),
+    sa.Column("amount_micro", sa.BigInteger(), nullable=False),
+    sa.Column("state", sa.String(8), nullable=False),  # "pending", "paid" or "failed"
+    sa.Column("destination", sa.String(255), nullable=False),
+    timestamp_column("created_at", nullable=False),
+    timestamp_column("updated_at", nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+# Node reputation for adaptive spot-checking (BOINC adaptive replication).
+reputation = sa.Table(
+    "reputation",
+    metadata,
+    key_id_column("node_id", primary_key=True),
+    sa.Column("agreements", sa.BigInteger(), nullable=False),
+    sa.Column("disagreements", sa.BigInteger(), nullable=False),
+    sa.Column("consecutive_valid", sa.BigInteger(), nullable=False),
+    timestamp_column("updated_at", nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+# The anchor's voucher-signing key, one row per name ("vouchers"). In the database, not a file, so
+# every anchor behind a load balancer signs with the same key and nodes trust one public key.
+anchor_keys = sa.Table(
+    "anchor_keys",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column(
+        "seed", sa.LargeBinary().with_variant(mysql.VARBINARY(32), "mysql", "mariadb"), nullable=False
+    ),
+    timestamp_column("created_at", nullable=False),
     **MYSQL_TABLE_OPTIONS,
 )

@@ -17,8 +17,10 @@ from sqlalchemy.dialects import mysql, sqlite
 __all__ = ["insert_ignore", "upsert"]
 
 
-def insert_ignore(dialect: str, table: sa.Table, row: Mapping[str, Any], *, key: Sequence[str]) -> sa.Insert:
-    """INSERT `row`, doing nothing if a row with the same primary `key` exists."""
+def insert_ignore(
+    dialect: str, table: sa.Table, row: Mapping[str, Any] | Sequence[Mapping[str, Any]], *, key: Sequence[str]
+) -> sa.Insert:
+    """INSERT `row` (or several rows in one statement), skipping any whose primary `key` exists."""
     if dialect == "mysql":
         # A no-op assignment: the statement then succeeds on a duplicate key and changes nothing.
         return mysql.insert(table).values(row).on_duplicate_key_update({key[0]: table.c[key[0]]})

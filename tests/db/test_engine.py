@@ -28,6 +28,19 @@ from tests.conftest import mysql_url_or_skip
 
 NO_WAIT = RetryPolicy(attempts=4, base_delay_s=0.0, max_delay_s=0.0)
 REGISTRY_TABLES = {"lessee_keys", "bundles", "functions", "nodes", "alembic_version"}
+LEDGER_TABLES = {
+    "users",
+    "api_tokens",
+    "key_owners",
+    "accounts",
+    "transfers",
+    "entries",
+    "vouchers",
+    "settlements",
+    "payouts",
+    "reputation",
+    "anchor_keys",
+}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
@@ -74,8 +87,8 @@ async def count_keys(db: Database) -> int:
 
 async def test_open_migrates_an_empty_database_to_head(url: str) -> None:
     async with open_database(url) as db:
-        assert await db.schema_revision() == head_revision() == "0001"
-        assert await table_names(db) == REGISTRY_TABLES
+        assert await db.schema_revision() == head_revision() == "0002"
+        assert await table_names(db) == REGISTRY_TABLES | LEDGER_TABLES
 
 
 async def test_reopening_is_idempotent_and_keeps_data(url: str) -> None:
@@ -83,7 +96,7 @@ async def test_reopening_is_idempotent_and_keeps_data(url: str) -> None:
         await db.run(lambda c: c.execute(sa.insert(lessee_keys).values(key_row(1))), what="insert")
     db = await open_database(url)  # the awaitable form
     try:
-        assert await db.schema_revision() == "0001"
+        assert await db.schema_revision() == head_revision()
         assert await count_keys(db) == 1
     finally:
         await db.aclose()
@@ -100,7 +113,7 @@ async def test_concurrent_opens_migrate_once(url: str) -> None:
     opened = await asyncio.gather(*(open_database(url) for _ in range(4)))
     try:
         for db in opened:
-            assert await db.schema_revision() == "0001"
+            assert await db.schema_revision() == head_revision()
     finally:
         for db in opened:
             await db.aclose()

@@ -1,0 +1,187 @@
+"""Settling receipt batches: each invocation paid at most once, never beyond its voucher's hold.
+
+`Settler.settle(node_id, claims, now)` runs one transaction for a whole batch, set-based so its
+cost hardly grows with the batch (a handful of statements, whatever the number of receipts):
+
+1. lock the vouchers the batch draws on (`SELECT ... FOR UPDATE`, by id) and read their holds;
+2. read which invocation ids are settled already; `policy.admit_batch` decides the rest;
+3. insert the admitted settlements tagged with this attempt's random token, skipping any
+   invocation id that exists (the primary key is the last word: a concurrent settlement of the same
+   id under another voucher blocks on it, then loses), and read back the rows this attempt owns;
+4. one transfer for the batch: each hold pays its charges, the node's account gets the prices, the
+   anchor's fee account the fees; balances change by conditional updates in ascending account id.
+
+Signatures are checked before this (`p2pfaas.anchor.ledger_api`); the store trusts its input.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from p2pfaas.db import Database
+from p2pfaas.db.schema import accounts, settlements, transfers, vouchers
+from p2pfaas.db.upsert import insert_ignore
+from p2pfaas.ledger.policy import AccountKind, FeePolicy, ReceiptClaim, Refusal, VoucherView, admit_batch
+from p2pfaas.ledger.store import FEES_ACCOUNT, ensure_account, move
+from p2pfaas.messages import Receipt
+
+__all__ = ["SettledBatch", "Settler", "claim_of", "node_account_name"]
+
+DEFAULT_EXPIRY_SKEW_S = 60.0
+
+
+def node_account_name(node_id: str) -> str:
+    return f"node:{node_id}"
+
+
+def claim_of(receipt: Receipt) -> ReceiptClaim:
+    return ReceiptClaim(
+        invocation_id=receipt.invocation_id,
+        voucher_id=receipt.voucher_id,
+        lessee_key=receipt.lessee_key,
+        price_micro=receipt.price_micro,
+        issued_at=receipt.issued_at,
+        result_sha256=receipt.result_sha256,
+    )
+
+
+@dataclass(frozen=True)
+class SettledBatch:
+    """What became of a batch: ids paid now, and refusals (DUPLICATE: paid before; not an error)."""
+
+    paid: tuple[str, ...]
+    refused: dict[str, Refusal]
+    paid_micro: int  # to the node, in total
+    fee_micro: int
+
+
+class Settler:
+    """Settles batches for one anchor; stateless apart from a cache of node account ids (immutable)."""
+
+    def __init__(
+        self, db: Database, *, fees: FeePolicy | None = None, expiry_skew_s: float = DEFAULT_EXPIRY_SKEW_S
+    ) -> None:
+        self.db = db
+        self.fees = fees or FeePolicy()
+        self.expiry_skew_s = expiry_skew_s
+        self._account_ids: dict[str, int] = {}
+
+    async def _account_id(self, name: str, kind: AccountKind, now: float) -> int:
+        # Created in a transaction of its own, so the settlement's first read is its voucher lock
+        # (under REPEATABLE READ the snapshot then starts after the lock is ours).
+        if name not in self._account_ids:
+
+            async def work(connection: AsyncConnection) -> int:
+                return await ensure_account(connection, name, kind, owner_user_id=None, now=now)
+
+            self._account_ids[name] = await self.db.run(work, what=f"open account {name}")
+        return self._account_ids[name]
+
+    async def settle(self, node_id: str, claims: Sequence[ReceiptClaim], *, now: float) -> SettledBatch:
+        """Pay the node `node_id` for `claims` (already verified as its signed receipts)."""
+        node_account = await self._account_id(node_account_name(node_id), AccountKind.NODE, now)
+        fees_account = await self._account_id(FEES_ACCOUNT, AccountKind.ANCHOR, now)
+
+        async def work(connection: AsyncConnection) -> SettledBatch:
+            return await self._settle_once(connection, node_id, node_account, fees_account, claims, now)
+
+        return await self.db.run(work, what=f"settle {len(claims)} receipts")
+
+    async def _settle_once(
+        self,
+        connection: AsyncConnection,
+        node_id: str,
+        node_account: int,
+        fees_account: int,
+        claims: Sequence[ReceiptClaim],
+        now: float,
+    ) -> SettledBatch:
+        attempt = secrets.token_hex(16)  # new per attempt: a retried transaction gets its own
+        voucher_ids = sorted({claim.voucher_id for claim in claims})
+        locked = (
+            await connection.execute(
+                sa.select(
+                    vouchers.c.voucher_id,
+                    vouchers.c.lessee_key,
+                    vouchers.c.expires_at,
+                    vouchers.c.state,
+                    vouchers.c.hold_account_id,
+                    accounts.c.balance_micro,
+                )
+                .select_from(vouchers.join(accounts, accounts.c.account_id == vouchers.c.hold_account_id))
+                .where(vouchers.c.voucher_id.in_(voucher_ids))
+                .order_by(vouchers.c.voucher_id)
+                .with_for_update()
+            )
+        ).all()
+        views = {
+            row.voucher_id: VoucherView(
+                row.voucher_id,
+                bytes(row.lessee_key),
+                int(row.balance_micro),
+                row.expires_at,
+                row.state == "open",
+            )
+            for row in locked
+        }
+        holds = {row.voucher_id: int(row.hold_account_id) for row in locked}
+        ids = sorted({claim.invocation_id for claim in claims})
+        settled = frozenset(
+            await connection.scalars(
+                sa.select(settlements.c.invocation_id).where(settlements.c.invocation_id.in_(ids))
+            )
+        )
+        admission = admit_batch(
+            claims, vouchers=views, settled=settled, fees=self.fees, expiry_skew_s=self.expiry_skew_s
+        )
+        if not admission.paid:
+            return SettledBatch((), admission.refused, 0, 0)
+        ref = f"settle:{attempt}"
+        result = await connection.execute(
+            transfers.insert().values(kind="settle", ref=ref, memo=f"node {node_id}", created_at=now)
+        )
+        transfer_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+        rows = [
+            {
+                "invocation_id": claim.invocation_id,
+                "voucher_id": claim.voucher_id,
+                "node_id": node_id,
+                "price_micro": claim.price_micro,
+                "fee_micro": fee,
+                "result_sha256": claim.result_sha256,
+                "attempt": attempt,
+                "transfer_id": transfer_id,
+                "settled_at": now,
+            }
+            for claim, fee in admission.paid
+        ]
+        await connection.execute(
+            insert_ignore(connection.dialect.name, settlements, rows, key=["invocation_id"])
+        )
+        mine = set(
+            await connection.scalars(
+                sa.select(settlements.c.invocation_id).where(settlements.c.attempt == attempt)
+            )
+        )
+        legs: dict[int, int] = {}
+        paid: list[str] = []
+        paid_micro = fee_micro = 0
+        refused = dict(admission.refused)
+        for claim, fee in admission.paid:
+            if claim.invocation_id not in mine:
+                refused[claim.invocation_id] = Refusal.DUPLICATE  # settled concurrently under another voucher
+                continue
+            hold = holds[claim.voucher_id]
+            legs[hold] = legs.get(hold, 0) - claim.price_micro - fee
+            paid.append(claim.invocation_id)
+            paid_micro += claim.price_micro
+            fee_micro += fee
+        legs[node_account] = legs.get(node_account, 0) + paid_micro
+        legs[fees_account] = legs.get(fees_account, 0) + fee_micro
+        await move(connection, transfer_id, legs, what="settle")
+        return SettledBatch(tuple(paid), refused, paid_micro, fee_micro)

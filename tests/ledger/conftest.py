@@ -1,0 +1,73 @@
+"""Fixtures for the ledger tests: every database test runs on SQLite and on a real MariaDB."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from p2pfaas import signing
+from p2pfaas.db import Database, RetryPolicy, open_database
+from p2pfaas.db.testing import exclusive_mysql_database
+from p2pfaas.identity import KeyPair
+from p2pfaas.messages import Receipt, Voucher
+from tests.conftest import mysql_url_or_skip
+
+T0 = 1_700_000_000.0
+DIGEST = "ab" * 32
+FAST_RETRY = RetryPolicy(attempts=20, base_delay_s=0.001, max_delay_s=0.05)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    if request.param == "sqlite":
+        async with open_database(
+            f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}", retry=FAST_RETRY
+        ) as database:
+            yield database
+        return
+    url = mysql_url_or_skip()
+    async with exclusive_mysql_database(url), open_database(url, retry=FAST_RETRY) as database:
+        yield database
+
+
+def keys(seed: str) -> KeyPair:
+    return KeyPair.from_seed(hashlib.sha256(seed.encode()).digest())
+
+
+def voucher(
+    voucher_id: str, lessee: KeyPair, budget_micro: int, *, expires_at: float, anchor: KeyPair
+) -> Voucher:
+    return signing.sign(
+        Voucher(voucher_id, lessee.public.raw, budget_micro, expires_at, signer=b"", signature=b""), anchor
+    )
+
+
+def receipt(
+    invocation_id: str,
+    *,
+    node: KeyPair,
+    lessee: KeyPair,
+    voucher_id: str,
+    price_micro: int,
+    issued_at: float = T0,
+    result: bytes = b"ok",
+) -> Receipt:
+    unsigned = Receipt(
+        invocation_id=invocation_id,
+        digest=DIGEST,
+        lessee_key=lessee.public.raw,
+        voucher_id=voucher_id,
+        ok=True,
+        cpu_ms=10,
+        peak_memory_mb=20,
+        wall_ms=12,
+        price_micro=price_micro,
+        result_sha256=hashlib.sha256(result).digest(),
+        issued_at=issued_at,
+        signer=b"",
+        signature=b"",
+    )
+    return signing.sign(unsigned, node)

@@ -1,0 +1,129 @@
+"""`Settler` on SQLite and MariaDB: each invocation paid at most once, never beyond its hold."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from p2pfaas.db import Database
+from p2pfaas.ledger.audit import audit
+from p2pfaas.ledger.policy import AccountKind, FeePolicy, Refusal
+from p2pfaas.ledger.settlement import Settler, claim_of, node_account_name
+from p2pfaas.ledger.store import FEES_ACCOUNT, LedgerStore
+from tests.ledger.conftest import T0, keys, receipt, voucher
+
+NODE, OTHER_NODE, LESSEE, ANCHOR = keys("node"), keys("node-2"), keys("lessee"), keys("anchor")
+
+
+@pytest.fixture
+def store(db: Database) -> LedgerStore:
+    return LedgerStore(db)
+
+
+async def funded_voucher(store: LedgerStore, voucher_id: str, budget: int, *, grant: int = 10_000) -> int:
+    account = await store.user_account(1, AccountKind.LESSEE, now=T0)
+    await store.grant(ref=f"g-{voucher_id}", account_id=account, amount_micro=grant, now=T0)
+    v = voucher(voucher_id, LESSEE, budget, expires_at=T0 + 3600, anchor=ANCHOR)
+    await store.open_voucher(v, lessee_account_id=account, owner_user_id=1, now=T0)
+    return account
+
+
+async def balance_of(store: LedgerStore, name: str, kind: AccountKind) -> int:
+    return (await store.account(await store.open_account(name, kind, now=T0))).balance_micro
+
+
+async def test_batch_pays_node_and_fee_from_the_hold(store: LedgerStore, db: Database) -> None:
+    await funded_voucher(store, "v1", 1000)
+    settler = Settler(db, fees=FeePolicy(fee_ppm=100_000))
+    claims = [
+        claim_of(receipt(f"inv-{n}", node=NODE, lessee=LESSEE, voucher_id="v1", price_micro=100))
+        for n in range(3)
+    ]
+    done = await settler.settle(NODE.key_id, claims, now=T0 + 1)
+    assert sorted(done.paid) == ["inv-0", "inv-1", "inv-2"] and done.refused == {}
+    assert (done.paid_micro, done.fee_micro) == (300, 30)
+    assert await balance_of(store, node_account_name(NODE.key_id), AccountKind.NODE) == 300
+    assert await balance_of(store, FEES_ACCOUNT, AccountKind.ANCHOR) == 30
+    assert await store.voucher_remaining("v1") == (670, "open")
+    assert await audit(db) == []
+
+
+async def test_replays_reorders_and_second_nodes_are_never_paid_twice(
+    store: LedgerStore, db: Database
+) -> None:
+    await funded_voucher(store, "v1", 1000)
+    settler = Settler(db, fees=FeePolicy(fee_ppm=0))
+    batch = [
+        claim_of(receipt(f"inv-{n}", node=NODE, lessee=LESSEE, voucher_id="v1", price_micro=10))
+        for n in range(5)
+    ]
+    assert len((await settler.settle(NODE.key_id, batch, now=T0)).paid) == 5
+    replay = await settler.settle(NODE.key_id, list(reversed(batch)), now=T0)
+    assert replay.paid == () and set(replay.refused.values()) == {Refusal.DUPLICATE}
+    stolen = [claim_of(receipt("inv-0", node=OTHER_NODE, lessee=LESSEE, voucher_id="v1", price_micro=10))]
+    assert (await settler.settle(OTHER_NODE.key_id, stolen, now=T0)).refused == {"inv-0": Refusal.DUPLICATE}
+    assert await balance_of(store, node_account_name(OTHER_NODE.key_id), AccountKind.NODE) == 0
+    assert await store.voucher_remaining("v1") == (950, "open")
+    assert await audit(db) == []
+
+
+async def test_over_budget_and_foreign_receipts_are_refused(store: LedgerStore, db: Database) -> None:
+    await funded_voucher(store, "v1", 250)
+    settler = Settler(db, fees=FeePolicy(fee_ppm=0))
+    claims = [
+        claim_of(receipt("a", node=NODE, lessee=LESSEE, voucher_id="v1", price_micro=100)),
+        claim_of(receipt("b", node=NODE, lessee=LESSEE, voucher_id="v1", price_micro=100)),
+        claim_of(receipt("c", node=NODE, lessee=LESSEE, voucher_id="v1", price_micro=100)),
+        claim_of(receipt("d", node=NODE, lessee=keys("mallory"), voucher_id="v1", price_micro=10)),
+        claim_of(receipt("e", node=NODE, lessee=LESSEE, voucher_id="nope", price_micro=10)),
+        claim_of(receipt("f", node=NODE, lessee=LESSEE, voucher_id="v1", price_micro=50)),
+    ]
+    done = await settler.settle(NODE.key_id, claims, now=T0)
+    assert sorted(done.paid) == ["a", "b", "f"]
+    assert done.refused == {"c": Refusal.OVER_BUDGET, "d": Refusal.WRONG_LESSEE, "e": Refusal.UNKNOWN_VOUCHER}
+    assert await store.voucher_remaining("v1") == (0, "open")
+    # Once released, a late receipt finds the voucher closed: nothing is paid from nothing.
+    await store.release_expired(now=T0 + 7200, grace_s=60)
+    late = [claim_of(receipt("g", node=NODE, lessee=LESSEE, voucher_id="v1", price_micro=1))]
+    assert (await settler.settle(NODE.key_id, late, now=T0 + 7200)).refused == {"g": Refusal.VOUCHER_CLOSED}
+    assert await audit(db) == []
+
+
+async def test_concurrent_batches_from_two_nodes_settle_each_invocation_once(
+    store: LedgerStore, db: Database
+) -> None:
+    await funded_voucher(store, "v1", 5000)
+    await funded_voucher(store, "v2", 5000)
+    rng = random.Random(5)
+    ids = [f"inv-{n}" for n in range(60)]
+
+    async def node_sends(node_seed: str) -> None:
+        node = keys(node_seed)
+        settler = Settler(db, fees=FeePolicy(fee_ppm=20_000))
+        order = ids[:]
+        rng.shuffle(order)
+        for start in range(0, len(order), 7):
+            chunk = order[start : start + 7]
+            claims = [
+                claim_of(
+                    receipt(
+                        i,
+                        node=node,
+                        lessee=LESSEE,
+                        voucher_id="v1" if int(i[4:]) % 2 else "v2",
+                        price_micro=50,
+                    )
+                )
+                for i in chunk
+            ]
+            await settler.settle(node.key_id, claims, now=T0)
+
+    await asyncio.gather(*(node_sends(f"n{k}") for k in range(4)))
+    total = sum(
+        [await balance_of(store, node_account_name(keys(f"n{k}").key_id), AccountKind.NODE) for k in range(4)]
+    )
+    assert total == 60 * 50
+    assert await balance_of(store, FEES_ACCOUNT, AccountKind.ANCHOR) == 60 * 1
+    assert await audit(db) == []
