@@ -1,0 +1,135 @@
+"""Iterative lookups over disjoint paths (S/Kademlia), with the records found along the way.
+
+The initial contacts are dealt round-robin to `paths` independent crawls; a node queried by one path is
+never queried by another, so one hostile node cannot steer all paths (I. Baumgart, S. Mies, "S/Kademlia",
+ICPADS 2007, section 4.4). Each path is the paper's iterative lookup (Maymounkov & Mazieres 2002,
+section 2.3): up to `alpha` queries in flight per round to the closest uncontacted contacts of its own
+shortlist, until its k closest have all answered or none is left. The result is the k closest nodes that
+answered, over all paths, plus every valid record seen, the newest per publisher. At most `per_subnet`
+nodes of one address range are queried per lookup, so Sybils from one block cannot fill the k closest.
+
+The rounds reuse kademlia's `NodeHeap`; unlike the stock `SpiderCrawl`, a lookup that finds nobody returns
+an empty result instead of failing later (defect 3), and records are checked (signature, size, expiry)
+before they are believed. It does not store anything or pick among records (see `node.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kademlia.node import Node, NodeHeap
+
+from p2pfaas.dht import records as recs
+from p2pfaas.dht.protocol import SecureProtocol
+from p2pfaas.dht.routing import subnet_of
+from p2pfaas.dht.wire import Record, Reply
+from p2pfaas.errors import DecodeError, SignatureError
+
+
+@dataclass
+class LookupResult:
+    nodes: list[Node]
+    records: dict[bytes, Record] = field(default_factory=dict)  # publisher id -> newest record
+    holders: dict[bytes, Node] = field(default_factory=dict)  # publisher id -> a node that had its record
+    rounds: int = 0
+    messages: int = 0
+
+
+class DisjointLookup:
+    """One lookup for `target`; `run()` drives the queries through `protocol`."""
+
+    def __init__(
+        self,
+        protocol: SecureProtocol,
+        target: bytes,
+        seeds: list[Node],
+        *,
+        ksize: int,
+        alpha: int,
+        paths: int,
+        per_subnet: int,
+        want_records: bool,
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self.protocol = protocol
+        self.target = Node(target)
+        self.ksize = ksize
+        self.alpha = alpha
+        self.want_records = want_records
+        self.wall_clock = wall_clock
+        self.claimed: set[bytes] = {protocol.source_node.id}
+        self.per_subnet = per_subnet
+        self.subnet_claims: Counter[str] = Counter()
+        self.answered: dict[bytes, Node] = {}
+        self.result = LookupResult(nodes=[])
+        ordered = sorted(seeds, key=self.target.distance_to)
+        self.paths = [NodeHeap(self.target, ksize) for _ in range(max(1, min(paths, len(ordered))))]
+        for i, node in enumerate(ordered):
+            self.paths[i % len(self.paths)].push(node)
+
+    async def run(self) -> LookupResult:
+        if not self.paths:
+            return self.result
+        rounds = await asyncio.gather(*(self._walk(path) for path in self.paths))
+        self.result.rounds = max(rounds, default=0)
+        self.result.nodes = sorted(self.answered.values(), key=self.target.distance_to)[: self.ksize]
+        return self.result
+
+    async def _walk(self, shortlist: NodeHeap) -> int:
+        rounds = 0
+        while True:
+            batch: list[Node] = []
+            for node in shortlist.get_uncontacted():
+                if len(batch) == self.alpha:
+                    break
+                if node.id in self.claimed:
+                    continue
+                subnet = subnet_of(node.ip, node.port)
+                shortlist.mark_contacted(node)
+                if self.subnet_claims[subnet] >= self.per_subnet:
+                    continue  # one address block may not crowd the lookup (Sybils near a key)
+                self.subnet_claims[subnet] += 1
+                self.claimed.add(node.id)
+                batch.append(node)
+            if not batch:
+                return rounds
+            rounds += 1
+            replies = await asyncio.gather(*(self._query(node) for node in batch))
+            failed = []
+            for node, reply in zip(batch, replies, strict=True):
+                if reply is None:
+                    failed.append(node.id)
+                    continue
+                self.answered[node.id] = node
+                fresh = [c for c in reply.contacts if c.node_id not in self.claimed]
+                shortlist.push([Node(c.node_id, c.host, c.port) for c in fresh])
+                self._take_records(reply, node)
+            shortlist.remove(failed)
+
+    async def _query(self, node: Node) -> Reply | None:
+        self.result.messages += 1
+        if self.want_records:
+            # A random page start per holder: a key with more records than fit a datagram is sampled
+            # differently by each holder, so one lookup sees many publishers, not the same first page.
+            after = self.protocol.rng.randbytes(20)
+            return await self.protocol.call_find_value(node, self.target, after)
+        return await self.protocol.call_find_node(node, self.target)
+
+    def _take_records(self, reply: Reply, holder: Node) -> None:
+        now = self.wall_clock()
+        for record in reply.records:
+            if record.key != self.target.id or record.expires_at <= now:
+                continue
+            try:
+                recs.check_record(record)
+            except (SignatureError, DecodeError):
+                self.protocol.stats.bad_records += 1
+                continue
+            publisher = recs.publisher_of(record)
+            known = self.result.records.get(publisher)
+            if known is None or known.seq < record.seq:
+                self.result.records[publisher] = record
+                self.result.holders[publisher] = holder
