@@ -12,7 +12,7 @@ This module knows no routes; those live with the anchor and node apps.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 import aiohttp
@@ -39,6 +39,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 class Forbidden(RemoteError):
     """Raised by a handler when a correctly signed request is not allowed (maps to 403)."""
+
+
+class Unauthorized(Refused):
+    """Raised by a handler when the caller did not prove who it is: no or a bad token (maps to 401)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, status=401)
 
 
 class Busy(Refused):
@@ -83,6 +90,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_reply(403, "forbidden", str(exc))
     except NotFound as exc:
         return error_reply(404, "not-found", str(exc))
+    except Unauthorized as exc:
+        response = error_reply(401, "unauthorized", exc.reason)
+        response.headers["WWW-Authenticate"] = 'Bearer realm="p2pfaas"'
+        return response
     except Refused as exc:
         return error_reply(exc.status or 400, "busy" if exc.status == 503 else "refused", exc.reason)
     except P2PFaaSError as exc:
@@ -115,17 +126,21 @@ async def call(
     msg: codec.Message | None = None,
     *,
     timeout_s: float,
+    headers: Mapping[str, str] | None = None,
 ) -> M:
     """Send `msg` (or nothing) to `url` and decode the answer as `expect`.
 
     Raises NotFound / Refused for an ErrorReply, DecodeError for a malformed answer, and
     Unreachable when the peer cannot be reached or does not answer within `timeout_s`.
+    `headers` adds request headers (e.g. `Authorization: Bearer ...` for the anchor's account routes).
     """
     data = codec.encode(msg) if msg is not None else None
-    headers = {"Content-Type": CONTENT_TYPE} if data is not None else None
+    sent = dict(headers or {})
+    if data is not None:
+        sent["Content-Type"] = CONTENT_TYPE
     try:
         async with session.request(
-            method, url, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
+            method, url, data=data, headers=sent, timeout=aiohttp.ClientTimeout(total=timeout_s)
         ) as response:
             body = await response.read()
             status = response.status

@@ -8,23 +8,33 @@ Routes:
     GET  /v1/functions/{owner}/{name}     -> FunctionInfo
     POST /v1/nodes        NodeAnnouncement -> Ack              (signed by the node key)
     GET  /v1/nodes                        -> NodeList          (nodes seen in the last NODE_TTL_S)
+    ... and the accounts routes of `accounts_api.py` (sign up, log in, tokens, key claims).
 
-The anchor keeps no state of its own: everything lives in the database behind `RegistryStore`, so
-several anchors can serve behind one load balancer. Accounts, API tokens and the ledger (issue #5)
-add routes here; the DHT bootstrap node (issue #3) starts beside this app.
+Who may do what: account routes take a bearer token (`auth.py`); lessee keys and nodes prove
+themselves by signatures. With `AnchorSettings.require_accounts` (production), a lessee key must be
+bound to an account (`POST /v1/accounts/me/keys`) before it can deploy, and anonymous key
+registration is refused; without it (devnet, tests) any key may register itself, as before.
+
+The anchor keeps no state of its own: everything lives in the database behind the stores, so
+several anchors can serve behind one load balancer. The ledger (issue #5) adds routes here; the DHT
+bootstrap node (issue #3) starts beside this app.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from p2pfaas import bundle as bundles
 from p2pfaas import codec, signing
+from p2pfaas.anchor import accounts_api, auth
+from p2pfaas.anchor.accounts import AccountStore, KeyKind
+from p2pfaas.anchor.passwords import PasswordHasher
 from p2pfaas.anchor.store import RegistryStore
 from p2pfaas.clock import wall_time
+from p2pfaas.db import Database
 from p2pfaas.errors import NotFound
 from p2pfaas.identity import PublicKey
 from p2pfaas.messages import (
@@ -45,11 +55,22 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 
 
+@dataclass(frozen=True)
+class AnchorSettings:
+    """How an anchor admits callers. The defaults suit a devnet; production sets `require_accounts`."""
+
+    require_accounts: bool = False  # lessee keys must be bound to an account to register or deploy
+    allow_signup: bool = True  # anyone may sign up as a lessee or volunteer
+    hasher: PasswordHasher = field(default_factory=PasswordHasher)
+
+
 @dataclass
 class AnchorApi:
     """Request handlers over a `RegistryStore`. Driven by aiohttp; holds no state of its own."""
 
     store: RegistryStore
+    accounts: AccountStore
+    settings: AnchorSettings
 
     async def health(self, request: web.Request) -> web.Response:
         return reply(Ack("anchor ok"))
@@ -57,6 +78,12 @@ class AnchorApi:
     async def register_lessee(self, request: web.Request) -> web.Response:
         msg = await read_message(request, LesseeKeyRegistration)
         key = signing.verify(msg)
+        if self.settings.require_accounts and await self.accounts.key_owner(key.key_id) is None:
+            # The registration names no account, so it cannot prove whose key this is: claim it instead.
+            raise Forbidden(
+                f"this anchor needs lessee key {key.key_id[:12]} bound to an account first: "
+                "`p2pfaas account claim-key` (POST /v1/accounts/me/keys)"
+            )
         await self.store.register_lessee_key(key.raw, label=msg.label, now=wall_time())
         return reply(Ack(key.key_id))
 
@@ -66,6 +93,10 @@ class AnchorApi:
         owner = PublicKey(header.signer)
         if await self.store.lessee_key(owner.key_id) is None:
             raise Forbidden(f"lessee key {owner.key_id} is not registered; register it first")
+        if self.settings.require_accounts:
+            bound = await self.accounts.key_owner(owner.key_id)
+            if bound is None or bound[1] != KeyKind.LESSEE:
+                raise Forbidden(f"lessee key {owner.key_id[:12]} is not bound to a lessee account")
         bundles.verify_bundle(upload)
         m = header.manifest
         await self.store.put_bundle(
@@ -146,10 +177,16 @@ def _decode_header(data: bytes) -> BundleHeader:
     return codec.decode_as(BundleHeader, data)
 
 
-def make_app(store: RegistryStore) -> web.Application:
-    """The anchor's aiohttp application. The caller owns `store` and closes it after the app."""
-    api = AnchorApi(store)
+def make_app(db: Database, *, settings: AnchorSettings | None = None) -> web.Application:
+    """The anchor's aiohttp application. The caller owns `db` and closes it after the app."""
+    settings = settings or AnchorSettings()
+    accounts = AccountStore(db)
+    api = AnchorApi(RegistryStore(db), accounts, settings)
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_ARCHIVE_BYTES + 64 * 1024)
+    app[auth.ACCOUNTS] = accounts
+    accounts_api.add_routes(
+        app, accounts_api.AccountsApi(accounts, hasher=settings.hasher, allow_signup=settings.allow_signup)
+    )
     app.add_routes(
         [
             web.get("/v1/health", api.health),

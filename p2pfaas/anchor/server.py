@@ -13,8 +13,7 @@ from types import TracebackType
 
 from aiohttp import web
 
-from p2pfaas.anchor.app import make_app
-from p2pfaas.anchor.store import RegistryStore
+from p2pfaas.anchor.app import AnchorSettings, make_app
 from p2pfaas.db.engine import open_database
 
 DEFAULT_PORT = 8700
@@ -23,8 +22,16 @@ DEFAULT_PORT = 8700
 class AnchorServer:
     """One anchor. `async with AnchorServer(db_url, host, port) as anchor: print(anchor.url)`."""
 
-    def __init__(self, db_url: str, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        settings: AnchorSettings | None = None,
+    ) -> None:
         self.db_url = db_url
+        self.settings = settings or AnchorSettings()
         self.host = host
         self.port = port
         self.url = ""
@@ -33,7 +40,7 @@ class AnchorServer:
     async def __aenter__(self) -> AnchorServer:
         try:
             db = await self._stack.enter_async_context(open_database(self.db_url))
-            runner = web.AppRunner(make_app(RegistryStore(db)), access_log=None)
+            runner = web.AppRunner(make_app(db, settings=self.settings), access_log=None)
             await runner.setup()
             self._stack.push_async_callback(runner.cleanup)
             await web.TCPSite(runner, self.host, self.port).start()
@@ -50,13 +57,13 @@ class AnchorServer:
         await self._stack.aclose()
 
 
-async def serve_anchor(db_url: str, *, host: str, port: int) -> None:
+async def serve_anchor(db_url: str, *, host: str, port: int, settings: AnchorSettings | None = None) -> None:
     """Serve until SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with AnchorServer(db_url, host=host, port=port) as anchor:
+    async with AnchorServer(db_url, host=host, port=port, settings=settings) as anchor:
         print(f"anchor serving on {anchor.url} (database: {_redact(db_url)})", flush=True)
         await stop.wait()
     print("anchor stopped", flush=True)
