@@ -18,6 +18,7 @@ import asyncio
 import base64
 import hmac
 import secrets
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -94,7 +95,10 @@ class PasswordHasher:
     r: int = 8
     p: int = 1
     max_concurrent: int = 4
-    _slots: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
+    # One limit per event loop: a hasher may outlive a loop (tests, a restarted server).
+    _slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = field(
+        default_factory=weakref.WeakKeyDictionary, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         _Params.decode(self._params.encode())  # the same bounds as for stored hashes
@@ -151,9 +155,11 @@ class PasswordHasher:
         return await self._in_thread(self.verify_sync, password, stored)
 
     async def _in_thread(self, fn: Callable[..., T], *args: str) -> T:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.max_concurrent)
-        async with self._slots:
+        loop = asyncio.get_running_loop()
+        slots = self._slots.get(loop)
+        if slots is None:
+            slots = self._slots[loop] = asyncio.Semaphore(self.max_concurrent)
+        async with slots:
             with off_loop():
                 return await asyncio.to_thread(fn, *args)
 
