@@ -29,7 +29,7 @@ from aiohttp import web
 
 from p2pfaas import bundle as bundles
 from p2pfaas import codec, signing
-from p2pfaas.anchor import accounts_api, auth
+from p2pfaas.anchor import accounts_api, auth, ledger_api
 from p2pfaas.anchor.accounts import AccountStore, KeyKind
 from p2pfaas.anchor.passwords import PasswordHasher
 from p2pfaas.anchor.store import RegistryStore
@@ -198,4 +198,5 @@ def make_app(db: Database, *, settings: AnchorSettings | None = None) -> web.App
             web.get("/v1/nodes", api.list_nodes),
         ]
     )
+    ledger_api.setup(app, db)  # grants, top-ups, vouchers, receipts, balances, payouts (issue #5)
     return app

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2pfaas.db import Database
-from p2pfaas.db.schema import accounts, settlements, transfers, vouchers
+from p2pfaas.db.schema import accounts, key_owners, settlements, transfers, users, vouchers
 from p2pfaas.db.upsert import insert_ignore
 from p2pfaas.ledger.policy import AccountKind, FeePolicy, ReceiptClaim, Refusal, VoucherView, admit_batch
 from p2pfaas.ledger.store import FEES_ACCOUNT, ensure_account, move
@@ -61,7 +61,7 @@ class SettledBatch:
 
 
 class Settler:
-    """Settles batches for one anchor; stateless apart from a cache of node account ids (immutable)."""
+    """Settles batches for one anchor; stateless apart from a cache of account ids (never change)."""
 
     def __init__(
         self, db: Database, *, fees: FeePolicy | None = None, expiry_skew_s: float = DEFAULT_EXPIRY_SKEW_S
@@ -82,9 +82,38 @@ class Settler:
             self._account_ids[name] = await self.db.run(work, what=f"open account {name}")
         return self._account_ids[name]
 
+    async def earning_account(self, node_id: str, *, now: float) -> int:
+        """Where node `node_id` earns: its claiming volunteer's account, else an account of its own.
+
+        A claim is permanent (`key_owners` is first-come), so a claimed node's account is cached;
+        an unclaimed node is looked up again each batch, so it earns to its owner once claimed.
+        """
+        cached = self._account_ids.get(node_account_name(node_id))
+        if cached is not None:
+            return cached
+
+        async def owner_account(connection: AsyncConnection) -> int | None:
+            query = (
+                sa.select(users.c.account_id)
+                .select_from(key_owners.join(users, users.c.user_id == key_owners.c.user_id))
+                .where(key_owners.c.key_id == node_id, key_owners.c.kind == "node")
+            )
+            return await connection.scalar(query)
+
+        claimed = await self.db.run(owner_account, what="find the node's owner", write=False)
+        if claimed is not None:
+            self._account_ids[node_account_name(node_id)] = int(claimed)
+            return int(claimed)
+
+        async def own(connection: AsyncConnection) -> int:
+            name = node_account_name(node_id)
+            return await ensure_account(connection, name, AccountKind.NODE, owner_user_id=None, now=now)
+
+        return await self.db.run(own, what="open the node's account")
+
     async def settle(self, node_id: str, claims: Sequence[ReceiptClaim], *, now: float) -> SettledBatch:
         """Pay the node `node_id` for `claims` (already verified as its signed receipts)."""
-        node_account = await self._account_id(node_account_name(node_id), AccountKind.NODE, now)
+        node_account = await self.earning_account(node_id, now=now)
         fees_account = await self._account_id(FEES_ACCOUNT, AccountKind.ANCHOR, now)
 
         async def work(connection: AsyncConnection) -> SettledBatch:

@@ -32,7 +32,15 @@ from p2pfaas.errors import NotFound, Refused
 from p2pfaas.ledger.policy import AccountKind, PayoutState, next_payout_state
 from p2pfaas.messages import Voucher
 
-__all__ = ["FEES_ACCOUNT", "GRANTS_ACCOUNT", "AccountRow", "InsufficientFunds", "LedgerStore", "PayoutRow"]
+__all__ = [
+    "FEES_ACCOUNT",
+    "GRANTS_ACCOUNT",
+    "AccountRow",
+    "InsufficientFunds",
+    "LedgerStore",
+    "PayoutRow",
+    "VoucherRow",
+]
 
 FEES_ACCOUNT = "anchor:fees"
 GRANTS_ACCOUNT = "world:grants"
@@ -54,6 +62,16 @@ class AccountRow:
     kind: str
     owner_user_id: int | None
     balance_micro: int
+
+
+@dataclass(frozen=True)
+class VoucherRow:
+    voucher_id: str
+    owner_user_id: int | None  # the lessee's
+    budget_micro: int
+    remaining_micro: int  # what is left in its hold
+    expires_at: float
+    state: str  # "open" or "closed"
 
 
 @dataclass(frozen=True)
@@ -328,19 +346,38 @@ class LedgerStore:
 
         return await self.db.run(work, what="release expired vouchers")
 
-    async def voucher_remaining(self, voucher_id: str) -> tuple[int, str]:
-        """(what is left in the voucher's hold, its state)."""
+    async def voucher(self, voucher_id: str) -> VoucherRow | None:
+        """The voucher `voucher_id` and what is left of it, or None if there is no such voucher."""
 
-        async def work(connection: AsyncConnection) -> tuple[int, str]:
-            query = sa.select(accounts.c.balance_micro, vouchers.c.state).select_from(
-                vouchers.join(accounts, accounts.c.account_id == vouchers.c.hold_account_id)
-            )
+        async def work(connection: AsyncConnection) -> VoucherRow | None:
+            query = sa.select(
+                vouchers.c.voucher_id,
+                accounts.c.owner_user_id,
+                vouchers.c.budget_micro,
+                accounts.c.balance_micro,
+                vouchers.c.expires_at,
+                vouchers.c.state,
+            ).select_from(vouchers.join(accounts, accounts.c.account_id == vouchers.c.hold_account_id))
             row = (await connection.execute(query.where(vouchers.c.voucher_id == voucher_id))).first()
             if row is None:
-                raise NotFound(f"no voucher {voucher_id}")
-            return int(row.balance_micro), str(row.state)
+                return None
+            return VoucherRow(
+                row.voucher_id,
+                row.owner_user_id,
+                int(row.budget_micro),
+                int(row.balance_micro),
+                float(row.expires_at),
+                str(row.state),
+            )
 
         return await self.db.run(work, what="read voucher", write=False)
+
+    async def voucher_remaining(self, voucher_id: str) -> tuple[int, str]:
+        """(what is left in the voucher's hold, its state)."""
+        row = await self.voucher(voucher_id)
+        if row is None:
+            raise NotFound(f"no voucher {voucher_id}")
+        return row.remaining_micro, row.state
 
     # --- payouts -------------------------------------------------------------------------------
 

@@ -1,0 +1,300 @@
+"""The anchor's ledger routes: credits in, vouchers, receipt batches, balances and payouts.
+
+Routes (MessagePack bodies; token scopes from `p2pfaas.anchor.tokens.Scope`):
+    GET  /v1/anchor-key                             -> AnchorKey     (anyone: nodes verify vouchers with it)
+    POST /v1/ledger/grants      GrantRequest        -> TransferDone  (operator)
+    POST /v1/ledger/topups      TopUpRequest        -> TransferDone  (credits:topup; a provider may ask more)
+    GET  /v1/ledger/balance                         -> Balances      (account:read; the caller's accounts)
+    POST /v1/vouchers           VoucherRequest      -> Voucher       (credits:spend; own lessee key only)
+    GET  /v1/vouchers/{id}                          -> VoucherInfo   (account:read; the caller's own)
+    POST /v1/receipts           ReceiptBatch        -> BatchResult   (signed by the node key; no token)
+    POST /v1/payouts            PayoutRequest       -> PayoutInfo    (payouts:write; own accounts only)
+    GET  /v1/payouts/{id}                           -> PayoutInfo    (the owner, or an operator)
+    POST /v1/payouts/{id}/state PayoutUpdate        -> PayoutInfo    (operator: the provider said paid/failed)
+
+One account never reads or spends another's: every handler resolves accounts from the caller's
+token and checks ownership before touching a row. `setup(app, db)` adds the routes and a
+background task that returns expired vouchers' unspent budgets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from p2pfaas import signing
+from p2pfaas.anchor.accounts import normalize_username
+from p2pfaas.anchor.auth import Principal, Scope, require
+from p2pfaas.clock import wall_time
+from p2pfaas.db import Database
+from p2pfaas.db.schema import key_owners, users
+from p2pfaas.errors import LocalError, NotFound, SignatureError, StorageError
+from p2pfaas.identity import KeyPair, PublicKey
+from p2pfaas.ledger.issuer import VoucherIssuer, load_anchor_keys
+from p2pfaas.ledger.payments import Payments, TopUp
+from p2pfaas.ledger.policy import FeePolicy, PayoutState, Refusal
+from p2pfaas.ledger.settlement import Settler, claim_of
+from p2pfaas.ledger.store import AccountRow, LedgerStore, PayoutRow
+from p2pfaas.ledger.wire import (
+    AccountBalance,
+    AnchorKey,
+    Balances,
+    BatchResult,
+    GrantRequest,
+    PayoutInfo,
+    PayoutRequest,
+    PayoutUpdate,
+    RefusedReceipt,
+    TopUpRequest,
+    TransferDone,
+    VoucherInfo,
+    VoucherRequest,
+)
+from p2pfaas.messages import ReceiptBatch
+from p2pfaas.rpc import Forbidden, read_message, reply
+
+__all__ = ["LEDGER", "LedgerApi", "setup"]
+
+log = logging.getLogger(__name__)
+
+RELEASE_EVERY_S = 30.0
+RELEASE_GRACE_S = 120.0  # receipts for work done just before expiry still arrive and are paid
+
+
+@dataclass
+class LedgerApi:
+    """Handlers over the ledger. Holds only what every anchor on the database shares (the key)."""
+
+    db: Database
+    store: LedgerStore
+    settler: Settler
+    payments: Payments
+    _keys: KeyPair | None = None
+    _keys_lock: asyncio.Lock | None = None
+
+    async def keys(self) -> KeyPair:
+        if self._keys is None:
+            self._keys_lock = self._keys_lock or asyncio.Lock()
+            async with self._keys_lock:
+                if self._keys is None:
+                    self._keys = await load_anchor_keys(self.db, now=wall_time())
+        return self._keys
+
+    # --- anyone ---------------------------------------------------------------------------------
+
+    async def anchor_key(self, request: web.Request) -> web.Response:
+        return reply(AnchorKey((await self.keys()).public.raw, self.settler.fees.fee_ppm))
+
+    # --- credits in -------------------------------------------------------------------------------
+
+    async def grant(self, request: web.Request) -> web.Response:
+        await require(request, Scope.OPERATOR)
+        msg = await read_message(request, GrantRequest)
+        account_id = await self._account_of_username(msg.username)
+        done = await self.store.grant(
+            ref=msg.ref, account_id=account_id, amount_micro=msg.amount_micro, memo=msg.memo, now=wall_time()
+        )
+        return reply(await self._transfer_done(account_id, repeat=done is None))
+
+    async def top_up(self, request: web.Request) -> web.Response:
+        caller = await require(request, Scope.TOPUP)
+        msg = await read_message(request, TopUpRequest)
+        if msg.username and msg.username != caller.username and not caller.is_operator:
+            raise Forbidden("only an operator may pay credits into another user's account")
+        account_id = await self._account_of_username(msg.username) if msg.username else caller.account_id
+        topup = TopUp(account_id, msg.amount_micro, msg.payment_ref, requested_by_operator=caller.is_operator)
+        done = await self.payments.top_up(msg.provider, topup, now=wall_time())
+        return reply(await self._transfer_done(account_id, repeat=done is None))
+
+    async def balance(self, request: web.Request) -> web.Response:
+        caller = await require(request, Scope.ACCOUNT_READ)
+        rows = await self._accounts_of(caller)
+        return reply(Balances(tuple(_balance(row) for row in rows)))
+
+    # --- vouchers ---------------------------------------------------------------------------------
+
+    async def request_voucher(self, request: web.Request) -> web.Response:
+        caller = await require(request, Scope.SPEND)
+        msg = await read_message(request, VoucherRequest)
+        try:
+            key = PublicKey(msg.lessee_key)
+        except SignatureError as error:
+            raise LocalError(f"lessee key: {error}") from None
+        owner = await self._key_owner(key.key_id)
+        if owner != (caller.user_id, "lessee"):
+            raise Forbidden(f"lessee key {key.key_id[:12]} is not bound to your account; bind it first")
+        issuer = VoucherIssuer(self.store, await self.keys())
+        voucher = await issuer.issue(
+            user_id=caller.user_id,
+            lessee_account_id=caller.account_id,
+            lessee_key=key.raw,
+            budget_micro=msg.budget_micro,
+            ttl_s=msg.ttl_s,
+            request_id=msg.request_id,
+            now=wall_time(),
+        )
+        return reply(voucher)
+
+    async def voucher_info(self, request: web.Request) -> web.Response:
+        caller = await require(request, Scope.ACCOUNT_READ)
+        row = await self.store.voucher(request.match_info["voucher_id"][:64])
+        if row is None or (row.owner_user_id != caller.user_id and not caller.is_operator):
+            raise NotFound("no such voucher among yours")  # the same answer: ids leak nothing
+        return reply(
+            VoucherInfo(row.voucher_id, row.budget_micro, row.remaining_micro, row.expires_at, row.state)
+        )
+
+    # --- settlement -------------------------------------------------------------------------------
+
+    async def receipts(self, request: web.Request) -> web.Response:
+        batch = await read_message(request, ReceiptBatch)
+        node = signing.verify(batch)
+        for receipt in batch.receipts:
+            if receipt.signer != batch.signer:
+                raise SignatureError(
+                    f"receipt {receipt.invocation_id[:64]!r} is not signed by the batch's node"
+                )
+            signing.verify(receipt)
+        done = await self.settler.settle(node.key_id, [claim_of(r) for r in batch.receipts], now=wall_time())
+        duplicate = tuple(i for i, why in done.refused.items() if why is Refusal.DUPLICATE)
+        refused = tuple(
+            RefusedReceipt(i, str(why)) for i, why in done.refused.items() if why is not Refusal.DUPLICATE
+        )
+        return reply(BatchResult(paid=done.paid, duplicate=duplicate, refused=refused))
+
+    # --- payouts ----------------------------------------------------------------------------------
+
+    async def request_payout(self, request: web.Request) -> web.Response:
+        caller = await require(request, Scope.PAYOUT)
+        msg = await read_message(request, PayoutRequest)
+        account_id = msg.account_id or caller.account_id
+        if account_id not in {row.account_id for row in await self._accounts_of(caller)}:
+            raise Forbidden(f"account {account_id} is not yours")
+        payout_id = f"{caller.user_id}:{msg.payout_id}"  # a user's ids never collide with another's
+        await self.store.request_payout(
+            payout_id=payout_id,
+            account_id=account_id,
+            amount_micro=msg.amount_micro,
+            destination=msg.destination,
+            now=wall_time(),
+        )
+        return reply(_payout(await self.store.payout(payout_id)))
+
+    async def payout_info(self, request: web.Request) -> web.Response:
+        caller = await require(request, Scope.ACCOUNT_READ)
+        row = await self._own_payout(caller, request.match_info["payout_id"])
+        return reply(_payout(row))
+
+    async def update_payout(self, request: web.Request) -> web.Response:
+        await require(request, Scope.OPERATOR)
+        msg = await read_message(request, PayoutUpdate)
+        try:
+            state = PayoutState(msg.state)
+        except ValueError:
+            raise LocalError(f"payout state must be 'paid' or 'failed', not {msg.state!r}") from None
+        row = await self.store.settle_payout(request.match_info["payout_id"][:64], state, now=wall_time())
+        return reply(_payout(row))
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    async def _own_payout(self, caller: Principal, payout_id: str) -> PayoutRow:
+        try:
+            row = await self.store.payout(payout_id[:64])
+        except NotFound:
+            row = None
+        owned = row is not None and row.account_id in {a.account_id for a in await self._accounts_of(caller)}
+        if row is None or not (owned or caller.is_operator):
+            raise NotFound("no such payout among yours")
+        return row
+
+    async def _accounts_of(self, caller: Principal) -> list[AccountRow]:
+        """The caller's own account first, then every other it owns (vouchers' holds, nodes')."""
+        own = await self.store.account(caller.account_id)
+        return [
+            own,
+            *(
+                row
+                for row in await self.store.accounts_of(caller.user_id)
+                if row.account_id != own.account_id
+            ),
+        ]
+
+    async def _transfer_done(self, account_id: int, *, repeat: bool) -> TransferDone:
+        return TransferDone(account_id, (await self.store.account(account_id)).balance_micro, repeat)
+
+    async def _account_of_username(self, username: str) -> int:
+        async def work(connection: AsyncConnection) -> int | None:
+            query = sa.select(users.c.account_id).where(users.c.username == normalize_username(username))
+            return await connection.scalar(query)
+
+        account_id = await self.db.run(work, what="find user", write=False)
+        if account_id is None:
+            raise NotFound(f"no user {username[:64]!r}")
+        return int(account_id)
+
+    async def _key_owner(self, key_id: str) -> tuple[int, str] | None:
+        async def work(connection: AsyncConnection) -> tuple[int, str] | None:
+            query = sa.select(key_owners.c.user_id, key_owners.c.kind).where(key_owners.c.key_id == key_id)
+            row = (await connection.execute(query)).first()
+            return None if row is None else (int(row.user_id), str(row.kind))
+
+        return await self.db.run(work, what="find key owner", write=False)
+
+    async def release_forever(self, *, every_s: float = RELEASE_EVERY_S) -> None:
+        """Return expired vouchers' unspent budgets, every `every_s`; one anchor failing skips a round."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                while len(await self.store.release_expired(now=wall_time(), grace_s=RELEASE_GRACE_S)) == 100:
+                    pass  # a full page: more are due
+            except StorageError as error:
+                log.warning("releasing expired vouchers failed; will retry: %s", error)
+
+
+def _balance(row: AccountRow) -> AccountBalance:
+    return AccountBalance(row.account_id, row.name, row.kind, row.balance_micro)
+
+
+def _payout(row: PayoutRow) -> PayoutInfo:
+    return PayoutInfo(row.payout_id, row.account_id, row.amount_micro, row.state, row.destination)
+
+
+LEDGER = web.AppKey("p2pfaas.ledger", LedgerApi)
+
+
+def setup(app: web.Application, db: Database, *, fees: FeePolicy | None = None) -> LedgerApi:
+    """Add the ledger's routes to the anchor `app`, and its voucher-release task to the app's lifetime."""
+    store = LedgerStore(db)
+    api = LedgerApi(db, store, Settler(db, fees=fees), Payments(store))
+    app[LEDGER] = api
+    app.add_routes(
+        [
+            web.get("/v1/anchor-key", api.anchor_key),
+            web.post("/v1/ledger/grants", api.grant),
+            web.post("/v1/ledger/topups", api.top_up),
+            web.get("/v1/ledger/balance", api.balance),
+            web.post("/v1/vouchers", api.request_voucher),
+            web.get("/v1/vouchers/{voucher_id}", api.voucher_info),
+            web.post("/v1/receipts", api.receipts),
+            web.post("/v1/payouts", api.request_payout),
+            web.get("/v1/payouts/{payout_id}", api.payout_info),
+            web.post("/v1/payouts/{payout_id}/state", api.update_payout),
+        ]
+    )
+
+    async def releaser(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.get_running_loop().create_task(api.release_forever(), name="release expired vouchers")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(releaser)
+    return api

@@ -1,0 +1,156 @@
+"""Paid invocations on a node: vouchers checked offline, and never more work accepted than they cover.
+
+`VoucherBook` is the sans-I/O core. Before an invocation runs, `authorize` checks the voucher the
+request carries: signed by the anchor's key, issued to the key that signed the request, not
+expired (with room for the invocation to finish), and with enough budget left *on this node* for
+the most the invocation could cost (its timeout at the node's prices, plus the anchor's fee). That
+maximum is reserved; when the receipt is signed, `charged` replaces the reservation with the real
+charge. So the sum of what this node bills a voucher never exceeds its budget. (Other nodes bill
+it too; the anchor pays in arrival order and refuses what is over, so a node that accepts a
+voucher another node has drained loses that work: the price of checking offline.)
+
+Requests without a voucher keep the node's unpaid rule: only the function's owner may run it
+(a devnet convenience), unless `require_voucher` is set.
+
+Not here: fetching the anchor key (the daemon does), the HTTP layer, or metering (issue #4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from p2pfaas import signing
+from p2pfaas.errors import Refused, SignatureError
+from p2pfaas.ledger.policy import FeePolicy
+from p2pfaas.messages import BundleHeader, InvokeRequest, Receipt, Voucher
+from p2pfaas.rpc import Forbidden
+
+__all__ = ["MaxCharge", "PaymentRequired", "VoucherAuthorizer", "VoucherBook"]
+
+FORGET_AFTER_S = 3600.0  # keep a voucher's spend this long past its expiry, then drop it
+
+
+class PaymentRequired(Refused):
+    """HTTP 402: the request's voucher cannot pay for it (missing, spent, or expiring)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, status=402)
+
+
+@dataclass
+class _Spend:
+    budget_micro: int
+    expires_at: float
+    charged_micro: int = 0  # receipts signed
+    reserved: dict[str, int] = field(default_factory=dict)  # invocation id -> most it may cost
+
+    @property
+    def committed_micro(self) -> int:
+        return self.charged_micro + sum(self.reserved.values())
+
+
+@dataclass
+class VoucherBook:
+    """Per-voucher spend on this node. Fed `now` by its caller; no clock, no I/O."""
+
+    anchor_key: bytes
+    fees: FeePolicy
+    expiry_margin_s: float = 5.0  # a voucher must outlive the invocation's timeout by this much
+    require_voucher: bool = False
+    _spends: dict[str, _Spend] = field(default_factory=dict)
+    _invocations: dict[str, str] = field(default_factory=dict)  # invocation id -> voucher id
+
+    def authorize(
+        self,
+        request: InvokeRequest,
+        header: BundleHeader,
+        caller_key: bytes,
+        *,
+        max_price_micro: int,
+        now: float,
+    ) -> None:
+        """Accept `request` (reserving its most costly outcome) or raise Forbidden/PaymentRequired."""
+        voucher = request.voucher
+        if voucher is None:
+            if self.require_voucher:
+                raise PaymentRequired("this node runs paid invocations only: attach a voucher")
+            if header.signer != caller_key:
+                raise PaymentRequired("only the function's owner may invoke it without a voucher")
+            return
+        self._check(voucher, caller_key)
+        if now + request.timeout_s + self.expiry_margin_s > voucher.expires_at:
+            raise PaymentRequired(f"voucher {voucher.voucher_id} expires before this invocation could finish")
+        self._forget_old(now)
+        spend = self._spends.setdefault(voucher.voucher_id, _Spend(voucher.budget_micro, voucher.expires_at))
+        if request.invocation_id in spend.reserved or self._invocations.get(request.invocation_id):
+            return  # a retry or forward of an invocation already accepted: reserved once
+        cost = self.fees.charge_micro(max_price_micro)
+        if spend.committed_micro + cost > spend.budget_micro:
+            left = spend.budget_micro - spend.committed_micro
+            raise PaymentRequired(
+                f"voucher {voucher.voucher_id} has {left} micro-credits left on this node; "
+                f"this invocation may cost up to {cost}"
+            )
+        spend.reserved[request.invocation_id] = cost
+        self._invocations[request.invocation_id] = voucher.voucher_id
+        assert spend.committed_micro <= spend.budget_micro
+
+    def charged(self, receipt: Receipt) -> None:
+        """The invocation ran and its receipt says what it costs: settle the reservation to that."""
+        spend = self._spends.get(receipt.voucher_id)
+        if spend is None or receipt.invocation_id not in spend.reserved:
+            return
+        reserved = spend.reserved.pop(receipt.invocation_id)
+        # The executor bounds usage by the timeout, so the real charge fits the reservation.
+        spend.charged_micro += min(reserved, self.fees.charge_micro(receipt.price_micro))
+
+    def release(self, invocation_id: str) -> None:
+        """The invocation never ran (refused later, crashed before starting): free its reservation."""
+        voucher_id = self._invocations.pop(invocation_id, None)
+        spend = self._spends.get(voucher_id or "")
+        if spend is not None:
+            spend.reserved.pop(invocation_id, None)
+
+    def remaining_micro(self, voucher_id: str) -> int | None:
+        spend = self._spends.get(voucher_id)
+        return None if spend is None else spend.budget_micro - spend.committed_micro
+
+    def _check(self, voucher: Voucher, caller_key: bytes) -> None:
+        if voucher.signer != self.anchor_key:
+            raise Forbidden("the voucher is not signed by this network's anchor")
+        try:
+            signing.verify(voucher)
+        except SignatureError:
+            raise Forbidden("the voucher's signature does not verify") from None
+        if voucher.lessee_key != caller_key:
+            raise Forbidden("the voucher was issued to another key than the one that signed the request")
+
+    def _forget_old(self, now: float) -> None:
+        stale = [vid for vid, spend in self._spends.items() if spend.expires_at + FORGET_AFTER_S < now]
+        for voucher_id in stale:
+            for invocation_id in self._spends.pop(voucher_id).reserved:
+                self._invocations.pop(invocation_id, None)
+        if len(self._invocations) > 100_000:  # ids of settled invocations: only for dedupe
+            for invocation_id in list(self._invocations)[:50_000]:
+                del self._invocations[invocation_id]
+
+
+MaxCharge = Callable[[InvokeRequest, BundleHeader], int]  # the most an invocation may cost, micro
+
+
+class VoucherAuthorizer:
+    """The `NodeService.authorize` hook: a `VoucherBook` fed the loop's wall clock and node prices."""
+
+    def __init__(self, book: VoucherBook, *, max_price: MaxCharge, clock: Callable[[], float]) -> None:
+        self.book = book
+        self.max_price = max_price
+        self.clock = clock
+
+    def __call__(self, request: InvokeRequest, header: BundleHeader, caller_key: bytes) -> None:
+        self.book.authorize(
+            request, header, caller_key, max_price_micro=self.max_price(request, header), now=self.clock()
+        )
+
+    def on_receipt(self, receipt: Receipt) -> None:
+        self.book.charged(receipt)

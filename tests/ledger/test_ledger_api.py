@@ -1,0 +1,220 @@
+"""The anchor's ledger routes over real HTTP on 127.0.0.1, with real tokens, on SQLite and MariaDB.
+
+Who may do what is part of what is tested: an account never reads or spends another's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from p2pfaas import signing
+from p2pfaas.anchor import ledger_api
+from p2pfaas.anchor.accounts import AccountStore
+from p2pfaas.anchor.auth import ACCOUNTS
+from p2pfaas.anchor.tokens import encode_scopes, mint_token, role_scopes
+from p2pfaas.codec import Message
+from p2pfaas.db import Database
+from p2pfaas.errors import NotFound, Refused
+from p2pfaas.ledger.audit import audit
+from p2pfaas.ledger.policy import FeePolicy
+from p2pfaas.ledger.wire import (
+    AnchorKey,
+    Balances,
+    BatchResult,
+    GrantRequest,
+    PayoutInfo,
+    PayoutRequest,
+    PayoutUpdate,
+    TopUpRequest,
+    TransferDone,
+    VoucherInfo,
+    VoucherRequest,
+)
+from p2pfaas.messages import ReceiptBatch, Voucher
+from p2pfaas.rpc import call, error_middleware
+from tests.ledger.conftest import T0, keys, receipt
+
+R = TypeVar("R", bound=Message)
+
+
+@dataclass
+class Anchor:
+    url: str
+    session: aiohttp.ClientSession
+    accounts: AccountStore
+    tokens: dict[str, str]  # username -> bearer token
+    user_ids: dict[str, int]
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        expect: type[R],
+        msg: Message | None = None,
+        *,
+        as_user: str | None = None,
+    ) -> R:
+        headers = {"Authorization": f"Bearer {self.tokens[as_user]}"} if as_user else None
+        return await call(self.session, method, self.url + path, expect, msg, timeout_s=10, headers=headers)
+
+    async def user(self, name: str, role: str) -> None:
+        row = await self.accounts.create_user(name, password_hash="unused", role=role, now=T0)
+        minted = mint_token()
+        await self.accounts.add_token(
+            row.user_id,
+            token_id=minted.token_id,
+            token_hash=minted.token_hash,
+            scopes=encode_scopes(role_scopes(role)),
+            now=T0,
+            expires_at=T0 + 10**9,
+        )
+        self.tokens[name], self.user_ids[name] = minted.secret_token, row.user_id
+
+
+@pytest.fixture
+async def anchor(db: Database) -> AsyncIterator[Anchor]:
+    app = web.Application(middlewares=[error_middleware])
+    app[ACCOUNTS] = AccountStore(db)
+    ledger_api.setup(app, db, fees=FeePolicy(fee_ppm=100_000))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
+    try:
+        async with aiohttp.ClientSession() as session:
+            a = Anchor(f"http://127.0.0.1:{port}", session, app[ACCOUNTS], {}, {})
+            await a.user("root", "operator")
+            await a.user("alice", "lessee")
+            await a.user("mallory", "lessee")
+            await a.user("bob", "volunteer")
+            yield a
+    finally:
+        await runner.cleanup()
+
+
+async def test_grant_voucher_settle_and_payout_end_to_end(anchor: Anchor, db: Database) -> None:
+    a = anchor
+    lessee, node = keys("alice-key"), keys("bob-node")
+    done = await a.call(
+        "POST",
+        "/v1/ledger/grants",
+        TransferDone,
+        GrantRequest("alice", 10_000, "g1", "welcome"),
+        as_user="root",
+    )
+    assert (done.balance_micro, done.repeat) == (10_000, False)
+    again = await a.call(
+        "POST",
+        "/v1/ledger/grants",
+        TransferDone,
+        GrantRequest("alice", 10_000, "g1", "welcome"),
+        as_user="root",
+    )
+    assert (again.balance_micro, again.repeat) == (10_000, True)
+
+    request = VoucherRequest(lessee.public.raw, 5_000, 600.0, "req-1")
+    with pytest.raises(Refused) as refused:  # the key is not alice's yet
+        await a.call("POST", "/v1/vouchers", Voucher, request, as_user="alice")
+    assert refused.value.status == 403
+    await a.accounts.bind_key(a.user_ids["alice"], lessee.public.raw, kind="lessee", label="laptop", now=T0)
+    await a.accounts.bind_key(a.user_ids["bob"], node.public.raw, kind="node", label="", now=T0)
+    voucher = await a.call("POST", "/v1/vouchers", Voucher, request, as_user="alice")
+    anchor_key = await a.call("GET", "/v1/anchor-key", AnchorKey)
+    assert signing.verify(voucher).raw == anchor_key.public_key
+    assert await a.call("POST", "/v1/vouchers", Voucher, request, as_user="alice") == voucher  # idempotent
+    with pytest.raises(Refused):  # mallory cannot spend with alice's key
+        await a.call("POST", "/v1/vouchers", Voucher, request, as_user="mallory")
+
+    receipts = tuple(
+        receipt(f"inv-{n}", node=node, lessee=lessee, voucher_id=voucher.voucher_id, price_micro=1_000)
+        for n in range(5)
+    )
+    batch = signing.sign(ReceiptBatch(receipts, signer=b"", signature=b""), node)
+    result = await a.call("POST", "/v1/receipts", BatchResult, batch)
+    assert sorted(result.paid) == ["inv-0", "inv-1", "inv-2", "inv-3"]  # 4 x 1100 fits 5000; the fifth not
+    assert [(r.invocation_id, r.reason) for r in result.refused] == [("inv-4", "over-budget")]
+    replay = await a.call("POST", "/v1/receipts", BatchResult, batch)
+    assert replay.paid == () and sorted(replay.duplicate) == ["inv-0", "inv-1", "inv-2", "inv-3"]
+
+    forged = signing.sign(ReceiptBatch(receipts[:1], signer=b"", signature=b""), keys("mallory-node"))
+    with pytest.raises(Refused) as refused:
+        await a.call("POST", "/v1/receipts", BatchResult, forged)
+    assert refused.value.status == 403
+
+    info = await a.call("GET", f"/v1/vouchers/{voucher.voucher_id}", VoucherInfo, as_user="alice")
+    assert (info.remaining_micro, info.state) == (600, "open")
+    with pytest.raises(NotFound):
+        await a.call("GET", f"/v1/vouchers/{voucher.voucher_id}", VoucherInfo, as_user="mallory")
+
+    bob = await a.call("GET", "/v1/ledger/balance", Balances, as_user="bob")
+    assert bob.accounts[0].balance_micro == 4_000  # earned into bob's own account: he claimed the node
+    with pytest.raises(Refused):  # a lessee token holds no payout scope
+        await a.call("POST", "/v1/payouts", PayoutInfo, PayoutRequest("p1", 0, 100, "iban"), as_user="alice")
+    stranger = await a.call("GET", "/v1/ledger/balance", Balances, as_user="alice")
+    with pytest.raises(Refused):  # bob cannot pay out alice's account
+        await a.call(
+            "POST",
+            "/v1/payouts",
+            PayoutInfo,
+            PayoutRequest("p1", stranger.accounts[0].account_id, 1, "x"),
+            as_user="bob",
+        )
+    payout = await a.call(
+        "POST", "/v1/payouts", PayoutInfo, PayoutRequest("p1", 0, 3_000, "iban"), as_user="bob"
+    )
+    assert payout.state == "pending"
+    with pytest.raises(NotFound):
+        await a.call("GET", f"/v1/payouts/{payout.payout_id}", PayoutInfo, as_user="alice")
+    with pytest.raises(Refused):
+        await a.call(
+            "POST", f"/v1/payouts/{payout.payout_id}/state", PayoutInfo, PayoutUpdate("paid"), as_user="bob"
+        )
+    paid = await a.call(
+        "POST", f"/v1/payouts/{payout.payout_id}/state", PayoutInfo, PayoutUpdate("paid"), as_user="root"
+    )
+    assert paid.state == "paid"
+    assert (await a.call("GET", f"/v1/payouts/{payout.payout_id}", PayoutInfo, as_user="bob")).state == "paid"
+    assert (await a.call("GET", "/v1/ledger/balance", Balances, as_user="bob")).accounts[
+        0
+    ].balance_micro == 1_000
+    assert await audit(db) == []
+
+
+async def test_top_ups_and_grants_need_the_right_caller(anchor: Anchor, db: Database) -> None:
+    a = anchor
+    with pytest.raises(Refused) as refused:
+        await a.call(
+            "POST", "/v1/ledger/grants", TransferDone, GrantRequest("alice", 1, "g", ""), as_user="alice"
+        )
+    assert refused.value.status == 403
+    with pytest.raises(Refused) as refused:  # no token at all
+        await a.call("POST", "/v1/ledger/grants", TransferDone, GrantRequest("alice", 1, "g", ""))
+    assert refused.value.status == 401
+    with pytest.raises(Refused):  # a lessee cannot vouch for its own manual payment
+        await a.call(
+            "POST",
+            "/v1/ledger/topups",
+            TransferDone,
+            TopUpRequest("manual", "", 500, "cash-1"),
+            as_user="alice",
+        )
+    done = await a.call(
+        "POST",
+        "/v1/ledger/topups",
+        TransferDone,
+        TopUpRequest("manual", "alice", 500, "bank-7"),
+        as_user="root",
+    )
+    assert done.balance_micro == 500
+    with pytest.raises(NotFound):
+        await a.call(
+            "POST", "/v1/ledger/grants", TransferDone, GrantRequest("nobody", 1, "g", ""), as_user="root"
+        )
+    assert await audit(db) == []

@@ -1,0 +1,125 @@
+"""The node's voucher check: offline signature, key, expiry, and never more work than the budget."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from p2pfaas import signing
+from p2pfaas.errors import Refused
+from p2pfaas.identity import KeyPair
+from p2pfaas.ledger.policy import FeePolicy
+from p2pfaas.messages import BundleHeader, InvokeRequest, Manifest, Receipt, Voucher
+from p2pfaas.node.vouchers import PaymentRequired, VoucherAuthorizer, VoucherBook
+from p2pfaas.rpc import Forbidden
+
+T0 = 1_700_000_000.0
+DIGEST = "cd" * 32
+
+
+def keys(seed: str) -> KeyPair:
+    return KeyPair.from_seed(hashlib.sha256(seed.encode()).digest())
+
+
+ANCHOR, LESSEE, OWNER, NODE = keys("anchor"), keys("lessee"), keys("owner"), keys("node")
+
+
+def header(owner: KeyPair = OWNER) -> BundleHeader:
+    manifest = Manifest("f", "1", "python3.11", "main:handler", 128, 10.0, True)
+    return signing.sign(BundleHeader(manifest, DIGEST, 100, signer=b"", signature=b""), owner)
+
+
+def voucher(
+    budget: int = 1000, *, expires_at: float = T0 + 600, lessee: KeyPair = LESSEE, anchor: KeyPair = ANCHOR
+) -> Voucher:
+    return signing.sign(
+        Voucher("v1", lessee.public.raw, budget, expires_at, signer=b"", signature=b""), anchor
+    )
+
+
+def request(
+    invocation_id: str, v: Voucher | None, signer: KeyPair = LESSEE, timeout_s: float = 10.0
+) -> InvokeRequest:
+    unsigned = InvokeRequest(invocation_id, DIGEST, b"{}", timeout_s, v, signer=b"", signature=b"")
+    return signing.sign(unsigned, signer)
+
+
+def receipt(invocation_id: str, price_micro: int) -> Receipt:
+    unsigned = Receipt(
+        invocation_id, DIGEST, LESSEE.public.raw, "v1", True, 1, 1, 1, price_micro, b"", T0, b"", b""
+    )
+    return signing.sign(unsigned, NODE)
+
+
+def book(**kwargs: object) -> VoucherBook:
+    return VoucherBook(anchor_key=ANCHOR.public.raw, fees=FeePolicy(fee_ppm=100_000), **kwargs)  # type: ignore[arg-type]
+
+
+def test_reservations_never_exceed_the_budget_and_receipts_free_the_rest() -> None:
+    b = book()
+    v = voucher(1000)
+    for n in range(3):  # 3 x (300 + 10% fee) = 990 <= 1000
+        b.authorize(request(f"i{n}", v), header(), LESSEE.public.raw, max_price_micro=300, now=T0)
+    with pytest.raises(PaymentRequired) as refused:
+        b.authorize(request("i3", v), header(), LESSEE.public.raw, max_price_micro=300, now=T0)
+    assert refused.value.status == 402
+    assert b.remaining_micro("v1") == 10
+    b.authorize(
+        request("i0", v), header(), LESSEE.public.raw, max_price_micro=300, now=T0
+    )  # a retry: no 2nd hold
+    b.charged(receipt("i0", 100))  # ran cheaper than its worst case
+    b.charged(receipt("i1", 100))
+    assert b.remaining_micro("v1") == 1000 - 110 - 110 - 330
+    b.authorize(request("i3", v), header(), LESSEE.public.raw, max_price_micro=300, now=T0)
+    b.release("i3")
+    assert b.remaining_micro("v1") == 450
+
+
+def test_forged_foreign_and_expiring_vouchers_are_refused() -> None:
+    b = book()
+    with pytest.raises(Forbidden):
+        b.authorize(
+            request("a", voucher(anchor=keys("fake anchor"))),
+            header(),
+            LESSEE.public.raw,
+            max_price_micro=1,
+            now=T0,
+        )
+    tampered = Voucher("v1", LESSEE.public.raw, 10**9, T0 + 600, ANCHOR.public.raw, voucher().signature)
+    with pytest.raises(Forbidden):
+        b.authorize(request("b", tampered), header(), LESSEE.public.raw, max_price_micro=1, now=T0)
+    stolen = voucher(lessee=keys("someone else"))
+    with pytest.raises(Forbidden):
+        b.authorize(request("c", stolen), header(), LESSEE.public.raw, max_price_micro=1, now=T0)
+    with pytest.raises(PaymentRequired):  # expires before a 10 s invocation could finish
+        b.authorize(
+            request("d", voucher(expires_at=T0 + 12)), header(), LESSEE.public.raw, max_price_micro=1, now=T0
+        )
+
+
+def test_without_a_voucher_only_the_owner_runs_and_only_if_allowed() -> None:
+    b = book()
+    b.authorize(request("a", None, OWNER), header(), OWNER.public.raw, max_price_micro=1, now=T0)
+    with pytest.raises(Refused):
+        b.authorize(request("b", None), header(), LESSEE.public.raw, max_price_micro=1, now=T0)
+    strict = book(require_voucher=True)
+    with pytest.raises(PaymentRequired):
+        strict.authorize(request("c", None, OWNER), header(), OWNER.public.raw, max_price_micro=1, now=T0)
+
+
+def test_authorizer_prices_with_the_nodes_rule_and_clock() -> None:
+    now = [T0]
+    authorizer = VoucherAuthorizer(
+        book(), max_price=lambda req, hdr: int(req.timeout_s * 50), clock=lambda: now[0]
+    )
+    v = voucher(1100)
+    authorizer(request("a", v), header(), LESSEE.public.raw)  # 500 + 50 fee
+    authorizer(request("b", v), header(), LESSEE.public.raw)
+    with pytest.raises(PaymentRequired):
+        authorizer(request("c", v), header(), LESSEE.public.raw)
+    authorizer.on_receipt(receipt("a", 0))
+    authorizer(request("c", v), header(), LESSEE.public.raw)
+    now[0] = T0 + 595
+    with pytest.raises(PaymentRequired):
+        authorizer(request("d", v), header(), LESSEE.public.raw)
