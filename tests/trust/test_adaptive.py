@@ -1,0 +1,81 @@
+"""BOINC adaptive replication: new nodes are always checked, long records at a falling rate; lies cost."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pfaas.trust.adaptive import AdaptivePolicy, Record
+from p2pfaas.trust.adverts import AdvertPrices, Usage, max_price_micro, overcharged
+
+POLICY = AdaptivePolicy(threshold=10)
+
+
+def spot_check_rate(record: Record, n: int = 20_000) -> float:
+    rng = random.Random(7)
+    return sum(POLICY.should_replicate(record, rng) for _ in range(n)) / n
+
+
+def test_new_and_short_records_are_always_replicated() -> None:
+    assert POLICY.trust_probability(Record()) == 0.0
+    assert POLICY.trust_probability(Record(agreements=9, consecutive_valid=9)) == 0.0
+    rng = random.Random(1)
+    assert all(POLICY.should_replicate(Record(agreements=9, consecutive_valid=9), rng) for _ in range(200))
+
+
+def test_the_spot_check_rate_falls_as_one_over_the_streak() -> None:
+    rates = [spot_check_rate(Record(agreements=cv, consecutive_valid=cv)) for cv in (10, 100, 1000)]
+    assert abs(rates[0] - 0.1) < 0.01 and abs(rates[1] - 0.01) < 0.003 and rates[2] < 0.003
+    assert rates[0] > rates[1] > rates[2] > 0
+
+
+def test_one_disagreement_resets_the_streak_and_agreements_rebuild_it() -> None:
+    record = Record()
+    for _ in range(12):
+        record = POLICY.after_vote(record, agreed=True)
+    assert (record.agreements, record.consecutive_valid) == (12, 12)
+    record = POLICY.after_vote(record, agreed=False)
+    assert (record.agreements, record.disagreements, record.consecutive_valid) == (12, 1, 0)
+    assert POLICY.trust_probability(record) == 0.0
+
+
+def test_a_lie_costs_more_than_a_disagreement() -> None:
+    trusted = Record(agreements=50, consecutive_valid=50)
+    liar = POLICY.after_lie(trusted)
+    assert liar.lies == 1 and liar.consecutive_valid == -10
+    for _ in range(19):
+        liar = POLICY.after_vote(liar, agreed=True)
+    assert POLICY.trust_probability(liar) == 0.0  # 20 agreements later, still below the threshold
+    liar = POLICY.after_vote(liar, agreed=True)
+    assert POLICY.trust_probability(liar) > 0.0
+
+
+@given(st.lists(st.sampled_from(["agree", "dissent", "lie"]), max_size=60))
+def test_records_stay_consistent(events: list[str]) -> None:
+    record = Record()
+    for event in events:
+        before = record
+        record = (
+            POLICY.after_lie(record) if event == "lie" else POLICY.after_vote(record, agreed=event == "agree")
+        )
+        assert record.consecutive_valid <= record.agreements
+        if event == "agree":
+            assert record.consecutive_valid == before.consecutive_valid + 1
+        else:
+            assert record.consecutive_valid <= 0
+        assert 0.0 <= POLICY.trust_probability(record) < 1.0
+    assert record.agreements == events.count("agree") and record.disagreements == events.count("dissent")
+
+
+def test_a_receipt_above_the_advertised_prices_is_a_lie_and_rounding_is_not() -> None:
+    prices = AdvertPrices(price_per_cpu_s=1000, price_per_gb_s=500)
+    usage = Usage(cpu_ms=1500, wall_ms=2000, peak_memory_mb=100, reserved_memory_mb=128)
+    honest = 1000 * 1.5 + 500 * (128 / 1024) * 2.0  # 1500 + 125
+    assert max_price_micro(prices, usage) >= honest
+    assert not overcharged(prices, usage, 1625)
+    assert not overcharged(prices, usage, 1626)  # rounding slack
+    assert overcharged(prices, usage, 2 * 1625)
+    assert not overcharged(AdvertPrices(0, 0), Usage(0, 0, 0, 0), 1)  # slack only
+    assert overcharged(AdvertPrices(0, 0), Usage(10_000, 10_000, 512, 512), 2)
