@@ -23,16 +23,20 @@ from sqlalchemy.dialects import mysql
 
 __all__ = [
     "accounts",
+    "advert_lies",
     "anchor_keys",
     "api_tokens",
     "bundles",
     "entries",
     "functions",
+    "held_receipts",
     "key_owners",
     "lessee_keys",
     "metadata",
     "nodes",
     "payouts",
+    "replica_verdicts",
+    "replication_groups",
     "reputation",
     "settlements",
     "transfers",
@@ -285,6 +289,7 @@ reputation = sa.Table(
     sa.Column("disagreements", sa.BigInteger(), nullable=False),
     sa.Column("consecutive_valid", sa.BigInteger(), nullable=False),
     timestamp_column("updated_at", nullable=False),
+    sa.Column("lies", sa.BigInteger(), nullable=False, server_default="0"),  # revision 0003
     **MYSQL_TABLE_OPTIONS,
 )
 
@@ -298,5 +303,62 @@ anchor_keys = sa.Table(
         "seed", sa.LargeBinary().with_variant(mysql.VARBINARY(32), "mysql", "mariadb"), nullable=False
     ),
     timestamp_column("created_at", nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+
+# --- trust: replication votes and advert lies (issue #5; created by revision 0003) ----------------
+# The queries live in p2pfaas/anchor/trust_store.py; the rules in p2pfaas/trust/.
+
+
+def sha256_type() -> sa.types.TypeEngine[bytes]:
+    return sa.LargeBinary().with_variant(mysql.VARBINARY(32), "mysql", "mariadb")
+
+
+# One row per replicated invocation a lessee reported: the first report of a group is the one counted.
+replication_groups = sa.Table(
+    "replication_groups",
+    metadata,
+    sa.Column("group_id", sa.CHAR(32), primary_key=True),
+    key_id_column("lessee_key_id", nullable=False),
+    sa.Column("digest", sa.CHAR(64), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),  # "agreed" or "inconclusive"
+    sa.Column("result_sha256", sha256_type(), nullable=True),
+    sa.Column("ballots", sa.Integer(), nullable=False),
+    timestamp_column("reported_at", nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+# Per replica: may its receipt be paid? "agreed" and "open" (inconclusive vote) yes, "dissent" never.
+replica_verdicts = sa.Table(
+    "replica_verdicts",
+    metadata,
+    sa.Column("invocation_id", sa.String(64), primary_key=True),
+    sa.Column("group_id", sa.CHAR(32), nullable=False, index=True),
+    key_id_column("node_id", nullable=False),
+    sa.Column("verdict", sa.String(8), nullable=False),
+    timestamp_column("decided_at", nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+# Replica receipts that came before their vote: when the anchor first saw each (not the node's word).
+held_receipts = sa.Table(
+    "held_receipts",
+    metadata,
+    sa.Column("invocation_id", sa.String(64), primary_key=True),
+    key_id_column("node_id", nullable=False),
+    timestamp_column("first_seen_at", nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+# Proven overcharges (a receipt above the node's own advertised prices); one per receipt.
+advert_lies = sa.Table(
+    "advert_lies",
+    metadata,
+    key_id_column("node_id", primary_key=True),
+    sa.Column("invocation_id", sa.String(64), primary_key=True),
+    sa.Column("price_micro", sa.BigInteger(), nullable=False),
+    sa.Column("max_price_micro", sa.BigInteger(), nullable=False),
+    timestamp_column("reported_at", nullable=False),
     **MYSQL_TABLE_OPTIONS,
 )

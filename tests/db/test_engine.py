@@ -41,6 +41,7 @@ LEDGER_TABLES = {
     "reputation",
     "anchor_keys",
 }
+TRUST_TABLES = {"replication_groups", "replica_verdicts", "held_receipts", "advert_lies"}  # revision 0003
 
 
 @pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
@@ -87,8 +88,8 @@ async def count_keys(db: Database) -> int:
 
 async def test_open_migrates_an_empty_database_to_head(url: str) -> None:
     async with open_database(url) as db:
-        assert await db.schema_revision() == head_revision() == "0002"
-        assert await table_names(db) == REGISTRY_TABLES | LEDGER_TABLES
+        assert await db.schema_revision() == head_revision() == "0003"
+        assert await table_names(db) == REGISTRY_TABLES | LEDGER_TABLES | TRUST_TABLES
 
 
 async def test_reopening_is_idempotent_and_keeps_data(url: str) -> None:
