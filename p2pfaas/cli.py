@@ -24,8 +24,10 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from p2pfaas import codec
+from p2pfaas.dht import DEFAULT_ANCHOR_DHT_PORT, parse_peer
 from p2pfaas.errors import LocalError, P2PFaaSError
 
 DEFAULT_ANCHOR = "http://127.0.0.1:8700"
@@ -133,7 +135,7 @@ def cmd_anchor_serve(args: argparse.Namespace) -> int:
     db = args.db or f"sqlite+aiosqlite:///{home() / 'anchor.db'}"
     if db.startswith("sqlite"):
         Path(db.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
-    _run(serve_anchor(db, host=args.host, port=args.port), daemon=True)
+    _run(serve_anchor(db, host=args.host, port=args.port, dht_port=args.dht_port), daemon=True)
     return 0
 
 
@@ -146,6 +148,19 @@ def _parse_memory(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"memory must look like 4g, 512m or 2048, not {text!r}") from None
+
+
+def peer_arg(text: str) -> tuple[str, int]:
+    try:
+        return parse_peer(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def default_peers(anchor_url: str) -> tuple[tuple[str, int], ...]:
+    """The anchor's bootstrap DHT node, on the anchor's host at the default DHT port."""
+    host = urlsplit(anchor_url).hostname
+    return ((host, DEFAULT_ANCHOR_DHT_PORT),) if host else ()
 
 
 def cmd_node_run(args: argparse.Namespace) -> int:
@@ -163,6 +178,8 @@ def cmd_node_run(args: argparse.Namespace) -> int:
         cpus=args.cpus,
         memory_mb=args.memory,
         runtime_image=args.image,
+        dht_port=args.dht_port,
+        peers=tuple(args.peer) or default_peers(args.anchor),
     )
     _run(run_node(config), daemon=True)
     return 0
@@ -235,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8700)
     serve.add_argument("--db", help="SQLAlchemy URL, e.g. mysql+aiomysql://user:pw@host/db (default: SQLite)")
+    serve.add_argument(
+        "--dht-port", type=int, default=DEFAULT_ANCHOR_DHT_PORT, help="bootstrap DHT node (udp)"
+    )
 
     node = groups.add_parser("node", help="a volunteer node").add_subparsers(
         dest="node_command", required=True
@@ -254,6 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cpus", type=float, default=1.0, help="CPU cores per function instance")
     run.add_argument("--memory", type=_parse_memory, default=2048, help="memory lent, e.g. 4g")
     run.add_argument("--image", default="", help="runtime image tag (default: the built-in one)")
+    run.add_argument("--dht-port", type=int, default=0, help="DHT port (udp; 0: any free port)")
+    run.add_argument(
+        "--peer",
+        action="append",
+        type=peer_arg,
+        default=[],
+        help="DHT peer HOST:PORT to join through (repeatable; default: the anchor's bootstrap node)",
+    )
 
     runtime = groups.add_parser("runtime", help="the function runtime image").add_subparsers(
         dest="runtime_command", required=True

@@ -132,7 +132,10 @@ def up(directory: Path, *, nodes: int, port: int, detach: bool) -> int:
     anchor_log = directory / "anchor.log"
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        anchor = _spawn(["anchor", "serve", "--port", str(port), "--db", db], anchor_log)
+        # The anchor's bootstrap DHT node listens on the same number in UDP; nodes join through it.
+        anchor = _spawn(
+            ["anchor", "serve", "--port", str(port), "--dht-port", str(port), "--db", db], anchor_log
+        )
         procs.append(anchor)
         _wait_http(f"{anchor_url}/v1/health", timeout_s=START_TIMEOUT_S, proc=anchor, log=anchor_log)
         node_urls = []
@@ -149,6 +152,10 @@ def up(directory: Path, *, nodes: int, port: int, detach: bool) -> int:
                     anchor_url,
                     "--port",
                     str(node_port),
+                    "--dht-port",
+                    str(node_port),
+                    "--peer",
+                    f"127.0.0.1:{port}",
                     "--work-dir",
                     str(work),
                     "--executor",

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from p2pfaas.anchor.app import AnchorSettings, make_app
 from p2pfaas.db.engine import open_database
+from p2pfaas.dht.node import DhtNode, running_node
 
 DEFAULT_PORT = 8700
 
@@ -29,8 +30,11 @@ class AnchorServer:
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
         settings: AnchorSettings | None = None,
+        dht_port: int | None = None,
     ) -> None:
         self.db_url = db_url
+        self.dht_port = dht_port  # None: no bootstrap DHT node; 0: any free UDP port
+        self.dht: DhtNode | None = None
         self.settings = settings or AnchorSettings()
         self.host = host
         self.port = port
@@ -46,6 +50,8 @@ class AnchorServer:
             await web.TCPSite(runner, self.host, self.port).start()
             port = next((a[1] for a in runner.addresses if isinstance(a, tuple)), self.port)
             self.url = f"http://{self.host}:{port}"
+            if self.dht_port is not None:
+                self.dht = await self._stack.enter_async_context(running_node(self.host, self.dht_port))
         except BaseException:
             await self._stack.aclose()
             raise
@@ -57,14 +63,18 @@ class AnchorServer:
         await self._stack.aclose()
 
 
-async def serve_anchor(db_url: str, *, host: str, port: int, settings: AnchorSettings | None = None) -> None:
+async def serve_anchor(
+    db_url: str, *, host: str, port: int, settings: AnchorSettings | None = None, dht_port: int | None = None
+) -> None:
     """Serve until SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with AnchorServer(db_url, host=host, port=port, settings=settings) as anchor:
+    async with AnchorServer(db_url, host=host, port=port, settings=settings, dht_port=dht_port) as anchor:
         print(f"anchor serving on {anchor.url} (database: {_redact(db_url)})", flush=True)
+        if anchor.dht is not None:
+            print("bootstrap DHT node on {}:{} (udp)".format(*anchor.dht.address), flush=True)
         await stop.wait()
     print("anchor stopped", flush=True)
 

@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 
 from p2pfaas import bundle, rpc, signing
+from p2pfaas.client.discovery import Discovery
 from p2pfaas.clock import wall_time
 from p2pfaas.errors import (
     ExecutorError,
@@ -73,6 +74,8 @@ class AsyncClient:
     rng: random.Random = field(default_factory=random.Random)
     request_timeout_s: float = 30.0
     node_list_ttl_s: float = 10.0  # how long a fetched node list is used before asking again
+    dht_seeds: tuple[tuple[str, int], ...] = ()  # DHT peers: entry nodes come from adverts, nearest first
+    _discovery: Discovery | None = None
     _session: aiohttp.ClientSession | None = None
     _functions: dict[str, FunctionInfo] = field(default_factory=dict)
     _registered: bool = False
@@ -82,11 +85,16 @@ class AsyncClient:
 
     async def __aenter__(self) -> AsyncClient:
         self._session = aiohttp.ClientSession()
+        if self.dht_seeds:
+            self._discovery = await Discovery(self.dht_seeds, rng=self.rng).__aenter__()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._discovery is not None:
+            await self._discovery.__aexit__(exc_type, exc, tb)
+            self._discovery = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -200,6 +208,8 @@ class AsyncClient:
                     )
                 except Unreachable as exc:
                     failures.append(str(exc))
+                    if self._discovery is not None:
+                        self._discovery.demote(node.node_id)
                     continue
                 return self._outcome(request, result, node)
         raise Unreachable(
@@ -209,6 +219,10 @@ class AsyncClient:
     async def _entry_nodes(
         self, invocation_id: str, node_url: str | None, *, refresh: bool
     ) -> list[NodeInfo]:
+        if node_url is None and self._discovery is not None and not refresh:
+            nearby = await self._discovery.entry_nodes()
+            if nearby:
+                return nearby  # found through the DHT; the anchor's list is the fallback (refresh pass)
         nodes = await self.nodes(refresh=refresh)
         if node_url is not None:
             pinned = [n for n in nodes if n.url == node_url]

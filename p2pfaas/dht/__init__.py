@@ -1,5 +1,20 @@
 """The overlay: Kademlia (the `kademlia` package, subclassed), signed capacity adverts, Vivaldi.
 
-Not built yet: this is issue #3. Until it lands, clients find nodes through the anchor's node
-list (`GET /v1/nodes`), which later becomes the fallback path.
+Modules: `wire` (signed datagrams and records), `records` (keys, signing, checks), `store` (many records
+per key, expiry, quotas), `routing` (the fixed, Sybil-bounded table), `protocol` (signed RPCs),
+`lookup` (disjoint-path lookups), `node` (the `Server` subclass), `vivaldi`, `adverts` (ranking), `quota`.
+This package root holds only what the CLI needs without importing the rest.
 """
+
+from __future__ import annotations
+
+DEFAULT_ANCHOR_DHT_PORT = 8468  # UDP; where `p2pfaas anchor serve` runs its bootstrap node by default
+
+
+def parse_peer(text: str) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' -> (host, port); raises ValueError with the reason."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"peer {text!r} is not HOST:PORT")
+    return host, int(port)

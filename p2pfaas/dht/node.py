@@ -17,9 +17,10 @@ records supersede its old ones.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -261,3 +262,17 @@ class DhtNode(Server):  # type: ignore[misc]
             if now - own.published_at >= self.config.republish_interval_s and self.own.get(key) is own:
                 record = own.record
                 await self.publish(key, host=record.host, port=record.port, capacity=record.capacity)
+
+
+@contextlib.asynccontextmanager
+async def running_node(
+    host: str, port: int, *, keys: KeyPair | None = None, rng: random.Random | None = None
+) -> AsyncIterator[DhtNode]:
+    """A listening DHT node that joins nobody: the anchor's bootstrap node. Stopped on exit."""
+    rng = rng or random.Random()
+    node = DhtNode(keys or KeyPair.from_seed(rng.randbytes(32)), rng=rng)
+    await node.listen(port, host)
+    try:
+        yield node
+    finally:
+        node.stop()

@@ -21,7 +21,7 @@ import random
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
@@ -135,8 +135,8 @@ class SecureProtocol(KademliaProtocol):  # type: ignore[misc]
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # The selector loop's datagram transport is not an asyncio.DatagramTransport subclass (3.11).
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run `coro` as a task this protocol owns (cancelled by `close`)."""

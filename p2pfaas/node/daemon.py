@@ -31,7 +31,9 @@ from p2pfaas.exec.base import Executor
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import Ack, Bundle, NodeAnnouncement
 from p2pfaas.node.app import make_app
+from p2pfaas.node.overlay import Overlay, overlay_for
 from p2pfaas.node.service import NodeService
+from p2pfaas.node.settings import service_options
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +55,18 @@ class NodeConfig:
     public_url: str = ""  # what to announce; default http://host:port
     executor: str = "auto"  # "docker" | "process" | "auto"
     allow_unsandboxed: bool = False
-    cpus: float = 1.0
-    memory_mb: int = 2048
+    cpus: float = 1.0  # cores lent, shared by all instances
+    memory_mb: int = 2048  # memory lent, for running and warm instances together
+    slots: int = 4  # invocations run at once; more wait in a queue of queue_size, then "busy"
+    queue_size: int = 64
+    price_per_cpu_s_micro: int = 20
+    price_per_gb_s_micro: int = 2
+    bundle_cache_mb: int = 1024  # 0: unbounded
     runtime_image: str = ""  # "" -> the default runtime image tag
     announce_interval_s: float = 30.0
+    dht_port: int | None = None  # None: no overlay; 0: any free UDP port
+    dht_host: str = ""  # "" -> host
+    peers: tuple[tuple[str, int], ...] = ()  # DHT peers to join through (the anchor's bootstrap node)
 
 
 def docker_problem() -> str:
@@ -147,9 +157,9 @@ class NodeDaemon:
         service = NodeService(
             keys=self.keys,
             executor=self.executor,
-            cache=BundleCache(self.config.work_dir / "bundles"),
+            cache=BundleCache(self.config.work_dir / "bundles", max_bytes=self.config.bundle_cache_mb << 20),
             fetch_bundle=self._fetch_bundle,
-            cpus_per_instance=self.config.cpus,
+            **service_options(self.config, rng=self.rng, fetch_from_peer=self._fetch_bundle_from),
         )
         self.service = service
         runner = web.AppRunner(make_app(service), access_log=None)
@@ -160,6 +170,15 @@ class NodeDaemon:
         host, port = _bound_address(runner, self.config)
         self.url = self.config.public_url or f"http://{host}:{port}"
         service.url = self.url
+        self.overlay: Overlay | None = None
+        if self.config.dht_port is not None:
+            self.overlay = await stack.enter_async_context(
+                overlay_for(
+                    keys=self.keys, rng=self.rng, url=self.url, host=self.config.dht_host or self.config.host,
+                    port=self.config.dht_port, peers=self.config.peers, runtimes=RUNTIMES,
+                    cores=self.config.cpus, memory_mb=self.config.memory_mb, service=service,
+                )
+            )
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
         tasks.create_task(self._announce_forever())
         # Leaving the stack sets _stop first so the announcer ends before the TaskGroup is awaited.
@@ -178,8 +197,10 @@ class NodeDaemon:
         await self._stop.wait()
 
     async def _fetch_bundle(self, digest: str) -> Bundle:
-        url = f"{self.config.anchor_url}/v1/bundles/{digest}"
-        return await rpc.call(self.session, "GET", url, Bundle, timeout_s=30.0)
+        return await self._fetch_bundle_from(self.config.anchor_url, digest)
+
+    async def _fetch_bundle_from(self, base_url: str, digest: str) -> Bundle:
+        return await rpc.call(self.session, "GET", f"{base_url}/v1/bundles/{digest}", Bundle, timeout_s=30.0)
 
     async def announce(self) -> None:
         msg = signing.sign(

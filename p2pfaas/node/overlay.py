@@ -1,0 +1,241 @@
+"""A volunteer node's place in the overlay: join the DHT, advertise capacity, announce bundles held.
+
+`Overlay` is an async context manager started by `NodeDaemon` when the node has a DHT port. Entering it
+binds the DHT endpoint and starts one owned task that joins (through the anchor's bootstrap node or
+`--peer`s) and then republishes the capacity advert every `advert_interval_s` with fresh load figures.
+A failed join is not fatal: the DHT node's upkeep rejoins from its seeds whenever its table is empty,
+so a node keeps serving, and later joins, while the anchor is down.
+
+It does not decide placement or talk HTTP; it answers `find_nearby`, `providers`, `contacts`,
+`coordinate` and `predicted_rtt` for the node's other parts and for gossip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+from kademlia.node import Node
+
+from p2pfaas.clock import wall_time
+from p2pfaas.dht import adverts, records
+from p2pfaas.dht.node import DhtConfig, DhtNode
+from p2pfaas.dht.vivaldi import Coordinate
+from p2pfaas.dht.wire import Capacity
+from p2pfaas.identity import KeyPair
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OverlayConfig:
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: any free port
+    peers: tuple[tuple[str, int], ...] = ()
+    advert_interval_s: float = 60.0
+    dht: DhtConfig = field(default_factory=DhtConfig)
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What the node lends, as its operator configured it."""
+
+    url: str
+    runtimes: tuple[str, ...]
+    cores: int
+    memory_mb: int
+    price_per_cpu_s: int = 0
+    price_per_gb_s: int = 0
+
+
+@dataclass(frozen=True)
+class Load:
+    """How busy the node is now (read just before each advert)."""
+
+    free_slots: int
+    load: float
+    draining: bool = False
+
+
+class Overlay:
+    """`async with Overlay(keys, rng=, config=, offer=, load=) as overlay:`; driven by its own task."""
+
+    def __init__(
+        self,
+        keys: KeyPair,
+        *,
+        rng: random.Random,
+        config: OverlayConfig,
+        offer: Offer,
+        load: Callable[[], Load] | None = None,
+    ) -> None:
+        self.keys = keys
+        self.rng = rng
+        self.config = config
+        self.offer = offer
+        self.load = load or (lambda: Load(free_slots=offer.cores, load=0.0))
+        self.dht = DhtNode(keys, rng=rng, config=config.dht)
+        self.reputation = adverts.Reputation()
+        self.adverts_published = 0
+        self.joined = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        split = urlsplit(offer.url)
+        if split.hostname is None or split.port is None:
+            raise ValueError(f"the node's URL {offer.url!r} needs an explicit host and port")
+        self._http = (split.hostname, split.port)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.dht.address
+
+    async def __aenter__(self) -> Overlay:
+        await self.dht.listen(self.config.port, self.config.host)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.dht.stop()
+
+    async def join(self) -> int:
+        """Join through the configured peers; returns how many nodes the join found (0: retried later)."""
+        found = await self.dht.bootstrap(self.config.peers)
+        if found:
+            self.joined.set()
+        return len(found)
+
+    async def _run(self) -> None:
+        await self.join()
+        while True:
+            try:
+                if self.dht.proto.router.contacts():
+                    self.joined.set()
+                    await self.publish_advert()
+            except Exception:  # one failed round must not end the advertising
+                log.exception("publishing the capacity advert failed")
+            await asyncio.sleep(self.config.advert_interval_s * self.rng.uniform(0.8, 1.2))
+
+    # -- publishing -----------------------------------------------------------------------------------------
+    def capacity(self) -> Capacity:
+        now = self.load()
+        viv = self.dht.proto.vivaldi
+        return Capacity(
+            runtimes=self.offer.runtimes,
+            cores=self.offer.cores,
+            memory_mb=self.offer.memory_mb,
+            free_slots=max(0, now.free_slots),
+            price_per_cpu_s=self.offer.price_per_cpu_s,
+            price_per_gb_s=self.offer.price_per_gb_s,
+            load=float(now.load),
+            coord=viv.coord.as_tuple(),
+            coord_error=viv.error,
+            draining=now.draining,
+        )
+
+    async def publish_advert(self) -> int:
+        """Publish a fresh advert under each runtime's key; returns the holders that accepted them."""
+        capacity = self.capacity()
+        host, port = self._http
+        accepted = 0
+        for runtime in self.offer.runtimes:
+            key = records.advert_key(runtime)
+            accepted += await self.dht.publish(key, host=host, port=port, capacity=capacity)
+        self.adverts_published += 1
+        return accepted
+
+    async def announce_provider(self, digest: str) -> int:
+        """Say that this node holds bundle `digest` (hex SHA-256); kept alive until `withdraw_provider`."""
+        host, port = self._http
+        return await self.dht.publish(records.provider_key(bytes.fromhex(digest)), host=host, port=port)
+
+    def withdraw_provider(self, digest: str) -> None:
+        self.dht.withdraw(records.provider_key(bytes.fromhex(digest)))
+
+    def on_bundle_cached(self, digest: str) -> None:
+        """The NodeService hook: announce in the background (owned by the DHT node's tasks)."""
+        self.dht.proto.spawn(self.announce_provider(digest))
+
+    # -- reading --------------------------------------------------------------------------------------------
+    async def find_nearby(
+        self, runtime: str, count: int = 8, max_price: int | None = None
+    ) -> list[adverts.Advert]:
+        """Live peers offering `runtime`, ordered by predicted RTT (see `adverts.rank`); not this node."""
+        found = await self.dht.get_records(records.advert_key(runtime))
+        return adverts.rank(
+            found.records.values(),
+            own=self.coordinate(),
+            now=wall_time(),
+            count=count,
+            max_price=max_price,
+            reputation=self.reputation,
+            exclude=self.keys.node_id,
+        )
+
+    async def providers(self, digest: str) -> list[str]:
+        """Base URLs of peers that announced they hold bundle `digest` (not this node)."""
+        found = await self.dht.get_records(records.provider_key(bytes.fromhex(digest)))
+        now = wall_time()
+        return [
+            adverts.url_of(r)
+            for publisher, r in sorted(found.records.items())
+            if publisher != self.keys.node_id and r.expires_at > now
+        ]
+
+    def contacts(self) -> list[Node]:
+        return list(self.dht.proto.router.contacts())
+
+    def coordinate(self) -> Coordinate:
+        return self.dht.proto.vivaldi.coord
+
+    def predicted_rtt(self, node_id: bytes) -> float | None:
+        return self.dht.proto.predicted_rtt_s(node_id)
+
+    def stats(self) -> dict[str, Any]:
+        return {"contacts": len(self.contacts()), "adverts_published": self.adverts_published}
+
+
+def overlay_for(
+    *,
+    keys: KeyPair,
+    rng: random.Random,
+    url: str,
+    host: str,
+    port: int,
+    peers: tuple[tuple[str, int], ...],
+    runtimes: tuple[str, ...],
+    cores: float,
+    memory_mb: int,
+    service: Any,
+) -> Overlay:
+    """The daemon's overlay: offers what the node lends and reads free slots from the service's admission
+    control when it has one (else it advertises every core as free)."""
+    offer = Offer(url=url, runtimes=runtimes, cores=max(1, round(cores)), memory_mb=memory_mb)
+
+    def load() -> Load:
+        admission = getattr(service, "admission", None)
+        if admission is None:
+            return Load(free_slots=offer.cores, load=0.0)
+        free = int(admission.free_slots())
+        return Load(free_slots=free, load=max(0.0, 1.0 - free / offer.cores))
+
+    overlay = Overlay(
+        keys, rng=rng, config=OverlayConfig(host=host, port=port, peers=peers), offer=offer, load=load
+    )
+    # The NodeService hooks of the interface contract, where this service has them.
+    if hasattr(service, "find_providers"):
+        service.find_providers = overlay.providers
+    if hasattr(service, "on_bundle_cached"):
+        service.on_bundle_cached = overlay.on_bundle_cached
+    return overlay

@@ -1,0 +1,98 @@
+"""Discovery over real UDP on 127.0.0.1: an anchor with its bootstrap DHT node, three nodes, a client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+from p2pfaas.anchor.server import AnchorServer
+from p2pfaas.client import AsyncClient
+from p2pfaas.client.discovery import Discovery
+from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
+from p2pfaas.identity import KeyPair
+from p2pfaas.node.daemon import NodeConfig, NodeDaemon
+from tests.functions import write_function
+
+
+def _node(
+    anchor_url: str, root: Path, name: str, run_dir: Path, peers: tuple[tuple[str, int], ...]
+) -> NodeDaemon:
+    config = NodeConfig(
+        anchor_url=anchor_url,
+        key_path=root / name / "key",
+        work_dir=root / name,
+        port=0,
+        dht_port=0,
+        peers=peers,
+    )
+    return NodeDaemon(config, executor=UnsandboxedProcessExecutor(work_dir=run_dir / name))
+
+
+async def _wait_for_adverts(discovery: Discovery, count: int) -> None:
+    async with asyncio.timeout(60):  # a hang guard, not a speed assertion
+        while len(await discovery.find_nearby("python3.11", count=10)) < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)  # adverts arrive over the network: nothing local to wait on
+
+
+async def test_the_client_finds_its_entry_nodes_through_the_dht(tmp_path: Path) -> None:
+    run_dir = Path(tempfile.mkdtemp(prefix="p2pd-", dir="/tmp"))
+    try:
+        async with (
+            AnchorServer(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", port=0, dht_port=0) as anchor,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            assert anchor.dht is not None
+            seeds = (anchor.dht.address,)
+            nodes = [
+                await stack.enter_async_context(_node(anchor.url, tmp_path, name, run_dir, seeds))
+                for name in ("a", "b", "c")
+            ]
+            async with Discovery(seeds, rng=random.Random(1)) as probe:
+                await _wait_for_adverts(probe, 3)
+                found = await probe.find_nearby("python3.11", count=10)
+            assert {a.url for a in found} == {n.url for n in nodes}
+
+            async with AsyncClient(
+                anchor.url, KeyPair.generate(), rng=random.Random(2), dht_seeds=seeds
+            ) as client:
+                await client.deploy(write_function(tmp_path, "echo"))
+                for i in range(3):
+                    outcome = await client.invoke("echo", i)
+                    assert outcome.value == {"echo": i}
+                    assert outcome.node_id in {n.node_id for n in nodes}
+                assert client._nodes_fetched_at == float("-inf")  # the anchor's node list was never asked
+
+            # The anchor's bootstrap node goes away: the nodes still know each other, and a client that
+            # knows any one of them finds them all.
+            anchor.dht.stop()
+            assert nodes[1].overlay is not None
+            async with Discovery((nodes[1].overlay.address,), rng=random.Random(3)) as late:
+                await _wait_for_adverts(late, 3)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _dead_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_with_no_dht_answer_the_client_falls_back_to_the_anchor_list(tmp_path: Path) -> None:
+    run_dir = Path(tempfile.mkdtemp(prefix="p2pd-", dir="/tmp"))
+    try:
+        async with AnchorServer(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", port=0) as anchor:
+            node = _node(anchor.url, tmp_path, "a", run_dir, ())
+            dead = (("127.0.0.1", _dead_udp_port()),)
+            async with node, AsyncClient(anchor.url, KeyPair.generate(), dht_seeds=dead) as client:
+                await node.announce()
+                await client.deploy(write_function(tmp_path, "echo"))
+                outcome = await client.invoke("echo", 7)
+                assert outcome.node_id == node.node_id and outcome.value == {"echo": 7}
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
