@@ -4,7 +4,9 @@
 place, so a tree at the destination is always complete; a digest marker inside says which bundle
 it holds. `BundleCache` keeps extracted trees and the signed bundles by digest under one root.
 
-This module does not fetch bundles from peers, run functions, or evict anything yet.
+The cache is size-capped: `evict_over_cap` removes least recently used bundles (tree and archive)
+until the total is under `max_bytes`, sparing the ones the caller pins (those that run or are warm).
+This module does not fetch bundles (the node service does) or run functions.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import itertools
 import os
 import re
 import shutil
 import stat
 import tarfile
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +75,15 @@ def _holds(directory: Path, digest: str) -> bool:
         return False
 
 
+def _tree_bytes(root: Path) -> int:
+    total = 0
+    for directory, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(directory, name)).st_size
+    return total
+
+
 def _make_world_readable(root: Path) -> None:
     # The function runs as an unprivileged container user (uid 65534) that owns none of these files.
     for directory, _, files in os.walk(root):
@@ -95,12 +107,85 @@ class BundleCache:
 
     `root/<digest>/` is the extracted tree (complete exactly when it holds the digest marker) and
     `root/<digest>.bundle` the encoded signed bundle, kept so the node can serve it to peers.
-    Eviction is not done yet: the cache only grows.
+    Recency of use is kept in memory (`touch`), seeded from the archives' mtimes after a restart.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, max_bytes: int = 0) -> None:
         self.root = Path(root)
+        self.max_bytes = max_bytes  # 0: unbounded
         self._locks: dict[str, _DigestLock] = {}
+        self._uses = itertools.count(1)
+        self._last_use: dict[str, int] = {}
+
+    def touch(self, digest: str) -> None:
+        """Note that `digest` was just used (cheap: called on every invocation)."""
+        self._last_use[digest] = next(self._uses)
+
+    def digests(self) -> list[str]:
+        """The digests of every complete bundle held."""
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return [name for name in names if _HEX_DIGEST.fullmatch(name) and _holds(self.root / name, name)]
+
+    def archive_bytes(self, digest: str) -> bytes | None:
+        """The stored encoded bundle of `digest` as is (to serve to peers, who verify it), or None."""
+        if not _HEX_DIGEST.fullmatch(digest) or self.path_for(digest) is None:
+            return None
+        try:
+            return (self.root / f"{digest}.bundle").read_bytes()
+        except OSError:
+            return None
+
+    def size_bytes(self) -> int:
+        """Bytes on disk of every bundle (archives and extracted trees). Blocking."""
+        return sum(size for _, size in self._entries())
+
+    def _entries(self) -> list[tuple[str, int]]:
+        entries = []
+        for digest in self.digests():
+            size = _tree_bytes(self.root / digest)
+            with contextlib.suppress(OSError):
+                size += os.stat(self.root / f"{digest}.bundle").st_size
+            entries.append((digest, size))
+        return entries
+
+    def evict_over_cap(self, pinned: Collection[str] = ()) -> list[str]:
+        """Remove least recently used bundles not in `pinned` until under `max_bytes`; return their
+        digests. Blocking (walks the disk): run it in a thread."""
+        if not self.max_bytes:
+            return []
+        entries = self._entries()
+        total = sum(size for _, size in entries)
+        evicted: list[str] = []
+        for digest, size in sorted(entries, key=lambda entry: self._recency(entry[0])):
+            if total <= self.max_bytes:
+                break
+            if digest in pinned:
+                continue
+            self._remove(digest)
+            total -= size
+            evicted.append(digest)
+        return evicted
+
+    def _recency(self, digest: str) -> tuple[int, float]:
+        used = self._last_use.get(digest, 0)
+        try:
+            mtime = os.stat(self.root / f"{digest}.bundle").st_mtime
+        except OSError:
+            mtime = 0.0
+        return used, mtime
+
+    def _remove(self, digest: str) -> None:
+        self._last_use.pop(digest, None)
+        tree = self.root / digest
+        # The marker goes first, so a half-removed tree is never taken for a complete one.
+        with contextlib.suppress(OSError):
+            os.unlink(tree / DIGEST_MARKER)
+        shutil.rmtree(tree, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.unlink(self.root / f"{digest}.bundle")
 
     def path_for(self, digest: str) -> Path | None:
         """The extracted tree of `digest`, or None if it is not (completely) cached."""
@@ -120,16 +205,14 @@ class BundleCache:
         return bundle if bundle.header.digest == digest else None
 
     def __len__(self) -> int:
-        try:
-            names = os.listdir(self.root)
-        except FileNotFoundError:
-            return 0
-        return sum(1 for name in names if _HEX_DIGEST.fullmatch(name) and _holds(self.root / name, name))
+        return len(self.digests())
 
     async def store(self, bundle: Bundle) -> Path:
         """Verify and extract `bundle` (in a worker thread); return its tree. Raises like `verify_bundle`."""
         async with self._locked(bundle.header.digest):
-            return await asyncio.to_thread(self._store_blocking, bundle)
+            path = await asyncio.to_thread(self._store_blocking, bundle)
+        self.touch(bundle.header.digest)
+        return path
 
     @contextlib.asynccontextmanager
     async def _locked(self, digest: str) -> AsyncIterator[None]:

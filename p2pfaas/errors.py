@@ -76,6 +76,17 @@ class Refused(RemoteError):
         self.status = status
 
 
+class Busy(Refused):
+    """The node has no room now and its queue is full (HTTP 503, code "busy").
+
+    `peer` is the node's best guess of a peer with room ("" if it knows none); the reason names it.
+    """
+
+    def __init__(self, reason: str, *, peer: str = "") -> None:
+        super().__init__(f"{reason}; a peer with room: {peer}" if peer else reason, status=503)
+        self.peer = peer
+
+
 class Unreachable(RemoteError, ConnectionError):
     """No peer could be reached to do the work."""
 

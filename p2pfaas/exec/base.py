@@ -40,6 +40,8 @@ class ExecResult:
     traceback: str = ""
     duration_s: float = 0.0  # time inside the function, as the runtime measured it
     cold: bool = False  # True if this invocation had to start a new instance
+    cpu_s: float = 0.0  # CPU time the instance used during the invocation (cgroup or /proc)
+    peak_memory_bytes: int = 0  # the instance's peak memory during the invocation
 
 
 class Executor(Protocol):

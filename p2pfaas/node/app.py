@@ -2,17 +2,23 @@
 
 Routes:
     POST /v1/invoke   InvokeRequest -> InvokeResult (200), or ErrorReply: 400 malformed,
-                      403 bad signature / not the owner, 404 unknown function
+                      403 bad signature / not allowed, 404 unknown function, 413 needs more
+                      memory than the node lends, 503 busy (the reason may name a peer with room)
     GET  /v1/status                  -> NodeStatus
+    GET  /v1/bundles/{digest}        -> Bundle, as stored (peers fetch bundles from each other and
+                                        verify them), or 404
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
+from p2pfaas.errors import NotFound
 from p2pfaas.messages import MAX_PAYLOAD_BYTES, InvokeRequest, NodeStatus
 from p2pfaas.node.service import NodeService
-from p2pfaas.rpc import error_middleware, read_message, reply
+from p2pfaas.rpc import CONTENT_TYPE, error_middleware, read_message, reply
 
 SERVICE_KEY = web.AppKey("service", NodeService)
 
@@ -38,8 +44,23 @@ async def status(request: web.Request) -> web.Response:
     )
 
 
+async def bundle(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    digest = request.match_info["digest"]
+    data = await asyncio.to_thread(service.cache.archive_bytes, digest)
+    if data is None:
+        raise NotFound(f"this node does not hold bundle {digest[:80]}")
+    return web.Response(body=data, content_type=CONTENT_TYPE)
+
+
 def make_app(service: NodeService) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_PAYLOAD_BYTES + 64 * 1024)
     app[SERVICE_KEY] = service
-    app.add_routes([web.post("/v1/invoke", invoke), web.get("/v1/status", status)])
+    app.add_routes(
+        [
+            web.post("/v1/invoke", invoke),
+            web.get("/v1/status", status),
+            web.get("/v1/bundles/{digest}", bundle),
+        ]
+    )
     return app

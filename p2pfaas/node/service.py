@@ -1,24 +1,42 @@
 """What a node does with an invocation, independent of HTTP.
 
-`NodeService.invoke` checks the request's signature, finds the bundle (local cache, else fetched
-from the anchor by digest and verified), checks that the caller owns the function, runs it on the
-executor and returns a result signed with the node key. Function failures, timeouts and memory
-exhaustion come back as signed results with a `p2pfaas.*` or the exception's error type; only
-requests that should not have been made (bad signature, unknown function) raise.
+`NodeService.invoke` checks the request's signature, finds the bundle (memory, the disk cache, else
+fetched by digest from peers that announced it or from the anchor, and verified), asks the
+`authorize` hook whether the caller may run it (default: only the function's owner), waits for
+room in `admission`, runs it on the executor and returns a result signed with the node key, with a
+signed `Receipt` of the metered usage and its price, also handed to the `on_receipt` hook.
+Function failures, timeouts and memory exhaustion come back as signed results with a `p2pfaas.*`
+or the exception's error type; only requests that should not have been made (bad signature,
+unknown function, not allowed) or cannot be served now (`errors.Busy`) raise.
 
-It does not place work elsewhere (issue #6), meter usage (issue #4) or charge (issue #5).
+Hooks (all optional; see the helpers' contracts): `authorize` (vouchers, issue #5), `on_receipt`
+(receipt batching, issue #5), `find_providers` and `on_bundle_cached` (the DHT, issue #3).
+It does not place work elsewhere (the router does, issue #6).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from p2pfaas import signing
 from p2pfaas.bundle import BundleCache
-from p2pfaas.errors import ExecutorError, InvokeTimeout, MemoryExceeded, NotFound
+from p2pfaas.clock import wall_time
+from p2pfaas.errors import (
+    BundleError,
+    DecodeError,
+    ExecutorError,
+    InvokeTimeout,
+    MemoryExceeded,
+    NotFound,
+    RemoteError,
+    Unreachable,
+)
 from p2pfaas.exec.base import ExecResult, Executor, FunctionSpec
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import (
@@ -29,10 +47,24 @@ from p2pfaas.messages import (
     BundleHeader,
     InvokeRequest,
     InvokeResult,
+    Receipt,
 )
+from p2pfaas.node.admission import Admission, Limits
+from p2pfaas.node.pricing import Prices
 from p2pfaas.rpc import Forbidden
 
+log = logging.getLogger(__name__)
+
 BundleFetcher = Callable[[str], Awaitable[Bundle]]  # digest -> Bundle, raises NotFound
+PeerBundleFetcher = Callable[[str, str], Awaitable[Bundle]]  # (peer base URL, digest) -> Bundle
+Authorizer = Callable[[InvokeRequest, BundleHeader, bytes], None]  # raises Forbidden (or similar) to refuse
+MAX_PEER_TRIES = 3  # providers asked before falling back to the anchor
+
+
+def owner_only(request: InvokeRequest, header: BundleHeader, caller: bytes) -> None:
+    """The default authorizer: only the key that signed the function may run it (unpaid, as on a devnet)."""
+    if header.signer != caller:
+        raise Forbidden("only the function's owner may invoke it without a voucher")
 
 
 @dataclass
@@ -40,6 +72,9 @@ class NodeStats:
     invocations: int = 0
     in_flight: int = 0
     failures: int = 0
+    busy: int = 0
+    peer_fetches: int = 0
+    anchor_fetches: int = 0
 
 
 @dataclass
@@ -49,9 +84,18 @@ class NodeService:
     keys: KeyPair
     executor: Executor
     cache: BundleCache
-    fetch_bundle: BundleFetcher
+    fetch_bundle: BundleFetcher  # from the anchor
     cpus_per_instance: float = 1.0
     url: str = ""  # where this node serves; set once its HTTP site is bound
+    authorize: Authorizer | None = None  # None: `owner_only`
+    prices: Prices = field(default_factory=Prices)
+    on_receipt: Callable[[Receipt], None] | None = None
+    find_providers: Callable[[str], Awaitable[list[str]]] | None = None
+    fetch_from_peer: PeerBundleFetcher | None = None
+    on_bundle_cached: Callable[[str], None] | None = None
+    on_bundle_evicted: Callable[[str], None] | None = None
+    admission: Admission = field(default_factory=lambda: Admission(Limits()))
+    rng: random.Random = field(default_factory=random.Random)
     stats: NodeStats = field(default_factory=NodeStats)
     _known: dict[str, tuple[BundleHeader, Path]] = field(default_factory=dict)
     _fetches: dict[str, asyncio.Future[tuple[BundleHeader, Path]]] = field(default_factory=dict)
@@ -63,8 +107,7 @@ class NodeService:
     async def invoke(self, request: InvokeRequest) -> InvokeResult:
         caller = signing.verify(request)  # SignatureError -> 403
         header, code_dir = await self._bundle(request.digest)
-        if header.signer != caller.raw:
-            raise Forbidden("only the function's owner may invoke it (vouchers for others: issue #5)")
+        (self.authorize or owner_only)(request, header, caller.raw)
         manifest = header.manifest
         spec = FunctionSpec(
             digest=request.digest,
@@ -75,24 +118,26 @@ class NodeService:
             cpus=self.cpus_per_instance,
         )
         timeout_s = min(request.timeout_s, manifest.timeout_s)
-        self.stats.invocations += 1
-        self.stats.in_flight += 1
+        loop = asyncio.get_running_loop()
         try:
-            result = await self.executor.invoke(spec, request.payload, timeout_s=timeout_s)
-        except InvokeTimeout as exc:
-            result = _failure(
-                ERROR_TIMEOUT, f"function ran past its {timeout_s:g} s timeout and was killed: {exc}"
-            )
-        except MemoryExceeded as exc:
-            result = _failure(
-                ERROR_MEMORY, f"function exceeded its {manifest.memory_mb} MB memory limit: {exc}"
-            )
-        except ExecutorError as exc:
-            result = _failure(ERROR_EXECUTOR, f"the node's executor failed: {exc}")
-        finally:
-            self.stats.in_flight -= 1
+            async with self.admission.slot(request.digest, manifest.memory_mb, timeout_s=timeout_s):
+                self.stats.invocations += 1
+                self.stats.in_flight += 1
+                started = loop.time()
+                try:
+                    result = await self._run(spec, request.payload, timeout_s=timeout_s)
+                finally:
+                    self.stats.in_flight -= 1
+                wall_s = loop.time() - started
+        except RemoteError as exc:
+            if getattr(exc, "status", 0) == 503:
+                self.stats.busy += 1
+            raise
         if not result.ok:
             self.stats.failures += 1
+        receipt = self._receipt(request, caller.raw, result, wall_s)
+        if receipt is not None and self.on_receipt is not None:
+            self.on_receipt(receipt)
         return signing.sign(
             InvokeResult(
                 invocation_id=request.invocation_id,
@@ -104,7 +149,54 @@ class NodeService:
                 traceback=result.traceback[-60_000:],
                 duration_s=result.duration_s,
                 cold=result.cold,
-                receipt=None,
+                receipt=receipt,
+                signer=b"",
+                signature=b"",
+            ),
+            self.keys,
+        )
+
+    async def _run(self, spec: FunctionSpec, payload: bytes, *, timeout_s: float) -> ExecResult:
+        """The executor's result, with its exceptions turned into failed results (usage as far as known)."""
+        try:
+            return await self.executor.invoke(spec, payload, timeout_s=timeout_s)
+        except InvokeTimeout as exc:
+            return _failure(
+                ERROR_TIMEOUT, f"function ran past its {timeout_s:g} s timeout and was killed: {exc}"
+            )
+        except MemoryExceeded as exc:
+            return _failure(
+                ERROR_MEMORY,
+                f"function exceeded its {spec.memory_mb} MB memory limit: {exc}",
+                peak_memory_bytes=spec.memory_mb * 1024 * 1024,
+            )
+        except ExecutorError as exc:
+            return _failure(ERROR_EXECUTOR, f"the node's executor failed: {exc}")
+
+    def _receipt(
+        self, request: InvokeRequest, lessee: bytes, result: ExecResult, wall_s: float
+    ) -> Receipt | None:
+        """The signed receipt of an invocation that ran; None when the node itself failed (no charge)."""
+        if result.error_type == ERROR_EXECUTOR:
+            return None
+        cpu_ms = max(0, round(result.cpu_s * 1000))
+        peak_memory_mb = -(-max(0, result.peak_memory_bytes) // (1024 * 1024))
+        wall_ms = max(0, round((result.duration_s or wall_s) * 1000))
+        return signing.sign(
+            Receipt(
+                invocation_id=request.invocation_id,
+                digest=request.digest,
+                lessee_key=lessee,
+                voucher_id=request.voucher.voucher_id if request.voucher is not None else "",
+                ok=result.ok,
+                cpu_ms=cpu_ms,
+                peak_memory_mb=peak_memory_mb,
+                wall_ms=wall_ms,
+                price_micro=self.prices.charge_micro(
+                    cpu_ms=cpu_ms, peak_memory_mb=peak_memory_mb, wall_ms=wall_ms
+                ),
+                result_sha256=hashlib.sha256(result.output).digest() if result.ok else b"",
+                issued_at=wall_time(),
                 signer=b"",
                 signature=b"",
             ),
@@ -115,10 +207,11 @@ class NodeService:
         """The verified header and extracted code of `digest`: from memory, the disk cache or a fetch."""
         known = self._known.get(digest)
         if known is not None:
+            self.cache.touch(digest)
             return known
         cached = self.cache.archive(digest)
         if cached is not None:
-            path = self.cache.path_for(digest) or await self.cache.store(cached)
+            path = self.cache.path_for(digest) or await self._store(cached)
             self._known[digest] = (cached.header, path)
             return self._known[digest]
         # Concurrent first invocations of one function share a single fetch.
@@ -137,13 +230,67 @@ class NodeService:
             done.exception()
 
     async def _fetch_and_store(self, digest: str) -> tuple[BundleHeader, Path]:
-        bundle = await self.fetch_bundle(digest)  # NotFound -> 404
+        """Fetch from a few providers (peers first, in random order: they spare the anchor), then
+        the anchor. Whatever arrives is verified; a peer that sends garbage is just skipped."""
+        problems: list[str] = []
+        for peer in await self._providers(digest):
+            assert self.fetch_from_peer is not None
+            try:
+                bundle = await self.fetch_from_peer(peer, digest)
+                stored = await self._accept(digest, bundle)
+            except (RemoteError, BundleError) as exc:
+                problems.append(f"{peer}: {exc}")
+                continue
+            self.stats.peer_fetches += 1
+            return stored
+        tried = "".join(f"; {problem}" for problem in problems)
+        try:
+            bundle = await self.fetch_bundle(digest)  # NotFound -> 404
+        except NotFound:
+            raise NotFound(f"no provider has bundle {digest}{tried}") from None
+        except Unreachable as exc:
+            raise Unreachable(f"bundle {digest}: the anchor is unreachable ({exc}){tried}") from None
+        self.stats.anchor_fetches += 1
+        return await self._accept(digest, bundle)
+
+    async def _providers(self, digest: str) -> list[str]:
+        if self.find_providers is None or self.fetch_from_peer is None:
+            return []
+        try:
+            peers = [p for p in await self.find_providers(digest) if p and p != self.url]
+        except (RemoteError, TimeoutError) as exc:
+            log.info("looking up providers of %s failed: %s", digest[:12], exc)
+            return []
+        self.rng.shuffle(peers)
+        return peers[:MAX_PEER_TRIES]
+
+    async def _accept(self, digest: str, bundle: Bundle) -> tuple[BundleHeader, Path]:
         if bundle.header.digest != digest:
-            raise NotFound(f"the registry answered digest {digest} with {bundle.header.digest}")
-        path = await self.cache.store(bundle)  # verifies; BundleError -> refused
+            raise DecodeError(f"asked for bundle {digest}, got {bundle.header.digest}")
+        path = await self._store(bundle)  # verifies; BundleError -> refused
         self._known[digest] = (bundle.header, path)
         return self._known[digest]
 
+    async def _store(self, bundle: Bundle) -> Path:
+        digest = bundle.header.digest
+        path = await self.cache.store(bundle)
+        if self.on_bundle_cached is not None:
+            self.on_bundle_cached(digest)
+        # Never evict what runs or is warm: its container has the tree bind-mounted.
+        pinned = {digest, *self.admission.running_digests(), *_warm_digests(self.executor)}
+        for evicted in await asyncio.to_thread(self.cache.evict_over_cap, pinned):
+            self._known.pop(evicted, None)
+            if self.on_bundle_evicted is not None:
+                self.on_bundle_evicted(evicted)
+        return path
 
-def _failure(error_type: str, message: str) -> ExecResult:
-    return ExecResult(ok=False, error_type=error_type, error_message=message)
+
+def _warm_digests(executor: Executor) -> list[str]:
+    warm = getattr(executor, "warm_digests", None)  # optional part of the executor contract (issue #4)
+    return list(warm()) if warm is not None else []
+
+
+def _failure(error_type: str, message: str, *, peak_memory_bytes: int = 0) -> ExecResult:
+    return ExecResult(
+        ok=False, error_type=error_type, error_message=message, peak_memory_bytes=peak_memory_bytes
+    )

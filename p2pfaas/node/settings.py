@@ -1,0 +1,115 @@
+"""A node's resource settings: from `NodeConfig` to the service's admission and prices, and from a
+TOML config file to `NodeConfig` fields.
+
+A config file holds the same settings as `p2pfaas node run`'s options, e.g.
+
+    cpus = 1.5
+    memory = "4g"          # or memory_mb = 4096
+    slots = 8
+    queue_size = 32
+    price_per_cpu_s_micro = 20
+    price_per_gb_s_micro = 2
+
+Unknown keys and wrong types are refused with a `ConfigError` naming them: a typo must not silently
+lend more than the volunteer meant.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from p2pfaas.errors import ConfigError
+from p2pfaas.node.admission import Admission, Limits
+from p2pfaas.node.pricing import Prices
+
+if TYPE_CHECKING:
+    from p2pfaas.node.daemon import NodeConfig
+    from p2pfaas.node.service import PeerBundleFetcher
+
+# key -> accepted types; `memory` is a size string converted to memory_mb.
+_KEYS: dict[str, tuple[type, ...]] = {
+    "cpus": (int, float),
+    "memory": (str, int),
+    "memory_mb": (int,),
+    "slots": (int,),
+    "queue_size": (int,),
+    "price_per_cpu_s_micro": (int,),
+    "price_per_gb_s_micro": (int,),
+    "bundle_cache_mb": (int,),
+    "host": (str,),
+    "port": (int,),
+    "public_url": (str,),
+    "executor": (str,),
+    "runtime_image": (str,),
+    "anchor_url": (str,),
+}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?", re.IGNORECASE)
+_MB_PER_UNIT = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
+
+
+def memory_mb(text: str | int) -> int:
+    """'4g' -> 4096, '512m' -> 512, 2048 -> 2048 (plain numbers are MB)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    match = _SIZE.fullmatch(str(text).strip())
+    if match is None:
+        raise ConfigError(f"memory must look like 4g, 512m or 2048, not {text!r}")
+    return int(float(match.group(1)) * _MB_PER_UNIT[match.group(2).lower()])
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """The `NodeConfig` fields a TOML file sets. Raises ConfigError for unreadable files, unknown
+    keys or wrong types."""
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    fields: dict[str, Any] = {}
+    for key, value in raw.items():
+        types = _KEYS.get(key)
+        if types is None:
+            raise ConfigError(f"{path}: unknown setting {key!r} (known: {', '.join(sorted(_KEYS))})")
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise ConfigError(
+                f"{path}: {key} must be {' or '.join(t.__name__ for t in types)}, got {value!r}"
+            )
+        if key == "memory":
+            fields["memory_mb"] = memory_mb(cast(str | int, value))
+        elif key == "cpus":
+            fields[key] = float(cast(float, value))
+        else:
+            fields[key] = value
+    return fields
+
+
+def check(config: NodeConfig) -> None:
+    """Refuse settings no node can run with."""
+    if not 0 < config.cpus <= 1024:
+        raise ConfigError(f"cpus must be in (0, 1024], got {config.cpus}")
+    Limits(slots=config.slots, memory_mb=config.memory_mb, queue_size=config.queue_size)
+    Prices(config.price_per_cpu_s_micro, config.price_per_gb_s_micro)
+    if config.bundle_cache_mb < 0:
+        raise ConfigError(f"bundle cache size must not be negative, got {config.bundle_cache_mb}")
+
+
+def service_options(
+    config: NodeConfig, *, rng: random.Random, fetch_from_peer: PeerBundleFetcher
+) -> dict[str, Any]:
+    """The `NodeService` keyword arguments that follow from `config`."""
+    check(config)
+    return {
+        # An instance gets at most one core: the node's `cpus` is the quota all instances share.
+        "cpus_per_instance": min(1.0, config.cpus),
+        "admission": Admission(
+            Limits(slots=config.slots, memory_mb=config.memory_mb, queue_size=config.queue_size)
+        ),
+        "prices": Prices(config.price_per_cpu_s_micro, config.price_per_gb_s_micro),
+        "rng": rng,
+        "fetch_from_peer": fetch_from_peer,
+    }
