@@ -112,7 +112,7 @@ class AccountStore:
                     )
                 )
             except sa_exc.IntegrityError as error:  # a concurrent signup took the name first
-                if _is_duplicate_key(error):
+                if is_duplicate_key(error):
                     raise Refused(f"username {name!r} is taken", status=409) from None
                 raise
             user_id = int(result.inserted_primary_key[0])  # type: ignore[index]
@@ -340,7 +340,8 @@ def _token_row(m: sa.RowMapping) -> TokenRow:
     )
 
 
-def _is_duplicate_key(error: sa_exc.IntegrityError) -> bool:
+def is_duplicate_key(error: sa_exc.IntegrityError) -> bool:
+    """Whether an insert failed on a primary or unique key (MySQL error 1062, SQLite's UNIQUE/PRIMARY KEY)."""
     if mysql_error_code(error.orig) == 1062:
         return True
     message = str(error.orig)

@@ -8,7 +8,8 @@ Routes:
     GET  /v1/functions/{owner}/{name}     -> FunctionInfo
     POST /v1/nodes        NodeAnnouncement -> Ack              (signed by the node key)
     GET  /v1/nodes                        -> NodeList          (nodes seen in the last NODE_TTL_S)
-    ... and the accounts routes of `accounts_api.py` (sign up, log in, tokens, key claims).
+    ... and the routes of `accounts_api.py` (sign up, log in, tokens, key claims), `ledger_api.py`
+    (credits, vouchers, receipts, payouts) and `reputation.py` (replication votes, reputations).
 
 Who may do what: account routes take a bearer token (`auth.py`); lessee keys and nodes prove
 themselves by signatures. With `AnchorSettings.require_accounts` (production), a lessee key must be
@@ -29,7 +30,7 @@ from aiohttp import web
 
 from p2pfaas import bundle as bundles
 from p2pfaas import codec, signing
-from p2pfaas.anchor import accounts_api, auth, ledger_api
+from p2pfaas.anchor import accounts_api, auth, ledger_api, reputation
 from p2pfaas.anchor.accounts import AccountStore, KeyKind
 from p2pfaas.anchor.passwords import PasswordHasher
 from p2pfaas.anchor.store import RegistryStore
@@ -199,4 +200,5 @@ def make_app(db: Database, *, settings: AnchorSettings | None = None) -> web.App
         ]
     )
     ledger_api.setup(app, db)  # grants, top-ups, vouchers, receipts, balances, payouts (issue #5)
+    reputation.add_routes(app, db)  # replication votes, advert lies, reputations (issue #5, trust)
     return app

@@ -109,6 +109,7 @@ class Refusal(enum.StrEnum):
     AFTER_EXPIRY = "after-expiry"
     OVER_BUDGET = "over-budget"
     NO_PRICE = "no-price"
+    OUTVOTED = "outvoted"  # a replica whose result lost its vote (p2pfaas.trust.gate); never paid
 
 
 @dataclass(frozen=True)

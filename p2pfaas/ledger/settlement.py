@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from p2pfaas.anchor.trust_store import replica_gate
 from p2pfaas.db import Database
 from p2pfaas.db.schema import accounts, key_owners, settlements, transfers, users, vouchers
 from p2pfaas.db.upsert import insert_ignore
@@ -113,13 +114,17 @@ class Settler:
 
     async def settle(self, node_id: str, claims: Sequence[ReceiptClaim], *, now: float) -> SettledBatch:
         """Pay the node `node_id` for `claims` (already verified as its signed receipts)."""
+        # Trust: a replica is paid only once its vote says so; outvoted ones never (trust_store.py).
+        claims, outvoted = await replica_gate(self.db, node_id, claims, now=now)
         node_account = await self.earning_account(node_id, now=now)
         fees_account = await self._account_id(FEES_ACCOUNT, AccountKind.ANCHOR, now)
 
         async def work(connection: AsyncConnection) -> SettledBatch:
             return await self._settle_once(connection, node_id, node_account, fees_account, claims, now)
 
-        return await self.db.run(work, what=f"settle {len(claims)} receipts")
+        done = await self.db.run(work, what=f"settle {len(claims)} receipts")
+        done.refused.update(dict.fromkeys(outvoted, Refusal.OUTVOTED))
+        return done
 
     async def _settle_once(
         self,
