@@ -1,0 +1,179 @@
+"""Replicated invocations against a real anchor and real nodes on 127.0.0.1, one of them dishonest.
+
+The dishonest node is a real node whose executor rewrites every result before the node signs it
+(result and receipt alike): what a volunteer who patched their node to skip work would send.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from p2pfaas.anchor.server import AnchorServer
+from p2pfaas.client import AsyncClient
+from p2pfaas.client.replication import ReplicatedInvoker, ReplicationInconclusive
+from p2pfaas.db import open_database
+from p2pfaas.db.schema import reputation
+from p2pfaas.errors import LocalError
+from p2pfaas.exec.base import ExecResult, FunctionSpec
+from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
+from p2pfaas.identity import KeyPair
+from p2pfaas.node.daemon import NodeConfig, NodeDaemon
+from p2pfaas.rpc import call
+from p2pfaas.trust.wire import NodeReputation
+from tests.functions import write_function
+
+
+class LyingExecutor(UnsandboxedProcessExecutor):
+    """Runs the function, then swaps in a wrong answer (the node signs the lie)."""
+
+    async def invoke(self, fn: FunctionSpec, payload: bytes, *, timeout_s: float) -> ExecResult:
+        result = await super().invoke(fn, payload, timeout_s=timeout_s)
+        return dataclasses.replace(result, output=b'{"sum": -1}')
+
+
+def write_sum(root: Path) -> Path:
+    directory = root / "sum"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "main.py").write_text("def handle(event):\n    return {'sum': sum(event)}\n")
+    (directory / "p2pfaas.toml").write_text(
+        'name = "sum"\nversion = "1.0.0"\nruntime = "python3.11"\nhandler = "main:handle"\n'
+        "memory_mb = 64\ntimeout_s = 5\ndeterministic = true\n"
+    )
+    return directory
+
+
+@dataclass
+class Net:
+    anchor: AnchorServer
+    db_url: str
+    honest: list[NodeDaemon]
+    liars: list[NodeDaemon]
+    client: AsyncClient
+
+    async def reputation(self, node: NodeDaemon) -> NodeReputation:
+        url = f"{self.anchor.url}/v1/reputation/{node.node_id}"
+        return await call(self.client.session, "GET", url, NodeReputation, timeout_s=10)
+
+
+async def network(tmp_path: Path, honest: int, liars: int) -> AsyncIterator[Net]:
+    run_dir = Path(tempfile.mkdtemp(prefix="p2pr-", dir="/tmp"))
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'a.db'}"
+    try:
+        async with AsyncExitStack() as stack:
+            anchor = await stack.enter_async_context(AnchorServer(db_url, port=0))
+            nodes: list[NodeDaemon] = []
+            for i in range(honest + liars):
+                name = f"n{i}"
+                config = NodeConfig(
+                    anchor_url=anchor.url, key_path=tmp_path / name / "key", work_dir=tmp_path / name, port=0
+                )
+                kind = LyingExecutor if i >= honest else UnsandboxedProcessExecutor
+                node = await stack.enter_async_context(
+                    NodeDaemon(config, executor=kind(work_dir=run_dir / name))
+                )
+                await node.announce()
+                nodes.append(node)
+            client = await stack.enter_async_context(
+                AsyncClient(anchor.url, KeyPair.generate(), rng=random.Random(5))
+            )
+            await client.deploy(write_sum(tmp_path))
+            yield Net(anchor, db_url, nodes[:honest], nodes[honest:], client)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+async def three_honest(tmp_path: Path) -> AsyncIterator[Net]:
+    async for net in network(tmp_path, honest=3, liars=0):
+        yield net
+
+
+@pytest.fixture
+async def one_liar(tmp_path: Path) -> AsyncIterator[Net]:
+    async for net in network(tmp_path, honest=3, liars=1):
+        yield net
+
+
+async def test_honest_replicas_agree_and_the_anchor_records_it(three_honest: Net) -> None:
+    net = three_honest
+    invoker = ReplicatedInvoker(net.client, quorum=2, max_replicas=3, adaptive=False)
+    done = await invoker.invoke("sum", [1, 2, 3])
+    assert done.outcome.value == {"sum": 6}
+    assert done.replicas == 2 and len(done.agreeing) == 2 and done.dissenting == frozenset()
+    assert done.spot_checked and done.verdict is not None and done.verdict.outcome == "agreed"
+    for node in net.honest:
+        rep = await net.reputation(node)
+        assert rep.agreements == (1 if node.node_id in done.agreeing else 0) and rep.disagreements == 0
+
+
+async def test_a_lying_node_is_outvoted_and_loses_reputation(one_liar: Net) -> None:
+    net = one_liar
+    liar = net.liars[0].node_id
+    invoker = ReplicatedInvoker(net.client, quorum=2, max_replicas=4, adaptive=False)
+    caught = 0
+    for i in range(6):
+        done = await invoker.invoke("sum", [i, i])
+        assert done.outcome.value == {"sum": 2 * i}  # never the lie
+        assert done.outcome.node_id != liar
+        if liar in done.dissenting:
+            caught += 1
+            assert done.replicas == 3  # the disagreement cost exactly one more replica
+            assert done.verdict is not None and done.verdict.dissenting == (liar,)
+    assert caught >= 1  # the seeded choice of nodes put the liar in some first pairs
+    rep = await net.reputation(net.liars[0])
+    assert (rep.agreements, rep.disagreements, rep.consecutive_valid) == (0, caught, 0)
+    for node in net.honest:
+        assert (await net.reputation(node)).disagreements == 0
+
+
+async def test_without_a_majority_the_vote_is_inconclusive(tmp_path: Path) -> None:
+    async for net in network(tmp_path, honest=1, liars=1):
+        invoker = ReplicatedInvoker(net.client, quorum=2, max_replicas=2, adaptive=False)
+        with pytest.raises(ReplicationInconclusive):
+            await invoker.invoke("sum", [1])
+
+
+async def test_trusted_nodes_run_alone_and_new_ones_are_always_checked(three_honest: Net) -> None:
+    net = three_honest
+    invoker = ReplicatedInvoker(net.client, quorum=2, max_replicas=3, adaptive=True)
+    first = await invoker.invoke("sum", [1])
+    assert first.spot_checked and first.replicas == 2  # no record yet: always replicated
+    async with open_database(net.db_url) as db:
+
+        async def trust_all(connection: AsyncConnection) -> None:
+            await connection.execute(reputation.delete())
+            for node in net.honest:
+                await connection.execute(
+                    reputation.insert().values(
+                        node_id=node.node_id,
+                        agreements=10_000,
+                        disagreements=0,
+                        consecutive_valid=10_000,
+                        lies=0,
+                        updated_at=0.0,
+                    )
+                )
+
+        await db.run(trust_all, what="trust every node")
+    fresh = ReplicatedInvoker(net.client, quorum=2, max_replicas=3, adaptive=True)  # no cached reputations
+    runs = [await fresh.invoke("sum", [n]) for n in range(5)]
+    assert [r.outcome.value for r in runs] == [{"sum": n} for n in range(5)]
+    assert all(not r.spot_checked and r.replicas == 1 for r in runs)  # 1 - 1/10000 each
+
+
+async def test_replication_needs_a_deterministic_function(three_honest: Net, tmp_path: Path) -> None:
+    await three_honest.client.deploy(write_function(tmp_path / "fns", "echo"))
+    with pytest.raises(LocalError, match="deterministic"):
+        await ReplicatedInvoker(three_honest.client).invoke("echo", 1)
+    with pytest.raises(LocalError):
+        ReplicatedInvoker(three_honest.client, quorum=1, max_replicas=1)
