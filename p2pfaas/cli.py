@@ -165,6 +165,7 @@ def default_peers(anchor_url: str) -> tuple[tuple[str, int], ...]:
 
 def cmd_node_run(args: argparse.Namespace) -> int:
     from p2pfaas.node.daemon import NodeConfig, run_node
+    from p2pfaas.node.settings import node_resources
 
     work_dir = Path(args.work_dir or home() / "node")
     config = NodeConfig(
@@ -175,11 +176,12 @@ def cmd_node_run(args: argparse.Namespace) -> int:
         port=args.port,
         executor=args.executor,
         allow_unsandboxed=args.allow_unsandboxed,
-        cpus=args.cpus,
-        memory_mb=args.memory,
         runtime_image=args.image,
         dht_port=args.dht_port,
         peers=tuple(args.peer) or default_peers(args.anchor),
+        **node_resources(
+            args.config, cpus=args.cpus, memory_mb=args.memory, slots=args.slots, queue_size=args.queue_size
+        ),
     )
     _run(run_node(config), daemon=True)
     return 0
@@ -271,8 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="if Docker is missing, run functions as plain processes (trusted local use ONLY)",
     )
-    run.add_argument("--cpus", type=float, default=1.0, help="CPU cores per function instance")
-    run.add_argument("--memory", type=_parse_memory, default=2048, help="memory lent, e.g. 4g")
+    run.add_argument("--cpus", type=float, help="CPU cores lent, shared by all instances (default 1)")
+    run.add_argument("--memory", type=_parse_memory, help="memory lent, e.g. 4g (default 2g)")
+    run.add_argument("--slots", type=int, help="invocations run at once (default 4)")
+    run.add_argument("--queue-size", type=int, help="invocations that may wait for a slot (default 64)")
+    run.add_argument("--config", help="TOML file with cpus, memory, slots, queue_size, prices")
     run.add_argument("--image", default="", help="runtime image tag (default: the built-in one)")
     run.add_argument("--dht-port", type=int, default=0, help="DHT port (udp; 0: any free port)")
     run.add_argument(

@@ -1,7 +1,7 @@
 """A node's resource settings: from `NodeConfig` to the service's admission and prices, and from a
-TOML config file to `NodeConfig` fields.
+TOML config file (`p2pfaas node run --config FILE`) to `NodeConfig` fields.
 
-A config file holds the same settings as `p2pfaas node run`'s options, e.g.
+A config file holds what a volunteer lends and charges; command-line options override it:
 
     cpus = 1.5
     memory = "4g"          # or memory_mb = 4096
@@ -9,6 +9,7 @@ A config file holds the same settings as `p2pfaas node run`'s options, e.g.
     queue_size = 32
     price_per_cpu_s_micro = 20
     price_per_gb_s_micro = 2
+    bundle_cache_mb = 1024
 
 Unknown keys and wrong types are refused with a `ConfigError` naming them: a typo must not silently
 lend more than the volunteer meant.
@@ -40,12 +41,6 @@ _KEYS: dict[str, tuple[type, ...]] = {
     "price_per_cpu_s_micro": (int,),
     "price_per_gb_s_micro": (int,),
     "bundle_cache_mb": (int,),
-    "host": (str,),
-    "port": (int,),
-    "public_url": (str,),
-    "executor": (str,),
-    "runtime_image": (str,),
-    "anchor_url": (str,),
 }
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?", re.IGNORECASE)
 _MB_PER_UNIT = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
@@ -85,6 +80,14 @@ def load_config_file(path: Path) -> dict[str, Any]:
             fields[key] = float(cast(float, value))
         else:
             fields[key] = value
+    return fields
+
+
+def node_resources(config_file: str | Path | None, **options: Any) -> dict[str, Any]:
+    """The resource and price fields of `NodeConfig`: the config file's, overridden by the command
+    line's `options` that were given (not None)."""
+    fields = load_config_file(Path(config_file)) if config_file else {}
+    fields.update({key: value for key, value in options.items() if value is not None})
     return fields
 
 
