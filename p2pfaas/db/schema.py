@@ -259,7 +259,7 @@ settlements = sa.Table(
         sa.LargeBinary().with_variant(mysql.VARBINARY(32), "mysql", "mariadb"),
         nullable=False,
     ),
-    sa.Column("attempt", sa.CHAR(32), nullable=False, index=True),  # which transaction inserted it
+    sa.Column("attempt", sa.CHAR(32), nullable=False),  # which transaction inserted it
     sa.Column("transfer_id", sa.BigInteger(), nullable=True),
     timestamp_column("settled_at", nullable=False),
     **MYSQL_TABLE_OPTIONS,

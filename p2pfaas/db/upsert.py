@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, sqlite
 
-__all__ = ["insert_ignore", "upsert"]
+__all__ = ["insert_ignore", "insert_ignore_many", "upsert"]
 
 
 def insert_ignore(
@@ -25,6 +25,17 @@ def insert_ignore(
         # A no-op assignment: the statement then succeeds on a duplicate key and changes nothing.
         return mysql.insert(table).values(row).on_duplicate_key_update({key[0]: table.c[key[0]]})
     return sqlite.insert(table).values(row).on_conflict_do_nothing(index_elements=list(key))
+
+
+def insert_ignore_many(dialect: str, table: sa.Table, *, key: Sequence[str]) -> sa.Insert:
+    """`insert_ignore` for `connection.execute(statement, rows)`: compiled once, sent as one batch.
+
+    For many rows this beats binding them into the statement, which SQLAlchemy would compile anew
+    for every row count; the MySQL driver folds the executemany into multi-row INSERTs itself.
+    """
+    if dialect == "mysql":
+        return mysql.insert(table).on_duplicate_key_update({key[0]: table.c[key[0]]})
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(key))
 
 
 def upsert(

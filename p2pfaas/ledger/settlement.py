@@ -21,19 +21,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2pfaas.anchor.trust_store import replica_gate
 from p2pfaas.db import Database
 from p2pfaas.db.schema import accounts, key_owners, settlements, transfers, users, vouchers
-from p2pfaas.db.upsert import insert_ignore
-from p2pfaas.ledger.policy import AccountKind, FeePolicy, ReceiptClaim, Refusal, VoucherView, admit_batch
-from p2pfaas.ledger.store import FEES_ACCOUNT, ensure_account, move
+from p2pfaas.db.upsert import insert_ignore_many
+from p2pfaas.ledger.policy import (
+    AccountKind,
+    Admission,
+    FeePolicy,
+    ReceiptClaim,
+    Refusal,
+    VoucherView,
+    admit_batch,
+)
+from p2pfaas.ledger.store import FEES_ACCOUNT, ensure_account, is_duplicate_key, move
 from p2pfaas.messages import Receipt
 
 __all__ = ["SettledBatch", "Settler", "claim_of", "node_account_name"]
 
 DEFAULT_EXPIRY_SKEW_S = 60.0
+UNCLAIMED_RECHECK_S = 30.0
 
 
 def node_account_name(node_id: str) -> str:
@@ -71,6 +81,7 @@ class Settler:
         self.fees = fees or FeePolicy()
         self.expiry_skew_s = expiry_skew_s
         self._account_ids: dict[str, int] = {}
+        self._unclaimed: dict[str, tuple[int, float]] = {}  # node id -> (its own account, recheck at)
 
     async def _account_id(self, name: str, kind: AccountKind, now: float) -> int:
         # Created in a transaction of its own, so the settlement's first read is its voucher lock
@@ -86,12 +97,15 @@ class Settler:
     async def earning_account(self, node_id: str, *, now: float) -> int:
         """Where node `node_id` earns: its claiming volunteer's account, else an account of its own.
 
-        A claim is permanent (`key_owners` is first-come), so a claimed node's account is cached;
-        an unclaimed node is looked up again each batch, so it earns to its owner once claimed.
+        A claim is permanent (`key_owners` is first-come), so a claimed node's account is cached for
+        good; an unclaimed node's for `UNCLAIMED_RECHECK_S`, after which a new claim takes effect.
         """
         cached = self._account_ids.get(node_account_name(node_id))
         if cached is not None:
             return cached
+        unclaimed = self._unclaimed.get(node_id)
+        if unclaimed is not None and now < unclaimed[1]:
+            return unclaimed[0]
 
         async def owner_account(connection: AsyncConnection) -> int | None:
             query = (
@@ -110,7 +124,9 @@ class Settler:
             name = node_account_name(node_id)
             return await ensure_account(connection, name, AccountKind.NODE, owner_user_id=None, now=now)
 
-        return await self.db.run(own, what="open the node's account")
+        account_id = await self.db.run(own, what="open the node's account")
+        self._unclaimed[node_id] = (account_id, now + UNCLAIMED_RECHECK_S)
+        return account_id
 
     async def settle(self, node_id: str, claims: Sequence[ReceiptClaim], *, now: float) -> SettledBatch:
         """Pay the node `node_id` for `claims` (already verified as its signed receipts)."""
@@ -137,6 +153,8 @@ class Settler:
     ) -> SettledBatch:
         attempt = secrets.token_hex(16)  # new per attempt: a retried transaction gets its own
         voucher_ids = sorted({claim.voucher_id for claim in claims})
+        # Lock the voucher rows, then their holds, each by primary key only: a join here may
+        # scan (and so lock) unrelated accounts, such as the fee account every batch updates.
         locked = (
             await connection.execute(
                 sa.select(
@@ -145,63 +163,84 @@ class Settler:
                     vouchers.c.expires_at,
                     vouchers.c.state,
                     vouchers.c.hold_account_id,
-                    accounts.c.balance_micro,
                 )
-                .select_from(vouchers.join(accounts, accounts.c.account_id == vouchers.c.hold_account_id))
                 .where(vouchers.c.voucher_id.in_(voucher_ids))
                 .order_by(vouchers.c.voucher_id)
                 .with_for_update()
             )
         ).all()
+        hold_ids = sorted(int(row.hold_account_id) for row in locked)
+        held_rows = await connection.execute(
+            sa.select(accounts.c.account_id, accounts.c.balance_micro)
+            .where(accounts.c.account_id.in_(hold_ids))
+            .order_by(accounts.c.account_id)
+            .with_for_update()
+        )
+        held = {int(account_id): int(balance) for account_id, balance in held_rows}
         views = {
             row.voucher_id: VoucherView(
                 row.voucher_id,
                 bytes(row.lessee_key),
-                int(row.balance_micro),
+                int(held[row.hold_account_id]),
                 row.expires_at,
                 row.state == "open",
             )
             for row in locked
         }
         holds = {row.voucher_id: int(row.hold_account_id) for row in locked}
-        ids = sorted({claim.invocation_id for claim in claims})
-        settled = frozenset(
-            await connection.scalars(
-                sa.select(settlements.c.invocation_id).where(settlements.c.invocation_id.in_(ids))
-            )
-        )
         admission = admit_batch(
-            claims, vouchers=views, settled=settled, fees=self.fees, expiry_skew_s=self.expiry_skew_s
+            claims, vouchers=views, settled=frozenset(), fees=self.fees, expiry_skew_s=self.expiry_skew_s
         )
+        careful = bool(admission.refused)  # a refusal may hide a replay: tell DUPLICATE apart
+        if careful:
+            admission = await self._admit_knowing_settled(connection, claims, views)
         if not admission.paid:
             return SettledBatch((), admission.refused, 0, 0)
-        ref = f"settle:{attempt}"
         result = await connection.execute(
-            transfers.insert().values(kind="settle", ref=ref, memo=f"node {node_id}", created_at=now)
-        )
-        transfer_id = int(result.inserted_primary_key[0])  # type: ignore[index]
-        rows = [
-            {
-                "invocation_id": claim.invocation_id,
-                "voucher_id": claim.voucher_id,
-                "node_id": node_id,
-                "price_micro": claim.price_micro,
-                "fee_micro": fee,
-                "result_sha256": claim.result_sha256,
-                "attempt": attempt,
-                "transfer_id": transfer_id,
-                "settled_at": now,
-            }
-            for claim, fee in admission.paid
-        ]
-        await connection.execute(
-            insert_ignore(connection.dialect.name, settlements, rows, key=["invocation_id"])
-        )
-        mine = set(
-            await connection.scalars(
-                sa.select(settlements.c.invocation_id).where(settlements.c.attempt == attempt)
+            transfers.insert().values(
+                kind="settle", ref=f"settle:{attempt}", memo=f"node {node_id}", created_at=now
             )
         )
+        transfer_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+
+        def rows() -> list[dict[str, object]]:
+            return [
+                {
+                    "invocation_id": claim.invocation_id,
+                    "voucher_id": claim.voucher_id,
+                    "node_id": node_id,
+                    "price_micro": claim.price_micro,
+                    "fee_micro": fee,
+                    "result_sha256": claim.result_sha256,
+                    "attempt": attempt,
+                    "transfer_id": transfer_id,
+                    "settled_at": now,
+                }
+                for claim, fee in admission.paid
+            ]
+
+        mine: set[str] | None = None
+        if not careful:
+            # The common case, a batch of fresh receipts: a plain INSERT, which fails whole (the
+            # statement rolls back, the transaction goes on) if any id was settled before.
+            try:
+                await connection.execute(settlements.insert(), rows())
+                mine = {claim.invocation_id for claim, _ in admission.paid}
+            except sa_exc.IntegrityError as error:
+                if not is_duplicate_key(error):
+                    raise
+                admission = await self._admit_knowing_settled(connection, claims, views)
+        if mine is None:
+            # Skip ids that exist; an id settled concurrently under another voucher (it waited
+            # for that transaction, then lost) is not this attempt's, and is not paid here.
+            if admission.paid:
+                insert = insert_ignore_many(connection.dialect.name, settlements, key=["invocation_id"])
+                await connection.execute(insert, rows())
+            ids = [claim.invocation_id for claim, _ in admission.paid]
+            query = sa.select(settlements.c.invocation_id).where(
+                settlements.c.invocation_id.in_(ids), settlements.c.attempt == attempt
+            )
+            mine = set(await connection.scalars(query)) if ids else set()
         legs: dict[int, int] = {}
         paid: list[str] = []
         paid_micro = fee_micro = 0
@@ -217,5 +256,17 @@ class Settler:
             fee_micro += fee
         legs[node_account] = legs.get(node_account, 0) + paid_micro
         legs[fees_account] = legs.get(fees_account, 0) + fee_micro
+        if not paid:
+            await connection.execute(transfers.delete().where(transfers.c.transfer_id == transfer_id))
         await move(connection, transfer_id, legs, what="settle")
         return SettledBatch(tuple(paid), refused, paid_micro, fee_micro)
+
+    async def _admit_knowing_settled(
+        self, connection: AsyncConnection, claims: Sequence[ReceiptClaim], views: dict[str, VoucherView]
+    ) -> Admission:
+        ids = sorted({claim.invocation_id for claim in claims})
+        query = sa.select(settlements.c.invocation_id).where(settlements.c.invocation_id.in_(ids))
+        settled = frozenset(await connection.scalars(query))
+        return admit_batch(
+            claims, vouchers=views, settled=settled, fees=self.fees, expiry_skew_s=self.expiry_skew_s
+        )

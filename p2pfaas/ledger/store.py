@@ -115,7 +115,7 @@ async def post_transfer(
         )
     except sa_exc.IntegrityError as error:
         # The unique `ref`: done before (a duplicate insert waits for, then loses to, the first).
-        if not _is_duplicate_key(error):
+        if not is_duplicate_key(error):
             raise
         return None
     assert result.inserted_primary_key is not None
@@ -151,7 +151,7 @@ async def move(connection: AsyncConnection, transfer_id: int, legs: Mapping[int,
     )
 
 
-def _is_duplicate_key(error: sa_exc.IntegrityError) -> bool:
+def is_duplicate_key(error: sa_exc.IntegrityError) -> bool:
     """MySQL's 1062 (duplicate entry) or SQLite's UNIQUE/PRIMARY KEY constraint failure."""
     if mysql_error_code(error.orig) == 1062:
         return True

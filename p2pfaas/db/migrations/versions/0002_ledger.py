@@ -152,7 +152,6 @@ def upgrade() -> None:
         **MYSQL,
     )
     op.create_index("ix_settlements_voucher_id", "settlements", ["voucher_id"])
-    op.create_index("ix_settlements_attempt", "settlements", ["attempt"])
     op.create_table(
         "payouts",
         sa.Column("payout_id", sa.String(64), nullable=False),
