@@ -11,8 +11,8 @@ The docker SDK is synchronous, so every Docker call runs in a thread, and none i
 invocation: the hot path is the persistent shim connection. Pooling, timeouts and the error
 contract live in `WarmPool`; this module only starts, diagnoses and removes containers.
 
-It does not build the image (`runtime_image` does), verify bundles (the node does) or meter
-usage yet: `container_id(instance_id)` is the seam a cgroup-metering layer will use.
+Each container is metered through its own cgroup (`metering.CgroupMeter`, opened once at boot).
+It does not build the image (`runtime_image` does) or verify bundles (the node does).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import docker.types
 
 from p2pfaas.errors import ConfigError, ExecutorError, InvokeError, MemoryExceeded
 from p2pfaas.exec.base import FunctionSpec
+from p2pfaas.exec.metering import CgroupMeter, Meter, NullMeter
 from p2pfaas.exec.run_dir import SOCKET_NAME, RunDir
 from p2pfaas.exec.runtime_image import RUNTIME_IMAGE_TAG
 from p2pfaas.exec.shim_client import ShimConnection, connect_when_ready
@@ -68,11 +69,15 @@ class _ContainerInstance:
         self._fn = fn
         self._executor = executor
         self._connection: ShimConnection | None = None
+        self._meter: Meter = NullMeter()
 
     @property
     def connection(self) -> ShimConnection:
         assert self._connection is not None, "boot() first"
         return self._connection
+
+    def meter(self) -> Meter:
+        return self._meter
 
     async def boot(self, *, timeout_s: float) -> None:
         await _docker("create/start", self._create_and_start)
@@ -82,6 +87,7 @@ class _ContainerInstance:
             exit_reason=self._exit_reason,
             check_every_s=_STATUS_CHECK_S,
         )
+        self._meter = CgroupMeter.for_container(self.container_id)
 
     def _create_and_start(self) -> None:
         socket_dir = self._executor.run_dir.instance_dir(self.instance_id)
@@ -114,7 +120,8 @@ class _ContainerInstance:
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             read_only=True,
-            tmpfs={"/tmp": "size=16m,mode=1777"},
+            tmpfs={"/tmp": f"size={executor.tmpfs_mb}m,mode=1777"},
+            shm_size=f"{executor.tmpfs_mb}m",  # /dev/shm too (Docker's default is 64 MB)
             user=f"{RUNTIME_UID}:{RUNTIME_UID}",
             pids_limit=executor.pids_limit,
             mem_limit=f"{self._fn.memory_mb}m",
@@ -172,6 +179,7 @@ class _ContainerInstance:
         )
 
     async def destroy(self) -> None:
+        self._meter.close()
         if self._connection is not None:
             await self._connection.aclose()
         if self.container_id:
@@ -199,6 +207,7 @@ class DockerExecutor(PooledExecutor):
         keep_alive_s: float = 300.0,
         startup_timeout_s: float = 30.0,
         pids_limit: int = 64,
+        tmpfs_mb: int = 16,
         client_factory: Callable[[], docker.DockerClient] | None = None,
     ) -> None:
         if not _OWNER_ID.match(owner_id):
@@ -206,6 +215,7 @@ class DockerExecutor(PooledExecutor):
         self.owner_id = owner_id
         self.image = image
         self.pids_limit = pids_limit
+        self.tmpfs_mb = tmpfs_mb
         self.run_dir = RunDir(work_dir)
         self._client_factory = client_factory or (lambda: docker.from_env(timeout=60))
         self._client: docker.DockerClient | None = None

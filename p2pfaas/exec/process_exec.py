@@ -6,6 +6,8 @@ protocol, so the warm pool, timeouts and error contract are exactly those of the
 Memory is capped with RLIMIT_AS (which the shim sets on itself, so no `preexec_fn` runs in this
 threaded process): the address-space limit is `memory_mb`, interpreter included.
 
+Usage is metered from /proc (`metering.ProcMeter`: utime+stime, VmHWM), in clock ticks.
+
 What it does NOT do: isolate anything. The function runs as this user, sees this file system and
 network, and can read this process's files. Never use it for code you do not trust; the label
 `kind` says so to users.
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from p2pfaas.errors import ExecutorError, InvokeError, MemoryExceeded
 from p2pfaas.exec.base import FunctionSpec
+from p2pfaas.exec.metering import Meter, NullMeter, ProcMeter
 from p2pfaas.exec.run_dir import RunDir
 from p2pfaas.exec.runtime import SHIM_PATH
 from p2pfaas.exec.runtime.shim import EXIT_MEMORY
@@ -44,11 +47,15 @@ class _ProcessInstance:
         self._python = python
         self._process: asyncio.subprocess.Process | None = None
         self._connection: ShimConnection | None = None
+        self._meter: Meter = NullMeter()
 
     @property
     def connection(self) -> ShimConnection:
         assert self._connection is not None, "boot() first"
         return self._connection
+
+    def meter(self) -> Meter:
+        return self._meter
 
     @property
     def pid(self) -> int | None:
@@ -86,6 +93,7 @@ class _ProcessInstance:
             exit_reason=self._exit_reason,
             check_every_s=0.0,  # returncode is free to read
         )
+        self._meter = ProcMeter.for_pid(self._process.pid)
 
     async def _exit_reason(self) -> str | None:
         assert self._process is not None
@@ -109,6 +117,7 @@ class _ProcessInstance:
         return ExecutorError(f"the shim process exited with status {status} during the invocation")
 
     async def destroy(self) -> None:
+        self._meter.close()
         if self._connection is not None:
             await self._connection.aclose()
         process = self._process
