@@ -5,6 +5,9 @@ the first time a function runs (and after its instance has idled past `keep_aliv
 time drawn from an exponential distribution around `mean_run_s`, with a bounded number of
 concurrent slots. The output is the payload wrapped as `{"echo": payload}`, so callers can check
 that results reach the right invocation. Randomness comes from the injected `random.Random`.
+Metering is modelled too: CPU time is the run time times `cpu_share` (a CPU-bound function uses
+its whole core), peak memory `memory_share` of the manifest's limit, so receipts and prices can be
+studied in simulation.
 
 It never executes the bundle: it is not a sandbox and must never serve real lessees.
 """
@@ -29,6 +32,8 @@ class ModelExecutor:
     cold_start_s: float = 0.4
     keep_alive_s: float = 600.0
     slots: int = 4
+    cpu_share: float = 1.0
+    memory_share: float = 0.5
     kind: str = "model (simulated, runs no code)"
     sandboxed: bool = False
     invocations: int = 0
@@ -54,7 +59,14 @@ class ModelExecutor:
             self._last_used[fn.digest] = loop.time()
             self.invocations += 1
         output = json.dumps({"echo": json.loads(payload)}, separators=(",", ":")).encode()
-        return ExecResult(ok=True, output=output, duration_s=run_s, cold=cold)
+        return ExecResult(
+            ok=True,
+            output=output,
+            duration_s=run_s,
+            cold=cold,
+            cpu_s=run_s * self.cpu_share,
+            peak_memory_bytes=int(fn.memory_mb * self.memory_share * 1024 * 1024),
+        )
 
     async def aclose(self) -> None:
         self._last_used.clear()
