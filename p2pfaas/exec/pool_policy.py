@@ -1,31 +1,51 @@
-"""Warm-pool policy: which instance serves an invocation, when to start one, when to reap one.
+"""Warm-pool policy: which instance serves an invocation, when to start, pre-warm, evict or reap one.
 
-Sans-I/O: no asyncio, no clock, no Docker. `WarmPool` feeds it events with `now` (the loop's
-time) and acts on its decisions, so the simulator and unit tests can drive it directly.
+Sans-I/O: no asyncio, no clock, no Docker. `WarmPool` (and the trace-replay benchmark, on a simulated
+clock) feed it events with `now` and act on its decisions, so it is testable alone.
 
-The policy is deliberately simple, and later issues replace it (keep-alive learned from the
-idle-time histogram, forecast pre-warming): per function, start instances on demand from zero
-up to `max_per_function`; reuse the most recently released idle instance (so the others age
-out); reap an instance idle for `keep_alive_s`. It has no node-wide cap: admission against the
-node's advertised capacity is the node's job.
+Per function: instances start on demand from zero up to `max_per_function`; the most recently
+released idle instance is reused (so the others age out); an idle instance is reaped when its
+keep-alive deadline passes, and pools shrink to zero. The deadlines come from a keep-alive policy
+(`keepalive.py`: the hybrid histogram policy of Shahrad et al., ATC'20, or a fixed keep-alive):
+when the function's learned pre-warm window is positive, the last instance is unloaded as soon as
+it goes idle and one is loaded again when the window has passed. An optional `ArrivalForecast`
+keeps as many instances as the forecast concurrency needs, starting them at interval boundaries
+before a predicted burst, and protects them from reaping.
+
+Node-wide, the instances' memory stays within `memory_cap_mb` (0: no cap): a start that would
+exceed it evicts idle instances of other functions, soonest-to-expire first, or waits. Admission of
+invocations against the node's lent cores and slots is the node's job (`node/admission.py`).
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from p2pfaas.errors import LocalError
+from p2pfaas.exec.forecast import ArrivalForecast
+from p2pfaas.exec.keepalive import FixedKeepAlive, Windows
+
+
+class KeepAlivePolicy(Protocol):
+    def observe_idle(self, digest: str, idle_s: float) -> None: ...
+
+    def windows(self, digest: str) -> Windows: ...
+
+    def forget(self, digest: str) -> None: ...
 
 
 class Decision(enum.Enum):
     REUSE = "reuse"  # run on the idle instance `instance_id`
     START = "start"  # start `instance_id` (already counted as busy) and run on it
-    WAIT = "wait"  # the function is at its cap: wait for a release or a discard
+    WAIT = "wait"  # at the function's cap, or no memory: wait for a release or a discard
 
 
 class InstanceState(enum.Enum):
-    BUSY = "busy"  # starting, or running an invocation
+    BUSY = "busy"  # booting, or running at least one invocation
     IDLE = "idle"
 
 
@@ -33,82 +53,314 @@ class InstanceState(enum.Enum):
 class Acquired:
     decision: Decision
     instance_id: str = ""
+    evict: tuple[str, ...] = ()  # idle instances forgotten to make room: the caller destroys them
 
 
 @dataclass
 class _Tracked:
     digest: str
     state: InstanceState
-    idle_since: float
+    since: float  # when it became busy or idle
+    memory_mb: int
+    in_use: int = 0  # invocations running on it (up to the function's concurrency)
+    prewarming: bool = False  # booting for a pre-warm, not for an invocation
+    expires_at: float = float("inf")
+
+
+@dataclass
+class _Function:
+    memory_mb: int = 0
+    concurrency: int = 1  # invocations one instance may serve at once (from the manifest)
+    count: int = 0  # busy + idle instances
+    invoking: int = 0  # invocations running, over all its instances
+    idle: list[str] = field(default_factory=list)  # a stack: most recently released last
+    partial: list[str] = field(default_factory=list)  # running some but fewer than `concurrency`
+    last_end: float | None = None  # when its last invocation ended with none left running
+    prewarm_at: float | None = None
+    prewarm_until: float = 0.0
 
 
 class WarmPoolPolicy:
-    """Driven by the pool: `acquire` per invocation, then `release` or `discard`; `expired` on a timer."""
+    """Driven by the pool: `acquire` per invocation, then `release` or `discard`; `expired` and
+    `prewarm` when `next_deadline()` comes."""
 
-    def __init__(self, *, max_per_function: int, keep_alive_s: float) -> None:
-        if max_per_function < 1 or keep_alive_s < 0:
-            raise LocalError("need max_per_function >= 1 and keep_alive_s >= 0")
+    def __init__(
+        self,
+        *,
+        max_per_function: int,
+        keep_alive_s: float = 600.0,
+        keep_alive: KeepAlivePolicy | None = None,
+        forecast: ArrivalForecast | None = None,
+        memory_cap_mb: int = 0,
+    ) -> None:
+        if max_per_function < 1 or keep_alive_s < 0 or memory_cap_mb < 0:
+            raise LocalError("need max_per_function >= 1, keep_alive_s >= 0 and memory_cap_mb >= 0")
         self.max_per_function = max_per_function
-        self.keep_alive_s = keep_alive_s
+        self.keep_alive: KeepAlivePolicy = keep_alive or FixedKeepAlive(keep_alive_s)
+        self.forecast = forecast
+        self.extra_keep_alive_s = keep_alive_s
+        self.memory_cap_mb = memory_cap_mb
+        self.memory_used_mb = 0
         self._tracked: dict[str, _Tracked] = {}
-        self._idle: dict[str, list[str]] = {}  # per digest, a stack: most recently released last
-        self._count: dict[str, int] = {}  # per digest, busy + idle
+        self._functions: dict[str, _Function] = {}
+        self._expiries: list[tuple[float, str]] = []  # heap; stale entries are skipped
+        self._prewarms: list[tuple[float, str]] = []  # heap of (when, digest); likewise
+        self._next_forecast_at = 0.0 if forecast is not None else float("inf")
 
-    def acquire(self, digest: str, now: float, *, new_id: str) -> Acquired:
-        """Pick an idle instance, or start `new_id` if under the cap, or say wait."""
-        idle = self._idle.get(digest)
-        if idle:
-            instance_id = idle.pop()
-            self._tracked[instance_id].state = InstanceState.BUSY
+    @property
+    def keep_alive_s(self) -> float:
+        """The fixed keep-alive: the fallback's, and the one of instances beyond a function's last."""
+        return self.extra_keep_alive_s
+
+    # --- invocations ----------------------------------------------------------------------------
+
+    def acquire(
+        self,
+        digest: str,
+        now: float,
+        *,
+        new_id: str,
+        memory_mb: int = 0,
+        concurrency: int = 1,
+        arrival: bool = True,
+    ) -> Acquired:
+        """Pick an instance with a free slot (a busy one first, packing invocations so the others
+        age out, then the most recently idle), or start `new_id` if under the caps, or say wait.
+        A REUSE may name an instance still booting for an earlier START: the caller waits for it.
+        `arrival` is False when the same invocation asks again after waiting (observed once)."""
+        if concurrency < 1:
+            raise LocalError(f"concurrency must be >= 1, got {concurrency}")
+        fn = self._functions.setdefault(digest, _Function())
+        fn.memory_mb = memory_mb or fn.memory_mb
+        fn.concurrency = concurrency
+        if arrival:
+            self._observe_arrival(digest, fn, now)
+        if fn.partial:
+            instance_id = fn.partial[-1]
+            self._busy(instance_id, fn, now)
             return Acquired(Decision.REUSE, instance_id)
-        if self._count.get(digest, 0) >= self.max_per_function:
+        if fn.idle:
+            instance_id = fn.idle.pop()
+            self._busy(instance_id, fn, now)
+            return Acquired(Decision.REUSE, instance_id)
+        if fn.count >= self.max_per_function:
             return Acquired(Decision.WAIT)
         if new_id in self._tracked:
             raise LocalError(f"instance id {new_id!r} is already in use")
-        self._tracked[new_id] = _Tracked(digest, InstanceState.BUSY, now)
-        self._count[digest] = self._count.get(digest, 0) + 1
-        return Acquired(Decision.START, new_id)
+        evict = self._make_room(fn.memory_mb, keep=digest)
+        if evict is None:
+            return Acquired(Decision.WAIT)
+        self._add(new_id, digest, fn, now)
+        self._busy(new_id, fn, now)
+        return Acquired(Decision.START, new_id, evict)
 
-    def release(self, instance_id: str, now: float) -> None:
-        """The instance finished an invocation and is healthy: it becomes idle."""
+    def release(self, instance_id: str, now: float, *, run_s: float | None = None) -> None:
+        """One invocation on the instance finished (it ran `run_s`; default: since the instance
+        became busy), or it booted for a pre-warm, and it is healthy. Idle once nothing runs on it."""
         tracked = self._get(instance_id)
         if tracked.state is not InstanceState.BUSY:
             raise LocalError(f"release of {instance_id!r}, which is {tracked.state.value}")
+        fn = self._functions[tracked.digest]
+        if tracked.in_use:
+            tracked.in_use -= 1
+            fn.invoking -= 1
+            if self.forecast is not None:
+                ran_s = now - tracked.since if run_s is None else run_s
+                self.forecast.observe_run(tracked.digest, ran_s, now)
+            if tracked.in_use:  # others still run on it: it has a free slot again
+                if instance_id not in fn.partial:
+                    fn.partial.append(instance_id)
+                return
+            if instance_id in fn.partial:
+                fn.partial.remove(instance_id)
+        elif not tracked.prewarming:
+            raise LocalError(f"release of {instance_id!r}, which runs nothing")
+        windows = self.keep_alive.windows(tracked.digest)
+        if not tracked.prewarming:
+            if fn.invoking == 0 and windows.prewarm_s > 0 and fn.count == 1:
+                # Hybrid policy: unload now, load again when the pre-warm window has passed.
+                expires_at = now
+                fn.prewarm_at = now + windows.prewarm_s
+                fn.prewarm_until = fn.prewarm_at + windows.keep_alive_s
+                heapq.heappush(self._prewarms, (fn.prewarm_at, tracked.digest))
+            elif fn.invoking > 0 or len(fn.idle) > 0:
+                expires_at = now + self.extra_keep_alive_s
+            else:
+                expires_at = now + windows.prewarm_s + windows.keep_alive_s
+            if fn.invoking == 0:
+                fn.last_end = now
+        else:  # a pre-warmed instance: warm until the end of the window it was loaded for
+            tracked.prewarming = False
+            expires_at = max(fn.prewarm_until, now + windows.keep_alive_s)
         tracked.state = InstanceState.IDLE
-        tracked.idle_since = now
-        self._idle.setdefault(tracked.digest, []).append(instance_id)
+        tracked.since = now
+        tracked.expires_at = expires_at
+        heapq.heappush(self._expiries, (expires_at, instance_id))
+        fn.idle.append(instance_id)
 
-    def discard(self, instance_id: str) -> str:
+    def discard(self, instance_id: str, now: float | None = None) -> str:
         """Forget a busy instance (it failed, or was destroyed); returns its digest."""
         tracked = self._get(instance_id)
         if tracked.state is not InstanceState.BUSY:
             raise LocalError(f"discard of {instance_id!r}, which is {tracked.state.value}")
+        fn = self._functions[tracked.digest]
+        if tracked.in_use:
+            fn.invoking -= tracked.in_use
+            if instance_id in fn.partial:
+                fn.partial.remove(instance_id)
+            if fn.invoking == 0 and now is not None:
+                fn.last_end = now
         self._forget(instance_id, tracked)
         return tracked.digest
 
+    # --- timers ---------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float:
+        """When `expired` or `prewarm` next has something to do (inf: nothing scheduled)."""
+        candidates = [self._next_forecast_at]
+        if self._expiries:
+            candidates.append(self._expiries[0][0])
+        if self._prewarms:
+            candidates.append(self._prewarms[0][0])
+        return min(candidates)
+
     def expired(self, now: float) -> list[str]:
-        """Forget and return the instances idle for at least `keep_alive_s`; the caller destroys them."""
-        deadline = now - self.keep_alive_s
-        gone = [
-            instance_id
-            for instance_id, tracked in self._tracked.items()
-            if tracked.state is InstanceState.IDLE and tracked.idle_since <= deadline
-        ]
-        for instance_id in gone:
-            tracked = self._tracked[instance_id]
-            self._idle[tracked.digest].remove(instance_id)
+        """Forget and return the idle instances past their keep-alive; the caller destroys them."""
+        gone: list[str] = []
+        while self._expiries and self._expiries[0][0] <= now:
+            expires_at, instance_id = heapq.heappop(self._expiries)
+            tracked = self._tracked.get(instance_id)
+            if tracked is None or tracked.state is not InstanceState.IDLE or tracked.expires_at != expires_at:
+                continue  # stale: reused or gone since
+            fn = self._functions[tracked.digest]
+            if self.forecast is not None and fn.count <= self._forecast_instances(tracked.digest, fn, now):
+                tracked.expires_at = now + self.forecast.interval_s  # the forecast still needs it
+                heapq.heappush(self._expiries, (tracked.expires_at, instance_id))
+                continue
+            fn.idle.remove(instance_id)
             self._forget(instance_id, tracked)
+            gone.append(instance_id)
         return gone
 
+    def prewarm(self, now: float, new_id: Callable[[], str]) -> list[tuple[str, str]]:
+        """Instances to start now, as (digest, instance id); each is counted busy until the caller
+        `release`s it once booted (or `discard`s it if booting failed)."""
+        starts: list[tuple[str, str]] = []
+        while self._prewarms and self._prewarms[0][0] <= now:
+            at, digest = heapq.heappop(self._prewarms)
+            fn = self._functions.get(digest)
+            if fn is None or fn.prewarm_at != at:
+                continue
+            fn.prewarm_at = None
+            if fn.count == 0:
+                starts.extend(self._start_prewarmed(digest, fn, 1, now, new_id))
+        if self.forecast is not None and now >= self._next_forecast_at:
+            interval_s = self.forecast.interval_s
+            self._next_forecast_at = (now // interval_s + 1) * interval_s
+            for digest in self.forecast.digests():
+                fn = self._functions.get(digest)
+                if fn is None:
+                    continue
+                wanted = min(self._forecast_instances(digest, fn, now), self.max_per_function)
+                if wanted > fn.count:
+                    starts.extend(self._start_prewarmed(digest, fn, wanted - fn.count, now, new_id))
+        return starts
+
+    # --- introspection --------------------------------------------------------------------------
+
     def count(self, digest: str) -> int:
-        return self._count.get(digest, 0)
+        fn = self._functions.get(digest)
+        return fn.count if fn else 0
 
     def idle_count(self, digest: str) -> int:
-        return len(self._idle.get(digest, ()))
+        fn = self._functions.get(digest)
+        return len(fn.idle) if fn else 0
+
+    def total_count(self) -> int:
+        return len(self._tracked)
 
     def state(self, instance_id: str) -> InstanceState | None:
         tracked = self._tracked.get(instance_id)
         return tracked.state if tracked else None
+
+    def digest_of(self, instance_id: str) -> str:
+        return self._get(instance_id).digest
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _observe_arrival(self, digest: str, fn: _Function, now: float) -> None:
+        # An idle time is a gap with none of the function's invocations running (section 4.2 of the
+        # paper: from the end of one execution to the start of the next); overlapping arrivals are
+        # concurrency, which the forecast handles, not idleness.
+        if fn.invoking == 0 and fn.last_end is not None:
+            self.keep_alive.observe_idle(digest, now - fn.last_end)
+        fn.prewarm_at = None  # the arrival came first: a pending pre-warm is moot
+        if self.forecast is not None:
+            self.forecast.observe_arrival(digest, now)
+
+    def _forecast_instances(self, digest: str, fn: _Function, now: float) -> int:
+        assert self.forecast is not None
+        return -(-self.forecast.wanted(digest, now) // fn.concurrency)
+
+    def _busy(self, instance_id: str, fn: _Function, now: float) -> None:
+        tracked = self._tracked[instance_id]
+        if tracked.state is InstanceState.IDLE:
+            tracked.state = InstanceState.BUSY
+            tracked.since = now
+        tracked.in_use += 1
+        fn.invoking += 1
+        # A manifest may lower the concurrency while an instance runs more: it just takes no more.
+        if tracked.in_use < fn.concurrency:
+            if instance_id not in fn.partial:
+                fn.partial.append(instance_id)
+        elif instance_id in fn.partial:
+            fn.partial.remove(instance_id)
+
+    def _add(self, instance_id: str, digest: str, fn: _Function, now: float) -> _Tracked:
+        tracked = self._tracked[instance_id] = _Tracked(digest, InstanceState.BUSY, now, fn.memory_mb)
+        fn.count += 1
+        self.memory_used_mb += fn.memory_mb
+        return tracked
+
+    def _start_prewarmed(
+        self, digest: str, fn: _Function, n: int, now: float, new_id: Callable[[], str]
+    ) -> list[tuple[str, str]]:
+        starts = []
+        for _ in range(n):
+            if self.memory_cap_mb and self.memory_used_mb + fn.memory_mb > self.memory_cap_mb:
+                break  # a pre-warm never evicts: only demand does
+            instance_id = new_id()
+            if instance_id in self._tracked:
+                raise LocalError(f"instance id {instance_id!r} is already in use")
+            self._add(instance_id, digest, fn, now).prewarming = True
+            starts.append((digest, instance_id))
+        return starts
+
+    def _make_room(self, memory_mb: int, *, keep: str) -> tuple[str, ...] | None:
+        """Idle instances of other functions to evict so `memory_mb` fits, or None if it cannot."""
+        if not self.memory_cap_mb or self.memory_used_mb + memory_mb <= self.memory_cap_mb:
+            return ()
+        if memory_mb > self.memory_cap_mb:
+            return None
+        candidates = sorted(
+            (t.expires_at, instance_id)
+            for instance_id, t in self._tracked.items()
+            if t.state is InstanceState.IDLE and t.digest != keep
+        )
+        free = self.memory_cap_mb - self.memory_used_mb
+        chosen: list[str] = []
+        for _, instance_id in candidates:
+            if free >= memory_mb:
+                break
+            chosen.append(instance_id)
+            free += self._tracked[instance_id].memory_mb
+        if free < memory_mb:
+            return None
+        for instance_id in chosen:
+            tracked = self._tracked[instance_id]
+            self._functions[tracked.digest].idle.remove(instance_id)
+            self._forget(instance_id, tracked)
+        return tuple(chosen)
 
     def _get(self, instance_id: str) -> _Tracked:
         tracked = self._tracked.get(instance_id)
@@ -118,8 +370,9 @@ class WarmPoolPolicy:
 
     def _forget(self, instance_id: str, tracked: _Tracked) -> None:
         del self._tracked[instance_id]
-        self._count[tracked.digest] -= 1
-        assert self._count[tracked.digest] >= 0
-        if not self._count[tracked.digest]:
-            del self._count[tracked.digest]
-            self._idle.pop(tracked.digest, None)
+        fn = self._functions[tracked.digest]
+        fn.count -= 1
+        self.memory_used_mb -= tracked.memory_mb
+        assert fn.count >= 0 and self.memory_used_mb >= 0
+        if fn.count == 0 and fn.prewarm_at is None and fn.last_end is None and not fn.invoking:
+            del self._functions[tracked.digest]
