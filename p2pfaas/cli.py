@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from p2pfaas import codec
+from p2pfaas.client import account_cli
 from p2pfaas.dht import DEFAULT_ANCHOR_DHT_PORT, parse_peer
 from p2pfaas.errors import LocalError, P2PFaaSError
 
@@ -312,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--dir", default=".devnet", help="the devnet's state directory (default: %(default)s)"
         )
+    account_cli.register(groups, default_anchor=default_anchor())  # accounts, tokens, payouts (issue #5)
     return parser
 
 

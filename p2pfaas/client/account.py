@@ -2,8 +2,10 @@
 
 `AccountClient` signs up, logs in, mints and revokes API tokens, shows who a token belongs to,
 and binds keys: a lessee key (to deploy and pay with) or a node's key (so the node's earnings
-reach the volunteer), each by a claim the key itself signs. The token is held in memory only;
-the CLI stores it in a file readable by its owner alone (`p2pfaas/account_cli.py`).
+reach the volunteer), each by a claim the key itself signs. It also speaks the ledger's routes
+for the same caller (`p2pfaas/anchor/ledger_api.py`): balances, vouchers, payouts, and an
+operator's grants. The token is held in memory only; the CLI keeps it in a file readable by its
+owner alone (`p2pfaas/client/account_cli.py`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TypeVar
+from urllib.parse import quote
 
 import aiohttp
 
@@ -28,7 +31,17 @@ from p2pfaas.anchor.wire import (
 from p2pfaas.clock import wall_time
 from p2pfaas.errors import LocalError
 from p2pfaas.identity import KeyPair
-from p2pfaas.messages import Ack
+from p2pfaas.ledger.wire import (
+    Balances,
+    GrantRequest,
+    PayoutInfo,
+    PayoutRequest,
+    PayoutUpdate,
+    TopUpRequest,
+    TransferDone,
+    VoucherRequest,
+)
+from p2pfaas.messages import Ack, Voucher
 
 __all__ = ["AccountClient"]
 
@@ -130,3 +143,41 @@ class AccountClient:
             keys,
         )
         return await self._call("POST", "/v1/accounts/me/keys", KeyInfo, claim)
+
+    # --- the ledger, for this caller -------------------------------------------------------------
+
+    async def balances(self) -> Balances:
+        return await self._call("GET", "/v1/ledger/balance", Balances)
+
+    async def voucher(self, keys: KeyPair, *, budget_micro: int, ttl_s: float, request_id: str) -> Voucher:
+        """A spending voucher for lessee key `keys` (bound to this account); idempotent by `request_id`."""
+        return await self._call(
+            "POST", "/v1/vouchers", Voucher, VoucherRequest(keys.public.raw, budget_micro, ttl_s, request_id)
+        )
+
+    async def request_payout(
+        self, payout_id: str, *, amount_micro: int, destination: str, account_id: int = 0
+    ) -> PayoutInfo:
+        """Ask for a payout: pending until an operator marks it paid or failed; idempotent by `payout_id`."""
+        msg = PayoutRequest(payout_id, account_id, amount_micro, destination)
+        return await self._call("POST", "/v1/payouts", PayoutInfo, msg)
+
+    async def payout(self, payout_id: str) -> PayoutInfo:
+        return await self._call("GET", f"/v1/payouts/{quote(payout_id, safe='')}", PayoutInfo)
+
+    async def settle_payout(self, payout_id: str, state: str) -> PayoutInfo:
+        """Operator: the payment provider says the payout was `paid` or has `failed`."""
+        path = f"/v1/payouts/{quote(payout_id, safe='')}/state"
+        return await self._call("POST", path, PayoutInfo, PayoutUpdate(state))
+
+    async def grant(self, username: str, amount_micro: int, *, ref: str, memo: str = "") -> TransferDone:
+        """Operator: give `username` credits (idempotent by `ref`)."""
+        return await self._call(
+            "POST", "/v1/ledger/grants", TransferDone, GrantRequest(username, amount_micro, ref, memo)
+        )
+
+    async def top_up(
+        self, provider: str, amount_micro: int, *, payment_ref: str, username: str = ""
+    ) -> TransferDone:
+        msg = TopUpRequest(provider, username, amount_micro, payment_ref)
+        return await self._call("POST", "/v1/ledger/topups", TransferDone, msg)

@@ -1,7 +1,8 @@
 """`RegistryStore` on SQLite and on a real MariaDB/MySQL: every test runs on both.
 
-MySQL runs go through `exclusive_mysql_database` (the shared test database, emptied, under a
-server-wide lock) and skip, or fail with P2PFAAS_REQUIRE_MYSQL=1, when no server is reachable.
+MySQL runs use the shared test database through `tests/anchor/conftest.py` (held under a
+server-wide lock, emptied before each test) and skip, or fail with P2PFAAS_REQUIRE_MYSQL=1, when
+no server is reachable.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ import asyncio
 import hashlib
 import os
 import random
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,25 +18,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2pfaas.anchor.store import FunctionRow, NodeRow, RegistryStore
-from p2pfaas.db import Database, open_database
+from p2pfaas.db import Database
 from p2pfaas.db.schema import bundles, functions
-from p2pfaas.db.testing import exclusive_mysql_database
 from p2pfaas.errors import NotFound, Refused
 from p2pfaas.identity import KeyPair
-from tests.conftest import mysql_url_or_skip
 
 T0 = 1_700_000_000.0
-
-
-@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    if request.param == "sqlite":
-        async with open_database(f"sqlite+aiosqlite:///{tmp_path / 'anchor.db'}") as database:
-            yield database
-        return
-    url = mysql_url_or_skip()
-    async with exclusive_mysql_database(url), open_database(url) as database:
-        yield database
 
 
 @pytest.fixture

@@ -1,0 +1,252 @@
+"""`AccountClient` and `p2pfaas account ...` against a real anchor on 127.0.0.1.
+
+The CLI test runs every command as its own process, as users do, against an anchor process.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from p2pfaas import signing
+from p2pfaas.anchor.app import AnchorSettings
+from p2pfaas.anchor.server import AnchorServer
+from p2pfaas.cli import main
+from p2pfaas.client.account import AccountClient
+from p2pfaas.client.account_cli import credits_to_micro, micro_to_credits
+from p2pfaas.errors import ConfigError, Refused
+from p2pfaas.identity import KeyPair
+from tests.anchor.conftest import FAST_HASHER
+
+PASSWORD = "a long enough password"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def run_process(*args: str, home: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "p2pfaas", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "P2PFAAS_HOME": str(home), "P2PFAAS_TOKEN": ""},
+        check=False,
+    )
+
+
+@dataclass
+class Shell:
+    """`p2pfaas ...` in this process (the entry point's `main`), with its own home, stdin and output."""
+
+    monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str]
+
+    def __call__(self, *args: str, home: Path, stdin: str = "", check: bool = True) -> Done:
+        self.monkeypatch.setenv("P2PFAAS_HOME", str(home))
+        self.monkeypatch.delenv("P2PFAAS_TOKEN", raising=False)
+        self.monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = main(list(args))
+        out, err = self.capsys.readouterr()
+        if check:
+            assert code == 0, err
+        return Done(code, out, err)
+
+
+@dataclass(frozen=True)
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def anchor_process(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    port = _free_port()
+    db = f"sqlite+aiosqlite:///{tmp_path / 'anchor.db'}"
+    log = (tmp_path / "anchor.log").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "p2pfaas",
+            "anchor",
+            "serve",
+            "--port",
+            str(port),
+            "--db",
+            db,
+            "--dht-port",
+            "0",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                assert proc.poll() is None, (tmp_path / "anchor.log").read_text()
+                time.sleep(0.05)
+        yield url, db
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+def test_the_account_commands_end_to_end(
+    anchor_process: tuple[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url, db = anchor_process
+    run = Shell(monkeypatch, capsys)
+    alice, vera, root = tmp_path / "alice", tmp_path / "vera", tmp_path / "root"
+    run("account", "add-operator", "root", "--db", db, "--password-stdin", home=root, stdin=f"{PASSWORD}\n")
+
+    done = run(
+        "account", "signup", "alice", "--anchor", url, "--password-stdin", home=alice, stdin=f"{PASSWORD}\n"
+    )
+    assert "signed up alice (lessee)" in done.stdout
+    token_file = alice / "token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert "alice (lessee)" in run("account", "whoami", "--anchor", url, home=alice).stdout
+
+    run("keys", "new", "--out", str(alice / "lessee.key"), home=alice)
+    claimed = run("account", "claim-key", "--anchor", url, "--key", str(alice / "lessee.key"), home=alice)
+    assert KeyPair.load(alice / "lessee.key").key_id in claimed.stdout
+
+    scoped = run("account", "token", "create", "--anchor", url, "--scope", "account:read", home=alice)
+    new_token = scoped.stdout.strip()
+    assert (
+        new_token.startswith("p2pf_")
+        and new_token not in run("account", "token", "list", "--anchor", url, home=alice).stdout
+    )
+
+    run(
+        "account",
+        "signup",
+        "vera",
+        "--role",
+        "volunteer",
+        "--anchor",
+        url,
+        "--password-stdin",
+        home=vera,
+        stdin=f"{PASSWORD}\n",
+    )
+    node_key = vera / "node.key"
+    KeyPair.generate().save(node_key)
+    assert (
+        "node key"
+        in run("account", "claim-node", "--anchor", url, "--node-key", str(node_key), home=vera).stdout
+    )
+    # A lessee cannot claim a node, and a wrong password logs nobody in.
+    assert (
+        run(
+            "account", "claim-node", "--anchor", url, "--node-key", str(node_key), home=alice, check=False
+        ).returncode
+        == 1
+    )
+    wrong = run(
+        "account",
+        "login",
+        "vera",
+        "--anchor",
+        url,
+        "--password-stdin",
+        home=alice,
+        stdin="nope nope nope\n",
+        check=False,
+    )
+    assert wrong.returncode == 1 and "wrong username or password" in wrong.stderr
+
+    run("account", "login", "root", "--anchor", url, "--password-stdin", home=root, stdin=f"{PASSWORD}\n")
+    granted = run("account", "grant", "vera", "2.5", "--ref", "welcome", "--anchor", url, home=root)
+    assert "2.500000 credits" in granted.stdout
+    again = run("account", "grant", "vera", "2.5", "--ref", "welcome", "--anchor", url, home=root)
+    assert "done before" in again.stdout and "2.500000" in again.stdout
+    assert (
+        run(
+            "account", "grant", "vera", "1", "--ref", "x", "--anchor", url, home=alice, check=False
+        ).returncode
+        == 1
+    )
+
+    requested = run(
+        "account", "payout", "request", "1.25", "--to", "IBAN DE00", "--id", "p1", "--anchor", url, home=vera
+    )
+    assert "pending" in requested.stdout
+    payout_id = requested.stdout.split()[1].rstrip(":")
+    assert "1.250000" in run("account", "balance", "--anchor", url, home=vera).stdout
+    assert (
+        run("account", "payout", "show", payout_id, "--anchor", url, home=alice, check=False).returncode == 1
+    )
+    assert (
+        run(
+            "account", "payout", "mark", payout_id, "paid", "--anchor", url, home=vera, check=False
+        ).returncode
+        == 1
+    )
+    assert "paid" in run("account", "payout", "mark", payout_id, "paid", "--anchor", url, home=root).stdout
+    assert ": paid" in run("account", "payout", "show", payout_id, "--anchor", url, home=vera).stdout
+
+    assert "revoked" in run("account", "logout", "--anchor", url, home=alice).stdout
+    assert not token_file.exists()
+    gone = run("account", "whoami", "--anchor", url, home=alice, check=False)
+    assert gone.returncode == 1 and "not logged in" in gone.stderr
+
+
+async def test_the_account_client_speaks_the_ledger_for_its_caller(tmp_path: Path) -> None:
+    settings = AnchorSettings(hasher=FAST_HASHER)
+    async with AnchorServer(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", port=0, settings=settings) as anchor:
+        from p2pfaas.anchor.accounts import AccountStore
+        from p2pfaas.anchor.passwords import PasswordHasher
+        from p2pfaas.db import open_database
+
+        async with open_database(anchor.db_url) as db:
+            await AccountStore(db).create_user(
+                "root", password_hash=PasswordHasher(log2_n=10).hash_sync(PASSWORD), role="operator", now=0.0
+            )
+        keys = KeyPair.generate()
+        async with AccountClient(anchor.url) as alice, AccountClient(anchor.url) as root:
+            await alice.signup("alice", PASSWORD)
+            await root.login("root", PASSWORD)
+            await alice.claim_key(keys, kind="lessee")
+            with pytest.raises(Refused) as poor:
+                await alice.voucher(keys, budget_micro=1_000, ttl_s=60, request_id="r1")
+            assert poor.value.status == 402  # nothing to spend yet
+            await root.grant("alice", 5_000, ref="g1")
+            voucher = await alice.voucher(keys, budget_micro=1_000, ttl_s=60, request_id="r1")
+            assert voucher.lessee_key == keys.public.raw and signing.verify(voucher)
+            balances = {b.kind: b.balance_micro for b in (await alice.balances()).accounts}
+            assert balances["lessee"] == 4_000
+            with pytest.raises(Refused):  # lessees hold no payout scope
+                await alice.request_payout("p", amount_micro=1, destination="x")
+
+
+def test_amounts_are_credits_with_six_decimals() -> None:
+    assert credits_to_micro("1") == 1_000_000 and credits_to_micro("0.000001") == 1
+    assert micro_to_credits(1_250_000) == "1.250000"
+    for bad in ("0", "-1", "1.0000001", "lots"):
+        with pytest.raises(ConfigError):
+            credits_to_micro(bad)
