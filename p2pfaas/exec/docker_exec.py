@@ -163,16 +163,28 @@ class _ContainerInstance:
     async def diagnose(self, error: ExecutorError) -> InvokeError:
         if self._connection is None or not self._connection.lost:
             return error  # a malformed answer: the container is alive but not to be trusted
+        # Read the peak at once: the cgroup vanishes soon after the container stops.
+        try:
+            peak_bytes: int | None = self._meter.end().peak_memory_bytes
+        except (OSError, ValueError):
+            peak_bytes = None
         try:
             state = await _docker("inspect", self._state, wait_s=_EXIT_WAIT_S)
         except (ExecutorError, docker.errors.NotFound) as exc:
             return ExecutorError(f"{error}; and the container cannot be inspected: {exc}")
         if state.get("Running", False):
             return ExecutorError(f"{error} (the container is still running)")
-        # 137 = SIGKILL, which we had not sent yet: with cgroup v1 the memory controller's kill
-        # sometimes shows only as that, without the OOMKilled flag.
-        if state.get("OOMKilled") or state.get("ExitCode") == 137:
+        # 137 = SIGKILL. Docker's OOMKilled flag says the memory controller sent it; some cgroup v1
+        # kernels omit the flag, so a peak at the limit counts too. Any other SIGKILL (an operator's
+        # `docker kill`, the host's OOM killer) is the node's failure, not the function's.
+        at_limit = peak_bytes is not None and peak_bytes >= (self._fn.memory_mb << 20) - (1 << 20)
+        if state.get("OOMKilled") or (state.get("ExitCode") == 137 and at_limit):
             return MemoryExceeded(f"the function exceeded its {self._fn.memory_mb} MB memory limit")
+        if state.get("ExitCode") == 137:
+            return ExecutorError(
+                f"the container was killed (SIGKILL, not by its {self._fn.memory_mb} MB memory limit) "
+                "during the invocation; a fresh one serves the next invocation"
+            )
         return ExecutorError(
             f"the container died during the invocation (exit status {state.get('ExitCode')}, "
             f"{state.get('Error') or 'no error reported'})"

@@ -9,8 +9,11 @@ turns failures into the `Executor` error contract (see `exec/base.py`):
 - the connection broke otherwise: the instance is destroyed, `ExecutorError` saying why.
 A destroyed instance is replaced by a fresh one on the next invocation.
 
-It does not know how instances are started (the executor's factory does) and does not meter
-usage; `instance(id)` is the seam a metering layer will use. Time is the running loop's clock.
+Each invocation is metered by the instance's `Meter` (cgroup or /proc counters, `metering.py`)
+and its CPU time and peak memory are returned in the `ExecResult`.
+
+It does not know how instances are started (the executor's factory does). Time is the running
+loop's clock.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any, Protocol
 
 from p2pfaas.errors import ExecutorError, InvokeError, InvokeTimeout, LocalError, MemoryExceeded
 from p2pfaas.exec.base import ExecResult, FunctionSpec
+from p2pfaas.exec.metering import NO_USAGE, Meter, Usage
 from p2pfaas.exec.pool_policy import Decision, WarmPoolPolicy
 from p2pfaas.exec.shim_client import ShimConnection
 
@@ -40,6 +44,10 @@ class Instance(Protocol):
     @property
     def connection(self) -> ShimConnection:
         """The open connection; only valid after `boot` returned."""
+        ...
+
+    def meter(self) -> Meter:
+        """The instance's usage counters; only valid after `boot` returned."""
         ...
 
     async def boot(self, *, timeout_s: float) -> None:
@@ -115,8 +123,11 @@ class WarmPool:
         if self._reaper is None or self._closed:
             raise LocalError("the executor is not started, or already closed")
         instance, cold = await self._checkout(fn, timeout_s=timeout_s)
+        meter = instance.meter()
         try:
+            _begin(meter)
             result = await instance.connection.invoke(payload, timeout_s=timeout_s)
+            usage = _end(meter)
         except InvokeTimeout:
             await self._retire(instance)
             raise
@@ -139,7 +150,7 @@ class WarmPool:
             await self._retire(instance)
             raise MemoryExceeded(f"the function exceeded its {fn.memory_mb} MB memory limit")
         self._release(instance)
-        return replace(result, cold=cold)
+        return replace(result, cold=cold, cpu_s=usage.cpu_s, peak_memory_bytes=usage.peak_memory_bytes)
 
     async def _checkout(self, fn: FunctionSpec, *, timeout_s: float) -> tuple[Instance, bool]:
         loop = asyncio.get_running_loop()
@@ -224,6 +235,18 @@ class WarmPool:
                 instance = self._instances.pop(instance_id)
                 self._digests.pop(instance_id, None)
                 self._spawn(instance.destroy())
+
+
+def _begin(meter: Meter) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        meter.begin()
+
+
+def _end(meter: Meter) -> Usage:
+    try:
+        return meter.end()
+    except (OSError, ValueError):  # the counters vanished with the instance: the result still stands
+        return NO_USAGE
 
 
 class PooledExecutor:

@@ -110,6 +110,23 @@ async def test_container_dying_is_executor_error(executor: DockerExecutor, funct
     assert (await executor.invoke(function, _body(1), timeout_s=30)).ok
 
 
+async def test_a_container_killed_mid_invocation_is_a_clear_error_and_is_replaced(
+    executor: DockerExecutor, function: FunctionSpec, docker_client: Any, owner_id: str
+) -> None:
+    assert (await executor.invoke(function, _body(1), timeout_s=30)).ok
+    [instance_id] = executor.instance_ids(function.digest)
+    doomed = executor.container_id(instance_id)
+    running = asyncio.create_task(executor.invoke(function, _body({"op": "sleep", "s": 20}), timeout_s=30))
+    await asyncio.sleep(0.3)
+    await asyncio.to_thread(docker_client.containers.get(doomed).kill)  # as an operator or a crash would
+    with pytest.raises(ExecutorError, match=r"killed \(SIGKILL, not by its 128 MB memory limit\)"):
+        await running
+    fresh = await executor.invoke(function, _body({"op": "calls"}), timeout_s=30)
+    assert fresh.ok and fresh.cold and fresh.output == b"1"
+    [container] = _owned(docker_client, owner_id)
+    assert container.id != doomed and container.status == "running"
+
+
 async def test_has_no_network(executor: DockerExecutor, function: FunctionSpec, docker_client: Any) -> None:
     interfaces = await executor.invoke(function, _body({"op": "interfaces"}), timeout_s=30)
     assert json.loads(interfaces.output) == ["lo"]

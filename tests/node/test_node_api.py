@@ -7,11 +7,14 @@ process executor (so the flow is covered everywhere).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import shutil
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -21,7 +24,7 @@ from p2pfaas.anchor.server import AnchorServer
 from p2pfaas.client import AsyncClient
 from p2pfaas.errors import FunctionFailed, InvokeTimeout, MemoryExceeded, NotFound
 from p2pfaas.exec.base import Executor
-from p2pfaas.exec.docker_exec import DockerExecutor
+from p2pfaas.exec.docker_exec import LABEL_OWNER, DockerExecutor
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import ErrorReply, InvokeRequest, InvokeResult
@@ -184,3 +187,62 @@ async def test_a_good_request_gets_a_result_signed_by_the_node(net: Net) -> None
     result = codec.decode_as(InvokeResult, answer)
     assert signing.verify(result).key_id == net.node.node_id
     assert result.ok and result.invocation_id == "test-1"
+
+
+# --- recovery: a node process killed outright, then restarted ------------------------------------
+
+
+async def _start_node_process(
+    client: AsyncClient, anchor_url: str, work_dir: Path
+) -> tuple[asyncio.subprocess.Process, str]:
+    """`p2pfaas node run` as its own process; returns it and its URL once the anchor lists it."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "p2pfaas", "node", "run", "--executor", "docker", "--anchor", anchor_url),
+        *("--work-dir", str(work_dir), "--peer", "127.0.0.1:9"),  # a DHT peer that is not there
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert process.stdout is not None
+    async with asyncio.timeout(120):
+        while line := (await process.stdout.readline()).decode():
+            if " serving on " in line:
+                url = line.split(" serving on ")[1].split()[0]
+                for _ in range(1000):  # it announces itself just after it starts serving
+                    if url in [node.url for node in await client.nodes(refresh=True)]:
+                        return process, url
+                    await asyncio.sleep(0.05)
+    raise AssertionError(f"the node exited with status {await process.wait()} before serving")
+
+
+async def test_a_node_killed_outright_removes_its_orphans_on_restart_and_serves(
+    tmp_path: Path, docker_client: Any, runtime_image: str
+) -> None:
+    work_dir = Path(tempfile.mkdtemp(prefix="p2pk-", dir="/tmp"))  # unix socket paths are short
+    owner = KeyPair.load_or_create(work_dir / "node.key").key_id
+    owned = {"label": f"{LABEL_OWNER}={owner}"}
+    async with (
+        AnchorServer(f"sqlite+aiosqlite:///{tmp_path / 'anchor.db'}", port=0) as anchor,
+        AsyncClient(anchor.url, KeyPair.generate()) as client,
+    ):
+        await client.deploy(write_function(tmp_path, "echo"))
+        node, url = await _start_node_process(client, anchor.url, work_dir)
+        try:
+            assert (await client.invoke("echo", 1, node_url=url)).cold
+            [orphan] = docker_client.containers.list(all=True, filters=owned)
+            node.kill()  # SIGKILL: no cleanup at all
+            await node.wait()
+            orphan.reload()
+            assert orphan.status == "running"  # left behind by the crash
+
+            node, url = await _start_node_process(client, anchor.url, work_dir)
+            ids = [c.id for c in docker_client.containers.list(all=True, filters=owned)]
+            assert orphan.id not in ids  # removed on start, before serving
+            again = await client.invoke("echo", 2, node_url=url)
+            assert again.value == {"echo": 2} and again.cold
+        finally:
+            if node.returncode is None:
+                node.terminate()
+                await node.wait()
+    assert docker_client.containers.list(all=True, filters=owned) == []  # a clean stop removes all
+    shutil.rmtree(work_dir, ignore_errors=True)
