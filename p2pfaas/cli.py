@@ -136,7 +136,10 @@ def cmd_anchor_serve(args: argparse.Namespace) -> int:
     db = args.db or f"sqlite+aiosqlite:///{home() / 'anchor.db'}"
     if db.startswith("sqlite"):
         Path(db.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
-    _run(serve_anchor(db, host=args.host, port=args.port, dht_port=args.dht_port), daemon=True)
+    serving = serve_anchor(
+        db, host=args.host, port=args.port, dht_port=args.dht_port, settings=account_cli.anchor_settings(args)
+    )
+    _run(serving, daemon=True)
     return 0
 
 
@@ -258,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--dht-port", type=int, default=DEFAULT_ANCHOR_DHT_PORT, help="bootstrap DHT node (udp)"
     )
+    account_cli.add_anchor_options(serve)  # --require-accounts, --no-signup
 
     node = groups.add_parser("node", help="a volunteer node").add_subparsers(
         dest="node_command", required=True

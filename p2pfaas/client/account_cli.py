@@ -28,14 +28,17 @@ import sys
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from p2pfaas.client.account import AccountClient
 from p2pfaas.clock import wall_time
 from p2pfaas.errors import ConfigError, LocalError
 from p2pfaas.identity import KeyPair
 
-__all__ = ["register"]
+if TYPE_CHECKING:
+    from p2pfaas.anchor.app import AnchorSettings
+
+__all__ = ["add_anchor_options", "anchor_settings", "register"]
 
 MICRO = 1_000_000
 
@@ -260,6 +263,22 @@ def cmd_add_operator(args: argparse.Namespace) -> int:
 
 
 # --- argparse ------------------------------------------------------------------------------------
+
+
+def add_anchor_options(serve: Any) -> None:
+    """The accounts options of `p2pfaas anchor serve`."""
+    serve.add_argument(
+        "--require-accounts",
+        action="store_true",
+        help="lessee keys must be bound to an account to register or deploy (production)",
+    )
+    serve.add_argument("--no-signup", action="store_true", help="only operators create accounts")
+
+
+def anchor_settings(args: argparse.Namespace) -> AnchorSettings:
+    from p2pfaas.anchor.app import AnchorSettings
+
+    return AnchorSettings(require_accounts=args.require_accounts, allow_signup=not args.no_signup)
 
 
 def register(groups: Any, *, default_anchor: str) -> None:

@@ -27,6 +27,7 @@ from p2pfaas.client.account_cli import credits_to_micro, micro_to_credits
 from p2pfaas.errors import ConfigError, Refused
 from p2pfaas.identity import KeyPair
 from tests.anchor.conftest import FAST_HASHER
+from tests.functions import write_function
 
 PASSWORD = "a long enough password"
 
@@ -92,6 +93,7 @@ def anchor_process(tmp_path: Path) -> Iterator[tuple[str, str]]:
             db,
             "--dht-port",
             "0",
+            "--require-accounts",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -132,8 +134,13 @@ def test_the_account_commands_end_to_end(
     assert "alice (lessee)" in run("account", "whoami", "--anchor", url, home=alice).stdout
 
     run("keys", "new", "--out", str(alice / "lessee.key"), home=alice)
+    function_dir = write_function(tmp_path / "fns", "echo")
+    deploy = ("fn", "deploy", str(function_dir), "--anchor", url, "--key", str(alice / "lessee.key"))
+    refused = run(*deploy, home=alice, check=False)  # --require-accounts: claim the key first
+    assert refused.returncode == 1 and "bound to an account" in refused.stderr
     claimed = run("account", "claim-key", "--anchor", url, "--key", str(alice / "lessee.key"), home=alice)
     assert KeyPair.load(alice / "lessee.key").key_id in claimed.stdout
+    assert "deployed echo" in run(*deploy, home=alice).stdout
 
     scoped = run("account", "token", "create", "--anchor", url, "--scope", "account:read", home=alice)
     new_token = scoped.stdout.strip()
