@@ -9,11 +9,13 @@
     DELETE /v1/tokens/{token_id}                 -> Ack             (tokens:write, or the token itself)
 
 Every handler acts on the caller's own rows only: the user id comes from the token, never from
-the request. A wrong password and an unknown user get the same answer after the same work.
+the request. A wrong password and an unknown user get the same answer after the same work, and
+repeated failures lock the (username, address) pair out for longer each time (`throttle.py`, 429).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -25,6 +27,7 @@ from p2pfaas.anchor import auth
 from p2pfaas.anchor.accounts import AccountStore, KeyKind, UserRow, normalize_username
 from p2pfaas.anchor.auth import Principal
 from p2pfaas.anchor.passwords import PasswordHasher, WeakPassword, check_new_password
+from p2pfaas.anchor.throttle import LoginThrottle
 from p2pfaas.anchor.tokens import (
     MAX_TOKEN_TTL_S,
     SESSION_TTL_S,
@@ -69,6 +72,7 @@ class AccountsApi:
     store: AccountStore
     hasher: PasswordHasher = field(default_factory=PasswordHasher)
     allow_signup: bool = True
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
     async def signup(self, request: web.Request) -> web.Response:
         msg = await read_message(request, SignupRequest)
@@ -86,11 +90,18 @@ class AccountsApi:
 
     async def login(self, request: web.Request) -> web.Response:
         msg = await read_message(request, LoginRequest)
+        name, address = msg.username.strip().lower(), request.remote or "?"
+        now = asyncio.get_running_loop().time()
+        wait_s = self.throttle.wait_s(name, address, now)
+        if wait_s > 0:  # refused before the KDF runs: guessing costs the guesser, not the anchor
+            raise Refused(f"too many failed logins; try again in {wait_s:.0f} s", status=429)
         user = await self.store.user_by_name(msg.username)
         # The same KDF work whether or not the user exists: timing does not tell which names are taken.
         ok = await self.hasher.verify(msg.password, None if user is None else user.password_hash)
         if user is None or not ok:
+            self.throttle.failed(name, address, asyncio.get_running_loop().time())
             raise Unauthorized("wrong username or password")
+        self.throttle.succeeded(name, address)
         if self.hasher.needs_rehash(user.password_hash):
             await self.store.set_password_hash(user.user_id, await self.hasher.hash(msg.password))
         scopes = _subset(msg.scopes, role_scopes(user.role), of=f"a {user.role}'s")

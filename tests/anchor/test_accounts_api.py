@@ -257,3 +257,15 @@ async def test_concurrent_claims_of_one_node_bind_it_once(anchor: AnchorServer) 
             await client.__aexit__(None, None, None)
     assert sorted(statuses) == [200, 409, 409, 409]
     assert sorted(owners) == [0, 0, 0, 1]
+
+
+async def test_repeated_wrong_passwords_lock_the_guesser_out(anchor: AnchorServer) -> None:
+    async with AccountClient(anchor.url) as alice:
+        await alice.signup("alice", PASSWORD)
+    async with AccountClient(anchor.url) as guesser:
+        for attempt in range(5):
+            assert await status_of(guesser.login("alice", f"guess number {attempt}")) == 401
+        # Locked out now: even the right password is refused, before any password hashing.
+        with pytest.raises(Refused) as locked:
+            await guesser.login("alice", PASSWORD)
+        assert locked.value.status == 429 and "too many failed logins" in locked.value.reason
