@@ -58,6 +58,16 @@ def _strategy_for(hint: Any, field_name: str, cap: int | None = None) -> st.Sear
         return st.floats(min_value=0.001, max_value=3600)
     if field_name.endswith(("_micro", "_ms", "_mb")):  # amounts and usage are positive
         return st.integers(min_value=1, max_value=2**53)
+    if field_name in ("warm", "queued", "capacity", "free_slots", "queue_length", "seq"):  # placement
+        return st.integers(min_value=0, max_value=2**31)
+    if field_name == "hops":
+        return st.integers(min_value=1, max_value=8)
+    if field_name == "drain_deadline_s":
+        return st.floats(min_value=0.001, max_value=3600)
+    if field_name == "callback_url":
+        return st.sampled_from(["", "http://127.0.0.1:9/cb"])
+    if field_name == "job_state":
+        return st.sampled_from(["queued", "running", "done", "failed"])
     if field_name == "size_bytes":
         return st.integers(min_value=1, max_value=messages.MAX_ARCHIVE_BYTES)
     if hint is str:
