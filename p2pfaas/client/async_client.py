@@ -25,6 +25,7 @@ import aiohttp
 
 from p2pfaas import bundle, rpc, signing
 from p2pfaas.client.discovery import Discovery
+from p2pfaas.client.wallet import Wallet
 from p2pfaas.clock import wall_time
 from p2pfaas.errors import (
     ExecutorError,
@@ -75,6 +76,7 @@ class AsyncClient:
     request_timeout_s: float = 30.0
     node_list_ttl_s: float = 10.0  # how long a fetched node list is used before asking again
     dht_seeds: tuple[tuple[str, int], ...] = ()  # DHT peers: entry nodes come from adverts, nearest first
+    wallet: Wallet | None = None  # pays with vouchers (issue #5); None: run own functions unpaid
     _discovery: Discovery | None = None
     _session: aiohttp.ClientSession | None = None
     _functions: dict[str, FunctionInfo] = field(default_factory=dict)
@@ -177,13 +179,14 @@ class AsyncClient:
             body = json.dumps(payload, separators=(",", ":")).encode()
         except (TypeError, ValueError) as exc:
             raise LocalError(f"payload is not JSON-serialisable: {exc}") from None
+        voucher = await self.wallet.voucher(lifetime_s=timeout + NETWORK_SLACK_S) if self.wallet else None
         request = signing.sign(
             InvokeRequest(
                 invocation_id=f"{self.rng.getrandbits(128):032x}",
                 digest=info.header.digest,
                 payload=body,
                 timeout_s=timeout,
-                voucher=None,
+                voucher=voucher,
                 signer=b"",
                 signature=b"",
             ),
@@ -211,6 +214,8 @@ class AsyncClient:
                     if self._discovery is not None:
                         self._discovery.demote(node.node_id)
                     continue
+                if self.wallet is not None:
+                    self.wallet.spent(result.receipt)
                 return self._outcome(request, result, node)
         raise Unreachable(
             f"no node could run invocation {request.invocation_id}: " + ("; ".join(failures) or "no nodes")

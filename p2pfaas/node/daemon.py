@@ -34,6 +34,7 @@ from p2pfaas.node.app import make_app
 from p2pfaas.node.overlay import Overlay, overlay_for
 from p2pfaas.node.service import NodeService
 from p2pfaas.node.settings import service_options
+from p2pfaas.node.vouchers import NodePayments
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +155,23 @@ class NodeDaemon:
         await self.executor.start()
         stack.push_async_callback(self.executor.aclose)
         self.session = await stack.enter_async_context(aiohttp.ClientSession())
+        options = service_options(self.config, rng=self.rng, fetch_from_peer=self._fetch_bundle_from)
+        # Vouchers checked offline and receipts sent to the anchor in batches (issue #5).
+        self.payments = await stack.enter_async_context(
+            NodePayments(
+                anchor_url=self.config.anchor_url, keys=self.keys, session=self.session,
+                work_dir=self.config.work_dir, prices=options["prices"],
+                cpus_per_instance=options["cpus_per_instance"], rng=self.rng,
+            )
+        )  # fmt: skip
         service = NodeService(
             keys=self.keys,
             executor=self.executor,
             cache=BundleCache(self.config.work_dir / "bundles", max_bytes=self.config.bundle_cache_mb << 20),
             fetch_bundle=self._fetch_bundle,
-            **service_options(self.config, rng=self.rng, fetch_from_peer=self._fetch_bundle_from),
+            authorize=self.payments.authorize,
+            on_receipt=self.payments.on_receipt,
+            **options,
         )
         self.service = service
         runner = web.AppRunner(make_app(service), access_log=None)

@@ -12,21 +12,41 @@ voucher another node has drained loses that work: the price of checking offline.
 Requests without a voucher keep the node's unpaid rule: only the function's owner may run it
 (a devnet convenience), unless `require_voucher` is set.
 
-Not here: fetching the anchor key (the daemon does), the HTTP layer, or metering (issue #4).
+`NodePayments` is the daemon's adapter: it learns the anchor key over HTTP, prices the worst case
+with the node's `Prices`, and passes receipts to a `ReceiptSender`. Not here: metering (issue #4).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+import logging
+import random
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
 
-from p2pfaas import signing
-from p2pfaas.errors import Refused, SignatureError
+import aiohttp
+
+from p2pfaas import rpc, signing
+from p2pfaas.clock import wall_time
+from p2pfaas.errors import P2PFaaSError, Refused, SignatureError
+from p2pfaas.identity import KeyPair
 from p2pfaas.ledger.policy import FeePolicy
+from p2pfaas.ledger.wire import AnchorKey
 from p2pfaas.messages import BundleHeader, InvokeRequest, Receipt, Voucher
+from p2pfaas.node.pricing import Prices
+from p2pfaas.node.receipts import ReceiptSender
 from p2pfaas.rpc import Forbidden
 
-__all__ = ["MaxCharge", "PaymentRequired", "VoucherAuthorizer", "VoucherBook"]
+__all__ = [
+    "NodePayments",
+    "PaymentRequired",
+    "VoucherBook",
+    "max_price_micro",
+]
+
+log = logging.getLogger(__name__)
 
 FORGET_AFTER_S = 3600.0  # keep a voucher's spend this long past its expiry, then drop it
 
@@ -76,7 +96,7 @@ class VoucherBook:
             if self.require_voucher:
                 raise PaymentRequired("this node runs paid invocations only: attach a voucher")
             if header.signer != caller_key:
-                raise PaymentRequired("only the function's owner may invoke it without a voucher")
+                raise Forbidden("only the function's owner may invoke it without a voucher")
             return
         self._check(voucher, caller_key)
         if now + request.timeout_s + self.expiry_margin_s > voucher.expires_at:
@@ -136,21 +156,106 @@ class VoucherBook:
                 del self._invocations[invocation_id]
 
 
-MaxCharge = Callable[[InvokeRequest, BundleHeader], int]  # the most an invocation may cost, micro
+def max_price_micro(prices: Prices, *, timeout_s: float, memory_mb: int, cpus: float) -> int:
+    """The most an invocation can cost at `prices`: all its CPU share and memory for its whole timeout.
+
+    Doubled, plus a second: the executor stops a function at its timeout, but stopping takes a
+    moment and the receipt bills what was metered, which the reservation must still cover.
+    """
+    wall_ms = int((2 * timeout_s + 1) * 1000)
+    return prices.charge_micro(cpu_ms=int(wall_ms * cpus) + 1, peak_memory_mb=memory_mb, wall_ms=wall_ms)
 
 
-class VoucherAuthorizer:
-    """The `NodeService.authorize` hook: a `VoucherBook` fed the loop's wall clock and node prices."""
+class NodePayments:
+    """A node's side of the ledger, for the daemon: the voucher authorizer and the receipt sender.
 
-    def __init__(self, book: VoucherBook, *, max_price: MaxCharge, clock: Callable[[], float]) -> None:
-        self.book = book
-        self.max_price = max_price
-        self.clock = clock
+    `async with NodePayments(...) as payments:` learns the anchor's voucher key (retrying in the
+    background while the anchor is unreachable; until then, requests carrying a voucher are
+    refused with 402 and owners still run their own functions unpaid) and runs a `ReceiptSender`
+    whose journal lives in the node's work directory. Hand `authorize` and `on_receipt` to
+    `NodeService`.
+    """
 
-    def __call__(self, request: InvokeRequest, header: BundleHeader, caller_key: bytes) -> None:
-        self.book.authorize(
-            request, header, caller_key, max_price_micro=self.max_price(request, header), now=self.clock()
+    def __init__(
+        self,
+        *,
+        anchor_url: str,
+        keys: KeyPair,
+        session: aiohttp.ClientSession,
+        work_dir: Path,
+        prices: Prices,
+        cpus_per_instance: float,
+        rng: random.Random,
+        require_voucher: bool = False,
+    ) -> None:
+        self.anchor_url = anchor_url
+        self.session = session
+        self.prices = prices
+        self.cpus = cpus_per_instance
+        self.rng = rng
+        self.require_voucher = require_voucher
+        self.book: VoucherBook | None = None
+        self.sender = ReceiptSender(
+            anchor_url=anchor_url,
+            keys=keys,
+            session=session,
+            journal_path=work_dir / "receipts.journal",
+            rng=rng,
         )
+        self._key_task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def ready(self) -> None:
+        """Return once the anchor's voucher key is known (vouchers are accepted from then on)."""
+        await self._ready.wait()
+
+    async def __aenter__(self) -> NodePayments:
+        await self.sender.__aenter__()
+        self._key_task = asyncio.get_running_loop().create_task(self._learn_anchor_key(), name="anchor key")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._key_task is not None
+        self._key_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._key_task
+        await self.sender.__aexit__(exc_type, exc, tb)
+
+    async def _learn_anchor_key(self) -> None:
+        failures = 0
+        while self.book is None:
+            try:
+                key = await rpc.call(
+                    self.session, "GET", f"{self.anchor_url}/v1/anchor-key", AnchorKey, timeout_s=10
+                )
+            except P2PFaaSError as error:
+                failures += 1
+                pause = min(60.0, 0.5 * 2 ** min(failures, 7)) * self.rng.uniform(0.5, 1.0)
+                log.warning("cannot learn the anchor's voucher key yet (retrying in %.1fs): %s", pause, error)
+                await asyncio.sleep(pause)
+                continue
+            self.book = VoucherBook(
+                anchor_key=key.public_key, fees=FeePolicy(key.fee_ppm), require_voucher=self.require_voucher
+            )
+            self._ready.set()
+
+    def authorize(self, request: InvokeRequest, header: BundleHeader, caller_key: bytes) -> None:
+        if self.book is None:
+            if request.voucher is not None or self.require_voucher:
+                raise PaymentRequired("this node has not learned the anchor's voucher key yet; try another")
+            if header.signer != caller_key:
+                raise Forbidden("only the function's owner may invoke it without a voucher")
+            return
+        manifest = header.manifest
+        timeout_s = min(request.timeout_s, manifest.timeout_s)
+        cost = max_price_micro(self.prices, timeout_s=timeout_s, memory_mb=manifest.memory_mb, cpus=self.cpus)
+        self.book.authorize(request, header, caller_key, max_price_micro=cost, now=wall_time())
 
     def on_receipt(self, receipt: Receipt) -> None:
-        self.book.charged(receipt)
+        """Settle this node's view of the voucher, and send the receipt if there is anything to pay."""
+        if self.book is not None:
+            self.book.charged(receipt)
+        if receipt.voucher_id and receipt.price_micro > 0:
+            self.sender.submit(receipt)

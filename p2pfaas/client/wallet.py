@@ -1,0 +1,100 @@
+"""The lessee's wallet: holds a spending voucher, renews it before it runs out, attaches it to invocations.
+
+A voucher is asked for once (budget, lifetime) and then used offline by every invocation until it
+is nearly spent or nearly expired; the wallet then asks for a new one. It counts what it spent
+from the receipts that come back with results (price plus the anchor's fee), so it renews before
+nodes would refuse; nodes keep their own count, and the anchor's is the one that pays. Voucher
+requests are idempotent by a request id drawn from the injected `rng`, kept until the anchor
+answers, so a request retried after a lost answer holds the budget once.
+
+`AccountClient.voucher` is the usual `source`. This module does not talk HTTP itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from p2pfaas.clock import wall_time
+from p2pfaas.errors import LocalError
+from p2pfaas.identity import KeyPair
+from p2pfaas.ledger.policy import FeePolicy
+from p2pfaas.messages import Receipt, Voucher
+
+__all__ = ["VoucherSource", "Wallet"]
+
+# (lessee keys, budget, lifetime, request id) -> an anchor-signed voucher
+VoucherSource = Callable[..., Awaitable[Voucher]]
+
+
+@dataclass
+class Wallet:
+    """One lessee key's vouchers. `await wallet.voucher(lifetime_s)` before each invocation."""
+
+    keys: KeyPair
+    source: VoucherSource  # called as source(keys, budget_micro=, ttl_s=, request_id=)
+    budget_micro: int
+    ttl_s: float = 3600.0
+    renew_below_fraction: float = 0.1  # renew when less than this share of the budget is left
+    fees: FeePolicy = field(default_factory=FeePolicy)
+    rng: random.Random = field(default_factory=random.Random)
+    clock: Callable[[], float] = wall_time
+    vouchers_bought: int = 0
+    _voucher: Voucher | None = None
+    _spent_micro: int = 0
+    _request_id: str | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        if self.budget_micro <= 0 or self.ttl_s <= 0:
+            raise LocalError("a wallet needs a positive budget and voucher lifetime")
+
+    @property
+    def remaining_micro(self) -> int:
+        return 0 if self._voucher is None else self._voucher.budget_micro - self._spent_micro
+
+    async def voucher(self, *, lifetime_s: float = 0.0, cost_micro: int = 0) -> Voucher:
+        """A voucher that lives `lifetime_s` more and has `cost_micro` left; renewed if needed."""
+        async with self._lock:  # concurrent invocations share one renewal
+            if self._needs_renewal(lifetime_s, cost_micro):
+                await self._renew(lifetime_s)
+            assert self._voucher is not None
+            return self._voucher
+
+    def spent(self, receipt: Receipt | None) -> None:
+        """Count what a result's receipt will take out of the voucher (the node's price and the fee)."""
+        if (
+            receipt is not None
+            and self._voucher is not None
+            and receipt.voucher_id == self._voucher.voucher_id
+        ):
+            self._spent_micro += self.fees.charge_micro(receipt.price_micro)
+
+    def exhausted(self) -> None:
+        """A node refused the voucher as spent (402): renew on the next invocation."""
+        if self._voucher is not None:
+            self._spent_micro = self._voucher.budget_micro
+
+    def _needs_renewal(self, lifetime_s: float, cost_micro: int) -> bool:
+        if self._voucher is None:
+            return True
+        left = self.remaining_micro
+        if left < max(cost_micro, 1) or left < self._voucher.budget_micro * self.renew_below_fraction:
+            return True
+        return self._voucher.expires_at - self.clock() < max(lifetime_s, self.ttl_s * 0.05)
+
+    async def _renew(self, lifetime_s: float) -> None:
+        if lifetime_s >= self.ttl_s:
+            raise LocalError(f"an invocation of {lifetime_s:g} s does not fit a {self.ttl_s:g} s voucher")
+        if self._request_id is None:
+            self._request_id = f"{self.rng.getrandbits(96):024x}"
+        voucher = await self.source(
+            self.keys, budget_micro=self.budget_micro, ttl_s=self.ttl_s, request_id=self._request_id
+        )
+        if voucher.lessee_key != self.keys.public.raw:
+            raise LocalError("the anchor issued a voucher for another key")
+        self._request_id = None  # answered: the next renewal is a new request
+        self._voucher, self._spent_micro = voucher, 0
+        self.vouchers_bought += 1

@@ -1,0 +1,169 @@
+"""Paying for invocations end to end, on real loopback sockets: anchor (SQLite), node, lessee, volunteer.
+
+The lessee's wallet buys a voucher with credits an operator granted, invocations carry it, the
+node checks it offline and runs the work, its receipts reach the anchor in batches, and the
+volunteer who claimed the node is paid, less nothing: the anchor's fee is on top, paid by the
+lessee. Nodes run the unsandboxed process executor here (the flow, not the sandbox, is tested).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from p2pfaas import codec, signing
+from p2pfaas.anchor.accounts import AccountStore
+from p2pfaas.anchor.app import AnchorSettings
+from p2pfaas.anchor.passwords import PasswordHasher
+from p2pfaas.anchor.server import AnchorServer
+from p2pfaas.client import AsyncClient
+from p2pfaas.client.account import AccountClient
+from p2pfaas.client.wallet import Wallet
+from p2pfaas.db import open_database
+from p2pfaas.errors import Refused
+from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
+from p2pfaas.identity import KeyPair
+from p2pfaas.ledger.audit import audit
+from p2pfaas.messages import ErrorReply, InvokeRequest, InvokeResult, Voucher
+from p2pfaas.node.daemon import NodeConfig, NodeDaemon
+from tests.functions import write_function
+
+PASSWORD = "a long enough password"
+T0 = 1_700_000_000.0
+
+
+@dataclasses.dataclass
+class Net:
+    anchor: AnchorServer
+    node: NodeDaemon
+    root: Path
+    db_url: str
+    operator: AccountClient
+    alice: AccountClient  # a lessee
+    bob: AccountClient  # a volunteer; he claimed the node
+    session: aiohttp.ClientSession
+
+
+@pytest.fixture
+async def net(tmp_path: Path) -> AsyncIterator[Net]:
+    run_dir = Path(tempfile.mkdtemp(prefix="p2pw-", dir="/tmp"))
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'anchor.db'}"
+    settings = AnchorSettings(hasher=PasswordHasher(log2_n=10))
+    async with open_database(db_url) as db:
+        stored = await settings.hasher.hash(PASSWORD)
+        await AccountStore(db).create_user("root", password_hash=stored, role="operator", now=T0)
+    async with AnchorServer(db_url, port=0, settings=settings) as anchor:
+        config = NodeConfig(
+            anchor_url=anchor.url,
+            key_path=tmp_path / "node" / "node.key",
+            work_dir=tmp_path / "node",
+            executor="process",
+            allow_unsandboxed=True,
+            price_per_cpu_s_micro=50_000,
+            price_per_gb_s_micro=10_000,
+        )
+        async with (
+            NodeDaemon(config, executor=UnsandboxedProcessExecutor(work_dir=run_dir)) as node,
+            AccountClient(anchor.url) as operator,
+            AccountClient(anchor.url) as alice,
+            AccountClient(anchor.url) as bob,
+            aiohttp.ClientSession() as session,
+        ):
+            await node.announce()
+            await node.payments.ready()
+            await operator.login("root", PASSWORD)
+            await alice.signup("alice", PASSWORD, role="lessee")
+            await bob.signup("bob", PASSWORD, role="volunteer")
+            await bob.claim_key(node.keys, kind="node")
+            yield Net(anchor, node, tmp_path, db_url, operator, alice, bob, session)
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def own_balance(balances: object) -> int:
+    return int(balances.accounts[0].balance_micro)  # type: ignore[attr-defined]
+
+
+async def test_a_wallet_pays_for_invocations_and_the_volunteer_is_paid(net: Net) -> None:
+    keys = KeyPair.generate()
+    await net.alice.claim_key(keys, kind="lessee")
+    await net.operator.grant("alice", 5_000_000, ref="welcome")
+    wallet = Wallet(keys, net.alice.voucher, budget_micro=1_000_000, ttl_s=600, rng=random.Random(3))
+    async with AsyncClient(net.anchor.url, keys, wallet=wallet) as client:
+        await client.deploy(write_function(net.root, "sleepy"))
+        for _ in range(5):  # 50 ms each: enough metered use to cost something at these prices
+            assert (await client.invoke("sleepy", {"s": 0.05})).value == "woke"
+    assert wallet.vouchers_bought == 1
+    spent = wallet._spent_micro
+    assert spent > 0  # the receipts came back with prices, and the wallet counted them
+
+    await net.node.payments.sender.flush()
+    await net.node.payments.sender.drained()
+    earned = own_balance(await net.bob.balances())
+    assert earned > 0
+    assert own_balance(await net.alice.balances()) == 5_000_000 - 1_000_000  # the rest is held by the voucher
+    async with open_database(net.db_url) as db:
+        assert await audit(db) == []
+    # The lessee paid the volunteer's price and the anchor's fee on top: what the wallet counted.
+    held = [a for a in (await net.alice.balances()).accounts if a.kind == "hold"]
+    assert [1_000_000 - h.balance_micro for h in held] == [spent]
+    assert earned < spent
+
+
+async def test_vouchers_let_a_lessee_run_anothers_function_and_forgeries_are_refused(net: Net) -> None:
+    owner, lessee = KeyPair.generate(), KeyPair.generate()
+    async with AsyncClient(net.anchor.url, owner) as client:
+        info = await client.deploy(write_function(net.root, "echo"))
+    await net.alice.claim_key(lessee, kind="lessee")
+    await net.operator.grant("alice", 2_000_000, ref="g")
+    voucher = await net.alice.voucher(lessee, budget_micro=1_000_000, ttl_s=600, request_id="r1")
+
+    async def invoke(v: Voucher | None, invocation_id: str) -> tuple[int, bytes]:
+        request = InvokeRequest(invocation_id, info.header.digest, b"7", 5.0, v, signer=b"", signature=b"")
+        body = codec.encode(signing.sign(request, lessee))
+        async with net.session.post(f"{net.node.url}/v1/invoke", data=body) as response:
+            return response.status, await response.read()
+
+    status, body = await invoke(voucher, "paid-1")
+    assert status == 200
+    result = codec.decode_as(InvokeResult, body)
+    assert result.ok and result.receipt is not None and result.receipt.voucher_id == voucher.voucher_id
+
+    status, body = await invoke(None, "unpaid")
+    assert status == 403  # not the owner, no voucher
+    forged = signing.sign(dataclasses.replace(voucher, budget_micro=10**12), KeyPair.generate())
+    status, body = await invoke(forged, "forged")
+    assert status == 403 and "anchor" in codec.decode_as(ErrorReply, body).reason
+    with pytest.raises(Refused):  # alice cannot have a voucher for a key that is not hers
+        await net.alice.voucher(owner, budget_micro=1, ttl_s=600, request_id="r2")
+
+
+async def test_the_wallet_renews_before_its_voucher_expires_or_runs_out(net: Net) -> None:
+    keys = KeyPair.generate()
+    await net.alice.claim_key(keys, kind="lessee")
+    await net.operator.grant("alice", 10_000, ref="g")
+    now = [T0]
+    wallet = Wallet(
+        keys, net.alice.voucher, budget_micro=1_000, ttl_s=600, rng=random.Random(4), clock=lambda: now[0]
+    )
+    first = await wallet.voucher(lifetime_s=15)
+    assert await wallet.voucher(lifetime_s=15) == first  # no new voucher while this one serves
+    now[0] = first.expires_at - 40
+    assert await wallet.voucher(lifetime_s=15) == first
+    now[0] = first.expires_at - 20  # within 5 % of its life of the end (an invocation of 15 s still fits)
+    second = await wallet.voucher(lifetime_s=15)
+    assert second.voucher_id != first.voucher_id and wallet.vouchers_bought == 2
+    wallet.exhausted()  # a node said 402: spent on that node
+    third = await wallet.voucher()
+    assert third.voucher_id not in (first.voucher_id, second.voucher_id)
+    assert own_balance(await net.alice.balances()) == 10_000 - 3_000
+    with pytest.raises(Refused):  # no credits left for a fourth: the anchor refuses, the wallet says so
+        for _ in range(10):
+            wallet.exhausted()
+            await wallet.voucher()
