@@ -29,6 +29,7 @@ from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
 from p2pfaas.node.daemon import NodeConfig, NodeDaemon
 from p2pfaas.rpc import call
+from p2pfaas.trust.adaptive import AdaptivePolicy, Record
 from p2pfaas.trust.wire import NodeReputation
 from tests.functions import write_function
 
@@ -131,7 +132,17 @@ async def test_a_lying_node_is_outvoted_and_loses_reputation(one_liar: Net) -> N
             assert done.verdict is not None and done.verdict.dissenting == (liar,)
     assert caught >= 1  # the seeded choice of nodes put the liar in some first pairs
     rep = await net.reputation(net.liars[0])
-    assert (rep.agreements, rep.disagreements, rep.consecutive_valid) == (0, caught, 0)
+    expected = Record()
+    for _ in range(caught):
+        expected = AdaptivePolicy().after_vote(
+            expected, agreed=False
+        )  # the anchor's rule, applied `caught` times
+    assert (rep.agreements, rep.disagreements, rep.consecutive_valid) == (
+        0,
+        caught,
+        expected.consecutive_valid,
+    )
+    assert rep.trust_probability == 0.0
     for node in net.honest:
         assert (await net.reputation(node)).disagreements == 0
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from p2pfaas.trust.adaptive import AdaptivePolicy, Record
 from p2pfaas.trust.adverts import AdvertPrices, Usage, max_price_micro, overcharged
 
-POLICY = AdaptivePolicy(threshold=10)
+POLICY = AdaptivePolicy(threshold=10, min_check_rate=0.0)  # BOINC's rule exactly
 
 
 def spot_check_rate(record: Record, n: int = 20_000) -> float:
@@ -31,6 +31,18 @@ def test_the_spot_check_rate_falls_as_one_over_the_streak() -> None:
     assert rates[0] > rates[1] > rates[2] > 0
 
 
+def test_the_floor_keeps_long_records_checked() -> None:
+    floored = AdaptivePolicy(min_check_rate=0.05)
+    assert floored.trust_probability(Record(agreements=10, consecutive_valid=10)) == 0.9
+    assert floored.trust_probability(Record(agreements=10**6, consecutive_valid=10**6)) == 0.95
+    rng = random.Random(3)
+    rate = sum(
+        floored.should_replicate(Record(agreements=10**6, consecutive_valid=10**6), rng)
+        for _ in range(20_000)
+    )
+    assert abs(rate / 20_000 - 0.05) < 0.01
+
+
 def test_one_disagreement_resets_the_streak_and_agreements_rebuild_it() -> None:
     record = Record()
     for _ in range(12):
@@ -39,6 +51,21 @@ def test_one_disagreement_resets_the_streak_and_agreements_rebuild_it() -> None:
     record = POLICY.after_vote(record, agreed=False)
     assert (record.agreements, record.disagreements, record.consecutive_valid) == (12, 1, 0)
     assert POLICY.trust_probability(record) == 0.0
+
+
+def test_repeat_offenders_must_earn_trust_back_for_longer() -> None:
+    policy = AdaptivePolicy(repeat_penalty=10)
+    record = Record(agreements=30, consecutive_valid=30)
+    record = policy.after_vote(record, agreed=False)
+    assert record.consecutive_valid == 0  # a first disagreement: BOINC's reset
+    record = policy.after_vote(record, agreed=False)
+    assert record.consecutive_valid == -10
+    record = policy.after_vote(record, agreed=False)
+    assert record.consecutive_valid == -30
+    for _ in range(39):
+        record = policy.after_vote(record, agreed=True)
+    assert policy.trust_probability(record) == 0.0  # 39 agreements later: a streak of 9
+    assert policy.trust_probability(policy.after_vote(record, agreed=True)) > 0.0
 
 
 def test_a_lie_costs_more_than_a_disagreement() -> None:
