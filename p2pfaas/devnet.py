@@ -221,9 +221,12 @@ async def _demo(anchor_url: str, node_urls: list[str], key_path: Path) -> int:
     from p2pfaas.client import AsyncClient
     from p2pfaas.errors import FunctionFailed
     from p2pfaas.identity import KeyPair
+    from p2pfaas.ledger.devnet import devnet_wallet
 
     keys = KeyPair.load_or_create(key_path)
-    async with AsyncClient(anchor_url, keys) as client:
+    wallet_for = devnet_wallet(anchor_url, key_path.parent, keys)  # granted credits buy vouchers (issue #5)
+    async with AsyncClient(anchor_url, keys) as client, wallet_for as wallet:
+        client.wallet = wallet
         info = await client.deploy(_sample_dir())
         print(f"deployed {info.name} {info.header.manifest.version}, sha256 {info.header.digest[:16]}…")
         failures = 0
@@ -244,4 +247,5 @@ async def _demo(anchor_url: str, node_urls: list[str], key_path: Path) -> int:
             await client.invoke("hello", {"fail": True})
         except FunctionFailed as exc:
             print(f"a function that raises comes back as a typed error: FunctionFailed: {exc}")
+        print(f"paid with {wallet.vouchers_bought} voucher(s); {wallet.remaining_micro} micro-credits left")
     return 1 if failures else 0
