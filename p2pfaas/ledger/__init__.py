@@ -1,6 +1,16 @@
-"""The double-entry ledger in micro-credits (accounts, vouchers, settlement): issue #5.
+"""The double-entry ledger in integer micro-credits (issue #5), on MariaDB and on SQLite.
 
-Not built yet. It will live in the same database and migration history as the anchor's registry
-(`p2pfaas.db`: SQLAlchemy Core over aiomysql/aiosqlite, Alembic migrations), reusing
-`Database.run`'s retry of transient errors and the idempotent upserts in `p2pfaas.db.upsert`.
+- `policy`: the sans-I/O rules: fees, which accounts may go negative, payout states, and which
+  receipts of a batch to pay (`admit_batch`).
+- `store`: accounts, transfers (entries summing to zero), grants, corrections, vouchers' escrow
+  holds and their release at expiry, payouts; `settlement`: receipt batches, exactly once.
+- `issuer`: the anchor's voucher-signing key (kept in the database) and voucher issuance.
+- `payments`: the payment-provider interface and the manual-payments provider.
+- `audit`: the invariants, checked against the database; `wire`: the HTTP messages (tags 80-99).
+- `devnet`: an operator, credits and a wallet for `p2pfaas devnet demo`.
+
+Everything goes through `p2pfaas.db` (SQLAlchemy Core over aiomysql/aiosqlite, Alembic revisions),
+one retried transaction per operation, each idempotent by a reference. The HTTP routes are in
+`p2pfaas.anchor.ledger_api`; the node's side in `p2pfaas.node.vouchers` and `p2pfaas.node.receipts`;
+the lessee's in `p2pfaas.client.wallet`.
 """

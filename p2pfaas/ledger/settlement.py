@@ -3,13 +3,17 @@
 `Settler.settle(node_id, claims, now)` runs one transaction for a whole batch, set-based so its
 cost hardly grows with the batch (a handful of statements, whatever the number of receipts):
 
-1. lock the vouchers the batch draws on (`SELECT ... FOR UPDATE`, by id) and read their holds;
-2. read which invocation ids are settled already; `policy.admit_batch` decides the rest;
-3. insert the admitted settlements tagged with this attempt's random token, skipping any
-   invocation id that exists (the primary key is the last word: a concurrent settlement of the same
-   id under another voucher blocks on it, then loses), and read back the rows this attempt owns;
-4. one transfer for the batch: each hold pays its charges, the node's account gets the prices, the
-   anchor's fee account the fees; balances change by conditional updates in ascending account id.
+1. lock the vouchers the batch draws on, then their hold accounts (`SELECT ... FOR UPDATE` by
+   primary key, in id order) and read what each hold has left;
+2. `policy.admit_batch` decides, first come first paid, assuming no id was settled before; if
+   that assumption could change a verdict (anything was refused), read the settled ids first;
+3. insert the admitted settlements, tagged with this attempt's random token: for fresh receipts
+   one plain multi-row INSERT, which fails whole on an id settled before (a replay), and then
+   (or when step 2 read the settled ids) an insert that skips existing ids, reading back the rows
+   this attempt owns. The primary key is the last word: a concurrent settlement of the same id
+   under another voucher blocks on it, then loses;
+4. one transfer for the batch: each hold pays its charges, the node's earning account gets the
+   prices, the anchor's fee account the fees, by one conditional UPDATE (rows in id order).
 
 Signatures are checked before this (`p2pfaas.anchor.ledger_api`); the store trusts its input.
 """
