@@ -21,11 +21,11 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2pfaas.db import Database
-from p2pfaas.db.retry import mysql_error_code
 from p2pfaas.db.schema import accounts, api_tokens, key_owners, lessee_keys, users
 from p2pfaas.db.upsert import insert_ignore
 from p2pfaas.errors import NotFound, Refused, SignatureError
 from p2pfaas.identity import node_id_of
+from p2pfaas.ledger.store import is_duplicate_key
 
 __all__ = ["AccountStore", "KeyKind", "OwnedKey", "TokenRow", "UserRow", "normalize_username"]
 
@@ -338,11 +338,3 @@ def _token_row(m: sa.RowMapping) -> TokenRow:
         float(m["expires_at"]),
         None if revoked is None else float(revoked),
     )
-
-
-def is_duplicate_key(error: sa_exc.IntegrityError) -> bool:
-    """Whether an insert failed on a primary or unique key (MySQL error 1062, SQLite's UNIQUE/PRIMARY KEY)."""
-    if mysql_error_code(error.orig) == 1062:
-        return True
-    message = str(error.orig)
-    return "UNIQUE constraint failed" in message or "PRIMARY KEY constraint failed" in message
