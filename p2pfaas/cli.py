@@ -107,6 +107,7 @@ def cmd_fn_deploy(args: argparse.Namespace) -> int:
 
 def cmd_fn_invoke(args: argparse.Namespace) -> int:
     from p2pfaas.client import AsyncClient
+    from p2pfaas.client.replication import verified_invoke
 
     try:
         payload = json.loads(args.payload)
@@ -115,7 +116,12 @@ def cmd_fn_invoke(args: argparse.Namespace) -> int:
 
     async def invoke() -> None:
         async with AsyncClient(args.anchor, _lessee_keys(args)) as client:
-            outcome = await client.invoke(args.name, payload, timeout_s=args.timeout)
+            if args.verify == "off":
+                outcome = await client.invoke(args.name, payload, timeout_s=args.timeout)
+            else:  # replicas on distinct nodes, result hashes voted (issue #5, trust)
+                outcome = await verified_invoke(
+                    client, args.name, payload, timeout_s=args.timeout, mode=args.verify
+                )
             print(json.dumps(outcome.value, indent=2))
             print(
                 f"# node {outcome.node_id[:12]} ({outcome.node_url}), {outcome.duration_s * 1000:.1f} ms"
@@ -248,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("name")
     invoke.add_argument("payload", nargs="?", default="null", help="JSON payload (default: null)")
     invoke.add_argument("--timeout", type=float, default=None, help="seconds (default: the manifest's)")
+    invoke.add_argument(
+        "--verify",
+        choices=("off", "adaptive", "always"),
+        default="off",
+        help="deterministic functions: check the result on other nodes (adaptive: spot-check trusted nodes)",
+    )
     invoke.add_argument("--key", type=Path, default=default_key(), help="lessee key (default: %(default)s)")
     invoke.add_argument("--anchor", default=default_anchor(), help="anchor URL (default: %(default)s)")
 

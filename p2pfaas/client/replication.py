@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import random
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +47,7 @@ from p2pfaas.trust.vote import (
 )
 from p2pfaas.trust.wire import ReplicationReport, ReplicationVerdict, ReputationList
 
-__all__ = ["ReplicatedInvoker", "ReplicatedOutcome", "ReplicationInconclusive"]
+__all__ = ["ReplicatedInvoker", "ReplicatedOutcome", "ReplicationInconclusive", "verified_invoke"]
 
 log = logging.getLogger(__name__)
 REPUTATION_TTL_S = 60.0
@@ -263,6 +264,23 @@ class ReplicatedInvoker:
             # The vote stands for this client; unreported, the replicas are paid after the anchor's hold.
             log.warning("could not report the vote of %s to the anchor: %s", group, error)
             return None
+
+
+async def verified_invoke(
+    client: AsyncClient, name: str, payload: Any, *, timeout_s: float | None, mode: str
+) -> InvokeOutcome:
+    """`p2pfaas fn invoke --verify adaptive|always`: the agreed outcome; how it was checked on stderr."""
+    done = await ReplicatedInvoker(client, adaptive=mode == "adaptive").invoke(
+        name, payload, timeout_s=timeout_s
+    )
+    if not done.spot_checked:
+        how = f"trusted alone (node {done.outcome.node_id[:12]} has a long record of agreement)"
+    else:
+        how = f"{len(done.agreeing)} of {done.replicas} replicas agreed"
+        if done.dissenting:
+            how += f"; outvoted: {', '.join(n[:12] for n in sorted(done.dissenting))}"
+    print(f"# verified: {how}", file=sys.stderr)
+    return done.outcome
 
 
 def _output_hash(result: InvokeResult) -> bytes:

@@ -188,3 +188,19 @@ async def test_replication_needs_a_deterministic_function(three_honest: Net, tmp
         await ReplicatedInvoker(three_honest.client).invoke("echo", 1)
     with pytest.raises(LocalError):
         ReplicatedInvoker(three_honest.client, quorum=1, max_replicas=1)
+
+
+async def test_fn_invoke_verify_from_the_command_line(
+    three_honest: Net, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from p2pfaas.cli import main
+
+    key_file = tmp_path / "lessee.key"
+    three_honest.client.keys.save(key_file)
+    argv = ["fn", "invoke", "sum", "[4, 5]", "--verify", "always", "--anchor", three_honest.anchor.url]
+    code = await asyncio.to_thread(main, [*argv, "--key", str(key_file)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert '"sum": 9' in out and "# verified: 2 of 2 replicas agreed" in err
