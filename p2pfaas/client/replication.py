@@ -87,7 +87,7 @@ class ReplicatedInvoker:
     max_replicas: int = DEFAULT_MAX_REPLICAS
     adaptive: bool = True
     policy: AdaptivePolicy = field(default_factory=AdaptivePolicy)
-    voucher: Voucher | None = None
+    voucher: Voucher | None = None  # None: the client's wallet's, if it has one
     report: bool = True
     _records: dict[str, Record] = field(default_factory=dict)
     _records_at: float = float("-inf")
@@ -179,13 +179,17 @@ class ReplicatedInvoker:
     async def _one(
         self, node: NodeInfo, invocation_id: str, digest: str, body: bytes, function_timeout_s: float
     ) -> _Answer | None:
+        voucher = self.voucher
+        wallet = self.client.wallet
+        if voucher is None and wallet is not None:  # each replica is paid like any invocation
+            voucher = await wallet.voucher(lifetime_s=function_timeout_s + NETWORK_SLACK_S)
         request = signing.sign(
             InvokeRequest(
                 invocation_id=invocation_id,
                 digest=digest,
                 payload=body,
                 timeout_s=function_timeout_s,
-                voucher=self.voucher,
+                voucher=voucher,
                 signer=b"",
                 signature=b"",
             ),
@@ -212,6 +216,8 @@ class ReplicatedInvoker:
                 raise SignatureError("attached a receipt for another node or invocation")
             if receipt is not None:
                 signing.verify(receipt)
+            if wallet is not None:
+                wallet.spent(receipt)
         except (P2PFaaSError, OSError) as error:
             log.info(
                 "replica %s on node %s gave no usable answer: %s", invocation_id, node.node_id[:12], error

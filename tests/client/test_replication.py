@@ -204,3 +204,78 @@ async def test_fn_invoke_verify_from_the_command_line(
     out, err = capsys.readouterr()
     assert code == 0, err
     assert '"sum": 9' in out and "# verified: 2 of 2 replicas agreed" in err
+
+
+async def test_paid_replication_pays_the_majority_and_never_the_liar(tmp_path: Path) -> None:
+    """Vouchers, receipts and the vote together: volunteers who ran agreeing replicas are paid; the
+    volunteer whose node lied is paid nothing for its outvoted replicas; the ledger stays balanced."""
+    from p2pfaas.anchor.accounts import AccountStore
+    from p2pfaas.anchor.app import AnchorSettings
+    from p2pfaas.anchor.passwords import PasswordHasher
+    from p2pfaas.client.account import AccountClient
+    from p2pfaas.client.wallet import Wallet
+    from p2pfaas.ledger.audit import audit
+
+    password = "a long enough password"
+    run_dir = Path(tempfile.mkdtemp(prefix="p2pq-", dir="/tmp"))
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'a.db'}"
+    settings = AnchorSettings(hasher=PasswordHasher(log2_n=10))
+    async with open_database(db_url) as db:
+        stored = await settings.hasher.hash(password)
+        await AccountStore(db).create_user("root", password_hash=stored, role="operator", now=0.0)
+    try:
+        async with AsyncExitStack() as stack:
+            anchor = await stack.enter_async_context(AnchorServer(db_url, port=0, settings=settings))
+            operator = await stack.enter_async_context(AccountClient(anchor.url))
+            await operator.login("root", password)
+            nodes: list[NodeDaemon] = []
+            volunteers: list[AccountClient] = []
+            for i in range(4):  # the last one lies
+                config = NodeConfig(
+                    anchor_url=anchor.url,
+                    key_path=tmp_path / f"n{i}" / "key",
+                    work_dir=tmp_path / f"n{i}",
+                    port=0,
+                    price_per_cpu_s_micro=1_000_000,
+                    price_per_gb_s_micro=1_000_000,
+                )
+                executor = (LyingExecutor if i == 3 else UnsandboxedProcessExecutor)(
+                    work_dir=run_dir / f"n{i}"
+                )
+                node = await stack.enter_async_context(NodeDaemon(config, executor=executor))
+                await node.announce()
+                await node.payments.ready()
+                volunteer = await stack.enter_async_context(AccountClient(anchor.url))
+                await volunteer.signup(f"vol{i}", password, role="volunteer")
+                await volunteer.claim_key(node.keys, kind="node")
+                nodes.append(node)
+                volunteers.append(volunteer)
+            alice = await stack.enter_async_context(AccountClient(anchor.url))
+            await alice.signup("alice", password)
+            keys = KeyPair.generate()
+            await alice.claim_key(keys, kind="lessee")
+            await operator.grant("alice", 50_000_000, ref="welcome")
+            wallet = Wallet(keys, alice.voucher, budget_micro=20_000_000, ttl_s=600, rng=random.Random(3))
+            client = await stack.enter_async_context(
+                AsyncClient(anchor.url, keys, rng=random.Random(5), wallet=wallet)
+            )
+            await client.deploy(write_sum(tmp_path))
+            invoker = ReplicatedInvoker(client, quorum=2, max_replicas=4, adaptive=False)
+            liar = nodes[3].node_id
+            caught = 0
+            for i in range(6):
+                done = await invoker.invoke("sum", [i, 1])
+                assert done.outcome.value == {"sum": i + 1}
+                caught += liar in done.dissenting
+                assert done.verdict is not None and done.verdict.outcome == "agreed"
+            assert caught >= 1
+            for node in nodes:
+                await node.payments.sender.flush()
+                await node.payments.sender.drained()  # held replicas are answered once their vote is in
+            earned = [sum(a.balance_micro for a in (await v.balances()).accounts) for v in volunteers]
+            assert earned[3] == 0  # every replica the liar ran was outvoted
+            assert sum(earned[:3]) > 0
+            async with open_database(db_url) as db:
+                assert await audit(db) == []
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
