@@ -113,13 +113,23 @@ class Settler:
 
         async def owner_account(connection: AsyncConnection) -> int | None:
             query = (
-                sa.select(users.c.account_id)
+                sa.select(users.c.user_id, users.c.account_id)
                 .select_from(key_owners.join(users, users.c.user_id == key_owners.c.user_id))
                 .where(key_owners.c.key_id == node_id, key_owners.c.kind == "node")
             )
-            return await connection.scalar(query)
+            owner = (await connection.execute(query)).first()
+            if owner is None:
+                return None
+            # What the node earned before its claim is its volunteer's too: hand over that account
+            # (listed with the volunteer's balances, paid out like them).
+            await connection.execute(
+                accounts.update()
+                .where(accounts.c.name == node_account_name(node_id), accounts.c.owner_user_id.is_(None))
+                .values(owner_user_id=owner.user_id)
+            )
+            return int(owner.account_id)
 
-        claimed = await self.db.run(owner_account, what="find the node's owner", write=False)
+        claimed = await self.db.run(owner_account, what="find the node's owner")
         if claimed is not None:
             self._account_ids[node_account_name(node_id)] = int(claimed)
             return int(claimed)
