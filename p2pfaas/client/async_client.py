@@ -34,6 +34,7 @@ from p2pfaas.errors import (
     InvokeTimeout,
     LocalError,
     MemoryExceeded,
+    Refused,
     SignatureError,
     Unreachable,
 )
@@ -172,26 +173,8 @@ class AsyncClient:
         `node_url` pins the entry node (tests, benchmarks); otherwise nodes are tried in a random
         order until one answers.
         """
-        info = await self.function(name)
-        manifest = info.header.manifest
-        timeout = min(timeout_s or manifest.timeout_s, manifest.timeout_s)
-        try:
-            body = json.dumps(payload, separators=(",", ":")).encode()
-        except (TypeError, ValueError) as exc:
-            raise LocalError(f"payload is not JSON-serialisable: {exc}") from None
-        voucher = await self.wallet.voucher(lifetime_s=timeout + NETWORK_SLACK_S) if self.wallet else None
-        request = signing.sign(
-            InvokeRequest(
-                invocation_id=f"{self.rng.getrandbits(128):032x}",
-                digest=info.header.digest,
-                payload=body,
-                timeout_s=timeout,
-                voucher=voucher,
-                signer=b"",
-                signature=b"",
-            ),
-            self.keys,
-        )
+        request = await self._signed_request(name, payload, timeout_s)
+        timeout = request.timeout_s
         failures: list[str] = []
         tried: set[str] = set()
         # A cached list may be stale: when every node on it fails, ask the anchor once more.
@@ -209,14 +192,18 @@ class AsyncClient:
                         request,
                         timeout_s=timeout + NETWORK_SLACK_S,
                     )
-                except Unreachable as exc:
+                except (Unreachable, Refused) as exc:
+                    if isinstance(exc, Refused) and exc.status != 503:
+                        raise
+                    # Gone, timed out or busy/draining: the next node gets the SAME invocation id, so
+                    # nodes run it at most once each and the ledger charges it once (issue #6).
                     failures.append(str(exc))
-                    if self._discovery is not None:
+                    if self._discovery is not None and isinstance(exc, Unreachable):
                         self._discovery.demote(node.node_id)
                     continue
                 if self.wallet is not None:
                     self.wallet.spent(result.receipt)
-                return self._outcome(request, result, node)
+                return self._outcome(request, result, await self._executing_node(result, node))
         raise Unreachable(
             f"no node could run invocation {request.invocation_id}: " + ("; ".join(failures) or "no nodes")
         )
@@ -238,6 +225,38 @@ class AsyncClient:
         # how concurrent invocations interleave: a seeded run is reproducible.
         random.Random(invocation_id).shuffle(nodes)
         return nodes
+
+    async def _signed_request(self, name: str, payload: Any, timeout_s: float | None) -> InvokeRequest:
+        info = await self.function(name)
+        manifest = info.header.manifest
+        timeout = min(timeout_s or manifest.timeout_s, manifest.timeout_s)
+        try:
+            body = json.dumps(payload, separators=(",", ":")).encode()
+        except (TypeError, ValueError) as exc:
+            raise LocalError(f"payload is not JSON-serialisable: {exc}") from None
+        voucher = await self.wallet.voucher(lifetime_s=timeout + NETWORK_SLACK_S) if self.wallet else None
+        return signing.sign(
+            InvokeRequest(
+                invocation_id=f"{self.rng.getrandbits(128):032x}",
+                digest=info.header.digest,
+                payload=body,
+                timeout_s=timeout,
+                voucher=voucher,
+                signer=b"",
+                signature=b"",
+            ),
+            self.keys,
+        )
+
+    async def _executing_node(self, result: InvokeResult, entry: NodeInfo) -> NodeInfo:
+        """The node that signed `result`: the entry node, or a known node it forwarded to."""
+        if result.signer == entry.public_key:
+            return entry
+        for refresh in (False, True):
+            for node in await self.nodes(refresh=refresh):
+                if node.public_key == result.signer:
+                    return node
+        raise SignatureError(f"node {entry.node_id[:12]} answered with the signature of an unknown key")
 
     def _outcome(self, request: InvokeRequest, result: InvokeResult, node: NodeInfo) -> InvokeOutcome:
         if result.signer != node.public_key:

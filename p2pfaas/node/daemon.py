@@ -32,6 +32,7 @@ from p2pfaas.identity import KeyPair
 from p2pfaas.messages import Ack, Bundle, NodeAnnouncement
 from p2pfaas.node.app import make_app
 from p2pfaas.node.overlay import Overlay, overlay_for
+from p2pfaas.node.placement import NodePlacement, PlacementConfig
 from p2pfaas.node.service import NodeService
 from p2pfaas.node.settings import service_options
 from p2pfaas.node.vouchers import NodePayments
@@ -68,6 +69,10 @@ class NodeConfig:
     dht_port: int | None = None  # None: no overlay; 0: any free UDP port
     dht_host: str = ""  # "" -> host
     peers: tuple[tuple[str, int], ...] = ()  # DHT peers to join through (the anchor's bootstrap node)
+    placement: str = "ours"  # placement policy (p2pfaas/placement/policy.py), gossip and drain: issue #6
+    gossip_period_s: float = 2.0
+    gossip_fanout: int = 2
+    drain_deadline_s: float = 60.0
 
 
 def docker_problem() -> str:
@@ -174,7 +179,15 @@ class NodeDaemon:
             **options,
         )
         self.service = service
-        runner = web.AppRunner(make_app(service), access_log=None)
+        self.placement = NodePlacement(
+            service=service, keys=self.keys, session=self.session, rng=self.rng,
+            anchor_url=self.config.anchor_url, overlay=lambda: self.overlay, on_drained=self.stop,
+            config=PlacementConfig(
+                policy=self.config.placement, gossip_period_s=self.config.gossip_period_s,
+                gossip_fanout=self.config.gossip_fanout, drain_deadline_s=self.config.drain_deadline_s,
+            ),
+        )  # fmt: skip
+        runner = web.AppRunner(make_app(service, self.placement), access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, self.config.host, self.config.port)
@@ -191,6 +204,8 @@ class NodeDaemon:
                     cores=self.config.cpus, memory_mb=self.config.memory_mb, service=service,
                 )
             )
+        self.placement.url = self.url
+        await stack.enter_async_context(self.placement)  # gossip starts; leaving stops it
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
         tasks.create_task(self._announce_forever())
         # Leaving the stack sets _stop first so the announcer ends before the TaskGroup is awaited.
@@ -256,8 +271,9 @@ async def run_node(config: NodeConfig) -> None:
     keys = KeyPair.load_or_create(config.key_path)
     executor = await asyncio.to_thread(make_executor, config, owner_id=keys.key_id)
     async with NodeDaemon(config, executor=executor, keys=keys) as node:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, node.stop)
+        loop.add_signal_handler(signal.SIGINT, node.stop)
+        # SIGTERM drains: neighbours take the queue, in-flight work finishes, then the node stops.
+        loop.add_signal_handler(signal.SIGTERM, node.placement.request_drain)
         print(f"node {node.node_id} serving on {node.url} (executor: {node.executor.kind})", flush=True)
         await node.stopped()
     print(f"node {node.node_id} stopped", flush=True)

@@ -1,0 +1,152 @@
+"""Asynchronous invocations: submit now, poll (or be called back) later.
+
+`Jobs` accepts a `JobSubmit` (the lessee's signed `InvokeRequest` plus an optional callback URL),
+answers at once with its state, and runs it through the router like any invocation, so placement,
+forwarding and exactly-once per invocation id are the same. Submitting the same invocation id again
+returns the existing job rather than a second run. A job moves QUEUED -> RUNNING -> DONE or FAILED
+(illegal transitions raise). Finished jobs are kept for `retain_s` and at most `max_finished`, oldest
+dropped first; failed ones keep their node-signed result (or the error that stopped them) so they can
+be inspected. With a callback URL the signed `InvokeResult` is POSTed there, retried a few times with
+backoff; the callback is best effort, polling stays authoritative.
+
+The invocation id is 128 random bits chosen by the lessee: knowing it is what lets one poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from p2pfaas import signing
+from p2pfaas.errors import Busy, NotFound, P2PFaaSError
+from p2pfaas.messages import InvokeRequest, InvokeResult
+from p2pfaas.placement.wire import JobStatus, JobSubmit
+
+log = logging.getLogger(__name__)
+
+Runner = Callable[[InvokeRequest], Awaitable[InvokeResult]]
+Callback = Callable[[str, InvokeResult], Awaitable[None]]  # url, result; raises P2PFaaSError on failure
+
+
+class JobState(enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+_ALLOWED = {
+    JobState.QUEUED: {JobState.RUNNING, JobState.FAILED},
+    JobState.RUNNING: {JobState.DONE, JobState.FAILED},
+    JobState.DONE: set(),
+    JobState.FAILED: set(),
+}
+
+
+@dataclass
+class _Job:
+    request: InvokeRequest
+    callback_url: str
+    state: JobState = JobState.QUEUED
+    result: InvokeResult | None = None
+    error: str = ""
+    finished_at: float = 0.0
+    callback_attempts: int = 0
+
+    def move(self, to: JobState) -> None:
+        if to not in _ALLOWED[self.state]:
+            raise AssertionError(f"job {self.request.invocation_id}: {self.state.value} -> {to.value}")
+        self.state = to
+
+    def status(self) -> JobStatus:
+        return JobStatus(
+            invocation_id=self.request.invocation_id,
+            job_state=self.state.value,
+            result=self.result,
+            error=self.error[:4000],
+        )
+
+
+@dataclass
+class Jobs:
+    """Driven by the node app's /v1/jobs handlers; runs each job as a task it owns."""
+
+    run: Runner
+    callback: Callback | None = None
+    retain_s: float = 3600.0
+    max_finished: int = 10_000
+    max_pending: int = 10_000
+    callback_tries: int = 4
+    callback_backoff_s: float = 0.5
+    _jobs: OrderedDict[str, _Job] = field(default_factory=OrderedDict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def submit(self, msg: JobSubmit) -> JobStatus:
+        signing.verify(msg.request)  # SignatureError -> 403: never queue what the lessee did not sign
+        self._expire()
+        job = self._jobs.get(msg.request.invocation_id)
+        if job is not None:
+            return job.status()
+        if self.pending() >= self.max_pending:
+            raise Busy(f"{self.pending()} asynchronous invocations pending here")
+        job = _Job(msg.request, msg.callback_url)
+        self._jobs[msg.request.invocation_id] = job
+        task = asyncio.get_running_loop().create_task(self._run(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return job.status()
+
+    def status(self, invocation_id: str) -> JobStatus:
+        self._expire()
+        job = self._jobs.get(invocation_id)
+        if job is None:
+            raise NotFound(f"no job {invocation_id[:80]} here (unknown, or its result has expired)")
+        return job.status()
+
+    def pending(self) -> int:
+        return sum(1 for j in self._jobs.values() if j.state in (JobState.QUEUED, JobState.RUNNING))
+
+    async def _run(self, job: _Job) -> None:
+        loop = asyncio.get_running_loop()
+        job.move(JobState.RUNNING)
+        try:
+            result = await self.run(job.request)
+        except P2PFaaSError as exc:
+            job.error = f"{type(exc).__name__}: {exc}"
+            job.move(JobState.FAILED)
+        else:
+            job.result = result
+            job.error = "" if result.ok else f"{result.error_type}: {result.error_message}"
+            job.move(JobState.DONE if result.ok else JobState.FAILED)
+        finally:
+            job.finished_at = loop.time()
+        if job.callback_url and job.result is not None and self.callback is not None:
+            await self._call_back(job, job.result)
+
+    async def _call_back(self, job: _Job, result: InvokeResult) -> None:
+        assert self.callback is not None
+        for attempt in range(self.callback_tries):
+            job.callback_attempts += 1
+            try:
+                await self.callback(job.callback_url, result)
+                return
+            except P2PFaaSError as exc:
+                log.info("callback for %s to %s failed: %s", job.request.invocation_id, job.callback_url, exc)
+            await asyncio.sleep(self.callback_backoff_s * 2**attempt)
+
+    def _expire(self) -> None:
+        now = asyncio.get_running_loop().time()
+        finished = [(i, j) for i, j in self._jobs.items() if j.state in (JobState.DONE, JobState.FAILED)]
+        excess = len(finished) - self.max_finished
+        for k, (invocation_id, job) in enumerate(finished):
+            if k < excess or now - job.finished_at > self.retain_s:
+                del self._jobs[invocation_id]
+
+    async def aclose(self) -> None:
+        """Wait for running jobs (draining keeps them); their results stay pollable until then."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,261 @@
+"""A node's placement side, assembled: view, router, gossip, async jobs, drain, and their HTTP routes.
+
+`NodePlacement` is an async context manager the daemon enters once its HTTP site is bound: it runs
+the gossip task and the neighbour refresher in a TaskGroup it owns. Neighbours are, in order of
+preference, the DHT's nearby adverts (with their Vivaldi-predicted RTTs) when the node runs an
+overlay, else the anchor's node list, plus every peer already in the view.
+
+Draining (`drain()`, from `p2pfaas node drain` via POST /v1/drain or from SIGTERM): the node marks
+itself draining in its reports and tells every neighbour at once; new invocations are forwarded, not
+run; invocations queued here are handed to neighbours; in-flight ones finish within the deadline;
+then `on_drained` (the daemon's stop) runs.
+
+Routes (MessagePack bodies):
+    POST /v1/forward       ForwardRequest -> InvokeResult, or 503 busy (a conditional forward refused)
+    POST /v1/gossip        GossipExchange -> GossipExchange
+    POST /v1/drain         DrainRequest (signed with this node's key) -> Ack
+    POST /v1/jobs          JobSubmit -> JobStatus
+    GET  /v1/jobs/{id}     -> JobStatus, or 404
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from p2pfaas import rpc, signing
+from p2pfaas.clock import wall_time
+from p2pfaas.errors import ConfigError, P2PFaaSError
+from p2pfaas.identity import KeyPair, PublicKey
+from p2pfaas.messages import Ack, InvokeResult, NodeList
+from p2pfaas.node.gossip import Gossiper, LocalLoad
+from p2pfaas.node.jobs import Jobs
+from p2pfaas.node.router import Router
+from p2pfaas.node.service import NodeService
+from p2pfaas.placement.policy import Policy, make_policy
+from p2pfaas.placement.view import LoadView
+from p2pfaas.placement.wire import DrainRequest, ForwardRequest, GossipExchange, JobSubmit
+
+log = logging.getLogger(__name__)
+
+FORWARD_SLACK_S = 10.0
+DRAIN_REQUEST_MAX_AGE_S = 300.0
+
+
+@dataclass(frozen=True)
+class PlacementConfig:
+    policy: str = "ours"
+    gossip_period_s: float = 2.0
+    gossip_fanout: int = 2
+    view_max_age_s: float = 10.0
+    hop_limit: int = 2
+    drain_deadline_s: float = 60.0
+    neighbour_refresh_s: float = 15.0
+    static_peers: tuple[str, ...] = ()  # peer base URLs, always gossiped with
+
+    def __post_init__(self) -> None:
+        make_policy(self.policy)  # raises ValueError naming the choices
+        if self.gossip_period_s <= 0 or self.gossip_fanout < 1 or self.hop_limit < 1:
+            raise ConfigError("gossip period must be positive, fan-out and hop limit at least 1")
+
+
+class NodePlacement:
+    def __init__(
+        self,
+        *,
+        service: NodeService,
+        keys: KeyPair,
+        session: aiohttp.ClientSession,
+        rng: random.Random,
+        anchor_url: str,
+        config: PlacementConfig | None = None,
+        overlay: Callable[[], Any] = lambda: None,
+        on_drained: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config or PlacementConfig()
+        self.service = service
+        self.keys = keys
+        self.session = session
+        self.anchor_url = anchor_url
+        self.overlay = overlay
+        self.on_drained = on_drained
+        self.view = LoadView(self_id=keys.key_id, max_age_s=self.config.view_max_age_s)
+        policy: Policy = make_policy(self.config.policy)
+        self.gossiper = Gossiper(
+            keys=keys,
+            view=self.view,
+            local_load=self._local_load,
+            exchange=self._exchange,
+            neighbours=self._neighbours,
+            rng=rng,
+            period_s=self.config.gossip_period_s,
+            fanout=self.config.gossip_fanout,
+        )
+        self.router = Router(
+            service=service,
+            keys=keys,
+            view=self.view,
+            send_forward=self._send_forward,
+            probe=self.gossiper.probe,
+            policy=policy,
+            rng=rng,
+            hop_limit=self.config.hop_limit,
+        )
+        self.jobs = Jobs(run=self.router.invoke, callback=self._call_back)
+        self._known_urls: list[str] = []
+        self._stop = asyncio.Event()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._drain_task: asyncio.Task[bool] | None = None
+
+    @property
+    def url(self) -> str:
+        return self.gossiper.url
+
+    @url.setter
+    def url(self, value: str) -> None:
+        self.gossiper.url = value
+
+    async def __aenter__(self) -> NodePlacement:
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        self._tasks.create_task(self._refresh_neighbours_forever())
+        self._tasks.create_task(self.gossiper.run(self._stop))
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        if self._drain_task is not None and not self._drain_task.done():
+            self._drain_task.cancel()
+        assert self._tasks is not None
+        await self._tasks.__aexit__(exc_type, exc, tb)
+
+    # --- load and neighbours ---------------------------------------------------------------------
+
+    def _local_load(self) -> LocalLoad:
+        warm_digests = getattr(self.service.executor, "warm_digests", None)
+        warm: dict[str, int] = dict(warm_digests()) if warm_digests is not None else {}
+        return LocalLoad(
+            capacity=self.router.capacity,
+            free_slots=0 if self.router.draining else self.router.free_slots(),
+            queue_length=self.router.queue_length(),
+            draining=self.router.draining,
+            warm=warm,
+            queued=self.router.queued_by_digest(),
+        )
+
+    def _neighbours(self) -> list[str]:
+        in_view = [load.url for load in self.view.loads(asyncio.get_running_loop().time())]
+        return [*self.config.static_peers, *self._known_urls, *in_view]
+
+    async def refresh_neighbours(self) -> None:
+        urls: list[str] = []
+        overlay = self.overlay()
+        if overlay is not None:
+            with contextlib.suppress(P2PFaaSError, OSError, TimeoutError):
+                for advert in await overlay.find_nearby("python3.11", count=16):
+                    urls.append(advert.url)
+                    self.view.set_rtt(PublicKey(advert.public_key).key_id, advert.predicted_rtt_s)
+        if not urls:
+            try:
+                listing = await rpc.call(
+                    self.session, "GET", f"{self.anchor_url}/v1/nodes", NodeList, timeout_s=10.0
+                )
+            except P2PFaaSError as exc:
+                log.debug("node list for gossip unavailable: %s", exc)
+            else:
+                urls = [n.url for n in listing.nodes if n.node_id != self.keys.key_id]
+        if urls:
+            self._known_urls = urls
+
+    async def _refresh_neighbours_forever(self) -> None:
+        while not self._stop.is_set():
+            await self.refresh_neighbours()
+            # Soon again while we know nobody (the network is starting), then at the configured pace.
+            wait = self.config.neighbour_refresh_s if self._known_urls else 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), wait)
+
+    # --- transport -------------------------------------------------------------------------------
+
+    async def _exchange(self, url: str, msg: GossipExchange) -> GossipExchange:
+        return await rpc.call(self.session, "POST", f"{url}/v1/gossip", GossipExchange, msg, timeout_s=5.0)
+
+    async def _send_forward(self, url: str, forward: ForwardRequest) -> InvokeResult:
+        timeout = forward.request.timeout_s + FORWARD_SLACK_S
+        return await rpc.call(
+            self.session, "POST", f"{url}/v1/forward", InvokeResult, forward, timeout_s=timeout
+        )
+
+    async def _call_back(self, url: str, result: InvokeResult) -> None:
+        await rpc.call(self.session, "POST", url, Ack, result, timeout_s=10.0)
+
+    # --- draining --------------------------------------------------------------------------------
+
+    async def drain(self, deadline_s: float | None = None) -> bool:
+        """Drain now; True if all work finished within the deadline. Then `on_drained` runs."""
+        deadline = self.config.drain_deadline_s if deadline_s is None else deadline_s
+        log.info("node %s draining (deadline %g s)", self.keys.key_id[:12], deadline)
+        finished = await self.router.drain(deadline_s=deadline, announce=self.gossiper.announce)
+        if finished:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.jobs.aclose(), max(0.1, deadline))
+        log.info("node %s drained (%s)", self.keys.key_id[:12], "clean" if finished else "deadline passed")
+        if self.on_drained is not None:
+            self.on_drained()
+        return finished
+
+    def request_drain(self, deadline_s: float | None = None) -> None:
+        """Start draining in the background (a signal handler or the /v1/drain route); idempotent."""
+        if self._drain_task is None and self._tasks is not None:
+            self._drain_task = self._tasks.create_task(self.drain(deadline_s))
+
+    # --- HTTP ------------------------------------------------------------------------------------
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/v1/forward", self._http_forward),
+            web.post("/v1/gossip", self._http_gossip),
+            web.post("/v1/drain", self._http_drain),
+            web.post("/v1/jobs", self._http_submit),
+            web.get("/v1/jobs/{invocation_id}", self._http_job),
+        ]
+
+    async def _http_forward(self, request: web.Request) -> web.Response:
+        msg = await rpc.read_message(request, ForwardRequest)
+        return rpc.reply(await self.router.forwarded(msg))
+
+    async def _http_gossip(self, request: web.Request) -> web.Response:
+        msg = await rpc.read_message(request, GossipExchange)
+        self.gossiper.receive(msg)
+        return rpc.reply(self.gossiper.message())
+
+    async def _http_drain(self, request: web.Request) -> web.Response:
+        msg = await rpc.read_message(request, DrainRequest)
+        signer = signing.verify(msg)
+        if signer.key_id != self.keys.key_id:
+            raise rpc.Forbidden("only this node's own key may drain it")
+        if abs(wall_time() - msg.issued_at) > DRAIN_REQUEST_MAX_AGE_S:
+            raise rpc.Forbidden("drain request is stale (or the clocks disagree by minutes)")
+        self.request_drain(msg.drain_deadline_s)
+        return rpc.reply(Ack(detail="draining"))
+
+    async def _http_submit(self, request: web.Request) -> web.Response:
+        msg = await rpc.read_message(request, JobSubmit)
+        if self.router.draining:
+            raise rpc.Busy("node is draining: submit elsewhere")
+        return rpc.reply(self.jobs.submit(msg), status=202)
+
+    async def _http_job(self, request: web.Request) -> web.Response:
+        return rpc.reply(self.jobs.status(request.match_info["invocation_id"]))
+

@@ -1,0 +1,359 @@
+"""Local-or-forward: where an invocation that reached this node runs (issue #6).
+
+`Router` sits between the node's HTTP API and `NodeService`. For an invocation from a client it asks
+the placement policy (p2pfaas/placement/policy.py) with this node's exact load and the gossiped view:
+run here while there is a free slot, else probe and/or forward to a neighbour, with a hop limit; a
+refused or failed forward is tried elsewhere. An invocation forwarded to us runs here (or is refused,
+when the sender allowed that and we have no free slot). Forwards reuse the lessee's signed request
+unchanged, wrapped in a `ForwardRequest` signed by this node.
+
+Exactly once per node: an invocation id runs at most once here. A second arrival while it is in
+progress (a client retrying, or a peer forwarding it back) shares the same future; one that arrives
+after it finished gets the cached, node-signed result (bounded by count and age).
+
+Work that waits for a local slot waits in the router's own FIFO queue, so that draining can hand it
+to neighbours instead of running it; `drain()` also refuses new work and waits for what runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from p2pfaas import signing
+from p2pfaas.errors import Busy, P2PFaaSError, Refused, RemoteError, SignatureError, Unreachable
+from p2pfaas.identity import KeyPair
+from p2pfaas.messages import InvokeRequest, InvokeResult
+from p2pfaas.node.service import NodeService
+from p2pfaas.placement.policy import Decision, Gossip, Kind, LocalState, Policy, ProbeAnswer
+from p2pfaas.placement.view import LoadView
+from p2pfaas.placement.wire import ForwardRequest
+
+log = logging.getLogger(__name__)
+
+# url, forward -> the executing node's result; raises Busy/Refused when refused, Unreachable when gone
+SendForward = Callable[[str, ForwardRequest], Awaitable[InvokeResult]]
+# url -> the peer's exact load now (a gossip exchange), or None when it does not answer
+Probe = Callable[[str], Awaitable[ProbeAnswer | None]]
+
+
+@dataclass
+class RouterStats:
+    local: int = 0
+    forwarded: int = 0  # forwards that a peer accepted
+    refused_forwards: int = 0  # forwards a peer refused or that failed
+    probes: int = 0
+    joined: int = 0  # arrivals of an id already in progress here
+    cached: int = 0  # arrivals of an id already done here
+    handed_off: int = 0  # queued invocations given to neighbours while draining
+
+
+@dataclass
+class _Queued:
+    request: InvokeRequest
+    hops: int
+    future: asyncio.Future[None]
+
+
+@dataclass
+class Router:
+    """Driven by the node app's /v1/invoke and /v1/forward handlers and by `drain()`."""
+
+    service: NodeService
+    keys: KeyPair
+    view: LoadView
+    send_forward: SendForward
+    probe: Probe | None = None
+    policy: Policy = field(default_factory=Gossip)
+    rng: random.Random = field(default_factory=random.Random)
+    hop_limit: int = 2
+    max_rounds: int = 3
+    result_cache_size: int = 10_000
+    result_ttl_s: float = 600.0
+    stats: RouterStats = field(default_factory=RouterStats)
+    draining: bool = False
+    _in_flight: dict[str, asyncio.Future[InvokeResult]] = field(default_factory=dict)
+    _done: OrderedDict[str, tuple[InvokeResult, float]] = field(default_factory=OrderedDict)
+    _queue: deque[_Queued] = field(default_factory=deque)
+    _running_local: int = 0
+    _tasks: set[asyncio.Task[InvokeResult]] = field(default_factory=set)
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    # --- load, as gossip reports it ----------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        return self.service.admission.limits.slots
+
+    def free_slots(self) -> int:
+        if self._queue:
+            return 0
+        return max(0, min(self.service.admission.free_slots(), self.capacity - self._running_local))
+
+    def queue_length(self) -> int:
+        return len(self._queue) + self.service.admission.queue_length()
+
+    def queued_by_digest(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for item in self._queue:
+            out[item.request.digest] = out.get(item.request.digest, 0) + 1
+        return out
+
+    def in_progress(self) -> int:
+        return len(self._in_flight)
+
+    # --- entry points ----------------------------------------------------------------------------
+
+    async def invoke(self, request: InvokeRequest) -> InvokeResult:
+        """An invocation from a client: place it."""
+        return await self._once(request, hops=0, must_accept=True)
+
+    async def forwarded(self, forward: ForwardRequest) -> InvokeResult:
+        """An invocation a peer forwarded to us. Raises Busy to refuse it."""
+        signing.verify(forward)  # the forwarding node vouches for the hop count
+        return await self._once(forward.request, hops=forward.hops, must_accept=forward.must_accept)
+
+    async def _once(self, request: InvokeRequest, *, hops: int, must_accept: bool) -> InvokeResult:
+        signing.verify(request)  # never place or forward a request the lessee did not sign
+        self._expire_cache()
+        done = self._done.get(request.invocation_id)
+        if done is not None:
+            self.stats.cached += 1
+            return _same_invocation(request, done[0])
+        running = self._in_flight.get(request.invocation_id)
+        if running is not None:
+            self.stats.joined += 1
+            return _same_invocation(request, await asyncio.shield(running))
+        if hops > 0:
+            if self.draining:
+                raise Busy("node is draining")
+            if not must_accept and self.free_slots() <= 0:
+                raise Busy(f"no free slot ({self.capacity} busy, {self.queue_length()} queued)")
+        task = asyncio.get_running_loop().create_task(self._handle(request, hops))
+        self._in_flight[request.invocation_id] = task
+        self._tasks.add(task)
+        self._idle.clear()
+        task.add_done_callback(lambda t: self._finished(request.invocation_id, t))
+        return await asyncio.shield(task)
+
+    def _finished(self, invocation_id: str, task: asyncio.Task[InvokeResult]) -> None:
+        self._tasks.discard(task)
+        self._in_flight.pop(invocation_id, None)
+        if not task.cancelled() and task.exception() is None:
+            self._done[invocation_id] = (task.result(), asyncio.get_running_loop().time())
+            while len(self._done) > self.result_cache_size:
+                self._done.popitem(last=False)
+        if not self._tasks:
+            self._idle.set()
+
+    def _expire_cache(self) -> None:
+        now = asyncio.get_running_loop().time()
+        while self._done:
+            _, (_, at) = next(iter(self._done.items()))
+            if now - at <= self.result_ttl_s:
+                break
+            self._done.popitem(last=False)
+
+    # --- placement -------------------------------------------------------------------------------
+
+    async def _handle(self, request: InvokeRequest, hops: int) -> InvokeResult:
+        while True:
+            try:
+                return await self._place(request, hops)
+            except _HandOff:
+                continue  # it waited in our queue and we are draining now: place it again
+
+    async def _place(self, request: InvokeRequest, hops: int) -> InvokeResult:
+        if hops > 0 and not self.draining:
+            return await self._run_local(request, hops)
+        loop = asyncio.get_running_loop()
+        for _round in range(self.max_rounds):
+            if hops >= self.hop_limit:
+                break
+            local = self._local_state(request.digest)
+            decision = self.policy.decide(
+                local, lambda: self.view.candidates(loop.time(), request.digest), self.rng
+            )
+            if decision.kind is Kind.PROBE:
+                decision = await self._probe(request, local, decision)
+            if decision.kind is Kind.LOCAL and not self.draining:
+                return await self._run_local(request, hops)
+            if decision.kind is Kind.FORWARD:
+                result = await self._forward(request, hops, decision)
+                if result is not None:
+                    return result
+        # Nobody else took it (or the hop limit is reached): it runs here, even while draining,
+        # rather than being lost.
+        return await self._run_local(request, hops)
+
+    def _local_state(self, digest: str) -> LocalState:
+        busy = self.capacity - self.free_slots() if not self._queue else self.capacity
+        return LocalState(
+            capacity=self.capacity,
+            busy=max(0, busy),
+            queued=self.queue_length(),
+            draining=self.draining,
+            warm=_warm(self.service, digest),
+        )
+
+    async def _probe(self, request: InvokeRequest, local: LocalState, decision: Decision) -> Decision:
+        if self.probe is None:
+            return Decision(Kind.LOCAL)
+        answers: list[ProbeAnswer] = []
+        urls = [self._url(t) for t in decision.targets]
+        if decision.sequential:
+            for url in urls:
+                self.stats.probes += 1
+                answer = await self.probe(url) if url else None
+                if answer is not None:
+                    answers.append(answer)
+                    if self.policy.acceptable(answer):
+                        return Decision(Kind.FORWARD, (answer.node_id,))
+        else:
+            self.stats.probes += len(urls)
+            got = await asyncio.gather(*(self.probe(u) for u in urls if u))
+            answers = [a for a in got if a is not None]
+        return self.policy.after_probe(local, answers, self.rng)
+
+    def _url(self, node_id: str) -> str:
+        load = self.view.get(node_id)
+        return load.url if load is not None else ""
+
+    async def _forward(self, request: InvokeRequest, hops: int, decision: Decision) -> InvokeResult | None:
+        """Try the decision's targets in order; None when every one refused or failed."""
+        for target in decision.targets:
+            url = self._url(target)
+            if not url:
+                continue
+            forward = signing.sign(
+                ForwardRequest(
+                    request=request,
+                    hops=hops + 1,
+                    must_accept=not decision.conditional,
+                    signer=b"",
+                    signature=b"",
+                ),
+                self.keys,
+            )
+            self.view.note_sent(target)
+            try:
+                result = await self.send_forward(url, forward)
+            except Refused as exc:
+                self.stats.refused_forwards += 1
+                self.view.note_refused(target)
+                log.debug("forward of %s to %s refused: %s", request.invocation_id, url, exc)
+                continue
+            except Unreachable as exc:
+                self.stats.refused_forwards += 1
+                self.view.forget(target)
+                log.info("forward of %s to %s failed: %s", request.invocation_id, url, exc)
+                continue
+            except (RemoteError, P2PFaaSError) as exc:  # e.g. a malformed answer: try elsewhere
+                self.stats.refused_forwards += 1
+                log.warning("forward of %s to %s went wrong: %s", request.invocation_id, url, exc)
+                continue
+            self.stats.forwarded += 1
+            return _same_invocation(request, result)
+        return None
+
+    # --- the local queue -------------------------------------------------------------------------
+
+    async def _run_local(self, request: InvokeRequest, hops: int) -> InvokeResult:
+        if self._queue or self._running_local >= self.capacity:
+            await self._wait_for_slot(request, hops)  # returns with a slot reserved for us
+        else:
+            self._running_local += 1
+        self.stats.local += 1
+        try:
+            return await self.service.invoke(request)
+        finally:
+            self._running_local -= 1
+            self._pump()
+
+    async def _wait_for_slot(self, request: InvokeRequest, hops: int) -> None:
+        item = _Queued(request, hops, asyncio.get_running_loop().create_future())
+        self._queue.append(item)
+        try:
+            await asyncio.wait_for(asyncio.shield(item.future), request.timeout_s)
+        except TimeoutError:
+            if _granted(item.future):
+                return  # the slot came just as the wait timed out
+            self._leave_queue(item)
+            raise Busy(f"no slot became free within {request.timeout_s:g} s") from None
+        except BaseException:  # cancelled, or handed off while draining
+            if _granted(item.future):  # a slot was reserved for it: give it to the next
+                self._running_local -= 1
+                self._pump()
+            self._leave_queue(item)
+            raise
+
+    def _leave_queue(self, item: _Queued) -> None:
+        with contextlib.suppress(ValueError):
+            self._queue.remove(item)
+
+    def _pump(self) -> None:
+        """Give free slots to queued invocations in order; a woken one counts as running at once."""
+        while self._queue and self._running_local < self.capacity:
+            item = self._queue.popleft()
+            if not item.future.done():
+                item.future.set_result(None)
+                self._running_local += 1
+
+    # --- draining --------------------------------------------------------------------------------
+
+    async def drain(
+        self, *, deadline_s: float, announce: Callable[[], Awaitable[None]] | None = None
+    ) -> bool:
+        """Stop taking work, announce it, hand queued invocations to neighbours, and wait up to
+        `deadline_s` for the rest. True if everything finished in time."""
+        self.draining = True
+        if announce is not None:
+            with contextlib.suppress(P2PFaaSError):
+                await announce()
+        queued, self._queue = list(self._queue), deque()
+        for item in queued:
+            self.stats.handed_off += 1
+            task = self._in_flight.get(item.request.invocation_id)
+            if task is not None and not item.future.done():
+                # Its waiter re-runs placement (which now never picks this node).
+                item.future.set_exception(_HandOff())
+        try:
+            await asyncio.wait_for(self._idle_wait(), deadline_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _idle_wait(self) -> None:
+        while self._tasks:
+            self._idle.clear()
+            await self._idle.wait()
+
+
+class _HandOff(Exception):
+    """A queued invocation leaves the local queue for a neighbour (draining)."""
+
+
+def _granted(future: asyncio.Future[None]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
+def _same_invocation(request: InvokeRequest, result: InvokeResult) -> InvokeResult:
+    signing.verify(result)
+    if result.invocation_id != request.invocation_id or result.digest != request.digest:
+        raise SignatureError("a peer answered a different invocation")
+    return result
+
+
+def _warm(service: NodeService, digest: str) -> int:
+    warm_digests = getattr(service.executor, "warm_digests", None)
+    if warm_digests is None:
+        return 0
+    try:
+        return int(warm_digests().get(digest, 0))
+    except (TypeError, AttributeError):
+        return 0
