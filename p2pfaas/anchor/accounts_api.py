@@ -27,7 +27,7 @@ from p2pfaas.anchor import auth
 from p2pfaas.anchor.accounts import AccountStore, KeyKind, UserRow, normalize_username
 from p2pfaas.anchor.auth import Principal
 from p2pfaas.anchor.passwords import PasswordHasher, WeakPassword, check_new_password
-from p2pfaas.anchor.throttle import LoginThrottle
+from p2pfaas.anchor.throttle import LoginThrottle, Throttle
 from p2pfaas.anchor.tokens import (
     MAX_TOKEN_TTL_S,
     SESSION_TTL_S,
@@ -58,6 +58,7 @@ from p2pfaas.rpc import Forbidden, Unauthorized, read_message, reply
 __all__ = ["AccountsApi", "add_routes"]
 
 CLAIM_SKEW_S = 300.0  # a key claim must be this fresh (the claimant's clock against ours)
+SIGNUPS_PER_HOUR = 20  # per client address; then each further one waits twice as long
 MAX_SESSION_TTL_S = 30 * 24 * 3600.0
 SIGNUP_ROLES = (Role.LESSEE, Role.VOLUNTEER)
 _TOKEN_ID = re.compile(r"[0-9a-f]{16}")
@@ -73,6 +74,7 @@ class AccountsApi:
     hasher: PasswordHasher = field(default_factory=PasswordHasher)
     allow_signup: bool = True
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    signups: Throttle = field(default_factory=lambda: Throttle(threshold=SIGNUPS_PER_HOUR, window_s=3600.0))
 
     async def signup(self, request: web.Request) -> web.Response:
         msg = await read_message(request, SignupRequest)
@@ -82,6 +84,12 @@ class AccountsApi:
             raise Refused(f"role must be one of {', '.join(SIGNUP_ROLES)}, got {msg.role[:16]!r}", status=400)
         username = normalize_username(msg.username)
         _check_password(msg.password, username)
+        # Each sign-up costs a KDF run and a row: one address gets a few an hour, then waits.
+        address, now = request.remote or "?", asyncio.get_running_loop().time()
+        wait_s = self.signups.wait_s(address, now)
+        if wait_s > 0:
+            raise Refused(f"too many sign-ups from your address; try again in {wait_s:.0f} s", status=429)
+        self.signups.failed(address, now)
         password_hash = await self.hasher.hash(msg.password)
         user = await self.store.create_user(
             username, password_hash=password_hash, role=msg.role, now=wall_time()

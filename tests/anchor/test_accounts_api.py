@@ -269,3 +269,14 @@ async def test_repeated_wrong_passwords_lock_the_guesser_out(anchor: AnchorServe
         with pytest.raises(Refused) as locked:
             await guesser.login("alice", PASSWORD)
         assert locked.value.status == 429 and "too many failed logins" in locked.value.reason
+
+
+async def test_one_address_cannot_sign_up_without_end(anchor: AnchorServer) -> None:
+    from p2pfaas.anchor.accounts_api import SIGNUPS_PER_HOUR
+
+    async with AccountClient(anchor.url) as client:
+        for n in range(SIGNUPS_PER_HOUR):
+            await client.signup(f"user{n}", PASSWORD)
+        with pytest.raises(Refused) as refused:
+            await client.signup("one-too-many", PASSWORD)
+        assert refused.value.status == 429 and "sign-ups" in refused.value.reason
