@@ -16,6 +16,10 @@ themselves by signatures. With `AnchorSettings.require_accounts` (production), a
 bound to an account (`POST /v1/accounts/me/keys`) before it can deploy, and anonymous key
 registration is refused; without it (devnet, tests) any key may register itself, as before.
 
+Public by design, with no caller check: health, the node list, function names and bundles (nodes
+fetch bundles by digest; a bundle is code its owner ships to strangers' machines anyway) and nodes'
+reputations. Everything else is either a token's own rows or a signature's own key.
+
 The anchor keeps no state of its own: everything lives in the database behind the stores, so
 several anchors can serve behind one load balancer. The ledger (issue #5) adds routes here; the DHT
 bootstrap node (issue #3) starts beside this app.

@@ -9,6 +9,7 @@
     p2pfaas account claim-node --node-key FILE              bind your node to your account (volunteers)
     p2pfaas account balance
     p2pfaas account payout request AMOUNT --to DEST | show ID | mark ID paid|failed (operator)
+    p2pfaas account topup AMOUNT --ref REF [--provider P]   pay credits in (manual: an operator records it)
     p2pfaas account grant USER AMOUNT --ref REF             an operator gives credits
     p2pfaas account add-operator NAME --db URL              straight into the anchor's database
 
@@ -232,6 +233,18 @@ def cmd_payout(args: argparse.Namespace) -> int:
     return _run(args, work)
 
 
+def cmd_topup(args: argparse.Namespace) -> int:
+    async def work(client: AccountClient) -> int:
+        done = await client.top_up(
+            args.provider, credits_to_micro(args.amount), payment_ref=args.ref, username=args.user
+        )
+        again = " (recorded before; nothing moved)" if done.repeat else ""
+        print(f"topped up; the account now holds {micro_to_credits(done.balance_micro)} credits{again}")
+        return 0
+
+    return _run(args, work)
+
+
 def cmd_grant(args: argparse.Namespace) -> int:
     async def work(client: AccountClient) -> int:
         done = await client.grant(args.username, credits_to_micro(args.amount), ref=args.ref, memo=args.memo)
@@ -337,6 +350,12 @@ def register(groups: Any, *, default_anchor: str) -> None:
     mark = command(payouts, "mark", cmd_payout, "operator: the provider paid it, or it failed")
     mark.add_argument("payout_id")
     mark.add_argument("state", choices=("paid", "failed"))
+
+    topup = command(sub, "topup", cmd_topup, "pay credits in through a payment provider")
+    topup.add_argument("amount")
+    topup.add_argument("--provider", default="manual", help="payment provider (default: %(default)s)")
+    topup.add_argument("--ref", required=True, help="the payment's reference: the same ref counts once")
+    topup.add_argument("--user", default="", help="operator, manual payments: whose account to credit")
 
     grant = command(sub, "grant", cmd_grant, "operator: give a user credits")
     grant.add_argument("username")

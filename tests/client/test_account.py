@@ -198,6 +198,11 @@ def test_the_account_commands_end_to_end(
         ).returncode
         == 1
     )
+    # A manual payment is recorded by an operator for a user; a lessee cannot vouch for its own.
+    topup = ("account", "topup", "3", "--ref", "bank-42", "--user", "alice", "--anchor", url)
+    assert run(*topup, home=alice, check=False).returncode == 1
+    assert "3.000000 credits" in run(*topup, home=root).stdout
+    assert "recorded before" in run(*topup, home=root).stdout
 
     requested = run(
         "account", "payout", "request", "1.25", "--to", "IBAN DE00", "--id", "p1", "--anchor", url, home=vera
