@@ -118,10 +118,10 @@ class ReplicatedInvoker:
             record = (await self._reputations([first.node_id])).get(first.node_id, Record())
             if not self.policy.should_replicate(record, self.client.rng):
                 # Trusted alone, under an ordinary invocation id: paid at once, no vote.
-                alone = await self._one(first, group, info.header.digest, body, timeout)
+                alone = await self._one(first, group, info.header.digest, body, timeout, _by_key(nodes))
                 if alone is not None:
-                    outcome = self.client._outcome(alone.request, alone.result, first)
-                    only = frozenset({first.node_id})
+                    outcome = self.client._outcome(alone.request, alone.result, alone.node)
+                    only = frozenset({alone.node.node_id})
                     return ReplicatedOutcome(
                         outcome, _output_hash(alone.result), 1, only, frozenset(), False, None
                     )
@@ -132,6 +132,7 @@ class ReplicatedInvoker:
         self, group: str, digest: str, body: bytes, function_timeout_s: float, nodes: list[NodeInfo]
     ) -> ReplicatedOutcome:
         vote = Vote(quorum=self.quorum, max_replicas=self.max_replicas)
+        known = _by_key(nodes)
         fresh = list(nodes)
         answers: dict[str, _Answer] = {}
         sent = 0
@@ -154,7 +155,7 @@ class ReplicatedInvoker:
             sent += len(batch)
             results = await asyncio.gather(
                 *(
-                    self._one(node, replica_id(group, k), digest, body, function_timeout_s)
+                    self._one(node, replica_id(group, k), digest, body, function_timeout_s, known)
                     for node, k in batch
                 )
             )
@@ -168,6 +169,7 @@ class ReplicatedInvoker:
                     vote.no_answer()
                     continue
                 answers[answer.ballot.node_id] = answer
+                fresh = [n for n in fresh if n.node_id != answer.ballot.node_id]  # it has voted
         winners = [a for a in answers.values() if a.ballot.node_id in decision.agreeing]
         chosen = next((a for a in winners if _output_hash(a.result) == decision.result_sha256), winners[0])
         outcome = self.client._outcome(chosen.request, chosen.result, chosen.node)  # raises the agreed error
@@ -177,7 +179,13 @@ class ReplicatedInvoker:
         )
 
     async def _one(
-        self, node: NodeInfo, invocation_id: str, digest: str, body: bytes, function_timeout_s: float
+        self,
+        node: NodeInfo,
+        invocation_id: str,
+        digest: str,
+        body: bytes,
+        function_timeout_s: float,
+        known: dict[bytes, NodeInfo],
     ) -> _Answer | None:
         voucher = self.voucher
         wallet = self.client.wallet
@@ -205,7 +213,12 @@ class ReplicatedInvoker:
                 timeout_s=function_timeout_s + NETWORK_SLACK_S,
             )
             if result.signer != node.public_key:
-                raise SignatureError("answered with another key's signature")
+                # Forwarded by the entry node's router: the node that ran it signs, and must be one
+                # the anchor lists; its vote is its own (a node that ran two replicas votes once).
+                executor = known.get(result.signer)
+                if executor is None:
+                    raise SignatureError("answered with the signature of a node the anchor does not list")
+                node = executor
             signing.verify(result)
             if result.invocation_id != invocation_id or result.digest != digest:
                 raise SignatureError("answered another invocation")
@@ -287,6 +300,10 @@ async def verified_invoke(
             how += f"; outvoted: {', '.join(n[:12] for n in sorted(done.dissenting))}"
     print(f"# verified: {how}", file=sys.stderr)
     return done.outcome
+
+
+def _by_key(nodes: list[NodeInfo]) -> dict[bytes, NodeInfo]:
+    return {n.public_key: n for n in nodes}
 
 
 def _output_hash(result: InvokeResult) -> bytes:

@@ -293,3 +293,45 @@ async def test_paid_replication_pays_the_majority_and_never_the_liar(tmp_path: P
                 assert await audit(db) == []
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+async def test_a_forwarded_replica_votes_as_the_node_that_ran_it(three_honest: Net) -> None:
+    """An entry node's router may forward a replica: the answer is signed by the node that ran it,
+    which must be a node the anchor lists, and the ballot is that node's."""
+    from aiohttp import ClientSession, web
+
+    from p2pfaas.messages import NodeInfo
+
+    net = three_honest
+    runner_node = net.honest[1]
+
+    async def forward(request: web.Request) -> web.Response:
+        async with (
+            ClientSession() as session,
+            session.post(f"{runner_node.url}/v1/invoke", data=await request.read()) as answer,
+        ):
+            return web.Response(
+                body=await answer.read(), status=answer.status, content_type=answer.content_type
+            )
+
+    app = web.Application()
+    app.router.add_post("/v1/invoke", forward)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
+        entry_keys = KeyPair.generate()
+        entry = NodeInfo(
+            entry_keys.key_id, entry_keys.public.raw, f"http://127.0.0.1:{port}", ("python3.11",), 1.0, 64
+        )
+        invoker = ReplicatedInvoker(net.client, adaptive=False)
+        digest = (await net.client.function("sum")).header.digest
+        listed = {n.public_key: n for n in await net.client.nodes()}
+        answer = await invoker._one(entry, "a" * 32 + "~r1", digest, b"[2, 3]", 5.0, listed)
+        assert answer is not None and answer.ballot.node_id == runner_node.node_id
+        assert answer.node.node_id == runner_node.node_id
+        # Signed by a node the anchor does not list: no vote.
+        assert await invoker._one(entry, "b" * 32 + "~r1", digest, b"[2, 3]", 5.0, {}) is None
+    finally:
+        await runner.cleanup()
