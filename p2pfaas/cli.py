@@ -6,6 +6,7 @@
     p2pfaas fn invoke NAME [JSON]         run it and print the result
     p2pfaas anchor serve                  run an anchor (registry, node list)
     p2pfaas node run                      run a volunteer node
+    p2pfaas node drain                    drain a running node: hand work over, then stop it
     p2pfaas runtime build                 build the Python runtime image locally
     p2pfaas devnet up|demo|down           a local network: anchor + N nodes, each its own process
 
@@ -30,6 +31,7 @@ from p2pfaas import codec
 from p2pfaas.client import account_cli
 from p2pfaas.dht import DEFAULT_ANCHOR_DHT_PORT, parse_peer
 from p2pfaas.errors import LocalError, P2PFaaSError
+from p2pfaas.node import drain as drain_cli
 
 DEFAULT_ANCHOR = "http://127.0.0.1:8700"
 
@@ -304,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="DHT peer HOST:PORT to join through (repeatable; default: the anchor's bootstrap node)",
     )
+    drain_cli.register(node, home=home())  # p2pfaas node drain (issue #6)
 
     runtime = groups.add_parser("runtime", help="the function runtime image").add_subparsers(
         dest="runtime_command", required=True

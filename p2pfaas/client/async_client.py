@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 
 from p2pfaas import bundle, rpc, signing
+from p2pfaas.client import jobs
 from p2pfaas.client.discovery import Discovery
 from p2pfaas.client.wallet import Wallet
 from p2pfaas.clock import wall_time
@@ -225,6 +226,20 @@ class AsyncClient:
         # how concurrent invocations interleave: a seeded run is reproducible.
         random.Random(invocation_id).shuffle(nodes)
         return nodes
+
+    # --- asynchronous invocations (p2pfaas/client/jobs.py, issue #6) ------------------------------
+
+    async def submit(
+        self, name: str, payload: Any = None, *, timeout_s: float | None = None, callback_url: str = ""
+    ) -> jobs.Job:
+        """Submit an invocation and return at once; `poll` or `wait` for its outcome."""
+        return await jobs.submit(self, name, payload, timeout_s=timeout_s, callback_url=callback_url)
+
+    async def poll(self, job: jobs.Job) -> InvokeOutcome | None:
+        return await jobs.poll(self, job)
+
+    async def wait(self, job: jobs.Job, *, poll_s: float = 0.5) -> InvokeOutcome:
+        return await jobs.wait(self, job, poll_s=poll_s)
 
     async def _signed_request(self, name: str, payload: Any, timeout_s: float | None) -> InvokeRequest:
         info = await self.function(name)

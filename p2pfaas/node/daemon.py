@@ -182,6 +182,7 @@ class NodeDaemon:
         self.placement = NodePlacement(
             service=service, keys=self.keys, session=self.session, rng=self.rng,
             anchor_url=self.config.anchor_url, overlay=lambda: self.overlay, on_drained=self.stop,
+            work_dir=self.config.work_dir,
             config=PlacementConfig(
                 policy=self.config.placement, gossip_period_s=self.config.gossip_period_s,
                 gossip_fanout=self.config.gossip_fanout, drain_deadline_s=self.config.drain_deadline_s,

@@ -26,6 +26,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -37,6 +38,7 @@ from p2pfaas.clock import wall_time
 from p2pfaas.errors import ConfigError, P2PFaaSError
 from p2pfaas.identity import KeyPair, PublicKey
 from p2pfaas.messages import Ack, InvokeResult, NodeList
+from p2pfaas.node.drain import write_url
 from p2pfaas.node.gossip import Gossiper, LocalLoad
 from p2pfaas.node.jobs import Jobs
 from p2pfaas.node.router import Router
@@ -80,6 +82,7 @@ class NodePlacement:
         config: PlacementConfig | None = None,
         overlay: Callable[[], Any] = lambda: None,
         on_drained: Callable[[], None] | None = None,
+        work_dir: Path | None = None,
     ) -> None:
         self.config = config or PlacementConfig()
         self.service = service
@@ -88,6 +91,7 @@ class NodePlacement:
         self.anchor_url = anchor_url
         self.overlay = overlay
         self.on_drained = on_drained
+        self.work_dir = work_dir
         self.view = LoadView(self_id=keys.key_id, max_age_s=self.config.view_max_age_s)
         policy: Policy = make_policy(self.config.policy)
         self.gossiper = Gossiper(
@@ -125,6 +129,8 @@ class NodePlacement:
         self.gossiper.url = value
 
     async def __aenter__(self) -> NodePlacement:
+        if self.work_dir is not None and self.url:
+            write_url(self.work_dir, self.url)  # for `p2pfaas node drain`
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         self._tasks.create_task(self._refresh_neighbours_forever())

@@ -1,0 +1,106 @@
+"""Asynchronous invocations from the client's side: submit, poll, wait (issue #6).
+
+`submit` signs the invocation once and posts it as a `JobSubmit` to an entry node (trying the next
+one if a node is gone or busy). `poll` asks that node for the job's state; if the node has gone, the
+same signed request (same invocation id) is submitted elsewhere, so the invocation still runs, at
+most once per node, and is charged once. A finished job returns the same `InvokeOutcome`, or raises
+the same typed errors, as a synchronous `invoke`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from p2pfaas import rpc
+from p2pfaas.errors import ExecutorError, Refused, Unreachable
+from p2pfaas.messages import InvokeRequest, NodeInfo
+from p2pfaas.placement.wire import JobStatus, JobSubmit
+
+if TYPE_CHECKING:
+    from p2pfaas.client.async_client import AsyncClient, InvokeOutcome
+
+
+@dataclass
+class Job:
+    """A submitted invocation: keep it to poll. `node` changes if the job had to move."""
+
+    request: InvokeRequest
+    callback_url: str
+    node: NodeInfo
+    resubmissions: int = 0
+
+    @property
+    def invocation_id(self) -> str:
+        return self.request.invocation_id
+
+
+async def submit(
+    client: AsyncClient,
+    name: str,
+    payload: Any = None,
+    *,
+    timeout_s: float | None = None,
+    callback_url: str = "",
+) -> Job:
+    request = await client._signed_request(name, payload, timeout_s)
+    return await _submit(client, request, callback_url, avoid=set())
+
+
+async def _submit(client: AsyncClient, request: InvokeRequest, callback_url: str, avoid: set[str]) -> Job:
+    msg = JobSubmit(request=request, callback_url=callback_url)
+    failures: list[str] = []
+    for refresh in (False, True):
+        for node in await client._entry_nodes(request.invocation_id, None, refresh=refresh):
+            if node.node_id in avoid:
+                continue
+            avoid.add(node.node_id)
+            try:
+                await rpc.call(
+                    client.session,
+                    "POST",
+                    f"{node.url}/v1/jobs",
+                    JobStatus,
+                    msg,
+                    timeout_s=client.request_timeout_s,
+                )
+            except (Unreachable, Refused) as exc:
+                if isinstance(exc, Refused) and exc.status != 503:
+                    raise
+                failures.append(str(exc))
+                continue
+            return Job(request=request, callback_url=callback_url, node=node)
+    raise Unreachable(f"no node took job {request.invocation_id}: " + ("; ".join(failures) or "no nodes"))
+
+
+async def poll(client: AsyncClient, job: Job) -> InvokeOutcome | None:
+    """The outcome if the job has finished, None while it is queued or running."""
+    url = f"{job.node.url}/v1/jobs/{job.invocation_id}"
+    try:
+        status = await rpc.call(client.session, "GET", url, JobStatus, timeout_s=client.request_timeout_s)
+    except Unreachable:
+        # The node is gone: the same signed request goes elsewhere (exactly once per node).
+        moved = await _submit(client, job.request, job.callback_url, avoid={job.node.node_id})
+        job.node = moved.node
+        job.resubmissions += 1
+        return None
+    if status.job_state in ("queued", "running"):
+        return None
+    if status.result is None:
+        raise ExecutorError(
+            f"job failed before it produced a result: {status.error}",
+            invocation_id=job.invocation_id,
+            node_id=job.node.node_id,
+        )
+    executed_by = await client._executing_node(status.result, job.node)
+    return client._outcome(job.request, status.result, executed_by)
+
+
+async def wait(client: AsyncClient, job: Job, *, poll_s: float = 0.5) -> InvokeOutcome:
+    """Poll until the job finishes; the outcome, or the typed error of its failure."""
+    while True:
+        outcome = await poll(client, job)
+        if outcome is not None:
+            return outcome
+        await asyncio.sleep(poll_s)
