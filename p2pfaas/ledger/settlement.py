@@ -8,7 +8,7 @@ cost hardly grows with the batch (a handful of statements, whatever the number o
 2. `policy.admit_batch` decides, first come first paid, assuming no id was settled before; if
    that assumption could change a verdict (anything was refused), read the settled ids first;
 3. insert the admitted settlements, tagged with this attempt's random token: for fresh receipts
-   one plain multi-row INSERT, which fails whole on an id settled before (a replay), and then
+   one multi-row INSERT under a savepoint, undone whole on an id settled before (a replay); then
    (or when step 2 read the settled ids) an insert that skips existing ids, reading back the rows
    this attempt owns. The primary key is the last word: a concurrent settlement of the same id
    under another voucher blocks on it, then loses;
@@ -235,10 +235,12 @@ class Settler:
 
         mine: set[str] | None = None
         if not careful:
-            # The common case, a batch of fresh receipts: a plain INSERT, which fails whole (the
-            # statement rolls back, the transaction goes on) if any id was settled before.
+            # The common case, a batch of fresh receipts: a plain INSERT, undone whole if any id
+            # was settled before. Under a savepoint, because an executemany may be several
+            # statements (SQLite runs one per row; PyMySQL splits very long ones).
             try:
-                await connection.execute(settlements.insert(), rows())
+                async with connection.begin_nested():
+                    await connection.execute(settlements.insert(), rows())
                 mine = {claim.invocation_id for claim, _ in admission.paid}
             except sa_exc.IntegrityError as error:
                 if not is_duplicate_key(error):
