@@ -215,7 +215,9 @@ def cmd_devnet(args: argparse.Namespace) -> int:
 
     directory = Path(args.dir)
     if args.devnet_command == "up":
-        return devnet.up(directory, nodes=args.nodes, port=args.port, detach=args.detach)
+        return devnet.up(
+            directory, nodes=args.nodes, port=args.port, detach=args.detach, executor=args.executor
+        )
     if args.devnet_command == "demo":
         return devnet.demo(directory)
     return devnet.down(directory)
@@ -324,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--nodes", type=int, default=3)
     up.add_argument("--port", type=int, default=8700, help="the anchor's port; nodes take the next ones")
     up.add_argument("--detach", action="store_true", help="return once the network is up")
+    up.add_argument("--executor", choices=("auto", "process"), default="auto", help="process: skip Docker")
     for sub in (
         up,
         command(dev, "demo", cmd_devnet, "deploy and invoke a sample function"),

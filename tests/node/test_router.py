@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
 from pathlib import Path
 
 from p2pfaas import rpc, sim
+from p2pfaas.client import AsyncClient
+from p2pfaas.identity import KeyPair
 from p2pfaas.messages import InvokeResult
+from tests.functions import write_function
 from tests.placement.harness import placement_net
+from tests.test_cli import _free_port_block, p2pfaas
 
 
 def test_an_entry_node_without_room_forwards_and_every_invocation_completes(tmp_path: Path) -> None:
@@ -75,3 +82,39 @@ def test_a_crashed_entry_node_costs_a_retry_under_the_same_id_and_nothing_is_los
             assert pn.executions() - pn.executors[2].invocations <= 60 + held
 
     sim.run(main, seed=5)
+
+
+async def test_devnet_of_5_processes_loses_nothing_when_a_node_is_sigkilled_mid_burst(tmp_path: Path) -> None:
+    """Real processes on loopback (the process executor: Docker start-up would dominate the test).
+
+    A burst of 40 invocations that each take 0.5 s goes to random entry nodes; 0.3 s in, one node
+    process is SIGKILLed. Clients retry a lost entry node elsewhere under the same invocation id,
+    and entry nodes re-place what they had forwarded to it: every invocation of the burst completes.
+    """
+    directory = tmp_path / "devnet"
+    port = _free_port_block(6)
+    up = p2pfaas(
+        "devnet", "up", "--nodes", "5", "--port", str(port), "--dir", str(directory), "--detach",
+        "--executor", "process",
+    )  # fmt: skip
+    assert up.returncode == 0, up.stdout + up.stderr
+    state = json.loads((directory / "state.json").read_text())
+    try:
+        async with AsyncClient(state["anchor_url"], KeyPair.generate()) as client:
+            await client.deploy(write_function(tmp_path, "sleepy", timeout_s=20.0))
+            assert len(await client.nodes(refresh=True)) == 5
+            await asyncio.sleep(5.0)  # gossip rounds (every 2 s): the nodes learn each other's load
+            burst = [asyncio.ensure_future(client.invoke("sleepy", {"s": 0.5})) for _ in range(40)]
+            await asyncio.sleep(0.3)
+            victim = int(state["pids"][1])  # node 1
+            os.kill(victim, signal.SIGKILL)
+            outcomes = await asyncio.gather(*burst)
+            assert [o.value for o in outcomes] == ["woke"] * 40
+            assert len({o.invocation_id for o in outcomes}) == 40
+            assert len({o.node_id for o in outcomes}) >= 3
+            # Nothing had finished when it died, so whatever it held ran elsewhere.
+            (killed,) = [n.node_id for n in await client.nodes() if n.url == state["nodes"][1]]
+            assert killed not in {o.node_id for o in outcomes}
+    finally:
+        down = p2pfaas("devnet", "down", "--dir", str(directory))
+        assert down.returncode == 0, down.stdout + down.stderr
