@@ -66,7 +66,11 @@ class DisjointLookup:
         self.answered: dict[bytes, Node] = {}
         self.result = LookupResult(nodes=[])
         ordered = sorted(seeds, key=self.target.distance_to)
-        self.paths = [NodeHeap(self.target, ksize) for _ in range(max(1, min(paths, len(ordered))))]
+        count = max(1, min(paths, len(ordered)))
+        # Each path ends when its own closest ceil(k/d)+1 have answered: together the paths still cover
+        # more than the k closest, at about the messages of one path of size k, not d times that.
+        per_path = ksize if count == 1 else -(-ksize // count) + 1
+        self.paths = [NodeHeap(self.target, per_path) for _ in range(count)]
         for i, node in enumerate(ordered):
             self.paths[i % len(self.paths)].push(node)
 
@@ -86,6 +90,10 @@ class DisjointLookup:
                 if len(batch) == self.alpha:
                     break
                 if node.id in self.claimed:
+                    continue
+                if self.protocol.is_unresponsive((node.ip, node.port)):
+                    shortlist.mark_contacted(node)
+                    shortlist.remove([node.id])
                     continue
                 subnet = subnet_of(node.ip, node.port)
                 shortlist.mark_contacted(node)
@@ -123,6 +131,9 @@ class DisjointLookup:
         for record in reply.records:
             if record.key != self.target.id or record.expires_at <= now:
                 continue
+            known = self.result.records.get(recs.publisher_of(record))
+            if known is not None and known == record:
+                continue  # the same signed record from another holder: verified already
             try:
                 recs.check_record(record)
             except (SignatureError, DecodeError):

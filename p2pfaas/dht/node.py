@@ -98,7 +98,7 @@ class DhtNode(Server):  # type: ignore[misc]
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def _create_protocol(self) -> SecureProtocol:
-        return SecureProtocol(
+        return self.protocol_class(
             self.node,
             self.storage,
             keys=self.keys,

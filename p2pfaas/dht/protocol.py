@@ -34,11 +34,10 @@ from p2pfaas.dht.routing import SecureRoutingTable, subnet_of
 from p2pfaas.dht.store import PutResult, RecordStore
 from p2pfaas.dht.vivaldi import Coordinate, Vivaldi
 from p2pfaas.errors import DecodeError, SignatureError
-from p2pfaas.identity import KeyPair, node_id_of
+from p2pfaas.identity import KeyPair, PublicKey, node_id_of
 
 REQUEST_COST = {wire.Ping: 1.0, wire.FindNode: 1.0, wire.FindValue: 1.0, wire.Store: 4.0}
 CONTACTS_WITH_RECORDS = 6  # a FindValue reply carrying records shortens its contact list to fit one datagram
-MAX_VERIFYING = 64  # new contacts being pinged back at once; more are ignored until some finish
 MAX_PEER_COORDS = 4096  # Vivaldi coordinates remembered per peer id, least recently heard forgotten first
 
 
@@ -46,7 +45,8 @@ MAX_PEER_COORDS = 4096  # Vivaldi coordinates remembered per peer id, least rece
 class ProtocolConfig:
     ksize: int = 20
     rpc_timeout_s: float = 1.0
-    rpc_attempts: int = 2
+    rpc_attempts: int = 3
+    unresponsive_s: float = 600.0  # an address that let every attempt time out is skipped this long
     max_failures: int = 3
     max_per_subnet_bucket: int = 2
     max_per_subnet: int = 8
@@ -63,6 +63,7 @@ class DhtStats:
     rpcs: int = 0
     retries: int = 0
     timeouts: int = 0
+    skipped_unresponsive: int = 0
     evictions: int = 0
     dropped_malformed: int = 0
     dropped_bad_signature: int = 0
@@ -80,6 +81,28 @@ class _Pending:
     future: asyncio.Future[tuple[wire.Reply, bytes]]
     address: tuple[str, int]
     expected_id: bytes | None
+
+
+_EMPTY_BIN = b"\xc4\x00"  # MessagePack for b"": the signature field while signing
+_SIGNATURE_BIN = b"\xc4\x40"  # MessagePack header of a 64-byte bin: the signature field once signed
+
+
+def seal(msg: codec.Message, keys: KeyPair) -> bytes:
+    """`codec.encode(signing.sign(msg, keys))`, encoding once: the signature is the last field, so the
+    signed encoding is the unsigned one with its final empty bin replaced by the 64-byte signature."""
+    unsigned = codec.encode(dataclasses.replace(msg, signer=keys.public.raw, signature=b""))  # type: ignore[type-var]
+    assert unsigned.endswith(_EMPTY_BIN)
+    return unsigned[: -len(_EMPTY_BIN)] + _SIGNATURE_BIN + keys.sign(unsigned)
+
+
+def verify_datagram(msg: codec.Message, data: bytes) -> None:
+    """`signing.verify(msg)` for a message decoded from `data`, without encoding it again."""
+    signature: bytes = getattr(msg, "signature")  # noqa: B009
+    tail = _SIGNATURE_BIN + signature
+    if len(signature) != 64 or not data.endswith(tail):
+        signing.verify(msg)  # an unusual encoding: take the slow, general path
+        return
+    PublicKey(getattr(msg, "signer")).verify(signature, data[: -len(tail)] + _EMPTY_BIN)  # noqa: B009
 
 
 class SecureProtocol(KademliaProtocol):  # type: ignore[misc]
@@ -120,8 +143,8 @@ class SecureProtocol(KademliaProtocol):  # type: ignore[misc]
         self.transport: asyncio.DatagramTransport | None = None
         self._limiter = RateLimiter(self.config.rate)
         self._pending: dict[bytes, _Pending] = {}
-        self._verifying: set[bytes] = set()
         self.peer_coords: OrderedDict[bytes, Coordinate] = OrderedDict()
+        self._unresponsive: OrderedDict[tuple[str, int], float] = OrderedDict()  # address -> skip until
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handlers: dict[type[codec.Message], Callable[[Any, Node], wire.Reply]] = {
             wire.Ping: self._on_ping,
@@ -166,7 +189,7 @@ class SecureProtocol(KademliaProtocol):  # type: ignore[misc]
             self.stats.dropped_malformed += 1
             return
         if isinstance(msg, wire.Reply):
-            self._on_reply(msg, address)
+            self._on_reply(msg, data, address)
             return
         handler = self._handlers.get(type(msg))
         if handler is None or self.client:
@@ -176,43 +199,24 @@ class SecureProtocol(KademliaProtocol):  # type: ignore[misc]
             self.stats.dropped_rate += 1
             return
         try:
-            signing.verify(msg)
+            verify_datagram(msg, data)
         except SignatureError:
             self.stats.dropped_bad_signature += 1
             return
         source = Node(node_id_of(getattr(msg, "signer")), address[0], address[1])  # noqa: B009
         reply = handler(msg, source)
         self.stats.requests_served += 1
-        self._send(reply, address)
+        self._send(seal(reply, self.keys), address)
         if not getattr(msg, "client"):  # noqa: B009
-            self._consider(source)
+            self.welcome_if_new(source)
 
-    def _consider(self, source: Node) -> None:
-        """A signed request proves the key, not the address (it may be a replay from elsewhere): a new
-        contact joins the table only after it answers a ping of ours at that address."""
-        if source.id in self._verifying or not self.router.is_new_node(source):
-            if not self.router.is_new_node(source):
-                self.router.add_contact(source)  # refresh: most recently seen
-            return
-        if len(self._verifying) >= MAX_VERIFYING:
-            return
-        self._verifying.add(source.id)
-
-        async def verify() -> None:
-            try:
-                await self.call_ping(source)  # on success `_handle` welcomes it
-            finally:
-                self._verifying.discard(source.id)
-
-        self.spawn(verify())
-
-    def _on_reply(self, reply: wire.Reply, address: tuple[str, int]) -> None:
+    def _on_reply(self, reply: wire.Reply, data: bytes, address: tuple[str, int]) -> None:
         pending = self._pending.get(reply.rpc_id)
         if pending is None or pending.address != address:
             self.stats.dropped_unexpected += 1
             return
         try:
-            signing.verify(reply)
+            verify_datagram(reply, data)
         except SignatureError:
             self.stats.dropped_bad_signature += 1
             return
@@ -226,10 +230,8 @@ class SecureProtocol(KademliaProtocol):  # type: ignore[misc]
 
     # -- serving --------------------------------------------------------------------------------------------
     def _reply(self, rpc_id: bytes, **fields: Any) -> wire.Reply:
-        return signing.sign(self._unsigned_reply(rpc_id, **fields), self.keys)
-
-    def _unsigned_reply(self, rpc_id: bytes, **fields: Any) -> wire.Reply:
-        """A reply with a placeholder key and signature of the real sizes (to measure it before signing)."""
+        """A reply, unsigned: it is signed as it is encoded (`seal`). The placeholder key and signature
+        have the real sizes, so its encoded size is what will be sent."""
         return wire.Reply(
             rpc_id=rpc_id,
             coord=self.vivaldi.coord.as_tuple(),
@@ -259,7 +261,7 @@ class SecureProtocol(KademliaProtocol):  # type: ignore[misc]
         contacts = self._contacts_near(msg.key, source, CONTACTS_WITH_RECORDS)
         count = 1
         for n in range(2, min(len(found), wire.MAX_RECORDS_PER_REPLY) + 1):
-            bigger = self._unsigned_reply(msg.rpc_id, contacts=contacts, records=tuple(found[:n]), more=True)
+            bigger = self._reply(msg.rpc_id, contacts=contacts, records=tuple(found[:n]), more=True)
             if len(codec.encode(bigger)) > wire.MAX_DATAGRAM_BYTES:
                 break
             count = n
@@ -281,9 +283,8 @@ class SecureProtocol(KademliaProtocol):  # type: ignore[misc]
         return self._reply(msg.rpc_id, accepted=result is PutResult.ACCEPTED)
 
     # -- calling --------------------------------------------------------------------------------------------
-    def _send(self, msg: codec.Message, address: tuple[str, int]) -> None:
-        data = codec.encode(msg)
-        assert len(data) <= wire.MAX_DATAGRAM_BYTES, f"{type(msg).__name__} is {len(data)} bytes"
+    def _send(self, data: bytes, address: tuple[str, int]) -> None:
+        assert len(data) <= wire.MAX_DATAGRAM_BYTES, f"a datagram of {len(data)} bytes"
         if self.transport is not None and not self.transport.is_closing():
             self.stats.sent += 1
             self.transport.sendto(data, address)
@@ -291,9 +292,16 @@ class SecureProtocol(KademliaProtocol):  # type: ignore[misc]
     async def request(
         self, address: tuple[str, int], make: Callable[[bytes], codec.Message], expected_id: bytes | None
     ) -> tuple[wire.Reply, bytes] | None:
-        """Send a signed request built by `make(rpc_id)`; return (reply, responder id) or None on timeout."""
+        """Send a signed request built by `make(rpc_id)`; return (reply, responder id) or None on timeout.
+
+        An address that recently let every attempt time out is not asked again for `unresponsive_s`
+        (None at once): dead contacts and made-up ones that hostile nodes hand out cost one timeout each,
+        not one per lookup that meets them."""
+        if self.is_unresponsive(address):
+            self.stats.skipped_unresponsive += 1
+            return None
         rpc_id = self.rng.randbytes(wire.RPC_ID_BYTES)
-        data = signing.sign(make(rpc_id), self.keys)
+        data = seal(make(rpc_id), self.keys)
         future: asyncio.Future[tuple[wire.Reply, bytes]] = self.loop.create_future()
         self._pending[rpc_id] = _Pending(future, address, expected_id)
         self.stats.rpcs += 1
@@ -313,9 +321,22 @@ class SecureProtocol(KademliaProtocol):  # type: ignore[misc]
                             self.vivaldi.observe(self.loop.time() - sent_at, remote, reply.coord_error)
                     return reply, sender
             self.stats.timeouts += 1
+            self._unresponsive.pop(address, None)
+            self._unresponsive[address] = self.loop.time() + self.config.unresponsive_s
+            while len(self._unresponsive) > MAX_PEER_COORDS:
+                self._unresponsive.popitem(last=False)
             return None
         finally:
             self._pending.pop(rpc_id, None)
+
+    def is_unresponsive(self, address: tuple[str, int]) -> bool:
+        until = self._unresponsive.get(address)
+        if until is None:
+            return False
+        if until <= self.loop.time():
+            del self._unresponsive[address]
+            return False
+        return True
 
     def _remember_coord(self, node_id: bytes, coord: Coordinate) -> None:
         self.peer_coords.pop(node_id, None)
