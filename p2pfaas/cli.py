@@ -9,6 +9,7 @@
     p2pfaas node drain                    drain a running node: hand work over, then stop it
     p2pfaas runtime build                 build the Python runtime image locally
     p2pfaas devnet up|demo|down           a local network: anchor + N nodes, each its own process
+    p2pfaas sim run SCENARIO              a research simulation (placement, placement-faults)
 
 This module parses arguments and prints; the work is done by the library modules it calls.
 Errors from the library are printed as one line and exit with status 1 (2 for usage errors).
@@ -32,6 +33,7 @@ from p2pfaas.client import account_cli
 from p2pfaas.dht import DEFAULT_ANCHOR_DHT_PORT, parse_peer
 from p2pfaas.errors import LocalError, P2PFaaSError
 from p2pfaas.node import drain as drain_cli
+from p2pfaas.placement import scenarios
 
 DEFAULT_ANCHOR = "http://127.0.0.1:8700"
 
@@ -336,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--dir", default=".devnet", help="the devnet's state directory (default: %(default)s)"
         )
     account_cli.register(groups, default_anchor=default_anchor())  # accounts, tokens, payouts (issue #5)
+    scenarios.register(groups)  # p2pfaas sim run SCENARIO (placement scenarios, issue #6)
     return parser
 
 

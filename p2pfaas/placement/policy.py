@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from p2pfaas.errors import ConfigError
 from p2pfaas.placement.view import Candidate
 
 
@@ -293,9 +294,9 @@ POLICIES: dict[str, Callable[[], Policy]] = {
 
 
 def make_policy(name: str) -> Policy:
-    """A policy by its CLI/config name; raises ValueError listing the known names."""
+    """A policy by its CLI/config name; raises ConfigError (a ValueError) listing the known names."""
     try:
         cls = POLICIES[name]
     except KeyError:
-        raise ValueError(f"unknown placement policy {name!r}: use one of {', '.join(POLICIES)}") from None
+        raise ConfigError(f"unknown placement policy {name!r}: use one of {', '.join(POLICIES)}") from None
     return cls()
