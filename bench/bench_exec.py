@@ -1,0 +1,472 @@
+"""Execution engine figures (issue #4): warm throughput through one node, and cold start vs Docker.
+
+**throughput**: one node runs as its own process (`p2pfaas node run --executor docker`, uvloop), a
+no-op function (`def handle(e): return e`) deployed and warm. Load processes (each its own uvloop
+loop) keep C requests in flight on keep-alive connections for a fixed time, each request a
+distinct pre-signed `InvokeRequest` (signing is the lessee's cost, done before the clock starts);
+every answer is decoded and checked (`ok`, the echoed payload), and one in 50 has its signature
+verified. Baseline in the same run: the same load against an aiohttp echo server process (the
+HTTP ceiling of this machine with this client) and the node process's CPU per invocation.
+
+**coldstart**: the first invocation of a new function, (a) on the Docker executor directly and
+(b) through a node (POST /v1/invoke; includes fetching the bundle from the anchor and verifying
+it), against Docker's own create+start of the same container (its config copied from the
+executor's container: same image, command, limits, mounts), interleaved one of each per round.
+Also shown: create+start until the shim answers (Docker plus the Python runtime's start).
+
+A benchmark, not a test: it asserts no figure. Wall time is `time.perf_counter`.
+
+    .venv/bin/python -m bench.bench_exec throughput [--seconds 5] [--clients 1,8,32,64] [--procs 2]
+    .venv/bin/python -m bench.bench_exec coldstart [--n 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from p2pfaas import codec, signing
+from p2pfaas.anchor.server import AnchorServer
+from p2pfaas.client import AsyncClient
+from p2pfaas.exec.base import FunctionSpec
+from p2pfaas.exec.docker_exec import DockerExecutor
+from p2pfaas.exec.shim_client import ShimConnection
+from p2pfaas.identity import KeyPair
+from p2pfaas.messages import InvokeRequest, InvokeResult
+from p2pfaas.rpc import CONTENT_TYPE
+
+HANDLER = "def handle(e):\n    return e\n"
+PAYLOAD = b'{"n":1}'
+
+
+def write_function(root: Path, name: str) -> Path:
+    directory = root / name
+    directory.mkdir(parents=True)
+    (directory / "main.py").write_text(HANDLER + f"# {name}\n")
+    (directory / "p2pfaas.toml").write_text(
+        f'name = "{name}"\nversion = "1.0.0"\nruntime = "python3.11"\nhandler = "main:handle"\n'
+        "memory_mb = 64\ntimeout_s = 5\ndeterministic = true\n"
+    )
+    return directory
+
+
+def signed_requests(keys: KeyPair, digest: str, count: int, tag: str) -> list[bytes]:
+    return [
+        codec.encode(
+            signing.sign(
+                InvokeRequest(
+                    invocation_id=f"{tag}-{i}",
+                    digest=digest,
+                    payload=PAYLOAD,
+                    timeout_s=5.0,
+                    voucher=None,
+                    signer=b"",
+                    signature=b"",
+                ),
+                keys,
+            )
+        )
+        for i in range(count)
+    ]
+
+
+def pct(sorted_s: list[float], q: float) -> float:
+    return sorted_s[min(len(sorted_s) - 1, int(q * len(sorted_s)))] if sorted_s else float("nan")
+
+
+# --- load generation (runs in child processes) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadJob:
+    url: str
+    bodies: list[bytes]
+    clients: int
+    seconds: float
+    start_at: float  # time.time() at which to start, so all load processes start together
+    check_node: bool
+
+
+def _load_process(job: LoadJob, out: Any) -> None:
+    import uvloop
+
+    out.send(uvloop.run(_load(job)))
+
+
+async def _load(job: LoadJob) -> tuple[int, int, list[float]]:
+    done = errors = 0
+    latencies: list[float] = []
+    bodies = iter(job.bodies)
+    connector = aiohttp.TCPConnector(limit=job.clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.sleep(max(0.0, job.start_at - time.time()))
+        stop = time.perf_counter() + job.seconds
+
+        async def client() -> None:
+            nonlocal done, errors
+            while (now := time.perf_counter()) < stop:
+                body = next(bodies, None)
+                if body is None:
+                    raise RuntimeError("ran out of pre-signed requests: raise `needed` in the benchmark")
+                async with session.post(job.url, data=body, headers={"Content-Type": CONTENT_TYPE}) as rsp:
+                    answer = await rsp.read()
+                    status = rsp.status
+                latencies.append(time.perf_counter() - now)
+                if status != 200:
+                    errors += 1
+                    continue
+                if job.check_node:
+                    result = codec.decode_as(InvokeResult, answer)
+                    if done % 50 == 0:
+                        signing.verify(result)
+                    if not (result.ok and result.output == PAYLOAD):
+                        errors += 1
+                        continue
+                elif answer != body:
+                    errors += 1
+                    continue
+                done += 1
+
+        await asyncio.gather(*(client() for _ in range(job.clients)))
+    return done, errors, latencies
+
+
+def run_load(
+    url: str, bodies: list[bytes], *, clients: int, procs: int, seconds: float, check_node: bool
+) -> Row:
+    ctx = multiprocessing.get_context("spawn")
+    per_proc = [max(1, clients // procs + (i < clients % procs)) for i in range(min(procs, clients))]
+    start_at = time.time() + 1.5  # spawning and importing takes about a second
+    share = len(bodies) // len(per_proc)
+    pipes, workers = [], []
+    for i, n in enumerate(per_proc):
+        job = LoadJob(url, bodies[i * share : (i + 1) * share], n, seconds, start_at, check_node)
+        receive, send = ctx.Pipe(duplex=False)
+        worker = ctx.Process(target=_load_process, args=(job, send), daemon=True)
+        worker.start()
+        pipes.append(receive)
+        workers.append(worker)
+    done = errors = 0
+    latencies: list[float] = []
+    for receive, worker in zip(pipes, workers, strict=True):
+        d, e, lat = receive.recv()
+        worker.join()
+        done, errors = done + d, errors + e
+        latencies += lat
+    latencies.sort()
+    return Row(clients, done / seconds, errors, pct(latencies, 0.5), pct(latencies, 0.99))
+
+
+@dataclass
+class Row:
+    clients: int
+    per_s: float
+    errors: int
+    p50_s: float
+    p99_s: float
+    node_cpu_us: float = float("nan")
+
+
+# --- throughput -----------------------------------------------------------------------------------
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime of the process itself
+
+
+async def echo(request: web.Request) -> web.Response:
+    return web.Response(body=await request.read(), content_type=CONTENT_TYPE)
+
+
+def _echo_process(port: int) -> None:
+    import uvloop
+
+    app = web.Application()
+    app.add_routes([web.post("/echo", echo)])
+    uvloop.install()
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def wait_for_port(port: int) -> None:
+    for _ in range(600):
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+@contextlib.asynccontextmanager
+async def node_process(anchor_url: str, work_dir: Path, slots: int) -> AsyncIterator[tuple[int, str]]:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "p2pfaas", "node", "run", "--executor", "docker", "--anchor", anchor_url),
+        *("--work-dir", str(work_dir), "--port", str(port), "--peer", "127.0.0.1:9"),
+        *("--cpus", "2", "--memory", "4g", "--slots", str(slots), "--queue-size", "1024"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await wait_for_port(port)
+        yield process.pid, f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+async def throughput(args: argparse.Namespace) -> None:
+    levels = [int(c) for c in args.clients.split(",")]
+    root = Path(tempfile.mkdtemp(prefix="bex-", dir="/tmp"))
+    keys = KeyPair.generate()
+    needed = int(args.seconds * 12000) + 2000  # more than the node or the echo answer at any level
+    try:
+        async with (
+            AnchorServer(f"sqlite+aiosqlite:///{root / 'anchor.db'}", port=0) as anchor,
+            AsyncClient(anchor.url, keys) as client,
+        ):
+            info = await client.deploy(write_function(root, "noop"))
+            echo_port = free_port()
+            ctx = multiprocessing.get_context("spawn")
+            echo_server = ctx.Process(target=_echo_process, args=(echo_port,), daemon=True)
+            echo_server.start()
+            await wait_for_port(echo_port)
+            async with node_process(anchor.url, root / "node", args.slots) as (pid, url):
+                for _ in range(100):  # the node announces itself to the anchor just after it binds
+                    if url in [n.url for n in await client.nodes(refresh=True)]:
+                        break
+                    await asyncio.sleep(0.05)
+                warm = await client.invoke("noop", {"n": 1}, node_url=url)
+                assert warm.value == {"n": 1}
+                rows: list[tuple[Row, Row]] = []
+                for level in levels:
+                    bodies = signed_requests(keys, info.header.digest, needed, f"c{level}")
+                    ticks = cpu_ticks(pid)
+                    node = await asyncio.to_thread(
+                        run_load,
+                        f"{url}/v1/invoke",
+                        bodies,
+                        clients=level,
+                        procs=args.procs,
+                        seconds=args.seconds,
+                        check_node=True,
+                    )
+                    used_s = (cpu_ticks(pid) - ticks) / os.sysconf("SC_CLK_TCK")
+                    node.node_cpu_us = used_s / max(node.per_s * args.seconds, 1) * 1e6
+                    http = await asyncio.to_thread(
+                        run_load,
+                        f"http://127.0.0.1:{echo_port}/echo",
+                        bodies,
+                        clients=level,
+                        procs=args.procs,
+                        seconds=args.seconds,
+                        check_node=False,
+                    )
+                    rows.append((node, http))
+            echo_server.terminate()
+            echo_server.join()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(
+        f"warm no-op through one node: {args.seconds:g} s per level, {args.procs} load processes, "
+        f"{os.cpu_count()} cores, node slots {args.slots}, load average {os.getloadavg()[0]:.1f}"
+    )
+    header = (
+        f"{'clients':>7} {'node inv/s':>11} {'errors':>6} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'node CPU us/inv':>15} {'http echo req/s':>15} {'echo p50 ms':>11} {'node/echo':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for node, http in rows:
+        print(
+            f"{node.clients:>7} {node.per_s:>11.0f} {node.errors:>6} {node.p50_s * 1e3:>7.2f} "
+            f"{node.p99_s * 1e3:>7.2f} {node.node_cpu_us:>15.0f} {http.per_s:>15.0f} "
+            f"{http.p50_s * 1e3:>11.2f} {node.per_s / http.per_s:>9.2f}"
+        )
+
+
+# --- cold start -----------------------------------------------------------------------------------
+
+
+def docker_create_start(client: Any, template: dict[str, Any], socket_dir: Path) -> tuple[Any, float]:
+    """Create and start a copy of `template` (an inspected container) with its own socket dir."""
+    host_config = dict(template["HostConfig"])
+    host_config["Binds"] = [
+        f"{socket_dir}:{bind.split(':')[1]}:rw" if bind.split(":")[1].startswith("/run") else bind
+        for bind in host_config["Binds"]
+    ]
+    config = template["Config"]
+    started = time.perf_counter()
+    created = client.api.create_container(
+        config["Image"],
+        command=config["Cmd"],
+        user=config["User"],
+        host_config=host_config,
+        labels={"p2pfaas.bench": "baseline"},
+    )
+    client.api.start(created["Id"])
+    return created["Id"], time.perf_counter() - started
+
+
+async def coldstart(args: argparse.Namespace) -> None:
+    import docker
+
+    from p2pfaas.exec.runtime_image import RUNTIME_IMAGE_TAG
+
+    docker_client = docker.from_env()
+    root = Path(tempfile.mkdtemp(prefix="bcs-", dir="/tmp"))
+    keys = KeyPair.generate()
+    samples: dict[str, list[float]] = {"docker": [], "docker_ready": [], "executor": [], "node": []}
+    executor = DockerExecutor(owner_id="bench-cold", work_dir=root / "run", image=RUNTIME_IMAGE_TAG)
+    await executor.start()
+    try:
+        async with (
+            AnchorServer(f"sqlite+aiosqlite:///{root / 'anchor.db'}", port=0) as anchor,
+            AsyncClient(anchor.url, keys) as client,
+            node_process(anchor.url, root / "node", slots=4) as (_, url),
+            aiohttp.ClientSession() as session,
+        ):
+            for _ in range(100):
+                if url in [n.url for n in await client.nodes(refresh=True)]:
+                    break
+                await asyncio.sleep(0.05)
+            template: dict[str, Any] = {}
+
+            async def executor_cold(i: int) -> float:
+                """(a) the executor's cold start of a new function."""
+                code = root / f"fn{i}"
+                shutil.copytree(root / "src" / f"fn{i}", code)
+                spec = FunctionSpec(
+                    digest=f"{i:064x}", code_dir=code, handler="main:handle", memory_mb=64, timeout_s=5
+                )
+                t0 = time.perf_counter()
+                result = await executor.invoke(spec, PAYLOAD, timeout_s=30)
+                elapsed_s = time.perf_counter() - t0
+                assert result.ok and result.cold
+                if not template:  # the config Docker's own create+start copies
+                    [instance_id] = executor.instance_ids(spec.digest)
+                    inspect = docker_client.api.inspect_container
+                    template.update(await asyncio.to_thread(inspect, executor.container_id(instance_id)))
+                return elapsed_s
+
+            async def docker_cold(i: int) -> tuple[float, float]:
+                """Docker's own create+start of the same container, and until its shim answers."""
+                socket_dir = root / f"s{i}"
+                socket_dir.mkdir(mode=0o777)
+                socket_dir.chmod(0o777)
+                t0 = time.perf_counter()
+                baseline_id, docker_s = await asyncio.to_thread(
+                    docker_create_start, docker_client, template, socket_dir
+                )
+                connection = None
+                while connection is None:
+                    try:
+                        connection = await ShimConnection.open(socket_dir / "shim.sock", timeout_s=1)
+                    except Exception:
+                        await asyncio.sleep(0.001)
+                ready_s = time.perf_counter() - t0
+                await connection.aclose()
+                await asyncio.to_thread(docker_client.api.remove_container, baseline_id, force=True)
+                return docker_s, ready_s
+
+            async def node_cold(i: int) -> float:
+                """(b) through the node: a function it has never seen (fetch, verify, extract, start)."""
+                info = await client.deploy(root / "src" / f"fn{i}")
+                body = signed_requests(keys, info.header.digest, 1, f"cold{i}")[0]
+                t0 = time.perf_counter()
+                async with session.post(f"{url}/v1/invoke", data=body) as rsp:
+                    answer = codec.decode_as(InvokeResult, await rsp.read())
+                elapsed_s = time.perf_counter() - t0
+                assert answer.ok and answer.cold, answer
+                return elapsed_s
+
+            for i in range(args.n + 1):  # round 0 warms caches (image layers, imports) and is dropped
+                write_function(root / "src", f"fn{i}")
+                # The order rotates, so that whatever one start leaves behind hits each path alike.
+                if i % 3 == 0:
+                    executor_s = await executor_cold(i)
+                    docker_s, ready_s = await docker_cold(i)
+                    node_s = await node_cold(i)
+                elif i % 3 == 1:
+                    docker_s, ready_s = await docker_cold(i)
+                    node_s = await node_cold(i)
+                    executor_s = await executor_cold(i)
+                else:
+                    node_s = await node_cold(i)
+                    executor_s = await executor_cold(i)
+                    docker_s, ready_s = await docker_cold(i)
+                if i:
+                    samples["docker"].append(docker_s)
+                    samples["docker_ready"].append(ready_s)
+                    samples["executor"].append(executor_s)
+                    samples["node"].append(node_s)
+    finally:
+        await executor.aclose()
+        for leftover in docker_client.containers.list(all=True, filters={"label": "p2pfaas.bench"}):
+            leftover.remove(force=True)
+        docker_client.close()
+        shutil.rmtree(root, ignore_errors=True)
+    base = statistics.median(samples["docker"])
+    load = os.getloadavg()[0]
+    print(f"cold start of a new no-op function, n = {args.n}, load average {load:.1f} (ms; +p50 over Docker)")
+    print(f"{'path':<62} {'p50':>7} {'p90':>7} {'+p50':>7}")
+    print("-" * 86)
+    labels = {
+        "docker": "Docker create+start of the same container (baseline)",
+        "docker_ready": "Docker create+start until its shim answers (no invoke)",
+        "executor": "(a) DockerExecutor.invoke, first call of a new function",
+        "node": "(b) node: POST /v1/invoke, function new to the node",
+    }
+    for key, label in labels.items():
+        s = sorted(samples[key])
+        print(
+            f"{label:<62} {statistics.median(s) * 1e3:>7.1f} {pct(s, 0.9) * 1e3:>7.1f} "
+            f"{(statistics.median(s) - base) * 1e3:>+7.1f}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="what", required=True)
+    tp = sub.add_parser("throughput")
+    tp.add_argument("--seconds", type=float, default=5.0)
+    tp.add_argument("--clients", default="1,8,32,64")
+    tp.add_argument("--procs", type=int, default=2, help="load-generating processes")
+    tp.add_argument("--slots", type=int, default=8, help="the node's --slots")
+    cs = sub.add_parser("coldstart")
+    cs.add_argument("--n", type=int, default=15)
+    args = parser.parse_args(argv)
+    import uvloop
+
+    uvloop.run(throughput(args) if args.what == "throughput" else coldstart(args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
