@@ -8,7 +8,9 @@ overlay, else the anchor's node list, plus every peer already in the view.
 Draining (`drain()`, from `p2pfaas node drain` via POST /v1/drain or from SIGTERM): the node marks
 itself draining in its reports and tells every neighbour at once; new invocations are forwarded, not
 run; invocations queued here are handed to neighbours; in-flight ones finish within the deadline;
-then `on_drained` (the daemon's stop) runs.
+then `on_drained` (the daemon's stop) runs. Neighbours see the draining node's warm functions in
+its report and pre-warm them (`scale_once`, `placement/scaling.py`), as they do for functions queued
+at a busy neighbour.
 
 Routes (MessagePack bodies):
     POST /v1/forward       ForwardRequest -> InvokeResult, or 503 busy (a conditional forward refused)
@@ -36,6 +38,7 @@ from aiohttp import web
 from p2pfaas import rpc, signing
 from p2pfaas.clock import wall_time
 from p2pfaas.errors import ConfigError, P2PFaaSError
+from p2pfaas.exec.base import FunctionSpec
 from p2pfaas.identity import KeyPair, PublicKey
 from p2pfaas.messages import Ack, InvokeResult, NodeList
 from p2pfaas.node.drain import write_url
@@ -44,6 +47,7 @@ from p2pfaas.node.jobs import Jobs
 from p2pfaas.node.router import Router
 from p2pfaas.node.service import NodeService
 from p2pfaas.placement.policy import Policy, make_policy
+from p2pfaas.placement.scaling import PrewarmPlanner, Release
 from p2pfaas.placement.view import LoadView
 from p2pfaas.placement.wire import DrainRequest, ForwardRequest, GossipExchange, JobSubmit
 
@@ -115,6 +119,8 @@ class NodePlacement:
             hop_limit=self.config.hop_limit,
         )
         self.jobs = Jobs(run=self.router.invoke, callback=self._call_back)
+        self.planner = PrewarmPlanner()
+        self.prewarms = 0
         self._known_urls: list[str] = []
         self._stop = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
@@ -135,6 +141,7 @@ class NodePlacement:
         await self._tasks.__aenter__()
         self._tasks.create_task(self._refresh_neighbours_forever())
         self._tasks.create_task(self.gossiper.run(self._stop))
+        self._tasks.create_task(self._scale_forever())
         return self
 
     async def __aexit__(
@@ -191,6 +198,47 @@ class NodePlacement:
             wait = self.config.neighbour_refresh_s if self._known_urls else 1.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), wait)
+
+    # --- local scaling: warm what is hot next door ---------------------------------------------------
+
+    async def scale_once(self) -> None:
+        """Pre-warm functions queued at (or warm on a draining) neighbour; release them once cool.
+        Needs an executor with `prewarm`/`release`/`warm_digests` (the pooled executors have them)."""
+        executor = self.service.executor
+        prewarm = getattr(executor, "prewarm", None)
+        release = getattr(executor, "release", None)
+        warm_digests = getattr(executor, "warm_digests", None)
+        if prewarm is None or release is None or warm_digests is None or self.router.draining:
+            return
+        now = asyncio.get_running_loop().time()
+        actions = self.planner.plan(
+            now, self.view.loads(now), free_slots=self.router.free_slots(), warm=dict(warm_digests())
+        )
+        for action in actions:
+            if isinstance(action, Release):
+                release(action.digest)
+                continue
+            try:
+                header, code_dir = await self.service._bundle(action.digest)  # fetched and verified
+                manifest = header.manifest
+                spec = FunctionSpec(
+                    digest=action.digest,
+                    code_dir=code_dir,
+                    handler=manifest.handler,
+                    memory_mb=manifest.memory_mb,
+                    timeout_s=manifest.timeout_s,
+                    cpus=self.service.cpus_per_instance,
+                )
+                await prewarm(spec, action.count)
+                self.prewarms += 1
+            except P2PFaaSError as exc:
+                log.info("pre-warming %s for a neighbour failed: %s", action.digest[:12], exc)
+
+    async def _scale_forever(self) -> None:
+        while not self._stop.is_set():
+            await self.scale_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.config.gossip_period_s)
 
     # --- transport -------------------------------------------------------------------------------
 

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import random
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
+from p2pfaas.anchor.server import AnchorServer
+from p2pfaas.client import AsyncClient
 from p2pfaas.errors import SignatureError, Unreachable
+from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
+from p2pfaas.node.daemon import NodeConfig, NodeDaemon
 from p2pfaas.node.gossip import Gossiper, LocalLoad
 from p2pfaas.placement.view import LoadView
 from p2pfaas.placement.wire import GossipExchange
+from tests.functions import write_function
 
 DIGEST = "d" * 64
 
@@ -104,3 +114,54 @@ async def test_sequence_numbers_only_grow_so_a_replayed_report_is_ignored() -> N
     b.receive(old)  # a replay of an older report
     held = b.view.get(a.keys.key_id)
     assert held is not None and held.seq == new.sender.seq
+
+
+async def test_a_busy_neighbours_queued_function_is_prewarmed_here_and_released_when_it_cools(
+    tmp_path: Path,
+) -> None:
+    """Two real nodes on loopback with the process executor: A (one slot, runs everything itself)
+    builds a queue; B learns it by gossip and boots an instance of that function; when A's queue is
+    gone for `cool_after_s`, B lets it go."""
+    run_dir = Path(tempfile.mkdtemp(prefix="p2pg-", dir="/tmp"))
+    try:
+        async with AnchorServer(f"sqlite+aiosqlite:///{tmp_path / 'anchor.db'}", port=0) as anchor:
+            daemons = []
+            async with contextlib.AsyncExitStack() as stack:
+                for name, policy in (("a", "local-only"), ("b", "ours")):
+                    config = NodeConfig(
+                        anchor_url=anchor.url,
+                        key_path=tmp_path / name / "node.key",
+                        work_dir=tmp_path / name,
+                        executor="process",
+                        allow_unsandboxed=True,
+                        slots=1,
+                        placement=policy,
+                        gossip_period_s=0.2,
+                    )
+                    executor = UnsandboxedProcessExecutor(work_dir=run_dir / name)
+                    daemons.append(await stack.enter_async_context(NodeDaemon(config, executor=executor)))
+                a, b = daemons
+                for node in daemons:
+                    await node.announce()
+                    await node.placement.refresh_neighbours()
+                b.placement.planner.cool_after_s = 1.0
+                client = await stack.enter_async_context(AsyncClient(anchor.url, KeyPair.generate()))
+                info = await client.deploy(write_function(tmp_path, "sleepy", timeout_s=20.0))
+                burst = [
+                    asyncio.ensure_future(client.invoke("sleepy", {"s": 1.0}, node_url=a.url))
+                    for _ in range(4)
+                ]
+                warm_b = b.executor.warm_digests  # type: ignore[attr-defined]
+                for _ in range(100):  # B boots an instance of A's queued function within a few rounds
+                    if warm_b().get(info.header.digest, 0) > 0:
+                        break
+                    await asyncio.sleep(0.1)
+                assert warm_b().get(info.header.digest, 0) > 0 and b.placement.prewarms >= 1
+                assert [o.value for o in await asyncio.gather(*burst)] == ["woke"] * 4
+                for _ in range(100):  # A's queue is gone: after cool_after_s B releases the instance
+                    if warm_b().get(info.header.digest, 0) == 0:
+                        break
+                    await asyncio.sleep(0.1)
+                assert warm_b().get(info.header.digest, 0) == 0
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
