@@ -79,6 +79,7 @@ class Router:
     draining: bool = False
     _in_flight: dict[str, asyncio.Future[InvokeResult]] = field(default_factory=dict)
     _done: OrderedDict[str, tuple[InvokeResult, float]] = field(default_factory=OrderedDict)
+    _owners: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # id -> (lessee key, digest)
     _queue: deque[_Queued] = field(default_factory=deque)
     _running_local: int = 0
     _tasks: set[asyncio.Task[InvokeResult]] = field(default_factory=set)
@@ -121,6 +122,11 @@ class Router:
     async def _once(self, request: InvokeRequest, *, hops: int, must_accept: bool) -> InvokeResult:
         signing.verify(request)  # never place or forward a request the lessee did not sign
         self._expire_cache()
+        owner = self._owners.get(request.invocation_id)
+        if owner is not None and owner != (request.signer, request.digest):
+            # Only the lessee who chose the id gets its result (ids are 128 random bits, but a
+            # node that saw one must not be able to read or replay another lessee's invocation).
+            raise Refused("invocation id already used by another request", status=409)
         done = self._done.get(request.invocation_id)
         if done is not None:
             self.stats.cached += 1
@@ -135,6 +141,7 @@ class Router:
             if not must_accept and self.free_slots() <= 0:
                 raise Busy(f"no free slot ({self.capacity} busy, {self.queue_length()} queued)")
         task = asyncio.get_running_loop().create_task(self._handle(request, hops))
+        self._owners[request.invocation_id] = (request.signer, request.digest)
         self._in_flight[request.invocation_id] = task
         self._tasks.add(task)
         self._idle.clear()
@@ -147,7 +154,9 @@ class Router:
         if not task.cancelled() and task.exception() is None:
             self._done[invocation_id] = (task.result(), asyncio.get_running_loop().time())
             while len(self._done) > self.result_cache_size:
-                self._done.popitem(last=False)
+                self._owners.pop(self._done.popitem(last=False)[0], None)
+        else:
+            self._owners.pop(invocation_id, None)  # it may be tried again
         if not self._tasks:
             self._idle.set()
 
@@ -157,7 +166,7 @@ class Router:
             _, (_, at) = next(iter(self._done.items()))
             if now - at <= self.result_ttl_s:
                 break
-            self._done.popitem(last=False)
+            self._owners.pop(self._done.popitem(last=False)[0], None)
 
     # --- placement -------------------------------------------------------------------------------
 

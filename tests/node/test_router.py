@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
 from pathlib import Path
 
-from p2pfaas import rpc, sim
+import pytest
+
+from p2pfaas import rpc, signing, sim
 from p2pfaas.client import AsyncClient
+from p2pfaas.errors import Refused
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import InvokeResult
 from tests.functions import write_function
@@ -51,6 +55,11 @@ def test_an_invocation_id_runs_once_per_node_however_often_it_arrives(tmp_path: 
             assert pn.executions() == 1
             stats = pn.nodes[0].placement.router.stats
             assert stats.joined == 1 and stats.cached == 1
+            # Another key reusing the id neither reads that result nor runs anything.
+            other = signing.sign(dataclasses.replace(request, signer=b"", signature=b""), KeyPair.generate())
+            with pytest.raises(Refused) as refused:
+                await rpc.call(pn.client.session, "POST", url, InvokeResult, other, timeout_s=30)
+            assert refused.value.status == 409 and pn.executions() == 1
 
     sim.run(main, seed=4)
 
