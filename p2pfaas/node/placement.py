@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 from collections.abc import Callable
@@ -260,7 +261,7 @@ class NodePlacement:
         """Drain now; True if all work finished within the deadline. Then `on_drained` runs."""
         deadline = self.config.drain_deadline_s if deadline_s is None else deadline_s
         log.info("node %s draining (deadline %g s)", self.keys.key_id[:12], deadline)
-        finished = await self.router.drain(deadline_s=deadline, announce=self.gossiper.announce)
+        finished = await self.router.drain(deadline_s=deadline, announce=self._announce_draining)
         if finished:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.jobs.aclose(), max(0.1, deadline))
@@ -268,6 +269,17 @@ class NodePlacement:
         if self.on_drained is not None:
             self.on_drained()
         return finished
+
+    async def _announce_draining(self) -> None:
+        """Gossip it to every neighbour, and republish the DHT advert with its draining flag set
+        (so clients' discovery skips this node) when the node runs an overlay."""
+        overlay = self.overlay()
+        if overlay is not None and callable(getattr(overlay, "load", None)):
+            current = overlay.load
+            overlay.load = lambda: dataclasses.replace(current(), draining=True)
+            with contextlib.suppress(P2PFaaSError, OSError, TimeoutError):
+                await asyncio.wait_for(overlay.publish_advert(), 10.0)
+        await self.gossiper.announce()
 
     def request_drain(self, deadline_s: float | None = None) -> None:
         """Start draining in the background (a signal handler or the /v1/drain route); idempotent."""

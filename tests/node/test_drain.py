@@ -61,3 +61,20 @@ def test_only_the_nodes_own_key_can_drain_it(tmp_path: Path) -> None:
             assert outcome.node_id == pn.nodes[1].node_id
 
     sim.run(main, seed=8)
+
+
+def test_draining_sets_the_flag_in_the_dht_advert_so_discovery_skips_the_node(tmp_path: Path) -> None:
+    async def main(net: sim.InMemoryNetwork) -> None:
+        async with placement_net(net, tmp_path, seed=9, nodes=3, dht=True) as pn:
+            node, other = pn.nodes[1], pn.nodes[2]
+            assert node.overlay is not None and other.overlay is not None
+            with net.on_host(other.config.host):
+                before = await other.overlay.find_nearby("python3.11", count=8)
+            assert node.url in {a.url for a in before}
+            assert await node.placement.drain(5.0) is True
+            assert node.overlay.capacity().draining
+            with net.on_host(other.config.host):
+                after = await other.overlay.find_nearby("python3.11", count=8)
+            assert node.url not in {a.url for a in after}
+
+    sim.run(main, seed=9)

@@ -45,6 +45,7 @@ async def placement_net(
     slots: int = 1,
     mean_run_s: float = 0.2,
     policy: str = "ours",
+    dht: bool = False,
 ) -> AsyncIterator[PlacementNet]:
     async with contextlib.AsyncExitStack() as stack:
         anchor_ip = net.add_host("10.0.0.1", name="anchor.sim")
@@ -66,6 +67,9 @@ async def placement_net(
                 queue_size=64,
                 placement=policy,
                 gossip_period_s=0.5,
+                # With `dht`, nodes join an overlay through the first node (adverts, Vivaldi).
+                dht_port=8468 if dht else None,
+                peers=(("10.0.1.1", 8468),) if dht and i > 0 else (),
             )
             executor = ModelExecutor(
                 rng=random.Random(f"{seed}/executor/{i}"),
