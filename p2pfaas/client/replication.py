@@ -170,6 +170,11 @@ class ReplicatedInvoker:
                     continue
                 answers[answer.ballot.node_id] = answer
                 fresh = [n for n in fresh if n.node_id != answer.ballot.node_id]  # it has voted
+        # What the anchor is about to do with this vote, done to the cached records at once, so this
+        # client's own votes count before its next refresh of everyone's records.
+        for node_id in decision.agreeing | decision.dissenting:
+            before = self._records.get(node_id, Record())
+            self._records[node_id] = self.policy.after_vote(before, agreed=node_id in decision.agreeing)
         winners = [a for a in answers.values() if a.ballot.node_id in decision.agreeing]
         chosen = next((a for a in winners if _output_hash(a.result) == decision.result_sha256), winners[0])
         outcome = self.client._outcome(chosen.request, chosen.result, chosen.node)  # raises the agreed error

@@ -4,12 +4,14 @@
 an error counts as a result too, so a deterministic function that always raises is agreed on) and
 says what to do next (`decide()`):
 
-- `Agreed`: one result has at least `quorum` ballots and a strict majority of all ballots. Its
-  voters agreed; everyone else dissented.
+- `Agreed`: one result has at least `quorum` ballots and more ballots than any other result. Its
+  voters agreed; everyone else dissented. (Not a strict majority of all ballots: two honest
+  answers against three different wrong ones must win. Colluders who agree on one wrong answer
+  gain nothing by this: to win they need more votes than the honest answer either way.)
 - `NeedMore(n)`: no result has won yet, and `n` more ballots could still make one win. The
   smallest such `n` is asked for, so an honest network pays for `quorum` replicas and a
-  disagreement adds one replica at a time (BOINC's validator: "a result is valid if a strict
-  majority of hosts return it"; replicas are added until a quorum agrees or a cap is reached).
+  disagreement adds one replica at a time (BOINC's validator: a result is valid once `min_quorum`
+  results agree; replicas are added until then, or until a cap is reached).
 - `Inconclusive`: the cap on replicas leaves no way for any result to win. Nobody is paid.
 
 A node has one vote: a second ballot from the same node is refused (`DuplicateVoter`), so
@@ -93,20 +95,18 @@ class Vote:
         self._failed += 1
 
     def decide(self) -> Decision:
-        counts = Counter(self._ballots.values())
-        total = len(self._ballots)
-        if counts:
-            winner, top = counts.most_common(1)[0]
-            if top >= self.quorum and 2 * top > total:
-                agreeing = frozenset(n for n, h in self._ballots.items() if h == winner)
-                return Agreed(winner, agreeing, frozenset(self._ballots) - agreeing)
-        else:
-            top = 0
+        ranked = Counter(self._ballots.values()).most_common(2)
+        top = ranked[0][1] if ranked else 0
+        second = ranked[1][1] if len(ranked) > 1 else 0
+        if top >= self.quorum and top > second:
+            winner = ranked[0][0]
+            agreeing = frozenset(n for n, h in self._ballots.items() if h == winner)
+            return Agreed(winner, agreeing, frozenset(self._ballots) - agreeing)
         # The fewest more ballots with which the leader could win, if they all agreed with it:
-        # top + k >= quorum and 2 (top + k) > total + k.
-        more = max(self.quorum - top, total - 2 * top + 1, 1)
+        # top + k >= quorum and top + k > second.
+        more = max(self.quorum - top, second - top + 1, 1)
         if self.spent + more > self.max_replicas:
-            return Inconclusive(total, top)
+            return Inconclusive(len(self._ballots), top)
         return NeedMore(more)
 
     def decide_on(self, ballots: list[Ballot]) -> Decision:
