@@ -8,7 +8,7 @@
 2. Replicated: `quorum` replicas go out at once to distinct nodes, each under its own invocation
    id `<group>~r<k>`; each answer is checked (signed by the node it was sent to, for this replica)
    and becomes a ballot: the hash of the output (or of the error). `p2pfaas.trust.vote.Vote` says
-   whether a result won (a quorum and a strict majority), or how many more replicas could decide it;
+   whether a result won (a quorum, and more votes than any other), or how many more could decide it;
    those go to nodes not used yet, up to `max_replicas`. No majority by then: `ReplicationInconclusive`.
 3. The node-signed receipts of the answers go to the anchor (`POST /v1/replication`), which decides
    the vote again itself, pays only the majority's replicas and moves the nodes' reputations.
