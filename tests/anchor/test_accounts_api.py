@@ -280,3 +280,24 @@ async def test_one_address_cannot_sign_up_without_end(anchor: AnchorServer) -> N
         with pytest.raises(Refused) as refused:
             await client.signup("one-too-many", PASSWORD)
         assert refused.value.status == 429 and "sign-ups" in refused.value.reason
+
+
+async def test_a_login_rehashes_a_password_stored_under_a_weaker_cost(tmp_path: Path) -> None:
+    from p2pfaas.anchor.accounts import AccountStore
+    from p2pfaas.anchor.app import AnchorSettings
+    from p2pfaas.anchor.passwords import PasswordHasher
+    from p2pfaas.db import open_database
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'rehash.db'}"
+    weak, strong = PasswordHasher(log2_n=10), PasswordHasher(log2_n=11)
+    async with open_database(url) as db:
+        await AccountStore(db).create_user(
+            "alice", password_hash=weak.hash_sync(PASSWORD), role="lessee", now=0.0
+        )
+    async with AnchorServer(url, port=0, settings=AnchorSettings(hasher=strong)) as anchor:
+        async with AccountClient(anchor.url) as alice:
+            await alice.login("alice", PASSWORD)
+        async with open_database(url) as db:
+            user = await AccountStore(db).user_by_name("alice")
+    assert user is not None and user.password_hash.startswith("scrypt$ln=11,")
+    assert strong.verify_sync(PASSWORD, user.password_hash)
