@@ -68,7 +68,7 @@ _KEY_ROLES = {KeyKind.LESSEE: (Role.LESSEE, Role.OPERATOR), KeyKind.NODE: (Role.
 
 @dataclass
 class AccountsApi:
-    """Handlers over an `AccountStore`; holds no state but the password hasher's thread limit."""
+    """Handlers over an `AccountStore`; its only state is this process's login and sign-up throttles."""
 
     store: AccountStore
     hasher: PasswordHasher = field(default_factory=PasswordHasher)
@@ -99,15 +99,15 @@ class AccountsApi:
     async def login(self, request: web.Request) -> web.Response:
         msg = await read_message(request, LoginRequest)
         name, address = msg.username.strip().lower(), request.remote or "?"
-        now = asyncio.get_running_loop().time()
-        wait_s = self.throttle.wait_s(name, address, now)
-        if wait_s > 0:  # refused before the KDF runs: guessing costs the guesser, not the anchor
+        # Counted as a failure until it succeeds; refused before the KDF runs when locked out, so
+        # guessing costs the guesser, not the anchor.
+        wait_s = self.throttle.attempt(name, address, asyncio.get_running_loop().time())
+        if wait_s > 0:
             raise Refused(f"too many failed logins; try again in {wait_s:.0f} s", status=429)
         user = await self.store.user_by_name(msg.username)
         # The same KDF work whether or not the user exists: timing does not tell which names are taken.
         ok = await self.hasher.verify(msg.password, None if user is None else user.password_hash)
         if user is None or not ok:
-            self.throttle.failed(name, address, asyncio.get_running_loop().time())
             raise Unauthorized("wrong username or password")
         self.throttle.succeeded(name, address)
         if self.hasher.needs_rehash(user.password_hash):

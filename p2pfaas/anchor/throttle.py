@@ -59,6 +59,14 @@ class Throttle:
     def clear(self, key: str) -> None:
         self._keys.pop(key, None)
 
+    def undo(self, key: str) -> None:
+        """Take back one failure counted ahead of time (the attempt succeeded)."""
+        entry = self._keys.get(key)
+        if entry is not None:
+            entry.count -= 1
+            if entry.count <= 0:
+                del self._keys[key]
+
 
 @dataclass
 class LoginThrottle:
@@ -76,5 +84,16 @@ class LoginThrottle:
         for throttle, key in self._keys(username, address):
             throttle.failed(key, now)
 
+    def attempt(self, username: str, address: str, now: float) -> float:
+        """Check and count an attempt as a failure at once, before the slow password check: concurrent
+        guesses cannot all pass the check before any of them counts. Returns the wait (0: go ahead;
+        nothing is counted then unless it is 0). `succeeded` takes the count back."""
+        wait_s = self.wait_s(username, address, now)
+        if wait_s == 0.0:
+            self.failed(username, address, now)
+        return wait_s
+
     def succeeded(self, username: str, address: str) -> None:
+        for throttle, key in self._keys(username, address):
+            throttle.undo(key)
         self.pair.clear(f"{username}\x00{address}")

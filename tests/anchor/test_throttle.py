@@ -46,3 +46,15 @@ def test_success_clears_the_pair() -> None:
     logins.succeeded("bob", "ip")
     logins.failed("bob", "ip", 0.0)
     assert logins.wait_s("bob", "ip", 0.0) == 0.0
+
+
+def test_attempts_count_before_the_password_check_and_success_takes_it_back() -> None:
+    logins = LoginThrottle()
+    # Ten concurrent guesses: each is counted as it starts, so the sixth already waits.
+    waits = [logins.attempt("carol", "ip", 0.0) for _ in range(10)]
+    assert waits[:5] == [0.0] * 5 and all(w > 0 for w in waits[5:])
+    honest = LoginThrottle()
+    for _ in range(100):  # a user who logs in all day is never locked out
+        assert honest.attempt("dave", "ip", 0.0) == 0.0
+        honest.succeeded("dave", "ip")
+    assert honest.address._keys == {} and honest.user._keys == {}
