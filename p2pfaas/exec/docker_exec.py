@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -30,12 +31,16 @@ import docker.errors
 import docker.types
 
 from p2pfaas.errors import ConfigError, ExecutorError, InvokeError, MemoryExceeded
+from p2pfaas.exec import node_cgroup
 from p2pfaas.exec.base import FunctionSpec
 from p2pfaas.exec.metering import CgroupMeter, Meter, NullMeter
+from p2pfaas.exec.node_cgroup import NodeCgroup
 from p2pfaas.exec.run_dir import SOCKET_NAME, RunDir
 from p2pfaas.exec.runtime_image import RUNTIME_IMAGE_TAG
 from p2pfaas.exec.shim_client import ShimConnection, connect_when_ready
 from p2pfaas.exec.warm_pool import PooledExecutor, WarmPool
+
+log = logging.getLogger(__name__)
 
 LABEL_OWNER = "p2pfaas.owner"
 LABEL_DIGEST = "p2pfaas.digest"
@@ -46,6 +51,7 @@ CONTAINER_SOCKET_DIR = "/run/p2pfaas"
 
 _OWNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _EXIT_WAIT_S = 5.0  # how long a container whose connection broke gets to finish dying
+_SOCKET_POLL_S = 0.002  # during startup, how often to try the shim's socket (a failed connect is cheap)
 _STATUS_CHECK_S = 0.5  # during startup, how often to ask Docker whether the container died
 _T = TypeVar("_T")
 
@@ -86,8 +92,10 @@ class _ContainerInstance:
             timeout_s=timeout_s,
             exit_reason=self._exit_reason,
             check_every_s=_STATUS_CHECK_S,
+            poll_s=_SOCKET_POLL_S,
         )
-        self._meter = CgroupMeter.for_container(self.container_id)
+        cgroup = self._executor.node_cgroup
+        self._meter = CgroupMeter.for_container(self.container_id, parent=cgroup.parent if cgroup else "")
 
     def _create_and_start(self) -> None:
         socket_dir = self._executor.run_dir.instance_dir(self.instance_id)
@@ -99,8 +107,34 @@ class _ContainerInstance:
             # the work dir (0700) to keep other local users out.
             socket_dir.chmod(0o777)
         executor = self._executor
-        container = executor.client.containers.create(
-            executor.image,
+        # The low-level API: the SDK's high-level create also inspects the new container, a round
+        # trip on every cold start that nothing here needs.
+        api = executor.client.api
+        host_config = api.create_host_config(
+            binds={
+                str(self._fn.code_dir.absolute()): {"bind": CONTAINER_CODE_DIR, "mode": "ro"},
+                str(socket_dir): {"bind": CONTAINER_SOCKET_DIR, "mode": "rw"},
+            },
+            network_mode="none",
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            read_only=True,
+            tmpfs={"/tmp": f"size={executor.tmpfs_mb}m,mode=1777"},
+            shm_size=f"{executor.tmpfs_mb}m",  # /dev/shm too (Docker's default is 64 MB)
+            pids_limit=executor.pids_limit,
+            mem_limit=f"{self._fn.memory_mb}m",
+            memswap_limit=f"{self._fn.memory_mb}m",  # equal to mem_limit: no swap
+            # Within the node's quota: cgroup v1 refuses a child quota above its parent's.
+            nano_cpus=int(min(self._fn.cpus, executor.node_cpus or self._fn.cpus) * 1e9),
+            ulimits=[docker.types.Ulimit(name="nofile", soft=1024, hard=1024)],
+            # Under host memory pressure, the kernel should kill a function before the volunteer's apps.
+            oom_score_adj=1000,
+            # Every container of this node shares the cores and memory its volunteer lends.
+            cgroup_parent=executor.node_cgroup.parent if executor.node_cgroup else None,
+            log_config=docker.types.LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
+        )
+        create_args = dict(
+            image=executor.image,
             command=[
                 *("--socket", f"{CONTAINER_SOCKET_DIR}/{SOCKET_NAME}"),
                 *("--code-dir", CONTAINER_CODE_DIR),
@@ -112,28 +146,12 @@ class _ContainerInstance:
                 LABEL_DIGEST: self._fn.digest,
                 LABEL_INSTANCE: self.instance_id,
             },
-            volumes={
-                str(self._fn.code_dir.absolute()): {"bind": CONTAINER_CODE_DIR, "mode": "ro"},
-                str(socket_dir): {"bind": CONTAINER_SOCKET_DIR, "mode": "rw"},
-            },
-            network_mode="none",
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            read_only=True,
-            tmpfs={"/tmp": f"size={executor.tmpfs_mb}m,mode=1777"},
-            shm_size=f"{executor.tmpfs_mb}m",  # /dev/shm too (Docker's default is 64 MB)
             user=f"{RUNTIME_UID}:{RUNTIME_UID}",
-            pids_limit=executor.pids_limit,
-            mem_limit=f"{self._fn.memory_mb}m",
-            memswap_limit=f"{self._fn.memory_mb}m",  # equal to mem_limit: no swap
-            nano_cpus=int(self._fn.cpus * 1e9),
-            ulimits=[docker.types.Ulimit(name="nofile", soft=1024, hard=1024)],
-            # Under host memory pressure, the kernel should kill a function before the volunteer's apps.
-            oom_score_adj=1000,
-            log_config={"type": "json-file", "config": {"max-size": "1m", "max-file": "1"}},
+            host_config=host_config,
         )
-        self.container_id = container.id
-        container.start()
+        created = api.create_container(**create_args)
+        self.container_id = created["Id"]
+        api.start(self.container_id)
 
     def _state(self, *, wait_s: float = 0.0) -> dict[str, Any]:
         """The container's State (blocking; in a thread), after waiting up to `wait_s` for it to exit."""
@@ -220,6 +238,8 @@ class DockerExecutor(PooledExecutor):
         startup_timeout_s: float = 30.0,
         pids_limit: int = 64,
         tmpfs_mb: int = 16,
+        node_cpus: float = 0.0,
+        node_memory_mb: int = 0,
         client_factory: Callable[[], docker.DockerClient] | None = None,
     ) -> None:
         if not _OWNER_ID.match(owner_id):
@@ -228,6 +248,10 @@ class DockerExecutor(PooledExecutor):
         self.image = image
         self.pids_limit = pids_limit
         self.tmpfs_mb = tmpfs_mb
+        # What the volunteer lends in all (0: no node-wide limit), enforced by one parent cgroup.
+        self.node_cpus = node_cpus
+        self.node_memory_mb = node_memory_mb
+        self.node_cgroup: NodeCgroup | None = None
         self.run_dir = RunDir(work_dir)
         self._client_factory = client_factory or (lambda: docker.from_env(timeout=60))
         self._client: docker.DockerClient | None = None
@@ -258,6 +282,17 @@ class DockerExecutor(PooledExecutor):
         await self._remove_owned_containers()
         await asyncio.to_thread(self.run_dir.sweep)
         await asyncio.to_thread(self.run_dir.create)
+        if self.node_cpus > 0 or self.node_memory_mb > 0:
+            prepared = await asyncio.to_thread(
+                node_cgroup.prepare,
+                f"p2pfaas-{self.owner_id[:16]}",
+                cpus=self.node_cpus or float(os.cpu_count() or 1),
+                memory_mb=self.node_memory_mb or (1 << 30),
+            )
+            if isinstance(prepared, str):
+                log.warning("%s; only per-instance limits apply", prepared)
+            else:
+                self.node_cgroup = prepared
         await self._pool.start()
 
     async def aclose(self) -> None:
@@ -267,6 +302,8 @@ class DockerExecutor(PooledExecutor):
             await self._remove_owned_containers()
             await asyncio.to_thread(self._client.close)
             self._client = None
+        if self.node_cgroup is not None:
+            await asyncio.to_thread(self.node_cgroup.remove)
 
     def container_id(self, instance_id: str) -> str | None:
         """The Docker id of a live instance: the seam for cgroup metering."""

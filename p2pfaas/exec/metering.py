@@ -87,19 +87,25 @@ class _Files:
         self.fds.clear()
 
 
-def cgroup_dirs(container_id: str, *, root: Path = CGROUP_ROOT) -> tuple[Path, Path, int] | None:
+def cgroup_dirs(
+    container_id: str, *, root: Path = CGROUP_ROOT, parent: str = ""
+) -> tuple[Path, Path, int] | None:
     """(cpu dir, memory dir, cgroup version) of a Docker container, or None if not found.
 
-    Covers the cgroupfs driver (`docker/<id>`) and the systemd driver (`system.slice/docker-<id>.scope`).
+    Covers the cgroupfs driver (`docker/<id>`, or `<parent>/<id>` under a node's own parent cgroup)
+    and the systemd driver (`system.slice/docker-<id>.scope`).
     """
+    candidates = [f"docker/{container_id}", f"system.slice/docker-{container_id}.scope"]
+    if parent:
+        candidates.insert(0, f"{parent.strip('/')}/{container_id}")
     if (root / "cgroup.controllers").exists():  # unified hierarchy: cgroup v2
-        for rel in (f"system.slice/docker-{container_id}.scope", f"docker/{container_id}"):
+        for rel in candidates:
             if (root / rel / "cpu.stat").exists():
                 return root / rel, root / rel, 2
         return None
-    for rel in (f"docker/{container_id}", f"system.slice/docker-{container_id}.scope"):
-        candidates = (root / controller / rel for controller in ("cpuacct", "cpu,cpuacct"))
-        cpu = next((path for path in candidates if (path / "cpuacct.usage").exists()), None)
+    for rel in candidates:
+        cpu_dirs = (root / controller / rel for controller in ("cpuacct", "cpu,cpuacct"))
+        cpu = next((path for path in cpu_dirs if (path / "cpuacct.usage").exists()), None)
         memory = root / "memory" / rel
         if cpu is not None and (memory / "memory.max_usage_in_bytes").exists():
             return cpu, memory, 1
@@ -131,8 +137,8 @@ class CgroupMeter:
             raise
 
     @classmethod
-    def for_container(cls, container_id: str, *, root: Path = CGROUP_ROOT) -> Meter:
-        found = cgroup_dirs(container_id, root=root)
+    def for_container(cls, container_id: str, *, root: Path = CGROUP_ROOT, parent: str = "") -> Meter:
+        found = cgroup_dirs(container_id, root=root, parent=parent)
         if found is None:
             return NullMeter()
         try:

@@ -107,6 +107,8 @@ def make_executor(config: NodeConfig, *, owner_id: str) -> Executor:
                 image=config.runtime_image or runtime_image.RUNTIME_IMAGE_TAG,
                 owner_id=owner_id,
                 work_dir=config.work_dir / "run",
+                node_cpus=config.cpus,  # one parent cgroup: all containers share what is lent
+                node_memory_mb=config.memory_mb,
             )
         if config.executor == "docker":
             raise ConfigError(f"--executor docker, but no Docker engine answers: {reason}")
