@@ -176,7 +176,7 @@ class ReplicatedInvoker:
             before = self._records.get(node_id, Record())
             self._records[node_id] = self.policy.after_vote(before, agreed=node_id in decision.agreeing)
         winners = [a for a in answers.values() if a.ballot.node_id in decision.agreeing]
-        chosen = next((a for a in winners if _output_hash(a.result) == decision.result_sha256), winners[0])
+        chosen = winners[0]  # each answer's output matches its receipt's hash (checked in `_one`)
         outcome = self.client._outcome(chosen.request, chosen.result, chosen.node)  # raises the agreed error
         verdict = await self._report(group, list(answers.values())) if self.report else None
         return ReplicatedOutcome(
@@ -234,6 +234,9 @@ class ReplicatedInvoker:
                 raise SignatureError("attached a receipt for another node or invocation")
             if receipt is not None:
                 signing.verify(receipt)
+                if receipt.ok != result.ok or (result.ok and receipt.result_sha256 != _output_hash(result)):
+                    # The anchor counts the receipt's hash, the lessee gets the output: they must be one.
+                    raise SignatureError("its receipt vouches for another result than the one it returned")
             if wallet is not None:
                 wallet.spent(receipt)
         except (P2PFaaSError, OSError) as error:

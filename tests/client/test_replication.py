@@ -335,3 +335,44 @@ async def test_a_forwarded_replica_votes_as_the_node_that_ran_it(three_honest: N
         assert await invoker._one(entry, "b" * 32 + "~r1", digest, b"[2, 3]", 5.0, {}) is None
     finally:
         await runner.cleanup()
+
+
+async def test_an_answer_whose_receipt_vouches_for_another_result_has_no_vote(three_honest: Net) -> None:
+    """A node that returns one output but signs a receipt for another (the one the anchor would pay)
+    is not counted: the vote the lessee sees and the vote the anchor decides must be the same."""
+    from aiohttp import ClientSession, web
+
+    from p2pfaas import codec, signing
+    from p2pfaas.messages import InvokeResult, NodeInfo
+
+    net = three_honest
+    node = net.honest[0]
+
+    async def two_faced(request: web.Request) -> web.Response:
+        async with (
+            ClientSession() as session,
+            session.post(f"{node.url}/v1/invoke", data=await request.read()) as r,
+        ):
+            honest = codec.decode_as(InvokeResult, await r.read())
+        forged = signing.sign(
+            dataclasses.replace(honest, output=b'{"sum": 0}', signer=b"", signature=b""), node.keys
+        )
+        return web.Response(body=codec.encode(forged), content_type="application/x-msgpack")
+
+    app = web.Application()
+    app.router.add_post("/v1/invoke", two_faced)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
+        liar = NodeInfo(
+            node.node_id, node.keys.public.raw, f"http://127.0.0.1:{port}", ("python3.11",), 1.0, 64
+        )
+        invoker = ReplicatedInvoker(net.client, adaptive=False)
+        digest = (await net.client.function("sum")).header.digest
+        assert await invoker._one(liar, "c" * 32 + "~r1", digest, b"[2, 3]", 5.0, {}) is None
+        honest = NodeInfo(node.node_id, node.keys.public.raw, node.url, ("python3.11",), 1.0, 64)
+        assert await invoker._one(honest, "d" * 32 + "~r1", digest, b"[2, 3]", 5.0, {}) is not None
+    finally:
+        await runner.cleanup()
