@@ -29,6 +29,7 @@ from p2pfaas.anchor.auth import Principal
 from p2pfaas.anchor.passwords import PasswordHasher, WeakPassword, check_new_password
 from p2pfaas.anchor.throttle import LoginThrottle, Throttle
 from p2pfaas.anchor.tokens import (
+    API_TOKEN_TTL_S,
     MAX_TOKEN_TTL_S,
     SESSION_TTL_S,
     Role,
@@ -173,7 +174,7 @@ class AccountsApi:
         user = await self.store.user_by_id(caller.user_id)
         assert user is not None  # the token was just found with its user
         return reply(
-            await self._issue(user, scopes, _ttl(msg.ttl_s, default=MAX_TOKEN_TTL_S, limit=MAX_TOKEN_TTL_S))
+            await self._issue(user, scopes, _ttl(msg.ttl_s, default=API_TOKEN_TTL_S, limit=MAX_TOKEN_TTL_S))
         )
 
     async def revoke_token(self, request: web.Request) -> web.Response:

@@ -37,6 +37,7 @@ __all__ = [
 TOKEN_PREFIX = "p2pf"
 _TOKEN = re.compile(r"p2pf_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 SESSION_TTL_S = 24 * 3600.0  # a login's token
+API_TOKEN_TTL_S = 90 * 24 * 3600.0  # an API token's life unless asked otherwise
 MAX_TOKEN_TTL_S = 366 * 24 * 3600.0  # the longest an API token may live
 
 

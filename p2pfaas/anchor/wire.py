@@ -46,7 +46,7 @@ class TokenRequest(Message):
     """Mint an API token for scripts and CI, with a subset of the caller's own scopes."""
 
     scopes: Scopes
-    ttl_s: float  # 0: the longest allowed
+    ttl_s: float  # 0: 90 days (at most 366)
 
 
 @message(73)

@@ -325,7 +325,7 @@ def register(groups: Any, *, default_anchor: str) -> None:
     create.add_argument(
         "--scope", action="append", default=[], help="a scope it holds (repeatable; default all)"
     )
-    create.add_argument("--ttl", type=float, default=0.0, help="seconds (default: the longest allowed)")
+    create.add_argument("--ttl", type=float, default=0.0, help="seconds (default: 90 days; at most 366)")
     command(tokens, "list", cmd_token_list, "your tokens, without their secrets")
     revoke = command(tokens, "revoke", cmd_token_revoke, "revoke one of your tokens")
     revoke.add_argument("token_id")

@@ -301,3 +301,11 @@ async def test_a_login_rehashes_a_password_stored_under_a_weaker_cost(tmp_path: 
             user = await AccountStore(db).user_by_name("alice")
     assert user is not None and user.password_hash.startswith("scrypt$ln=11,")
     assert strong.verify_sync(PASSWORD, user.password_hash)
+
+
+async def test_api_tokens_live_90_days_unless_asked_and_never_beyond_366(anchor: AnchorServer) -> None:
+    async with AccountClient(anchor.url) as alice:
+        await alice.signup("alice", PASSWORD)
+        default = await alice.create_token(scopes=("account:read",))
+        assert abs(default.expires_at - wall_time() - 90 * 86400) < 60
+        assert await status_of(alice.create_token(ttl_s=367 * 86400)) == 400
