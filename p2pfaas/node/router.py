@@ -120,7 +120,8 @@ class Router:
         return await self._once(forward.request, hops=forward.hops, must_accept=forward.must_accept)
 
     async def _once(self, request: InvokeRequest, *, hops: int, must_accept: bool) -> InvokeResult:
-        signing.verify(request)  # never place or forward a request the lessee did not sign
+        # Never place or forward a request the lessee did not sign (checked once; the service reuses it).
+        self.service.verify_request(request)
         self._expire_cache()
         owner = self._owners.get(request.invocation_id)
         if owner is not None and owner != (request.signer, request.digest):

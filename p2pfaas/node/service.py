@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import logging
 import random
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from p2pfaas.errors import (
     Unreachable,
 )
 from p2pfaas.exec.base import ExecResult, Executor, FunctionSpec
-from p2pfaas.identity import KeyPair
+from p2pfaas.identity import KeyPair, PublicKey
 from p2pfaas.messages import (
     ERROR_EXECUTOR,
     ERROR_MEMORY,
@@ -98,14 +99,28 @@ class NodeService:
     rng: random.Random = field(default_factory=random.Random)
     stats: NodeStats = field(default_factory=NodeStats)
     _known: dict[str, tuple[BundleHeader, Path]] = field(default_factory=dict)
+    _verified: dict[int, tuple[weakref.ref[InvokeRequest], PublicKey]] = field(default_factory=dict)
     _fetches: dict[str, asyncio.Future[tuple[BundleHeader, Path]]] = field(default_factory=dict)
 
     @property
     def node_id(self) -> str:
         return self.keys.key_id
 
+    def verify_request(self, request: InvokeRequest) -> PublicKey:
+        """The request's signer, its signature checked once per request object: the router checks
+        the same object before the service does, and Ed25519 verification is the dearest step of
+        a warm invocation. Keyed by object identity (held weakly), never by content."""
+        entry = self._verified.get(id(request))
+        if entry is not None and entry[0]() is request:
+            return entry[1]
+        signer = signing.verify(request)
+        if len(self._verified) >= 1024:
+            self._verified.clear()
+        self._verified[id(request)] = (weakref.ref(request), signer)
+        return signer
+
     async def invoke(self, request: InvokeRequest) -> InvokeResult:
-        caller = signing.verify(request)  # SignatureError -> 403
+        caller = self.verify_request(request)  # SignatureError -> 403
         header, code_dir = await self._bundle(request.digest)
         (self.authorize or owner_only)(request, header, caller.raw)
         manifest = header.manifest

@@ -267,3 +267,21 @@ async def test_status_of_a_refusal_is_kept_for_the_router() -> None:
     busy = Busy("full", peer="http://x")
     assert isinstance(busy, Refused) and busy.status == 503 and busy.peer == "http://x"
     assert isinstance(InvokeResult, type)
+
+
+async def test_a_request_is_verified_once_per_object_never_by_content(
+    anchor: AnchorServer, client: AsyncClient, tmp_path: Path
+) -> None:
+    from p2pfaas.errors import SignatureError
+
+    echo = await client.deploy(write_function(tmp_path, "echo"))
+    async with running_node(anchor.url, tmp_path, "n") as node:
+        request = request_for(echo.header.digest, client.keys, 1)
+        assert node.service.verify_request(request).raw == client.keys.public.raw
+        assert node.service.verify_request(request).raw == client.keys.public.raw  # from the cache
+        tampered = dataclasses.replace(request, payload=b"2")  # same signature, other content
+        with pytest.raises(SignatureError):
+            node.service.verify_request(tampered)
+        with pytest.raises(SignatureError):
+            await node.service.invoke(tampered)
+        assert (await node.service.invoke(request)).ok
