@@ -1,0 +1,151 @@
+"""A paying network on the simulator: an anchor, 10 nodes, a lessee with a wallet, volunteers paid.
+
+Real anchor (SQLite ledger), node and client code runs on the virtual clock and the in-memory
+network; only the executor is a model (of run time and metered usage, so receipts carry prices).
+Two of the nodes crash part-way; the client retries their work elsewhere under the same ids.
+Afterwards every receipt that reached the anchor was paid once, the books balance, and what the
+lessee's holds paid is exactly what the volunteers earned plus the anchor's fee.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from p2pfaas import sim
+from p2pfaas.anchor.app import AnchorSettings
+from p2pfaas.anchor.passwords import PasswordHasher
+from p2pfaas.anchor.server import AnchorServer
+from p2pfaas.client import AsyncClient
+from p2pfaas.client.account import AccountClient
+from p2pfaas.client.wallet import Wallet
+from p2pfaas.db import open_database
+from p2pfaas.db.schema import accounts, settlements
+from p2pfaas.errors import P2PFaaSError
+from p2pfaas.exec.model_exec import ModelExecutor
+from p2pfaas.identity import KeyPair
+from p2pfaas.ledger.audit import audit
+from p2pfaas.ledger.store import FEES_ACCOUNT
+from tests.functions import write_function
+
+NODES = 10
+INVOCATIONS = 200
+PASSWORD = "a long enough password"
+
+
+async def _network(net: sim.InMemoryNetwork, root: Path, seed: int) -> tuple[dict[str, str], set[str]]:
+    """Run the scenario; return (invocation id -> node that answered, the crashed nodes' ids)."""
+    from p2pfaas.node.daemon import NodeConfig, NodeDaemon
+
+    settings = AnchorSettings(hasher=PasswordHasher(log2_n=10))
+    async with contextlib.AsyncExitStack() as stack:
+        anchor_ip = net.add_host("10.0.0.1", name="anchor.sim")
+        with net.on_host(anchor_ip):
+            anchor = await stack.enter_async_context(
+                AnchorServer(
+                    f"sqlite+aiosqlite:///{root / 'anchor.db'}", host=anchor_ip, port=8700, settings=settings
+                )
+            )
+        nodes: list[NodeDaemon] = []
+        for i in range(NODES):
+            ip = net.add_host(f"10.0.1.{i + 1}")
+            config = NodeConfig(
+                anchor_url=anchor.url,
+                key_path=root / f"node{i}.key",
+                work_dir=root / f"node{i}",
+                host=ip,
+                port=8000,
+                price_per_cpu_s_micro=100_000,
+            )
+            executor = ModelExecutor(rng=random.Random(f"{seed}/executor/{i}"), slots=2)
+            keys = KeyPair.from_seed(f"{seed}/node/{i}".encode())
+            with net.on_host(ip):
+                node = NodeDaemon(config, executor=executor, keys=keys, rng=random.Random(f"{seed}/node/{i}"))
+                nodes.append(await stack.enter_async_context(node))
+                await node.payments.ready()
+        client_ip = net.add_host("10.0.2.1")
+        with net.on_host(client_ip):
+            lessee = KeyPair.from_seed(f"{seed}/lessee".encode())
+            account = await stack.enter_async_context(AccountClient(anchor.url))
+            await account.signup("alice", PASSWORD, role="lessee")
+            await account.claim_key(lessee, kind="lessee")
+        async with open_database(f"sqlite+aiosqlite:///{root / 'anchor.db'}") as db:  # the operator's grant
+            from p2pfaas.ledger.store import LedgerStore
+
+            alice_account = (await account.balances()).accounts[0].account_id
+            await LedgerStore(db).grant(ref="sim", account_id=alice_account, amount_micro=10**9, now=0.0)
+        with net.on_host(client_ip):
+            wallet = Wallet(
+                lessee, account.voucher, budget_micro=50_000_000, ttl_s=3600, rng=random.Random(seed)
+            )
+            client = await stack.enter_async_context(
+                AsyncClient(anchor.url, lessee, rng=random.Random(seed), wallet=wallet)
+            )
+            await client.deploy(write_function(root, "echo", timeout_s=30.0))
+            for node in nodes:
+                with net.on_host(node.config.host):
+                    await node.announce()
+            gate = asyncio.Semaphore(20)
+            answered: dict[str, str] = {}
+
+            async def one(i: int) -> None:
+                async with gate:
+                    if i == INVOCATIONS // 3:
+                        net.crash(nodes[0].config.host)
+                        net.crash(nodes[1].config.host)
+                    try:
+                        outcome = await client.invoke("echo", {"i": i})
+                    except P2PFaaSError:
+                        return  # a crashed node's answer was lost; the ledger is what matters here
+                    answered[outcome.invocation_id] = outcome.node_id
+
+            await asyncio.gather(*(one(i) for i in range(INVOCATIONS)))
+        for node in nodes[2:]:  # the live nodes' receipts reach the anchor
+            with net.on_host(node.config.host):
+                await node.payments.sender.flush()
+                await node.payments.sender.drained()
+        return answered, {nodes[0].node_id, nodes[1].node_id}
+
+
+def test_a_paying_network_settles_every_receipt_once(tmp_path: Path) -> None:
+    root = tmp_path / "net"
+    root.mkdir()
+    answered, crashed = sim.run(lambda net: _network(net, root, seed=5), seed=5)
+    assert len(answered) > INVOCATIONS * 0.8
+
+    async def check() -> None:
+        async with open_database(f"sqlite+aiosqlite:///{root / 'anchor.db'}") as db:
+            assert await audit(db) == []
+
+            async def read(connection: AsyncConnection) -> tuple[dict[str, str], int, int, int]:
+                rows = await connection.execute(sa.select(settlements.c.invocation_id, settlements.c.node_id))
+                ids = {str(i): str(n) for i, n in rows}
+                prices = int(await connection.scalar(sa.select(sa.func.sum(settlements.c.price_micro))) or 0)
+                fees = int(
+                    await connection.scalar(
+                        sa.select(accounts.c.balance_micro).where(accounts.c.name == FEES_ACCOUNT)
+                    )
+                    or 0
+                )
+                earned = int(
+                    await connection.scalar(
+                        sa.select(sa.func.sum(accounts.c.balance_micro)).where(accounts.c.kind == "node")
+                    )
+                    or 0
+                )
+                return ids, prices, fees, earned
+
+            ids, prices, fees, earned = await db.run(read, what="read", write=False)
+            assert prices == earned > 0 and fees > 0
+            # Every answer the client got from a live node was paid, to that node; what else was paid
+            # ran on a node that crashed before its answer got out (the retry ran elsewhere too).
+            live = {i: n for i, n in answered.items() if n not in crashed}
+            assert {i: ids.get(i) for i in live} == live
+            assert all(n in crashed or answered.get(i) == n for i, n in ids.items())
+
+    asyncio.run(check())
