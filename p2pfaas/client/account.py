@@ -42,6 +42,7 @@ from p2pfaas.ledger.wire import (
     VoucherRequest,
 )
 from p2pfaas.messages import Ack, Voucher
+from p2pfaas.trust.wire import ReputationList
 
 __all__ = ["AccountClient"]
 
@@ -181,3 +182,10 @@ class AccountClient:
     ) -> TransferDone:
         msg = TopUpRequest(provider, username, amount_micro, payment_ref)
         return await self._call("POST", "/v1/ledger/topups", TransferDone, msg)
+
+    # --- trust ------------------------------------------------------------------------------------
+
+    async def reputations(self, node_ids: list[str]) -> ReputationList:
+        """The anchor's records of these nodes (public: no token needed)."""
+        query = "&".join(f"node={quote(n, safe='')}" for n in node_ids)
+        return await self._call("GET", f"/v1/reputation?{query}", ReputationList, auth=False)

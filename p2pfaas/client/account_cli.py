@@ -7,6 +7,7 @@
     p2pfaas account token create|list|revoke                API tokens for scripts and CI
     p2pfaas account claim-key [--key FILE]                  bind your lessee key to your account
     p2pfaas account claim-node --node-key FILE              bind your node to your account (volunteers)
+    p2pfaas account reputation [NODE_ID ...]                 nodes' records at the anchor (default: yours)
     p2pfaas account balance
     p2pfaas account payout request AMOUNT --to DEST | show ID | mark ID paid|failed (operator)
     p2pfaas account topup AMOUNT --ref REF [--provider P]   pay credits in (manual: an operator records it)
@@ -204,6 +205,21 @@ def cmd_claim(args: argparse.Namespace) -> int:
     return _run(args, work)
 
 
+def cmd_reputation(args: argparse.Namespace) -> int:
+    async def work(client: AccountClient) -> int:
+        node_ids = list(args.node_id)
+        if not node_ids:  # your own nodes
+            node_ids = [k.key_id for k in (await client.me()).keys if k.kind == "node"]
+        for r in (await client.reputations(node_ids)).nodes:
+            print(
+                f"{r.node_id}  agreed {r.agreements}  disagreed {r.disagreements}"
+                f"  streak {r.consecutive_valid}  lies {r.lies}  runs alone {r.trust_probability:.0%}"
+            )
+        return 0
+
+    return _run(args, work, token=not args.node_id)
+
+
 def cmd_balance(args: argparse.Namespace) -> int:
     async def work(client: AccountClient) -> int:
         for a in (await client.balances()).accounts:
@@ -337,6 +353,8 @@ def register(groups: Any, *, default_anchor: str) -> None:
     claim_node.add_argument("--node-key", required=True, help="the node's key file (node run's work dir)")
     claim_node.add_argument("--label", default="", help="a note to recognise it by")
 
+    reputation = command(sub, "reputation", cmd_reputation, "nodes' records at the anchor (default: yours)")
+    reputation.add_argument("node_id", nargs="*", help="node ids (default: the nodes you claimed)")
     command(sub, "balance", cmd_balance, "your accounts and their balances")
     payouts = sub.add_parser("payout", help="payouts of earnings").add_subparsers(
         dest="payout_command", required=True

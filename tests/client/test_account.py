@@ -167,6 +167,8 @@ def test_the_account_commands_end_to_end(
         "node key"
         in run("account", "claim-node", "--anchor", url, "--node-key", str(node_key), home=vera).stdout
     )
+    mine = run("account", "reputation", "--anchor", url, home=vera).stdout  # default: the claimed nodes
+    assert KeyPair.load(node_key).key_id in mine and "agreed 0" in mine
     # A lessee cannot claim a node, and a wrong password logs nobody in.
     assert (
         run(
