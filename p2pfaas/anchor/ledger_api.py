@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 
 RELEASE_EVERY_S = 30.0
 RELEASE_GRACE_S = 120.0  # receipts for work done just before expiry still arrive and are paid
+RELEASE_PAGE = 100  # vouchers closed per transaction
 
 
 @dataclass
@@ -249,13 +250,23 @@ class LedgerApi:
 
         return await self.db.run(work, what="find key owner", write=False)
 
+    async def release_due(self) -> int:
+        """Return every voucher's unspent budget that is due now; how many vouchers were closed."""
+        closed = 0
+        while True:
+            page = await self.store.release_expired(
+                now=wall_time(), grace_s=RELEASE_GRACE_S, limit=RELEASE_PAGE
+            )
+            closed += len(page)
+            if len(page) < RELEASE_PAGE:
+                return closed
+
     async def release_forever(self, *, every_s: float = RELEASE_EVERY_S) -> None:
-        """Return expired vouchers' unspent budgets, every `every_s`; one anchor failing skips a round."""
+        """`release_due` every `every_s`; a failed round (the database away) is logged and retried."""
         while True:
             await asyncio.sleep(every_s)
             try:
-                while len(await self.store.release_expired(now=wall_time(), grace_s=RELEASE_GRACE_S)) == 100:
-                    pass  # a full page: more are due
+                await self.release_due()
             except StorageError as error:
                 log.warning("releasing expired vouchers failed; will retry: %s", error)
 

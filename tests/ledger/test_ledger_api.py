@@ -38,7 +38,7 @@ from p2pfaas.ledger.wire import (
 )
 from p2pfaas.messages import ReceiptBatch, Voucher
 from p2pfaas.rpc import call, error_middleware
-from tests.ledger.conftest import T0, keys, receipt
+from tests.ledger.conftest import T0, keys, receipt, voucher
 
 R = TypeVar("R", bound=Message)
 
@@ -50,6 +50,7 @@ class Anchor:
     accounts: AccountStore
     tokens: dict[str, str]  # username -> bearer token
     user_ids: dict[str, int]
+    api: ledger_api.LedgerApi
 
     async def call(
         self,
@@ -81,7 +82,7 @@ class Anchor:
 async def anchor(db: Database) -> AsyncIterator[Anchor]:
     app = web.Application(middlewares=[error_middleware])
     app[ACCOUNTS] = AccountStore(db)
-    ledger_api.setup(app, db, fees=FeePolicy(fee_ppm=100_000))
+    api = ledger_api.setup(app, db, fees=FeePolicy(fee_ppm=100_000))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -89,7 +90,7 @@ async def anchor(db: Database) -> AsyncIterator[Anchor]:
     port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
     try:
         async with aiohttp.ClientSession() as session:
-            a = Anchor(f"http://127.0.0.1:{port}", session, app[ACCOUNTS], {}, {})
+            a = Anchor(f"http://127.0.0.1:{port}", session, app[ACCOUNTS], {}, {}, api)
             await a.user("root", "operator")
             await a.user("alice", "lessee")
             await a.user("mallory", "lessee")
@@ -217,4 +218,30 @@ async def test_top_ups_and_grants_need_the_right_caller(anchor: Anchor, db: Data
         await a.call(
             "POST", "/v1/ledger/grants", TransferDone, GrantRequest("nobody", 1, "g", ""), as_user="root"
         )
+    assert await audit(db) == []
+
+
+async def test_the_anchor_returns_expired_vouchers_unspent_budgets(anchor: Anchor, db: Database) -> None:
+    a = anchor
+    lessee = keys("alice-key")
+    await a.accounts.bind_key(a.user_ids["alice"], lessee.public.raw, kind="lessee", label="", now=T0)
+    await a.call(
+        "POST", "/v1/ledger/grants", TransferDone, GrantRequest("alice", 1_000, "g", ""), as_user="root"
+    )
+    old = voucher("long-gone", lessee, 400, expires_at=T0, anchor=keys("anchor"))  # expired years ago
+    alice_account = (
+        (await a.call("GET", "/v1/ledger/balance", Balances, as_user="alice")).accounts[0].account_id
+    )
+    await a.api.store.open_voucher(
+        old, lessee_account_id=alice_account, owner_user_id=a.user_ids["alice"], now=T0
+    )
+    assert (await a.call("GET", "/v1/ledger/balance", Balances, as_user="alice")).accounts[
+        0
+    ].balance_micro == 600
+    assert await a.api.release_due() == 1  # one round of the anchor's background task
+    assert await a.api.release_due() == 0
+    assert (await a.call("GET", "/v1/ledger/balance", Balances, as_user="alice")).accounts[
+        0
+    ].balance_micro == 1_000
+    assert await a.api.store.voucher_remaining("long-gone") == (0, "closed")
     assert await audit(db) == []
