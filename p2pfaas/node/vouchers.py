@@ -13,13 +13,16 @@ Requests without a voucher keep the node's unpaid rule: only the function's owne
 (a devnet convenience), unless `require_voucher` is set.
 
 `NodePayments` is the daemon's adapter: it learns the anchor key over HTTP, prices the worst case
-with the node's `Prices`, and passes receipts to a `ReceiptSender`. Not here: metering (issue #4).
+with the node's `Prices`, passes receipts to a `ReceiptSender`, and keeps what it charged each
+voucher in a `SpendLog` so that a restarted node does not accept a spent budget again.
+Not here: metering (issue #4).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 from dataclasses import dataclass, field
@@ -42,6 +45,7 @@ from p2pfaas.rpc import Forbidden
 __all__ = [
     "NodePayments",
     "PaymentRequired",
+    "SpendLog",
     "VoucherBook",
     "max_price_micro",
 ]
@@ -116,14 +120,29 @@ class VoucherBook:
         self._invocations[request.invocation_id] = voucher.voucher_id
         assert spend.committed_micro <= spend.budget_micro
 
-    def charged(self, receipt: Receipt) -> None:
-        """The invocation ran and its receipt says what it costs: settle the reservation to that."""
+    def charged(self, receipt: Receipt) -> int:
+        """The invocation ran and its receipt says what it costs: settle the reservation to that.
+
+        Returns what was charged to the voucher (0 if it held no reservation for this receipt).
+        """
         spend = self._spends.get(receipt.voucher_id)
         if spend is None or receipt.invocation_id not in spend.reserved:
-            return
+            return 0
         reserved = spend.reserved.pop(receipt.invocation_id)
         # The executor bounds usage by the timeout, so the real charge fits the reservation.
-        spend.charged_micro += min(reserved, self.fees.charge_micro(receipt.price_micro))
+        charge = min(reserved, self.fees.charge_micro(receipt.price_micro))
+        spend.charged_micro += charge
+        return charge
+
+    def restore(self, voucher_id: str, *, budget_micro: int, expires_at: float, charged_micro: int) -> None:
+        """What a previous run of this node charged to a voucher (from its spend log)."""
+        spend = self._spends.setdefault(voucher_id, _Spend(budget_micro, expires_at))
+        spend.charged_micro += charged_micro
+
+    def spend_of(self, voucher_id: str) -> tuple[int, float] | None:
+        """(budget, expiry) of a voucher this node has accepted."""
+        spend = self._spends.get(voucher_id)
+        return None if spend is None else (spend.budget_micro, spend.expires_at)
 
     def release(self, invocation_id: str) -> None:
         """The invocation never ran (refused later, crashed before starting): free its reservation."""
@@ -154,6 +173,51 @@ class VoucherBook:
         if len(self._invocations) > 100_000:  # ids of settled invocations: only for dedupe
             for invocation_id in list(self._invocations)[:50_000]:
                 del self._invocations[invocation_id]
+
+
+class SpendLog:
+    """What this node charged to each voucher, on disk, so a restarted node does not accept again
+    the budget it already used. One JSON line per charge; `load` sums them, drops vouchers long
+    expired, and rewrites the file compacted.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, voucher_id: str, *, budget_micro: int, expires_at: float, charge_micro: int) -> None:
+        line = json.dumps({"v": voucher_id, "b": budget_micro, "e": expires_at, "c": charge_micro})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as file:
+            file.write(line + "\n")
+
+    def load(self, *, now: float) -> dict[str, tuple[int, float, int]]:
+        """voucher id -> (budget, expiry, charged in total), for vouchers that still matter."""
+        spent: dict[str, tuple[int, float, int]] = {}
+        try:
+            lines = self.path.read_text().splitlines()
+        except FileNotFoundError:
+            return spent
+        for line in lines:
+            try:
+                entry = json.loads(line)
+                voucher_id, budget, expires_at, charge = (
+                    str(entry["v"]),
+                    int(entry["b"]),
+                    float(entry["e"]),
+                    int(entry["c"]),
+                )
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line after a crash
+            if expires_at + FORGET_AFTER_S < now:
+                continue
+            _, _, before = spent.get(voucher_id, (budget, expires_at, 0))
+            spent[voucher_id] = (budget, expires_at, before + charge)
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(
+            "".join(json.dumps({"v": v, "b": b, "e": e, "c": c}) + "\n" for v, (b, e, c) in spent.items())
+        )
+        temporary.replace(self.path)
+        return spent
 
 
 def max_price_micro(prices: Prices, *, timeout_s: float, memory_mb: int, cpus: float) -> int:
@@ -202,6 +266,7 @@ class NodePayments:
             journal_path=work_dir / "receipts.journal",
             rng=rng,
         )
+        self.spend_log = SpendLog(work_dir / "voucher-spend.log")
         self._key_task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -236,9 +301,12 @@ class NodePayments:
                 log.warning("cannot learn the anchor's voucher key yet (retrying in %.1fs): %s", pause, error)
                 await asyncio.sleep(pause)
                 continue
-            self.book = VoucherBook(
+            book = VoucherBook(
                 anchor_key=key.public_key, fees=FeePolicy(key.fee_ppm), require_voucher=self.require_voucher
             )
+            for voucher_id, (budget, expires_at, charged) in self.spend_log.load(now=wall_time()).items():
+                book.restore(voucher_id, budget_micro=budget, expires_at=expires_at, charged_micro=charged)
+            self.book = book
             self._ready.set()
 
     def authorize(self, request: InvokeRequest, header: BundleHeader, caller_key: bytes) -> None:
@@ -256,6 +324,11 @@ class NodePayments:
     def on_receipt(self, receipt: Receipt) -> None:
         """Settle this node's view of the voucher, and send the receipt if there is anything to pay."""
         if self.book is not None:
-            self.book.charged(receipt)
+            charge = self.book.charged(receipt)
+            spend = self.book.spend_of(receipt.voucher_id)
+            if charge and spend is not None:
+                self.spend_log.append(
+                    receipt.voucher_id, budget_micro=spend[0], expires_at=spend[1], charge_micro=charge
+                )
         if receipt.voucher_id and receipt.price_micro > 0:
             self.sender.submit(receipt)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,7 @@ from p2pfaas.identity import KeyPair
 from p2pfaas.ledger.policy import FeePolicy
 from p2pfaas.messages import BundleHeader, InvokeRequest, Manifest, Receipt, Voucher
 from p2pfaas.node.pricing import Prices
-from p2pfaas.node.vouchers import PaymentRequired, VoucherBook, max_price_micro
+from p2pfaas.node.vouchers import PaymentRequired, SpendLog, VoucherBook, max_price_micro
 from p2pfaas.rpc import Forbidden
 
 T0 = 1_700_000_000.0
@@ -115,3 +116,26 @@ def test_the_worst_case_covers_what_a_timed_out_invocation_is_billed() -> None:
     billed = prices.charge_micro(cpu_ms=10_500, peak_memory_mb=256, wall_ms=10_500)
     assert billed < worst
     assert max_price_micro(prices, timeout_s=1.0, memory_mb=128, cpus=0.5) < worst
+
+
+def test_a_restarted_node_remembers_what_it_charged(tmp_path: Path) -> None:
+    log = SpendLog(tmp_path / "node" / "voucher-spend.log")
+    assert log.load(now=T0) == {}
+    first = book()
+    v = voucher(1000)
+    for n in range(3):
+        first.authorize(request(f"i{n}", v), header(), LESSEE.public.raw, max_price_micro=200, now=T0)
+        charge = first.charged(receipt(f"i{n}", 200))
+        log.append("v1", budget_micro=1000, expires_at=v.expires_at, charge_micro=charge)
+    log.append("old", budget_micro=5, expires_at=T0 - 10**6, charge_micro=5)  # long expired: forgotten
+    with log.path.open("a") as file:
+        file.write('{"v": "v1", "b": 1000, "e"')  # a crash mid-line
+    # The node restarts: a new book, restored from the log, has 1000 - 3 x 220 = 340 left.
+    second = book()
+    for voucher_id, (budget, expires_at, charged) in log.load(now=T0).items():
+        second.restore(voucher_id, budget_micro=budget, expires_at=expires_at, charged_micro=charged)
+    assert second.remaining_micro("v1") == 340 and second.remaining_micro("old") is None
+    with pytest.raises(PaymentRequired):
+        second.authorize(request("i9", v), header(), LESSEE.public.raw, max_price_micro=400, now=T0)
+    second.authorize(request("i9", v), header(), LESSEE.public.raw, max_price_micro=300, now=T0)
+    assert log.load(now=T0) == {"v1": (1000, v.expires_at, 660)}  # compacted
