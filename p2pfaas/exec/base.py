@@ -27,6 +27,7 @@ class FunctionSpec:
     memory_mb: int
     timeout_s: float
     cpus: float = 1.0
+    concurrency: int = 1  # invocations one instance may serve at once (the manifest allows it)
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,10 @@ import docker.types
 from p2pfaas.errors import ConfigError, ExecutorError, InvokeError, MemoryExceeded
 from p2pfaas.exec import node_cgroup
 from p2pfaas.exec.base import FunctionSpec
+from p2pfaas.exec.forecast import ArrivalForecast
 from p2pfaas.exec.metering import CgroupMeter, Meter, NullMeter
 from p2pfaas.exec.node_cgroup import NodeCgroup
+from p2pfaas.exec.pool_policy import KeepAlivePolicy
 from p2pfaas.exec.run_dir import SOCKET_NAME, RunDir
 from p2pfaas.exec.runtime_image import RUNTIME_IMAGE_TAG
 from p2pfaas.exec.shim_client import ShimConnection, connect_when_ready
@@ -97,6 +99,10 @@ class _ContainerInstance:
         cgroup = self._executor.node_cgroup
         self._meter = CgroupMeter.for_container(self.container_id, parent=cgroup.parent if cgroup else "")
 
+    async def open_connection(self, *, timeout_s: float) -> ShimConnection:
+        path = self._executor.run_dir.socket_path(self.instance_id)
+        return await ShimConnection.open(path, timeout_s=timeout_s)
+
     def _create_and_start(self) -> None:
         socket_dir = self._executor.run_dir.instance_dir(self.instance_id)
         socket_dir.mkdir(mode=0o700)
@@ -139,6 +145,7 @@ class _ContainerInstance:
                 *("--socket", f"{CONTAINER_SOCKET_DIR}/{SOCKET_NAME}"),
                 *("--code-dir", CONTAINER_CODE_DIR),
                 *("--handler", self._fn.handler),
+                *(("--concurrency", str(self._fn.concurrency)) if self._fn.concurrency > 1 else ()),
             ],
             name=f"p2pfaas-{executor.owner_id[:16]}-{self.instance_id}",
             labels={
@@ -241,6 +248,9 @@ class DockerExecutor(PooledExecutor):
         node_cpus: float = 0.0,
         node_memory_mb: int = 0,
         client_factory: Callable[[], docker.DockerClient] | None = None,
+        keep_alive: KeepAlivePolicy | None = None,
+        forecast: ArrivalForecast | None = None,
+        memory_cap_mb: int = 0,
     ) -> None:
         if not _OWNER_ID.match(owner_id):
             raise ConfigError(f"owner id must match {_OWNER_ID.pattern}, got {owner_id!r}")
@@ -260,6 +270,9 @@ class DockerExecutor(PooledExecutor):
             max_per_function=max_per_function,
             keep_alive_s=keep_alive_s,
             startup_timeout_s=startup_timeout_s,
+            keep_alive=keep_alive,
+            forecast=forecast,
+            memory_cap_mb=memory_cap_mb,
         )
 
     @property

@@ -77,6 +77,7 @@ class HybridHistogramPolicy:
         tail_percentile: float = 99.0,
         margin: float = 0.10,
         max_margin_s: float = float("inf"),
+        memory_budget: bool = False,
         min_samples: int = 10,
         min_cv: float = 2.0,
         max_oob_share: float = 0.5,
@@ -91,6 +92,7 @@ class HybridHistogramPolicy:
         self.tail = tail_percentile / 100
         self.margin = margin
         self.max_margin_s = max_margin_s
+        self.memory_budget = memory_budget
         self.min_samples = min_samples
         self.min_cv = min_cv
         self.max_oob_share = max_oob_share
@@ -140,7 +142,37 @@ class HybridHistogramPolicy:
         prewarm_s = head_s - min(head_s * self.margin, self.max_margin_s)
         tail_s += min(tail_s * self.margin, self.max_margin_s)
         assert 0 <= prewarm_s < tail_s
+        if self.memory_budget:
+            budget = self._idle_cost(h, 0.0, self.fallback.keep_alive_s)
+            if self._idle_cost(h, prewarm_s, tail_s) > budget:
+                tail_s = self._cap_tail(h, prewarm_s, tail_s, budget)
+                if tail_s <= prewarm_s:
+                    return self.fallback.windows("")
         return Windows(prewarm_s=prewarm_s, keep_alive_s=tail_s - prewarm_s, learned=True)
+
+    def _idle_cost(self, h: _Histogram, prewarm_s: float, end_s: float) -> float:
+        """Expected warm-but-idle seconds per idle time under windows (prewarm_s, end_s), taking
+        each idle time at its bin's centre: unloaded until prewarm_s, warm until the call or end_s."""
+        cost = h.oob * (end_s - prewarm_s)
+        for index, count in enumerate(h.bins):
+            if count:
+                idle_s = (index + 0.5) * self.bin_s
+                if idle_s >= prewarm_s:
+                    cost += count * (min(idle_s, end_s) - prewarm_s)
+        return cost
+
+    def _cap_tail(self, h: _Histogram, prewarm_s: float, tail_s: float, budget: float) -> float:
+        """The latest window end, at a bin edge below `tail_s`, whose idle cost fits `budget`;
+        `prewarm_s` if none does. The cost grows with the end, so bisect over bin edges."""
+        low, high = math.floor(prewarm_s / self.bin_s) + 1, math.ceil(tail_s / self.bin_s)
+        best = prewarm_s
+        while low <= high:
+            middle = (low + high) // 2
+            if self._idle_cost(h, prewarm_s, middle * self.bin_s) <= budget:
+                best, low = middle * self.bin_s, middle + 1
+            else:
+                high = middle - 1
+        return best
 
 
 def _percentile_bin(bins: list[int], total: int, q: float) -> int:

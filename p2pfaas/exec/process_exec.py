@@ -25,7 +25,9 @@ from pathlib import Path
 
 from p2pfaas.errors import ExecutorError, InvokeError, MemoryExceeded
 from p2pfaas.exec.base import FunctionSpec
+from p2pfaas.exec.forecast import ArrivalForecast
 from p2pfaas.exec.metering import Meter, NullMeter, ProcMeter
+from p2pfaas.exec.pool_policy import KeepAlivePolicy
 from p2pfaas.exec.run_dir import RunDir
 from p2pfaas.exec.runtime import SHIM_PATH
 from p2pfaas.exec.runtime.shim import EXIT_MEMORY
@@ -61,6 +63,9 @@ class _ProcessInstance:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
+    async def open_connection(self, *, timeout_s: float) -> ShimConnection:
+        return await ShimConnection.open(self._run_dir.socket_path(self.instance_id), timeout_s=timeout_s)
+
     async def boot(self, *, timeout_s: float) -> None:
         directory = self._run_dir.instance_dir(self.instance_id)
         await asyncio.to_thread(directory.mkdir, mode=0o700)
@@ -80,6 +85,7 @@ class _ProcessInstance:
                 self._fn.handler,
                 "--rlimit-as-mb",
                 str(self._fn.memory_mb),
+                *(("--concurrency", str(self._fn.concurrency)) if self._fn.concurrency > 1 else ()),
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
@@ -143,6 +149,9 @@ class UnsandboxedProcessExecutor(PooledExecutor):
         keep_alive_s: float = 300.0,
         startup_timeout_s: float = 15.0,
         python: str = sys.executable,
+        keep_alive: KeepAlivePolicy | None = None,
+        forecast: ArrivalForecast | None = None,
+        memory_cap_mb: int = 0,
     ) -> None:
         self._run_dir = RunDir(work_dir)
         self._python = python
@@ -151,6 +160,9 @@ class UnsandboxedProcessExecutor(PooledExecutor):
             max_per_function=max_per_function,
             keep_alive_s=keep_alive_s,
             startup_timeout_s=startup_timeout_s,
+            keep_alive=keep_alive,
+            forecast=forecast,
+            memory_cap_mb=memory_cap_mb,
         )
 
     def _new_instance(self, fn: FunctionSpec, instance_id: str) -> _ProcessInstance:

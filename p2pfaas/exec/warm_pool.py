@@ -1,19 +1,27 @@
 """Warm instances of functions and the invocation flow shared by the Docker and process executors.
 
 `WarmPool` owns instances (containers or processes, behind the small `Instance` protocol), asks
-`WarmPoolPolicy` which one serves an invocation, runs it over the instance's shim connection and
-turns failures into the `Executor` error contract (see `exec/base.py`):
+`WarmPoolPolicy` which one serves an invocation, runs it over a shim connection and turns failures
+into the `Executor` error contract (see `exec/base.py`):
 - no answer within `timeout_s`: the instance is destroyed, `InvokeTimeout`;
 - the function raised `MemoryError`, or the instance died and `Instance.diagnose` says it was
   for memory: the instance is destroyed, `MemoryExceeded`;
 - the connection broke otherwise: the instance is destroyed, `ExecutorError` saying why.
-A destroyed instance is replaced by a fresh one on the next invocation.
+A destroyed instance is replaced by a fresh one on the next invocation. An instance of a function
+whose manifest allows `concurrency` > 1 serves that many invocations at once, one shim connection
+each; destroying it fails the others running on it with `ExecutorError`.
 
-Each invocation is metered by the instance's `Meter` (cgroup or /proc counters, `metering.py`)
-and its CPU time and peak memory are returned in the `ExecResult`.
+Pools grow from zero on demand and shrink to zero: a reaper task sleeps until the policy's next
+deadline, destroys the instances whose keep-alive (fixed, or learned by `keepalive.py`) has passed
+and boots the ones the policy pre-warms (the hybrid policy's pre-warm window, the arrival forecast
+of `forecast.py`). `prewarm`/`release`/`warm_digests` let local placement scale a function by hand.
 
-It does not know how instances are started (the executor's factory does). Time is the running
-loop's clock.
+Each invocation is metered by the instance's `Meter` (cgroup or /proc counters, `metering.py`);
+invocations sharing an instance split its CPU time evenly and each reports its peak memory.
+Invoking and destroying wait on another process, so they run under `clock.off_loop()`: on the
+simulator's virtual clock, time does not jump while they wait. Booting polls for the shim's socket
+on timers, so it cannot hold the clock: there, a boot takes some virtual time (about a minute for a
+process). Time is the running loop's clock.
 """
 
 from __future__ import annotations
@@ -23,13 +31,15 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Callable, Coroutine
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from p2pfaas.clock import off_loop
 from p2pfaas.errors import ExecutorError, InvokeError, InvokeTimeout, LocalError, MemoryExceeded
 from p2pfaas.exec.base import ExecResult, FunctionSpec
+from p2pfaas.exec.forecast import ArrivalForecast
 from p2pfaas.exec.metering import NO_USAGE, Meter, Usage
-from p2pfaas.exec.pool_policy import Decision, WarmPoolPolicy
+from p2pfaas.exec.pool_policy import Decision, KeepAlivePolicy, WarmPoolPolicy
 from p2pfaas.exec.shim_client import ShimConnection
 
 log = logging.getLogger(__name__)
@@ -50,6 +60,10 @@ class Instance(Protocol):
         """The instance's usage counters; only valid after `boot` returned."""
         ...
 
+    async def open_connection(self, *, timeout_s: float) -> ShimConnection:
+        """Another connection to the booted instance's shim, for one more concurrent invocation."""
+        ...
+
     async def boot(self, *, timeout_s: float) -> None:
         """Start the runtime and connect to its shim; `ExecutorError` if not up within `timeout_s`."""
         ...
@@ -67,6 +81,15 @@ class Instance(Protocol):
 InstanceFactory = Callable[[FunctionSpec, str], Instance]  # (function, instance id) -> unbooted instance
 
 
+@dataclass
+class _Slots:
+    """A booted instance's shim connections not in use, and the invocations running on it."""
+
+    free: list[ShimConnection]
+    extra: list[ShimConnection] = field(default_factory=list)  # opened beyond the boot one: ours to close
+    running: int = 0
+
+
 class WarmPool:
     """Driven by `invoke` calls and a reaper task that removes instances idle past the keep-alive."""
 
@@ -77,12 +100,25 @@ class WarmPool:
         max_per_function: int,
         keep_alive_s: float,
         startup_timeout_s: float,
+        keep_alive: KeepAlivePolicy | None = None,
+        forecast: ArrivalForecast | None = None,
+        memory_cap_mb: int = 0,
     ) -> None:
         self._factory = factory
-        self._policy = WarmPoolPolicy(max_per_function=max_per_function, keep_alive_s=keep_alive_s)
+        self._policy = WarmPoolPolicy(
+            max_per_function=max_per_function,
+            keep_alive_s=keep_alive_s,
+            keep_alive=keep_alive,
+            forecast=forecast,
+            memory_cap_mb=memory_cap_mb,
+        )
+        self._specs: dict[str, FunctionSpec] = {}  # the last spec seen per digest, for pre-warming
+        self._rearm = asyncio.Event()
         self._startup_timeout_s = startup_timeout_s
         self._instances: dict[str, Instance] = {}
         self._digests: dict[str, str] = {}  # instance id -> digest
+        self._booted: dict[str, asyncio.Future[None]] = {}  # instance id -> done once up (or failed)
+        self._slots: dict[str, _Slots] = {}  # booted instances only
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._cleanups: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
@@ -107,7 +143,7 @@ class WarmPool:
         instances = list(self._instances.values())
         self._instances.clear()
         for instance in instances:
-            self._spawn(instance.destroy())
+            self._spawn(_destroy(instance, self._forget(instance.instance_id)))
         while self._cleanups:
             await asyncio.gather(*self._cleanups)
 
@@ -117,17 +153,59 @@ class WarmPool:
     def instance_ids(self, digest: str | None = None) -> list[str]:
         return [i for i, d in self._digests.items() if digest is None or d == digest]
 
+    @property
+    def policy(self) -> WarmPoolPolicy:
+        return self._policy
+
+    # --- local scaling, for placement ------------------------------------------------------------
+
+    def warm_digests(self) -> dict[str, int]:
+        """Booted instances per function (busy or idle): where an invocation would start warm."""
+        counts: dict[str, int] = {}
+        for instance_id in self._slots:
+            digest = self._digests[instance_id]
+            counts[digest] = counts.get(digest, 0) + 1
+        return counts
+
+    async def prewarm(self, fn: FunctionSpec, count: int) -> None:
+        """Have at least `count` instances of `fn` (capped by the pool's limits); returns once the
+        ones started here have booted. They then age out under the function's keep-alive."""
+        self._check_open()
+        self._specs[fn.digest] = fn
+        ids = self._policy.prewarm_now(
+            fn.digest,
+            count,
+            asyncio.get_running_loop().time(),
+            lambda: secrets.token_hex(5),
+            memory_mb=fn.memory_mb,
+            concurrency=fn.concurrency,
+        )
+        await asyncio.gather(*(self._spawn(self._prewarm(fn, instance_id)) for instance_id in ids))
+
+    def release(self, digest: str) -> None:
+        """Destroy the function's idle instances now (busy ones finish first, then age out)."""
+        for instance_id in self._policy.drop_idle(digest):
+            self._drop(instance_id)
+
+    # --- invocations ----------------------------------------------------------------------------
+
     async def invoke(self, fn: FunctionSpec, payload: bytes, *, timeout_s: float) -> ExecResult:
         """Run `fn` on a warm (or new) instance. Queueing for a free one counts against `timeout_s`;
         starting one is bounded separately by the startup timeout."""
-        if self._reaper is None or self._closed:
-            raise LocalError("the executor is not started, or already closed")
+        self._check_open()
+        loop = asyncio.get_running_loop()
         instance, cold = await self._checkout(fn, timeout_s=timeout_s)
-        meter = instance.meter()
         try:
-            _begin(meter)
-            result = await instance.connection.invoke(payload, timeout_s=timeout_s)
-            usage = _end(meter)
+            connection = await self._connection(instance)
+        except BaseException:
+            await self._retire(instance)  # it cannot take another connection: it is not healthy
+            raise
+        started = loop.time()
+        cpu_base_s = self._meter_begin(instance)
+        try:
+            with off_loop():
+                result = await connection.invoke(payload, timeout_s=timeout_s)
+            usage = self._meter_end(instance, cpu_base_s)
         except InvokeTimeout:
             await self._retire(instance)
             raise
@@ -139,26 +217,49 @@ class WarmPool:
             raise error from exc
         except BaseException:
             # Cancelled mid-call (or refused before sending): reuse only if still in step.
-            if instance.connection.broken:
+            if connection.broken:
                 await self._retire(instance)
             else:
-                self._release(instance)
+                self._release(instance, connection, loop.time() - started)
             raise
         if not result.ok and result.error_type == "MemoryError":
             # Allocation failed inside the function (rlimit, or a huge request): the runtime's
             # heap may be left fragmented or bloated, so treat it as the limit being hit.
             await self._retire(instance)
             raise MemoryExceeded(f"the function exceeded its {fn.memory_mb} MB memory limit")
-        self._release(instance)
+        # The runtime's own measure when the loop's clock cannot see the work (a virtual clock).
+        self._release(instance, connection, max(loop.time() - started, result.duration_s))
         return replace(result, cold=cold, cpu_s=usage.cpu_s, peak_memory_bytes=usage.peak_memory_bytes)
+
+    def _check_open(self) -> None:
+        if self._reaper is None or self._closed:
+            raise LocalError("the executor is not started, or already closed")
 
     async def _checkout(self, fn: FunctionSpec, *, timeout_s: float) -> tuple[Instance, bool]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        self._specs[fn.digest] = fn
+        arrival = True
         while True:
-            acquired = self._policy.acquire(fn.digest, loop.time(), new_id=secrets.token_hex(5))
+            acquired = self._policy.acquire(
+                fn.digest,
+                loop.time(),
+                new_id=secrets.token_hex(5),
+                memory_mb=fn.memory_mb,
+                concurrency=fn.concurrency,
+                arrival=arrival,
+            )
+            arrival = False
+            for evicted in acquired.evict:
+                self._drop(evicted)
             if acquired.decision is Decision.REUSE:
-                return self._instances[acquired.instance_id], False
+                self._rearm.set()  # a pending pre-warm or expiry may have moved
+                booted = self._booted[acquired.instance_id]
+                if booted.done():
+                    return self._instances[acquired.instance_id], False
+                # Packed onto an instance still booting for another call: as cold as that one.
+                await asyncio.shield(booted)
+                return self._instances[acquired.instance_id], True
             if acquired.decision is Decision.START:
                 return await self._start_instance(fn, acquired.instance_id), True
             waiter = loop.create_future()
@@ -169,28 +270,70 @@ class WarmPool:
             except TimeoutError:
                 raise InvokeTimeout(
                     f"no free instance of {fn.digest[:12]} within {timeout_s:g} s "
-                    f"({self._policy.max_per_function} busy)"
+                    f"({self._policy.count(fn.digest)} busy, {self._policy.memory_used_mb} MB in use)"
                 ) from None
             finally:
                 with contextlib.suppress(ValueError):
                     self._waiters[fn.digest].remove(waiter)
+                if not self._waiters.get(fn.digest, True):
+                    del self._waiters[fn.digest]
 
     async def _start_instance(self, fn: FunctionSpec, instance_id: str) -> Instance:
         instance = self._factory(fn, instance_id)
         self._instances[instance_id] = instance
         self._digests[instance_id] = fn.digest
+        booted = self._booted[instance_id] = asyncio.get_running_loop().create_future()
         try:
             await instance.boot(timeout_s=self._startup_timeout_s)
-        except BaseException:
+        except BaseException as exc:
+            error = exc if isinstance(exc, Exception) else ExecutorError("the instance's boot was cancelled")
+            booted.set_exception(error)
+            booted.exception()  # retrieved: callers packed onto it re-raise it themselves
             await self._retire(instance)
             raise
+        self._slots[instance_id] = _Slots(free=[instance.connection])
+        booted.set_result(None)
         return instance
 
-    def _release(self, instance: Instance) -> None:
-        if self._closed:
-            return  # aclose is destroying it
-        self._policy.release(instance.instance_id, asyncio.get_running_loop().time())
-        self._wake(self._digests[instance.instance_id])
+    async def _connection(self, instance: Instance) -> ShimConnection:
+        slots = self._slots[instance.instance_id]
+        if slots.free:
+            return slots.free.pop()
+        with off_loop():
+            connection = await instance.open_connection(timeout_s=self._startup_timeout_s)
+        slots.extra.append(connection)
+        return connection
+
+    def _meter_begin(self, instance: Instance) -> float:
+        """Start metering this invocation: the meter's CPU reading it starts from."""
+        slots = self._slots[instance.instance_id]
+        slots.running += 1
+        if slots.running == 1:  # a new busy period: reset the counters
+            with contextlib.suppress(OSError, ValueError):
+                instance.meter().begin()
+            return 0.0
+        return _read(instance.meter()).cpu_s
+
+    def _meter_end(self, instance: Instance, cpu_base_s: float) -> Usage:
+        slots = self._slots.get(instance.instance_id)
+        usage = _read(instance.meter())
+        sharing = slots.running if slots else 1  # this invocation included: `_release` counts it out
+        # Invocations running side by side share the instance's CPU time evenly.
+        return Usage(max(usage.cpu_s - cpu_base_s, 0.0) / max(sharing, 1), usage.peak_memory_bytes)
+
+    def _release(self, instance: Instance, connection: ShimConnection | None, run_s: float) -> None:
+        instance_id = instance.instance_id
+        if self._closed or instance_id not in self._instances:
+            return  # aclose is destroying it, or another invocation's failure retired it
+        slots = self._slots[instance_id]
+        if connection is not None:
+            slots.running -= 1
+            if not connection.broken:
+                slots.free.append(connection)
+        loop = asyncio.get_running_loop()
+        self._policy.release(instance_id, loop.time(), run_s=run_s)
+        self._rearm.set()
+        self._wake(self._digests[instance_id])
 
     async def _retire(self, instance: Instance) -> None:
         """Destroy a busy instance, then free its slot. Shielded: a cancelled caller must not
@@ -199,19 +342,36 @@ class WarmPool:
         await asyncio.shield(task)
 
     async def _destroy_and_forget(self, instance: Instance) -> None:
+        slots = self._slots.get(instance.instance_id)
         try:
-            await instance.destroy()
+            await _destroy(instance, slots.extra if slots else [])
         finally:
             instance_id = instance.instance_id
             if self._instances.pop(instance_id, None) is not None:
-                self._wake(self._policy.discard(instance_id))
-            self._digests.pop(instance_id, None)
+                now = asyncio.get_running_loop().time()
+                self._wake(self._policy.discard(instance_id, now))
+            self._forget(instance_id)
+
+    def _forget(self, instance_id: str) -> list[ShimConnection]:
+        """Drop the pool's records of an instance; returns its extra connections, to close."""
+        self._digests.pop(instance_id, None)
+        self._booted.pop(instance_id, None)
+        slots = self._slots.pop(instance_id, None)
+        return slots.extra if slots else []
+
+    def _drop(self, instance_id: str) -> None:
+        """Destroy an instance the policy already forgot (expired, evicted or released)."""
+        instance = self._instances.pop(instance_id)
+        self._spawn(_destroy(instance, self._forget(instance_id)))
 
     def _wake(self, digest: str) -> None:
         # Wake every waiter of this function: each re-asks the policy, the losers wait again.
-        for waiter in self._waiters.get(digest, ()):
-            if not waiter.done():
-                waiter.set_result(None)
+        # Under a memory cap any freed instance may be the room another function waits for.
+        groups = self._waiters.values() if self._policy.memory_cap_mb else [self._waiters.get(digest, [])]
+        for waiters in groups:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(self._quietly(coro))
@@ -228,21 +388,44 @@ class WarmPool:
 
     async def _reap_forever(self) -> None:
         loop = asyncio.get_running_loop()
-        interval_s = min(max(self._policy.keep_alive_s / 4, 0.05), 5.0)
         while True:
-            await asyncio.sleep(interval_s)
-            for instance_id in self._policy.expired(loop.time()):
-                instance = self._instances.pop(instance_id)
-                self._digests.pop(instance_id, None)
-                self._spawn(instance.destroy())
+            # Sleep until the policy's next deadline; a release or reuse may bring it forward.
+            delay_s = min(max(self._policy.next_deadline() - loop.time(), 0.01), 5.0)
+            self._rearm.clear()
+            # (asyncio.timeout, not wait_for: on 3.11 cancelling wait_for while the event is set
+            # can leave the cancellation stuck.)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay_s):
+                    await self._rearm.wait()
+            now = loop.time()
+            for instance_id in self._policy.expired(now):
+                self._drop(instance_id)
+            for digest, instance_id in self._policy.prewarm(now, lambda: secrets.token_hex(5)):
+                self._spawn(self._prewarm(self._specs[digest], instance_id))
+
+    async def _prewarm(self, fn: FunctionSpec, instance_id: str) -> None:
+        try:
+            await self._start_instance(fn, instance_id)
+        except Exception as exc:  # _start_instance has retired it; the next invocation starts one
+            log.warning("pre-warming %s failed: %s", fn.digest[:12], exc)
+            return
+        instance = self._instances.get(instance_id)
+        if self._closed:  # aclose ran while it booted: it is ours to remove
+            if instance is not None:
+                self._instances.pop(instance_id, None)
+                await _destroy(instance, self._forget(instance_id))
+        elif instance is not None:
+            self._release(instance, None, 0.0)
 
 
-def _begin(meter: Meter) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        meter.begin()
+async def _destroy(instance: Instance, extra: list[ShimConnection]) -> None:
+    with off_loop():  # it waits on the runtime's exit, not on a timer
+        for connection in extra:
+            await connection.aclose()
+        await instance.destroy()
 
 
-def _end(meter: Meter) -> Usage:
+def _read(meter: Meter) -> Usage:
     try:
         return meter.end()
     except (OSError, ValueError):  # the counters vanished with the instance: the result still stands
@@ -262,6 +445,18 @@ class PooledExecutor:
 
     def instance_ids(self, digest: str | None = None) -> list[str]:
         return self._pool.instance_ids(digest)
+
+    def warm_digests(self) -> dict[str, int]:
+        """Digest -> booted instances, for placement (#6) and the capacity advert."""
+        return self._pool.warm_digests()
+
+    async def prewarm(self, spec: FunctionSpec, count: int) -> None:
+        """Have at least `count` warm instances of `spec` (within this node's pool limits)."""
+        await self._pool.prewarm(spec, count)
+
+    def release(self, digest: str) -> None:
+        """Destroy `digest`'s idle instances now."""
+        self._pool.release(digest)
 
     def shim_connection(self, instance_id: str) -> ShimConnection | None:
         """The live instance's own shim connection, for measuring the floor in benchmarks.

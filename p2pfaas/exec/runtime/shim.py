@@ -10,10 +10,12 @@ message is two frames, a JSON header then a raw body.
 - response header `{"v": 1, "ok", "error_type", "error_message", "traceback", "duration_s"}`;
   body: the JSON of the return value when ok, else empty.
 
-Concurrency: one connection at a time, one request at a time on it. A second client waits in the
-listen backlog until the first disconnects. The host keeps one connection and at most one
-invocation in flight per instance, so this costs nothing, and the function's process-wide state
-(globals, caches) stays single-threaded as function authors expect.
+Concurrency: one request at a time per connection. With `--concurrency 1` (the default) one
+connection at a time, too: a second client waits in the listen backlog until the first disconnects,
+and the function's process-wide state (globals, caches) stays single-threaded as authors expect.
+With `--concurrency N` (the manifest's `concurrency`, for functions that declare themselves
+thread-safe) up to N connections are served at once, each in its own thread; the host opens one
+connection per invocation slot.
 
 What it does not do: enforce time limits (the host kills the instance) or memory limits (the
 container's cgroup does; the process executor asks for an address-space rlimit with
@@ -33,6 +35,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -204,25 +207,51 @@ def serve_connection(
             send_message(conn, *invoke(handler, payload, max_result_bytes=max_result_bytes))
 
 
-def listen(path: Path) -> socket.socket:
+def listen(path: Path, *, backlog: int = 4) -> socket.socket:
     if path.is_socket():
         path.unlink()  # left by a previous shim in the same directory
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
     # The directory, not the socket's mode, is the access control; the host may be another uid.
     os.chmod(path, 0o666)
-    server.listen(4)
+    server.listen(backlog)
     return server
 
 
-def serve(server: socket.socket, handler: Handler | None, load_error: Header | None, **limits: int) -> None:
+def _serve_one(
+    conn: socket.socket, handler: Handler | None, load_error: Header | None, **limits: int
+) -> None:
+    with conn:
+        try:
+            serve_connection(conn, handler, load_error, **limits)
+        except (ProtocolError, OSError) as exc:
+            print(f"p2pfaas shim: dropping connection: {exc}", file=sys.stderr, flush=True)
+
+
+def serve(
+    server: socket.socket,
+    handler: Handler | None,
+    load_error: Header | None,
+    *,
+    concurrency: int = 1,
+    **limits: int,
+) -> None:
+    if concurrency <= 1:
+        while True:
+            conn, _ = server.accept()
+            _serve_one(conn, handler, load_error, **limits)
+    slots = threading.BoundedSemaphore(concurrency)  # more clients wait in the listen backlog
+
+    def run(conn: socket.socket) -> None:
+        try:
+            _serve_one(conn, handler, load_error, **limits)
+        finally:
+            slots.release()
+
     while True:
+        slots.acquire()
         conn, _ = server.accept()
-        with conn:
-            try:
-                serve_connection(conn, handler, load_error, **limits)
-            except (ProtocolError, OSError) as exc:
-                print(f"p2pfaas shim: dropping connection: {exc}", file=sys.stderr, flush=True)
+        threading.Thread(target=run, args=(conn,), daemon=True).start()
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -232,11 +261,19 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--code-dir", default=env("P2PFAAS_CODE_DIR", "/fn"))
     parser.add_argument("--handler", default=env("P2PFAAS_HANDLER"))
     parser.add_argument("--rlimit-as-mb", type=int, default=0, help="address-space limit (0: none)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=int(env("P2PFAAS_CONCURRENCY", "1")),
+        help="connections (and invocations) served at once, each in a thread",
+    )
     parser.add_argument("--max-payload-bytes", type=int, default=DEFAULT_MAX_PAYLOAD_BYTES)
     parser.add_argument("--max-result-bytes", type=int, default=DEFAULT_MAX_RESULT_BYTES)
     args = parser.parse_args(argv)
     if not args.handler:
         parser.error("--handler (or P2PFAAS_HANDLER) is required")
+    if not 1 <= args.concurrency <= 1000:
+        parser.error("--concurrency must be in 1..1000")
     return args
 
 
@@ -257,12 +294,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.chdir(code_dir)  # so a function can open its bundle's data files by relative path
     handler, load_error = load_handler(code_dir, args.handler)
     socket_path = Path(args.socket)
-    server = listen(socket_path)
+    server = listen(socket_path, backlog=max(4, args.concurrency))
     try:
         serve(
             server,
             handler,
             load_error,
+            concurrency=args.concurrency,
             max_payload_bytes=args.max_payload_bytes,
             max_result_bytes=args.max_result_bytes,
         )
