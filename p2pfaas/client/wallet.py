@@ -7,18 +7,25 @@ nodes would refuse; nodes keep their own count, and the anchor's is the one that
 requests are idempotent by a request id drawn from the injected `rng`, kept until the anchor
 answers, so a request retried after a lost answer holds the budget once.
 
-`AccountClient.voucher` is the usual `source`. This module does not talk HTTP itself.
+`AccountClient.voucher` is the usual `source`. With `state_path` the current voucher and what was
+spent from it are kept in a file (owner-only), so short-lived programs such as the CLI reuse one
+voucher instead of holding a new budget each run. This module does not talk HTTP itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import os
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from p2pfaas import codec
 from p2pfaas.clock import wall_time
-from p2pfaas.errors import LocalError
+from p2pfaas.errors import DecodeError, LocalError
 from p2pfaas.identity import KeyPair
 from p2pfaas.ledger.policy import FeePolicy
 from p2pfaas.messages import Receipt, Voucher
@@ -41,6 +48,7 @@ class Wallet:
     fees: FeePolicy = field(default_factory=FeePolicy)
     rng: random.Random = field(default_factory=random.Random)
     clock: Callable[[], float] = wall_time
+    state_path: Path | None = None  # where the current voucher and its spend are kept between runs
     vouchers_bought: int = 0
     _voucher: Voucher | None = None
     _spent_micro: int = 0
@@ -50,6 +58,35 @@ class Wallet:
     def __post_init__(self) -> None:
         if self.budget_micro <= 0 or self.ttl_s <= 0:
             raise LocalError("a wallet needs a positive budget and voucher lifetime")
+        if self.state_path is not None:
+            self._load(self.state_path)
+
+    def _load(self, path: Path) -> None:
+        """Pick up the voucher a previous run (say, the last CLI command) left, if it is this key's."""
+        try:
+            state = json.loads(path.read_text())
+            voucher = codec.decode_as(Voucher, base64.b64decode(state["voucher"]))
+            spent = int(state["spent_micro"])
+        except FileNotFoundError:
+            return
+        except (ValueError, KeyError, TypeError, DecodeError):
+            return  # unreadable: start afresh (the old voucher's hold returns at its expiry)
+        if voucher.lessee_key == self.keys.public.raw:
+            self._voucher, self._spent_micro = voucher, spent
+
+    def _save(self) -> None:
+        if self.state_path is None or self._voucher is None:
+            return
+        state = {
+            "voucher": base64.b64encode(codec.encode(self._voucher)).decode(),
+            "spent_micro": self._spent_micro,
+        }
+        self.state_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        temporary = self.state_path.with_suffix(".tmp")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            json.dump(state, file)
+        temporary.replace(self.state_path)
 
     @property
     def remaining_micro(self) -> int:
@@ -98,3 +135,4 @@ class Wallet:
         self._request_id = None  # answered: the next renewal is a new request
         self._voucher, self._spent_micro = voucher, 0
         self.vouchers_bought += 1
+        self._save()

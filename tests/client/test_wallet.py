@@ -8,6 +8,7 @@ lessee. Nodes run the unsandboxed process executor here (the flow, not the sandb
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import random
 import shutil
@@ -30,6 +31,7 @@ from p2pfaas.db import open_database
 from p2pfaas.errors import Refused
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
+from p2pfaas.ledger import cli as ledger_cli
 from p2pfaas.ledger.audit import audit
 from p2pfaas.messages import ErrorReply, InvokeRequest, InvokeResult, Voucher
 from p2pfaas.node.daemon import NodeConfig, NodeDaemon
@@ -167,3 +169,28 @@ async def test_the_wallet_renews_before_its_voucher_expires_or_runs_out(net: Net
         for _ in range(10):
             wallet.exhausted()
             await wallet.voucher()
+
+
+async def test_the_cli_pays_and_reuses_its_voucher_across_runs(
+    net: Net, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`p2pfaas fn invoke NAME --pay 1`, twice: one voucher, kept between the two processes' runs."""
+    keys = KeyPair.generate()
+    await net.alice.claim_key(keys, kind="lessee")
+    await net.operator.grant("alice", 5_000_000, ref="g")
+    assert net.alice.token is not None
+    monkeypatch.setenv("P2PFAAS_TOKEN", net.alice.token)
+    monkeypatch.setenv("P2PFAAS_HOME", str(tmp_path / "home"))
+    async with AsyncClient(net.anchor.url, keys) as client:
+        await client.deploy(write_function(net.root, "sleepy"))
+    args = argparse.Namespace(pay="1")
+    bought = []
+    for _ in range(2):  # two separate commands, each with its own client
+        async with AsyncClient(net.anchor.url, keys) as client, ledger_cli.paying(args, client):
+            assert (await client.invoke("sleepy", {"s": 0.05})).value == "woke"
+            assert client.wallet is not None
+            bought.append(client.wallet.vouchers_bought)
+    assert bought == [1, 0]  # the second run found the first one's voucher
+    state = tmp_path / "home" / f"voucher-{keys.key_id[:16]}.json"
+    assert state.stat().st_mode & 0o777 == 0o600
+    assert own_balance(await net.alice.balances()) == 5_000_000 - 1_000_000  # one voucher of 1 credit held
