@@ -109,7 +109,7 @@ def _load_process(job: LoadJob, out: Any) -> None:
     out.send(uvloop.run(_load(job)))
 
 
-async def _load(job: LoadJob) -> tuple[int, int, list[float]]:
+async def _load(job: LoadJob) -> tuple[int, int, list[float], float]:
     done = errors = 0
     latencies: list[float] = []
     bodies = iter(job.bodies)
@@ -143,8 +143,10 @@ async def _load(job: LoadJob) -> tuple[int, int, list[float]]:
                     continue
                 done += 1
 
+        cpu_before = time.process_time()
         await asyncio.gather(*(client() for _ in range(job.clients)))
-    return done, errors, latencies
+        cpu_s = time.process_time() - cpu_before
+    return done, errors, latencies, cpu_s
 
 
 def run_load(
@@ -163,14 +165,17 @@ def run_load(
         pipes.append(receive)
         workers.append(worker)
     done = errors = 0
+    client_cpu_s = 0.0
     latencies: list[float] = []
     for receive, worker in zip(pipes, workers, strict=True):
-        d, e, lat = receive.recv()
+        d, e, lat, cpu_s = receive.recv()
         worker.join()
-        done, errors = done + d, errors + e
+        done, errors, client_cpu_s = done + d, errors + e, client_cpu_s + cpu_s
         latencies += lat
     latencies.sort()
-    return Row(clients, done / seconds, errors, pct(latencies, 0.5), pct(latencies, 0.99))
+    row = Row(clients, done / seconds, errors, pct(latencies, 0.5), pct(latencies, 0.99))
+    row.client_cpu_us = client_cpu_s / max(done, 1) * 1e6
+    return row
 
 
 @dataclass
@@ -181,9 +186,20 @@ class Row:
     p50_s: float
     p99_s: float
     node_cpu_us: float = float("nan")
+    shim_cpu_us: float = float("nan")  # the containers' CPU (their parent cgroup), per invocation
+    client_cpu_us: float = float("nan")
 
 
 # --- throughput -----------------------------------------------------------------------------------
+
+
+def containers_cpu_ns(owner: str) -> int:
+    """CPU used by all of a node's containers: its parent cgroup's counter (cgroup v1), else 0."""
+    path = Path(f"/sys/fs/cgroup/cpuacct/p2pfaas-{owner[:16]}/cpuacct.usage")
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return 0
 
 
 def cpu_ticks(pid: int) -> int:
@@ -255,6 +271,7 @@ async def throughput(args: argparse.Namespace) -> None:
             echo_server = ctx.Process(target=_echo_process, args=(echo_port,), daemon=True)
             echo_server.start()
             await wait_for_port(echo_port)
+            owner = KeyPair.load_or_create(root / "node" / "node.key").key_id
             async with node_process(anchor.url, root / "node", args.slots) as (pid, url):
                 for _ in range(100):  # the node announces itself to the anchor just after it binds
                     if url in [n.url for n in await client.nodes(refresh=True)]:
@@ -265,7 +282,7 @@ async def throughput(args: argparse.Namespace) -> None:
                 rows: list[tuple[Row, Row]] = []
                 for level in levels:
                     bodies = signed_requests(keys, info.header.digest, needed, f"c{level}")
-                    ticks = cpu_ticks(pid)
+                    ticks, shim_ns = cpu_ticks(pid), containers_cpu_ns(owner)
                     node = await asyncio.to_thread(
                         run_load,
                         f"{url}/v1/invoke",
@@ -276,7 +293,9 @@ async def throughput(args: argparse.Namespace) -> None:
                         check_node=True,
                     )
                     used_s = (cpu_ticks(pid) - ticks) / os.sysconf("SC_CLK_TCK")
-                    node.node_cpu_us = used_s / max(node.per_s * args.seconds, 1) * 1e6
+                    answered = max(node.per_s * args.seconds, 1)
+                    node.node_cpu_us = used_s / answered * 1e6
+                    node.shim_cpu_us = (containers_cpu_ns(owner) - shim_ns) / answered / 1e3
                     http = await asyncio.to_thread(
                         run_load,
                         f"http://127.0.0.1:{echo_port}/echo",
@@ -296,16 +315,19 @@ async def throughput(args: argparse.Namespace) -> None:
         f"{os.cpu_count()} cores, node slots {args.slots}, load average {os.getloadavg()[0]:.1f}"
     )
     header = (
-        f"{'clients':>7} {'node inv/s':>11} {'errors':>6} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'node CPU us/inv':>15} {'http echo req/s':>15} {'echo p50 ms':>11} {'node/echo':>9}"
+        f"{'clients':>7} {'node inv/s':>10} {'err':>3} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'CPU us/inv: node':>16} {'shim':>5} {'client':>6} {'2-core bound/s':>14} "
+        f"{'echo req/s':>10} {'echo p50':>8}"
     )
     print(header)
     print("-" * len(header))
     for node, http in rows:
+        # What 2 cores could answer if all they did was this: node + containers + load generator.
+        bound = 2e6 / (node.node_cpu_us + node.shim_cpu_us + node.client_cpu_us)
         print(
-            f"{node.clients:>7} {node.per_s:>11.0f} {node.errors:>6} {node.p50_s * 1e3:>7.2f} "
-            f"{node.p99_s * 1e3:>7.2f} {node.node_cpu_us:>15.0f} {http.per_s:>15.0f} "
-            f"{http.p50_s * 1e3:>11.2f} {node.per_s / http.per_s:>9.2f}"
+            f"{node.clients:>7} {node.per_s:>10.0f} {node.errors:>3} {node.p50_s * 1e3:>7.2f} "
+            f"{node.p99_s * 1e3:>7.2f} {node.node_cpu_us:>16.0f} {node.shim_cpu_us:>5.0f} "
+            f"{node.client_cpu_us:>6.0f} {bound:>14.0f} {http.per_s:>10.0f} {http.p50_s * 1e3:>8.2f}"
         )
 
 
