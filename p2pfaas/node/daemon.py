@@ -109,6 +109,7 @@ def make_executor(config: NodeConfig, *, owner_id: str) -> Executor:
                 work_dir=config.work_dir / "run",
                 node_cpus=config.cpus,  # one parent cgroup: all containers share what is lent
                 node_memory_mb=config.memory_mb,
+                memory_cap_mb=config.memory_mb,  # warm instances' limits, summed, stay within it too
             )
         if config.executor == "docker":
             raise ConfigError(f"--executor docker, but no Docker engine answers: {reason}")
@@ -120,7 +121,7 @@ def make_executor(config: NodeConfig, *, owner_id: str) -> Executor:
     from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 
     log.warning("%s%s", UNSANDBOXED_WARNING, f"\n!! reason: {reason}" if reason else "")
-    return UnsandboxedProcessExecutor(work_dir=config.work_dir / "run")
+    return UnsandboxedProcessExecutor(work_dir=config.work_dir / "run", memory_cap_mb=config.memory_mb)
 
 
 class NodeDaemon:
