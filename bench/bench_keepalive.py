@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from p2pfaas.exec.forecast import ArrivalForecast
 from p2pfaas.exec.keepalive import FixedKeepAlive, HybridHistogramPolicy
-from p2pfaas.exec.pool_policy import Decision, KeepAlivePolicy, WarmPoolPolicy
+from p2pfaas.exec.pool_policy import Decision, KeepAlivePolicy, WarmPoolPolicy, node_defaults
 
 DAY_S = 86_400.0
 COLD_START_S = 0.5  # boot time added to a cold invocation (the instance is busy meanwhile)
@@ -181,11 +181,12 @@ def replay(trace: list[Invocation], fns: list[Function], policy: WarmPoolPolicy,
 POLICIES: dict[str, Callable[[], tuple[KeepAlivePolicy, ArrivalForecast | None]]] = {
     "fixed 10 min": lambda: (FixedKeepAlive(600.0), None),
     "fixed 20 min": lambda: (FixedKeepAlive(1200.0), None),
-    "hybrid histogram": lambda: (HybridHistogramPolicy(fallback_keep_alive_s=600.0), None),
-    "hybrid + forecast (ours)": lambda: (
-        HybridHistogramPolicy(fallback_keep_alive_s=600.0),
-        ArrivalForecast(interval_s=60.0),
+    "hybrid, paper's parameters": lambda: (HybridHistogramPolicy(fallback_keep_alive_s=600.0), None),
+    "hybrid, memory-budgeted": lambda: (
+        HybridHistogramPolicy(fallback_keep_alive_s=600.0, memory_budget=True),
+        None,
     ),
+    "ours: budgeted + forecast": lambda: node_defaults(600.0),
 }
 
 
@@ -217,7 +218,7 @@ def main() -> None:
     )
     print()
     header = (
-        f"{'policy':<26} {'cold starts':>11} {'cold %':>7} {'x fixed10':>9} "
+        f"{'policy':<28} {'cold starts':>11} {'cold %':>7} {'x fixed10':>9} "
         f"{'GB-s':>10} {'idle GB-s':>10} {'mean GB':>8} {'x fixed10':>9} {'pre-warms':>9}"
     )
     print(header)
@@ -229,7 +230,7 @@ def main() -> None:
         stats = replay(trace, fns, policy, horizon_s)
         baseline = baseline or stats
         print(
-            f"{name:<26} {stats.cold:>11} {stats.cold / stats.invocations:>7.2%} "
+            f"{name:<28} {stats.cold:>11} {stats.cold / stats.invocations:>7.2%} "
             f"{stats.cold / baseline.cold:>9.3f} {stats.gb_s:>10.0f} {stats.idle_gb_s:>10.0f} "
             f"{stats.gb_s / horizon_s:>8.3f} {stats.gb_s / baseline.gb_s:>9.3f} {stats.prewarms:>9}"
         )

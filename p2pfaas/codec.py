@@ -46,6 +46,10 @@ class Message:
 
     TAG: ClassVar[int]
     VERSION: ClassVar[int] = 1
+    # Fields added after a message was first signed: the last OPTIONAL_TAIL fields (each with a
+    # default) are left off the wire while they hold their defaults, so older encodings, and
+    # signatures over them, stay valid. Decoding refuses them spelled out at their defaults.
+    OPTIONAL_TAIL: ClassVar[int] = 0
 
 
 M = TypeVar("M", bound=Message)
@@ -128,6 +132,7 @@ class _Schema:
     cls: type[Message]
     names: tuple[str, ...]
     checkers: tuple[Checker, ...]
+    tail_defaults: tuple[Any, ...] = ()  # defaults of the last OPTIONAL_TAIL fields
 
 
 _BY_TAG: dict[int, _Schema] = {}
@@ -149,7 +154,12 @@ def message(tag: int) -> Callable[[type[M]], type[M]]:
             cls=cls,
             names=tuple(f.name for f in fields),
             checkers=tuple(_compile(hints[f.name], None, f"{cls.__name__}.{f.name}") for f in fields),
+            tail_defaults=tuple(f.default for f in fields[len(fields) - cls.OPTIONAL_TAIL :])
+            if cls.OPTIONAL_TAIL
+            else (),
         )
+        if any(d is dataclasses.MISSING for d in schema.tail_defaults):
+            raise TypeError(f"{cls.__name__}: its last {cls.OPTIONAL_TAIL} fields need defaults")
         _BY_TAG[tag] = schema
         _BY_CLASS[cls] = schema
         return cls
@@ -165,6 +175,10 @@ def _to_wire(msg: Message) -> list[Any]:
     out: list[Any] = [schema.cls.TAG, schema.cls.VERSION]  # fields follow in declaration order
     for name in schema.names:
         out.append(_value_to_wire(getattr(msg, name)))
+    for default in reversed(schema.tail_defaults):
+        if out[-1] != default or type(out[-1]) is not type(default):
+            break
+        out.pop()
     return out
 
 
@@ -201,6 +215,8 @@ def _from_wire(expected: type[Message] | None, value: Any, path: str) -> Message
     if version != schema.cls.VERSION or type(version) is not int:
         raise DecodeError(f"{path}: {schema.cls.__name__} version {version!r} is not supported")
     fields = value[2:]
+    if schema.tail_defaults:
+        fields = _fill_tail(schema, fields, path)
     if len(fields) != len(schema.names):
         raise DecodeError(
             f"{path}: {schema.cls.__name__} needs {len(schema.names)} fields, got {len(fields)}"
@@ -213,6 +229,24 @@ def _from_wire(expected: type[Message] | None, value: Any, path: str) -> Message
         return schema.cls(**kwargs)
     except (TypeError, ValueError) as exc:  # a message's own __post_init__ validation
         raise DecodeError(f"{path}: invalid {schema.cls.__name__}: {exc}") from None
+
+
+def _fill_tail(schema: _Schema, fields: list[Any], path: str) -> list[Any]:
+    """Add the omitted defaults of the optional tail; refuse a tail not in its one canonical form."""
+    tail = schema.tail_defaults
+    omitted = len(schema.names) - len(fields)
+    if not 0 <= omitted <= len(tail):
+        return fields  # the length check names the error
+    filled = [*fields, *tail[len(tail) - omitted :]]
+    at_default = 0
+    while at_default < len(tail):
+        value, default = filled[-1 - at_default], tail[-1 - at_default]
+        if value != default or type(value) is not type(default):
+            break
+        at_default += 1
+    if omitted != at_default:
+        raise DecodeError(f"{path}: {schema.cls.__name__} spells out fields at their defaults")
+    return filled
 
 
 def _no_ext(code: int, data: bytes) -> Any:

@@ -27,6 +27,7 @@ SUPPORTED_RUNTIMES = ("python3.11",)
 MAX_MANIFEST_BYTES = 64 * 1024  # a manifest is a few lines; anything larger is a mistake or an attack
 
 MIN_MEMORY_MB, MAX_MEMORY_MB = 32, 4096
+MAX_CONCURRENCY = 64  # invocations per instance; each is a thread and a connection in the runtime
 MAX_TIMEOUT_S = 900.0
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -40,6 +41,7 @@ _DEFAULTS: dict[str, Any] = {
     "memory_mb": 128,
     "timeout_s": 10.0,
     "deterministic": False,
+    "concurrency": 1,
 }
 _KEYS = frozenset(_REQUIRED) | _DEFAULTS.keys()
 
@@ -89,6 +91,7 @@ def parse_manifest(data: bytes, *, source: str = MANIFEST_FILE) -> Manifest:
     # TOML writes `timeout_s = 5` as an integer; bool is an int subclass and is not a number here.
     _expect(values, "timeout_s", type(values["timeout_s"]) in (int, float), "a number", source)
     _expect(values, "deterministic", type(values["deterministic"]) is bool, "true or false", source)
+    _expect(values, "concurrency", type(values["concurrency"]) is int, "an integer", source)
     manifest = Manifest(
         name=values["name"],
         version=values["version"],
@@ -97,6 +100,7 @@ def parse_manifest(data: bytes, *, source: str = MANIFEST_FILE) -> Manifest:
         memory_mb=values["memory_mb"],
         timeout_s=float(values["timeout_s"]),
         deterministic=values["deterministic"],
+        concurrency=values["concurrency"],
     )
     try:
         validate_manifest(manifest)
@@ -133,3 +137,5 @@ def validate_manifest(m: Manifest) -> None:
         raise ManifestError(f"timeout_s {m.timeout_s!r} must be a number in (0, {MAX_TIMEOUT_S:g}]")
     if type(m.deterministic) is not bool:
         raise ManifestError(f"deterministic {m.deterministic!r} must be true or false")
+    if type(m.concurrency) is not int or not 1 <= m.concurrency <= MAX_CONCURRENCY:
+        raise ManifestError(f"concurrency {m.concurrency!r} must be an integer in 1..{MAX_CONCURRENCY}")

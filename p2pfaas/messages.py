@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from p2pfaas.codec import KiB, MaxLen, Message, MiB, message
 
@@ -72,6 +72,11 @@ class Manifest(Message):
     memory_mb: int
     timeout_s: float
     deterministic: bool
+    # Invocations one instance may serve at once (the function declares itself thread-safe).
+    # Added later: left off the wire at 1, so bundles signed before it keep their signatures.
+    concurrency: int = 1
+
+    OPTIONAL_TAIL: ClassVar[int] = 1
 
 
 @message(11)

@@ -3,14 +3,18 @@
 Sans-I/O: no asyncio, no clock, no Docker. `WarmPool` (and the trace-replay benchmark, on a simulated
 clock) feed it events with `now` and act on its decisions, so it is testable alone.
 
-Per function: instances start on demand from zero up to `max_per_function`; the most recently
-released idle instance is reused (so the others age out); an idle instance is reaped when its
-keep-alive deadline passes, and pools shrink to zero. The deadlines come from a keep-alive policy
-(`keepalive.py`: the hybrid histogram policy of Shahrad et al., ATC'20, or a fixed keep-alive):
-when the function's learned pre-warm window is positive, the last instance is unloaded as soon as
-it goes idle and one is loaded again when the window has passed. An optional `ArrivalForecast`
-keeps as many instances as the forecast concurrency needs, starting them at interval boundaries
-before a predicted burst, and protects them from reaping.
+Per function: instances start on demand from zero up to `max_per_function`; an invocation goes to
+an instance with a free slot (a function's manifest may let one instance serve `concurrency`
+invocations at once), preferring a busy one, then the most recently released idle one (so the
+others age out); an idle instance is reaped when its keep-alive deadline passes, and pools shrink
+to zero. The deadline of a function's *last* instance comes from a keep-alive policy
+(`keepalive.py`: the hybrid histogram policy of Shahrad et al., ATC'20, or a fixed keep-alive),
+fed with the function's idle times (gaps with none of its invocations running; overlapping calls
+are concurrency, not idleness). When the learned pre-warm window is positive, that instance is
+unloaded as soon as it goes idle and one is loaded again when the window has passed. Instances
+beyond the last serve bursts, which the histogram says nothing about: they keep the fixed
+keep-alive. An optional `ArrivalForecast` keeps as many instances as the forecast concurrency
+needs, starting them at interval boundaries before a predicted burst, and protects them from reaping.
 
 Node-wide, the instances' memory stays within `memory_cap_mb` (0: no cap): a start that would
 exceed it evicts idle instances of other functions, soonest-to-expire first, or waits. Admission of
@@ -27,7 +31,7 @@ from typing import Protocol
 
 from p2pfaas.errors import LocalError
 from p2pfaas.exec.forecast import ArrivalForecast
-from p2pfaas.exec.keepalive import FixedKeepAlive, Windows
+from p2pfaas.exec.keepalive import FixedKeepAlive, HybridHistogramPolicy, Windows
 
 
 class KeepAlivePolicy(Protocol):
@@ -36,6 +40,15 @@ class KeepAlivePolicy(Protocol):
     def windows(self, digest: str) -> Windows: ...
 
     def forget(self, digest: str) -> None: ...
+
+
+def node_defaults(keep_alive_s: float) -> tuple[KeepAlivePolicy, ArrivalForecast]:
+    """What a node's pool runs with unless told otherwise: the hybrid histogram policy held to the
+    fixed keep-alive's memory (`keep_alive_s`, also its fallback), and a one-minute forecast."""
+    return (
+        HybridHistogramPolicy(fallback_keep_alive_s=keep_alive_s, memory_budget=True),
+        ArrivalForecast(interval_s=60.0),
+    )
 
 
 class Decision(enum.Enum):
@@ -265,6 +278,40 @@ class WarmPoolPolicy:
                 if wanted > fn.count:
                     starts.extend(self._start_prewarmed(digest, fn, wanted - fn.count, now, new_id))
         return starts
+
+    # --- scaling by hand (local placement) --------------------------------------------------------
+
+    def prewarm_now(
+        self,
+        digest: str,
+        count: int,
+        now: float,
+        new_id: Callable[[], str],
+        *,
+        memory_mb: int,
+        concurrency: int = 1,
+    ) -> list[str]:
+        """Instances to start so `digest` has `count` (within `max_per_function` and the memory cap,
+        evicting nothing); the caller `release`s each once booted, or `discard`s it."""
+        if count < 0 or concurrency < 1:
+            raise LocalError("need count >= 0 and concurrency >= 1")
+        fn = self._functions.setdefault(digest, _Function())
+        fn.memory_mb = memory_mb or fn.memory_mb
+        fn.concurrency = concurrency
+        wanted = min(count, self.max_per_function) - fn.count
+        return [i for _, i in self._start_prewarmed(digest, fn, max(wanted, 0), now, new_id)]
+
+    def drop_idle(self, digest: str) -> list[str]:
+        """Forget and return `digest`'s idle instances, and any pending pre-warm of it."""
+        fn = self._functions.get(digest)
+        if fn is None:
+            return []
+        fn.prewarm_at = None
+        gone = list(fn.idle)
+        for instance_id in gone:
+            fn.idle.remove(instance_id)
+            self._forget(instance_id, self._tracked[instance_id])
+        return gone
 
     # --- introspection --------------------------------------------------------------------------
 

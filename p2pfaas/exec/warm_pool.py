@@ -39,7 +39,7 @@ from p2pfaas.errors import ExecutorError, InvokeError, InvokeTimeout, LocalError
 from p2pfaas.exec.base import ExecResult, FunctionSpec
 from p2pfaas.exec.forecast import ArrivalForecast
 from p2pfaas.exec.metering import NO_USAGE, Meter, Usage
-from p2pfaas.exec.pool_policy import Decision, KeepAlivePolicy, WarmPoolPolicy
+from p2pfaas.exec.pool_policy import Decision, KeepAlivePolicy, WarmPoolPolicy, node_defaults
 from p2pfaas.exec.shim_client import ShimConnection
 
 log = logging.getLogger(__name__)
@@ -105,11 +105,12 @@ class WarmPool:
         memory_cap_mb: int = 0,
     ) -> None:
         self._factory = factory
+        default_keep_alive, default_forecast = node_defaults(keep_alive_s)
         self._policy = WarmPoolPolicy(
             max_per_function=max_per_function,
             keep_alive_s=keep_alive_s,
-            keep_alive=keep_alive,
-            forecast=forecast,
+            keep_alive=keep_alive if keep_alive is not None else default_keep_alive,
+            forecast=forecast if forecast is not None else default_forecast,
             memory_cap_mb=memory_cap_mb,
         )
         self._specs: dict[str, FunctionSpec] = {}  # the last spec seen per digest, for pre-warming
@@ -258,7 +259,11 @@ class WarmPool:
                 if booted.done():
                     return self._instances[acquired.instance_id], False
                 # Packed onto an instance still booting for another call: as cold as that one.
-                await asyncio.shield(booted)
+                try:
+                    await asyncio.shield(booted)
+                except asyncio.CancelledError:  # give the slot back once the boot is over
+                    self._spawn(self._release_after_boot(acquired.instance_id, booted))
+                    raise
                 return self._instances[acquired.instance_id], True
             if acquired.decision is Decision.START:
                 return await self._start_instance(fn, acquired.instance_id), True
@@ -295,8 +300,17 @@ class WarmPool:
         booted.set_result(None)
         return instance
 
+    async def _release_after_boot(self, instance_id: str, booted: asyncio.Future[None]) -> None:
+        with contextlib.suppress(Exception):
+            await booted
+        instance = self._instances.get(instance_id)
+        if instance is not None and booted.exception() is None:
+            self._release(instance, None, 0.0)
+
     async def _connection(self, instance: Instance) -> ShimConnection:
-        slots = self._slots[instance.instance_id]
+        slots = self._slots.get(instance.instance_id)
+        if slots is None:  # another invocation's failure retired it meanwhile
+            raise ExecutorError("the instance was destroyed before the invocation could start")
         if slots.free:
             return slots.free.pop()
         with off_loop():

@@ -131,6 +131,7 @@ class NodeService:
             memory_mb=manifest.memory_mb,
             timeout_s=manifest.timeout_s,
             cpus=self.cpus_per_instance,
+            concurrency=manifest.concurrency,
         )
         timeout_s = min(request.timeout_s, manifest.timeout_s)
         loop = asyncio.get_running_loop()

@@ -103,3 +103,27 @@ def test_windows_are_always_well_formed(idle_times: list[float]) -> None:
             assert windows == Windows(0.0, 600, learned=False)
         else:  # the window covers the tail percentile's bin: it ends past the head's start
             assert windows.prewarm_s + windows.keep_alive_s <= policy.n_bins * policy.bin_s * 1.1 + 1e-6
+
+
+def test_the_memory_budget_caps_a_long_tail_at_the_fixed_keep_alives_cost() -> None:
+    paper = HybridHistogramPolicy(fallback_keep_alive_s=600)
+    budgeted = HybridHistogramPolicy(fallback_keep_alive_s=600, memory_budget=True)
+    rng = random.Random(5)
+    for k in range(400):  # bursts: nine calls in ten come within 30 s, the tenth after three hours
+        idle_s = 3 * 3600 + rng.uniform(0, 600) if k % 10 == 9 else rng.uniform(0, 30)
+        paper.observe_idle("f", idle_s)
+        budgeted.observe_idle("f", idle_s)
+    assert paper.windows("f").keep_alive_s > 3 * 3600  # the paper keeps it warm three hours each time
+    windows = budgeted.windows("f")
+    assert windows.learned and windows.prewarm_s == 0
+    # At most what fixed 10 minutes costs: 0.9 x ~15 s + 0.1 x 600 s idle per idle time.
+    assert 60 <= windows.keep_alive_s <= 600
+
+
+def test_the_memory_budget_leaves_cheap_windows_alone() -> None:
+    paper = HybridHistogramPolicy(fallback_keep_alive_s=600)
+    budgeted = HybridHistogramPolicy(fallback_keep_alive_s=600, memory_budget=True)
+    for _ in range(30):
+        paper.observe_idle("f", 1805)  # a 30-minute timer: pre-warmed just before, kept briefly
+        budgeted.observe_idle("f", 1805)
+    assert budgeted.windows("f") == paper.windows("f")

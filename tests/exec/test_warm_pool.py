@@ -7,12 +7,17 @@ forecast on a real loop with one-second intervals. Real shim processes serve eve
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+
 from p2pfaas.exec.base import FunctionSpec
+from p2pfaas.exec.docker_exec import DockerExecutor
 from p2pfaas.exec.forecast import ArrivalForecast
 from p2pfaas.exec.keepalive import FixedKeepAlive, HybridHistogramPolicy
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
@@ -119,15 +124,7 @@ async def test_forecast_prewarms_before_a_predicted_burst(short_dir: Path) -> No
 
 
 async def test_one_instance_serves_several_invocations_when_the_manifest_allows(short_dir: Path) -> None:
-    base = make_function(short_dir / "fn", source=THREADS_SOURCE)
-    fn = FunctionSpec(
-        digest=base.digest,
-        code_dir=base.code_dir,
-        handler=base.handler,
-        memory_mb=base.memory_mb,
-        timeout_s=base.timeout_s,
-        concurrency=3,
-    )
+    fn = dataclasses.replace(make_function(short_dir / "fn", source=THREADS_SOURCE), concurrency=3)
     executor = UnsandboxedProcessExecutor(work_dir=short_dir / "run", max_per_function=1)
     await executor.start()
     try:
@@ -157,5 +154,24 @@ async def test_placement_hooks_prewarm_report_and_release(short_dir: Path, funct
         executor.release(function.digest)
         assert executor.warm_digests() == {} and executor.instance_ids() == []
         assert (await executor.invoke(function, b"{}", timeout_s=30)).cold
+    finally:
+        await executor.aclose()
+
+
+@pytest.mark.docker
+async def test_one_container_serves_several_invocations(runtime_image: str, short_dir: Path) -> None:
+    base = make_function(short_dir / "fn", source=THREADS_SOURCE)
+    fn = dataclasses.replace(base, concurrency=2)
+    executor = DockerExecutor(
+        owner_id=f"test-{uuid.uuid4().hex[:12]}", work_dir=short_dir / "run", image=runtime_image
+    )
+    await executor.start()
+    try:
+        payload = json.dumps({"s": 0.3}).encode()
+        results = await asyncio.gather(*(executor.invoke(fn, payload, timeout_s=30) for _ in range(2)))
+        assert all(result.ok for result in results)
+        assert len({json.loads(result.output)[1] for result in results}) == 2  # two threads at once
+        assert len(executor.instance_ids(fn.digest)) == 1
+        assert executor.warm_digests() == {fn.digest: 1}
     finally:
         await executor.aclose()
