@@ -53,6 +53,7 @@ class DisjointLookup:
         per_subnet: int,
         want_records: bool,
         wall_clock: Callable[[], float],
+        max_rounds: int = 1_000,
     ) -> None:
         self.protocol = protocol
         self.target = Node(target)
@@ -62,6 +63,7 @@ class DisjointLookup:
         self.wall_clock = wall_clock
         self.claimed: set[bytes] = {protocol.source_node.id}
         self.per_subnet = per_subnet
+        self.max_rounds = max_rounds
         self.subnet_claims: Counter[str] = Counter()
         self.answered: dict[bytes, Node] = {}
         self.result = LookupResult(nodes=[])
@@ -69,7 +71,7 @@ class DisjointLookup:
         count = max(1, min(paths, len(ordered)))
         # Each path ends when its own closest ceil(k/d)+1 have answered: together the paths still cover
         # more than the k closest, at about the messages of one path of size k, not d times that.
-        per_path = ksize if count == 1 else -(-ksize // count) + 1
+        per_path = ksize if count == 1 else min(ksize, -(-ksize // count) + alpha)
         self.paths = [NodeHeap(self.target, per_path) for _ in range(count)]
         for i, node in enumerate(ordered):
             self.paths[i % len(self.paths)].push(node)
@@ -84,25 +86,32 @@ class DisjointLookup:
 
     async def _walk(self, shortlist: NodeHeap) -> int:
         rounds = 0
-        while True:
+        while rounds < self.max_rounds:
             batch: list[Node] = []
+            dropped = False  # nodes left out free places in the shortlist: look again before ending
             for node in shortlist.get_uncontacted():
                 if len(batch) == self.alpha:
                     break
                 if node.id in self.claimed:
                     continue
                 if self.protocol.is_unresponsive((node.ip, node.port)):
-                    shortlist.mark_contacted(node)
                     shortlist.remove([node.id])
+                    dropped = True
                     continue
                 subnet = subnet_of(node.ip, node.port)
                 shortlist.mark_contacted(node)
                 if self.subnet_claims[subnet] >= self.per_subnet:
-                    continue  # one address block may not crowd the lookup (Sybils near a key)
+                    # One address block may not crowd the lookup (Sybils next to a key): out of the
+                    # shortlist, so that they do not hold the places of nodes still to be asked.
+                    shortlist.remove([node.id])
+                    dropped = True
+                    continue
                 self.subnet_claims[subnet] += 1
                 self.claimed.add(node.id)
                 batch.append(node)
             if not batch:
+                if dropped:
+                    continue
                 return rounds
             rounds += 1
             replies = await asyncio.gather(*(self._query(node) for node in batch))
@@ -116,6 +125,7 @@ class DisjointLookup:
                 shortlist.push([Node(c.node_id, c.host, c.port) for c in fresh])
                 self._take_records(reply, node)
             shortlist.remove(failed)
+        return rounds
 
     async def _query(self, node: Node) -> Reply | None:
         self.result.messages += 1

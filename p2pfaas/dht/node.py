@@ -154,7 +154,24 @@ class DhtNode(Server):  # type: ignore[misc]
         nodes = [n for n in answered if n is not None]
         if not nodes:
             return []
-        return (await self._lookup(self.node.id, nodes, want_records=False)).nodes
+        closest = (await self._lookup(self.node.id, nodes, want_records=False)).nodes
+        # Paper section 2.3: a joining node then refreshes every bucket farther than its closest
+        # neighbour, so that its table reaches across the whole id space, not only its own corner.
+        # (The stock server skips this; its far buckets fill only by chance or an hour later.)
+        if closest:
+            shared = 160 - (self.node.distance_to(closest[0]) or 1).bit_length()
+            # Two rounds per range are enough to meet a few live nodes there (they answer, so they
+            # enter the table); a full lookup per range would triple the cost of a join.
+            targets = [self._id_differing_at(bit) for bit in range(shared)]
+            await asyncio.gather(*(self._refresh(target, max_rounds=2) for target in targets))
+        return closest
+
+    def _id_differing_at(self, bit: int) -> bytes:
+        """A random id that shares our first `bit` bits and differs in the next: one per far bucket."""
+        mine: int = self.node.long_id
+        low = 159 - bit
+        prefix = ((mine >> low) ^ 1) << low
+        return (prefix | self.rng.getrandbits(low)).to_bytes(20, "big")
 
     def bootstrappable_neighbors(self) -> list[tuple[str, int]]:
         return [(n.ip, n.port) for n in self.proto.router.find_neighbors(self.node)]
@@ -178,6 +195,25 @@ class DhtNode(Server):  # type: ignore[misc]
             wall_clock=wall_time,
         )
         return await lookup.run()
+
+    async def _refresh(self, target: bytes, max_rounds: int = 1_000) -> None:
+        """A bucket refresh only needs to meet live nodes in the range: one path, not disjoint ones."""
+        proto = self.proto
+        proto.router.touch(target)
+        seeds = proto.router.find_neighbors(Node(target), k=self.config.ksize)
+        lookup = DisjointLookup(
+            proto,
+            target,
+            seeds,
+            ksize=self.config.ksize,
+            alpha=self.config.alpha,
+            paths=1,
+            per_subnet=self.config.per_subnet,
+            want_records=False,
+            wall_clock=wall_time,
+            max_rounds=max_rounds,
+        )
+        await lookup.run()
 
     async def find_closest(self, target: bytes) -> list[Node]:
         return (await self._lookup(target, None, want_records=False)).nodes
@@ -257,7 +293,7 @@ class DhtNode(Server):  # type: ignore[misc]
         idle = proto.get_refresh_ids(self.config.refresh_interval_s)
         if idle:
             self.refreshes += 1
-            await asyncio.gather(*(self.find_closest(target) for target in idle))
+            await asyncio.gather(*(self._refresh(target) for target in idle))
         for key, own in list(self.own.items()):
             if now - own.published_at >= self.config.republish_interval_s and self.own.get(key) is own:
                 record = own.record

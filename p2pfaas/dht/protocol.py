@@ -401,7 +401,10 @@ class SecureProtocol(KademliaProtocol):  # type: ignore[misc]
 
         Unlike the stock method, the stored key is already the 160-bit DHT key and is not hashed again.
         """
-        if node.id == self.source_node.id or not self.router.is_new_node(node):
+        if node.id == self.source_node.id:
+            return
+        if not self.router.is_new_node(node):
+            self.router.add_contact(node)  # seen again: most recent, and its bucket is fresh
             return
         neighbors_by_key: dict[bytes, list[Node]] = {}
         for key, record in self.storage:

@@ -108,8 +108,14 @@ class SecureRoutingTable(RoutingTable):  # type: ignore[misc]
     def add_contact(self, node: Node) -> None:
         index = self.get_bucket_for(node)
         bucket = self.buckets[index]
-        if node.id in bucket.nodes:
-            bucket.add_node(node)  # moves it to the tail: most recently seen
+        known = bucket.nodes.get(node.id)
+        if known is not None:
+            # Most recently seen goes to the tail, and the bucket counts as fresh (BEP 5: a bucket with
+            # live traffic needs no refresh). A known id at a new address keeps its old one until that
+            # fails: a replayed signed request must not re-point a contact.
+            if known.same_home_as(node):
+                bucket.add_node(known)
+                bucket.touch_last_updated()
             return
         subnet = subnet_of(node.ip, node.port)
         in_bucket = sum(subnet_of(n.ip, n.port) == subnet for n in bucket.nodes.values())
@@ -118,6 +124,7 @@ class SecureRoutingTable(RoutingTable):  # type: ignore[misc]
             self.rejected_subnet += 1
             return
         if bucket.add_node(node):
+            bucket.touch_last_updated()
             return
         # Section 4.2 of the paper: split if the bucket covers our own id or its depth is not 0 mod 5.
         if bucket.has_in_range(self.node) or bucket.depth() % 5 != 0:

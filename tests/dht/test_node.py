@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from typing import Any
 
@@ -88,10 +89,13 @@ def test_storing_with_nobody_reachable_returns_false_where_the_stock_server_cras
 
 def test_the_refresh_interval_is_honoured_every_time_unlike_the_stock_server() -> None:
     async def main(net: sim.InMemoryNetwork) -> tuple[int, float]:
-        nodes = await start_network(net, 5, seed=4, config=SHORT)
+        # Four quiet peers (no refreshes of their own), and one node that asks for a 60 s interval.
+        quiet = dataclasses.replace(SHORT, refresh_interval_s=1e9)
+        nodes = await start_network(net, 4, seed=4, config=quiet)
+        me = await start_node(net, host_ip(9), seed="me", seeds=[nodes[0].address], config=SHORT)
         await asyncio.sleep(10 * SHORT.refresh_interval_s)
-        refreshes = nodes[1].refreshes
-        stop_all(nodes)
+        refreshes = me.refreshes
+        stop_all([*nodes, me])
         server = Server()
         await server.listen(4000, "10.100.0.1")
         server.refresh_loop.cancel()

@@ -20,8 +20,8 @@ from p2pfaas.identity import KeyPair
 from tests.dht.netkit import host_ip, start_network, start_node, stop_all
 
 NODES = 200
-# k = 10 keeps each test's messages (and so its wall time) small; the benchmark runs k = 20.
-SMALL_K = DhtConfig(ksize=10, replicas=10, paths=2, refresh_interval_s=7200.0)
+# k = 10 keeps the churn test's messages (and so its wall time) small; the benchmark runs k = 20.
+HOSTILE = DhtConfig(refresh_interval_s=7200.0)  # k = 20, three disjoint paths: the defaults
 CHURN = DhtConfig(
     ksize=10,
     replicas=10,
@@ -116,14 +116,14 @@ def test_records_survive_20_percent_hostile_nodes_and_sybils_crowding_the_key() 
             seeds = [nodes[0].address] if nodes else []
             nodes.append(
                 await start_node(
-                    net, host_ip(i), seed=f"32/{i}", seeds=seeds, factory=factory, config=SMALL_K
+                    net, host_ip(i), seed=f"32/{i}", seeds=seeds, factory=factory, config=HOSTILE
                 )
             )
         # Twenty Sybils from one /24 with ids right next to the key, all hostile.
         for j, keys in enumerate(sybil_keys):
             ip = f"203.0.113.{j + 1}"
             net.add_host(ip)
-            sybil = _HostileNode(keys, rng=random.Random(j), config=SMALL_K)
+            sybil = _HostileNode(keys, rng=random.Random(j), config=HOSTILE)
             await sybil.listen(4000, ip)
             await sybil.bootstrap([nodes[0].address])
             nodes.append(sybil)
