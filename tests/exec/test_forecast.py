@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pfaas.errors import LocalError
@@ -71,6 +71,7 @@ def test_bad_parameters_are_refused() -> None:
         ArrivalForecast(headroom=0.5)
 
 
+@settings(deadline=None)
 @given(st.lists(st.integers(min_value=0, max_value=200), min_size=1, max_size=30))
 def test_the_forecast_is_never_negative(per_interval: list[int]) -> None:
     forecast = ArrivalForecast(interval_s=10)

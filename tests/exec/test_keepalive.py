@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pfaas.errors import LocalError
@@ -92,6 +92,7 @@ def test_bad_parameters_are_refused() -> None:
         HybridHistogramPolicy(bin_s=60, range_s=30)
 
 
+@settings(deadline=None)
 @given(st.lists(st.floats(min_value=-10, max_value=30_000, allow_nan=False), min_size=1, max_size=300))
 def test_windows_are_always_well_formed(idle_times: list[float]) -> None:
     policy = HybridHistogramPolicy(fallback_keep_alive_s=600, min_samples=5)
