@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import shutil
+import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,11 +18,15 @@ from typing import TypeVar
 
 import pytest
 
+from p2pfaas.anchor.server import AnchorServer
+from p2pfaas.client import AsyncClient
 from p2pfaas.exec.base import FunctionSpec
 from p2pfaas.exec.docker_exec import DockerExecutor
 from p2pfaas.exec.forecast import ArrivalForecast
 from p2pfaas.exec.keepalive import FixedKeepAlive, HybridHistogramPolicy
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
+from p2pfaas.identity import KeyPair
+from p2pfaas.node.daemon import NodeConfig, NodeDaemon
 from p2pfaas.sim.clock import VirtualClockLoop
 
 from .conftest import make_function
@@ -175,3 +181,40 @@ async def test_one_container_serves_several_invocations(runtime_image: str, shor
         assert executor.warm_digests() == {fn.digest: 1}
     finally:
         await executor.aclose()
+
+
+async def test_a_node_runs_a_manifests_concurrency_in_one_instance(tmp_path: Path) -> None:
+    """End to end: `concurrency = 3` in p2pfaas.toml, deployed, invoked three at once through a node."""
+    fn_dir = tmp_path / "threads"
+    fn_dir.mkdir()
+    (fn_dir / "main.py").write_text(THREADS_SOURCE)
+    (fn_dir / "p2pfaas.toml").write_text(
+        'name = "threads"\nversion = "1"\nhandler = "main:main"\nmemory_mb = 128\nconcurrency = 3\n'
+    )
+    run_dir = Path(tempfile.mkdtemp(prefix="p2pw-", dir="/tmp"))  # unix socket paths are short
+    try:
+        async with (
+            AnchorServer(f"sqlite+aiosqlite:///{tmp_path / 'anchor.db'}", port=0) as anchor,
+            AsyncClient(anchor.url, KeyPair.generate()) as client,
+        ):
+            info = await client.deploy(fn_dir)
+            assert info.header.manifest.concurrency == 3
+            config = NodeConfig(
+                anchor_url=anchor.url,
+                key_path=tmp_path / "node" / "node.key",
+                work_dir=tmp_path / "node",
+                executor="process",
+                allow_unsandboxed=True,
+                announce_interval_s=3600,
+            )
+            executor = UnsandboxedProcessExecutor(work_dir=run_dir)
+            async with NodeDaemon(config, executor=executor) as node:
+                await node.announce()
+                outcomes = await asyncio.gather(
+                    *(client.invoke("threads", {"s": 1.0}, node_url=node.url) for _ in range(3))
+                )
+                assert len({pid for pid, _ in (o.value for o in outcomes)}) == 1
+                assert len({thread for _, thread in (o.value for o in outcomes)}) == 3
+                assert executor.warm_digests() == {info.header.digest: 1}
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
