@@ -194,6 +194,7 @@ def cmd_node_run(args: argparse.Namespace) -> int:
         runtime_image=args.image,
         dht_port=args.dht_port,
         peers=tuple(args.peer) or default_peers(args.anchor),
+        **drain_cli.placement_options(args),
         **node_resources(
             args.config, cpus=args.cpus, memory_mb=args.memory, slots=args.slots, queue_size=args.queue_size
         ),
@@ -312,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="DHT peer HOST:PORT to join through (repeatable; default: the anchor's bootstrap node)",
     )
+    drain_cli.add_placement_arguments(run)  # --placement, --gossip-period, ... (issue #6)
     drain_cli.register(node, home=home())  # p2pfaas node drain (issue #6)
 
     runtime = groups.add_parser("runtime", help="the function runtime image").add_subparsers(

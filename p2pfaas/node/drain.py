@@ -67,6 +67,28 @@ def _cmd_drain(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_placement_arguments(run: Any) -> None:
+    """`p2pfaas node run` options for placement, gossip and draining."""
+    from p2pfaas.placement.policy import POLICIES
+
+    run.add_argument("--placement", choices=sorted(POLICIES), default="ours", help="placement policy")
+    run.add_argument("--gossip-period", type=float, default=2.0, help="seconds between gossip rounds")
+    run.add_argument("--gossip-fanout", type=int, default=2, help="neighbours per gossip round")
+    run.add_argument(
+        "--drain-deadline", type=float, default=60.0, help="seconds in-flight work may take on SIGTERM"
+    )
+
+
+def placement_options(args: argparse.Namespace) -> dict[str, Any]:
+    """NodeConfig fields from the options above (checked again when the node starts)."""
+    return {
+        "placement": args.placement,
+        "gossip_period_s": args.gossip_period,
+        "gossip_fanout": args.gossip_fanout,
+        "drain_deadline_s": args.drain_deadline,
+    }
+
+
 def register(node_commands: Any, *, home: Path) -> None:
     """Add `drain` to the `p2pfaas node` subcommands."""
     text = "drain this node: stop taking work, hand queued work to peers, finish in-flight work, exit"

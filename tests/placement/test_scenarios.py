@@ -32,3 +32,18 @@ def test_sim_run_placement_faults_reports_nothing_lost(capsys: pytest.CaptureFix
 def test_an_unknown_policy_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sim", "run", "placement", "--policy", "best"]) == 1
     assert "unknown placement policy 'best': use one of" in capsys.readouterr().err
+
+
+def test_node_run_placement_options_reach_the_node_config() -> None:
+    from p2pfaas.cli import build_parser
+    from p2pfaas.node.drain import placement_options
+
+    args = build_parser().parse_args(
+        ["node", "run", "--placement", "power-of-2", "--gossip-period", "0.5", "--gossip-fanout", "3"]
+    )
+    assert placement_options(args) == {
+        "placement": "power-of-2",
+        "gossip_period_s": 0.5,
+        "gossip_fanout": 3,
+        "drain_deadline_s": 60.0,
+    }
