@@ -159,7 +159,7 @@ def replay(trace: list[Invocation], fns: list[Function], policy: WarmPoolPolicy,
                 policy.expired(now)
                 for _digest, instance_id in policy.prewarm(now, new_id):
                     stats.prewarms += 1
-                    policy.release(instance_id, now)  # pre-warms boot off the critical path
+                    policy.booted(instance_id, now)  # pre-warms boot off the critical path
 
     for seq, inv in enumerate(trace):
         timers_until(inv.at_s)

@@ -88,6 +88,7 @@ class _Function:
     invoking: int = 0  # invocations running, over all its instances
     idle: list[str] = field(default_factory=list)  # a stack: most recently released last
     partial: list[str] = field(default_factory=list)  # running some but fewer than `concurrency`
+    booting: list[str] = field(default_factory=list)  # pre-warms not booted nor claimed yet
     last_end: float | None = None  # when its last invocation ended with none left running
     prewarm_at: float | None = None
     prewarm_until: float = 0.0
@@ -156,6 +157,10 @@ class WarmPoolPolicy:
             instance_id = fn.idle.pop()
             self._busy(instance_id, fn, now)
             return Acquired(Decision.REUSE, instance_id)
+        if fn.booting:  # a pre-warm nearly up beats a cold start from nothing: wait for it
+            instance_id = fn.booting.pop()
+            self._busy(instance_id, fn, now)
+            return Acquired(Decision.REUSE, instance_id)
         if fn.count >= self.max_per_function:
             return Acquired(Decision.WAIT)
         if new_id in self._tracked:
@@ -167,12 +172,27 @@ class WarmPoolPolicy:
         self._busy(new_id, fn, now)
         return Acquired(Decision.START, new_id, evict)
 
+    def booted(self, instance_id: str, now: float) -> None:
+        """A pre-warmed instance is up. Unless an invocation claimed it while it booted, it idles
+        until the end of the window it was loaded for (or its keep-alive, if longer)."""
+        tracked = self._get(instance_id)
+        if not tracked.prewarming:
+            raise LocalError(f"booted() of {instance_id!r}, which was not pre-warming")
+        tracked.prewarming = False
+        fn = self._functions[tracked.digest]
+        if instance_id in fn.booting:
+            fn.booting.remove(instance_id)
+        if tracked.in_use:
+            return  # its invocations release it
+        windows = self.keep_alive.windows(tracked.digest)
+        self._idle(instance_id, tracked, fn, now, max(fn.prewarm_until, now + windows.keep_alive_s))
+
     def release(self, instance_id: str, now: float, *, run_s: float | None = None) -> None:
         """One invocation on the instance finished (it ran `run_s`; default: since the instance
-        became busy), or it booted for a pre-warm, and it is healthy. Idle once nothing runs on it."""
+        became busy) and the instance is healthy. Idle once nothing runs on it."""
         tracked = self._get(instance_id)
-        if tracked.state is not InstanceState.BUSY:
-            raise LocalError(f"release of {instance_id!r}, which is {tracked.state.value}")
+        if tracked.state is not InstanceState.BUSY or not tracked.in_use:
+            raise LocalError(f"release of {instance_id!r}, which runs nothing")
         fn = self._functions[tracked.digest]
         if tracked.in_use:
             tracked.in_use -= 1
@@ -186,25 +206,24 @@ class WarmPoolPolicy:
                 return
             if instance_id in fn.partial:
                 fn.partial.remove(instance_id)
-        elif not tracked.prewarming:
-            raise LocalError(f"release of {instance_id!r}, which runs nothing")
         windows = self.keep_alive.windows(tracked.digest)
-        if not tracked.prewarming:
-            if fn.invoking == 0 and windows.prewarm_s > 0 and fn.count == 1:
-                # Hybrid policy: unload now, load again when the pre-warm window has passed.
-                expires_at = now
-                fn.prewarm_at = now + windows.prewarm_s
-                fn.prewarm_until = fn.prewarm_at + windows.keep_alive_s
-                heapq.heappush(self._prewarms, (fn.prewarm_at, tracked.digest))
-            elif fn.invoking > 0 or len(fn.idle) > 0:
-                expires_at = now + self.extra_keep_alive_s
-            else:
-                expires_at = now + windows.prewarm_s + windows.keep_alive_s
-            if fn.invoking == 0:
-                fn.last_end = now
-        else:  # a pre-warmed instance: warm until the end of the window it was loaded for
-            tracked.prewarming = False
-            expires_at = max(fn.prewarm_until, now + windows.keep_alive_s)
+        if fn.invoking == 0 and windows.prewarm_s > 0 and fn.count == 1:
+            # Hybrid policy: unload now, load again when the pre-warm window has passed.
+            expires_at = now
+            fn.prewarm_at = now + windows.prewarm_s
+            fn.prewarm_until = fn.prewarm_at + windows.keep_alive_s
+            heapq.heappush(self._prewarms, (fn.prewarm_at, tracked.digest))
+        elif fn.invoking > 0 or len(fn.idle) > 0:
+            expires_at = now + self.extra_keep_alive_s
+        else:
+            expires_at = now + windows.prewarm_s + windows.keep_alive_s
+        if fn.invoking == 0:
+            fn.last_end = now
+        self._idle(instance_id, tracked, fn, now, expires_at)
+
+    def _idle(
+        self, instance_id: str, tracked: _Tracked, fn: _Function, now: float, expires_at: float
+    ) -> None:
         tracked.state = InstanceState.IDLE
         tracked.since = now
         tracked.expires_at = expires_at
@@ -217,6 +236,8 @@ class WarmPoolPolicy:
         if tracked.state is not InstanceState.BUSY:
             raise LocalError(f"discard of {instance_id!r}, which is {tracked.state.value}")
         fn = self._functions[tracked.digest]
+        if instance_id in fn.booting:
+            fn.booting.remove(instance_id)
         if tracked.in_use:
             fn.invoking -= tracked.in_use
             if instance_id in fn.partial:
@@ -380,6 +401,7 @@ class WarmPoolPolicy:
             if instance_id in self._tracked:
                 raise LocalError(f"instance id {instance_id!r} is already in use")
             self._add(instance_id, digest, fn, now).prewarming = True
+            fn.booting.append(instance_id)
             starts.append((digest, instance_id))
         return starts
 

@@ -429,7 +429,9 @@ class WarmPool:
                 self._instances.pop(instance_id, None)
                 await _destroy(instance, self._forget(instance_id))
         elif instance is not None:
-            self._release(instance, None, 0.0)
+            self._policy.booted(instance_id, asyncio.get_running_loop().time())
+            self._rearm.set()
+            self._wake(fn.digest)
 
 
 async def _destroy(instance: Instance, extra: list[ShimConnection]) -> None:

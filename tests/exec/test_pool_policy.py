@@ -93,7 +93,7 @@ def tick(policy: WarmPoolPolicy, until: float) -> list[str]:
         log += [f"{now:g} expire {i}" for i in policy.expired(now)]
         for digest, instance_id in policy.prewarm(now, lambda: f"p{next(_ids)}"):
             log.append(f"{now:g} prewarm {digest}")
-            policy.release(instance_id, now)
+            policy.booted(instance_id, now)
     return log
 
 
@@ -189,6 +189,20 @@ def test_forecast_prewarms_instances_before_a_predicted_burst() -> None:
     for k in range(70):
         driver.call("f", 360 + k * 60 / 70, 6.0)
     assert Decision.START not in driver.decisions
+
+
+def test_an_arrival_during_a_prewarm_boot_waits_for_it_instead_of_starting_another() -> None:
+    policy = WarmPoolPolicy(max_per_function=4, keep_alive_s=600)
+    [booting] = policy.prewarm_now("f", 1, 0.0, lambda: "p", memory_mb=128)
+    assert policy.acquire("f", 0.1, new_id="x") == Acquired(Decision.REUSE, booting)
+    policy.booted(booting, 0.5)  # up: the claiming invocation runs on it...
+    assert policy.state(booting) is InstanceState.BUSY
+    policy.release(booting, 1.0)  # ...and then it idles like any other
+    assert policy.state(booting) is InstanceState.IDLE and policy.count("f") == 1
+    with pytest.raises(LocalError):
+        policy.booted(booting, 2.0)  # booted twice
+    with pytest.raises(LocalError):
+        policy.release(booting, 2.0)  # nothing runs on it
 
 
 def test_forecast_keeps_instances_it_still_wants() -> None:
