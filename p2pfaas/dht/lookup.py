@@ -95,6 +95,7 @@ class DisjointLookup:
                 if node.id in self.claimed:
                     continue
                 if self.protocol.is_unresponsive((node.ip, node.port)):
+                    self.protocol.stats.skipped_unresponsive += 1
                     shortlist.remove([node.id])
                     dropped = True
                     continue

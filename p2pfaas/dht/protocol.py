@@ -294,12 +294,9 @@ class SecureProtocol(KademliaProtocol):  # type: ignore[misc]
     ) -> tuple[wire.Reply, bytes] | None:
         """Send a signed request built by `make(rpc_id)`; return (reply, responder id) or None on timeout.
 
-        An address that recently let every attempt time out is not asked again for `unresponsive_s`
-        (None at once): dead contacts and made-up ones that hostile nodes hand out cost one timeout each,
-        not one per lookup that meets them."""
-        if self.is_unresponsive(address):
-            self.stats.skipped_unresponsive += 1
-            return None
+        An address that let every attempt time out is remembered for `unresponsive_s`: lookups skip it
+        (`is_unresponsive`), so dead contacts and made-up ones that hostile nodes hand out cost one
+        timeout each, not one per lookup that meets them. Direct calls still go out."""
         rpc_id = self.rng.randbytes(wire.RPC_ID_BYTES)
         data = seal(make(rpc_id), self.keys)
         future: asyncio.Future[tuple[wire.Reply, bytes]] = self.loop.create_future()

@@ -66,6 +66,14 @@ async def test_the_client_finds_its_entry_nodes_through_the_dht(tmp_path: Path) 
                     assert outcome.value == {"echo": i}
                     assert outcome.node_id in {n.node_id for n in nodes}
                 assert client._nodes_fetched_at == float("-inf")  # the anchor's node list was never asked
+                # The nodes that ran it cached the bundle and announced themselves as its providers.
+                digest = (await client.function("echo")).header.digest
+                ran = {n.url for n in nodes if n.service.stats.invocations}
+                asker = nodes[0].overlay
+                assert asker is not None and nodes[0].service.find_providers is not None
+                async with asyncio.timeout(60):
+                    while set(await asker.providers(digest)) | {nodes[0].url} < ran:  # noqa: ASYNC110
+                        await asyncio.sleep(0.2)
 
             # The anchor's bootstrap node goes away: the nodes still know each other, and a client that
             # knows any one of them finds them all.
