@@ -22,26 +22,33 @@ container's cgroup does; the process executor asks for an address-space rlimit w
 --rlimit-as-mb); authenticate its peer (the socket's directory is reachable only by the host);
 protect itself from the function, which runs in this very process. The host therefore treats
 every byte from here as untrusted.
+
+Its imports are kept to what serving needs (no argparse, re, pathlib or typing on the normal path):
+they are part of every cold start.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import os
-import re
 import signal
 import socket
+import stat
 import struct
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Any
+from types import FrameType, SimpleNamespace, TracebackType
+
+TYPE_CHECKING = False  # mypy takes this name as typing.TYPE_CHECKING; importing typing costs a cold start
+if TYPE_CHECKING:
+    from typing import Any
+
+    Handler = Callable[[Any], Any]
+    Header = dict[str, Any]
 
 PROTOCOL_VERSION = 1
 MAX_HEADER_BYTES = 64 * 1024
@@ -53,10 +60,15 @@ EXIT_MEMORY = 86  # the shim itself ran out of memory: the host reports MemoryEx
 EXIT_USAGE = 2
 
 _LENGTH = struct.Struct(">I")
-_HANDLER = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
-Handler = Callable[[Any], Any]
-Header = dict[str, Any]
+
+def _valid_handler(spec: str) -> bool:
+    """`module.sub:function`, each part a Python identifier starting with an ASCII letter or _."""
+    module, _, function = spec.partition(":")
+    return all(
+        part.isidentifier() and (part[0].isascii() and (part[0].isalpha() or part[0] == "_"))
+        for part in (*module.split("."), function)
+    )
 
 
 class ProtocolError(Exception):
@@ -115,17 +127,17 @@ def _error_header(exc: BaseException, tb: TracebackType | None, duration_s: floa
     }
 
 
-def load_handler(code_dir: Path, spec: str) -> tuple[Handler | None, Header | None]:
+def load_handler(code_dir: str | os.PathLike[str], spec: str) -> tuple[Handler | None, Header | None]:
     """Import `module:function` from `code_dir`: the handler, or the error header to answer with.
 
     A broken handler is the function author's error, so it is reported on every invocation
     rather than crashing the shim (which the host would take for a broken sandbox).
     """
     try:
-        if not _HANDLER.match(spec):
+        if not _valid_handler(spec):
             raise ValueError(f"handler must look like 'module:function', got {spec!r}")
         module_name, function_name = spec.split(":")
-        sys.path.insert(0, str(code_dir))
+        sys.path.insert(0, os.fspath(code_dir))
         module = importlib.import_module(module_name)
         handler = getattr(module, function_name)
         if not callable(handler):
@@ -207,11 +219,15 @@ def serve_connection(
             send_message(conn, *invoke(handler, payload, max_result_bytes=max_result_bytes))
 
 
-def listen(path: Path, *, backlog: int = 4) -> socket.socket:
-    if path.is_socket():
-        path.unlink()  # left by a previous shim in the same directory
+def listen(path: str | os.PathLike[str], *, backlog: int = 4) -> socket.socket:
+    path = os.fspath(path)
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)  # left by a previous shim in the same directory
+    except FileNotFoundError:
+        pass
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
+    server.bind(path)
     # The directory, not the socket's mode, is the access control; the host may be another uid.
     os.chmod(path, 0o666)
     server.listen(backlog)
@@ -254,7 +270,49 @@ def serve(
         threading.Thread(target=run, args=(conn,), daemon=True).start()
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+_INT_OPTIONS = ("--rlimit-as-mb", "--concurrency", "--max-payload-bytes", "--max-result-bytes")
+_STR_OPTIONS = ("--socket", "--code-dir", "--handler")
+
+
+def _parse_args(argv: Sequence[str] | None) -> SimpleNamespace:
+    """The options. The host always passes well-formed `--name value` pairs, parsed here without
+    argparse (a cold-start cost); anything else goes to argparse for its usual errors and help."""
+    args = _parse_fast(list(sys.argv[1:] if argv is None else argv))
+    return args if args is not None else _parse_with_argparse(argv)
+
+
+def _parse_fast(argv: list[str]) -> SimpleNamespace | None:
+    env = os.environ.get
+    values: dict[str, object] = {
+        "socket": env("P2PFAAS_SOCKET", "/run/p2pfaas/shim.sock"),
+        "code_dir": env("P2PFAAS_CODE_DIR", "/fn"),
+        "handler": env("P2PFAAS_HANDLER"),
+        "rlimit_as_mb": 0,
+        "concurrency": env("P2PFAAS_CONCURRENCY", "1"),
+        "max_payload_bytes": DEFAULT_MAX_PAYLOAD_BYTES,
+        "max_result_bytes": DEFAULT_MAX_RESULT_BYTES,
+    }
+    if len(argv) % 2:
+        return None
+    for option, value in zip(argv[::2], argv[1::2], strict=True):
+        if option not in _INT_OPTIONS + _STR_OPTIONS or value.startswith("--"):
+            return None
+        values[option[2:].replace("-", "_")] = value
+    try:
+        for option in _INT_OPTIONS:
+            key = option[2:].replace("-", "_")
+            values[key] = int(str(values[key]))
+    except ValueError:
+        return None
+    concurrency = values["concurrency"]
+    if not values["handler"] or not isinstance(concurrency, int) or not 1 <= concurrency <= 1000:
+        return None
+    return SimpleNamespace(**values)
+
+
+def _parse_with_argparse(argv: Sequence[str] | None) -> SimpleNamespace:
+    import argparse
+
     parser = argparse.ArgumentParser(description="p2pfaas runtime shim")
     env = os.environ.get
     parser.add_argument("--socket", default=env("P2PFAAS_SOCKET", "/run/p2pfaas/shim.sock"))
@@ -274,7 +332,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--handler (or P2PFAAS_HANDLER) is required")
     if not 1 <= args.concurrency <= 1000:
         parser.error("--concurrency must be in 1..1000")
-    return args
+    return SimpleNamespace(**vars(args))
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -290,10 +348,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     # As PID 1 in a container SIGTERM is ignored unless handled; exit promptly instead.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    code_dir = Path(args.code_dir)
+    code_dir = args.code_dir
     os.chdir(code_dir)  # so a function can open its bundle's data files by relative path
     handler, load_error = load_handler(code_dir, args.handler)
-    socket_path = Path(args.socket)
+    socket_path = args.socket
     server = listen(socket_path, backlog=max(4, args.concurrency))
     try:
         serve(
@@ -309,7 +367,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os._exit(EXIT_MEMORY)
     finally:
         server.close()
-        socket_path.unlink(missing_ok=True)
+        try:  # noqa: SIM105 - contextlib would be one more import on every cold start
+            os.unlink(socket_path)
+        except FileNotFoundError:
+            pass
     return 0
 
 
