@@ -222,3 +222,35 @@ def test_parse_response_raises_only_executor_error(header: bytes, body: bytes) -
     except ExecutorError:
         return
     assert result.duration_s >= 0
+
+
+def test_the_fast_command_line_parser_agrees_with_argparse() -> None:
+    argv = ["--socket", "/run/x.sock", "--code-dir", "/fn", "--handler", "pkg.mod:main", "--concurrency", "3"]
+    fast = shim._parse_fast(argv)
+    assert fast is not None and vars(fast) == vars(shim._parse_with_argparse(argv))
+    assert fast.concurrency == 3 and fast.rlimit_as_mb == 0 and fast.handler == "pkg.mod:main"
+    # Anything unusual goes to argparse, which explains and exits with status 2.
+    for bad in (
+        ["--handler"],
+        ["--handler", "m:f", "--bogus", "1"],
+        ["--handler", "m:f", "--concurrency", "0"],
+    ):
+        assert shim._parse_fast(bad) is None
+        with pytest.raises(SystemExit) as caught:
+            shim._parse_args(bad)
+        assert caught.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("spec", "valid"),
+    [
+        ("m:f", True),
+        ("a.b_c.d:_f1", True),
+        ("m:f:g", False),
+        ("1m:f", False),
+        ("m.:f", False),
+        ("é:f", False),
+    ],
+)
+def test_handler_specs(spec: str, valid: bool) -> None:
+    assert shim._valid_handler(spec) is valid
