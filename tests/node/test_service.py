@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -285,3 +286,26 @@ async def test_a_request_is_verified_once_per_object_never_by_content(
         with pytest.raises(SignatureError):
             await node.service.invoke(tampered)
         assert (await node.service.invoke(request)).ok
+
+
+async def test_the_bundle_cache_stays_under_its_cap_sparing_warm_functions(
+    anchor: AnchorServer, client: AsyncClient, tmp_path: Path
+) -> None:
+    digests = []
+    for name in ("a", "b", "c"):
+        directory = write_function(tmp_path / "src", "echo", name=name)
+        (directory / "blob.bin").write_bytes(os.urandom(600_000))  # ~600 KB bundles, a 1 MB cache
+        digests.append((await client.deploy(directory)).header.digest)
+    a, b, c = digests
+    async with running_node(anchor.url, tmp_path, "n", bundle_cache_mb=1) as node:
+        evicted: list[str] = []
+        node.service.on_bundle_evicted = evicted.append
+        for digest in (a, b):
+            assert (await node.service.invoke(request_for(digest, client.keys, 1, invocation_id=digest))).ok
+        assert evicted == [] and len(node.service.cache) == 2  # over the cap, but both are warm
+        assert isinstance(node.executor, UnsandboxedProcessExecutor)
+        node.executor.release(a)  # a's instance goes: nothing pins its bundle any more
+        assert (await node.service.invoke(request_for(c, client.keys, 1, invocation_id=c))).ok
+        assert evicted == [a] and node.service.cache.path_for(a) is None
+        again = await node.service.invoke(request_for(a, client.keys, 2, invocation_id="again"))
+        assert again.ok and node.service.stats.anchor_fetches == 4  # a fetched a second time
