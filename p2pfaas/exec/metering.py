@@ -155,6 +155,12 @@ class CgroupMeter:
                 return int(line.split()[1]) * 1000
         return 0
 
+    @property
+    def peak_resets(self) -> bool:
+        """Whether the peak is per invocation (v1, or v2 where the kernel lets memory.peak be reset);
+        if not, it is the peak since the container started: an upper bound."""
+        return self._peak_resettable
+
     def begin(self) -> None:
         if self._peak_resettable:
             try:

@@ -24,7 +24,7 @@ import pytest
 from p2pfaas.errors import MemoryExceeded
 from p2pfaas.exec.base import FunctionSpec
 from p2pfaas.exec.docker_exec import CONTAINER_CODE_DIR, DockerExecutor
-from p2pfaas.exec.metering import cgroup_dirs
+from p2pfaas.exec.metering import CGROUP_ROOT, cgroup_dirs
 
 from .conftest import make_function
 
@@ -212,15 +212,20 @@ async def attack(executor: DockerExecutor, fn: FunctionSpec, op: str, **args: An
 
 
 def cgroup_file(executor: DockerExecutor, fn: FunctionSpec, controller: str, name: str) -> int:
-    """A counter of the function's live container, read on the host."""
+    """A counter of the function's live container, read on the host (cgroup v1 names; v2 mapped)."""
     [instance_id] = executor.instance_ids(fn.digest)
     container_id = executor.container_id(instance_id)
     assert container_id is not None
+    found = cgroup_dirs(container_id)
+    assert found is not None, "the container's cgroup is not where metering looks"
+    _, memory_dir, version = found
+    if version == 2:
+        v2_names = {"memory.limit_in_bytes": "memory.max", "memory.max_usage_in_bytes": "memory.peak"}
+        return int((memory_dir / v2_names.get(name, name)).read_text())
     if controller == "memory":
-        found = cgroup_dirs(container_id)
-        assert found is not None, "the container's cgroup is not where metering looks"
-        return int((found[1] / name).read_text())
-    return int(Path(f"/sys/fs/cgroup/{controller}/docker/{container_id}/{name}").read_text())
+        return int((memory_dir / name).read_text())
+    relative = memory_dir.relative_to(CGROUP_ROOT / "memory")
+    return int((CGROUP_ROOT / controller / relative / name).read_text())
 
 
 async def still_serves(executor: DockerExecutor, fn: FunctionSpec) -> None:

@@ -44,21 +44,34 @@ async def test_containers_share_the_cores_the_node_lends(
         node_memory_mb=512,
     )
     await executor.start()
-    assert executor.node_cgroup is not None, "this test needs a writable cgroup v1 tree (as root)"
-    name = executor.node_cgroup.parent.strip("/")
+    cgroup = executor.node_cgroup
+    assert cgroup is not None, "this test needs a writable cgroup tree (as root, cgroupfs driver)"
+    name = cgroup.parent.strip("/")
+    # Where the quota, the memory limit and the counters live, by cgroup version.
+    if cgroup.version == 1:
+        quota, memory_limit = CGROUP_ROOT / "cpu" / name / "cpu.cfs_quota_us", "memory/" + name
+        usage, stat = (
+            CGROUP_ROOT / "cpuacct" / name / "cpuacct.usage",
+            CGROUP_ROOT / "cpu" / name / "cpu.stat",
+        )
+        expected_quota, memory_file, usage_ns = "50000", "memory.limit_in_bytes", 1
+    else:
+        quota, memory_limit = CGROUP_ROOT / name / "cpu.max", name
+        usage = stat = CGROUP_ROOT / name / "cpu.stat"
+        expected_quota, memory_file, usage_ns = "50000 100000", "memory.max", 1000
+    counter_field = "usage_usec" if cgroup.version == 2 else ""
     try:
-        assert (CGROUP_ROOT / "cpu" / name / "cpu.cfs_quota_us").read_text().strip() == "50000"
-        assert _counter(CGROUP_ROOT / "memory" / name / "memory.limit_in_bytes") == 512 << 20
+        assert quota.read_text().strip() == expected_quota
+        assert _counter(CGROUP_ROOT / memory_limit / memory_file) == 512 << 20
         burners = [make_function(tmp_path / f"b{i}", memory_mb=64, source=BURNER) for i in range(2)]
         for fn in burners:  # start both containers; booting is not what this measures
             await executor.invoke(fn, json.dumps({"op": "none", "s": 0}).encode(), timeout_s=60)
-        usage = CGROUP_ROOT / "cpuacct" / name / "cpuacct.usage"
-        throttled_before = _counter(CGROUP_ROOT / "cpu" / name / "cpu.stat", "nr_throttled")
-        used_before = _counter(usage)
+        throttled_before = _counter(stat, "nr_throttled")
+        used_before = _counter(usage, counter_field) * usage_ns
         body = json.dumps({"op": "burn", "s": BURN_S}).encode()
         results = await asyncio.gather(*(executor.invoke(fn, body, timeout_s=60) for fn in burners))
-        used_s = (_counter(usage) - used_before) / 1e9
-        throttled = _counter(CGROUP_ROOT / "cpu" / name / "cpu.stat", "nr_throttled") - throttled_before
+        used_s = (_counter(usage, counter_field) * usage_ns - used_before) / 1e9
+        throttled = _counter(stat, "nr_throttled") - throttled_before
         wall_s = max(result.duration_s for result in results)
     finally:
         await executor.aclose()
@@ -67,7 +80,7 @@ async def test_containers_share_the_cores_the_node_lends(
     assert used_s <= 0.5 * wall_s + 0.1, (used_s, wall_s)
     assert sum(result.cpu_s for result in results) == pytest.approx(used_s, abs=0.05)  # metered each
     assert throttled > 0
-    assert not (CGROUP_ROOT / "cpu" / name).exists()  # removed with the last container
+    assert not quota.parent.exists()  # removed with the last container
 
 
 def test_an_unwritable_tree_is_a_reason_not_an_error(tmp_path: Path) -> None:
