@@ -296,11 +296,16 @@ class DockerExecutor(PooledExecutor):
         await asyncio.to_thread(self.run_dir.sweep)
         await asyncio.to_thread(self.run_dir.create)
         if self.node_cpus > 0 or self.node_memory_mb > 0:
-            prepared = await asyncio.to_thread(
-                node_cgroup.prepare,
-                f"p2pfaas-{self.owner_id[:16]}",
-                cpus=self.node_cpus or float(os.cpu_count() or 1),
-                memory_mb=self.node_memory_mb or (1 << 30),
+            driver = (await _docker("info", self.client.info)).get("CgroupDriver", "")
+            prepared = (
+                await asyncio.to_thread(
+                    node_cgroup.prepare,
+                    f"p2pfaas-{self.owner_id[:16]}",
+                    cpus=self.node_cpus or float(os.cpu_count() or 1),
+                    memory_mb=self.node_memory_mb or (1 << 30),
+                )
+                if driver == "cgroupfs"  # the systemd driver wants a slice, managed through systemd
+                else f"the Docker engine's cgroup driver is {driver!r}, not cgroupfs"
             )
             if isinstance(prepared, str):
                 log.warning("%s; only per-instance limits apply", prepared)

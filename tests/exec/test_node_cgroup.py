@@ -45,7 +45,10 @@ async def test_containers_share_the_cores_the_node_lends(
     )
     await executor.start()
     cgroup = executor.node_cgroup
-    assert cgroup is not None, "this test needs a writable cgroup tree (as root, cgroupfs driver)"
+    if cgroup is None and executor.client.info().get("CgroupDriver") != "cgroupfs":
+        await executor.aclose()
+        pytest.skip("the Docker engine uses the systemd cgroup driver: no node cgroup (a warning says so)")
+    assert cgroup is not None, "this test needs a writable cgroup tree (as root)"
     name = cgroup.parent.strip("/")
     # Where the quota, the memory limit and the counters live, by cgroup version.
     if cgroup.version == 1:
