@@ -39,7 +39,6 @@ from aiohttp import web
 from p2pfaas import rpc, signing
 from p2pfaas.clock import wall_time
 from p2pfaas.errors import ConfigError, P2PFaaSError
-from p2pfaas.exec.base import FunctionSpec
 from p2pfaas.identity import KeyPair, PublicKey
 from p2pfaas.messages import Ack, InvokeResult, NodeList
 from p2pfaas.node.drain import write_url
@@ -220,16 +219,7 @@ class NodePlacement:
                 release(action.digest)
                 continue
             try:
-                header, code_dir = await self.service._bundle(action.digest)  # fetched and verified
-                manifest = header.manifest
-                spec = FunctionSpec(
-                    digest=action.digest,
-                    code_dir=code_dir,
-                    handler=manifest.handler,
-                    memory_mb=manifest.memory_mb,
-                    timeout_s=manifest.timeout_s,
-                    cpus=self.service.cpus_per_instance,
-                )
+                spec = await self.service.spec_for(action.digest)  # fetched and verified
                 await prewarm(spec, action.count)
                 self.prewarms += 1
             except P2PFaaSError as exc:

@@ -124,15 +124,7 @@ class NodeService:
         header, code_dir = await self._bundle(request.digest)
         (self.authorize or owner_only)(request, header, caller.raw)
         manifest = header.manifest
-        spec = FunctionSpec(
-            digest=request.digest,
-            code_dir=code_dir,
-            handler=manifest.handler,
-            memory_mb=manifest.memory_mb,
-            timeout_s=manifest.timeout_s,
-            cpus=self.cpus_per_instance,
-            concurrency=manifest.concurrency,
-        )
+        spec = self._spec(request.digest, header, code_dir)
         timeout_s = min(request.timeout_s, manifest.timeout_s)
         loop = asyncio.get_running_loop()
         try:
@@ -170,6 +162,23 @@ class NodeService:
                 signature=b"",
             ),
             self.keys,
+        )
+
+    async def spec_for(self, digest: str) -> FunctionSpec:
+        """What the executor needs to run `digest` (fetched and verified if need be): for pre-warming
+        an instance exactly as an invocation would start it. Raises NotFound/BundleError like invoke."""
+        return self._spec(digest, *await self._bundle(digest))
+
+    def _spec(self, digest: str, header: BundleHeader, code_dir: Path) -> FunctionSpec:
+        manifest = header.manifest
+        return FunctionSpec(
+            digest=digest,
+            code_dir=code_dir,
+            handler=manifest.handler,
+            memory_mb=manifest.memory_mb,
+            timeout_s=manifest.timeout_s,
+            cpus=self.cpus_per_instance,
+            concurrency=manifest.concurrency,
         )
 
     async def _run(self, spec: FunctionSpec, payload: bytes, *, timeout_s: float) -> ExecResult:

@@ -25,7 +25,7 @@ import pytest
 from p2pfaas import codec, signing
 from p2pfaas.anchor.server import AnchorServer
 from p2pfaas.client import AsyncClient
-from p2pfaas.errors import Refused, Unreachable
+from p2pfaas.errors import NotFound, Refused, Unreachable
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import Bundle, BundleHeader, ErrorReply, InvokeRequest, InvokeResult, Receipt
@@ -309,3 +309,31 @@ async def test_the_bundle_cache_stays_under_its_cap_sparing_warm_functions(
         assert evicted == [a] and node.service.cache.path_for(a) is None
         again = await node.service.invoke(request_for(a, client.keys, 2, invocation_id="again"))
         assert again.ok and node.service.stats.anchor_fetches == 4  # a fetched a second time
+
+
+async def test_spec_for_builds_the_spec_an_invocation_runs_with_so_a_prewarm_serves_it(
+    anchor: AnchorServer, client: AsyncClient, tmp_path: Path
+) -> None:
+    """Placement pre-warms through `spec_for`: the manifest's concurrency and limits must reach the
+    executor exactly as they do on the invoke path, or the pre-warmed instance would not be reused."""
+    directory = write_function(tmp_path, "echo", memory_mb=96, timeout_s=7.0)
+    manifest = directory / "p2pfaas.toml"
+    manifest.write_text(manifest.read_text() + "concurrency = 3\n")
+    echo = await client.deploy(directory)
+    async with running_node(anchor.url, tmp_path, "n") as node:
+        spec = await node.service.spec_for(echo.header.digest)  # fetched from the anchor, verified
+        assert (spec.digest, spec.handler, spec.memory_mb, spec.timeout_s) == (
+            echo.header.digest,
+            "main:handle",
+            96,
+            7.0,
+        )
+        assert spec.concurrency == 3 and spec.cpus == node.service.cpus_per_instance
+        assert (spec.code_dir / "main.py").is_file()
+        executor = node.service.executor
+        assert isinstance(executor, UnsandboxedProcessExecutor)
+        await executor.prewarm(spec, 1)
+        result = await node.service.invoke(request_for(echo.header.digest, client.keys, {"x": 1}))
+        assert result.ok and not result.cold  # the invocation found the pre-warmed instance
+        with pytest.raises(NotFound, match="no provider has bundle"):
+            await node.service.spec_for("00" * 32)
