@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from p2pfaas.errors import Busy, ConfigError, Refused
 
@@ -70,6 +71,26 @@ class Capacity:
     @property
     def free_slots(self) -> int:
         return self.limits.slots - self.slots_used
+
+
+class PeerEstimate(Protocol):
+    """What `peer_with_room` needs to know of a peer (a placement `Candidate` fits)."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def est_free(self) -> float: ...
+
+    @property
+    def rtt_s(self) -> float: ...
+
+
+def peer_with_room(peers: Iterable[PeerEstimate]) -> str | None:
+    """The peer with the most estimated free slots (the nearest among equals), or None if none has any:
+    the best guess a "busy" answer can name."""
+    best = max((p for p in peers if p.est_free > 0), key=lambda p: (p.est_free, -p.rtt_s), default=None)
+    return best.url if best is not None else None
 
 
 @dataclass

@@ -30,6 +30,7 @@ from p2pfaas.errors import ConfigError, P2PFaaSError
 from p2pfaas.exec.base import Executor
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import Ack, Bundle, NodeAnnouncement
+from p2pfaas.node.admission import peer_with_room
 from p2pfaas.node.app import make_app
 from p2pfaas.node.overlay import Overlay, overlay_for
 from p2pfaas.node.placement import NodePlacement, PlacementConfig
@@ -191,6 +192,8 @@ class NodeDaemon:
                 gossip_fanout=self.config.gossip_fanout, drain_deadline_s=self.config.drain_deadline_s,
             ),
         )  # fmt: skip
+        view, loop = self.placement.router.view, asyncio.get_running_loop()
+        service.admission.suggest_peer = lambda: peer_with_room(view.candidates(loop.time()))
         runner = web.AppRunner(make_app(service, self.placement), access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)

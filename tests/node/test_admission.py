@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pfaas.errors import Busy, ConfigError, Refused
-from p2pfaas.node.admission import Admission, Capacity, Limits
+from p2pfaas.node.admission import Admission, Capacity, Limits, peer_with_room
 
 DIGEST_A = "a" * 64
 DIGEST_B = "b" * 64
@@ -152,3 +153,17 @@ async def test_a_large_head_does_not_lose_the_room_freed_for_it() -> None:
         assert ran == [] and admission.queue_length() == 2
     await asyncio.gather(big, small)
     assert ran == ["big", "small"]
+
+
+@dataclass(frozen=True)
+class Peer:
+    url: str
+    est_free: float
+    rtt_s: float
+
+
+def test_the_busy_answer_names_the_peer_with_most_room_nearest_first() -> None:
+    assert peer_with_room([]) is None
+    assert peer_with_room([Peer("http://full", 0.0, 0.001)]) is None
+    peers = [Peer("http://far", 3.0, 0.050), Peer("http://near", 3.0, 0.002), Peer("http://one", 1.0, 0.001)]
+    assert peer_with_room(peers) == "http://near"
