@@ -1,7 +1,8 @@
 """Every message that crosses the wire, as frozen dataclasses registered with the codec.
 
 Tags are never reused: a retired message keeps its number. Messages that a peer could forge carry
-`signer` (a raw Ed25519 public key) and `signature` as their last two fields; `signing.py` signs and
+`signer` (a raw Ed25519 public key) and `signature` as their last two fields (save an optional tail
+added later, see `Receipt.request_sha256`); `signing.py` signs and
 verifies them over the encoding with an empty signature. Semantic checks that need no key (formats,
 ranges) live in `__post_init__`, so a message that decodes is well-formed.
 
@@ -10,7 +11,9 @@ HTTP routes that carry these messages are listed in `p2pfaas/anchor/app.py` and 
 
 from __future__ import annotations
 
+import hashlib
 import re
+import struct
 from dataclasses import dataclass
 from typing import Annotated, ClassVar
 
@@ -214,11 +217,19 @@ class Receipt(Message):
     issued_at: float
     signer: PublicKeyBytes  # the node's key
     signature: SignatureBytes
+    # `request_sha256(request)` of what the node ran, so a vote can prove that its replicas had one
+    # input. Added later, hence after the signature (it is signed all the same): left off the wire
+    # when empty, so receipts signed before it keep their encodings and signatures.
+    request_sha256: Annotated[bytes, MaxLen(32)] = b""
+
+    OPTIONAL_TAIL: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
         _check_digest(self.digest)
         if min(self.cpu_ms, self.peak_memory_mb, self.wall_ms, self.price_micro) < 0:
             raise ValueError("receipt usage and price must not be negative")
+        if len(self.request_sha256) not in (0, 32):
+            raise ValueError("a receipt's request hash is 32 bytes (or absent)")
 
 
 @message(27)
@@ -250,6 +261,16 @@ class InvokeRequest(Message):
             raise ValueError("invocation id is empty")
         if not 0 < self.timeout_s <= 3600:
             raise ValueError(f"timeout_s {self.timeout_s} outside (0, 3600]")
+
+
+def request_sha256(request: InvokeRequest) -> bytes:
+    """What a node ran, as its receipt names it: SHA-256 of the bundle digest, the caller's timeout
+    (a shorter one can turn a result into a timeout) and the payload. Not the invocation id nor
+    the voucher: replicas of one invocation differ in those and must still hash alike."""
+    timeout = struct.pack(">d", request.timeout_s)
+    return hashlib.sha256(
+        b"p2pfaas-request-v1\0" + bytes.fromhex(request.digest) + timeout + request.payload
+    ).digest()
 
 
 # InvokeResult.error_type for failures that are not the function's own exception.

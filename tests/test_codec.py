@@ -68,6 +68,8 @@ def _strategy_for(hint: Any, field_name: str, cap: int | None = None) -> st.Sear
         return st.sampled_from(["", "http://127.0.0.1:9/cb"])
     if field_name == "job_state":
         return st.sampled_from(["queued", "running", "done", "failed"])
+    if field_name == "request_sha256":  # Receipt: a SHA-256, or absent
+        return st.just(b"") | st.binary(min_size=32, max_size=32)
     if field_name == "size_bytes":
         return st.integers(min_value=1, max_value=messages.MAX_ARCHIVE_BYTES)
     if hint is str:

@@ -11,10 +11,12 @@ reporting lessee's key, that all are replicas of one group and one bundle, and t
 twice. Then agreeing nodes gain reputation, dissenters lose their streak (BOINC's adaptive
 replication), and the verdicts gate the ledger: outvoted replicas are never paid.
 
-What a report cannot prove: that every replica got the same input. Receipts do not carry a hash of
-the request, so a lessee who sent different inputs on purpose could make an honest node look like
-a dissenter (it still cannot make a dissenter look honest, nor be paid anything). Binding the
-request's hash into `Receipt` would close this; see the issue's report.
+Every replica must have run the same request: each receipt carries the node-signed
+`request_sha256` (bundle, payload and timeout; see `messages.request_sha256`), and a report whose
+receipts name different requests, or a receipt without one, is refused with nothing recorded. So a
+lessee who sends different inputs to replicas cannot make an honest node look like a dissenter:
+there is no verdict, and the gate pays the held replicas after its hold as unreplicated work (the
+lessee bears the cost, not the nodes).
 """
 
 from __future__ import annotations
@@ -90,6 +92,20 @@ class TrustApi:
             replicas.append(Replica(receipt.invocation_id, node.key_id))
         if len({r.invocation_id for r in replicas}) != len(replicas):
             raise Refused("a replica's receipt appears twice", status=400)
+        # Checked once the receipts are known to be the nodes' own: a node signed what it ran.
+        requests = {r.request_sha256 for r in report.receipts}
+        if b"" in requests:
+            raise Refused(
+                "a receipt names no request hash (its node predates them): the vote could not show "
+                "that every replica ran the same input",
+                status=400,
+            )
+        if len(requests) != 1:
+            raise Refused(
+                "the replicas were sent different requests (payload or timeout): there is nothing to "
+                "vote on, and the nodes are paid as for unreplicated work",
+                status=400,
+            )
         decided = vote.decide()
         decision = decided if isinstance(decided, Agreed) else Inconclusive(len(replicas), 0)
         first = await self.store.record_vote(

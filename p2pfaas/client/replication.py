@@ -33,7 +33,7 @@ from typing import Any
 from p2pfaas import rpc, signing
 from p2pfaas.client.async_client import NETWORK_SLACK_S, AsyncClient, InvokeOutcome
 from p2pfaas.errors import InvokeError, LocalError, P2PFaaSError, SignatureError
-from p2pfaas.messages import InvokeRequest, InvokeResult, NodeInfo, Voucher
+from p2pfaas.messages import InvokeRequest, InvokeResult, NodeInfo, Voucher, request_sha256
 from p2pfaas.trust.adaptive import AdaptivePolicy, Record
 from p2pfaas.trust.replica_ids import replica_id
 from p2pfaas.trust.vote import (
@@ -240,6 +240,9 @@ class ReplicatedInvoker:
                 if receipt.ok != result.ok or (result.ok and receipt.result_sha256 != _output_hash(result)):
                     # The anchor counts the receipt's hash, the lessee gets the output: they must be one.
                     raise SignatureError("its receipt vouches for another result than the one it returned")
+                if receipt.request_sha256 != request_sha256(request):
+                    # The anchor votes only on replicas that name one request: this one would spoil it.
+                    raise SignatureError("its receipt names another request than the one sent")
             if wallet is not None:
                 wallet.spent(receipt)
         except (P2PFaaSError, OSError) as error:

@@ -49,6 +49,7 @@ from p2pfaas.messages import (
     InvokeRequest,
     InvokeResult,
     Receipt,
+    request_sha256,
 )
 from p2pfaas.node.admission import Admission, Limits
 from p2pfaas.node.pricing import Prices
@@ -224,6 +225,7 @@ class NodeService:
                 issued_at=wall_time(),
                 signer=b"",
                 signature=b"",
+                request_sha256=request_sha256(request),
             ),
             self.keys,
         )

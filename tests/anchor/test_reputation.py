@@ -28,7 +28,7 @@ from p2pfaas.identity import KeyPair
 from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.policy import ReceiptClaim
 from p2pfaas.ledger.wire import BatchResult, GrantRequest, TransferDone, VoucherRequest
-from p2pfaas.messages import Ack, Receipt, ReceiptBatch, Voucher
+from p2pfaas.messages import Ack, InvokeRequest, Receipt, ReceiptBatch, Voucher, request_sha256
 from p2pfaas.rpc import call
 from p2pfaas.trust.replica_ids import replica_id
 from p2pfaas.trust.wire import (
@@ -117,8 +117,16 @@ async def funded_voucher(live: Live) -> Voucher:
 
 
 def receipt(
-    invocation_id: str, node: KeyPair, voucher_id: str, result: bytes, *, price: int = 1_000
+    invocation_id: str,
+    node: KeyPair,
+    voucher_id: str,
+    result: bytes,
+    *,
+    price: int = 1_000,
+    payload: bytes | None = b"{}",
 ) -> Receipt:
+    """A node-signed receipt of running `payload` (None: a receipt from before request hashes)."""
+    ran = b"" if payload is None else request_sha256(request_for(invocation_id, payload))
     return signing.sign(
         Receipt(
             invocation_id=invocation_id,
@@ -134,9 +142,15 @@ def receipt(
             issued_at=wall_time(),
             signer=b"",
             signature=b"",
+            request_sha256=ran,
         ),
         node,
     )
+
+
+def request_for(invocation_id: str, payload: bytes) -> InvokeRequest:
+    unsigned = InvokeRequest(invocation_id, DIGEST, payload, 30.0, None, signer=b"", signature=b"")
+    return signing.sign(unsigned, LESSEE)
 
 
 def report(
@@ -219,6 +233,40 @@ async def test_bad_reports_are_refused(live: Live) -> None:
     other_bundle = signing.sign(replace(r2, digest="ee" * 32, signer=b"", signature=b""), N2)
     assert await status(report(r1, other_bundle)) == 400
     assert (await live.reputation(N1)).agreements == 0
+
+
+async def test_a_lessee_sending_replicas_different_inputs_cannot_make_an_honest_node_a_dissenter(
+    live: Live,
+) -> None:
+    """Two honest nodes ran what they were sent; the lessee sent N2 another payload, so N2's correct
+    answer differs. The receipts name the requests they ran: the report is refused, nobody's record
+    moves, and the replicas stay held (paid after the hold) rather than outvoted."""
+    voucher = await funded_voucher(live)
+    r1 = receipt(replica_id(GROUP, 1), N1, voucher.voucher_id, b"42", payload=b"[6, 7]")
+    r2 = receipt(replica_id(GROUP, 2), N2, voucher.voucher_id, b"40", payload=b"[5, 8]")
+    r3 = receipt(replica_id(GROUP, 3), N3, voucher.voucher_id, b"42", payload=b"[6, 7]")
+    with pytest.raises(Refused, match="different requests") as refused:
+        await live.call("POST", "/v1/replication", ReplicationVerdict, report(r1, r2, r3))
+    assert refused.value.status == 400
+    # Rewriting N2's request hash to match breaks N2's signature: the lessee cannot hide the swap.
+    relabelled = replace(r2, request_sha256=r1.request_sha256)
+    with pytest.raises(Refused) as forged:
+        await live.call("POST", "/v1/replication", ReplicationVerdict, report(r1, relabelled, r3))
+    assert forged.value.status == 403
+    # Receipts from nodes that predate request hashes cannot prove one input either.
+    old = receipt(replica_id(GROUP, 2), N2, voucher.voucher_id, b"40", payload=None)
+    with pytest.raises(Refused, match="no request hash"):
+        await live.call("POST", "/v1/replication", ReplicationVerdict, report(r1, old, r3))
+    for node in (N1, N2, N3):
+        rep = await live.reputation(node)
+        assert (rep.agreements, rep.disagreements) == (0, 0)
+    held = await live.receipts(N2, r2)
+    assert (held.paid, held.refused) == ((), ())  # held, not outvoted: paid after the hold
+    assert await TrustStore(live.db).verdicts(GROUP) == {}  # no vote on record
+    # The same request on every replica is voted on as before.
+    honest = receipt(replica_id(GROUP, 2), N2, voucher.voucher_id, b"42", payload=b"[6, 7]")
+    verdict = await live.call("POST", "/v1/replication", ReplicationVerdict, report(r1, honest, r3))
+    assert verdict.outcome == "agreed" and verdict.dissenting == ()
 
 
 async def test_replicas_without_a_vote_are_paid_after_the_hold(db: Database) -> None:

@@ -28,7 +28,15 @@ from p2pfaas.client import AsyncClient
 from p2pfaas.errors import NotFound, Refused, Unreachable
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
-from p2pfaas.messages import Bundle, BundleHeader, ErrorReply, InvokeRequest, InvokeResult, Receipt
+from p2pfaas.messages import (
+    Bundle,
+    BundleHeader,
+    ErrorReply,
+    InvokeRequest,
+    InvokeResult,
+    Receipt,
+    request_sha256,
+)
 from p2pfaas.node.daemon import NodeConfig, NodeDaemon
 from p2pfaas.node.pricing import Prices
 from p2pfaas.rpc import Forbidden
@@ -118,6 +126,9 @@ async def test_every_run_gets_a_signed_priced_receipt_handed_to_the_hook(
             cpu_ms=receipt.cpu_ms, peak_memory_mb=receipt.peak_memory_mb, wall_ms=receipt.wall_ms
         )
     assert sent[0].result_sha256 == hashlib.sha256(ok.output).digest() and sent[1].result_sha256 == b""
+    # Each receipt names the request it ran (for replication votes), whatever the outcome.
+    assert sent[0].request_sha256 == request_sha256(request_for(echo.header.digest, client.keys, {"x": 1}))
+    assert sent[1].request_sha256 == request_sha256(request_for(boom.header.digest, client.keys, 7))
 
 
 async def test_the_authorize_hook_decides_who_may_run(
