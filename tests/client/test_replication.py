@@ -376,3 +376,54 @@ async def test_an_answer_whose_receipt_vouches_for_another_result_has_no_vote(th
         assert await invoker._one(honest, "d" * 32 + "~r1", digest, b"[2, 3]", 5.0, {}) is not None
     finally:
         await runner.cleanup()
+
+
+async def test_a_lessee_sending_replicas_different_inputs_cannot_frame_an_honest_node(
+    three_honest: Net,
+) -> None:
+    """A malicious lessee sends one replica another payload, so that honest node's correct answer
+    differs, and reports the vote. The receipts name the requests the nodes ran: the anchor refuses
+    the report, and no node gains or loses reputation."""
+    from p2pfaas import signing
+    from p2pfaas.errors import Refused
+    from p2pfaas.messages import NodeInfo, Receipt, request_sha256
+    from p2pfaas.trust.wire import ReplicationReport, ReplicationVerdict
+
+    net = three_honest
+    invoker = ReplicatedInvoker(net.client, adaptive=False)
+    digest = (await net.client.function("sum")).header.digest
+    listed = {n.public_key: n for n in await net.client.nodes()}
+    group = "e" * 32
+    receipts: list[Receipt] = []
+    for k, (node, payload) in enumerate(zip(net.honest, (b"[1, 2]", b"[1, 2]", b"[1, 5]"), strict=True), 1):
+        info = NodeInfo(node.node_id, node.keys.public.raw, node.url, ("python3.11",), 1.0, 64)
+        answer = await invoker._one(info, f"{group}~r{k}", digest, payload, 5.0, listed)
+        assert answer is not None and answer.result.receipt is not None
+        assert answer.result.receipt.request_sha256 == request_sha256(answer.request)
+        receipts.append(answer.result.receipt)
+    assert receipts[0].result_sha256 == receipts[1].result_sha256 != receipts[2].result_sha256
+    report = signing.sign(
+        ReplicationReport(group, 2, tuple(receipts), signer=b"", signature=b""), net.client.keys
+    )
+    with pytest.raises(Refused, match="different requests") as refused:
+        await call(
+            net.client.session,
+            "POST",
+            f"{net.anchor.url}/v1/replication",
+            ReplicationVerdict,
+            report,
+            timeout_s=10,
+        )
+    assert refused.value.status == 400
+    for node in net.honest:
+        rep = await net.reputation(node)
+        assert (rep.agreements, rep.disagreements) == (0, 0)
+    # The two replicas that did run one request still make a vote.
+    fair = signing.sign(
+        ReplicationReport(group, 2, tuple(receipts[:2]), signer=b"", signature=b""), net.client.keys
+    )
+    verdict = await call(
+        net.client.session, "POST", f"{net.anchor.url}/v1/replication", ReplicationVerdict, fair, timeout_s=10
+    )
+    assert verdict.outcome == "agreed" and verdict.dissenting == ()
+    assert (await net.reputation(net.honest[2])).disagreements == 0
