@@ -181,7 +181,7 @@ class WarmPool:
             memory_mb=fn.memory_mb,
             concurrency=fn.concurrency,
         )
-        await asyncio.gather(*(self._spawn(self._prewarm(fn, instance_id)) for instance_id in ids))
+        await asyncio.gather(*(self._spawn_prewarm(fn, instance_id) for instance_id in ids))
 
     def release(self, digest: str) -> None:
         """Destroy the function's idle instances now (busy ones finish first, then age out)."""
@@ -255,7 +255,9 @@ class WarmPool:
                 self._drop(evicted)
             if acquired.decision is Decision.REUSE:
                 self._rearm.set()  # a pending pre-warm or expiry may have moved
-                booted = self._booted[acquired.instance_id]
+                booted = self._booted[acquired.instance_id]  # registered before any boot starts
+                if booted.done() and booted.exception() is not None:
+                    raise ExecutorError(f"the instance's boot failed: {booted.exception()}")
                 if booted.done():
                     return self._instances[acquired.instance_id], False
                 # Packed onto an instance still booting for another call: as cold as that one.
@@ -287,7 +289,9 @@ class WarmPool:
         instance = self._factory(fn, instance_id)
         self._instances[instance_id] = instance
         self._digests[instance_id] = fn.digest
-        booted = self._booted[instance_id] = asyncio.get_running_loop().create_future()
+        booted = self._booted.get(instance_id)  # a pre-warm registered it when it was decided
+        if booted is None:
+            booted = self._booted[instance_id] = asyncio.get_running_loop().create_future()
         try:
             await instance.boot(timeout_s=self._startup_timeout_s)
         except BaseException as exc:
@@ -415,7 +419,13 @@ class WarmPool:
             for instance_id in self._policy.expired(now):
                 self._drop(instance_id)
             for digest, instance_id in self._policy.prewarm(now, lambda: secrets.token_hex(5)):
-                self._spawn(self._prewarm(self._specs[digest], instance_id))
+                self._spawn_prewarm(self._specs[digest], instance_id)
+
+    def _spawn_prewarm(self, fn: FunctionSpec, instance_id: str) -> asyncio.Task[None]:
+        # The policy counts the instance as booting from now on, so a call may claim it before the
+        # task runs: its boot future must exist before this returns.
+        self._booted[instance_id] = asyncio.get_running_loop().create_future()
+        return self._spawn(self._prewarm(fn, instance_id))
 
     async def _prewarm(self, fn: FunctionSpec, instance_id: str) -> None:
         try:

@@ -164,6 +164,24 @@ async def test_placement_hooks_prewarm_report_and_release(short_dir: Path, funct
         await executor.aclose()
 
 
+async def test_a_call_that_claims_a_prewarm_before_its_boot_task_runs_waits_for_it(
+    short_dir: Path, function: FunctionSpec
+) -> None:
+    """The policy counts a pre-warmed instance as booting as soon as it decides it; a call arriving
+    before the boot task has even started must wait for that boot, not fail on a missing record."""
+    executor = UnsandboxedProcessExecutor(work_dir=short_dir / "run", max_per_function=1, keep_alive_s=600)
+    await executor.start()
+    try:
+        prewarm = asyncio.ensure_future(executor.prewarm(function, 1))
+        await asyncio.sleep(0)  # the pre-warm is decided and its boot task spawned, not yet run
+        result = await executor.invoke(function, b"{}", timeout_s=30)
+        await prewarm
+        assert result.ok and result.cold  # it rode on the booting instance
+        assert executor.warm_digests() == {function.digest: 1}
+    finally:
+        await executor.aclose()
+
+
 @pytest.mark.docker
 async def test_one_container_serves_several_invocations(runtime_image: str, short_dir: Path) -> None:
     base = make_function(short_dir / "fn", source=THREADS_SOURCE)
