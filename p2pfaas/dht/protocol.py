@@ -38,7 +38,7 @@ from p2pfaas.identity import KeyPair, PublicKey, node_id_of
 
 REQUEST_COST = {wire.Ping: 1.0, wire.FindNode: 1.0, wire.FindValue: 1.0, wire.Store: 4.0}
 CONTACTS_WITH_RECORDS = 6  # a FindValue reply carrying records shortens its contact list to fit one datagram
-MAX_PEER_COORDS = 4096  # Vivaldi coordinates remembered per peer id, least recently heard forgotten first
+MAX_PEER_COORDS = 1024  # Vivaldi coordinates remembered per peer id, least recently heard forgotten first
 
 
 @dataclass(frozen=True)

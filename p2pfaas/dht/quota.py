@@ -35,4 +35,10 @@ class RateLimiter:
         self._buckets[source] = (tokens, now)
         while len(self._buckets) > self.limits.max_tracked:
             self._buckets.popitem(last=False)
+        # A bucket that has refilled says nothing a fresh one would not: forget it (least recent first).
+        for oldest, (left, when) in self._buckets.items():
+            if left + (now - when) * self.limits.rate_per_s < self.limits.burst:
+                break
+            del self._buckets[oldest]
+            break  # at most one per call keeps this O(1); idle ranges drain as traffic flows
         return allowed

@@ -24,7 +24,7 @@ from kademlia.node import Node
 from kademlia.routing import KBucket, RoutingTable
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=4096)
 def subnet_of(host: str | None, port: int | None = None) -> str:
     """The address range a host counts against: /24 (IPv4) or /48 (IPv6); the host itself otherwise.
 

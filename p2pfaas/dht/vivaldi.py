@@ -21,7 +21,7 @@ MIN_HEIGHT_S = 1e-5
 MAX_RTT_S = 10.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Coordinate:
     """A point: Euclidean `x`, `y` plus `height`, all seconds; RTT between two is distance + heights."""
 
