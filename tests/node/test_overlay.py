@@ -110,3 +110,15 @@ def test_providers_and_life_after_the_bootstrap_node_is_gone() -> None:
             assert len(await late.find_nearby("python3.11", count=20)) == 6
 
     sim.run(main, seed=22)
+
+
+def test_peer_addresses_parse_or_say_why_not() -> None:
+    import pytest
+
+    from p2pfaas.dht import parse_peer
+
+    assert parse_peer("10.0.0.1:8468") == ("10.0.0.1", 8468)
+    assert parse_peer("[::1]:4000") == ("::1", 4000)
+    for bad in ("10.0.0.1", ":80", "host:0", "host:99999", "host:x"):
+        with pytest.raises(ValueError, match="HOST:PORT"):
+            parse_peer(bad)
