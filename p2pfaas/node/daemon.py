@@ -111,6 +111,7 @@ def make_executor(config: NodeConfig, *, owner_id: str) -> Executor:
                 node_cpus=config.cpus,  # one parent cgroup: all containers share what is lent
                 node_memory_mb=config.memory_mb,
                 memory_cap_mb=config.memory_mb,  # warm instances' limits, summed, stay within it too
+                max_per_function=config.slots,  # one function may use every slot the node lends
             )
         if config.executor == "docker":
             raise ConfigError(f"--executor docker, but no Docker engine answers: {reason}")
