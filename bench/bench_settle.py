@@ -7,7 +7,8 @@ fresh receipts along each path, with `--senders` concurrent senders (as several 
 - one by one: `Settler.settle` with one receipt per transaction (the baseline);
 - batched: `Settler.settle` with `--batch` receipts per transaction;
 - batched over HTTP: signed `ReceiptBatch`es POSTed to the anchor's `/v1/receipts` on loopback,
-  which also decodes the batch and verifies its signature (the whole anchor-side cost).
+  which also decodes the batch, verifies its signature and each receipt's spend ticket (the
+  whole anchor-side cost).
 
 It prints receipts/s, per-transaction latency percentiles and the ratio to the baseline, checks
 the ledger's invariants afterwards (`audit`), and asserts no speed. Wall time is
@@ -39,6 +40,7 @@ from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.policy import AccountKind, FeePolicy
 from p2pfaas.ledger.settlement import Settler, claim_of
 from p2pfaas.ledger.store import LedgerStore
+from p2pfaas.ledger.tickets import receipt_ticket_problem, sign_ticket
 from p2pfaas.ledger.wire import BatchResult
 from p2pfaas.messages import Receipt, ReceiptBatch, Voucher
 from p2pfaas.rpc import call, error_middleware
@@ -78,13 +80,17 @@ async def setup_ledger(db: Database, lessee: KeyPair, anchor: KeyPair) -> None:
 
 
 def make_receipts(prefix: str, count: int, lessee: KeyPair, nodes: Sequence[KeyPair]) -> list[list[Receipt]]:
-    """`count` signed receipts, split by node (each node signs its own)."""
+    """`count` signed receipts, split by node (each node signs its own), each with its lessee's
+    spend ticket (the anchor checks one per receipt over HTTP; `Settler.settle` trusts its input)."""
     by_node: list[list[Receipt]] = [[] for _ in nodes]
     for n in range(count):
         k = n % len(nodes)
+        invocation_id, voucher_id = f"{prefix}-{n}", f"bench-{n % VOUCHERS}"
+        ran = hashlib.sha256(f"request {n}".encode()).digest()
         unsigned = Receipt(
-            f"{prefix}-{n}", DIGEST, lessee.public.raw, f"bench-{n % VOUCHERS}", True, 20, 30, 25,
+            invocation_id, DIGEST, lessee.public.raw, voucher_id, True, 20, 30, 25,
             100 + n % 50, hashlib.sha256(str(n).encode()).digest(), T0 + 1, b"", b"",
+            request_sha256=ran, ticket=sign_ticket(invocation_id, voucher_id, ran, lessee),
         )  # fmt: skip
         by_node[k].append(signing.sign(unsigned, nodes[k]))
     return by_node
@@ -166,6 +172,10 @@ async def main(args: argparse.Namespace) -> None:
     for r in receipts["batched"][0][:1000]:
         signing.verify(r)
     verify_us = (time.perf_counter() - start) / 1000 * 1e6
+    start = time.perf_counter()
+    for r in receipts["batched"][0][:1000]:
+        assert receipt_ticket_problem(r) is None
+    ticket_us = (time.perf_counter() - start) / 1000 * 1e6
 
     async with exclusive_mysql_database(args.url), open_database(args.url) as db:
         await setup_ledger(db, lessee, anchor)
@@ -214,6 +224,7 @@ async def main(args: argparse.Namespace) -> None:
             f"| {run.rate / baseline:.1f}x |"
         )
     print(f"\nEd25519 verification of one receipt: {verify_us:.0f} us (CPU; once per batch over HTTP)")
+    print(f"checking one receipt's spend ticket: {ticket_us:.0f} us (CPU; once per receipt over HTTP)")
     print(f"ledger audit after the run: {'clean' if not problems else problems[:5]}")
 
 

@@ -195,6 +195,31 @@ class Voucher(Message):
             raise ValueError(f"voucher budget must be positive, got {self.budget_micro}")
 
 
+@message(28)
+@dataclass(frozen=True)
+class SpendTicket(Message):
+    """The lessee's word that it asked for invocation `invocation_id` of `request_sha256`, paid by
+    `voucher_id`; signed by the lessee's key (the voucher's `lessee_key`).
+
+    It rides in `InvokeRequest.ticket` and the node copies it into its `Receipt.ticket`, so the
+    anchor, which never sees the payload the request's own signature covers, can still check that
+    the lessee asked for what the node bills: a node that has seen a voucher cannot invent receipts
+    against it. Small on purpose (about 200 bytes, one Ed25519 check at each end).
+    """
+
+    invocation_id: Annotated[str, MaxLen(64)]
+    voucher_id: Annotated[str, MaxLen(64)]
+    request_sha256: Annotated[bytes, MaxLen(32)]  # `request_sha256(request)` of the request it pays
+    signer: PublicKeyBytes  # the lessee's key
+    signature: SignatureBytes
+
+    def __post_init__(self) -> None:
+        if not self.invocation_id or not self.voucher_id:
+            raise ValueError("a spend ticket names its invocation and its voucher")
+        if len(self.request_sha256) != 32:
+            raise ValueError("a spend ticket's request hash is 32 bytes")
+
+
 @message(26)
 @dataclass(frozen=True)
 class Receipt(Message):
@@ -221,8 +246,10 @@ class Receipt(Message):
     # input. Added later, hence after the signature (it is signed all the same): left off the wire
     # when empty, so receipts signed before it keep their encodings and signatures.
     request_sha256: Annotated[bytes, MaxLen(32)] = b""
+    # The lessee's ticket from the request (a paid invocation's proof for the anchor); later still.
+    ticket: SpendTicket | None = None
 
-    OPTIONAL_TAIL: ClassVar[int] = 1
+    OPTIONAL_TAIL: ClassVar[int] = 2
 
     def __post_init__(self) -> None:
         _check_digest(self.digest)
@@ -254,6 +281,11 @@ class InvokeRequest(Message):
     voucher: Voucher | None  # how the lessee pays (issue #5); None: the owner runs it unpaid (devnet)
     signer: PublicKeyBytes
     signature: SignatureBytes
+    # With a voucher: the lessee's signed ticket for this invocation (see `SpendTicket`); added
+    # later, left off the wire when None so unpaid requests keep their encodings.
+    ticket: SpendTicket | None = None
+
+    OPTIONAL_TAIL: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
         _check_digest(self.digest)

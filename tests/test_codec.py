@@ -85,11 +85,22 @@ def _strategy_for(hint: Any, field_name: str, cap: int | None = None) -> st.Sear
     raise AssertionError(f"no strategy for {hint}")
 
 
+# Fields a message's __post_init__ constrains more than its name tells `_strategy_for`.
+_FIELD_OVERRIDES: dict[type[Message], dict[str, st.SearchStrategy[Any]]] = {
+    messages.SpendTicket: {
+        "voucher_id": st.text(min_size=1, max_size=64),
+        "request_sha256": st.binary(min_size=32, max_size=32),
+    },
+}
+
+
 def message_strategy(cls: type[Message]) -> st.SearchStrategy[Message]:
     hints = typing.get_type_hints(cls, include_extras=True)
+    overrides = _FIELD_OVERRIDES.get(cls, {})
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     return st.builds(
         cls,
-        **{f.name: _strategy_for(hints[f.name], f.name) for f in dataclasses.fields(cls)},  # type: ignore[arg-type]
+        **{name: overrides.get(name, _strategy_for(hints[name], name)) for name in names},
     )
 
 
@@ -182,3 +193,44 @@ def test_bool_is_not_accepted_as_int() -> None:
     data = msgpack.packb([messages.NodeStatus.TAG, 1, "a" * 40, "u", "e", True, True, 0, 0])
     with pytest.raises(DecodeError, match="expected int, got bool"):
         codec.decode(data)
+
+
+def _receipt(**tail: Any) -> messages.Receipt:
+    return messages.Receipt(
+        "inv", "ab" * 32, b"l" * 32, "v1", True, 1, 2, 3, 4, b"r" * 32, 5.0, b"n" * 32, b"s" * 64, **tail
+    )
+
+
+def test_an_optional_tail_of_two_fields_keeps_old_encodings_and_one_canonical_form() -> None:
+    ticket = messages.SpendTicket("inv", "v1", b"h" * 32, b"l" * 32, b"t" * 64)
+    head = msgpack.unpackb(codec.encode(_receipt()))
+    assert len(head) == 2 + 13  # a receipt without either tail field encodes as it always did
+    for tail in (
+        {"request_sha256": b"h" * 32},
+        {"ticket": ticket},
+        {"request_sha256": b"h" * 32, "ticket": ticket},
+    ):
+        msg = _receipt(**tail)
+        assert codec.decode(codec.encode(msg)) == msg
+    assert msgpack.unpackb(codec.encode(_receipt(request_sha256=b"h" * 32))) == [*head, b"h" * 32]
+    # The only spelling of an empty tail is none at all.
+    for spelled_out in ([*head, b""], [*head, b"", None], [*head, b"h" * 32, None]):
+        with pytest.raises(DecodeError, match="spells out fields at their defaults"):
+            codec.decode(msgpack.packb(spelled_out, use_bin_type=True))
+    # An unpaid request keeps its encoding; a ticket must be a SpendTicket.
+    request = messages.InvokeRequest("i", "ab" * 32, b"{}", 1.0, None, b"k" * 32, b"s" * 64)
+    assert len(msgpack.unpackb(codec.encode(request))) == 2 + 7
+    wrong = [*msgpack.unpackb(codec.encode(request)), codec_wire(messages.Ack("x"))]
+    with pytest.raises(DecodeError, match="expected SpendTicket, got Ack"):
+        codec.decode(msgpack.packb(wrong, use_bin_type=True))
+
+
+def codec_wire(msg: Message) -> Any:
+    return msgpack.unpackb(codec.encode(msg))
+
+
+def test_a_spend_ticket_names_its_invocation_voucher_and_a_whole_hash() -> None:
+    for fields in (("", "v", b"h" * 32), ("i", "", b"h" * 32), ("i", "v", b"h" * 31)):
+        wire = [messages.SpendTicket.TAG, 1, *fields, b"k" * 32, b"s" * 64]
+        with pytest.raises(DecodeError, match="invalid SpendTicket"):
+            codec.decode(msgpack.packb(wire, use_bin_type=True))

@@ -7,7 +7,8 @@ Routes (MessagePack bodies; token scopes from `p2pfaas.anchor.tokens.Scope`):
     GET  /v1/ledger/balance                         -> Balances      (account:read; the caller's accounts)
     POST /v1/vouchers           VoucherRequest      -> Voucher       (credits:spend; own lessee key only)
     GET  /v1/vouchers/{id}                          -> VoucherInfo   (account:read; the caller's own)
-    POST /v1/receipts           ReceiptBatch        -> BatchResult   (signed by the node key; no token)
+    POST /v1/receipts           ReceiptBatch        -> BatchResult   (signed by the node key; no token;
+                                                                      each receipt needs its lessee's ticket)
     POST /v1/payouts            PayoutRequest       -> PayoutInfo    (payouts:write; own accounts only)
     GET  /v1/payouts/{id}                           -> PayoutInfo    (the owner, or an operator)
     POST /v1/payouts/{id}/state PayoutUpdate        -> PayoutInfo    (operator: the provider said paid/failed)
@@ -40,7 +41,7 @@ from p2pfaas.identity import KeyPair, PublicKey
 from p2pfaas.ledger.issuer import VoucherIssuer, load_anchor_keys
 from p2pfaas.ledger.payments import Payments, TopUp
 from p2pfaas.ledger.policy import FeePolicy, PayoutState, Refusal
-from p2pfaas.ledger.settlement import Settler, claim_of
+from p2pfaas.ledger.settlement import Settler
 from p2pfaas.ledger.store import AccountRow, LedgerStore, PayoutRow
 from p2pfaas.ledger.wire import (
     AccountBalance,
@@ -165,7 +166,7 @@ class LedgerApi:
                 raise SignatureError(
                     f"receipt {receipt.invocation_id[:64]!r} is not signed by the batch's node"
                 )
-        done = await self.settler.settle(node.key_id, [claim_of(r) for r in batch.receipts], now=wall_time())
+        done = await self.settler.settle_receipts(node.key_id, batch.receipts, now=wall_time())
         duplicate = tuple(i for i, why in done.refused.items() if why is Refusal.DUPLICATE)
         refused = tuple(
             RefusedReceipt(i, str(why)) for i, why in done.refused.items() if why is not Refusal.DUPLICATE

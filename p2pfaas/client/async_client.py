@@ -40,6 +40,7 @@ from p2pfaas.errors import (
     Unreachable,
 )
 from p2pfaas.identity import KeyPair
+from p2pfaas.ledger import tickets
 from p2pfaas.messages import (
     ERROR_EXECUTOR,
     ERROR_MEMORY,
@@ -250,7 +251,7 @@ class AsyncClient:
         except (TypeError, ValueError) as exc:
             raise LocalError(f"payload is not JSON-serialisable: {exc}") from None
         voucher = await self.wallet.voucher(lifetime_s=timeout + NETWORK_SLACK_S) if self.wallet else None
-        return signing.sign(
+        return tickets.signed_request(  # a paid request also carries the lessee's spend ticket
             InvokeRequest(
                 invocation_id=f"{self.rng.getrandbits(128):032x}",
                 digest=info.header.digest,

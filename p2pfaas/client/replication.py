@@ -33,6 +33,7 @@ from typing import Any
 from p2pfaas import rpc, signing
 from p2pfaas.client.async_client import NETWORK_SLACK_S, AsyncClient, InvokeOutcome
 from p2pfaas.errors import InvokeError, LocalError, P2PFaaSError, SignatureError
+from p2pfaas.ledger import tickets
 from p2pfaas.messages import InvokeRequest, InvokeResult, NodeInfo, Voucher, request_sha256
 from p2pfaas.trust.adaptive import AdaptivePolicy, Record
 from p2pfaas.trust.replica_ids import replica_id
@@ -199,7 +200,7 @@ class ReplicatedInvoker:
         wallet = self.client.wallet
         if voucher is None and wallet is not None:  # each replica is paid like any invocation
             voucher = await wallet.voucher(lifetime_s=function_timeout_s + NETWORK_SLACK_S)
-        request = signing.sign(
+        request = tickets.signed_request(  # each replica's own ticket: its own invocation id
             InvokeRequest(
                 invocation_id=invocation_id,
                 digest=digest,

@@ -6,6 +6,7 @@
   holds and their release at expiry, payouts; `settlement`: receipt batches, exactly once.
 - `issuer`: the anchor's voucher-signing key (kept in the database) and voucher issuance.
 - `payments`: the payment-provider interface and the manual-payments provider.
+- `tickets`: the lessee's signed spend ticket on each paid invocation, checked by node and anchor.
 - `audit`: the invariants, checked against the database; `wire`: the HTTP messages (tags 80-99).
 - `devnet`: an operator, credits and a wallet for `p2pfaas devnet demo`.
 

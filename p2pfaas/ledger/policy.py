@@ -110,6 +110,7 @@ class Refusal(enum.StrEnum):
     OVER_BUDGET = "over-budget"
     NO_PRICE = "no-price"
     OUTVOTED = "outvoted"  # a replica whose result lost its vote (p2pfaas.trust.gate); never paid
+    BAD_TICKET = "bad-ticket"  # no valid spend ticket from the lessee (p2pfaas.ledger.tickets)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,11 @@ cost hardly grows with the batch (a handful of statements, whatever the number o
 4. one transfer for the batch: each hold pays its charges, the node's earning account gets the
    prices, the anchor's fee account the fees, by one conditional UPDATE (rows in id order).
 
-Signatures are checked before this (`p2pfaas.anchor.ledger_api`); the store trusts its input.
+The node's signatures are checked before this (`p2pfaas.anchor.ledger_api`). The lessee's are
+checked by `settle_receipts`: a receipt without its lessee's valid spend ticket
+(`p2pfaas.ledger.tickets`) is refused as BAD_TICKET before anything is locked, so a node cannot
+bill a voucher for work its lessee never asked for; step 2 then checks that the ticket's signer,
+the receipt's lessee key, is the voucher's. `settle` itself trusts its claims.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from p2pfaas.ledger.policy import (
     admit_batch,
 )
 from p2pfaas.ledger.store import FEES_ACCOUNT, ensure_account, is_duplicate_key, move
+from p2pfaas.ledger.tickets import receipt_ticket_problem
 from p2pfaas.messages import Receipt
 
 __all__ = ["SettledBatch", "Settler", "claim_of", "node_account_name"]
@@ -141,6 +146,22 @@ class Settler:
         account_id = await self.db.run(own, what="open the node's account")
         self._unclaimed[node_id] = (account_id, now + UNCLAIMED_RECHECK_S)
         return account_id
+
+    async def settle_receipts(self, node_id: str, receipts: Sequence[Receipt], *, now: float) -> SettledBatch:
+        """Pay the node `node_id` for `receipts` (its signatures already checked) that carry their
+        lessee's valid spend ticket; refuse the others as BAD_TICKET (one Ed25519 check each)."""
+        claims: list[ReceiptClaim] = []
+        bad: list[str] = []
+        for receipt in receipts:
+            if receipt_ticket_problem(receipt) is None:
+                claims.append(claim_of(receipt))
+            else:
+                bad.append(receipt.invocation_id)
+        done = await self.settle(node_id, claims, now=now) if claims else SettledBatch((), {}, 0, 0)
+        for invocation_id in bad:
+            if invocation_id not in done.paid:  # the same id with a good ticket may have been paid
+                done.refused.setdefault(invocation_id, Refusal.BAD_TICKET)
+        return done
 
     async def settle(self, node_id: str, claims: Sequence[ReceiptClaim], *, now: float) -> SettledBatch:
         """Pay the node `node_id` for `claims` (already verified as its signed receipts)."""

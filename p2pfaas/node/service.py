@@ -226,6 +226,7 @@ class NodeService:
                 signer=b"",
                 signature=b"",
                 request_sha256=request_sha256(request),
+                ticket=request.ticket,  # the lessee's word for the anchor (p2pfaas.ledger.tickets)
             ),
             self.keys,
         )

@@ -1,13 +1,15 @@
 """Paid invocations on a node: vouchers checked offline, and never more work accepted than they cover.
 
 `VoucherBook` is the sans-I/O core. Before an invocation runs, `authorize` checks the voucher the
-request carries: signed by the anchor's key, issued to the key that signed the request, not
-expired (with room for the invocation to finish), and with enough budget left *on this node* for
-the most the invocation could cost (its timeout at the node's prices, plus the anchor's fee). That
-maximum is reserved; when the receipt is signed, `charged` replaces the reservation with the real
-charge. So the sum of what this node bills a voucher never exceeds its budget. (Other nodes bill
-it too; the anchor pays in arrival order and refuses what is over, so a node that accepts a
-voucher another node has drained loses that work: the price of checking offline.)
+request carries: signed by the anchor's key, issued to the key that signed the request, not expired
+(with room for the invocation to finish), with the lessee's spend ticket for this very request
+(`p2pfaas.ledger.tickets`: the anchor pays no receipt without it), and with enough budget left *on
+this node* for the most the invocation could cost (its timeout at the node's prices, plus the
+anchor's fee). That maximum is reserved; when the receipt is signed, `charged` replaces the
+reservation with the real charge. So the sum of what this node bills a voucher never exceeds its
+budget. (Other nodes bill it too; the anchor pays in arrival order and refuses what is over, so a
+node that accepts a voucher another node has drained loses that work: the price of checking
+offline.)
 
 Requests without a voucher keep the node's unpaid rule: only the function's owner may run it
 (a devnet convenience), unless `require_voucher` is set.
@@ -36,6 +38,7 @@ from p2pfaas.clock import wall_time
 from p2pfaas.errors import P2PFaaSError, Refused, SignatureError
 from p2pfaas.identity import KeyPair
 from p2pfaas.ledger.policy import FeePolicy
+from p2pfaas.ledger.tickets import request_ticket_problem
 from p2pfaas.ledger.wire import AnchorKey
 from p2pfaas.messages import BundleHeader, InvokeRequest, Receipt, Voucher
 from p2pfaas.node.pricing import Prices
@@ -103,6 +106,9 @@ class VoucherBook:
                 raise Forbidden("only the function's owner may invoke it without a voucher")
             return
         self._check(voucher, caller_key)
+        problem = request_ticket_problem(request, caller_key)
+        if problem is not None:  # the anchor would refuse this receipt: never run it for free
+            raise Forbidden(f"the paid request {problem}")
         if now + request.timeout_s + self.expiry_margin_s > voucher.expires_at:
             raise PaymentRequired(f"voucher {voucher.voucher_id} expires before this invocation could finish")
         self._forget_old(now)

@@ -25,6 +25,7 @@ from p2pfaas.dht.records import advert_key, make_record
 from p2pfaas.dht.wire import Capacity
 from p2pfaas.errors import Refused
 from p2pfaas.identity import KeyPair
+from p2pfaas.ledger import tickets
 from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.policy import ReceiptClaim
 from p2pfaas.ledger.wire import BatchResult, GrantRequest, TransferDone, VoucherRequest
@@ -143,6 +144,7 @@ def receipt(
             signer=b"",
             signature=b"",
             request_sha256=ran,
+            ticket=None if payload is None else tickets.sign_ticket(invocation_id, voucher_id, ran, LESSEE),
         ),
         node,
     )

@@ -32,6 +32,7 @@ from p2pfaas.errors import Refused
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
 from p2pfaas.ledger import cli as ledger_cli
+from p2pfaas.ledger import tickets
 from p2pfaas.ledger.audit import audit
 from p2pfaas.messages import ErrorReply, InvokeRequest, InvokeResult, Voucher
 from p2pfaas.node.daemon import NodeConfig, NodeDaemon
@@ -128,7 +129,7 @@ async def test_vouchers_let_a_lessee_run_anothers_function_and_forgeries_are_ref
 
     async def invoke(v: Voucher | None, invocation_id: str) -> tuple[int, bytes]:
         request = InvokeRequest(invocation_id, info.header.digest, b"7", 5.0, v, signer=b"", signature=b"")
-        body = codec.encode(signing.sign(request, lessee))
+        body = codec.encode(tickets.signed_request(request, lessee))
         async with net.session.post(f"{net.node.url}/v1/invoke", data=body) as response:
             return response.status, await response.read()
 
@@ -139,6 +140,12 @@ async def test_vouchers_let_a_lessee_run_anothers_function_and_forgeries_are_ref
 
     status, body = await invoke(None, "unpaid")
     assert status == 403  # not the owner, no voucher
+    unticketed = InvokeRequest("no-ticket", info.header.digest, b"7", 5.0, voucher, signer=b"", signature=b"")
+    async with net.session.post(
+        f"{net.node.url}/v1/invoke", data=codec.encode(signing.sign(unticketed, lessee))
+    ) as response:  # the anchor would never pay for it: the node does not run it
+        assert response.status == 403
+        assert "spend ticket" in codec.decode_as(ErrorReply, await response.read()).reason
     forged = signing.sign(dataclasses.replace(voucher, budget_micro=10**12), KeyPair.generate())
     status, body = await invoke(forged, "forged")
     assert status == 403 and "anchor" in codec.decode_as(ErrorReply, body).reason

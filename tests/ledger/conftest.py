@@ -12,6 +12,7 @@ from p2pfaas import signing
 from p2pfaas.db import Database, RetryPolicy, open_database
 from p2pfaas.db.testing import exclusive_mysql_database
 from p2pfaas.identity import KeyPair
+from p2pfaas.ledger import tickets
 from p2pfaas.messages import Receipt, Voucher
 from tests.conftest import mysql_url_or_skip
 
@@ -54,7 +55,10 @@ def receipt(
     price_micro: int,
     issued_at: float = T0,
     result: bytes = b"ok",
+    ticket_by: KeyPair | None = None,
 ) -> Receipt:
+    """A receipt signed by `node`, with the spend ticket of `ticket_by` (default: the lessee)."""
+    ran = hashlib.sha256(f"request {invocation_id}".encode()).digest()
     unsigned = Receipt(
         invocation_id=invocation_id,
         digest=DIGEST,
@@ -69,5 +73,9 @@ def receipt(
         issued_at=issued_at,
         signer=b"",
         signature=b"",
+        request_sha256=ran,
+        ticket=tickets.sign_ticket(invocation_id, voucher_id, ran, ticket_by or lessee)
+        if voucher_id
+        else None,
     )
     return signing.sign(unsigned, node)

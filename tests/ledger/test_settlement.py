@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from p2pfaas import signing
 from p2pfaas.db import Database
 from p2pfaas.db.schema import key_owners, users
 from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.policy import AccountKind, FeePolicy, ReceiptClaim, Refusal
 from p2pfaas.ledger.settlement import Settler, claim_of, node_account_name
 from p2pfaas.ledger.store import FEES_ACCOUNT, LedgerStore
+from p2pfaas.ledger.tickets import sign_ticket
+from p2pfaas.messages import Receipt
 from tests.ledger.conftest import T0, keys, receipt, voucher
 
 NODE, OTHER_NODE, LESSEE, ANCHOR = keys("node"), keys("node-2"), keys("lessee"), keys("anchor")
@@ -167,4 +171,58 @@ async def test_a_node_earns_for_itself_until_claimed_then_for_its_volunteer(
     assert (await store.account(own)).balance_micro == 300
     assert (await store.account(volunteer)).balance_micro == 200
     assert {a.account_id for a in await store.accounts_of(7)} == {own, volunteer}  # his to pay out
+    assert await audit(db) == []
+
+
+async def test_receipts_without_their_lessees_valid_ticket_pay_nothing(
+    store: LedgerStore, db: Database
+) -> None:
+    """A node that has seen a voucher cannot bill it for work the lessee never asked for."""
+    await funded_voucher(store, "v1", 1000)
+    settler = Settler(db, fees=FeePolicy(fee_ppm=100_000))
+    mallory = keys("mallory")
+
+    def node_signed(r: Receipt) -> Receipt:
+        return signing.sign(r, NODE)
+
+    genuine = receipt("genuine", node=NODE, lessee=LESSEE, voucher_id="v1", price_micro=100)
+    assert genuine.ticket is not None
+    other = receipt("other", node=NODE, lessee=LESSEE, voucher_id="v1", price_micro=100)
+    assert other.ticket is not None
+    invented = [
+        node_signed(replace(other, invocation_id="missing", ticket=None)),
+        receipt("by-mallory", node=NODE, lessee=LESSEE, voucher_id="v1", price_micro=100, ticket_by=mallory),
+        # the lessee's key on a ticket the node signed itself: its signature fails
+        node_signed(
+            replace(
+                other,
+                invocation_id="forged",
+                ticket=replace(
+                    sign_ticket("forged", "v1", other.request_sha256, NODE), signer=LESSEE.public.raw
+                ),
+            )
+        ),
+        node_signed(replace(other, invocation_id="copied")),  # another invocation's genuine ticket
+        node_signed(replace(other, request_sha256=bytes(32))),  # ran (it says) another request
+        node_signed(replace(other, voucher_id="v2")),  # the ticket names v1
+        node_signed(replace(genuine, ticket=other.ticket)),  # a replay of a paid id, another ticket
+    ]
+    done = await settler.settle_receipts(NODE.key_id, [genuine, *invented], now=T0 + 1)
+    assert done.paid == ("genuine",) and (done.paid_micro, done.fee_micro) == (100, 10)
+    assert done.refused == {
+        r.invocation_id: Refusal.BAD_TICKET
+        for r in invented
+        if r.invocation_id != "genuine"  # the same id with a good ticket was paid: not refused
+    }
+    # A ticket of its own, from a key that is not the voucher's lessee: the wrong lessee.
+    selfmade = receipt("selfmade", node=NODE, lessee=mallory, voucher_id="v1", price_micro=100)
+    again = await settler.settle_receipts(NODE.key_id, [selfmade, *invented], now=T0 + 2)
+    assert again.paid == () and again.refused["selfmade"] is Refusal.WRONG_LESSEE
+    assert again.refused["genuine"] is Refusal.BAD_TICKET  # a resend with a bad ticket: still nothing
+    assert await balance_of(store, node_account_name(NODE.key_id), AccountKind.NODE) == 100
+    assert await store.voucher_remaining("v1") == (890, "open")
+    # The genuine receipt resent is a duplicate, paid once.
+    resent = await settler.settle_receipts(NODE.key_id, [genuine, other], now=T0 + 3)
+    assert resent.paid == ("other",) and resent.refused == {"genuine": Refusal.DUPLICATE}
+    assert await store.voucher_remaining("v1") == (780, "open")
     assert await audit(db) == []

@@ -25,6 +25,7 @@ from p2pfaas.identity import KeyPair
 from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.policy import AccountKind, FeePolicy
 from p2pfaas.ledger.store import LedgerStore
+from p2pfaas.ledger.tickets import sign_ticket
 from p2pfaas.messages import Receipt, Voucher
 from p2pfaas.node.receipts import ReceiptJournal, ReceiptQueue, ReceiptSender
 from p2pfaas.rpc import error_middleware
@@ -41,9 +42,11 @@ NODE, LESSEE, ANCHOR = keys("node"), keys("lessee"), keys("anchor")
 
 
 def receipt(n: int, price: int = 10) -> Receipt:
+    ran = hashlib.sha256(f"request {n}".encode()).digest()
     unsigned = Receipt(
-        f"inv-{n}", DIGEST, LESSEE.public.raw, "v1", True, 1, 1, 1, price, b"h", T0, signer=b"", signature=b""
-    )
+        f"inv-{n}", DIGEST, LESSEE.public.raw, "v1", True, 1, 1, 1, price, b"h", T0, b"", b"",
+        request_sha256=ran, ticket=sign_ticket(f"inv-{n}", "v1", ran, LESSEE),  # the lessee's spend ticket
+    )  # fmt: skip
     return signing.sign(unsigned, NODE)
 
 

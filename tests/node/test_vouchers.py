@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from p2pfaas import signing
 from p2pfaas.identity import KeyPair
+from p2pfaas.ledger import tickets
 from p2pfaas.ledger.policy import FeePolicy
 from p2pfaas.messages import BundleHeader, InvokeRequest, Manifest, Receipt, Voucher
 from p2pfaas.node.pricing import Prices
@@ -43,7 +45,7 @@ def request(
     invocation_id: str, v: Voucher | None, signer: KeyPair = LESSEE, timeout_s: float = 10.0
 ) -> InvokeRequest:
     unsigned = InvokeRequest(invocation_id, DIGEST, b"{}", timeout_s, v, signer=b"", signature=b"")
-    return signing.sign(unsigned, signer)
+    return tickets.signed_request(unsigned, signer)  # with the lessee's spend ticket when paid
 
 
 def receipt(invocation_id: str, price_micro: int) -> Receipt:
@@ -97,6 +99,32 @@ def test_forged_foreign_and_expiring_vouchers_are_refused() -> None:
         b.authorize(
             request("d", voucher(expires_at=T0 + 12)), header(), LESSEE.public.raw, max_price_micro=1, now=T0
         )
+
+
+def test_a_paid_request_without_its_lessees_ticket_for_it_is_refused() -> None:
+    """The anchor pays no receipt without the lessee's ticket: the node must not run such work."""
+    b, v = book(), voucher(1000)
+    good = request("i", v)
+    assert good.ticket is not None
+    other_payload = tickets.ticket_for(replace(good, payload=b"[1]"), LESSEE)
+    bad = {
+        "no spend ticket": signing.sign(replace(good, ticket=None), LESSEE),
+        "another key": signing.sign(replace(good, ticket=tickets.ticket_for(good, keys("mallory"))), LESSEE),
+        "another invocation": signing.sign(replace(good, invocation_id="j"), LESSEE),
+        "another request": signing.sign(replace(good, ticket=other_payload), LESSEE),
+        "does not verify": signing.sign(
+            replace(good, ticket=replace(good.ticket, signature=other_payload.signature)), LESSEE
+        ),
+        "voucher": signing.sign(
+            replace(good, ticket=tickets.sign_ticket("i", "v2", good.ticket.request_sha256, LESSEE)), LESSEE
+        ),
+    }
+    for reason, paid in bad.items():
+        with pytest.raises(Forbidden, match=reason):  # HTTP 403 (see tests/client/test_wallet.py)
+            b.authorize(paid, header(), LESSEE.public.raw, max_price_micro=300, now=T0)
+    assert b.remaining_micro("v1") is None  # nothing reserved
+    b.authorize(good, header(), LESSEE.public.raw, max_price_micro=300, now=T0)
+    assert b.remaining_micro("v1") == 1000 - 330
 
 
 def test_without_a_voucher_only_the_owner_runs_and_only_if_allowed() -> None:
