@@ -6,7 +6,7 @@ Who may do what is part of what is tested: an account never reads or spends anot
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import aiohttp
@@ -143,6 +143,20 @@ async def test_grant_voucher_settle_and_payout_end_to_end(anchor: Anchor, db: Da
     assert [(r.invocation_id, r.reason) for r in result.refused] == [("inv-4", "over-budget")]
     replay = await a.call("POST", "/v1/receipts", BatchResult, batch)
     assert replay.paid == () and sorted(replay.duplicate) == ["inv-0", "inv-1", "inv-2", "inv-3"]
+
+    # A receipt the node invented: no ticket, or one not from the voucher's lessee. Nothing paid.
+    invented = (
+        signing.sign(replace(receipts[4], invocation_id="invented-1", ticket=None), node),
+        receipt("invented-2", node=node, lessee=lessee, voucher_id=voucher.voucher_id, price_micro=1,
+                ticket_by=keys("mallory")),
+    )  # fmt: skip
+    result = await a.call(
+        "POST", "/v1/receipts", BatchResult, signing.sign(ReceiptBatch(invented, b"", b""), node)
+    )
+    assert result.paid == () and {(r.invocation_id, r.reason) for r in result.refused} == {
+        ("invented-1", "bad-ticket"),
+        ("invented-2", "bad-ticket"),
+    }
 
     forged = signing.sign(ReceiptBatch(receipts[:1], signer=b"", signature=b""), keys("mallory-node"))
     with pytest.raises(Refused) as refused:
