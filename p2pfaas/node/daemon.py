@@ -210,6 +210,8 @@ class NodeDaemon:
                     keys=self.keys, rng=self.rng, url=self.url, host=self.config.dht_host or self.config.host,
                     port=self.config.dht_port, peers=self.config.peers, runtimes=RUNTIMES,
                     cores=self.config.cpus, memory_mb=self.config.memory_mb, service=service,
+                    price_per_cpu_s=self.config.price_per_cpu_s_micro,
+                    price_per_gb_s=self.config.price_per_gb_s_micro,
                 )
             )
         self.placement.url = self.url

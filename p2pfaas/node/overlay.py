@@ -218,10 +218,19 @@ def overlay_for(
     cores: float,
     memory_mb: int,
     service: Any,
+    price_per_cpu_s: int = 0,
+    price_per_gb_s: int = 0,
 ) -> Overlay:
     """The daemon's overlay: offers what the node lends and reads free slots from the service's admission
     control when it has one (else it advertises every core as free)."""
-    offer = Offer(url=url, runtimes=runtimes, cores=max(1, round(cores)), memory_mb=memory_mb)
+    offer = Offer(
+        url=url,
+        runtimes=runtimes,
+        cores=max(1, round(cores)),
+        memory_mb=memory_mb,
+        price_per_cpu_s=price_per_cpu_s,
+        price_per_gb_s=price_per_gb_s,
+    )
 
     def load() -> Load:
         admission = getattr(service, "admission", None)
@@ -238,4 +247,6 @@ def overlay_for(
         service.find_providers = overlay.providers
     if hasattr(service, "on_bundle_cached"):
         service.on_bundle_cached = overlay.on_bundle_cached
+    if hasattr(service, "on_bundle_evicted"):  # stop republishing: the record dies at its expiry
+        service.on_bundle_evicted = overlay.withdraw_provider
     return overlay

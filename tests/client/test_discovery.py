@@ -56,6 +56,11 @@ async def test_the_client_finds_its_entry_nodes_through_the_dht(tmp_path: Path) 
                 await _wait_for_adverts(probe, 3)
                 found = await probe.find_nearby("python3.11", count=10)
             assert {a.url for a in found} == {n.url for n in nodes}
+            config = nodes[0].config  # adverts carry the prices the node charges in its receipts
+            assert {(a.capacity.price_per_cpu_s, a.capacity.price_per_gb_s) for a in found} == {
+                (config.price_per_cpu_s_micro, config.price_per_gb_s_micro)
+            }
+            assert config.price_per_cpu_s_micro > 0
 
             async with AsyncClient(
                 anchor.url, KeyPair.generate(), rng=random.Random(2), dht_seeds=seeds
@@ -71,6 +76,7 @@ async def test_the_client_finds_its_entry_nodes_through_the_dht(tmp_path: Path) 
                 ran = {n.url for n in nodes if n.service.stats.invocations}
                 asker = nodes[0].overlay
                 assert asker is not None and nodes[0].service.find_providers is not None
+                assert nodes[0].service.on_bundle_evicted == asker.withdraw_provider  # evicted: withdrawn
                 async with asyncio.timeout(60):
                     while set(await asker.providers(digest)) | {nodes[0].url} < ran:  # noqa: ASYNC110
                         await asyncio.sleep(0.2)
