@@ -120,7 +120,8 @@ def cmd_fn_invoke(args: argparse.Namespace) -> int:
         raise LocalError(f"payload is not JSON: {exc}") from None
 
     async def invoke() -> None:
-        async with AsyncClient(args.anchor, _lessee_keys(args)) as client, ledger_cli.paying(args, client):
+        client = AsyncClient(args.anchor, _lessee_keys(args), dht_seeds=tuple(args.dht_seed))
+        async with client, ledger_cli.paying(args, client):
             if args.verify == "off":
                 outcome = await client.invoke(args.name, payload, timeout_s=args.timeout)
             else:  # replicas on distinct nodes, result hashes voted (issue #5, trust)
@@ -170,6 +171,11 @@ def peer_arg(text: str) -> tuple[str, int]:
         return parse_peer(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def default_dht_seeds() -> list[tuple[str, int]]:
+    text = os.environ.get("P2PFAAS_DHT_SEEDS", "")
+    return [peer_arg(part.strip()) for part in text.split(",") if part.strip()]
 
 
 def default_peers(anchor_url: str) -> tuple[tuple[str, int], ...]:
@@ -270,6 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="deterministic functions: check the result on other nodes (adaptive: spot-check trusted nodes)",
     )
     invoke.add_argument("--key", type=Path, default=default_key(), help="lessee key (default: %(default)s)")
+    invoke.add_argument(
+        "--dht-seed",
+        type=peer_arg,
+        action="append",
+        default=default_dht_seeds(),
+        metavar="HOST:PORT",
+        help="find entry nodes through the DHT via this peer (repeatable; env P2PFAAS_DHT_SEEDS, comma-"
+        "separated); without one, the anchor's node list",
+    )
     invoke.add_argument("--anchor", default=default_anchor(), help="anchor URL (default: %(default)s)")
 
     anchor = groups.add_parser("anchor", help="the anchor server").add_subparsers(

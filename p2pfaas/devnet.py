@@ -218,6 +218,30 @@ def demo(directory: Path) -> int:
     return asyncio.run(_demo(state["anchor_url"], list(state["nodes"]), directory / "lessee.key"))
 
 
+async def _show_discovery(anchor_url: str, *, expected: int) -> None:
+    """What a client without a node list sees: the nodes' capacity adverts in the DHT, nearest first."""
+    import random
+    from urllib.parse import urlsplit
+
+    from p2pfaas.client.discovery import Discovery
+
+    url = urlsplit(anchor_url)  # devnet's anchor runs its bootstrap DHT node on its own port number
+    async with Discovery([(url.hostname or "127.0.0.1", url.port or 0)], rng=random.Random(), ttl_s=0) as dht:
+        for _ in range(20):  # a node that just started may still be publishing its first advert
+            found = await dht.find_nearby("python3.11", count=10)
+            if len(found) >= expected:
+                break
+            await asyncio.sleep(0.5)
+    print(f"the DHT advertises {len(found)} node(s), nearest first:")
+    for advert in found:
+        c = advert.capacity
+        print(
+            f"  {advert.url} {c.free_slots} free slot(s), {c.cores} core(s), {c.memory_mb} MB, "
+            f"{c.price_per_cpu_s} micro-credits per CPU-s"
+        )
+    print(f"(`p2pfaas fn invoke NAME --dht-seed {url.hostname}:{url.port}` picks entry nodes this way)")
+
+
 async def _demo(anchor_url: str, node_urls: list[str], key_path: Path) -> int:
     from p2pfaas.client import AsyncClient
     from p2pfaas.errors import FunctionFailed
@@ -249,4 +273,5 @@ async def _demo(anchor_url: str, node_urls: list[str], key_path: Path) -> int:
         except FunctionFailed as exc:
             print(f"a function that raises comes back as a typed error: FunctionFailed: {exc}")
         print(f"paid with {wallet.vouchers_bought} voucher(s); {wallet.remaining_micro} micro-credits left")
+    await _show_discovery(anchor_url, expected=len(node_urls))
     return 1 if failures else 0

@@ -102,6 +102,7 @@ def test_devnet_up_demo_down_runs_separate_processes(tmp_path: Path) -> None:
         ran_on = {line.split(" node ")[1].split()[0] for line in demo.stdout.splitlines() if " node " in line}
         assert len(ran_on) == 3  # every node ran the function
         assert "FunctionFailed: RuntimeError" in demo.stdout
+        assert "the DHT advertises 3 node(s)" in demo.stdout, demo.stdout  # every node joined the overlay
         if "UNSANDBOXED" in up.stdout:
             assert "NO SANDBOX" in (directory / "node-0.log").read_text()
     finally:
