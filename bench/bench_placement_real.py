@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 from p2pfaas import sim
-from p2pfaas.anchor.server import AnchorServer
 from p2pfaas.client import AsyncClient
 from p2pfaas.exec.model_exec import ModelExecutor
 from p2pfaas.identity import KeyPair
-from p2pfaas.node.daemon import NodeConfig, NodeDaemon
+from p2pfaas.node.daemon import NodeDaemon
+from p2pfaas.sim import testbed
 
 SIZES = (1, 2, 4)
 MEAN_RUN_S = 0.5
@@ -55,35 +55,27 @@ async def _scenario(
     loop = asyncio.get_running_loop()
     rng = random.Random(seed)
     async with contextlib.AsyncExitStack() as stack:
-        anchor_ip = net.add_host("10.0.0.1")
-        with net.on_host(anchor_ip):
-            anchor = await stack.enter_async_context(
-                AnchorServer(f"sqlite+aiosqlite:///{root / 'anchor.db'}", host=anchor_ip, port=8700)
-            )
+        anchor = await testbed.add_anchor(net, stack, root)
         daemons: list[NodeDaemon] = []
         slots_total = 0
         for i in range(nodes):
-            ip = net.add_host(f"10.1.{i // 250}.{i % 250 + 1}")
             slots = rng.choice(SIZES)
             slots_total += slots
-            config = NodeConfig(
-                anchor_url=anchor.url,
-                key_path=root / f"n{i}.key",
-                work_dir=root / f"n{i}",
-                host=ip,
-                port=8000,
+            executor = ModelExecutor(rng=random.Random(f"{seed}/{i}"), slots=slots, mean_run_s=MEAN_RUN_S)
+            node = await testbed.add_node(
+                net,
+                stack,
+                anchor.url,
+                root,
+                i,
+                seed=seed,
+                executor=executor,
                 slots=slots,
                 queue_size=1000,
                 placement=policy,
                 announce_interval_s=3600.0,
             )
-            executor = ModelExecutor(rng=random.Random(f"{seed}/{i}"), slots=slots, mean_run_s=MEAN_RUN_S)
-            with net.on_host(ip):
-                daemons.append(
-                    await stack.enter_async_context(
-                        NodeDaemon(config, executor=executor, keys=KeyPair.from_seed(f"{seed}/{i}".encode()))
-                    )
-                )
+            daemons.append(node)
         # Several lessees on their own hosts: one aiohttp session allows only 100 connections at once,
         # which would queue requests in the client rather than in the network being measured.
         lessee = KeyPair.from_seed(b"bench lessee")

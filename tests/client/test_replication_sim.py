@@ -17,13 +17,13 @@ import random
 from pathlib import Path
 
 from p2pfaas import rpc, sim
-from p2pfaas.anchor.server import AnchorServer
 from p2pfaas.client import AsyncClient
 from p2pfaas.client.replication import ReplicatedInvoker
 from p2pfaas.exec.base import ExecResult, FunctionSpec
 from p2pfaas.exec.model_exec import ModelExecutor
 from p2pfaas.identity import KeyPair
-from p2pfaas.node.daemon import NodeConfig, NodeDaemon
+from p2pfaas.node.daemon import NodeDaemon
+from p2pfaas.sim import testbed
 from p2pfaas.trust.wire import ReputationList
 
 NODES = 12
@@ -56,31 +56,18 @@ def write_deterministic(root: Path) -> Path:
 
 async def _network(net: sim.InMemoryNetwork, root: Path, seed: int) -> dict[str, object]:
     async with contextlib.AsyncExitStack() as stack:
-        anchor_ip = net.add_host("10.0.0.1", name="anchor.sim")
-        with net.on_host(anchor_ip):
-            anchor = await stack.enter_async_context(
-                AnchorServer(f"sqlite+aiosqlite:///{root / 'anchor.db'}", host=anchor_ip, port=8700)
-            )
+        anchor = await testbed.add_anchor(net, stack, root)
         nodes: list[NodeDaemon] = []
         for i in range(NODES):
-            ip = net.add_host(f"10.0.1.{i + 1}")
-            config = NodeConfig(
-                anchor_url=anchor.url,
-                key_path=root / f"n{i}.key",
-                work_dir=root / f"n{i}",
-                host=ip,
-                port=8000,
-            )
             rng = random.Random(f"{seed}/executor/{i}")
             executor = (
                 LyingModel(rng=rng, slots=2, tag=f"n{i}") if i < LIARS else ModelExecutor(rng=rng, slots=2)
             )
-            keys = KeyPair.from_seed(f"{seed}/node/{i}".encode())
-            with net.on_host(ip):
-                node = NodeDaemon(config, executor=executor, keys=keys, rng=random.Random(f"{seed}/node/{i}"))
-                nodes.append(await stack.enter_async_context(node))
+            nodes.append(
+                await testbed.add_node(net, stack, anchor.url, root, i, seed=seed, executor=executor)
+            )
         liars = {n.node_id for n in nodes[:LIARS]}
-        with net.on_host(net.add_host("10.0.2.1")):
+        with net.on_host(net.add_host(testbed.CLIENT_IP)):
             client = await stack.enter_async_context(
                 AsyncClient(anchor.url, KeyPair.from_seed(f"{seed}/lessee".encode()), rng=random.Random(seed))
             )

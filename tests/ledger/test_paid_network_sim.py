@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from p2pfaas import sim
 from p2pfaas.anchor.app import AnchorSettings
 from p2pfaas.anchor.passwords import PasswordHasher
-from p2pfaas.anchor.server import AnchorServer
 from p2pfaas.client import AsyncClient
 from p2pfaas.client.account import AccountClient
 from p2pfaas.client.wallet import Wallet
@@ -31,6 +30,7 @@ from p2pfaas.exec.model_exec import ModelExecutor
 from p2pfaas.identity import KeyPair
 from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.store import FEES_ACCOUNT
+from p2pfaas.sim import testbed
 from tests.functions import write_function
 
 NODES = 10
@@ -40,35 +40,21 @@ PASSWORD = "a long enough password"
 
 async def _network(net: sim.InMemoryNetwork, root: Path, seed: int) -> tuple[dict[str, str], set[str]]:
     """Run the scenario; return (invocation id -> node that answered, the crashed nodes' ids)."""
-    from p2pfaas.node.daemon import NodeConfig, NodeDaemon
+    from p2pfaas.node.daemon import NodeDaemon
 
     settings = AnchorSettings(hasher=PasswordHasher(log2_n=10))
     async with contextlib.AsyncExitStack() as stack:
-        anchor_ip = net.add_host("10.0.0.1", name="anchor.sim")
-        with net.on_host(anchor_ip):
-            anchor = await stack.enter_async_context(
-                AnchorServer(
-                    f"sqlite+aiosqlite:///{root / 'anchor.db'}", host=anchor_ip, port=8700, settings=settings
-                )
-            )
+        anchor = await testbed.add_anchor(net, stack, root, settings=settings)
         nodes: list[NodeDaemon] = []
         for i in range(NODES):
-            ip = net.add_host(f"10.0.1.{i + 1}")
-            config = NodeConfig(
-                anchor_url=anchor.url,
-                key_path=root / f"node{i}.key",
-                work_dir=root / f"node{i}",
-                host=ip,
-                port=8000,
-                price_per_cpu_s_micro=100_000,
-            )
             executor = ModelExecutor(rng=random.Random(f"{seed}/executor/{i}"), slots=2)
-            keys = KeyPair.from_seed(f"{seed}/node/{i}".encode())
-            with net.on_host(ip):
-                node = NodeDaemon(config, executor=executor, keys=keys, rng=random.Random(f"{seed}/node/{i}"))
-                nodes.append(await stack.enter_async_context(node))
+            node = await testbed.add_node(
+                net, stack, anchor.url, root, i, seed=seed, executor=executor, price_per_cpu_s_micro=100_000
+            )
+            nodes.append(node)
+            with net.on_host(node.config.host):
                 await node.payments.ready()
-        client_ip = net.add_host("10.0.2.1")
+        client_ip = net.add_host(testbed.CLIENT_IP)
         with net.on_host(client_ip):
             lessee = KeyPair.from_seed(f"{seed}/lessee".encode())
             account = await stack.enter_async_context(AccountClient(anchor.url))

@@ -18,7 +18,8 @@ from p2pfaas.anchor.server import AnchorServer
 from p2pfaas.client import AsyncClient
 from p2pfaas.exec.model_exec import ModelExecutor
 from p2pfaas.identity import KeyPair
-from p2pfaas.node.daemon import NodeConfig, NodeDaemon
+from p2pfaas.node.daemon import NodeDaemon
+from p2pfaas.sim import testbed
 from tests.functions import write_function
 
 
@@ -48,45 +49,35 @@ async def placement_net(
     dht: bool = False,
 ) -> AsyncIterator[PlacementNet]:
     async with contextlib.AsyncExitStack() as stack:
-        anchor_ip = net.add_host("10.0.0.1", name="anchor.sim")
-        with net.on_host(anchor_ip):
-            anchor = await stack.enter_async_context(
-                AnchorServer(f"sqlite+aiosqlite:///{root / 'anchor.db'}", host=anchor_ip, port=8700)
-            )
+        anchor = await testbed.add_anchor(net, stack, root)
         daemons: list[NodeDaemon] = []
         executors: list[ModelExecutor] = []
         for i in range(nodes):
-            ip = net.add_host(f"10.0.1.{i + 1}")
-            config = NodeConfig(
-                anchor_url=anchor.url,
-                key_path=root / f"node{i}.key",
-                work_dir=root / f"node{i}",
-                host=ip,
-                port=8000,
-                slots=slots,
-                queue_size=64,
-                placement=policy,
-                gossip_period_s=0.5,
-                # With `dht`, nodes join an overlay through the first node (adverts, Vivaldi).
-                dht_port=8468 if dht else None,
-                peers=(("10.0.1.1", 8468),) if dht and i > 0 else (),
-            )
             executor = ModelExecutor(
                 rng=random.Random(f"{seed}/executor/{i}"),
                 slots=slots,
                 mean_run_s=mean_run_s,
                 cold_start_s=0.1,
             )
-            with net.on_host(ip):
-                node = NodeDaemon(
-                    config,
-                    executor=executor,
-                    keys=KeyPair.from_seed(f"{seed}/node/{i}".encode()),
-                    rng=random.Random(f"{seed}/node/{i}"),
-                )
-                daemons.append(await stack.enter_async_context(node))
+            node = await testbed.add_node(
+                net,
+                stack,
+                anchor.url,
+                root,
+                i,
+                seed=seed,
+                executor=executor,
+                slots=slots,
+                queue_size=64,
+                placement=policy,
+                gossip_period_s=0.5,
+                # With `dht`, nodes join an overlay through the first node (adverts, Vivaldi).
+                dht_port=8468 if dht else None,
+                peers=((testbed.node_ip(0), 8468),) if dht and i > 0 else (),
+            )
+            daemons.append(node)
             executors.append(executor)
-        client_ip = net.add_host("10.0.2.1")
+        client_ip = net.add_host(testbed.CLIENT_IP)
         with net.on_host(client_ip):
             client = await stack.enter_async_context(
                 AsyncClient(anchor.url, KeyPair.from_seed(f"{seed}/lessee".encode()), rng=random.Random(seed))

@@ -14,11 +14,10 @@ import random
 from pathlib import Path
 
 from p2pfaas import sim
-from p2pfaas.anchor.server import AnchorServer
 from p2pfaas.client import AsyncClient
 from p2pfaas.exec.model_exec import ModelExecutor
 from p2pfaas.identity import KeyPair
-from p2pfaas.node.daemon import NodeConfig, NodeDaemon
+from p2pfaas.sim import testbed
 from tests.functions import write_function
 
 NODES = 20
@@ -30,27 +29,20 @@ async def _network(net: sim.InMemoryNetwork, root: Path, seed: int) -> list[tupl
     """Run the scenario; return (index, node id, result, virtual completion time) per invocation."""
     loop = asyncio.get_running_loop()
     async with contextlib.AsyncExitStack() as stack:
-        anchor_ip = net.add_host("10.0.0.1", name="anchor.sim")
-        with net.on_host(anchor_ip):
-            anchor = await stack.enter_async_context(
-                AnchorServer(f"sqlite+aiosqlite:///{root / 'anchor.db'}", host=anchor_ip, port=8700)
+        anchor = await testbed.add_anchor(net, stack, root)
+        nodes = [
+            await testbed.add_node(
+                net,
+                stack,
+                anchor.url,
+                root,
+                i,
+                seed=seed,
+                executor=ModelExecutor(rng=random.Random(f"{seed}/executor/{i}"), slots=2),
             )
-        nodes: list[NodeDaemon] = []
-        for i in range(NODES):
-            ip = net.add_host(f"10.0.1.{i + 1}")
-            config = NodeConfig(
-                anchor_url=anchor.url,
-                key_path=root / f"node{i}.key",
-                work_dir=root / f"node{i}",
-                host=ip,
-                port=8000,
-            )
-            executor = ModelExecutor(rng=random.Random(f"{seed}/executor/{i}"), slots=2)
-            keys = KeyPair.from_seed(f"{seed}/node/{i}".encode())
-            with net.on_host(ip):
-                node = NodeDaemon(config, executor=executor, keys=keys, rng=random.Random(f"{seed}/node/{i}"))
-                nodes.append(await stack.enter_async_context(node))
-        client_ip = net.add_host("10.0.2.1")
+            for i in range(NODES)
+        ]
+        client_ip = net.add_host(testbed.CLIENT_IP)
         with net.on_host(client_ip):
             client = await stack.enter_async_context(
                 AsyncClient(anchor.url, KeyPair.from_seed(f"{seed}/lessee".encode()), rng=random.Random(seed))
