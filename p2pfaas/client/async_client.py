@@ -54,6 +54,7 @@ from p2pfaas.messages import (
     NodeList,
 )
 
+PAYMENT_REQUIRED = 402  # a node's answer when the voucher cannot pay (p2pfaas.node.vouchers)
 NETWORK_SLACK_S = 10.0  # how much longer than the function's timeout we wait for a node's answer
 
 
@@ -179,29 +180,45 @@ class AsyncClient:
         timeout = request.timeout_s
         failures: list[str] = []
         tried: set[str] = set()
+        renewed = False  # a voucher that a node calls spent is renewed once per invocation
         # A cached list may be stale: when every node on it fails, ask the anchor once more.
         for refresh in (False, True):
             for node in await self._entry_nodes(request.invocation_id, node_url, refresh=refresh):
                 if node.node_id in tried:
                     continue
                 tried.add(node.node_id)
-                try:
-                    result = await rpc.call(
-                        self.session,
-                        "POST",
-                        f"{node.url}/v1/invoke",
-                        InvokeResult,
-                        request,
-                        timeout_s=timeout + NETWORK_SLACK_S,
-                    )
-                except (Unreachable, Refused) as exc:
-                    if isinstance(exc, Refused) and exc.status != 503:
-                        raise
-                    # Gone, timed out or busy/draining: the next node gets the SAME invocation id, so
-                    # nodes run it at most once each and the ledger charges it once (issue #6).
-                    failures.append(str(exc))
-                    if self._discovery is not None and isinstance(exc, Unreachable):
-                        self._discovery.demote(node.node_id)
+                result: InvokeResult | None = None
+                for _ in range(2):  # a second try only after renewing the voucher
+                    try:
+                        result = await rpc.call(
+                            self.session,
+                            "POST",
+                            f"{node.url}/v1/invoke",
+                            InvokeResult,
+                            request,
+                            timeout_s=timeout + NETWORK_SLACK_S,
+                        )
+                    except Refused as exc:
+                        if exc.status == PAYMENT_REQUIRED and self.wallet is not None and not renewed:
+                            # This node ran nothing and calls the voucher spent: the same node gets the
+                            # same invocation id again, with a fresh voucher (once per invocation).
+                            renewed = True
+                            self.wallet.exhausted()
+                            request = await self._signed_request(
+                                name, payload, timeout_s, invocation_id=request.invocation_id
+                            )
+                            continue
+                        if exc.status not in (503, PAYMENT_REQUIRED):
+                            raise
+                        failures.append(str(exc))  # busy, draining, or it will not take this voucher
+                    except Unreachable as exc:
+                        # Gone or timed out: the next node gets the SAME invocation id, so nodes run it
+                        # at most once each and the ledger charges it once (issue #6).
+                        failures.append(str(exc))
+                        if self._discovery is not None:
+                            self._discovery.demote(node.node_id)
+                    break
+                if result is None:
                     continue
                 if self.wallet is not None:
                     self.wallet.spent(result.receipt)
@@ -242,7 +259,9 @@ class AsyncClient:
     async def wait(self, job: jobs.Job, *, poll_s: float = 0.5) -> InvokeOutcome:
         return await jobs.wait(self, job, poll_s=poll_s)
 
-    async def _signed_request(self, name: str, payload: Any, timeout_s: float | None) -> InvokeRequest:
+    async def _signed_request(
+        self, name: str, payload: Any, timeout_s: float | None, *, invocation_id: str | None = None
+    ) -> InvokeRequest:
         info = await self.function(name)
         manifest = info.header.manifest
         timeout = min(timeout_s or manifest.timeout_s, manifest.timeout_s)
@@ -253,7 +272,7 @@ class AsyncClient:
         voucher = await self.wallet.voucher(lifetime_s=timeout + NETWORK_SLACK_S) if self.wallet else None
         return tickets.signed_request(  # a paid request also carries the lessee's spend ticket
             InvokeRequest(
-                invocation_id=f"{self.rng.getrandbits(128):032x}",
+                invocation_id=invocation_id or f"{self.rng.getrandbits(128):032x}",
                 digest=info.header.digest,
                 payload=body,
                 timeout_s=timeout,

@@ -9,6 +9,7 @@ lessee. Nodes run the unsandboxed process executor here (the flow, not the sandb
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import random
 import shutil
@@ -36,6 +37,7 @@ from p2pfaas.ledger import tickets
 from p2pfaas.ledger.audit import audit
 from p2pfaas.messages import ErrorReply, InvokeRequest, InvokeResult, Voucher
 from p2pfaas.node.daemon import NodeConfig, NodeDaemon
+from p2pfaas.node.vouchers import max_price_micro
 from tests.functions import write_function
 
 PASSWORD = "a long enough password"
@@ -151,6 +153,30 @@ async def test_vouchers_let_a_lessee_run_anothers_function_and_forgeries_are_ref
     assert status == 403 and "anchor" in codec.decode_as(ErrorReply, body).reason
     with pytest.raises(Refused):  # alice cannot have a voucher for a key that is not hers
         await net.alice.voucher(owner, budget_micro=1, ttl_s=600, request_id="r2")
+
+
+async def test_a_voucher_a_node_calls_spent_is_renewed_and_the_same_invocation_runs(net: Net) -> None:
+    """The wallet cannot know a node's worst-case reservation: when the node answers 402 (it ran
+    nothing), the client renews the voucher once and sends the same invocation id again."""
+    keys = KeyPair.generate()
+    await net.alice.claim_key(keys, kind="lessee")
+    await net.operator.grant("alice", 50_000_000, ref="welcome")
+    payments = net.node.payments
+    assert payments.book is not None
+    # The node reserves an invocation's worst case before running it: this budget covers one, not two.
+    worst = payments.book.fees.charge_micro(
+        max_price_micro(payments.prices, timeout_s=5.0, memory_mb=64, cpus=payments.cpus)
+    )
+    wallet = Wallet(keys, net.alice.voucher, budget_micro=worst * 3 // 2, ttl_s=600, rng=random.Random(5))
+    async with AsyncClient(net.anchor.url, keys, wallet=wallet) as client:
+        await client.deploy(write_function(net.root, "sleepy"))
+        # Side by side: while one runs, its worst case is reserved, and the other does not fit.
+        outcomes = await asyncio.gather(
+            *(client.invoke("sleepy", {"s": 0.3}, timeout_s=5.0) for _ in range(2))
+        )
+    assert [o.value for o in outcomes] == ["woke", "woke"]
+    assert wallet.vouchers_bought == 2  # one 402, one renewal
+    assert net.node.service.stats.invocations == 2  # each ran once; the refused attempt ran nothing
 
 
 async def test_the_wallet_renews_before_its_voucher_expires_or_runs_out(net: Net) -> None:
