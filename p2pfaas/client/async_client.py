@@ -211,6 +211,8 @@ class AsyncClient:
                         if exc.status not in (503, PAYMENT_REQUIRED):
                             raise
                         failures.append(str(exc))  # busy, draining, or it will not take this voucher
+                        if exc.status == 503 and self._discovery is not None:
+                            self._discovery.refused_busy(node.node_id)
                     except Unreachable as exc:
                         # Gone or timed out: the next node gets the SAME invocation id, so nodes run it
                         # at most once each and the ledger charges it once (issue #6).

@@ -4,7 +4,9 @@
 nothing) bootstrapped from the given seeds (the anchor's bootstrap node, or any peer). Its own Vivaldi
 coordinate moves with the RTTs of its lookups, and `find_nearby` ranks live adverts by the RTT predicted
 from it (`p2pfaas.dht.adverts.rank`). Results are cached for `ttl_s`. A node that fails the client is
-demoted (`demote`), so a lying advert costs its publisher later picks.
+demoted (`demote`), and one whose advert claimed a free slot but answers "busy" loses standing
+(`refused_busy`): adverts are hints, and one that overstates capacity costs its publisher later picks,
+not the lessee an invocation (the client goes on to the next node).
 
 It does not invoke anything: `AsyncClient._entry_nodes` asks it first and falls back to the anchor's list.
 """
@@ -100,6 +102,15 @@ class Discovery:
                 self._cached = await self.find_nearby(self.runtime, self.count, self.max_price)
                 self._cached_at = loop.time()
         return [node_info(a) for a in self._cached]
+
+    def refused_busy(self, node_id: str) -> None:
+        """A node answered "busy". If the advert we picked it by claimed a free slot, the advert was
+        wrong: stale (gossip is seconds old) or a lie. Either way it costs the publisher standing, which
+        heals with time, so an honest node that was briefly full soon ranks as before, while one whose
+        adverts keep overstating its capacity keeps losing picks."""
+        with_id = bytes.fromhex(node_id)
+        if any(a.node_id == with_id and a.capacity.free_slots > 0 for a in self._cached):
+            self.reputation.failed(with_id, wall_time())
 
     def demote(self, node_id: str) -> None:
         """A node found here failed us: rank it lower (out, for a while, after repeated failures)."""

@@ -13,6 +13,9 @@ from pathlib import Path
 from p2pfaas.anchor.server import AnchorServer
 from p2pfaas.client import AsyncClient
 from p2pfaas.client.discovery import Discovery
+from p2pfaas.clock import wall_time
+from p2pfaas.dht import adverts
+from p2pfaas.dht.wire import Capacity
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
 from p2pfaas.node.daemon import NodeConfig, NodeDaemon
@@ -110,3 +113,32 @@ async def test_with_no_dht_answer_the_client_falls_back_to_the_anchor_list(tmp_p
                 assert outcome.node_id == node.node_id and outcome.value == {"echo": 7}
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _advert(node_id: bytes, free_slots: int) -> adverts.Advert:
+    capacity = Capacity(
+        runtimes=("python3.11",),
+        cores=2,
+        memory_mb=1024,
+        free_slots=free_slots,
+        price_per_cpu_s=20,
+        price_per_gb_s=2,
+        load=0.0,
+        coord=(0.0, 0.0, 0.0),
+        coord_error=1.0,
+        draining=False,
+    )
+    return adverts.Advert(node_id, b"k" * 32, "http://127.0.0.1:1", capacity, predicted_rtt_s=0.001)
+
+
+async def test_a_busy_answer_against_an_advert_of_free_slots_costs_the_publisher_standing() -> None:
+    overstated, honest = b"\x01" * 20, b"\x02" * 20
+    discovery = Discovery([("127.0.0.1", 1)], rng=random.Random(1))
+    discovery._cached = [_advert(overstated, free_slots=4), _advert(honest, free_slots=0)]
+    now = wall_time()
+    for _ in range(2):
+        discovery.refused_busy(overstated.hex())
+        discovery.refused_busy(honest.hex())  # it said it was full: busy is no surprise
+    assert discovery.reputation.score(honest, now) == 1.0
+    assert not discovery.reputation.trusted(overstated, now)  # ranked out for a while; it heals with time
+    assert discovery.reputation.trusted(overstated, now + 600)
