@@ -133,6 +133,7 @@ class _Schema:
     names: tuple[str, ...]
     checkers: tuple[Checker, ...]
     tail_defaults: tuple[Any, ...] = ()  # defaults of the last OPTIONAL_TAIL fields
+    plain: tuple[bool, ...] = ()  # per field: a scalar that goes on the wire as it is
 
 
 _BY_TAG: dict[int, _Schema] = {}
@@ -145,6 +146,8 @@ def message(tag: int) -> Callable[[type[M]], type[M]]:
     def register(cls: type[M]) -> type[M]:
         if not (dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen):
             raise TypeError(f"{cls.__name__} must be a frozen dataclass")
+        if "__slots__" in cls.__dict__:
+            raise TypeError(f"{cls.__name__} must not use slots: it keeps its wire form on itself")
         if tag in _BY_TAG:
             raise TypeError(f"tag {tag} already used by {_BY_TAG[tag].cls.__name__}")
         cls.TAG = tag
@@ -157,6 +160,7 @@ def message(tag: int) -> Callable[[type[M]], type[M]]:
             tail_defaults=tuple(f.default for f in fields[len(fields) - cls.OPTIONAL_TAIL :])
             if cls.OPTIONAL_TAIL
             else (),
+            plain=tuple(_is_plain(hints[f.name]) for f in fields),
         )
         if any(d is dataclasses.MISSING for d in schema.tail_defaults):
             raise TypeError(f"{cls.__name__}: its last {cls.OPTIONAL_TAIL} fields need defaults")
@@ -170,15 +174,36 @@ def message(tag: int) -> Callable[[type[M]], type[M]]:
 # --- encoding ----------------------------------------------------------------------------------
 
 
+def _is_plain(hint: Any) -> bool:
+    """Whether a field of this type is a scalar (str, bytes, int, float, bool) MessagePack takes as is."""
+    if get_origin(hint) is typing.Annotated:
+        hint = get_args(hint)[0]
+    return hint in (str, bytes, int, float, bool)
+
+
+_WIRE = "_codec_wire"  # where an instance keeps its wire form (messages are immutable)
+
+
 def _to_wire(msg: Message) -> list[Any]:
+    """The message as a MessagePack-ready list, computed once per instance and kept on it.
+
+    Messages are frozen and hold only immutable values, so the form cannot go stale; a node encodes
+    the same receipt to sign it, inside the result it signs and inside the reply it sends.
+    """
+    cached: list[Any] | None = msg.__dict__.get(_WIRE)
+    if cached is not None:
+        return cached
     schema = _BY_CLASS[type(msg)]
     out: list[Any] = [schema.cls.TAG, schema.cls.VERSION]  # fields follow in declaration order
-    for name in schema.names:
-        out.append(_value_to_wire(getattr(msg, name)))
+    values = msg.__dict__
+    for name, plain in zip(schema.names, schema.plain, strict=True):
+        value = values[name]
+        out.append(value if plain else _value_to_wire(value))
     for default in reversed(schema.tail_defaults):
         if out[-1] != default or type(out[-1]) is not type(default):
             break
         out.pop()
+    object.__setattr__(msg, _WIRE, out)
     return out
 
 
@@ -188,6 +213,31 @@ def _value_to_wire(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_value_to_wire(v) for v in value]
     return value
+
+
+def replace_scalar(msg: M, name: str, value: Any) -> M:
+    """`dataclasses.replace(msg, name=value)` for a scalar field, reusing `msg`'s wire form.
+
+    Signing swaps one field (the signature) of an otherwise encoded message; this spares encoding
+    it again and running its checks again (they passed when `msg` was made). Falls back to
+    `dataclasses.replace` for a field of the optional tail or a value of another type.
+    """
+    schema = _BY_CLASS[type(msg)]
+    i = schema.names.index(name)
+    old = msg.__dict__[name]
+    if (
+        not schema.plain[i]
+        or i >= len(schema.names) - len(schema.tail_defaults)
+        or type(value) is not type(old)
+    ):
+        return dataclasses.replace(msg, **{name: value})  # type: ignore[type-var]
+    wire = list(_to_wire(msg))
+    wire[2 + i] = value
+    new = object.__new__(type(msg))
+    new.__dict__.update(msg.__dict__)
+    object.__setattr__(new, name, value)
+    object.__setattr__(new, _WIRE, wire)
+    return new
 
 
 def encode(msg: Message) -> bytes:

@@ -8,7 +8,6 @@ check `signer` against the identity they expect.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TypeVar
 
 from p2pfaas import codec
@@ -19,13 +18,16 @@ S = TypeVar("S", bound=codec.Message)
 
 def signing_bytes(msg: codec.Message) -> bytes:
     """The bytes a signature covers: the encoding with an empty signature."""
-    return codec.encode(dataclasses.replace(msg, signature=b""))  # type: ignore[type-var]
+    return codec.encode(codec.replace_scalar(msg, "signature", b""))
 
 
 def sign(msg: S, keys: KeyPair) -> S:
-    """Return `msg` with `signer` set to `keys`' public key and a fresh signature."""
-    unsigned = dataclasses.replace(msg, signer=keys.public.raw, signature=b"")  # type: ignore[type-var]
-    return dataclasses.replace(unsigned, signature=keys.sign(codec.encode(unsigned)))  # type: ignore[type-var]
+    """Return `msg` with `signer` set to `keys`' public key and a fresh signature.
+
+    The message is encoded once: the signed copy reuses the wire form the signature was made over.
+    """
+    unsigned = codec.replace_scalar(codec.replace_scalar(msg, "signer", keys.public.raw), "signature", b"")
+    return codec.replace_scalar(unsigned, "signature", keys.sign(codec.encode(unsigned)))
 
 
 def verify(msg: codec.Message) -> PublicKey:
