@@ -15,9 +15,10 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl import bindings as sodium
+from nacl.exceptions import CryptoError
 
 from p2pfaas.errors import KeyFileError, SignatureError
 
@@ -55,9 +56,9 @@ class PublicKey:
         """Raise `SignatureError` unless `signature` is this key's signature of `data`."""
         if len(signature) != SIGNATURE_BYTES:
             raise SignatureError(f"signature must be {SIGNATURE_BYTES} bytes, got {len(signature)}")
-        try:
-            Ed25519PublicKey.from_public_bytes(self.raw).verify(signature, data)
-        except InvalidSignature:
+        try:  # libsodium: about half the CPU of OpenSSL's Ed25519, the dearest step of an invocation
+            sodium.crypto_sign_open(signature + data, self.raw)
+        except CryptoError:
             raise SignatureError(f"bad signature for key {self.key_id[:12]}") from None
 
 
@@ -68,6 +69,10 @@ class KeyPair:
         self._private = private
         raw = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         self.public = PublicKey(raw)
+        seed = private.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        self._sodium_secret = seed + raw  # libsodium's secret key form: seed, then public key
 
     @classmethod
     def generate(cls) -> KeyPair:
@@ -87,7 +92,8 @@ class KeyPair:
         return self.public.key_id
 
     def sign(self, data: bytes) -> bytes:
-        return self._private.sign(data)
+        signed: bytes = sodium.crypto_sign(data, self._sodium_secret)  # signature, then data
+        return signed[:SIGNATURE_BYTES]
 
     # --- files ---------------------------------------------------------------------------------
 
