@@ -367,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # Alembic narrates every migration step at INFO: only its problems matter here
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return int(args.handler(args))
     except P2PFaaSError as exc:
