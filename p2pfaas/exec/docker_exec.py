@@ -34,13 +34,13 @@ from p2pfaas.errors import ConfigError, ExecutorError, InvokeError, MemoryExceed
 from p2pfaas.exec import node_cgroup
 from p2pfaas.exec.base import FunctionSpec
 from p2pfaas.exec.forecast import ArrivalForecast
-from p2pfaas.exec.metering import CgroupMeter, Meter, NullMeter
+from p2pfaas.exec.metering import CgroupMeter
 from p2pfaas.exec.node_cgroup import NodeCgroup
 from p2pfaas.exec.pool_policy import KeepAlivePolicy
 from p2pfaas.exec.run_dir import SOCKET_NAME, RunDir
 from p2pfaas.exec.runtime_image import RUNTIME_IMAGE_TAG
-from p2pfaas.exec.shim_client import ShimConnection, connect_when_ready
-from p2pfaas.exec.warm_pool import PooledExecutor, WarmPool
+from p2pfaas.exec.shim_client import connect_when_ready
+from p2pfaas.exec.warm_pool import PooledExecutor, ShimInstance, WarmPool
 
 log = logging.getLogger(__name__)
 
@@ -68,29 +68,19 @@ async def _docker(what: str, call: Callable[..., _T], *args: Any, **kwargs: Any)
         raise ExecutorError(f"docker {what} failed: {exc}") from exc
 
 
-class _ContainerInstance:
+class _ContainerInstance(ShimInstance):
     """One container; driven by `WarmPool`."""
 
     def __init__(self, fn: FunctionSpec, instance_id: str, *, executor: DockerExecutor) -> None:
-        self.instance_id = instance_id
+        super().__init__(instance_id, executor.run_dir)
         self.container_id = ""
         self._fn = fn
         self._executor = executor
-        self._connection: ShimConnection | None = None
-        self._meter: Meter = NullMeter()
-
-    @property
-    def connection(self) -> ShimConnection:
-        assert self._connection is not None, "boot() first"
-        return self._connection
-
-    def meter(self) -> Meter:
-        return self._meter
 
     async def boot(self, *, timeout_s: float) -> None:
         await _docker("create/start", self._create_and_start)
         self._connection = await connect_when_ready(
-            self._executor.run_dir.socket_path(self.instance_id),
+            self.socket_path,
             timeout_s=timeout_s,
             exit_reason=self._exit_reason,
             check_every_s=_STATUS_CHECK_S,
@@ -99,12 +89,8 @@ class _ContainerInstance:
         cgroup = self._executor.node_cgroup
         self._meter = CgroupMeter.for_container(self.container_id, parent=cgroup.parent if cgroup else "")
 
-    async def open_connection(self, *, timeout_s: float) -> ShimConnection:
-        path = self._executor.run_dir.socket_path(self.instance_id)
-        return await ShimConnection.open(path, timeout_s=timeout_s)
-
     def _create_and_start(self) -> None:
-        socket_dir = self._executor.run_dir.instance_dir(self.instance_id)
+        socket_dir = self.run_dir.instance_dir(self.instance_id)
         socket_dir.mkdir(mode=0o700)
         if os.geteuid() == 0:
             os.chown(socket_dir, RUNTIME_UID, RUNTIME_UID)  # the shim, as uid 65534, creates its socket here
@@ -222,7 +208,7 @@ class _ContainerInstance:
         if self.container_id:
             with contextlib.suppress(docker.errors.NotFound):  # gone already (aclose's sweep, an operator)
                 await _docker("remove", self._remove)
-        await asyncio.to_thread(self._executor.run_dir.remove, self.instance_id)
+        await asyncio.to_thread(self.run_dir.remove, self.instance_id)
 
     def _remove(self) -> None:
         self._executor.client.api.remove_container(self.container_id, force=True, v=True)

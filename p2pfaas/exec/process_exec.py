@@ -26,48 +26,34 @@ from pathlib import Path
 from p2pfaas.errors import ExecutorError, InvokeError, MemoryExceeded
 from p2pfaas.exec.base import FunctionSpec
 from p2pfaas.exec.forecast import ArrivalForecast
-from p2pfaas.exec.metering import Meter, NullMeter, ProcMeter
+from p2pfaas.exec.metering import ProcMeter
 from p2pfaas.exec.pool_policy import KeepAlivePolicy
 from p2pfaas.exec.run_dir import RunDir
 from p2pfaas.exec.runtime import SHIM_PATH
 from p2pfaas.exec.runtime.shim import EXIT_MEMORY
-from p2pfaas.exec.shim_client import ShimConnection, connect_when_ready
-from p2pfaas.exec.warm_pool import PooledExecutor, WarmPool
+from p2pfaas.exec.shim_client import connect_when_ready
+from p2pfaas.exec.warm_pool import PooledExecutor, ShimInstance, WarmPool
 
 _EXIT_WAIT_S = 2.0
 _PID_FILE = "pid"
 _OUTPUT_FILE = "output.log"
 
 
-class _ProcessInstance:
+class _ProcessInstance(ShimInstance):
     """One shim process; driven by `WarmPool`."""
 
     def __init__(self, fn: FunctionSpec, instance_id: str, *, run_dir: RunDir, python: str) -> None:
-        self.instance_id = instance_id
+        super().__init__(instance_id, run_dir)
         self._fn = fn
-        self._run_dir = run_dir
         self._python = python
         self._process: asyncio.subprocess.Process | None = None
-        self._connection: ShimConnection | None = None
-        self._meter: Meter = NullMeter()
-
-    @property
-    def connection(self) -> ShimConnection:
-        assert self._connection is not None, "boot() first"
-        return self._connection
-
-    def meter(self) -> Meter:
-        return self._meter
 
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
-    async def open_connection(self, *, timeout_s: float) -> ShimConnection:
-        return await ShimConnection.open(self._run_dir.socket_path(self.instance_id), timeout_s=timeout_s)
-
     async def boot(self, *, timeout_s: float) -> None:
-        directory = self._run_dir.instance_dir(self.instance_id)
+        directory = self.run_dir.instance_dir(self.instance_id)
         await asyncio.to_thread(directory.mkdir, mode=0o700)
         # The function's prints and the shim's complaints; the file lives as long as the instance.
         output = await asyncio.to_thread(open, directory / _OUTPUT_FILE, "wb")
@@ -78,7 +64,7 @@ class _ProcessInstance:
                 "-B",
                 str(SHIM_PATH),
                 "--socket",
-                str(self._run_dir.socket_path(self.instance_id)),
+                str(self.socket_path),
                 "--code-dir",
                 str(self._fn.code_dir.absolute()),
                 "--handler",
@@ -94,7 +80,7 @@ class _ProcessInstance:
             )
         await asyncio.to_thread((directory / _PID_FILE).write_text, str(self._process.pid))
         self._connection = await connect_when_ready(
-            self._run_dir.socket_path(self.instance_id),
+            self.socket_path,
             timeout_s=timeout_s,
             exit_reason=self._exit_reason,
             check_every_s=0.0,  # returncode is free to read
@@ -132,7 +118,7 @@ class _ProcessInstance:
                 os.killpg(process.pid, signal.SIGKILL)
             async with asyncio.timeout(_EXIT_WAIT_S):
                 await process.wait()
-        await asyncio.to_thread(self._run_dir.remove, self.instance_id)
+        await asyncio.to_thread(self.run_dir.remove, self.instance_id)
 
 
 class UnsandboxedProcessExecutor(PooledExecutor):

@@ -32,14 +32,16 @@ import logging
 import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 from p2pfaas.clock import off_loop
 from p2pfaas.errors import ExecutorError, InvokeError, InvokeTimeout, LocalError, MemoryExceeded
 from p2pfaas.exec.base import ExecResult, FunctionSpec
 from p2pfaas.exec.forecast import ArrivalForecast
-from p2pfaas.exec.metering import NO_USAGE, Meter, Usage
+from p2pfaas.exec.metering import NO_USAGE, Meter, NullMeter, Usage
 from p2pfaas.exec.pool_policy import Decision, KeepAlivePolicy, WarmPoolPolicy, node_defaults
+from p2pfaas.exec.run_dir import RunDir
 from p2pfaas.exec.shim_client import ShimConnection
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,32 @@ class Instance(Protocol):
     async def destroy(self) -> None:
         """Kill and remove the runtime and its files. Idempotent; fine on a dead or unbooted one."""
         ...
+
+
+class ShimInstance:
+    """What every `Instance` kind shares: its id, its shim's socket in the run directory, and the
+    connection and meter its `boot` sets. Subclasses add `boot`, `diagnose` and `destroy`."""
+
+    def __init__(self, instance_id: str, run_dir: RunDir) -> None:
+        self.instance_id = instance_id
+        self.run_dir = run_dir
+        self._connection: ShimConnection | None = None
+        self._meter: Meter = NullMeter()
+
+    @property
+    def socket_path(self) -> Path:
+        return self.run_dir.socket_path(self.instance_id)
+
+    @property
+    def connection(self) -> ShimConnection:
+        assert self._connection is not None, "boot() first"
+        return self._connection
+
+    def meter(self) -> Meter:
+        return self._meter
+
+    async def open_connection(self, *, timeout_s: float) -> ShimConnection:
+        return await ShimConnection.open(self.socket_path, timeout_s=timeout_s)
 
 
 InstanceFactory = Callable[[FunctionSpec, str], Instance]  # (function, instance id) -> unbooted instance
