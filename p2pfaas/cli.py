@@ -120,7 +120,7 @@ def cmd_fn_invoke(args: argparse.Namespace) -> int:
         raise LocalError(f"payload is not JSON: {exc}") from None
 
     async def invoke() -> None:
-        client = AsyncClient(args.anchor, _lessee_keys(args), dht_seeds=tuple(args.dht_seed))
+        client = AsyncClient(args.anchor, _lessee_keys(args), dht_seeds=dht_seeds(args))
         async with client, ledger_cli.paying(args, client):
             if args.verify == "off":
                 outcome = await client.invoke(args.name, payload, timeout_s=args.timeout)
@@ -173,9 +173,15 @@ def peer_arg(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def default_dht_seeds() -> list[tuple[str, int]]:
-    text = os.environ.get("P2PFAAS_DHT_SEEDS", "")
-    return [peer_arg(part.strip()) for part in text.split(",") if part.strip()]
+def dht_seeds(args: argparse.Namespace) -> tuple[tuple[str, int], ...]:
+    """`--dht-seed` options, else P2PFAAS_DHT_SEEDS (comma-separated HOST:PORT), else none."""
+    if args.dht_seed:
+        return tuple(args.dht_seed)
+    parts = [part.strip() for part in os.environ.get("P2PFAAS_DHT_SEEDS", "").split(",") if part.strip()]
+    try:
+        return tuple(parse_peer(part) for part in parts)
+    except ValueError as exc:
+        raise LocalError(f"P2PFAAS_DHT_SEEDS: {exc}") from None
 
 
 def default_peers(anchor_url: str) -> tuple[tuple[str, int], ...]:
@@ -280,7 +286,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--dht-seed",
         type=peer_arg,
         action="append",
-        default=default_dht_seeds(),
         metavar="HOST:PORT",
         help="find entry nodes through the DHT via this peer (repeatable; env P2PFAAS_DHT_SEEDS, comma-"
         "separated); without one, the anchor's node list",

@@ -85,6 +85,18 @@ def _free_port_block(size: int) -> int:
     raise RuntimeError("no block of free ports")
 
 
+def test_bad_dht_seeds_are_refused_with_the_reason(tmp_path: Path) -> None:
+    key = tmp_path / "lessee.key"
+    KeyPair.generate().save(key)
+    flag = p2pfaas("fn", "invoke", "hello", "--key", str(key), "--dht-seed", "nonsense")
+    assert flag.returncode == 2 and "peer 'nonsense' is not HOST:PORT" in flag.stderr
+    env = {"P2PFAAS_DHT_SEEDS": "127.0.0.1:8468, bad:port"}
+    from_env = p2pfaas("fn", "invoke", "hello", "--key", str(key), env=env)
+    assert from_env.returncode == 1, from_env.stderr
+    assert from_env.stderr.startswith("p2pfaas: error: P2PFAAS_DHT_SEEDS: peer 'bad:port'")
+    assert "Traceback" not in from_env.stderr
+
+
 def test_devnet_up_demo_down_runs_separate_processes(tmp_path: Path) -> None:
     """`devnet up --detach`, `devnet demo`, `devnet down`: each node is its own process.
 
