@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -37,6 +38,17 @@ from p2pfaas.exec.warm_pool import PooledExecutor, ShimInstance, WarmPool
 _EXIT_WAIT_S = 2.0
 _PID_FILE = "pid"
 _OUTPUT_FILE = "output.log"
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None  # loaded before any fork
+
+
+def _die_with_the_node() -> None:
+    """Runs in the child before exec: the kernel kills the shim when the node process dies, even by
+    SIGKILL, so a crashed node leaves no shim behind (a restarted node also sweeps leftovers)."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class _ProcessInstance(ShimInstance):
@@ -77,6 +89,7 @@ class _ProcessInstance(ShimInstance):
                 stderr=subprocess.STDOUT,
                 # Its own process group, so destroy() also kills whatever the function forked.
                 start_new_session=True,
+                preexec_fn=_die_with_the_node,
             )
         await asyncio.to_thread((directory / _PID_FILE).write_text, str(self._process.pid))
         self._connection = await connect_when_ready(

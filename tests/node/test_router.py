@@ -93,6 +93,14 @@ def test_a_crashed_entry_node_costs_a_retry_under_the_same_id_and_nothing_is_los
     sim.run(main, seed=5)
 
 
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped by init, counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
 async def test_devnet_of_5_processes_loses_nothing_when_a_node_is_sigkilled_mid_burst(tmp_path: Path) -> None:
     """Real processes on loopback (the process executor: Docker start-up would dominate the test).
 
@@ -112,6 +120,8 @@ async def test_devnet_of_5_processes_loses_nothing_when_a_node_is_sigkilled_mid_
         async with AsyncClient(state["anchor_url"], KeyPair.generate()) as client:
             await client.deploy(write_function(tmp_path, "sleepy", timeout_s=20.0))
             assert len(await client.nodes(refresh=True)) == 5
+            # Node 1 (the victim) runs the function once, so it holds a shim process when it dies.
+            await client.invoke("sleepy", {"s": 0.01}, node_url=state["nodes"][1])
             await asyncio.sleep(5.0)  # gossip rounds (every 2 s): the nodes learn each other's load
             burst = [asyncio.ensure_future(client.invoke("sleepy", {"s": 0.5})) for _ in range(40)]
             await asyncio.sleep(0.3)
@@ -124,6 +134,13 @@ async def test_devnet_of_5_processes_loses_nothing_when_a_node_is_sigkilled_mid_
             # Nothing had finished when it died, so whatever it held ran elsewhere.
             (killed,) = [n.node_id for n in await client.nodes() if n.url == state["nodes"][1]]
             assert killed not in {o.node_id for o in outcomes}
+            # Its shims died with it: a crashed node leaves no process behind.
+            shims = [int(pid.read_text()) for pid in (directory / "node-1" / "run").glob("*/pid")]
+            assert shims, "node 1 had started a shim"
+            for pid in shims:
+                async with asyncio.timeout(30):  # a hang guard: the kernel kills them at once
+                    while _alive(pid):  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)
     finally:
         down = p2pfaas("devnet", "down", "--dir", str(directory))
         assert down.returncode == 0, down.stdout + down.stderr
