@@ -229,6 +229,13 @@ class WarmPoolPolicy:
         tracked.expires_at = expires_at
         heapq.heappush(self._expiries, (expires_at, instance_id))
         fn.idle.append(instance_id)
+        if len(self._expiries) > 2 * len(self._tracked) + 64:
+            # Every release pushes an entry and a reuse makes it stale; under steady load stale
+            # ones would pile up for a whole keep-alive (a million at 2,000 calls/s for 10 min).
+            self._expiries = [
+                (t.expires_at, i) for i, t in self._tracked.items() if t.state is InstanceState.IDLE
+            ]
+            heapq.heapify(self._expiries)
 
     def discard(self, instance_id: str, now: float | None = None) -> str:
         """Forget a busy instance (it failed, or was destroyed); returns its digest."""

@@ -35,6 +35,15 @@ _LENGTH = struct.Struct(">I")
 _TEXT_FIELDS = ("error_type", "error_message", "traceback")
 
 
+def _framed_header(op: str) -> bytes:
+    header = json.dumps({"v": PROTOCOL_VERSION, "op": op}).encode()
+    return _LENGTH.pack(len(header)) + header
+
+
+# The request headers are constant: framed once, not per invocation.
+_REQUEST_HEADERS = {op: _framed_header(op) for op in ("invoke", "ping")}
+
+
 class ShimConnection:
     """An open connection to a shim. Driven by its owner: one `invoke` or `ping` at a time."""
 
@@ -106,9 +115,8 @@ class ShimConnection:
         self.broken = True
         try:
             async with asyncio.timeout(timeout_s):
-                header = json.dumps({"v": PROTOCOL_VERSION, "op": op}).encode()
-                self._writer.write(_LENGTH.pack(len(header)) + header + _LENGTH.pack(len(body)))
-                self._writer.write(body)
+                # One write (one syscall, one wakeup of the shim) for the whole request.
+                self._writer.writelines((_REQUEST_HEADERS[op], _LENGTH.pack(len(body)), body))
                 await self._writer.drain()
                 raw_header = await self._read_frame(MAX_HEADER_BYTES, what="response header")
                 raw_body = await self._read_frame(self._max_response_bytes, what="result")

@@ -143,6 +143,7 @@ class WarmPool:
         )
         self._specs: dict[str, FunctionSpec] = {}  # the last spec seen per digest, for pre-warming
         self._rearm = asyncio.Event()
+        self._wake_at = float("inf")  # when the sleeping reaper wakes anyway (loop time)
         self._startup_timeout_s = startup_timeout_s
         self._instances: dict[str, Instance] = {}
         self._digests: dict[str, str] = {}  # instance id -> digest
@@ -282,7 +283,7 @@ class WarmPool:
             for evicted in acquired.evict:
                 self._drop(evicted)
             if acquired.decision is Decision.REUSE:
-                self._rearm.set()  # a pending pre-warm or expiry may have moved
+                # (No rearm: a reuse only makes deadlines stale or later; the reaper skips them.)
                 booted = self._booted[acquired.instance_id]  # registered before any boot starts
                 if booted.done() and booted.exception() is not None:
                     raise ExecutorError(f"the instance's boot failed: {booted.exception()}")
@@ -378,7 +379,7 @@ class WarmPool:
                 slots.free.append(connection)
         loop = asyncio.get_running_loop()
         self._policy.release(instance_id, loop.time(), run_s=run_s)
-        self._rearm.set()
+        self._rearm_if_sooner()
         self._wake(self._digests[instance_id])
 
     async def _retire(self, instance: Instance) -> None:
@@ -438,16 +439,24 @@ class WarmPool:
             # Sleep until the policy's next deadline; a release or reuse may bring it forward.
             delay_s = min(max(self._policy.next_deadline() - loop.time(), 0.01), 5.0)
             self._rearm.clear()
+            self._wake_at = loop.time() + delay_s
             # (asyncio.timeout, not wait_for: on 3.11 cancelling wait_for while the event is set
             # can leave the cancellation stuck.)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay_s):
                     await self._rearm.wait()
+            self._wake_at = float("inf")
             now = loop.time()
             for instance_id in self._policy.expired(now):
                 self._drop(instance_id)
             for digest, instance_id in self._policy.prewarm(now, lambda: secrets.token_hex(5)):
                 self._spawn_prewarm(self._specs[digest], instance_id)
+
+    def _rearm_if_sooner(self) -> None:
+        """Wake the reaper if the policy's next deadline comes before the reaper would wake: not
+        once per invocation (a release usually sets a keep-alive minutes away)."""
+        if self._policy.next_deadline() < self._wake_at:
+            self._rearm.set()
 
     def _spawn_prewarm(self, fn: FunctionSpec, instance_id: str) -> asyncio.Task[None]:
         # The policy counts the instance as booting from now on, so a call may claim it before the

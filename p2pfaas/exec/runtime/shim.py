@@ -60,6 +60,7 @@ EXIT_MEMORY = 86  # the shim itself ran out of memory: the host reports MemoryEx
 EXIT_USAGE = 2
 
 _LENGTH = struct.Struct(">I")
+_CHUNK = 64 * 1024  # bytes asked of one recv; results up to this size go out in one send
 
 
 def _valid_handler(spec: str) -> bool:
@@ -78,36 +79,47 @@ class ProtocolError(Exception):
 # --- framing ------------------------------------------------------------------------------------
 
 
-def _recv_exactly(conn: socket.socket, size: int, *, at_frame_start: bool) -> bytes | None:
-    """`size` bytes, or None on a clean end of stream before a frame starts."""
-    buf = bytearray()
-    while len(buf) < size:
-        chunk = conn.recv(min(size - len(buf), 1 << 20))
-        if not chunk:
-            if at_frame_start and not buf:
-                return None
-            raise ProtocolError("connection closed in the middle of a frame")
-        buf += chunk
-    return bytes(buf)
+class Receiver:
+    """Frames from one connection, read in chunks: a whole request (header and payload frames)
+    usually arrives in one `recv`, not four."""
 
+    def __init__(self, conn: socket.socket) -> None:
+        self._conn = conn
+        self._buf = bytearray()
 
-def recv_frame(conn: socket.socket, *, max_bytes: int, at_message_start: bool = False) -> bytes | None:
-    """One frame's bytes; None on a clean end of stream at a message boundary."""
-    prefix = _recv_exactly(conn, _LENGTH.size, at_frame_start=at_message_start)
-    if prefix is None:
-        return None
-    (size,) = _LENGTH.unpack(prefix)
-    if size > max_bytes:
-        raise ProtocolError(f"frame of {size} bytes exceeds the limit of {max_bytes}")
-    data = _recv_exactly(conn, size, at_frame_start=False)
-    assert data is not None  # only a frame start may end cleanly
-    return data
+    def _fill(self, size: int, *, at_frame_start: bool) -> bool:
+        """At least `size` bytes buffered (True), or False on a clean end of stream before a frame."""
+        buf = self._buf
+        while len(buf) < size:
+            chunk = self._conn.recv(min(max(size - len(buf), _CHUNK), 1 << 20))
+            if not chunk:
+                if at_frame_start and not buf:
+                    return False
+                raise ProtocolError("connection closed in the middle of a frame")
+            buf += chunk
+        return True
+
+    def frame(self, *, max_bytes: int, at_message_start: bool = False) -> bytes | None:
+        """One frame's bytes; None on a clean end of stream at a message boundary."""
+        if not self._fill(_LENGTH.size, at_frame_start=at_message_start):
+            return None
+        (size,) = _LENGTH.unpack_from(self._buf)
+        if size > max_bytes:
+            raise ProtocolError(f"frame of {size} bytes exceeds the limit of {max_bytes}")
+        end = _LENGTH.size + size
+        self._fill(end, at_frame_start=False)
+        data = bytes(self._buf[_LENGTH.size : end])
+        del self._buf[:end]
+        return data
 
 
 def send_message(conn: socket.socket, header: Header, body: bytes) -> None:
     raw = json.dumps(header, separators=(",", ":")).encode()
-    conn.sendall(_LENGTH.pack(len(raw)) + raw + _LENGTH.pack(len(body)))
-    if body:
+    framed = _LENGTH.pack(len(raw)) + raw + _LENGTH.pack(len(body))
+    if len(body) <= _CHUNK:
+        conn.sendall(framed + body)  # one send: one wakeup of the host
+    else:
+        conn.sendall(framed)
         conn.sendall(body)  # separately, so a large result is not copied once more
 
 
@@ -201,12 +213,13 @@ def serve_connection(
     max_result_bytes: int,
 ) -> None:
     """Answer requests on one connection until the peer closes it."""
+    receiver = Receiver(conn)
     while True:
-        raw = recv_frame(conn, max_bytes=MAX_HEADER_BYTES, at_message_start=True)
+        raw = receiver.frame(max_bytes=MAX_HEADER_BYTES, at_message_start=True)
         if raw is None:
             return
         op = _parse_request(raw)
-        payload = recv_frame(conn, max_bytes=max_payload_bytes)
+        payload = receiver.frame(max_bytes=max_payload_bytes)
         assert payload is not None
         if op == "ping":
             header: Header = {"v": PROTOCOL_VERSION, "ok": True, "error_type": "", "error_message": ""}
