@@ -48,6 +48,19 @@ def test_expiry_forgets_only_idle_instances_past_keep_alive() -> None:
     assert policy.count("f") == 1 and policy.state("a") is None
 
 
+def test_stale_expiry_entries_do_not_pile_up_under_steady_load() -> None:
+    """Each release schedules an expiry and the next reuse makes it stale; a busy function must
+    not grow the schedule by one entry per invocation for a whole keep-alive."""
+    policy = WarmPoolPolicy(max_per_function=4, keep_alive_s=600)
+    for i in range(10_000):
+        now = i / 1000
+        acquired = policy.acquire("f", now, new_id=f"i{i}")
+        policy.release(acquired.instance_id, now)
+    assert policy.count("f") == 1
+    assert len(policy._expiries) <= 2 * policy.total_count() + 65
+    assert policy.expired(599) == [] and policy.expired(611) == [acquired.instance_id]
+
+
 def test_discard_frees_the_slot() -> None:
     policy = WarmPoolPolicy(max_per_function=1, keep_alive_s=10)
     policy.acquire("f", 0, new_id="a")

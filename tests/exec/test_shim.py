@@ -185,6 +185,50 @@ async def test_connect_when_ready_fails_fast_when_the_runtime_exits(tmp_path: Pa
     await process.wait()
 
 
+def _frames(*frames: bytes) -> bytes:
+    return b"".join(struct.pack(">I", len(frame)) + frame for frame in frames)
+
+
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=6), st.integers(1, 50))
+def test_receiver_reads_frames_however_the_bytes_arrive(frames: list[bytes], piece: int) -> None:
+    """Frames come back whole and in order whether they arrive together or in small pieces, and
+    a clean end of stream at a frame start ends the connection quietly."""
+    host, shim_end = socket.socketpair()
+    with host, shim_end:
+        data = _frames(*frames)
+        for at in range(0, len(data), piece):
+            host.sendall(data[at : at + piece])
+        host.shutdown(socket.SHUT_WR)
+        receiver = shim.Receiver(shim_end)
+        got = [receiver.frame(max_bytes=1000, at_message_start=True) for _ in frames]
+        assert got == frames
+        assert receiver.frame(max_bytes=1000, at_message_start=True) is None
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [(_frames(b"abcdef")[:-2], "middle of a frame"), (struct.pack(">I", 5000), "exceeds the limit")],
+)
+def test_receiver_refuses_cut_and_oversized_frames(data: bytes, error: str) -> None:
+    host, shim_end = socket.socketpair()
+    with host, shim_end:
+        host.sendall(data)
+        host.shutdown(socket.SHUT_WR)
+        with pytest.raises(shim.ProtocolError, match=error):
+            shim.Receiver(shim_end).frame(max_bytes=1000, at_message_start=True)
+
+
+def test_a_small_answer_goes_out_in_one_send() -> None:
+    """One send per answer: the host wakes once, not twice."""
+    host, shim_end = socket.socketpair()
+    with host, shim_end:
+        header = {"v": 1, "ok": True, "duration_s": 0.0}
+        shim.send_message(shim_end, header, b'{"n":1}')
+        shim_end.shutdown(socket.SHUT_WR)
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        assert host.recv(1 << 16) == _frames(raw, b'{"n":1}')
+
+
 # --- the client against a misbehaving shim ---------------------------------------------------------------
 
 
