@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -126,20 +126,22 @@ class Admission:
         """Whether an invocation needing `memory_mb` would run now, without queueing."""
         return not self._queue and self.capacity.has_room(memory_mb)
 
-    @contextlib.asynccontextmanager
-    async def slot(self, digest: str, memory_mb: int, *, timeout_s: float) -> AsyncIterator[None]:
-        """Hold a slot and `memory_mb` for the body. Raises `Busy` if no room comes within `timeout_s`
-        or the queue is full, `Refused` (413) if this node could never give `memory_mb`."""
+    def slot(self, digest: str, memory_mb: int, *, timeout_s: float) -> _Slot:
+        """Hold a slot and `memory_mb` for the body of `async with`. Raises `Busy` if no room comes
+        within `timeout_s` or the queue is full, `Refused` (413) if this node could never give
+        `memory_mb`. (A class, not a generator context manager: this runs once per invocation.)"""
+        return _Slot(self, digest, memory_mb, timeout_s)
+
+    async def _enter(self, digest: str, memory_mb: int, *, timeout_s: float) -> None:
         await self._acquire(digest, memory_mb, timeout_s=timeout_s)
         self._running[digest] = self._running.get(digest, 0) + 1
-        try:
-            yield
-        finally:
-            self._running[digest] -= 1
-            if not self._running[digest]:
-                del self._running[digest]
-            self.capacity.give_back(memory_mb)
-            self._pump()
+
+    def _exit(self, digest: str, memory_mb: int) -> None:
+        self._running[digest] -= 1
+        if not self._running[digest]:
+            del self._running[digest]
+        self.capacity.give_back(memory_mb)
+        self._pump()
 
     async def _acquire(self, digest: str, memory_mb: int, *, timeout_s: float) -> None:
         if not self.capacity.fits(memory_mb):
@@ -195,3 +197,21 @@ class Admission:
             f"{self.capacity.memory_used_mb}/{self.limits.memory_mb} MB, {len(self._queue)} queued)",
             peer=peer or "",
         )
+
+
+class _Slot:
+    """`async with admission.slot(...)`: a slot held for the body."""
+
+    __slots__ = ("_admission", "_digest", "_memory_mb", "_timeout_s")
+
+    def __init__(self, admission: Admission, digest: str, memory_mb: int, timeout_s: float) -> None:
+        self._admission = admission
+        self._digest = digest
+        self._memory_mb = memory_mb
+        self._timeout_s = timeout_s
+
+    async def __aenter__(self) -> None:
+        await self._admission._enter(self._digest, self._memory_mb, timeout_s=self._timeout_s)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._admission._exit(self._digest, self._memory_mb)
