@@ -2,11 +2,16 @@
 
 Unlike bench_placement.py (the policy cores on an event heap), every node here is the real daemon:
 aiohttp server, Router, signed gossip, admission, receipts; only run time is modelled
-(ModelExecutor). Nodes have 1, 2 or 4 slots; Poisson arrivals at `--load` of total capacity go to
-uniformly random entry nodes; the response time is the client's, in virtual seconds. No oracle can
-run here; compare with the event-heap table. Prints a table; asserts nothing.
+(ModelExecutor). Node sizes are drawn from `--sizes` (default 1, 2, 4, 8 or 16 slots, as in the
+event-heap model); Poisson arrivals at `--load` of total capacity go to uniformly random entry nodes;
+the response time is the client's, in virtual seconds. Prints a table; asserts nothing.
 
-Run: .venv/bin/python bench/bench_placement_real.py [--nodes 100] [--duration 20] [--policy ours ...]
+The baseline in the same run is a join-the-shortest-queue oracle on the same node code: every
+router's view is replaced by one that reads every other router's exact queue in this process (no
+gossip age at all), and the policy sends each invocation to the nearest free slot, else to the least
+expected wait. No node could run it; it bounds what placement can do here.
+
+Run: .venv/bin/python bench/bench_placement_real.py [--nodes 200] [--duration 20] [--policy ours ...]
 """
 
 from __future__ import annotations
@@ -17,18 +22,92 @@ import contextlib
 import random
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from p2pfaas import sim
 from p2pfaas.client import AsyncClient
 from p2pfaas.exec.model_exec import ModelExecutor
 from p2pfaas.identity import KeyPair
+from p2pfaas.messages import InvokeResult
 from p2pfaas.node.daemon import NodeDaemon
+from p2pfaas.node.router import Router, SendForward
+from p2pfaas.placement.policy import LOCAL, Decision, Kind, LocalState, Peers, ProbeAnswer
+from p2pfaas.placement.view import Candidate, LoadView, PeerLoad
+from p2pfaas.placement.wire import ForwardRequest
 from p2pfaas.sim import testbed
 
-SIZES = (1, 2, 4)
 MEAN_RUN_S = 0.5
-CLIENTS = 10
+CONNECTIONS_PER_CLIENT = 100  # aiohttp's default connector limit per client session
+ORACLE = "jsq-oracle"
+
+
+@dataclass
+class ExactView(LoadView):
+    """The oracle's view: every other router's exact load, read directly (same process), counting
+    forwards on their way there (sent, not yet arrived) as load, so that entry nodes deciding in the
+    same instant do not all pick the same free slot."""
+
+    routers: dict[str, tuple[str, Router]] = field(default_factory=dict)  # node id -> (url, router)
+    in_transit: dict[str, set[str]] = field(default_factory=dict)  # url -> invocation ids, shared
+
+    def candidates(self, now: float, digest: str = "") -> list[Candidate]:
+        out = []
+        for node_id, (url, r) in self.routers.items():
+            if node_id == self.self_id or r.draining:
+                continue
+            arriving = sum(1 for i in self.in_transit.get(url, ()) if not r.knows(i))
+            free = r.free_slots() - arriving
+            queued = r.queue_length() + max(0, -free)
+            out.append(Candidate(node_id, url, r.capacity, max(0, free), queued, self.rtt(node_id), 0, 0.0))
+        return out
+
+    def get(self, node_id: str) -> PeerLoad | None:
+        url, r = self.routers[node_id]
+        free, queued = r.free_slots(), r.queue_length()
+        return PeerLoad(node_id, url, 0, r.capacity, free, queued, r.draining, {}, {}, 0.0)
+
+
+def _tracked(send: SendForward, in_transit: dict[str, set[str]]) -> SendForward:
+    async def send_forward(url: str, forward: ForwardRequest) -> InvokeResult:
+        in_transit[url].add(forward.request.invocation_id)
+        try:
+            return await send(url, forward)
+        finally:
+            in_transit[url].discard(forward.request.invocation_id)
+
+    return send_forward
+
+
+@dataclass
+class JoinShortestQueue:
+    """With `ExactView`: run here while a slot is free, else the nearest peer with a free slot, else
+    the least expected wait (queued work per slot), ties to the nearer. Never refused (forced)."""
+
+    name: str = ORACLE
+    pulls_work: ClassVar[bool] = False
+
+    def decide(self, local: LocalState, peers: Peers, rng: random.Random) -> Decision:
+        if local.free > 0:
+            return LOCAL
+        near = sorted(peers(), key=lambda c: c.rtt_s)
+        free = [c for c in near if c.est_free >= 1]
+        if free:
+            return Decision(Kind.FORWARD, (free[0].node_id,))
+        if not near:
+            return LOCAL
+        best = min(near, key=lambda c: ((c.est_queue + 1) / c.capacity, c.rtt_s))
+        if (local.load + 1 - local.capacity) / local.capacity <= (best.est_queue + 1) / best.capacity:
+            return LOCAL
+        return Decision(Kind.FORWARD, (best.node_id,))
+
+    def acceptable(self, answer: ProbeAnswer) -> bool:
+        return False
+
+    def after_probe(self, local: LocalState, answers: Sequence[ProbeAnswer], rng: random.Random) -> Decision:
+        return LOCAL
 
 
 def _function(root: Path) -> Path:
@@ -51,6 +130,7 @@ async def _scenario(
     load: float,
     policy: str,
     seed: int,
+    sizes: tuple[int, ...],
 ) -> dict[str, float]:
     loop = asyncio.get_running_loop()
     rng = random.Random(seed)
@@ -59,7 +139,7 @@ async def _scenario(
         daemons: list[NodeDaemon] = []
         slots_total = 0
         for i in range(nodes):
-            slots = rng.choice(SIZES)
+            slots = rng.choice(sizes)
             slots_total += slots
             executor = ModelExecutor(rng=random.Random(f"{seed}/{i}"), slots=slots, mean_run_s=MEAN_RUN_S)
             node = await testbed.add_node(
@@ -72,15 +152,27 @@ async def _scenario(
                 executor=executor,
                 slots=slots,
                 queue_size=1000,
-                placement=policy,
+                placement="ours" if policy == ORACLE else policy,
                 announce_interval_s=3600.0,
             )
             daemons.append(node)
+        if policy == ORACLE:
+            everyone = {n.keys.key_id: (n.url, n.placement.router) for n in daemons}
+            in_transit: dict[str, set[str]] = {n.url: set() for n in daemons}
+            for n in daemons:
+                exact = ExactView(self_id=n.keys.key_id, routers=everyone, in_transit=in_transit)
+                exact._rtt_s = n.placement.view._rtt_s  # the RTTs gossip measures
+                n.placement.router.view = exact
+                n.placement.router.policy = JoinShortestQueue()
+                n.placement.router.send_forward = _tracked(n.placement.router.send_forward, in_transit)
         # Several lessees on their own hosts: one aiohttp session allows only 100 connections at once,
         # which would queue requests in the client rather than in the network being measured.
         lessee = KeyPair.from_seed(b"bench lessee")
         clients: list[tuple[str, AsyncClient]] = []
-        for c in range(CLIENTS):
+        rate = load * slots_total / MEAN_RUN_S
+        # Room for 4x the invocations in the system (rate x mean run time) and at least 10 hosts.
+        client_count = max(10, int(4 * rate * MEAN_RUN_S / CONNECTIONS_PER_CLIENT) + 1)
+        for c in range(client_count):
             client_ip = net.add_host(f"10.2.0.{c + 1}")
             with net.on_host(client_ip):
                 client = await stack.enter_async_context(
@@ -96,7 +188,6 @@ async def _scenario(
             with net.on_host(node.config.host):
                 await node.placement.refresh_neighbours()
         await asyncio.sleep(10.0)  # gossip settles; every node's view fills
-        rate = load * slots_total / MEAN_RUN_S
         times: list[float] = []
         warmup_until = loop.time() + duration_s / 4
 
@@ -112,7 +203,7 @@ async def _scenario(
         end = loop.time() + duration_s
         i = 0
         while loop.time() < end:
-            client_ip, client = clients[i % CLIENTS]
+            client_ip, client = clients[i % client_count]
             with net.on_host(client_ip):
                 tasks.append(asyncio.ensure_future(one(i, client)))
             i += 1
@@ -128,6 +219,9 @@ async def _scenario(
             "forwards": sum(r.forwarded + r.refused_forwards for r in routers) / i,
             "refused": sum(r.refused_forwards for r in routers) / i,
             "probes": sum(r.probes for r in routers) / i,
+            "pushes": sum(n.placement.room_pushes for n in daemons) / i,
+            "pulled": sum(r.pulled for r in routers) / i,
+            "pull_refused": sum(r.pull_refused for r in routers) / i,
             "slots": float(slots_total),
             "wall": wall,
         }
@@ -139,27 +233,39 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="virtual seconds of arrivals")
     parser.add_argument("--load", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--policy", action="append", help="default: ours, power-of-2, random")
+    parser.add_argument("--sizes", default="1,2,4,8,16", help="slots per node, drawn uniformly")
+    parser.add_argument(
+        "--policy", action="append",
+        help=f"default: {ORACLE}, ours, power-of-2, threshold-probe, nearest, random",
+    )  # fmt: skip
     args = parser.parse_args()
+    sizes = tuple(int(x) for x in args.sizes.split(","))
     print(
-        f"{args.nodes} real nodes of {SIZES} slots on the in-memory network, load {args.load:.0%}, "
+        f"{args.nodes} real nodes of {sizes} slots on the in-memory network, load {args.load:.0%}, "
         f"{args.duration:g} virtual s of arrivals (first quarter not measured), seed {args.seed}\n"
     )
-    print("| policy | invocations | p50 (ms) | p99 (ms) | probes/inv | forwards/inv | refused/inv | wall s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for policy in args.policy or ["ours", "power-of-2", "random"]:
+    print(
+        "| policy | invocations | p50 (ms) | p99 (ms) | p99 / oracle | probes/inv | room pushes/inv "
+        "| forwards/inv | refused/inv | pulled/inv | wall s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    oracle_p99 = float("nan")
+    for policy in args.policy or [ORACLE, "ours", "power-of-2", "threshold-probe", "nearest", "random"]:
         with tempfile.TemporaryDirectory(prefix="p2pbp-") as tmp:
 
             async def run(net: sim.InMemoryNetwork, policy: str = policy, tmp: str = tmp) -> dict[str, float]:
                 return await _scenario(
                     net, Path(tmp), nodes=args.nodes, duration_s=args.duration, load=args.load,
-                    policy=policy, seed=args.seed,
+                    policy=policy, seed=args.seed, sizes=sizes,
                 )  # fmt: skip
 
             r = sim.run(run, seed=args.seed)
+        if policy == ORACLE:
+            oracle_p99 = r["p99"]
         print(
             f"| {policy} | {r['invocations']:.0f} | {r['p50'] * 1000:.0f} | {r['p99'] * 1000:.0f} "
-            f"| {r['probes']:.2f} | {r['forwards']:.2f} | {r['refused']:.2f} | {r['wall']:.0f} |",
+            f"| {r['p99'] / oracle_p99:.2f}x | {r['probes']:.2f} | {r['pushes']:.2f} | {r['forwards']:.2f} "
+            f"| {r['refused']:.2f} | {r['pulled']:.2f} | {r['wall']:.0f} |",
             flush=True,
         )
 

@@ -66,6 +66,9 @@ class Gossiper:
     period_s: float = 2.0
     fanout: int = 2
     relay: int = 8
+    # Called with (node id, report) for each verified report a peer sends about itself (not relayed
+    # ones): the router hands queued work to a peer that reports free slots (work pulling).
+    on_sender: Callable[[str, LoadReport], None] | None = None
     exchanges: int = 0
     failures: int = 0
     _seq: int = 0
@@ -116,6 +119,8 @@ class Gossiper:
         sender_id = self._take(msg.sender, now)
         if sender_id is None:
             raise SignatureError("gossip sender's report does not verify")
+        if self.on_sender is not None and sender_id != self.keys.key_id:
+            self.on_sender(sender_id, msg.sender)
         for report, age_ms in zip(msg.relayed, msg.relayed_age_ms, strict=False):
             age_s = min(max(0, age_ms), int(self.view.max_age_s * 1000)) / 1000
             self._take(report, now - age_s)

@@ -49,7 +49,7 @@ from p2pfaas.node.service import NodeService
 from p2pfaas.placement.policy import Policy, make_policy
 from p2pfaas.placement.scaling import PrewarmPlanner, Release
 from p2pfaas.placement.view import LoadView
-from p2pfaas.placement.wire import DrainRequest, ForwardRequest, GossipExchange, JobSubmit
+from p2pfaas.placement.wire import DrainRequest, ForwardRequest, GossipExchange, JobSubmit, LoadReport
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,11 @@ class NodePlacement:
             rng=rng,
             hop_limit=self.config.hop_limit,
         )
+        self.router.on_room = self._on_room
+        self.gossiper.on_sender = self._on_report
         self.jobs = Jobs(run=self.router.invoke, callback=self._call_back)
+        self.room_pushes = 0  # reports sent at once because a slot freed here (work pulling)
+        self._room_push: asyncio.Task[GossipExchange | None] | None = None
         self.planner = PrewarmPlanner()
         self.prewarms = 0
         self._known_urls: list[str] = []
@@ -198,6 +202,28 @@ class NodePlacement:
             wait = self.config.neighbour_refresh_s if self._known_urls else 1.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), wait)
+
+    # --- work pulling: room is announced when it appears, and taken at once --------------------------
+
+    def _on_room(self) -> None:
+        """A slot freed here and nothing waits: send our report now to the neighbour that reported
+        the longest queue (per slot), so it can hand us work (router.offer) while the room lasts.
+        One such push at a time; its answer refreshes our view of that neighbour."""
+        if self._tasks is None or self._stop.is_set() or not self.router.policy.pulls_work:
+            return
+        if self._room_push is not None and not self._room_push.done():
+            return
+        now = asyncio.get_running_loop().time()
+        loaded = [load for load in self.view.loads(now) if load.queue_length > 0 and not load.draining]
+        if not loaded:
+            return
+        target = max(loaded, key=lambda load: (load.queue_length / max(1, load.capacity), load.received_at))
+        self.room_pushes += 1
+        self._room_push = self._tasks.create_task(self.gossiper.exchange_with(target.url))
+
+    def _on_report(self, node_id: str, report: LoadReport) -> None:
+        if report.free_slots > 0 and not report.draining:
+            self.router.offer(node_id, min(report.free_slots, report.capacity))
 
     # --- local scaling: warm what is hot next door ---------------------------------------------------
 

@@ -11,8 +11,18 @@ Exactly once per node: an invocation id runs at most once here. A second arrival
 progress (a client retrying, or a peer forwarding it back) shares the same future; one that arrives
 after it finished gets the cached, node-signed result (bounded by count and age).
 
-Work that waits for a local slot waits in the router's own FIFO queue, so that draining can hand it
-to neighbours instead of running it; `drain()` also refuses new work and waits for what runs.
+Work that waits for a local slot waits in the router's own FIFO queue, so that it can still leave:
+
+- Work pulling. Gossip says how many slots a peer has free *now* only for an instant: on a node of a
+  few slots a free slot lasts a fraction of a service time, and a report is seconds old by the time
+  another node acts on it. So the node with room says so itself, at the moment it has room: when a
+  slot frees here and nothing waits, `on_room` fires (the placement layer sends this node's fresh
+  report to the neighbour that reported the longest queue); and a node that receives a report with
+  free slots while invocations wait here hands the longest-waiting ones to that peer (`offer`), as
+  conditional forwards. A refused hand-off goes back to the head of the queue. This is the
+  join-idle-queue / work-stealing idea (Lu et al. 2011; Blumofe & Leiserson 1999) on top of gossip.
+- Draining hands every queued invocation to neighbours instead of running it; `drain()` also refuses
+  new work and waits for what runs.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from p2pfaas.messages import InvokeRequest, InvokeResult
 from p2pfaas.node.service import NodeService
 from p2pfaas.placement.policy import Decision, Gossip, Kind, LocalState, Policy, ProbeAnswer
 from p2pfaas.placement.view import LoadView
-from p2pfaas.placement.wire import ForwardRequest
+from p2pfaas.placement.wire import MAX_HOPS, ForwardRequest
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,8 @@ class RouterStats:
     joined: int = 0  # arrivals of an id already in progress here
     cached: int = 0  # arrivals of an id already done here
     handed_off: int = 0  # queued invocations given to neighbours while draining
+    pulled: int = 0  # queued invocations handed to a peer that reported room (accepted there)
+    pull_refused: int = 0  # ... that the peer refused after all (they went back to the queue)
 
 
 @dataclass
@@ -77,10 +89,13 @@ class Router:
     result_ttl_s: float = 600.0
     stats: RouterStats = field(default_factory=RouterStats)
     draining: bool = False
+    # Called when a slot frees here and nothing waits (the placement layer tells a loaded peer).
+    on_room: Callable[[], None] | None = None
     _in_flight: dict[str, asyncio.Future[InvokeResult]] = field(default_factory=dict)
     _done: OrderedDict[str, tuple[InvokeResult, float]] = field(default_factory=OrderedDict)
     _owners: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # id -> (lessee key, digest)
     _queue: deque[_Queued] = field(default_factory=deque)
+    _forwarding: set[str] = field(default_factory=set)  # ids out on a forward from here right now
     _running_local: int = 0
     _tasks: set[asyncio.Task[InvokeResult]] = field(default_factory=set)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -108,6 +123,10 @@ class Router:
     def in_progress(self) -> int:
         return len(self._in_flight)
 
+    def knows(self, invocation_id: str) -> bool:
+        """Whether this invocation id is running, waiting or done here."""
+        return invocation_id in self._in_flight or invocation_id in self._done
+
     # --- entry points ----------------------------------------------------------------------------
 
     async def invoke(self, request: InvokeRequest) -> InvokeResult:
@@ -133,6 +152,10 @@ class Router:
             self.stats.cached += 1
             return _same_invocation(request, done[0])
         running = self._in_flight.get(request.invocation_id)
+        if running is not None and hops > 0 and request.invocation_id in self._forwarding:
+            # We are waiting on a peer for this very invocation, and it (or a node it passed it to,
+            # e.g. by work pulling) sends it back: joining would wait on ourselves.
+            raise Busy("invocation is being placed from this node")
         if running is not None:
             self.stats.joined += 1
             return _same_invocation(request, await asyncio.shield(running))
@@ -172,11 +195,24 @@ class Router:
     # --- placement -------------------------------------------------------------------------------
 
     async def _handle(self, request: InvokeRequest, hops: int) -> InvokeResult:
+        target: str | None = None
         while True:
             try:
-                return await self._place(request, hops)
-            except _HandOff:
-                continue  # it waited in our queue and we are draining now: place it again
+                if target is None:
+                    return await self._place(request, hops)
+                return await self._pull_to(request, hops, target)
+            except _HandOff as handoff:
+                # It waited in our queue and is leaving it: for a peer that reported room, or
+                # (target None) because we are draining: then it is placed again.
+                target = handoff.target
+
+    async def _pull_to(self, request: InvokeRequest, hops: int, target: str) -> InvokeResult:
+        result = await self._forward(request, hops, Decision(Kind.FORWARD, (target,), conditional=True))
+        if result is not None:
+            self.stats.pulled += 1
+            return result
+        self.stats.pull_refused += 1
+        return await self._run_local(request, hops, front=True)  # back to where it waited
 
     async def _place(self, request: InvokeRequest, hops: int) -> InvokeResult:
         if hops > 0 and not self.draining:
@@ -251,6 +287,7 @@ class Router:
                 self.keys,
             )
             self.view.note_sent(target)
+            self._forwarding.add(request.invocation_id)
             try:
                 result = await self.send_forward(url, forward)
             except Refused as exc:
@@ -267,15 +304,17 @@ class Router:
                 self.stats.refused_forwards += 1
                 log.warning("forward of %s to %s went wrong: %s", request.invocation_id, url, exc)
                 continue
+            finally:
+                self._forwarding.discard(request.invocation_id)
             self.stats.forwarded += 1
             return _same_invocation(request, result)
         return None
 
     # --- the local queue -------------------------------------------------------------------------
 
-    async def _run_local(self, request: InvokeRequest, hops: int) -> InvokeResult:
+    async def _run_local(self, request: InvokeRequest, hops: int, *, front: bool = False) -> InvokeResult:
         if self._queue or self._running_local >= self.capacity:
-            await self._wait_for_slot(request, hops)  # returns with a slot reserved for us
+            await self._wait_for_slot(request, hops, front)  # returns with a slot reserved for us
         else:
             self._running_local += 1
         self.stats.local += 1
@@ -284,10 +323,15 @@ class Router:
         finally:
             self._running_local -= 1
             self._pump()
+            if self.on_room is not None and not self._queue and not self.draining:
+                self.on_room()
 
-    async def _wait_for_slot(self, request: InvokeRequest, hops: int) -> None:
+    async def _wait_for_slot(self, request: InvokeRequest, hops: int, front: bool = False) -> None:
         item = _Queued(request, hops, asyncio.get_running_loop().create_future())
-        self._queue.append(item)
+        if front:
+            self._queue.appendleft(item)
+        else:
+            self._queue.append(item)
         try:
             await asyncio.wait_for(asyncio.shield(item.future), request.timeout_s)
         except TimeoutError:
@@ -313,6 +357,22 @@ class Router:
             if not item.future.done():
                 item.future.set_result(None)
                 self._running_local += 1
+
+    def offer(self, node_id: str, free_slots: int) -> int:
+        """Peer `node_id` has just reported `free_slots` free slots: hand it up to that many of the
+        invocations that have waited longest here. Returns how many left the queue."""
+        handed = 0
+        if self.draining or not self.policy.pulls_work or self.view.get(node_id) is None:
+            return 0
+        for item in list(self._queue):
+            if handed >= free_slots:
+                break
+            if item.future.done() or item.hops + 1 > MAX_HOPS:
+                continue
+            self._leave_queue(item)
+            item.future.set_exception(_HandOff(node_id))
+            handed += 1
+        return handed
 
     # --- draining --------------------------------------------------------------------------------
 
@@ -345,7 +405,12 @@ class Router:
 
 
 class _HandOff(Exception):
-    """A queued invocation leaves the local queue for a neighbour (draining)."""
+    """A queued invocation leaves the local queue: for `target`, a peer that reported room, or (None)
+    for whichever neighbour placement picks, because this node is draining."""
+
+    def __init__(self, target: str | None = None) -> None:
+        super().__init__(target)
+        self.target = target
 
 
 def _granted(future: asyncio.Future[None]) -> bool:

@@ -18,6 +18,10 @@ random peers one after another and forward to the first one below the threshold)
 (ours): power of d choices drawn from the gossiped view, weighted by estimated free slots and scored
 by predicted RTT and warm instances, sent as conditional forwards so a stale view costs a refusal
 rather than a queue.
+
+`pulls_work` says whether a node running the policy also takes part in work pulling (the router's
+`offer`/`on_room`: a node with a free slot announces it, a node with a queue hands work to it). Only
+ours does; the others are the published schemes as they are.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import enum
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from p2pfaas.errors import ConfigError
 from p2pfaas.placement.view import Candidate
@@ -91,6 +95,7 @@ Peers = Callable[[], Sequence[Candidate]]
 
 class Policy(Protocol):
     name: str
+    pulls_work: ClassVar[bool]
 
     def decide(self, local: LocalState, peers: Peers, rng: random.Random) -> Decision: ...
 
@@ -110,6 +115,8 @@ def _wait_s(load: float, capacity: int, mean_service_s: float) -> float:
 
 class _NoProbe:
     """Shared by policies that never probe."""
+
+    pulls_work: ClassVar[bool] = False
 
     def acceptable(self, answer: ProbeAnswer) -> bool:
         return False
@@ -169,6 +176,7 @@ class PowerOfD:
 
     d: int = 2
     name: str = "power-of-2"
+    pulls_work: ClassVar[bool] = False
 
     def decide(self, local: LocalState, peers: Peers, rng: random.Random) -> Decision:
         if local.free > 0 and not local.draining:
@@ -205,6 +213,7 @@ class ThresholdProbe:
     threshold: float = 1.0  # load per slot
     probes: int = 2
     name: str = "threshold-probe"
+    pulls_work: ClassVar[bool] = False
 
     def decide(self, local: LocalState, peers: Peers, rng: random.Random) -> Decision:
         if local.capacity > 0 and local.load < self.threshold * local.capacity and not local.draining:
@@ -244,13 +253,15 @@ class Gossip(_NoProbe):
     cold_start_s: float = 0.25
     margin_s: float = 0.05
     tries: int = 2
+    fresh_s: float = float("inf")
     name: str = "ours (gossip)"
+    pulls_work: ClassVar[bool] = True
 
     def decide(self, local: LocalState, peers: Peers, rng: random.Random) -> Decision:
         if local.free > 0 and not local.draining:
             return LOCAL
         near = peers()
-        roomy = [c for c in near if c.est_free >= 1.0]
+        roomy = [c for c in near if c.est_free >= 1.0 and c.age_s <= self.fresh_s]
         if roomy:
             picks = _weighted_sample(roomy, [c.est_free for c in roomy], self.d, rng)
             picks.sort(key=self._score)
