@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
 from p2pfaas import sim
+from p2pfaas.client.async_client import InvokeOutcome
 from p2pfaas.placement.policy import Gossip, LocalOnly
 from tests.placement.harness import PlacementNet, placement_net
 
@@ -19,11 +21,11 @@ async def _until(condition: Callable[[], bool]) -> None:
     raise AssertionError("condition not reached")
 
 
-async def _queue_at(pn: PlacementNet, index: int, count: int) -> list[asyncio.Future[object]]:
+async def _queue_at(pn: PlacementNet, index: int, count: int) -> list[asyncio.Future[InvokeOutcome]]:
     """`count` invocations sent to node `index`, which keeps them all (local-only) for now."""
     node = pn.nodes[index]
     node.placement.router.policy = LocalOnly()
-    calls: list[asyncio.Future[object]] = [
+    calls: list[asyncio.Future[InvokeOutcome]] = [
         asyncio.ensure_future(pn.client.invoke("echo", {"i": i}, node_url=node.url)) for i in range(count)
     ]
     await _until(lambda: node.placement.router.queue_length() >= count - 1)  # one runs, the rest wait
@@ -39,7 +41,7 @@ def test_a_peer_reporting_room_gets_the_invocation_that_waited_longest(tmp_path:
             waiting = [q.request.invocation_id for q in a.placement.router._queue]
             assert a.placement.router.offer(b.keys.key_id, 1) == 1
             outcomes = await asyncio.gather(*calls)
-            assert sorted(o.value["echo"]["i"] for o in outcomes) == [0, 1, 2]  # type: ignore[index]
+            assert sorted(o.value["echo"]["i"] for o in outcomes) == [0, 1, 2]
             pulled = [o for o in outcomes if o.node_id == b.keys.key_id]
             assert [o.invocation_id for o in pulled] == waiting[:1]  # the head of A's queue
             assert a.placement.router.stats.pulled == 1 and pn.executions() == 3
@@ -86,5 +88,5 @@ def test_nodes_with_room_pull_work_and_policies_that_do_not_pull_never_hand_off(
 
     for policy in ("power-of-2", "ours"):
         (tmp_path / policy).mkdir()
-        sim.run(lambda net, policy=policy: burst(net, policy), seed=13)
+        sim.run(functools.partial(burst, policy=policy), seed=13)
     assert pulled["ours"] > 0 and pulled["power-of-2"] == 0
