@@ -2,8 +2,10 @@
 
 **throughput**: one node runs as its own process (`p2pfaas node run --executor docker`, uvloop), a
 no-op function (`def handle(e): return e`) deployed and warm. Load processes (each its own uvloop
-loop) keep C requests in flight on keep-alive connections for a fixed time, each request a
-distinct pre-signed `InvokeRequest` (signing is the lessee's cost, done before the clock starts);
+loop) keep C requests in flight on keep-alive connections for a fixed time (a lean HTTP/1.1
+client by default, as they share the cores with the node; `--client aiohttp` for aiohttp's), each
+request a distinct pre-signed `InvokeRequest` (signing is the lessee's cost, done before the clock
+starts);
 every answer is decoded and checked (`ok`, the echoed payload), and one in 50 has its signature
 verified. Baseline in the same run: the same load against an aiohttp echo server process (the
 HTTP ceiling of this machine with this client) and the node process's CPU per invocation.
@@ -17,6 +19,7 @@ Also shown: create+start until the shim answers (Docker plus the Python runtime'
 A benchmark, not a test: it asserts no figure. Wall time is `time.perf_counter`.
 
     .venv/bin/python -m bench.bench_exec throughput [--seconds 5] [--clients 1,8,32,64] [--procs 2]
+        [--client lean|aiohttp]
     .venv/bin/python -m bench.bench_exec coldstart [--n 15]
 """
 
