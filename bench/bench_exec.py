@@ -5,10 +5,10 @@ no-op function (`def handle(e): return e`) deployed and warm. Load processes (ea
 loop) keep C requests in flight on keep-alive connections for a fixed time (a lean HTTP/1.1
 client by default, as they share the cores with the node; `--client aiohttp` for aiohttp's), each
 request a distinct pre-signed `InvokeRequest` (signing is the lessee's cost, done before the clock
-starts);
-every answer is decoded and checked (`ok`, the echoed payload), and one in 50 has its signature
-verified. Baseline in the same run: the same load against an aiohttp echo server process (the
-HTTP ceiling of this machine with this client) and the node process's CPU per invocation.
+starts); every answer is decoded and checked (HTTP 200, `ok`, the echoed payload), and one in 50
+has its signature verified. Baseline in the same run: the same load against an aiohttp echo server
+process (the HTTP ceiling of this machine with this client) and the node process's CPU per
+invocation.
 
 **coldstart**: the first invocation of a new function, (a) on the Docker executor directly and
 (b) through a node (POST /v1/invoke; includes fetching the bundle from the anchor and verifying
