@@ -11,14 +11,16 @@ router's view is replaced by one that reads every other router's exact queue in 
 gossip age at all), and the policy sends each invocation to the nearest free slot, else to the least
 expected wait. No node could run it; it bounds what placement can do here.
 
-Run: .venv/bin/python bench/bench_placement_real.py [--nodes 200] [--duration 20] [--policy ours ...]
+Run: .venv/bin/python bench/bench_placement_real.py [--nodes 200] [--duration 10] [--jobs 2] [--policy P ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
+import multiprocessing
 import random
 import tempfile
 import time
@@ -153,7 +155,6 @@ async def _scenario(
                 slots=slots,
                 queue_size=1000,
                 placement="ours" if policy == ORACLE else policy,
-                announce_interval_s=3600.0,
             )
             daemons.append(node)
         if policy == ORACLE:
@@ -227,21 +228,36 @@ async def _scenario(
         }
 
 
+def _one(policy: str, args: argparse.Namespace) -> dict[str, float]:
+    """One policy's run, in its own process when --jobs > 1 (each run is its own simulation)."""
+    sizes = tuple(int(x) for x in args.sizes.split(","))
+    with tempfile.TemporaryDirectory(prefix="p2pbp-") as tmp:
+
+        async def run(net: sim.InMemoryNetwork) -> dict[str, float]:
+            return await _scenario(
+                net, Path(tmp), nodes=args.nodes, duration_s=args.duration, load=args.load,
+                policy=policy, seed=args.seed, sizes=sizes,
+            )  # fmt: skip
+
+        return sim.run(run, seed=args.seed)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--nodes", type=int, default=100)
-    parser.add_argument("--duration", type=float, default=20.0, help="virtual seconds of arrivals")
+    parser.add_argument("--nodes", type=int, default=200)
+    parser.add_argument("--duration", type=float, default=10.0, help="virtual seconds of arrivals")
     parser.add_argument("--load", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--sizes", default="1,2,4,8,16", help="slots per node, drawn uniformly")
+    parser.add_argument("--jobs", type=int, default=1, help="policies run in parallel processes")
     parser.add_argument(
         "--policy", action="append",
         help=f"default: {ORACLE}, ours, power-of-2, threshold-probe, nearest, random",
     )  # fmt: skip
     args = parser.parse_args()
-    sizes = tuple(int(x) for x in args.sizes.split(","))
+    policies = args.policy or [ORACLE, "ours", "power-of-2", "threshold-probe", "nearest", "random"]
     print(
-        f"{args.nodes} real nodes of {sizes} slots on the in-memory network, load {args.load:.0%}, "
+        f"{args.nodes} real nodes of {args.sizes} slots on the in-memory network, load {args.load:.0%}, "
         f"{args.duration:g} virtual s of arrivals (first quarter not measured), seed {args.seed}\n"
     )
     print(
@@ -249,25 +265,20 @@ def main() -> None:
         "| forwards/inv | refused/inv | pulled/inv | wall s |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    oracle_p99 = float("nan")
-    for policy in args.policy or [ORACLE, "ours", "power-of-2", "threshold-probe", "nearest", "random"]:
-        with tempfile.TemporaryDirectory(prefix="p2pbp-") as tmp:
-
-            async def run(net: sim.InMemoryNetwork, policy: str = policy, tmp: str = tmp) -> dict[str, float]:
-                return await _scenario(
-                    net, Path(tmp), nodes=args.nodes, duration_s=args.duration, load=args.load,
-                    policy=policy, seed=args.seed, sizes=sizes,
-                )  # fmt: skip
-
-            r = sim.run(run, seed=args.seed)
-        if policy == ORACLE:
-            oracle_p99 = r["p99"]
-        print(
-            f"| {policy} | {r['invocations']:.0f} | {r['p50'] * 1000:.0f} | {r['p99'] * 1000:.0f} "
-            f"| {r['p99'] / oracle_p99:.2f}x | {r['probes']:.2f} | {r['pushes']:.2f} | {r['forwards']:.2f} "
-            f"| {r['refused']:.2f} | {r['pulled']:.2f} | {r['wall']:.0f} |",
-            flush=True,
-        )
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
+        futures = [pool.submit(_one, policy, args) for policy in policies]
+        oracle_p99 = float("nan")
+        for policy, future in zip(policies, futures, strict=True):  # printed in order, as they finish
+            r = future.result()
+            if policy == ORACLE:
+                oracle_p99 = r["p99"]
+            print(
+                f"| {policy} | {r['invocations']:.0f} | {r['p50'] * 1000:.0f} | {r['p99'] * 1000:.0f} "
+                f"| {r['p99'] / oracle_p99:.2f}x | {r['probes']:.2f} | {r['pushes']:.2f} "
+                f"| {r['forwards']:.2f} | {r['refused']:.2f} | {r['pulled']:.2f} | {r['wall']:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

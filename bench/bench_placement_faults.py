@@ -1,0 +1,241 @@
+"""Faults with the real node code (issue #6): kill 30% of the nodes mid-run and drain another 10%.
+
+A paying network on the simulator (`p2pfaas.sim`): the real anchor (SQLite ledger), real node daemons
+(router, signed gossip, work pulling, vouchers, signed receipts sent to the anchor in batches) and
+real clients with wallets; only run time is modelled (ModelExecutor). Node sizes and arrivals as in
+`bench_placement_real.py`, at `--load` (default 50%: the survivors' capacity must carry it) of the
+starting capacity. Halfway through the arrivals, 30% of the nodes crash at once (their hosts vanish:
+what they ran and had not yet sent to the anchor is lost, as on a real crash) and another 10% start
+draining (as on SIGTERM) and vanish once drained.
+
+Counted afterwards: invocations the clients started (accepted) and completed; executions (the models'
+count: a crash makes some invocations run twice, once on the crashed node or the node it had
+forwarded to, once where the client's retry under the same id landed); the anchor's settlements: how
+many receipts it paid, for how many distinct ids (at most one per id is the ledger's rule: a second
+receipt for an id is refused), whether every answer a live node gave was paid (to it, or to the
+other node that ran it too and whose receipt came first), and the ledger's own audit (books
+balance). Prints a table; asserts nothing.
+
+Run: .venv/bin/python -m bench.bench_placement_faults [--nodes 200] [--duration 10] [--policy P ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bench.bench_placement_real import CONNECTIONS_PER_CLIENT, MEAN_RUN_S, _function
+from p2pfaas import sim
+from p2pfaas.anchor.app import AnchorSettings
+from p2pfaas.anchor.passwords import PasswordHasher
+from p2pfaas.client import AsyncClient
+from p2pfaas.client.account import AccountClient
+from p2pfaas.client.wallet import Wallet
+from p2pfaas.db import open_database
+from p2pfaas.db.schema import settlements
+from p2pfaas.errors import P2PFaaSError
+from p2pfaas.exec.model_exec import ModelExecutor
+from p2pfaas.identity import KeyPair
+from p2pfaas.ledger.audit import audit
+from p2pfaas.ledger.store import LedgerStore
+from p2pfaas.node.daemon import NodeDaemon
+from p2pfaas.sim import testbed
+
+CRASH_SHARE = 0.3
+DRAIN_SHARE = 0.1
+
+
+async def _scenario(
+    net: sim.InMemoryNetwork,
+    root: Path,
+    *,
+    nodes: int,
+    duration_s: float,
+    load: float,
+    policy: str,
+    seed: int,
+    sizes: tuple[int, ...],
+) -> dict[str, float]:
+    loop = asyncio.get_running_loop()
+    rng = random.Random(seed)
+    settings = AnchorSettings(hasher=PasswordHasher(log2_n=10))
+    async with contextlib.AsyncExitStack() as stack:
+        anchor = await testbed.add_anchor(net, stack, root, settings=settings)
+        daemons: list[NodeDaemon] = []
+        executors: list[ModelExecutor] = []
+        slots_total = 0
+        for i in range(nodes):
+            slots = rng.choice(sizes)
+            slots_total += slots
+            executor = ModelExecutor(rng=random.Random(f"{seed}/{i}"), slots=slots, mean_run_s=MEAN_RUN_S)
+            node = await testbed.add_node(
+                net, stack, anchor.url, root, i, seed=seed, executor=executor, slots=slots,
+                queue_size=1000, placement=policy, price_per_cpu_s_micro=100_000,
+            )  # fmt: skip
+            with net.on_host(node.config.host):
+                await node.payments.ready()
+            daemons.append(node)
+            executors.append(executor)
+        lessee = KeyPair.from_seed(b"bench lessee")
+        account_ip = net.add_host("10.2.1.1")
+        with net.on_host(account_ip):
+            account = await stack.enter_async_context(AccountClient(anchor.url))
+            await account.signup("lessee", "a long enough password", role="lessee")
+            await account.claim_key(lessee, kind="lessee")
+            account_id = (await account.balances()).accounts[0].account_id
+        async with open_database(f"sqlite+aiosqlite:///{root / 'anchor.db'}") as db:  # operator's grant
+            await LedgerStore(db).grant(ref="bench", account_id=account_id, amount_micro=10**13, now=0.0)
+        rate = load * slots_total / MEAN_RUN_S
+        client_count = max(10, int(4 * rate * MEAN_RUN_S / CONNECTIONS_PER_CLIENT) + 1)
+        clients: list[tuple[str, AsyncClient]] = []
+        for c in range(client_count):
+            client_ip = net.add_host(f"10.2.0.{c + 1}")
+            with net.on_host(client_ip):
+                wallet_rng = random.Random(f"{seed}/wallet/{c}")
+                wallet = Wallet(lessee, account.voucher, budget_micro=10**9, rng=wallet_rng)
+                client = await stack.enter_async_context(
+                    AsyncClient(anchor.url, lessee, rng=random.Random(f"{seed}/client/{c}"), wallet=wallet)
+                )
+                if c == 0:
+                    await client.deploy(_function(root))
+                clients.append((client_ip, client))
+        for node in daemons:
+            with net.on_host(node.config.host):
+                await node.announce()
+        for node in daemons:
+            with net.on_host(node.config.host):
+                await node.placement.refresh_neighbours()
+        await asyncio.sleep(10.0)  # gossip settles; every node's view fills
+
+        victims = rng.sample(range(nodes), int((CRASH_SHARE + DRAIN_SHARE) * nodes))
+        crashed = set(victims[: int(CRASH_SHARE * nodes)])
+        draining = set(victims[int(CRASH_SHARE * nodes) :])
+        answered: dict[str, str] = {}  # invocation id -> node id that answered
+        lost: list[str] = []
+
+        async def one(i: int, client: AsyncClient) -> None:
+            try:
+                outcome = await client.invoke("echo", i)
+            except P2PFaaSError as exc:
+                lost.append(f"{i}: {exc}")
+                return
+            assert outcome.value == {"echo": i}
+            answered[outcome.invocation_id] = outcome.node_id
+
+        async def drain_and_leave(node: NodeDaemon) -> None:
+            with net.on_host(node.config.host):
+                node.placement.request_drain()
+                await node.stopped()  # drained: the daemon would exit now
+                await node.payments.sender.flush()
+                await node.payments.sender.drained()
+            net.crash(node.config.host)
+
+        wall = time.perf_counter()
+        tasks: list[asyncio.Future[None]] = []
+        leaving: list[asyncio.Future[None]] = []
+        end = loop.time() + duration_s
+        fault_at = loop.time() + duration_s / 2
+        i = 0
+        while loop.time() < end:
+            if not leaving and loop.time() >= fault_at:
+                for n in crashed:
+                    net.crash(daemons[n].config.host)
+                leaving = [asyncio.ensure_future(drain_and_leave(daemons[n])) for n in draining]
+            client_ip, client = clients[i % client_count]
+            with net.on_host(client_ip):
+                tasks.append(asyncio.ensure_future(one(i, client)))
+            i += 1
+            await asyncio.sleep(rng.expovariate(rate))
+        await asyncio.gather(*tasks)
+        await asyncio.gather(*leaving)
+        for n, node in enumerate(daemons):  # the survivors' receipts reach the anchor
+            if n not in crashed and n not in draining:
+                with net.on_host(node.config.host):
+                    await node.payments.sender.flush()
+                    await node.payments.sender.drained()
+        wall = time.perf_counter() - wall
+        crashed_ids = {daemons[n].node_id for n in crashed}
+
+    async with open_database(f"sqlite+aiosqlite:///{root / 'anchor.db'}") as db:
+        problems = await audit(db)
+
+        async def read(connection: AsyncConnection) -> dict[str, str]:
+            rows = await connection.execute(sa.select(settlements.c.invocation_id, settlements.c.node_id))
+            return {str(inv): str(node) for inv, node in rows}
+
+        settled_rows = await db.run(
+            lambda c: c.scalar(sa.select(sa.func.count()).select_from(settlements)), what="count", write=False
+        )
+        paid = await db.run(read, what="read", write=False)
+    live_answers = {inv: by for inv, by in answered.items() if by not in crashed_ids}
+    for reason in lost[:5]:
+        print(f"lost: {reason}", file=sys.stderr)
+    for inv in [inv for inv in live_answers if inv not in paid][:5]:
+        print(f"unpaid: {inv} answered by {live_answers[inv][:12]}", file=sys.stderr)
+    return {
+        "accepted": float(i),
+        "completed": float(len(answered)),
+        "lost": float(len(lost)),
+        "executions": float(sum(e.invocations for e in executors)),
+        "settled": float(settled_rows or 0),
+        "settled_ids": float(len(paid)),
+        "unpaid_live": float(sum(1 for inv in live_answers if inv not in paid)),
+        "paid_other": float(sum(1 for inv, by in live_answers.items() if paid.get(inv, by) != by)),
+        "audit": float(len(problems)),
+        "drained": float(sum(1 for n in draining if daemons[n].placement.router.draining)),
+        "wall": wall,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--nodes", type=int, default=200)
+    parser.add_argument("--duration", type=float, default=10.0, help="virtual seconds of arrivals")
+    parser.add_argument("--load", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--sizes", default="1,2,4,8,16", help="slots per node, drawn uniformly")
+    parser.add_argument("--policy", action="append", help="default: ours")
+    args = parser.parse_args()
+    sizes = tuple(int(x) for x in args.sizes.split(","))
+    # Survivors retrying the anchor or gossip with crashed hosts would log thousands of warnings.
+    logging.getLogger("p2pfaas").setLevel(logging.ERROR)
+    print(
+        f"{args.nodes} real nodes of {args.sizes} slots, paying, load {args.load:.0%}, "
+        f"{args.duration:g} virtual s of arrivals; at half time {CRASH_SHARE:.0%} crash and "
+        f"{DRAIN_SHARE:.0%} drain; seed {args.seed}\n"
+    )
+    print(
+        "| policy | accepted | completed | lost | executions | receipts paid | distinct ids paid "
+        "| live answers unpaid | paid to the other runner | audit problems | drained & left | wall s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for policy in args.policy or ["ours"]:
+        with tempfile.TemporaryDirectory(prefix="p2pbf-") as tmp:
+
+            async def run(net: sim.InMemoryNetwork, policy: str = policy, tmp: str = tmp) -> dict[str, float]:
+                return await _scenario(
+                    net, Path(tmp), nodes=args.nodes, duration_s=args.duration, load=args.load,
+                    policy=policy, seed=args.seed, sizes=sizes,
+                )  # fmt: skip
+
+            r = sim.run(run, seed=args.seed)
+        print(
+            f"| {policy} | {r['accepted']:.0f} | {r['completed']:.0f} | {r['lost']:.0f} "
+            f"| {r['executions']:.0f} | {r['settled']:.0f} | {r['settled_ids']:.0f} | {r['unpaid_live']:.0f} "
+            f"| {r['audit']:.0f} | {r['drained']:.0f}/{int(DRAIN_SHARE * args.nodes)} | {r['wall']:.0f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
