@@ -221,7 +221,7 @@ class Router:
         for _round in range(self.max_rounds):
             if hops >= self.hop_limit:
                 break
-            local = self._local_state(request.digest)
+            local = self._local_state()
             decision = self.policy.decide(
                 local, lambda: self.view.candidates(loop.time(), request.digest), self.rng
             )
@@ -237,14 +237,13 @@ class Router:
         # rather than being lost.
         return await self._run_local(request, hops)
 
-    def _local_state(self, digest: str) -> LocalState:
+    def _local_state(self) -> LocalState:
         busy = self.capacity - self.free_slots() if not self._queue else self.capacity
         return LocalState(
             capacity=self.capacity,
             busy=max(0, busy),
             queued=self.queue_length(),
             draining=self.draining,
-            warm=_warm(self.service, digest),
         )
 
     async def _probe(self, request: InvokeRequest, local: LocalState, decision: Decision) -> Decision:
@@ -423,12 +422,3 @@ def _same_invocation(request: InvokeRequest, result: InvokeResult) -> InvokeResu
         raise SignatureError("a peer answered a different invocation")
     return result
 
-
-def _warm(service: NodeService, digest: str) -> int:
-    warm_digests = getattr(service.executor, "warm_digests", None)
-    if warm_digests is None:
-        return 0
-    try:
-        return int(warm_digests().get(digest, 0))
-    except (TypeError, AttributeError):
-        return 0

@@ -284,13 +284,12 @@ class Simulation:
         else:  # hop limit 1: a forwarded invocation that was accepted runs (or queues) here
             self._enqueue(node, job)
 
-    def _local_state(self, node: _Node, job: _Job) -> LocalState:
+    def _local_state(self, node: _Node) -> LocalState:
         return LocalState(
             capacity=node.capacity,
             busy=node.busy,
             queued=len(node.queue),
             draining=node.draining,
-            warm=1 if node.warm_until.get(job.fn, -1.0) > self.now else 0,
         )
 
     def _place(self, node: _Node, job: _Job, rounds: int) -> None:
@@ -301,7 +300,7 @@ class Simulation:
             self._apply(node, job, self._oracle(node), rounds)
             return
         decision = self.policy.decide(
-            self._local_state(node, job), lambda: node.view.candidates(self.now, job.fn), self.policy_rng
+            self._local_state(node), lambda: node.view.candidates(self.now, job.fn), self.policy_rng
         )
         self._apply(node, job, decision, rounds)
 
@@ -339,7 +338,7 @@ class Simulation:
             return
         answers = [a for a in (self._answer(node, t) for t in targets) if a is not None]
         assert not isinstance(self.policy, JSQOracle)
-        decision = self.policy.after_probe(self._local_state(node, job), answers, self.policy_rng)
+        decision = self.policy.after_probe(self._local_state(node), answers, self.policy_rng)
         self._apply(node, job, decision, rounds + 1)
 
     def _probe_step(
@@ -381,7 +380,7 @@ class Simulation:
         node = self.nodes[idx]
         assert not isinstance(self.policy, JSQOracle)
         live = [a for a in answers if a.capacity > 0]
-        decision = self.policy.after_probe(self._local_state(node, job), live, self.policy_rng)
+        decision = self.policy.after_probe(self._local_state(node), live, self.policy_rng)
         self._apply(node, job, decision, rounds + 1)
 
     def _fallback(self, node: _Node, job: _Job) -> None:

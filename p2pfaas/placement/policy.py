@@ -64,7 +64,6 @@ class LocalState:
     busy: int
     queued: int
     draining: bool = False
-    warm: int = 0  # warm instances of the function being placed
 
     @property
     def load(self) -> int:
