@@ -12,9 +12,9 @@ Counted afterwards: invocations the clients started (accepted) and completed; ex
 count: a crash makes some invocations run twice, once on the crashed node or the node it had
 forwarded to, once where the client's retry under the same id landed); the anchor's settlements: how
 many receipts it paid, for how many distinct ids (at most one per id is the ledger's rule: a second
-receipt for an id is refused), whether every answer a live node gave was paid (to it, or to the
-other node that ran it too and whose receipt came first), and the ledger's own audit (books
-balance). Prints a table; asserts nothing.
+receipt for an id is refused), whether every answer a live node gave with a price was paid (to it,
+or to the other node that ran it too and whose receipt came first; a run so short that it is priced
+0 sends no receipt), and the ledger's own audit (books balance). Prints a table; asserts nothing.
 
 Run: .venv/bin/python -m bench.bench_placement_faults [--nodes 200] [--duration 10] [--policy P ...]
 """
@@ -121,6 +121,7 @@ async def _scenario(
         crashed = set(victims[: int(CRASH_SHARE * nodes)])
         draining = set(victims[int(CRASH_SHARE * nodes) :])
         answered: dict[str, str] = {}  # invocation id -> node id that answered
+        free: set[str] = set()  # answered with a receipt of price 0 (a very short run): nothing to pay
         lost: list[str] = []
 
         async def one(i: int, client: AsyncClient) -> None:
@@ -131,6 +132,8 @@ async def _scenario(
                 return
             assert outcome.value == {"echo": i}
             answered[outcome.invocation_id] = outcome.node_id
+            if outcome.price_micro == 0:
+                free.add(outcome.invocation_id)
 
         async def drain_and_leave(node: NodeDaemon) -> None:
             with net.on_host(node.config.host):
@@ -177,7 +180,7 @@ async def _scenario(
             lambda c: c.scalar(sa.select(sa.func.count()).select_from(settlements)), what="count", write=False
         )
         paid = await db.run(read, what="read", write=False)
-    live_answers = {inv: by for inv, by in answered.items() if by not in crashed_ids}
+    live_answers = {inv: by for inv, by in answered.items() if by not in crashed_ids and inv not in free}
     for reason in lost[:5]:
         print(f"lost: {reason}", file=sys.stderr)
     for inv in [inv for inv in live_answers if inv not in paid][:5]:
@@ -185,6 +188,7 @@ async def _scenario(
     return {
         "accepted": float(i),
         "completed": float(len(answered)),
+        "free": float(len(free)),
         "lost": float(len(lost)),
         "executions": float(sum(e.invocations for e in executors)),
         "settled": float(settled_rows or 0),
@@ -209,16 +213,18 @@ def main() -> None:
     sizes = tuple(int(x) for x in args.sizes.split(","))
     # Survivors retrying the anchor or gossip with crashed hosts would log thousands of warnings.
     logging.getLogger("p2pfaas").setLevel(logging.ERROR)
+    logging.getLogger("p2pfaas.node.receipts").setLevel(logging.WARNING)  # refusals to pay: keep
     print(
         f"{args.nodes} real nodes of {args.sizes} slots, paying, load {args.load:.0%}, "
         f"{args.duration:g} virtual s of arrivals; at half time {CRASH_SHARE:.0%} crash and "
         f"{DRAIN_SHARE:.0%} drain; seed {args.seed}\n"
     )
     print(
-        "| policy | accepted | completed | lost | executions | receipts paid | distinct ids paid "
-        "| live answers unpaid | paid to the other runner | audit problems | drained & left | wall s |"
+        "| policy | accepted | completed | lost | executions | free (price 0) | receipts paid "
+        "| distinct ids paid | live answers unpaid | paid to the other runner | audit problems "
+        "| drained & left | wall s |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|" + "---:|" * 12)
     for policy in args.policy or ["ours"]:
         with tempfile.TemporaryDirectory(prefix="p2pbf-") as tmp:
 
@@ -229,12 +235,10 @@ def main() -> None:
                 )  # fmt: skip
 
             r = sim.run(run, seed=args.seed)
-        print(
-            f"| {policy} | {r['accepted']:.0f} | {r['completed']:.0f} | {r['lost']:.0f} "
-            f"| {r['executions']:.0f} | {r['settled']:.0f} | {r['settled_ids']:.0f} | {r['unpaid_live']:.0f} "
-            f"| {r['audit']:.0f} | {r['drained']:.0f}/{int(DRAIN_SHARE * args.nodes)} | {r['wall']:.0f} |",
-            flush=True,
-        )
+        cells = [r[k] for k in ("accepted", "completed", "lost", "executions", "free", "settled")]
+        cells += [r[k] for k in ("settled_ids", "unpaid_live", "paid_other", "audit")]
+        drained = f"{r['drained']:.0f}/{int(DRAIN_SHARE * args.nodes)}"
+        print(f"| {policy} | " + " | ".join(f"{c:.0f}" for c in cells) + f" | {drained} | {r['wall']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ class InvokeOutcome:
     node_url: str
     duration_s: float
     cold: bool
+    price_micro: int = 0  # what the node's signed receipt charges (0 when unpaid or free)
 
 
 @dataclass
@@ -329,4 +330,5 @@ class AsyncClient:
             node_url=node.url,
             duration_s=result.duration_s,
             cold=result.cold,
+            price_micro=result.receipt.price_micro if result.receipt is not None else 0,
         )
