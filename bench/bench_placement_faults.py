@@ -34,7 +34,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bench.bench_placement_real import CONNECTIONS_PER_CLIENT, MEAN_RUN_S, _function
+from bench.bench_placement_real import MEAN_RUN_S, add_clients, add_nodes, poisson_arrivals, settle
 from p2pfaas import sim
 from p2pfaas.anchor.app import AnchorSettings
 from p2pfaas.anchor.passwords import PasswordHasher
@@ -44,7 +44,6 @@ from p2pfaas.client.wallet import Wallet
 from p2pfaas.db import open_database
 from p2pfaas.db.schema import settlements
 from p2pfaas.errors import P2PFaaSError
-from p2pfaas.exec.model_exec import ModelExecutor
 from p2pfaas.identity import KeyPair
 from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.store import LedgerStore
@@ -71,21 +70,13 @@ async def _scenario(
     settings = AnchorSettings(hasher=PasswordHasher(log2_n=10))
     async with contextlib.AsyncExitStack() as stack:
         anchor = await testbed.add_anchor(net, stack, root, settings=settings)
-        daemons: list[NodeDaemon] = []
-        executors: list[ModelExecutor] = []
-        slots_total = 0
-        for i in range(nodes):
-            slots = rng.choice(sizes)
-            slots_total += slots
-            executor = ModelExecutor(rng=random.Random(f"{seed}/{i}"), slots=slots, mean_run_s=MEAN_RUN_S)
-            node = await testbed.add_node(
-                net, stack, anchor.url, root, i, seed=seed, executor=executor, slots=slots,
-                queue_size=1000, placement=policy, price_per_cpu_s_micro=100_000,
-            )  # fmt: skip
+        daemons, executors, slots_total = await add_nodes(
+            net, stack, root, anchor.url, count=nodes, sizes=sizes, seed=seed, rng=rng,
+            placement=policy, price_per_cpu_s_micro=100_000,
+        )  # fmt: skip
+        for node in daemons:
             with net.on_host(node.config.host):
                 await node.payments.ready()
-            daemons.append(node)
-            executors.append(executor)
         lessee = KeyPair.from_seed(b"bench lessee")
         account_ip = net.add_host("10.2.1.1")
         with net.on_host(account_ip):
@@ -96,26 +87,11 @@ async def _scenario(
         async with open_database(f"sqlite+aiosqlite:///{root / 'anchor.db'}") as db:  # operator's grant
             await LedgerStore(db).grant(ref="bench", account_id=account_id, amount_micro=10**13, now=0.0)
         rate = load * slots_total / MEAN_RUN_S
-        client_count = max(10, int(4 * rate * MEAN_RUN_S / CONNECTIONS_PER_CLIENT) + 1)
-        clients: list[tuple[str, AsyncClient]] = []
-        for c in range(client_count):
-            client_ip = net.add_host(f"10.2.0.{c + 1}")
-            with net.on_host(client_ip):
-                wallet_rng = random.Random(f"{seed}/wallet/{c}")
-                wallet = Wallet(lessee, account.voucher, budget_micro=10**9, rng=wallet_rng)
-                client = await stack.enter_async_context(
-                    AsyncClient(anchor.url, lessee, rng=random.Random(f"{seed}/client/{c}"), wallet=wallet)
-                )
-                if c == 0:
-                    await client.deploy(_function(root))
-                clients.append((client_ip, client))
-        for node in daemons:
-            with net.on_host(node.config.host):
-                await node.announce()
-        for node in daemons:
-            with net.on_host(node.config.host):
-                await node.placement.refresh_neighbours()
-        await asyncio.sleep(10.0)  # gossip settles; every node's view fills
+        clients = await add_clients(
+            net, stack, root, anchor.url, lessee, rate=rate, seed=seed,
+            wallet=lambda wallet_rng: Wallet(lessee, account.voucher, budget_micro=10**9, rng=wallet_rng),
+        )  # fmt: skip
+        await settle(net, daemons)
 
         victims = rng.sample(range(nodes), int((CRASH_SHARE + DRAIN_SHARE) * nodes))
         crashed = set(victims[: int(CRASH_SHARE * nodes)])
@@ -143,23 +119,19 @@ async def _scenario(
                 await node.payments.sender.drained()
             net.crash(node.config.host)
 
-        wall = time.perf_counter()
-        tasks: list[asyncio.Future[None]] = []
-        leaving: list[asyncio.Future[None]] = []
-        end = loop.time() + duration_s
         fault_at = loop.time() + duration_s / 2
-        i = 0
-        while loop.time() < end:
+        leaving: list[asyncio.Future[None]] = []
+
+        def faults_at_half_time() -> None:
             if not leaving and loop.time() >= fault_at:
                 for n in crashed:
                     net.crash(daemons[n].config.host)
-                leaving = [asyncio.ensure_future(drain_and_leave(daemons[n])) for n in draining]
-            client_ip, client = clients[i % client_count]
-            with net.on_host(client_ip):
-                tasks.append(asyncio.ensure_future(one(i, client)))
-            i += 1
-            await asyncio.sleep(rng.expovariate(rate))
-        await asyncio.gather(*tasks)
+                leaving.extend(asyncio.ensure_future(drain_and_leave(daemons[n])) for n in draining)
+
+        wall = time.perf_counter()
+        i = await poisson_arrivals(
+            net, rng, clients, rate=rate, duration_s=duration_s, start=one, tick=faults_at_half_time
+        )
         await asyncio.gather(*leaving)
         for n, node in enumerate(daemons):  # the survivors' receipts reach the anchor
             if n not in crashed and n not in draining:

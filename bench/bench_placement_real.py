@@ -24,13 +24,14 @@ import multiprocessing
 import random
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from p2pfaas import sim
 from p2pfaas.client import AsyncClient
+from p2pfaas.client.wallet import Wallet
 from p2pfaas.exec.model_exec import ModelExecutor
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import InvokeResult
@@ -123,6 +124,105 @@ def _function(root: Path) -> Path:
     return directory
 
 
+async def add_nodes(
+    net: sim.InMemoryNetwork,
+    stack: contextlib.AsyncExitStack,
+    root: Path,
+    anchor_url: str,
+    *,
+    count: int,
+    sizes: tuple[int, ...],
+    seed: int,
+    rng: random.Random,
+    **config: Any,
+) -> tuple[list[NodeDaemon], list[ModelExecutor], int]:
+    """`count` real daemons with modelled run time, sizes drawn from `sizes`; and their total slots."""
+    daemons: list[NodeDaemon] = []
+    executors: list[ModelExecutor] = []
+    slots_total = 0
+    for i in range(count):
+        slots = rng.choice(sizes)
+        slots_total += slots
+        executor = ModelExecutor(rng=random.Random(f"{seed}/{i}"), slots=slots, mean_run_s=MEAN_RUN_S)
+        node = await testbed.add_node(
+            net, stack, anchor_url, root, i, seed=seed, executor=executor, slots=slots, queue_size=1000,
+            **config,
+        )  # fmt: skip
+        daemons.append(node)
+        executors.append(executor)
+    return daemons, executors, slots_total
+
+
+async def add_clients(
+    net: sim.InMemoryNetwork,
+    stack: contextlib.AsyncExitStack,
+    root: Path,
+    anchor_url: str,
+    lessee: KeyPair,
+    *,
+    rate: float,
+    seed: int,
+    wallet: Callable[[random.Random], Wallet] | None = None,
+) -> list[tuple[str, AsyncClient]]:
+    """Lessee clients on their own hosts, enough for `rate`; the first deploys the function.
+
+    One aiohttp session allows only 100 connections at once, which would queue requests in the
+    client rather than in the network being measured: room for 4x the invocations in the system
+    (rate x mean run time), and at least 10 hosts."""
+    clients: list[tuple[str, AsyncClient]] = []
+    for c in range(max(10, int(4 * rate * MEAN_RUN_S / CONNECTIONS_PER_CLIENT) + 1)):
+        client_ip = net.add_host(f"10.2.0.{c + 1}")
+        with net.on_host(client_ip):
+            client = await stack.enter_async_context(
+                AsyncClient(
+                    anchor_url, lessee, rng=random.Random(f"{seed}/client/{c}"),
+                    wallet=wallet(random.Random(f"{seed}/wallet/{c}")) if wallet else None,
+                )
+            )  # fmt: skip
+            if c == 0:
+                await client.deploy(_function(root))
+            clients.append((client_ip, client))
+    return clients
+
+
+async def settle(net: sim.InMemoryNetwork, daemons: list[NodeDaemon]) -> None:
+    """Nodes announce themselves, learn their neighbours, and gossip for 10 s: every view fills."""
+    for node in daemons:
+        with net.on_host(node.config.host):
+            await node.announce()
+    for node in daemons:
+        with net.on_host(node.config.host):
+            await node.placement.refresh_neighbours()
+    await asyncio.sleep(10.0)
+
+
+async def poisson_arrivals(
+    net: sim.InMemoryNetwork,
+    rng: random.Random,
+    clients: list[tuple[str, AsyncClient]],
+    *,
+    rate: float,
+    duration_s: float,
+    start: Callable[[int, AsyncClient], Awaitable[None]],
+    tick: Callable[[], None] = lambda: None,
+) -> int:
+    """Start invocation i with `start(i, client)` at Poisson times for `duration_s`, round-robin over
+    the clients' hosts (`tick` runs before each); wait for all; return how many were started."""
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Future[None]] = []
+    end = loop.time() + duration_s
+    i = 0
+    while loop.time() < end:
+        tick()
+        client_ip, client = clients[i % len(clients)]
+        with net.on_host(client_ip):
+            tasks.append(asyncio.ensure_future(start(i, client)))
+        i += 1
+        await asyncio.sleep(rng.expovariate(rate))
+    await asyncio.gather(*tasks)
+    return i
+
+
 async def _scenario(
     net: sim.InMemoryNetwork,
     root: Path,
@@ -138,25 +238,10 @@ async def _scenario(
     rng = random.Random(seed)
     async with contextlib.AsyncExitStack() as stack:
         anchor = await testbed.add_anchor(net, stack, root)
-        daemons: list[NodeDaemon] = []
-        slots_total = 0
-        for i in range(nodes):
-            slots = rng.choice(sizes)
-            slots_total += slots
-            executor = ModelExecutor(rng=random.Random(f"{seed}/{i}"), slots=slots, mean_run_s=MEAN_RUN_S)
-            node = await testbed.add_node(
-                net,
-                stack,
-                anchor.url,
-                root,
-                i,
-                seed=seed,
-                executor=executor,
-                slots=slots,
-                queue_size=1000,
-                placement="ours" if policy == ORACLE else policy,
-            )
-            daemons.append(node)
+        daemons, _, slots_total = await add_nodes(
+            net, stack, root, anchor.url, count=nodes, sizes=sizes, seed=seed, rng=rng,
+            placement="ours" if policy == ORACLE else policy,
+        )  # fmt: skip
         if policy == ORACLE:
             everyone = {n.keys.key_id: (n.url, n.placement.router) for n in daemons}
             in_transit: dict[str, set[str]] = {n.url: set() for n in daemons}
@@ -166,29 +251,11 @@ async def _scenario(
                 n.placement.router.view = exact
                 n.placement.router.policy = JoinShortestQueue()
                 n.placement.router.send_forward = _tracked(n.placement.router.send_forward, in_transit)
-        # Several lessees on their own hosts: one aiohttp session allows only 100 connections at once,
-        # which would queue requests in the client rather than in the network being measured.
-        lessee = KeyPair.from_seed(b"bench lessee")
-        clients: list[tuple[str, AsyncClient]] = []
         rate = load * slots_total / MEAN_RUN_S
-        # Room for 4x the invocations in the system (rate x mean run time) and at least 10 hosts.
-        client_count = max(10, int(4 * rate * MEAN_RUN_S / CONNECTIONS_PER_CLIENT) + 1)
-        for c in range(client_count):
-            client_ip = net.add_host(f"10.2.0.{c + 1}")
-            with net.on_host(client_ip):
-                client = await stack.enter_async_context(
-                    AsyncClient(anchor.url, lessee, rng=random.Random(f"{seed}/client/{c}"))
-                )
-                if c == 0:
-                    await client.deploy(_function(root))
-                clients.append((client_ip, client))
-        for node in daemons:
-            with net.on_host(node.config.host):
-                await node.announce()
-        for node in daemons:
-            with net.on_host(node.config.host):
-                await node.placement.refresh_neighbours()
-        await asyncio.sleep(10.0)  # gossip settles; every node's view fills
+        clients = await add_clients(
+            net, stack, root, anchor.url, KeyPair.from_seed(b"bench lessee"), rate=rate, seed=seed
+        )
+        await settle(net, daemons)
         times: list[float] = []
         warmup_until = loop.time() + duration_s / 4
 
@@ -200,16 +267,7 @@ async def _scenario(
                 times.append(loop.time() - started)
 
         wall = time.perf_counter()
-        tasks = []
-        end = loop.time() + duration_s
-        i = 0
-        while loop.time() < end:
-            client_ip, client = clients[i % client_count]
-            with net.on_host(client_ip):
-                tasks.append(asyncio.ensure_future(one(i, client)))
-            i += 1
-            await asyncio.sleep(rng.expovariate(rate))
-        await asyncio.gather(*tasks)
+        i = await poisson_arrivals(net, rng, clients, rate=rate, duration_s=duration_s, start=one)
         wall = time.perf_counter() - wall
         routers = [n.placement.router.stats for n in daemons]
         times.sort()
