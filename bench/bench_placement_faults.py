@@ -34,7 +34,14 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bench.bench_placement_real import MEAN_RUN_S, add_clients, add_nodes, poisson_arrivals, settle
+from bench.bench_placement_real import (
+    MEAN_RUN_S,
+    add_clients,
+    add_nodes,
+    parse_sizes,
+    poisson_arrivals,
+    settle,
+)
 from p2pfaas import sim
 from p2pfaas.anchor.app import AnchorSettings
 from p2pfaas.anchor.passwords import PasswordHasher
@@ -169,6 +176,7 @@ async def _scenario(
         "paid_other": float(sum(1 for inv, by in live_answers.items() if paid.get(inv, by) != by)),
         "audit": float(len(problems)),
         "drained": float(sum(1 for n in draining if daemons[n].placement.router.draining)),
+        "draining": float(len(draining)),
         "wall": wall,
     }
 
@@ -179,15 +187,16 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="virtual seconds of arrivals")
     parser.add_argument("--load", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--sizes", default="1,2,4,8,16", help="slots per node, drawn uniformly")
+    parser.add_argument(
+        "--sizes", type=parse_sizes, default=(1, 2, 4, 8, 16), help="slots per node, drawn uniformly"
+    )
     parser.add_argument("--policy", action="append", help="default: ours")
     args = parser.parse_args()
-    sizes = tuple(int(x) for x in args.sizes.split(","))
     # Survivors retrying the anchor or gossip with crashed hosts would log thousands of warnings.
     logging.getLogger("p2pfaas").setLevel(logging.ERROR)
     logging.getLogger("p2pfaas.node.receipts").setLevel(logging.WARNING)  # refusals to pay: keep
     print(
-        f"{args.nodes} real nodes of {args.sizes} slots, paying, load {args.load:.0%}, "
+        f"{args.nodes} real nodes of {','.join(map(str, args.sizes))} slots, paying, load {args.load:.0%}, "
         f"{args.duration:g} virtual s of arrivals; at half time {CRASH_SHARE:.0%} crash and "
         f"{DRAIN_SHARE:.0%} drain; seed {args.seed}\n"
     )
@@ -203,13 +212,13 @@ def main() -> None:
             async def run(net: sim.InMemoryNetwork, policy: str = policy, tmp: str = tmp) -> dict[str, float]:
                 return await _scenario(
                     net, Path(tmp), nodes=args.nodes, duration_s=args.duration, load=args.load,
-                    policy=policy, seed=args.seed, sizes=sizes,
+                    policy=policy, seed=args.seed, sizes=args.sizes,
                 )  # fmt: skip
 
             r = sim.run(run, seed=args.seed)
         cells = [r[k] for k in ("accepted", "completed", "lost", "executions", "free", "settled")]
         cells += [r[k] for k in ("settled_ids", "unpaid_live", "paid_other", "audit")]
-        drained = f"{r['drained']:.0f}/{int(DRAIN_SHARE * args.nodes)}"
+        drained = f"{r['drained']:.0f}/{r['draining']:.0f}"
         print(f"| {policy} | " + " | ".join(f"{c:.0f}" for c in cells) + f" | {drained} | {r['wall']:.0f} |")
 
 

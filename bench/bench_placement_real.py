@@ -286,15 +286,25 @@ async def _scenario(
         }
 
 
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """`--sizes 1,2,4`: slots per node, positive whole numbers."""
+    try:
+        sizes = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of slot counts") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("slot counts must be at least 1")
+    return sizes
+
+
 def _one(policy: str, args: argparse.Namespace) -> dict[str, float]:
     """One policy's run, in its own process when --jobs > 1 (each run is its own simulation)."""
-    sizes = tuple(int(x) for x in args.sizes.split(","))
     with tempfile.TemporaryDirectory(prefix="p2pbp-") as tmp:
 
         async def run(net: sim.InMemoryNetwork) -> dict[str, float]:
             return await _scenario(
                 net, Path(tmp), nodes=args.nodes, duration_s=args.duration, load=args.load,
-                policy=policy, seed=args.seed, sizes=sizes,
+                policy=policy, seed=args.seed, sizes=args.sizes,
             )  # fmt: skip
 
         return sim.run(run, seed=args.seed)
@@ -306,7 +316,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="virtual seconds of arrivals")
     parser.add_argument("--load", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--sizes", default="1,2,4,8,16", help="slots per node, drawn uniformly")
+    parser.add_argument(
+        "--sizes", type=parse_sizes, default=(1, 2, 4, 8, 16), help="slots per node, drawn uniformly"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="policies run in parallel processes")
     parser.add_argument(
         "--policy", action="append",
@@ -315,7 +327,8 @@ def main() -> None:
     args = parser.parse_args()
     policies = args.policy or [ORACLE, "ours", "power-of-2", "threshold-probe", "nearest", "random"]
     print(
-        f"{args.nodes} real nodes of {args.sizes} slots on the in-memory network, load {args.load:.0%}, "
+        f"{args.nodes} real nodes of {','.join(map(str, args.sizes))} slots on the in-memory network, "
+        f"load {args.load:.0%}, "
         f"{args.duration:g} virtual s of arrivals (first quarter not measured), seed {args.seed}\n"
     )
     print(
