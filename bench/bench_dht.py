@@ -39,9 +39,8 @@ from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
 
 from p2pfaas import sim
-from p2pfaas.dht import wire
+from p2pfaas.dht.adversary import LyingNode, fake_contacts
 from p2pfaas.dht.node import DhtConfig, DhtNode
-from p2pfaas.dht.protocol import SecureProtocol
 from p2pfaas.identity import KeyPair
 
 PORT = 4000
@@ -64,16 +63,12 @@ def rss_bytes() -> int:
 # --- hostile variants --------------------------------------------------------------------------------
 
 
-def _fake_contacts(target: bytes, count: int) -> list[tuple[bytes, str, int]]:
-    return [(target[:-1] + bytes([i]), f"10.{250 + i % 4}.{i}.1", PORT) for i in range(count)]
-
-
 class HostileStock(KademliaProtocol):  # type: ignore[misc]
     def rpc_find_node(self, sender: Any, nodeid: bytes, key: bytes) -> list[tuple[bytes, str, int]]:
-        return _fake_contacts(key, self.router.ksize)
+        return fake_contacts(key, self.router.ksize)
 
     def rpc_find_value(self, sender: Any, nodeid: bytes, key: bytes) -> list[tuple[bytes, str, int]]:
-        return _fake_contacts(key, self.router.ksize)
+        return fake_contacts(key, self.router.ksize)
 
     def rpc_store(self, sender: Any, nodeid: bytes, key: bytes, value: Any) -> bool:
         return True
@@ -81,22 +76,6 @@ class HostileStock(KademliaProtocol):  # type: ignore[misc]
 
 class HostileStockServer(StockServer):  # type: ignore[misc]
     protocol_class = HostileStock
-
-
-class HostileOurs(SecureProtocol):
-    def _on_find_node(self, msg: wire.FindNode, source: Node) -> wire.Reply:
-        fake = tuple(wire.Contact(i, h, p) for i, h, p in _fake_contacts(msg.target, self.config.ksize))
-        return self._reply(msg.rpc_id, contacts=fake)
-
-    def _on_find_value(self, msg: wire.FindValue, source: Node) -> wire.Reply:
-        return self._on_find_node(wire.FindNode(msg.rpc_id, msg.client, msg.key, b"", b""), source)
-
-    def _on_store(self, msg: wire.Store, source: Node) -> wire.Reply:
-        return self._reply(msg.rpc_id, accepted=True)
-
-
-class HostileOursNode(DhtNode):
-    protocol_class = HostileOurs
 
 
 # --- one implementation behind one small interface ----------------------------------------------------
@@ -120,7 +99,7 @@ class Impl:
                 if seeds:
                     await node.bootstrap(seeds)
             return node
-        factory = HostileOursNode if hostile else DhtNode
+        factory = LyingNode if hostile else DhtNode
         keys = KeyPair.from_seed(f"{self.seed}/{i}".encode())
         node = factory(keys, rng=random.Random(f"{self.seed}/{i}"), config=OURS)
         await node.listen(PORT, host)

@@ -9,12 +9,9 @@ import asyncio
 import random
 from typing import Any
 
-from kademlia.node import Node
-
 from p2pfaas import sim
-from p2pfaas.dht import wire
+from p2pfaas.dht.adversary import LyingNode
 from p2pfaas.dht.node import DhtConfig, DhtNode
-from p2pfaas.dht.protocol import SecureProtocol
 from p2pfaas.dht.records import provider_key
 from p2pfaas.identity import KeyPair
 from tests.dht.netkit import host_ip, start_network, start_node, stop_all
@@ -69,27 +66,6 @@ def test_200_nodes_with_5_percent_loss_and_half_replaced_in_an_hour_still_find_e
     assert found >= 198, f"{found}/200 reads found the record"  # >= 99%
 
 
-class _Hostile(SecureProtocol):
-    """Answers node lookups with made-up contacts near the target, hides every record, drops every store."""
-
-    def _on_find_node(self, msg: wire.FindNode, source: Node) -> wire.Reply:
-        fake = tuple(
-            wire.Contact(msg.target[:-1] + bytes([i]), f"10.{250 + i % 4}.{i}.1", 4000)
-            for i in range(self.config.ksize)
-        )
-        return self._reply(msg.rpc_id, contacts=fake)
-
-    def _on_find_value(self, msg: wire.FindValue, source: Node) -> wire.Reply:
-        return self._on_find_node(wire.FindNode(msg.rpc_id, msg.client, msg.key, b"", b""), source)
-
-    def _on_store(self, msg: wire.Store, source: Node) -> wire.Reply:
-        return self._reply(msg.rpc_id, accepted=True)
-
-
-class _HostileNode(DhtNode):
-    protocol_class = _Hostile
-
-
 def _sybil_keys(target: bytes, count: int, prefix_bits: int) -> list[KeyPair]:
     """Keys whose node ids share `prefix_bits` leading bits with `target` (ground, as an attacker would)."""
     want = int.from_bytes(target, "big") >> (160 - prefix_bits)
@@ -112,7 +88,7 @@ def test_records_survive_20_percent_hostile_nodes_and_sybils_crowding_the_key() 
         nodes: list[DhtNode] = []
         hostile = set(rng.sample(range(1, NODES), NODES // 5))
         for i in range(NODES):
-            factory: Any = _HostileNode if i in hostile else DhtNode
+            factory: Any = LyingNode if i in hostile else DhtNode
             seeds = [nodes[0].address] if nodes else []
             nodes.append(
                 await start_node(
@@ -123,7 +99,7 @@ def test_records_survive_20_percent_hostile_nodes_and_sybils_crowding_the_key() 
         for j, keys in enumerate(sybil_keys):
             ip = f"203.0.113.{j + 1}"
             net.add_host(ip)
-            sybil = _HostileNode(keys, rng=random.Random(j), config=HOSTILE)
+            sybil = LyingNode(keys, rng=random.Random(j), config=HOSTILE)
             await sybil.listen(4000, ip)
             await sybil.bootstrap([nodes[0].address])
             nodes.append(sybil)
