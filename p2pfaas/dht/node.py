@@ -183,37 +183,29 @@ class DhtNode(Server):  # type: ignore[misc]
         proto.router.touch(target)
         if seeds is None:
             seeds = proto.router.find_neighbors(Node(target), k=self.config.ksize)
-        lookup = DisjointLookup(
-            proto,
-            target,
-            seeds,
-            ksize=self.config.ksize,
-            alpha=self.config.alpha,
-            paths=self.config.paths,
-            per_subnet=self.config.per_subnet,
-            want_records=want_records,
-            wall_clock=wall_time,
-        )
-        return await lookup.run()
+        return await self._disjoint(target, seeds, paths=self.config.paths, want_records=want_records).run()
 
     async def _refresh(self, target: bytes, max_rounds: int = 1_000) -> None:
         """A bucket refresh only needs to meet live nodes in the range: one path, not disjoint ones."""
-        proto = self.proto
-        proto.router.touch(target)
-        seeds = proto.router.find_neighbors(Node(target), k=self.config.ksize)
-        lookup = DisjointLookup(
-            proto,
+        self.proto.router.touch(target)
+        seeds = self.proto.router.find_neighbors(Node(target), k=self.config.ksize)
+        await self._disjoint(target, seeds, paths=1, want_records=False, max_rounds=max_rounds).run()
+
+    def _disjoint(
+        self, target: bytes, seeds: list[Node], *, paths: int, want_records: bool, max_rounds: int = 1_000
+    ) -> DisjointLookup:
+        return DisjointLookup(
+            self.proto,
             target,
             seeds,
             ksize=self.config.ksize,
             alpha=self.config.alpha,
-            paths=1,
+            paths=paths,
             per_subnet=self.config.per_subnet,
-            want_records=False,
+            want_records=want_records,
             wall_clock=wall_time,
             max_rounds=max_rounds,
         )
-        await lookup.run()
 
     async def find_closest(self, target: bytes) -> list[Node]:
         return (await self._lookup(target, None, want_records=False)).nodes
