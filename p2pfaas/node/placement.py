@@ -209,7 +209,7 @@ class NodePlacement:
         """A slot freed here and nothing waits: send our report now to the neighbour that reported
         the longest queue (per slot), so it can hand us work (router.offer) while the room lasts.
         One such push at a time; its answer refreshes our view of that neighbour."""
-        if self._tasks is None or self._stop.is_set() or not self.router.policy.pulls_work:
+        if self._tasks is None or self._stop.is_set():
             return
         if self._room_push is not None and not self._room_push.done():
             return

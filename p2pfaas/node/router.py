@@ -89,7 +89,8 @@ class Router:
     result_ttl_s: float = 600.0
     stats: RouterStats = field(default_factory=RouterStats)
     draining: bool = False
-    # Called when a slot frees here and nothing waits (the placement layer tells a loaded peer).
+    # Called when a slot frees here and nothing waits, under a policy that pulls work (the placement
+    # layer tells a loaded peer).
     on_room: Callable[[], None] | None = None
     _in_flight: dict[str, asyncio.Future[InvokeResult]] = field(default_factory=dict)
     _done: OrderedDict[str, tuple[InvokeResult, float]] = field(default_factory=OrderedDict)
@@ -322,7 +323,7 @@ class Router:
         finally:
             self._running_local -= 1
             self._pump()
-            if self.on_room is not None and not self._queue and not self.draining:
+            if self.on_room is not None and self.policy.pulls_work and not self._queue and not self.draining:
                 self.on_room()
 
     async def _wait_for_slot(self, request: InvokeRequest, hops: int, front: bool = False) -> None:

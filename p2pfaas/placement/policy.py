@@ -245,7 +245,10 @@ class Gossip(_NoProbe):
     forward conditionally to the best, then the second best; if both refuse, queue here.
 
     When no peer is believed to have a free slot, the peer with the least expected wait (RTT
-    included) gets a forced forward if that beats this node's own queue by `margin_s`."""
+    included) gets a forced forward if that beats this node's own queue by `margin_s`.
+
+    `fresh_s` ignores free-slot claims older than that (off by default: measured on the real code,
+    it trades fewer refusals for a worse p99 once work pulling runs; docs/benchmarks.md)."""
 
     d: int = 3
     mean_service_s: float = 0.5
