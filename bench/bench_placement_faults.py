@@ -55,6 +55,7 @@ from p2pfaas.identity import KeyPair
 from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.store import LedgerStore
 from p2pfaas.node.daemon import NodeDaemon
+from p2pfaas.placement.policy import POLICIES
 from p2pfaas.sim import testbed
 
 CRASH_SHARE = 0.3
@@ -190,7 +191,7 @@ def main() -> None:
     parser.add_argument(
         "--sizes", type=parse_sizes, default=(1, 2, 4, 8, 16), help="slots per node, drawn uniformly"
     )
-    parser.add_argument("--policy", action="append", help="default: ours")
+    parser.add_argument("--policy", action="append", choices=list(POLICIES), help="default: ours")
     args = parser.parse_args()
     # Survivors retrying the anchor or gossip with crashed hosts would log thousands of warnings.
     logging.getLogger("p2pfaas").setLevel(logging.ERROR)

@@ -37,7 +37,7 @@ from p2pfaas.identity import KeyPair
 from p2pfaas.messages import InvokeResult
 from p2pfaas.node.daemon import NodeDaemon
 from p2pfaas.node.router import Router, SendForward
-from p2pfaas.placement.policy import LOCAL, Decision, Kind, LocalState, Peers, ProbeAnswer
+from p2pfaas.placement.policy import LOCAL, POLICIES, Decision, Kind, LocalState, Peers, ProbeAnswer
 from p2pfaas.placement.view import Candidate, LoadView, PeerLoad
 from p2pfaas.placement.wire import ForwardRequest
 from p2pfaas.sim import testbed
@@ -321,7 +321,7 @@ def main() -> None:
     )
     parser.add_argument("--jobs", type=int, default=1, help="policies run in parallel processes")
     parser.add_argument(
-        "--policy", action="append",
+        "--policy", action="append", choices=[ORACLE, *POLICIES],
         help=f"default: {ORACLE}, ours, power-of-2, threshold-probe, nearest, random",
     )  # fmt: skip
     args = parser.parse_args()
