@@ -17,6 +17,11 @@ Requests without a voucher keep the node's unpaid rule: only the function's owne
 `NodePayments` is the daemon's adapter: it learns the anchor key over HTTP, prices the worst case
 with the node's `Prices`, passes receipts to a `ReceiptSender`, and keeps what it charged each
 voucher in a `SpendLog` so that a restarted node does not accept a spent budget again.
+
+What a voucher has committed on this node (charged + reserved) lives in a `SpendStore`: `LocalSpends`
+(a dict) for a one-process node, or `p2pfaas.node.shared.SharedSpends` when several worker processes
+serve one node and must share each budget. A reservation itself (invocation id -> most it may cost)
+stays in the process that made it: the node's exactly-once table hands an id to one process only.
 Not here: metering (issue #4).
 """
 
@@ -26,10 +31,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 import aiohttp
 
@@ -46,16 +53,20 @@ from p2pfaas.node.receipts import ReceiptSender
 from p2pfaas.rpc import Forbidden
 
 __all__ = [
+    "LocalSpends",
     "NodePayments",
     "PaymentRequired",
     "SpendLog",
+    "SpendStore",
     "VoucherBook",
+    "VoucherSpend",
     "max_price_micro",
 ]
 
 log = logging.getLogger(__name__)
 
 FORGET_AFTER_S = 3600.0  # keep a voucher's spend this long past its expiry, then drop it
+FORGET_EVERY_S = 60.0  # how often a book looks for such vouchers
 
 
 class PaymentRequired(Refused):
@@ -65,28 +76,119 @@ class PaymentRequired(Refused):
         super().__init__(reason, status=402)
 
 
-@dataclass
-class _Spend:
+@dataclass(frozen=True)
+class VoucherSpend:
+    """What one voucher has committed on this node, in every process of it."""
+
     budget_micro: int
-    expires_at: float
-    charged_micro: int = 0  # receipts signed
-    reserved: dict[str, int] = field(default_factory=dict)  # invocation id -> most it may cost
+    expires_at: float  # wall clock, as the voucher says
+    committed_micro: int  # charged + reserved
 
     @property
-    def committed_micro(self) -> int:
-        return self.charged_micro + sum(self.reserved.values())
+    def remaining_micro(self) -> int:
+        return self.budget_micro - self.committed_micro
+
+
+class SpendStore(Protocol):
+    """Per-voucher committed totals (charged + reserved) of one node.
+
+    `reserve` is the only check-and-add: it refuses, returning what is left, rather than let the
+    total pass the budget. A store may raise `PaymentRequired` when it has no room for another
+    voucher. `now` is wall time, only to reclaim vouchers expired more than FORGET_AFTER_S ago.
+    """
+
+    def reserve(
+        self, voucher_id: str, *, budget_micro: int, expires_at: float, cost_micro: int, now: float
+    ) -> int | None:
+        """Add `cost_micro` to the voucher's total and return None, or return what is left (unchanged)."""
+        ...
+
+    def adjust(self, voucher_id: str, delta_micro: int) -> None:
+        """Add `delta_micro` (negative: a reservation settled cheaper, or released) to a known voucher."""
+        ...
+
+    def restore(
+        self, voucher_id: str, *, budget_micro: int, expires_at: float, charged_micro: int, now: float
+    ) -> None:
+        """Add what a previous run of this node charged to the voucher."""
+        ...
+
+    def get(self, voucher_id: str) -> VoucherSpend | None: ...
+
+    def forget(self, *, now: float) -> int:
+        """Drop vouchers expired more than FORGET_AFTER_S before `now`; how many."""
+        ...
+
+
+@dataclass
+class _Total:
+    budget_micro: int
+    expires_at: float
+    committed_micro: int = 0
+
+
+class LocalSpends:
+    """The `SpendStore` of a one-process node: a dict."""
+
+    def __init__(self) -> None:
+        self._totals: dict[str, _Total] = {}
+
+    def reserve(
+        self, voucher_id: str, *, budget_micro: int, expires_at: float, cost_micro: int, now: float
+    ) -> int | None:
+        total = self._totals.setdefault(voucher_id, _Total(budget_micro, expires_at))
+        if total.committed_micro + cost_micro > total.budget_micro:
+            return total.budget_micro - total.committed_micro
+        total.committed_micro += cost_micro
+        return None
+
+    def adjust(self, voucher_id: str, delta_micro: int) -> None:
+        total = self._totals.get(voucher_id)
+        if total is not None:
+            total.committed_micro += delta_micro
+            assert total.committed_micro >= 0, (voucher_id, total)
+
+    def restore(
+        self, voucher_id: str, *, budget_micro: int, expires_at: float, charged_micro: int, now: float
+    ) -> None:
+        self._totals.setdefault(voucher_id, _Total(budget_micro, expires_at)).committed_micro += charged_micro
+
+    def get(self, voucher_id: str) -> VoucherSpend | None:
+        total = self._totals.get(voucher_id)
+        if total is None:
+            return None
+        return VoucherSpend(total.budget_micro, total.expires_at, total.committed_micro)
+
+    def forget(self, *, now: float) -> int:
+        stale = [vid for vid, total in self._totals.items() if total.expires_at + FORGET_AFTER_S < now]
+        for voucher_id in stale:
+            del self._totals[voucher_id]
+        return len(stale)
+
+
+@dataclass(frozen=True)
+class _Hold:
+    voucher_id: str
+    cost_micro: int
+    expires_at: float
 
 
 @dataclass
 class VoucherBook:
-    """Per-voucher spend on this node. Fed `now` by its caller; no clock, no I/O."""
+    """Per-voucher spend on this node. Fed `now` by its caller; no clock, no I/O.
+
+    Several books (one per worker process) may share one `spends` store: each keeps only the
+    reservations it made, the store keeps the totals they add up to.
+    """
 
     anchor_key: bytes
     fees: FeePolicy
     expiry_margin_s: float = 5.0  # a voucher must outlive the invocation's timeout by this much
     require_voucher: bool = False
-    _spends: dict[str, _Spend] = field(default_factory=dict)
+    spends: SpendStore = field(default_factory=LocalSpends)
+    _holds: dict[str, _Hold] = field(default_factory=dict)  # invocation id -> its reservation
     _invocations: dict[str, str] = field(default_factory=dict)  # invocation id -> voucher id
+    _forget_at: float = 0.0  # `now` of the next look for long-expired vouchers
 
     def authorize(
         self,
@@ -112,54 +214,61 @@ class VoucherBook:
         if now + request.timeout_s + self.expiry_margin_s > voucher.expires_at:
             raise PaymentRequired(f"voucher {voucher.voucher_id} expires before this invocation could finish")
         self._forget_old(now)
-        spend = self._spends.setdefault(voucher.voucher_id, _Spend(voucher.budget_micro, voucher.expires_at))
-        if request.invocation_id in spend.reserved or self._invocations.get(request.invocation_id):
+        if request.invocation_id in self._holds or self._invocations.get(request.invocation_id):
             return  # a retry or forward of an invocation already accepted: reserved once
         cost = self.fees.charge_micro(max_price_micro)
-        if spend.committed_micro + cost > spend.budget_micro:
-            left = spend.budget_micro - spend.committed_micro
+        left = self.spends.reserve(
+            voucher.voucher_id,
+            budget_micro=voucher.budget_micro,
+            expires_at=voucher.expires_at,
+            cost_micro=cost,
+            now=now,
+        )
+        if left is not None:
             raise PaymentRequired(
                 f"voucher {voucher.voucher_id} has {left} micro-credits left on this node; "
                 f"this invocation may cost up to {cost}"
             )
-        spend.reserved[request.invocation_id] = cost
+        self._holds[request.invocation_id] = _Hold(voucher.voucher_id, cost, voucher.expires_at)
         self._invocations[request.invocation_id] = voucher.voucher_id
-        assert spend.committed_micro <= spend.budget_micro
 
     def charged(self, receipt: Receipt) -> int:
         """The invocation ran and its receipt says what it costs: settle the reservation to that.
 
         Returns what was charged to the voucher (0 if it held no reservation for this receipt).
         """
-        spend = self._spends.get(receipt.voucher_id)
-        if spend is None or receipt.invocation_id not in spend.reserved:
+        hold = self._holds.get(receipt.invocation_id)
+        if hold is None or hold.voucher_id != receipt.voucher_id:
             return 0
-        reserved = spend.reserved.pop(receipt.invocation_id)
+        del self._holds[receipt.invocation_id]
         # The executor bounds usage by the timeout, so the real charge fits the reservation.
-        charge = min(reserved, self.fees.charge_micro(receipt.price_micro))
-        spend.charged_micro += charge
+        charge = min(hold.cost_micro, self.fees.charge_micro(receipt.price_micro))
+        self.spends.adjust(hold.voucher_id, charge - hold.cost_micro)
         return charge
 
-    def restore(self, voucher_id: str, *, budget_micro: int, expires_at: float, charged_micro: int) -> None:
+    def restore(
+        self, voucher_id: str, *, budget_micro: int, expires_at: float, charged_micro: int, now: float = 0.0
+    ) -> None:
         """What a previous run of this node charged to a voucher (from its spend log)."""
-        spend = self._spends.setdefault(voucher_id, _Spend(budget_micro, expires_at))
-        spend.charged_micro += charged_micro
+        self.spends.restore(
+            voucher_id, budget_micro=budget_micro, expires_at=expires_at, charged_micro=charged_micro, now=now
+        )
 
     def spend_of(self, voucher_id: str) -> tuple[int, float] | None:
         """(budget, expiry) of a voucher this node has accepted."""
-        spend = self._spends.get(voucher_id)
+        spend = self.spends.get(voucher_id)
         return None if spend is None else (spend.budget_micro, spend.expires_at)
 
     def release(self, invocation_id: str) -> None:
         """The invocation never ran (refused later, crashed before starting): free its reservation."""
-        voucher_id = self._invocations.pop(invocation_id, None)
-        spend = self._spends.get(voucher_id or "")
-        if spend is not None:
-            spend.reserved.pop(invocation_id, None)
+        self._invocations.pop(invocation_id, None)
+        hold = self._holds.pop(invocation_id, None)
+        if hold is not None:
+            self.spends.adjust(hold.voucher_id, -hold.cost_micro)
 
     def remaining_micro(self, voucher_id: str) -> int | None:
-        spend = self._spends.get(voucher_id)
-        return None if spend is None else spend.budget_micro - spend.committed_micro
+        spend = self.spends.get(voucher_id)
+        return None if spend is None else spend.remaining_micro
 
     def _check(self, voucher: Voucher, caller_key: bytes) -> None:
         if voucher.signer != self.anchor_key:
@@ -172,9 +281,12 @@ class VoucherBook:
             raise Forbidden("the voucher was issued to another key than the one that signed the request")
 
     def _forget_old(self, now: float) -> None:
-        stale = [vid for vid, spend in self._spends.items() if spend.expires_at + FORGET_AFTER_S < now]
-        for voucher_id in stale:
-            for invocation_id in self._spends.pop(voucher_id).reserved:
+        if now >= self._forget_at:
+            self._forget_at = now + FORGET_EVERY_S
+            self.spends.forget(now=now)
+            stale = [iid for iid, hold in self._holds.items() if hold.expires_at + FORGET_AFTER_S < now]
+            for invocation_id in stale:
+                del self._holds[invocation_id]
                 self._invocations.pop(invocation_id, None)
         if len(self._invocations) > 100_000:  # ids of settled invocations: only for dedupe
             for invocation_id in list(self._invocations)[:50_000]:
@@ -191,10 +303,17 @@ class SpendLog:
         self.path = path
 
     def append(self, voucher_id: str, *, budget_micro: int, expires_at: float, charge_micro: int) -> None:
-        line = json.dumps({"v": voucher_id, "b": budget_micro, "e": expires_at, "c": charge_micro})
+        """Add one charge. Safe from several processes at once: one O_APPEND write() of a whole line."""
+        line = json.dumps({"v": voucher_id, "b": budget_micro, "e": expires_at, "c": charge_micro}) + "\n"
+        data = line.encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as file:
-            file.write(line + "\n")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            written = os.write(fd, data)
+        finally:
+            os.close(fd)
+        if written != len(data):  # a full disk; `load` skips the torn line
+            raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")
 
     def load(self, *, now: float) -> dict[str, tuple[int, float, int]]:
         """voucher id -> (budget, expiry, charged in total), for vouchers that still matter."""
@@ -244,6 +363,11 @@ class NodePayments:
     refused with 402 and owners still run their own functions unpaid) and runs a `ReceiptSender`
     whose journal lives in the node's work directory. Hand `authorize` and `on_receipt` to
     `NodeService`.
+
+    A node of several worker processes gives every process's `NodePayments` the same `spends`
+    (`SharedTables.spends`) and `restore=True` only in the primary: entering it loads (and compacts)
+    the spend log into the store, so enter the primary's before starting the workers. All of them
+    append to the same log (in `work_dir`); each keeps its receipt journal in its own `journal_dir`.
     """
 
     def __init__(
@@ -257,6 +381,9 @@ class NodePayments:
         cpus_per_instance: float,
         rng: random.Random,
         require_voucher: bool = False,
+        spends: SpendStore | None = None,
+        restore: bool = True,
+        journal_dir: Path | None = None,
     ) -> None:
         self.anchor_url = anchor_url
         self.session = session
@@ -264,12 +391,14 @@ class NodePayments:
         self.cpus = cpus_per_instance
         self.rng = rng
         self.require_voucher = require_voucher
+        self.spends: SpendStore = LocalSpends() if spends is None else spends
+        self.restore = restore
         self.book: VoucherBook | None = None
         self.sender = ReceiptSender(
             anchor_url=anchor_url,
             keys=keys,
             session=session,
-            journal_path=work_dir / "receipts.journal",
+            journal_path=(work_dir if journal_dir is None else journal_dir) / "receipts.journal",
             rng=rng,
         )
         self.spend_log = SpendLog(work_dir / "voucher-spend.log")
@@ -281,6 +410,15 @@ class NodePayments:
         await self._ready.wait()
 
     async def __aenter__(self) -> NodePayments:
+        if self.restore:  # now, not once the anchor key is known: a sibling may know it sooner
+            now = wall_time()
+            for voucher_id, (budget, expires_at, charged) in self.spend_log.load(now=now).items():
+                try:
+                    self.spends.restore(
+                        voucher_id, budget_micro=budget, expires_at=expires_at, charged_micro=charged, now=now
+                    )
+                except PaymentRequired as full:
+                    log.error("cannot restore what voucher %s spent: %s", voucher_id, full.reason)
         await self.sender.__aenter__()
         self._key_task = asyncio.get_running_loop().create_task(self._learn_anchor_key(), name="anchor key")
         return self
@@ -307,12 +445,12 @@ class NodePayments:
                 log.warning("cannot learn the anchor's voucher key yet (retrying in %.1fs): %s", pause, error)
                 await asyncio.sleep(pause)
                 continue
-            book = VoucherBook(
-                anchor_key=key.public_key, fees=FeePolicy(key.fee_ppm), require_voucher=self.require_voucher
+            self.book = VoucherBook(
+                anchor_key=key.public_key,
+                fees=FeePolicy(key.fee_ppm),
+                require_voucher=self.require_voucher,
+                spends=self.spends,
             )
-            for voucher_id, (budget, expires_at, charged) in self.spend_log.load(now=wall_time()).items():
-                book.restore(voucher_id, budget_micro=budget, expires_at=expires_at, charged_micro=charged)
-            self.book = book
             self._ready.set()
 
     def authorize(self, request: InvokeRequest, header: BundleHeader, caller_key: bytes) -> None:
