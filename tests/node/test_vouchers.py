@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import random
+import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from p2pfaas import signing
@@ -14,7 +18,16 @@ from p2pfaas.ledger import tickets
 from p2pfaas.ledger.policy import FeePolicy
 from p2pfaas.messages import BundleHeader, InvokeRequest, Manifest, Receipt, Voucher
 from p2pfaas.node.pricing import Prices
-from p2pfaas.node.vouchers import PaymentRequired, SpendLog, VoucherBook, max_price_micro
+from p2pfaas.node.shared import SharedTables
+from p2pfaas.node.vouchers import (
+    LocalSpends,
+    NodePayments,
+    PaymentRequired,
+    SpendLog,
+    SpendStore,
+    VoucherBook,
+    max_price_micro,
+)
 from p2pfaas.rpc import Forbidden
 
 T0 = 1_700_000_000.0
@@ -59,8 +72,22 @@ def book(**kwargs: object) -> VoucherBook:
     return VoucherBook(anchor_key=ANCHOR.public.raw, fees=FeePolicy(fee_ppm=100_000), **kwargs)  # type: ignore[arg-type]
 
 
-def test_reservations_never_exceed_the_budget_and_receipts_free_the_rest() -> None:
-    b = book()
+@pytest.fixture
+def shared(tmp_path: Path) -> Iterator[SharedTables]:
+    tables = SharedTables.create(workers=2, result_slots=8, voucher_slots=16, spill_dir=tmp_path / "spill")
+    yield tables
+    tables.close()
+    tables.unlink()
+
+
+@pytest.fixture(params=["local", "shared"])
+def spends(request: pytest.FixtureRequest, shared: SharedTables) -> SpendStore:
+    """Each store a book may keep its totals in: the same rules hold for both."""
+    return LocalSpends() if request.param == "local" else shared.spends
+
+
+def test_reservations_never_exceed_the_budget_and_receipts_free_the_rest(spends: SpendStore) -> None:
+    b = book(spends=spends)
     v = voucher(1000)
     for n in range(3):  # 3 x (300 + 10% fee) = 990 <= 1000
         b.authorize(request(f"i{n}", v), header(), LESSEE.public.raw, max_price_micro=300, now=T0)
@@ -167,3 +194,61 @@ def test_a_restarted_node_remembers_what_it_charged(tmp_path: Path) -> None:
         second.authorize(request("i9", v), header(), LESSEE.public.raw, max_price_micro=400, now=T0)
     second.authorize(request("i9", v), header(), LESSEE.public.raw, max_price_micro=300, now=T0)
     assert log.load(now=T0) == {"v1": (1000, v.expires_at, 660)}  # compacted
+
+
+def test_two_books_on_one_segment_share_a_budget(shared: SharedTables) -> None:
+    """Two worker processes' books: each settles only its own reservations, the budget is one."""
+    first, second = book(spends=shared.spends), book(spends=shared.spends)
+    v = voucher(1000)
+    first.authorize(request("i0", v), header(), LESSEE.public.raw, max_price_micro=300, now=T0)
+    first.authorize(request("i1", v), header(), LESSEE.public.raw, max_price_micro=300, now=T0)
+    second.authorize(request("i2", v), header(), LESSEE.public.raw, max_price_micro=300, now=T0)
+    for b in (first, second):
+        with pytest.raises(PaymentRequired, match="has 10 micro-credits left on this node"):
+            b.authorize(request("i3", v), header(), LESSEE.public.raw, max_price_micro=300, now=T0)
+    assert second.charged(receipt("i0", 100)) == 0  # not its reservation
+    second.release("i1")
+    assert first.remaining_micro("v1") == second.remaining_micro("v1") == 10
+    assert first.charged(receipt("i0", 100)) == 110
+    assert second.charged(receipt("i2", 100)) == 110
+    second.authorize(request("i3", v), header(), LESSEE.public.raw, max_price_micro=300, now=T0)
+    first.release("i1")
+    assert second.remaining_micro("v1") == 1000 - 110 - 110 - 330
+    assert first.spend_of("v1") == second.spend_of("v1") == (1000, v.expires_at)
+
+
+def test_a_full_voucher_table_refuses_with_payment_required(shared: SharedTables) -> None:
+    b = book(spends=shared.spends)  # 16 vouchers fit in this table's one set
+    for n in range(16):
+        shared.spends.reserve(f"other {n}", budget_micro=1, expires_at=T0 + 600, cost_micro=0, now=T0)
+    with pytest.raises(PaymentRequired, match="voucher table is full"):
+        b.authorize(request("i0", voucher(1000)), header(), LESSEE.public.raw, max_price_micro=300, now=T0)
+
+
+async def test_only_the_restoring_payments_load_the_spend_log(tmp_path: Path) -> None:
+    """Workers share the primary's store and log: only the primary loads the log, when it starts."""
+    expires_at = time.time() + 600
+    SpendLog(tmp_path / "voucher-spend.log").append(
+        "v1", budget_micro=1000, expires_at=expires_at, charge_micro=300
+    )
+    store = LocalSpends()
+    async with aiohttp.ClientSession() as session:
+        for restore in (False, True):
+            payments = NodePayments(
+                anchor_url="http://127.0.0.1:9",  # unreachable: the key is never learned
+                keys=NODE,
+                session=session,
+                work_dir=tmp_path,
+                prices=Prices(),
+                cpus_per_instance=1.0,
+                rng=random.Random(1),
+                spends=store,
+                restore=restore,
+            )
+            async with payments:
+                pass
+            spend = store.get("v1")
+            if restore:
+                assert spend is not None and spend.committed_micro == 300
+            else:
+                assert spend is None
