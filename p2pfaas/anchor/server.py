@@ -9,18 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from types import TracebackType
 
 from aiohttp import web
 
 from p2pfaas.anchor.app import AnchorSettings, make_app
 from p2pfaas.db.engine import open_database
 from p2pfaas.dht.node import DhtNode, running_node
+from p2pfaas.lifecycle import StackService
 
 DEFAULT_PORT = 8700
 
 
-class AnchorServer:
+class AnchorServer(StackService):
     """One anchor. `async with AnchorServer(db_url, host, port) as anchor: print(anchor.url)`."""
 
     def __init__(
@@ -41,26 +41,16 @@ class AnchorServer:
         self.url = ""
         self._stack = contextlib.AsyncExitStack()
 
-    async def __aenter__(self) -> AnchorServer:
-        try:
-            db = await self._stack.enter_async_context(open_database(self.db_url))
-            runner = web.AppRunner(make_app(db, settings=self.settings), access_log=None)
-            await runner.setup()
-            self._stack.push_async_callback(runner.cleanup)
-            await web.TCPSite(runner, self.host, self.port).start()
-            port = next((a[1] for a in runner.addresses if isinstance(a, tuple)), self.port)
-            self.url = f"http://{self.host}:{port}"
-            if self.dht_port is not None:
-                self.dht = await self._stack.enter_async_context(running_node(self.host, self.dht_port))
-        except BaseException:
-            await self._stack.aclose()
-            raise
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self._stack.aclose()
+    async def _start(self) -> None:
+        db = await self._stack.enter_async_context(open_database(self.db_url))
+        runner = web.AppRunner(make_app(db, settings=self.settings), access_log=None)
+        await runner.setup()
+        self._stack.push_async_callback(runner.cleanup)
+        await web.TCPSite(runner, self.host, self.port).start()
+        port = next((a[1] for a in runner.addresses if isinstance(a, tuple)), self.port)
+        self.url = f"http://{self.host}:{port}"
+        if self.dht_port is not None:
+            self.dht = await self._stack.enter_async_context(running_node(self.host, self.dht_port))
 
 
 async def serve_anchor(
