@@ -5,7 +5,8 @@ as PID 1, reached over a unix socket in a per-container host directory that is b
 /run/p2pfaas. The function's code is bind-mounted read-only at /fn. Every container gets: no
 network, all capabilities dropped, no-new-privileges, a read-only root with a small /tmp tmpfs,
 pids/memory (no swap)/CPU limits from the manifest, uid 65534, capped logs, and the labels
-`p2pfaas.owner` (this node) and `p2pfaas.digest` (the function).
+`p2pfaas.owner` (this executor), `p2pfaas.group` (the node: all its worker processes' executors) and
+`p2pfaas.digest` (the function).
 
 The docker SDK is synchronous, so every Docker call runs in a thread, and none is made on a warm
 invocation: the hot path is the persistent shim connection. Pooling, timeouts and the error
@@ -45,6 +46,7 @@ from p2pfaas.exec.warm_pool import PooledExecutor, ShimInstance, WarmPool
 log = logging.getLogger(__name__)
 
 LABEL_OWNER = "p2pfaas.owner"
+LABEL_GROUP = "p2pfaas.group"
 LABEL_DIGEST = "p2pfaas.digest"
 LABEL_INSTANCE = "p2pfaas.instance"
 RUNTIME_UID = 65534  # nobody:nogroup in every Debian base
@@ -136,6 +138,7 @@ class _ContainerInstance(ShimInstance):
             name=f"p2pfaas-{executor.owner_id[:16]}-{self.instance_id}",
             labels={
                 LABEL_OWNER: executor.owner_id,
+                LABEL_GROUP: executor.group,
                 LABEL_DIGEST: self._fn.digest,
                 LABEL_INSTANCE: self.instance_id,
             },
@@ -237,10 +240,15 @@ class DockerExecutor(PooledExecutor):
         keep_alive: KeepAlivePolicy | None = None,
         forecast: ArrivalForecast | None = None,
         memory_cap_mb: int = 0,
+        group: str = "",
     ) -> None:
-        if not _OWNER_ID.match(owner_id):
-            raise ConfigError(f"owner id must match {_OWNER_ID.pattern}, got {owner_id!r}")
+        for name in (owner_id, group or owner_id):
+            if not _OWNER_ID.match(name):
+                raise ConfigError(f"owner id must match {_OWNER_ID.pattern}, got {name!r}")
         self.owner_id = owner_id
+        # The node's executors, one per worker process, share one parent cgroup (what is lent holds
+        # node-wide); the group's leader (owner == group) starts first and sweeps the whole group.
+        self.group = group or owner_id
         self.image = image
         self.pids_limit = pids_limit
         self.tmpfs_mb = tmpfs_mb
@@ -270,7 +278,8 @@ class DockerExecutor(PooledExecutor):
         return _ContainerInstance(fn, instance_id, executor=self)
 
     async def start(self) -> None:
-        """Connect to the engine, check the image, remove this owner's orphaned containers."""
+        """Connect to the engine, check the image, remove this owner's orphaned containers (the group
+        leader: every orphan of the node's worker processes)."""
         self._client = await _docker("connect", self._client_factory)
         try:
             await _docker("inspect image", self.client.images.get, self.image)
@@ -278,7 +287,7 @@ class DockerExecutor(PooledExecutor):
             raise ExecutorError(
                 f"runtime image {self.image} is missing: run `p2pfaas runtime build`"
             ) from None
-        await self._remove_owned_containers()
+        await self._remove_owned_containers(group=self.group == self.owner_id)
         await asyncio.to_thread(self.run_dir.sweep)
         await asyncio.to_thread(self.run_dir.create)
         if self.node_cpus > 0 or self.node_memory_mb > 0:
@@ -286,7 +295,7 @@ class DockerExecutor(PooledExecutor):
             prepared = (
                 await asyncio.to_thread(
                     node_cgroup.prepare,
-                    f"p2pfaas-{self.owner_id[:16]}",
+                    f"p2pfaas-{self.group[:16]}",
                     cpus=self.node_cpus or float(os.cpu_count() or 1),
                     memory_mb=self.node_memory_mb or (1 << 30),
                 )
@@ -314,9 +323,15 @@ class DockerExecutor(PooledExecutor):
         instance = self._pool.instance(instance_id)
         return instance.container_id if isinstance(instance, _ContainerInstance) else None
 
-    async def _remove_owned_containers(self) -> None:
+    async def _remove_owned_containers(self, *, group: bool = False) -> None:
+        labels = [f"{LABEL_OWNER}={self.owner_id}", *([f"{LABEL_GROUP}={self.group}"] if group else [])]
+
         def remove_all() -> None:
-            owned = self.client.api.containers(all=True, filters={"label": f"{LABEL_OWNER}={self.owner_id}"})
+            owned = [
+                summary
+                for label in labels
+                for summary in self.client.api.containers(all=True, filters={"label": label})
+            ]
             for summary in owned:
                 with contextlib.suppress(docker.errors.NotFound):  # removed meanwhile by its instance
                     self.client.api.remove_container(summary["Id"], force=True, v=True)
