@@ -208,7 +208,12 @@ def cmd_node_run(args: argparse.Namespace) -> int:
         peers=tuple(args.peer) or default_peers(args.anchor),
         **drain_cli.placement_options(args),
         **node_resources(
-            args.config, cpus=args.cpus, memory_mb=args.memory, slots=args.slots, queue_size=args.queue_size
+            args.config,
+            cpus=args.cpus,
+            memory_mb=args.memory,
+            slots=args.slots,
+            queue_size=args.queue_size,
+            workers=args.workers,
         ),
     )
     _run(run_node(config), daemon=True)
@@ -323,6 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--memory", type=_parse_memory, help="memory lent, e.g. 4g (default 2g)")
     run.add_argument("--slots", type=int, help="invocations run at once (default 4)")
     run.add_argument("--queue-size", type=int, help="invocations that may wait for a slot (default 64)")
+    run.add_argument(
+        "--workers",
+        type=int,
+        help="processes serving invocations on the port, each with its share of the slots and memory "
+        "(default 1; up to one per core for warm throughput)",
+    )
     run.add_argument("--config", help="TOML file with cpus, memory, slots, queue_size, prices")
     run.add_argument("--image", default="", help="runtime image tag (default: the built-in one)")
     run.add_argument("--dht-port", type=int, default=0, help="DHT port (udp; 0: any free port)")

@@ -8,6 +8,12 @@ Routes:
     POST /v1/forward, /v1/gossip, /v1/drain, /v1/jobs, GET /v1/jobs/{id}: see node/placement.py
     GET  /v1/bundles/{digest}        -> Bundle, as stored (peers fetch bundles from each other and
                                         verify them), or 404
+
+A node with several worker processes (node/workers.py) serves the same port from each. A worker
+answers /v1/invoke itself and passes every other request to the primary process, over a unix socket
+in the node's work directory where the primary serves the same routes plus one of its own:
+    POST /internal/v1/place?hops=N   InvokeRequest -> InvokeResult: an invocation a worker claimed
+                                     and has no slot for, placed by the primary's router
 """
 
 from __future__ import annotations
@@ -16,10 +22,11 @@ import asyncio
 
 from aiohttp import web
 
-from p2pfaas.errors import NotFound
+from p2pfaas.errors import DecodeError, NotFound
 from p2pfaas.messages import MAX_PAYLOAD_BYTES, InvokeRequest, NodeStatus
 from p2pfaas.node.placement import NodePlacement
 from p2pfaas.node.service import NodeService
+from p2pfaas.placement.wire import MAX_HOPS
 from p2pfaas.rpc import CONTENT_TYPE, error_middleware, read_message, reply
 
 SERVICE_KEY = web.AppKey("service", NodeService)
@@ -57,6 +64,25 @@ async def bundle(request: web.Request) -> web.Response:
     if data is None:
         raise NotFound(f"this node does not hold bundle {digest[:80]}")
     return web.Response(body=data, content_type=CONTENT_TYPE)
+
+
+async def place_for_sibling(request: web.Request) -> web.Response:
+    msg = await read_message(request, InvokeRequest)
+    try:
+        hops = int(request.query.get("hops", "0"))
+    except ValueError:
+        raise DecodeError("hops must be an integer") from None
+    if not 0 <= hops < MAX_HOPS:
+        raise DecodeError(f"hops {hops} outside 0..{MAX_HOPS - 1}")
+    return reply(await request.app[PLACEMENT_KEY].router.place_for_sibling(msg, hops))
+
+
+def make_internal_app(service: NodeService, placement: NodePlacement) -> web.Application:
+    """The primary's app for its sibling worker processes (on a unix socket only the node's user
+    can open): every public route, and the hand-off of invocations a worker has no slot for."""
+    app = make_app(service, placement)
+    app.add_routes([web.post("/internal/v1/place", place_for_sibling)])
+    return app
 
 
 def make_app(service: NodeService, placement: NodePlacement | None = None) -> web.Application:

@@ -18,7 +18,6 @@ import random
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import aiohttp
 from aiohttp import web
@@ -29,14 +28,23 @@ from p2pfaas.clock import wall_time
 from p2pfaas.errors import ConfigError, P2PFaaSError
 from p2pfaas.exec.base import Executor
 from p2pfaas.identity import KeyPair
+from p2pfaas.lifecycle import StackService
 from p2pfaas.messages import Ack, Bundle, NodeAnnouncement
 from p2pfaas.node.admission import peer_with_room
-from p2pfaas.node.app import make_app
+from p2pfaas.node.app import make_app, make_internal_app
 from p2pfaas.node.overlay import Overlay, overlay_for
 from p2pfaas.node.placement import NodePlacement, PlacementConfig
 from p2pfaas.node.service import NodeService
-from p2pfaas.node.settings import service_options
+from p2pfaas.node.settings import service_options, share
+from p2pfaas.node.shared import SharedTables
 from p2pfaas.node.vouchers import NodePayments
+from p2pfaas.node.workers import (
+    PRIMARY_SOCKET,
+    WorkerPool,
+    adopt_worker_journals,
+    worker_dir,
+    worker_owner_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +82,7 @@ class NodeConfig:
     gossip_period_s: float = 2.0
     gossip_fanout: int = 2
     drain_deadline_s: float = 60.0
+    workers: int = 1  # processes serving invocations on the port (node/workers.py); at most one per core
 
 
 def docker_problem() -> str:
@@ -91,11 +100,14 @@ def docker_problem() -> str:
     return ""
 
 
-def make_executor(config: NodeConfig, *, owner_id: str) -> Executor:
-    """The executor `config` asks for; raises ConfigError instead of ever degrading silently.
+def make_executor(config: NodeConfig, *, owner_id: str, worker: int = 0) -> Executor:
+    """The executor `config` asks for, for worker process `worker` of the node `owner_id` (its share
+    of the slots and memory); raises ConfigError instead of ever degrading silently.
 
     Blocking (it pings the Docker engine): call it in a thread from async code.
     """
+    run_dir = (config.work_dir if worker == 0 else worker_dir(config.work_dir, worker)) / "run"
+    memory_cap_mb = share(config.memory_mb, config.workers, worker)
     if config.executor not in ("docker", "process", "auto"):
         raise ConfigError(f"unknown executor {config.executor!r}: use docker, process or auto")
     reason = ""
@@ -106,12 +118,14 @@ def make_executor(config: NodeConfig, *, owner_id: str) -> Executor:
 
             return docker_exec.DockerExecutor(
                 image=config.runtime_image or runtime_image.RUNTIME_IMAGE_TAG,
-                owner_id=owner_id,
-                work_dir=config.work_dir / "run",
+                owner_id=worker_owner_id(owner_id, worker),
+                group=owner_id,  # every worker's containers: one parent cgroup, one orphan sweep
+                work_dir=run_dir,
                 node_cpus=config.cpus,  # one parent cgroup: all containers share what is lent
                 node_memory_mb=config.memory_mb,
-                memory_cap_mb=config.memory_mb,  # warm instances' limits, summed, stay within it too
-                max_per_function=config.slots,  # one function may use every slot the node lends
+                memory_cap_mb=memory_cap_mb,  # warm instances' limits, summed, stay within it too
+                # one function may use every slot of this process's share
+                max_per_function=share(config.slots, config.workers, worker),
             )
         if config.executor == "docker":
             raise ConfigError(f"--executor docker, but no Docker engine answers: {reason}")
@@ -123,10 +137,10 @@ def make_executor(config: NodeConfig, *, owner_id: str) -> Executor:
     from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 
     log.warning("%s%s", UNSANDBOXED_WARNING, f"\n!! reason: {reason}" if reason else "")
-    return UnsandboxedProcessExecutor(work_dir=config.work_dir / "run", memory_cap_mb=config.memory_mb)
+    return UnsandboxedProcessExecutor(work_dir=run_dir, memory_cap_mb=memory_cap_mb)
 
 
-class NodeDaemon:
+class NodeDaemon(StackService):
     """One volunteer node: `async with NodeDaemon(config, executor=e) as node: await node.stopped()`.
 
     `run_node` chooses the executor with `make_executor`; tests and the simulator pass their own.
@@ -152,32 +166,36 @@ class NodeDaemon:
     def node_id(self) -> str:
         return self.keys.key_id
 
-    async def __aenter__(self) -> NodeDaemon:
-        try:
-            await self._start()
-        except BaseException:
-            await self._stack.aclose()
-            raise
-        return self
-
     async def _start(self) -> None:
         stack = self._stack
         await self.executor.start()
         stack.push_async_callback(self.executor.aclose)
         self.session = await stack.enter_async_context(aiohttp.ClientSession())
         options = service_options(self.config, rng=self.rng, fetch_from_peer=self._fetch_bundle_from)
+        self.tables: SharedTables | None = None
+        if self.config.workers > 1:  # node-wide state of the worker processes (node/workers.py)
+            self.tables = SharedTables.create(
+                workers=self.config.workers, spill_dir=self.config.work_dir / "results"
+            )
+            stack.callback(self.tables.unlink)
+            stack.callback(self.tables.close)
+        await asyncio.to_thread(adopt_worker_journals, self.config.work_dir)
         # Vouchers checked offline and receipts sent to the anchor in batches (issue #5).
         self.payments = await stack.enter_async_context(
             NodePayments(
                 anchor_url=self.config.anchor_url, keys=self.keys, session=self.session,
                 work_dir=self.config.work_dir, prices=options["prices"],
                 cpus_per_instance=options["cpus_per_instance"], rng=self.rng,
+                spends=self.tables.spends if self.tables else None,
             )
         )  # fmt: skip
         service = NodeService(
             keys=self.keys,
             executor=self.executor,
-            cache=BundleCache(self.config.work_dir / "bundles", max_bytes=self.config.bundle_cache_mb << 20),
+            cache=BundleCache(
+                self.config.work_dir / "bundles",
+                max_bytes=share(self.config.bundle_cache_mb, self.config.workers, 0) << 20,
+            ),
             fetch_bundle=self._fetch_bundle,
             authorize=self.payments.authorize,
             on_receipt=self.payments.on_receipt,
@@ -195,21 +213,34 @@ class NodeDaemon:
         )  # fmt: skip
         view, loop = self.placement.router.view, asyncio.get_running_loop()
         service.admission.suggest_peer = lambda: peer_with_room(view.candidates(loop.time()))
+        router = self.placement.router
+        if self.tables is not None:
+            router.shared, router.worker = self.tables.invocations, 0
         runner = web.AppRunner(make_app(service, self.placement), access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, self.config.host, self.config.port)
+        site = web.TCPSite(runner, self.config.host, self.config.port, reuse_port=self.tables is not None)
         await site.start()
         host, port = _bound_address(runner, self.config)
         self.url = self.config.public_url or f"http://{host}:{port}"
         service.url = self.url
+        self.workers: WorkerPool | None = None
+        if self.tables is not None:
+            await self._start_workers(port, self.tables)
         self.overlay: Overlay | None = None
         if self.config.dht_port is not None:
             self.overlay = await stack.enter_async_context(
                 overlay_for(
-                    keys=self.keys, rng=self.rng, url=self.url, host=self.config.dht_host or self.config.host,
-                    port=self.config.dht_port, peers=self.config.peers, runtimes=RUNTIMES,
-                    cores=self.config.cpus, memory_mb=self.config.memory_mb, service=service,
+                    keys=self.keys,
+                    rng=self.rng,
+                    url=self.url,
+                    host=self.config.dht_host or self.config.host,
+                    port=self.config.dht_port,
+                    peers=self.config.peers,
+                    runtimes=RUNTIMES,
+                    cores=self.config.cpus,
+                    memory_mb=self.config.memory_mb,
+                    service=service,
                     price_per_cpu_s=self.config.price_per_cpu_s_micro,
                     price_per_gb_s=self.config.price_per_gb_s_micro,
                 )
@@ -222,10 +253,22 @@ class NodeDaemon:
         stack.callback(self._stop.set)
         log.info("node %s serving on %s with executor %s", self.node_id[:12], self.url, self.executor.kind)
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self._stack.aclose()
+    async def _start_workers(self, port: int, tables: SharedTables) -> None:
+        """Serve the siblings on a unix socket, then start them on our port (node/workers.py)."""
+        stack = self._stack
+        internal = web.AppRunner(make_internal_app(self.service, self.placement), access_log=None)
+        await internal.setup()
+        stack.push_async_callback(internal.cleanup)
+        path = self.config.work_dir / PRIMARY_SOCKET
+        path.unlink(missing_ok=True)  # left by a crashed run
+        await web.UnixSite(internal, str(path)).start()
+        path.chmod(0o600)  # only the node's user: what arrives here is trusted as the node's own
+        self.workers = await stack.enter_async_context(
+            WorkerPool(
+                config=self.config, workers=self.config.workers, port=port, url=self.url, tables=tables
+            )
+        )
+        self.placement.router.siblings = self.workers
 
     def stop(self) -> None:
         self._stop.set()
@@ -284,6 +327,10 @@ async def run_node(config: NodeConfig) -> None:
         loop.add_signal_handler(signal.SIGINT, node.stop)
         # SIGTERM drains: neighbours take the queue, in-flight work finishes, then the node stops.
         loop.add_signal_handler(signal.SIGTERM, node.placement.request_drain)
-        print(f"node {node.node_id} serving on {node.url} (executor: {node.executor.kind})", flush=True)
+        processes = f", {config.workers} worker processes" if config.workers > 1 else ""
+        print(
+            f"node {node.node_id} serving on {node.url} (executor: {node.executor.kind}{processes})",
+            flush=True,
+        )
         await node.stopped()
     print(f"node {node.node_id} stopped", flush=True)

@@ -162,10 +162,11 @@ class NodePlacement:
     def _local_load(self) -> LocalLoad:
         warm_digests = getattr(self.service.executor, "warm_digests", None)
         warm: dict[str, int] = dict(warm_digests()) if warm_digests is not None else {}
+        slots, free_slots, queue_length = self.router.node_load()  # all of the node's worker processes
         return LocalLoad(
-            capacity=self.router.capacity,
-            free_slots=0 if self.router.draining else self.router.free_slots(),
-            queue_length=self.router.queue_length(),
+            capacity=slots,
+            free_slots=0 if self.router.draining else free_slots,
+            queue_length=queue_length,
             draining=self.router.draining,
             warm=warm,
             queued=self.router.queued_by_digest(),
@@ -340,4 +341,3 @@ class NodePlacement:
 
     async def _http_job(self, request: web.Request) -> web.Response:
         return rpc.reply(self.jobs.status(request.match_info["invocation_id"]))
-

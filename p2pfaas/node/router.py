@@ -23,6 +23,13 @@ Work that waits for a local slot waits in the router's own FIFO queue, so that i
   join-idle-queue / work-stealing idea (Lu et al. 2011; Blumofe & Leiserson 1999) on top of gossip.
 - Draining hands every queued invocation to neighbours instead of running it; `drain()` also refuses
   new work and waits for what runs.
+
+A node that runs several worker processes on one port (p2pfaas/node/workers.py) has one router per
+process. Exactly once then holds node-wide through the shared table of invocation ids
+(p2pfaas/node/shared.py): an id claimed by a sibling is waited for there and its result read from the
+table. A worker's router runs what fits in its share of the slots and hands the rest to the primary
+process's router (`overflow`), which places it with the node's gossiped view; the primary reports the
+whole node's load and drains its siblings with itself (`siblings`).
 """
 
 from __future__ import annotations
@@ -34,12 +41,14 @@ import random
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from p2pfaas import signing
+from p2pfaas import codec, signing
 from p2pfaas.errors import Busy, P2PFaaSError, Refused, RemoteError, SignatureError, Unreachable
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import InvokeRequest, InvokeResult
 from p2pfaas.node.service import NodeService
+from p2pfaas.node.shared import ClaimKind, InvocationTable
 from p2pfaas.placement.policy import Decision, Gossip, Kind, LocalState, Policy, ProbeAnswer
 from p2pfaas.placement.view import LoadView
 from p2pfaas.placement.wire import MAX_HOPS, ForwardRequest
@@ -50,6 +59,21 @@ log = logging.getLogger(__name__)
 SendForward = Callable[[str, ForwardRequest], Awaitable[InvokeResult]]
 # url -> the peer's exact load now (a gossip exchange), or None when it does not answer
 Probe = Callable[[str], Awaitable[ProbeAnswer | None]]
+# (request, hops) -> the result, placed by the node's primary process (a worker's router has no view)
+Overflow = Callable[[InvokeRequest, int], Awaitable[InvokeResult]]
+SIBLING_POLL_S = (0.002, 0.05)  # waiting for an id a sibling process runs: first and longest pause
+
+
+class Siblings(Protocol):
+    """The node's other worker processes, as the primary's router sees them."""
+
+    def load(self) -> tuple[int, int, int]:
+        """(slots, free slots, queue length) summed over the siblings."""
+        ...
+
+    async def drain(self, *, deadline_s: float) -> bool:
+        """Make every sibling stop taking work and finish what it has; True if all did in time."""
+        ...
 
 
 @dataclass
@@ -63,6 +87,7 @@ class RouterStats:
     handed_off: int = 0  # queued invocations given to neighbours while draining
     pulled: int = 0  # queued invocations handed to a peer that reported room (accepted there)
     pull_refused: int = 0  # ... that the peer refused after all (they went back to the queue)
+    from_siblings: int = 0  # invocations a sibling worker process had no slot for, placed here
 
 
 @dataclass
@@ -92,6 +117,12 @@ class Router:
     # Called when a slot frees here and nothing waits, under a policy that pulls work (the placement
     # layer tells a loaded peer).
     on_room: Callable[[], None] | None = None
+    # Several worker processes on one port: the node-wide exactly-once table and this process's
+    # index in it; a worker's hand-off to the primary; the primary's view of its siblings.
+    shared: InvocationTable | None = None
+    worker: int = 0
+    overflow: Overflow | None = None
+    siblings: Siblings | None = None
     _in_flight: dict[str, asyncio.Future[InvokeResult]] = field(default_factory=dict)
     _done: OrderedDict[str, tuple[InvokeResult, float]] = field(default_factory=OrderedDict)
     _owners: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # id -> (lessee key, digest)
@@ -114,6 +145,14 @@ class Router:
 
     def queue_length(self) -> int:
         return len(self._queue) + self.service.admission.queue_length()
+
+    def node_load(self) -> tuple[int, int, int]:
+        """(slots, free slots, queue length) of the whole node: this process's and its siblings'."""
+        slots, free, queued = self.capacity, self.free_slots(), self.queue_length()
+        if self.siblings is not None:
+            more = self.siblings.load()
+            slots, free, queued = slots + more[0], free + more[1], queued + more[2]
+        return slots, free, queued
 
     def queued_by_digest(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -143,6 +182,10 @@ class Router:
         # Never place or forward a request the lessee did not sign (checked once; the service reuses it).
         self.service.verify_request(request)
         self._expire_cache()
+        if self.shared is not None and request.invocation_id not in self._in_flight:
+            settled = await self._claim_shared(request, hops)
+            if settled is not None:
+                return settled
         owner = self._owners.get(request.invocation_id)
         if owner is not None and owner != (request.signer, request.digest):
             # Only the lessee who chose the id gets its result (ids are 128 random bits, but a
@@ -176,7 +219,15 @@ class Router:
     def _finished(self, invocation_id: str, task: asyncio.Task[InvokeResult]) -> None:
         self._tasks.discard(task)
         self._in_flight.pop(invocation_id, None)
-        if not task.cancelled() and task.exception() is None:
+        succeeded = not task.cancelled() and task.exception() is None
+        if self.shared is not None:  # the sibling processes' copy of the outcome
+            self.shared.finish(
+                invocation_id,
+                codec.encode(task.result()) if succeeded else None,
+                worker=self.worker,
+                now=asyncio.get_running_loop().time(),
+            )
+        if succeeded:
             self._done[invocation_id] = (task.result(), asyncio.get_running_loop().time())
             while len(self._done) > self.result_cache_size:
                 self._owners.pop(self._done.popitem(last=False)[0], None)
@@ -192,6 +243,52 @@ class Router:
             if now - at <= self.result_ttl_s:
                 break
             self._owners.pop(self._done.popitem(last=False)[0], None)
+
+    async def _claim_shared(self, request: InvokeRequest, hops: int) -> InvokeResult | None:
+        """Claim the id node-wide. None: it is ours to run (or already runs in this process); else
+        the result a sibling process produced for it (waited for, when it still runs)."""
+        assert self.shared is not None
+        loop = asyncio.get_running_loop()
+        owner = request.signer + request.digest.encode()
+        pause_s, joined = SIBLING_POLL_S[0], False
+        while True:
+            claim = self.shared.claim(request.invocation_id, owner, worker=self.worker, now=loop.time())
+            if claim.kind is ClaimKind.NEW or (
+                claim.kind is ClaimKind.RUNNING and claim.worker == self.worker
+            ):
+                return None
+            if claim.kind is ClaimKind.WRONG_OWNER:
+                raise Refused("invocation id already used by another request", status=409)
+            if claim.kind is ClaimKind.LOST:
+                raise Refused("this invocation ran here but its result was lost; use a new id", status=410)
+            if claim.kind is ClaimKind.DONE:
+                self.stats.cached += 1
+                return _same_invocation(request, codec.decode_as(InvokeResult, claim.result))
+            if hops > 0:  # a forward of an id a sibling runs (or places): joining could wait on ourselves
+                raise Busy("invocation is being placed from this node")
+            if not joined:
+                self.stats.joined += 1
+                joined = True
+            await asyncio.sleep(pause_s)  # duplicates are rare: polling the table costs nothing else
+            pause_s = min(2 * pause_s, SIBLING_POLL_S[1])
+
+    async def place_for_sibling(self, request: InvokeRequest, hops: int) -> InvokeResult:
+        """An invocation a sibling worker claimed but has no slot for: place it like one of ours.
+        The sibling holds the id in the shared table, so it is not claimed again here."""
+        self.service.verify_request(request)
+        self.stats.from_siblings += 1
+        task = asyncio.get_running_loop().create_task(self._handle(request, hops))
+        self._tasks.add(task)
+        self._idle.clear()
+        task.add_done_callback(self._sibling_done)
+        return await asyncio.shield(task)
+
+    def _sibling_done(self, task: asyncio.Task[InvokeResult]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # the sibling got it through the shielded await
+        if not self._tasks:
+            self._idle.set()
 
     # --- placement -------------------------------------------------------------------------------
 
@@ -216,6 +313,19 @@ class Router:
         return await self._run_local(request, hops, front=True)  # back to where it waited
 
     async def _place(self, request: InvokeRequest, hops: int) -> InvokeResult:
+        if self.overflow is not None and not self.draining and self.free_slots() <= 0:
+            try:  # a worker process without room: the primary places it with the node's view
+                return await self.overflow(request, hops)
+            except Refused as exc:
+                if exc.status != 503:
+                    raise
+                log.debug("the primary process is full too; %s waits here", request.invocation_id)
+            except Unreachable as exc:
+                log.warning(
+                    "the primary process did not take %s (%s); it waits here", request.invocation_id, exc
+                )
+        if self.overflow is not None:
+            return await self._run_local(request, hops)
         if hops > 0 and not self.draining:
             return await self._run_local(request, hops)
         loop = asyncio.get_running_loop()
@@ -392,11 +502,11 @@ class Router:
             if task is not None and not item.future.done():
                 # Its waiter re-runs placement (which now never picks this node).
                 item.future.set_exception(_HandOff())
-        try:
-            await asyncio.wait_for(self._idle_wait(), deadline_s)
-        except TimeoutError:
-            return False
-        return True
+        waits: list[Awaitable[object]] = [asyncio.wait_for(self._idle_wait(), deadline_s)]
+        if self.siblings is not None:
+            waits.append(self.siblings.drain(deadline_s=deadline_s))
+        outcomes = await asyncio.gather(*waits, return_exceptions=True)
+        return all(outcome is None or outcome is True for outcome in outcomes)
 
     async def _idle_wait(self) -> None:
         while self._tasks:
@@ -422,4 +532,3 @@ def _same_invocation(request: InvokeRequest, result: InvokeResult) -> InvokeResu
     if result.invocation_id != request.invocation_id or result.digest != request.digest:
         raise SignatureError("a peer answered a different invocation")
     return result
-

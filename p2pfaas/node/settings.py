@@ -10,6 +10,7 @@ A config file holds what a volunteer lends and charges; command-line options ove
     price_per_cpu_s_micro = 20
     price_per_gb_s_micro = 2
     bundle_cache_mb = 1024
+    workers = 2            # processes serving invocations on one port (at most one per core)
 
 Unknown keys and wrong types are refused with a `ConfigError` naming them: a typo must not silently
 lend more than the volunteer meant.
@@ -41,7 +42,9 @@ _KEYS: dict[str, tuple[type, ...]] = {
     "price_per_cpu_s_micro": (int,),
     "price_per_gb_s_micro": (int,),
     "bundle_cache_mb": (int,),
+    "workers": (int,),
 }
+MAX_WORKERS = 64
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?", re.IGNORECASE)
 _MB_PER_UNIT = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
 
@@ -99,18 +102,36 @@ def check(config: NodeConfig) -> None:
     Prices(config.price_per_cpu_s_micro, config.price_per_gb_s_micro)
     if config.bundle_cache_mb < 0:
         raise ConfigError(f"bundle cache size must not be negative, got {config.bundle_cache_mb}")
+    if not 1 <= config.workers <= min(config.slots, MAX_WORKERS):
+        raise ConfigError(
+            f"workers must be between 1 and the slots ({config.slots}, at most {MAX_WORKERS}): each "
+            f"worker process runs its share of the slots; got {config.workers}"
+        )
+
+
+def share(total: int, workers: int, index: int) -> int:
+    """Worker `index`'s part of `total` split as evenly as it goes; the parts sum to `total`.
+
+    What a volunteer lends is split statically between a node's worker processes, so that the
+    node never runs more than it lends without asking its siblings on every invocation."""
+    return total // workers + (1 if index < total % workers else 0)
 
 
 def service_options(
-    config: NodeConfig, *, rng: random.Random, fetch_from_peer: PeerBundleFetcher
+    config: NodeConfig, *, rng: random.Random, fetch_from_peer: PeerBundleFetcher | None, worker: int = 0
 ) -> dict[str, Any]:
-    """The `NodeService` keyword arguments that follow from `config`."""
+    """The `NodeService` keyword arguments that follow from `config`, for worker process `worker`."""
     check(config)
+    n = config.workers
     return {
         # An instance gets at most one core: the node's `cpus` is the quota all instances share.
         "cpus_per_instance": min(1.0, config.cpus),
         "admission": Admission(
-            Limits(slots=config.slots, memory_mb=config.memory_mb, queue_size=config.queue_size)
+            Limits(
+                slots=share(config.slots, n, worker),
+                memory_mb=share(config.memory_mb, n, worker),
+                queue_size=max(1, share(config.queue_size, n, worker)),
+            )
         ),
         "prices": Prices(config.price_per_cpu_s_micro, config.price_per_gb_s_micro),
         "rng": rng,

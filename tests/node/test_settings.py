@@ -12,7 +12,7 @@ from p2pfaas import cli
 from p2pfaas.errors import ConfigError
 from p2pfaas.messages import Bundle
 from p2pfaas.node.daemon import NodeConfig
-from p2pfaas.node.settings import load_config_file, memory_mb, node_resources, service_options
+from p2pfaas.node.settings import load_config_file, memory_mb, node_resources, service_options, share
 
 
 def test_memory_sizes() -> None:
@@ -64,7 +64,14 @@ def test_bad_config_files_are_refused_with_the_reason(tmp_path: Path, text: str,
 
 def test_unusable_values_are_refused_before_the_node_starts(tmp_path: Path) -> None:
     bad: dict[str, Any]
-    for bad in ({"slots": 0}, {"cpus": 0.0}, {"memory_mb": 4}, {"price_per_gb_s_micro": -1}):
+    for bad in (
+        {"slots": 0},
+        {"cpus": 0.0},
+        {"memory_mb": 4},
+        {"price_per_gb_s_micro": -1},
+        {"workers": 0},
+        {"workers": 5, "slots": 4},  # every worker process needs a slot of its own
+    ):
         config = NodeConfig(anchor_url="http://a", key_path=tmp_path / "k", work_dir=tmp_path, **bad)
         with pytest.raises(ConfigError):
             service_options(config, rng=random.Random(1), fetch_from_peer=_no_peer)
@@ -77,3 +84,18 @@ def test_node_run_reports_a_bad_config_file(tmp_path: Path, capsys: pytest.Captu
     assert "not valid TOML" in capsys.readouterr().err
     assert cli.main(["node", "run", "--config", str(tmp_path / "missing.toml")]) == 1
     assert "cannot read config file" in capsys.readouterr().err
+
+
+def test_what_is_lent_is_split_between_worker_processes_without_losing_any() -> None:
+    for total in (1, 7, 8, 4096):
+        for workers in (1, 2, 3):
+            parts = [share(total, workers, i) for i in range(workers)]
+            assert sum(parts) == total and max(parts) - min(parts) <= 1
+    config = NodeConfig(
+        anchor_url="http://a", key_path=Path("k"), work_dir=Path("w"), slots=5, memory_mb=3000, workers=2
+    )
+    limits = [
+        service_options(config, rng=random.Random(1), fetch_from_peer=_no_peer, worker=i)["admission"].limits
+        for i in (0, 1)
+    ]
+    assert [(lim.slots, lim.memory_mb) for lim in limits] == [(3, 1500), (2, 1500)]
