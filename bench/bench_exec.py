@@ -325,8 +325,13 @@ def containers_cpu_ns(owner: str) -> int:
 
 
 def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime of the process itself
+    """utime + stime of a process and its live descendants (a node's worker processes)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:  # it exited meanwhile
+        return 0
+    return int(fields[11]) + int(fields[12]) + sum(cpu_ticks(int(child)) for child in children)
 
 
 async def echo(request: web.Request) -> web.Response:
@@ -359,13 +364,16 @@ async def wait_for_port(port: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def node_process(anchor_url: str, work_dir: Path, slots: int) -> AsyncIterator[tuple[int, str]]:
+async def node_process(
+    anchor_url: str, work_dir: Path, slots: int, workers: int = 1
+) -> AsyncIterator[tuple[int, str]]:
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         *("-m", "p2pfaas", "node", "run", "--executor", "docker", "--anchor", anchor_url),
         *("--work-dir", str(work_dir), "--port", str(port), "--peer", "127.0.0.1:9"),
         *("--cpus", "2", "--memory", "4g", "--slots", str(slots), "--queue-size", "1024"),
+        *("--workers", str(workers)),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
@@ -394,7 +402,7 @@ async def throughput(args: argparse.Namespace) -> None:
             echo_server.start()
             await wait_for_port(echo_port)
             owner = KeyPair.load_or_create(root / "node" / "node.key").key_id
-            async with node_process(anchor.url, root / "node", args.slots) as (pid, url):
+            async with node_process(anchor.url, root / "node", args.slots, args.workers) as (pid, url):
                 for _ in range(100):  # the node announces itself to the anchor just after it binds
                     if url in [n.url for n in await client.nodes(refresh=True)]:
                         break
@@ -436,7 +444,8 @@ async def throughput(args: argparse.Namespace) -> None:
         shutil.rmtree(root, ignore_errors=True)
     print(
         f"warm no-op through one node: {args.seconds:g} s per level, {args.procs} load processes, "
-        f"{os.cpu_count()} cores, node slots {args.slots}, {args.client} client, "
+        f"{os.cpu_count()} cores, node slots {args.slots}, node worker processes {args.workers}, "
+        f"{args.client} client, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
     header = (
@@ -606,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     tp.add_argument("--clients", default="1,8,32,64")
     tp.add_argument("--procs", type=int, default=2, help="load-generating processes")
     tp.add_argument("--slots", type=int, default=8, help="the node's --slots")
+    tp.add_argument("--workers", type=int, default=1, help="the node's --workers (processes on its port)")
     tp.add_argument(
         "--client", choices=("lean", "aiohttp"), default="lean", help="the load processes' HTTP client"
     )
