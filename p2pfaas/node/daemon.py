@@ -265,7 +265,12 @@ class NodeDaemon(StackService):
         path.chmod(0o600)  # only the node's user: what arrives here is trusted as the node's own
         self.workers = await stack.enter_async_context(
             WorkerPool(
-                config=self.config, workers=self.config.workers, port=port, url=self.url, tables=tables
+                config=self.config,
+                workers=self.config.workers,
+                port=port,
+                url=self.url,
+                tables=tables,
+                router=self.placement.router,
             )
         )
         self.placement.router.siblings = self.workers

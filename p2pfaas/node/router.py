@@ -28,8 +28,9 @@ A node that runs several worker processes on one port (p2pfaas/node/workers.py) 
 process. Exactly once then holds node-wide through the shared table of invocation ids
 (p2pfaas/node/shared.py): an id claimed by a sibling is waited for there and its result read from the
 table. A worker's router runs what fits in its share of the slots and hands the rest to the primary
-process's router (`overflow`), which places it with the node's gossiped view; the primary reports the
-whole node's load and drains its siblings with itself (`siblings`).
+process's router when the primary has room or knows a peer with room (`primary`), which places it
+with the node's gossiped view; the primary reports the whole node's load and drains its siblings with
+itself (`siblings`).
 """
 
 from __future__ import annotations
@@ -59,9 +60,19 @@ log = logging.getLogger(__name__)
 SendForward = Callable[[str, ForwardRequest], Awaitable[InvokeResult]]
 # url -> the peer's exact load now (a gossip exchange), or None when it does not answer
 Probe = Callable[[str], Awaitable[ProbeAnswer | None]]
-# (request, hops) -> the result, placed by the node's primary process (a worker's router has no view)
-Overflow = Callable[[InvokeRequest, int], Awaitable[InvokeResult]]
 SIBLING_POLL_S = (0.002, 0.05)  # waiting for an id a sibling process runs: first and longest pause
+
+
+class Primary(Protocol):
+    """The node's primary process, as a worker's router sees it (a worker has no view of peers)."""
+
+    def has_room(self) -> bool:
+        """Whether the primary has a free slot, or knows a peer with one."""
+        ...
+
+    async def place(self, request: InvokeRequest, hops: int) -> InvokeResult:
+        """Place an invocation this worker claimed: on the primary's slots, its queue, or a peer."""
+        ...
 
 
 class Siblings(Protocol):
@@ -118,10 +129,10 @@ class Router:
     # layer tells a loaded peer).
     on_room: Callable[[], None] | None = None
     # Several worker processes on one port: the node-wide exactly-once table and this process's
-    # index in it; a worker's hand-off to the primary; the primary's view of its siblings.
+    # index in it; a worker's primary process; the primary's view of its siblings.
     shared: InvocationTable | None = None
     worker: int = 0
-    overflow: Overflow | None = None
+    primary: Primary | None = None
     siblings: Siblings | None = None
     _in_flight: dict[str, asyncio.Future[InvokeResult]] = field(default_factory=dict)
     _done: OrderedDict[str, tuple[InvokeResult, float]] = field(default_factory=OrderedDict)
@@ -313,9 +324,14 @@ class Router:
         return await self._run_local(request, hops, front=True)  # back to where it waited
 
     async def _place(self, request: InvokeRequest, hops: int) -> InvokeResult:
-        if self.overflow is not None and not self.draining and self.free_slots() <= 0:
+        if (
+            self.primary is not None
+            and not self.draining
+            and self.free_slots() <= 0
+            and self.primary.has_room()
+        ):
             try:  # a worker process without room: the primary places it with the node's view
-                return await self.overflow(request, hops)
+                return await self.primary.place(request, hops)
             except Refused as exc:
                 if exc.status != 503:
                     raise
@@ -324,7 +340,7 @@ class Router:
                 log.warning(
                     "the primary process did not take %s (%s); it waits here", request.invocation_id, exc
                 )
-        if self.overflow is not None:
+        if self.primary is not None:  # nobody has room: it waits here, as it would at the primary
             return await self._run_local(request, hops)
         if hops > 0 and not self.draining:
             return await self._run_local(request, hops)

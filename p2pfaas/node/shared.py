@@ -66,7 +66,7 @@ _VOUCHER = struct.Struct("<B7x16sqdq")  # in use, voucher id hash, budget, expir
 _VOUCHER_KEYS = struct.Struct("<" + "B7x16s24x" * VOUCHER_WAYS)
 _EMPTY_VOUCHER = (0, bytes(16), 0, 0.0, 0)
 
-_LOAD = struct.Struct("<5q")
+_LOAD = struct.Struct("<6q")
 _SPILLED_NAME = re.compile(r"[0-9a-f]{32}|\.[0-9a-f]{32}\.\d+\.tmp")
 
 
@@ -359,6 +359,7 @@ class LoadRow:
     queue_length: int = 0
     running: int = 0
     invocations: int = 0
+    peer_room: int = 0  # the primary's row: free slots its gossip view sees at peers
 
 
 class LoadBoard:
@@ -371,11 +372,19 @@ class LoadBoard:
         self.workers = handle.workers
 
     def write(
-        self, worker: int, *, slots: int, free_slots: int, queue_length: int, running: int, invocations: int
+        self,
+        worker: int,
+        *,
+        slots: int,
+        free_slots: int,
+        queue_length: int,
+        running: int,
+        invocations: int,
+        peer_room: int = 0,
     ) -> None:
         assert 0 <= worker < self.workers, worker
         at = self._offset + worker * _LOAD.size
-        _LOAD.pack_into(self._buf, at, slots, free_slots, queue_length, running, invocations)
+        _LOAD.pack_into(self._buf, at, slots, free_slots, queue_length, running, invocations, peer_room)
 
     def row(self, worker: int) -> LoadRow:
         assert 0 <= worker < self.workers, worker

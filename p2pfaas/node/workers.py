@@ -120,8 +120,11 @@ class WorkerPool:
     router's `siblings` (their summed load for gossip, and draining them with the node).
     """
 
-    def __init__(self, *, config: object, workers: int, port: int, url: str, tables: SharedTables) -> None:
+    def __init__(
+        self, *, config: object, workers: int, port: int, url: str, tables: SharedTables, router: Router
+    ) -> None:
         self.config = config
+        self.router = router  # the primary's: its load goes on the board for the workers to see
         self.count = workers
         self.port = port
         self.url = url
@@ -131,6 +134,7 @@ class WorkerPool:
         self._stopping = False
         self._context = multiprocessing.get_context("spawn")
         self._watcher: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> WorkerPool:
         try:
@@ -140,17 +144,20 @@ class WorkerPool:
         except BaseException:
             await self._stop_all(timeout_s=5.0)
             raise
-        self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="worker watcher")
+        loop = asyncio.get_running_loop()
+        self._watcher = loop.create_task(self._watch(), name="worker watcher")
+        self._writer = loop.create_task(self._write_load_forever(), name="primary load writer")
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._stopping = True
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for task in (self._watcher, self._writer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._stop_all(timeout_s=30.0)
 
     def pids(self) -> list[int]:
@@ -197,6 +204,22 @@ class WorkerPool:
                         f"worker process {index} did not start serving in {READY_TIMEOUT_S:g} s"
                     )
                 await asyncio.sleep(0.05)
+
+    async def _write_load_forever(self) -> None:
+        """The primary's own row: whether a worker without a slot should hand work over to it."""
+        loop = asyncio.get_running_loop()
+        while True:
+            router = self.router
+            self.tables.loads.write(
+                0,
+                slots=router.capacity,
+                free_slots=0 if router.draining else router.free_slots(),
+                queue_length=router.queue_length(),
+                running=router.in_progress(),
+                invocations=router.service.stats.invocations,
+                peer_room=int(sum(max(0.0, peer.est_free) for peer in router.view.candidates(loop.time()))),
+            )
+            await asyncio.sleep(LOAD_WRITE_S)
 
     async def _watch(self) -> None:
         pause_s = RESTART_PAUSE_S[0]
@@ -335,7 +358,7 @@ class WorkerNode(StackService):
             rng=self.rng,
             shared=self.tables.invocations,
             worker=self.index,
-            overflow=self._overflow,
+            primary=self,
         )
         self.runner = web.AppRunner(self._app(), access_log=None)
         await self.runner.setup()
@@ -384,7 +407,11 @@ class WorkerNode(StackService):
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise Unreachable(f"this node's primary process does not answer: {exc}") from None
 
-    async def _overflow(self, request: InvokeRequest, hops: int) -> InvokeResult:
+    def has_room(self) -> bool:
+        primary = self.tables.loads.row(0)
+        return primary.free_slots > 0 or primary.peer_room > 0
+
+    async def place(self, request: InvokeRequest, hops: int) -> InvokeResult:
         return await rpc.call(
             self.primary,
             "POST",
