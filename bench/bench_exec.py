@@ -8,7 +8,8 @@ request a distinct pre-signed `InvokeRequest` (signing is the lessee's cost, don
 starts); every answer is decoded and checked (HTTP 200, `ok`, the echoed payload), and one in 50
 has its signature verified. Baseline in the same run: the same load against an aiohttp echo server
 process (the HTTP ceiling of this machine with this client) and the node process's CPU per
-invocation.
+invocation. Each `--workers` value is its own node, measured in the same run; the ratio column is
+to the one-process node at the same load.
 
 **coldstart**: the first invocation of a new function, (a) on the Docker executor directly and
 (b) through a node (POST /v1/invoke; includes fetching the bundle from the anchor and verifying
@@ -19,7 +20,7 @@ Also shown: create+start until the shim answers (Docker plus the Python runtime'
 A benchmark, not a test: it asserts no figure. Wall time is `time.perf_counter`.
 
     .venv/bin/python -m bench.bench_exec throughput [--seconds 5] [--clients 1,8,32,64] [--procs 2]
-        [--client lean|aiohttp]
+        [--client lean|aiohttp] [--workers 1,2]
     .venv/bin/python -m bench.bench_exec coldstart [--n 15]
 """
 
@@ -89,6 +90,11 @@ def signed_requests(keys: KeyPair, digest: str, count: int, tag: str) -> list[by
         )
         for i in range(count)
     ]
+
+
+def requests_needed(seconds: float) -> int:
+    """Pre-signed requests per level: more than a node answers (the echo server reuses them)."""
+    return int(seconds * 12000) + 2000
 
 
 def pct(sorted_s: list[float], q: float) -> float:
@@ -387,9 +393,12 @@ async def node_process(
 
 async def throughput(args: argparse.Namespace) -> None:
     levels = [int(c) for c in args.clients.split(",")]
+    worker_counts = [int(w) for w in args.workers.split(",")]
     root = Path(tempfile.mkdtemp(prefix="bex-", dir="/tmp"))
     keys = KeyPair.generate()
-    needed = int(args.seconds * 12000) + 2000  # more than the node or the echo answer at any level
+    needed = requests_needed(args.seconds)
+    rows: dict[tuple[int, int], Row] = {}  # (worker processes, clients) -> the node's row
+    echo_rows: dict[int, Row] = {}
     try:
         async with (
             AnchorServer(f"sqlite+aiosqlite:///{root / 'anchor.db'}", port=0) as anchor,
@@ -401,68 +410,97 @@ async def throughput(args: argparse.Namespace) -> None:
             echo_server = ctx.Process(target=_echo_process, args=(echo_port,), daemon=True)
             echo_server.start()
             await wait_for_port(echo_port)
-            owner = KeyPair.load_or_create(root / "node" / "node.key").key_id
-            async with node_process(anchor.url, root / "node", args.slots, args.workers) as (pid, url):
-                for _ in range(100):  # the node announces itself to the anchor just after it binds
-                    if url in [n.url for n in await client.nodes(refresh=True)]:
-                        break
-                    await asyncio.sleep(0.05)
-                warm = await client.invoke("noop", {"n": 1}, node_url=url)
-                assert warm.value == {"n": 1}
-                rows: list[tuple[Row, Row]] = []
-                for level in levels:
-                    bodies = signed_requests(keys, info.header.digest, needed, f"c{level}")
-                    ticks, shim_ns = cpu_ticks(pid), containers_cpu_ns(owner)
-                    node = await asyncio.to_thread(
-                        run_load,
-                        f"{url}/v1/invoke",
-                        bodies,
-                        clients=level,
-                        procs=args.procs,
-                        seconds=args.seconds,
-                        check_node=True,
-                        client=args.client,
-                    )
-                    used_s = (cpu_ticks(pid) - ticks) / os.sysconf("SC_CLK_TCK")
-                    answered = max(node.per_s * args.seconds, 1)
-                    node.node_cpu_us = used_s / answered * 1e6
-                    node.shim_cpu_us = (containers_cpu_ns(owner) - shim_ns) / answered / 1e3
-                    http = await asyncio.to_thread(
-                        run_load,
-                        f"http://127.0.0.1:{echo_port}/echo",
-                        bodies,
-                        clients=level,
-                        procs=args.procs,
-                        seconds=args.seconds,
-                        check_node=False,
-                        client=args.client,
-                    )
-                    rows.append((node, http))
+            for level in levels:
+                bodies = signed_requests(keys, info.header.digest, needed, f"echo{level}")
+                echo_rows[level] = await asyncio.to_thread(
+                    run_load,
+                    f"http://127.0.0.1:{echo_port}/echo",
+                    bodies,
+                    clients=level,
+                    procs=args.procs,
+                    seconds=args.seconds,
+                    check_node=False,
+                    client=args.client,
+                )
             echo_server.terminate()
             echo_server.join()
+            for workers in worker_counts:
+                for level, row in (
+                    await _node_levels(
+                        args, anchor.url, client, info.header.digest, keys, root, workers, levels
+                    )
+                ).items():
+                    rows[workers, level] = row
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(
         f"warm no-op through one node: {args.seconds:g} s per level, {args.procs} load processes, "
-        f"{os.cpu_count()} cores, node slots {args.slots}, node worker processes {args.workers}, "
-        f"{args.client} client, "
+        f"{os.cpu_count()} cores, node slots {args.slots}, {args.client} client, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
     header = (
-        f"{'clients':>7} {'node inv/s':>10} {'err':>3} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'CPU us/inv: node':>16} {'shim':>5} {'client':>6} {'2-core bound/s':>14} "
-        f"{'echo req/s':>10} {'echo p50':>8}"
+        f"{'workers':>7} {'clients':>7} {'node inv/s':>10} {'vs 1 worker':>11} {'err':>3} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'CPU us/inv: node':>16} {'shim':>5} {'client':>6} {'2-core bound/s':>14} "
+        f"{'echo req/s':>10}"
     )
     print(header)
     print("-" * len(header))
-    for node, http in rows:
+    for (workers, level), node in rows.items():
         # What 2 cores could answer if all they did was this: node + containers + load generator.
         bound = 2e6 / (node.node_cpu_us + node.shim_cpu_us + node.client_cpu_us)
+        one = rows.get((1, level))
+        ratio = f"{node.per_s / one.per_s:.2f}x" if one is not None and one.per_s > 0 else "-"
         print(
-            f"{node.clients:>7} {node.per_s:>10.0f} {node.errors:>3} {node.p50_s * 1e3:>7.2f} "
-            f"{node.p99_s * 1e3:>7.2f} {node.node_cpu_us:>16.0f} {node.shim_cpu_us:>5.0f} "
-            f"{node.client_cpu_us:>6.0f} {bound:>14.0f} {http.per_s:>10.0f} {http.p50_s * 1e3:>8.2f}"
+            f"{workers:>7} {node.clients:>7} {node.per_s:>10.0f} {ratio:>11} {node.errors:>3} "
+            f"{node.p50_s * 1e3:>7.2f} {node.p99_s * 1e3:>7.2f} {node.node_cpu_us:>16.0f} "
+            f"{node.shim_cpu_us:>5.0f} {node.client_cpu_us:>6.0f} {bound:>14.0f} "
+            f"{echo_rows[level].per_s:>10.0f}"
         )
+
+
+async def _node_levels(
+    args: argparse.Namespace,
+    anchor_url: str,
+    client: AsyncClient,
+    digest: str,
+    keys: KeyPair,
+    root: Path,
+    workers: int,
+    levels: list[int],
+) -> dict[int, Row]:
+    """One node process with `workers` worker processes, loaded at each level in turn."""
+    needed = requests_needed(args.seconds)
+    work_dir = root / f"node-{workers}"
+    owner = KeyPair.load_or_create(work_dir / "node.key").key_id
+    rows: dict[int, Row] = {}
+    async with node_process(anchor_url, work_dir, args.slots, workers) as (pid, url):
+        for _ in range(100):  # the node announces itself to the anchor just after it binds
+            if url in [n.url for n in await client.nodes(refresh=True)]:
+                break
+            await asyncio.sleep(0.05)
+        for _ in range(8 * (workers - 1) + 1):  # warm every worker process: each on a new connection
+            async with AsyncClient(anchor_url, keys) as fresh:
+                warm = await fresh.invoke("noop", {"n": 1}, node_url=url)
+            assert warm.value == {"n": 1}
+        for level in levels:
+            bodies = signed_requests(keys, digest, needed, f"w{workers}c{level}")
+            ticks, shim_ns = cpu_ticks(pid), containers_cpu_ns(owner)
+            node = await asyncio.to_thread(
+                run_load,
+                f"{url}/v1/invoke",
+                bodies,
+                clients=level,
+                procs=args.procs,
+                seconds=args.seconds,
+                check_node=True,
+                client=args.client,
+            )
+            used_s = (cpu_ticks(pid) - ticks) / os.sysconf("SC_CLK_TCK")
+            answered = max(node.per_s * args.seconds, 1)
+            node.node_cpu_us = used_s / answered * 1e6
+            node.shim_cpu_us = (containers_cpu_ns(owner) - shim_ns) / answered / 1e3
+            rows[level] = node
+    return rows
 
 
 # --- cold start -----------------------------------------------------------------------------------
@@ -615,7 +653,9 @@ def main(argv: list[str] | None = None) -> int:
     tp.add_argument("--clients", default="1,8,32,64")
     tp.add_argument("--procs", type=int, default=2, help="load-generating processes")
     tp.add_argument("--slots", type=int, default=8, help="the node's --slots")
-    tp.add_argument("--workers", type=int, default=1, help="the node's --workers (processes on its port)")
+    tp.add_argument(
+        "--workers", default="1,2", help="the node's --workers (processes on its port), one node per value"
+    )
     tp.add_argument(
         "--client", choices=("lean", "aiohttp"), default="lean", help="the load processes' HTTP client"
     )
