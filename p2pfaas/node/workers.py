@@ -68,6 +68,7 @@ PRIMARY = "http://primary"  # the host part is ignored on a unix socket
 LOAD_WRITE_S = 0.05  # how often a worker writes its load to the board (gossip runs every ~2 s)
 READY_TIMEOUT_S = 120.0  # a worker's executor may pull nothing, but it does start Docker things
 RESTART_PAUSE_S = (1.0, 30.0)  # a dying worker is restarted after this, doubling while it keeps dying
+ANCHOR_KEY_WAIT_S = 10.0  # before serving, for the anchor's voucher key (learned later if it is down)
 PROXY_TIMEOUT_S = 3600.0 + 60.0  # a forwarded invocation may run for its whole timeout
 
 
@@ -337,6 +338,8 @@ class WorkerNode(StackService):
                 cpus_per_instance=options["cpus_per_instance"], spends=self.tables.spends, restore=False,
             )
         )  # fmt: skip
+        with contextlib.suppress(TimeoutError):  # serve paid work from the start, when the anchor answers
+            await asyncio.wait_for(payments.ready(), ANCHOR_KEY_WAIT_S)
         self.service = NodeService(
             keys=self.keys,
             executor=self.executor,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import sqlalchemy as sa
 
 from p2pfaas import codec, signing
 from p2pfaas.anchor.accounts import AccountStore
@@ -29,6 +30,7 @@ from p2pfaas.client import AsyncClient
 from p2pfaas.client.account import AccountClient
 from p2pfaas.client.wallet import Wallet
 from p2pfaas.db import open_database
+from p2pfaas.db.schema import settlements
 from p2pfaas.errors import Refused
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
@@ -57,7 +59,13 @@ class Net:
 
 
 @pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[Net]:
+def workers() -> int:
+    return 1  # the node's worker processes; a test parametrizes it to run more
+
+
+@pytest.fixture
+async def net(tmp_path: Path, workers: int) -> AsyncIterator[Net]:
+    # Unix socket paths are limited to 107 bytes: the node's directories are short.
     run_dir = Path(tempfile.mkdtemp(prefix="p2pw-", dir="/tmp"))
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'anchor.db'}"
     settings = AnchorSettings(hasher=PasswordHasher(log2_n=10))
@@ -67,15 +75,16 @@ async def net(tmp_path: Path) -> AsyncIterator[Net]:
     async with AnchorServer(db_url, port=0, settings=settings) as anchor:
         config = NodeConfig(
             anchor_url=anchor.url,
-            key_path=tmp_path / "node" / "node.key",
-            work_dir=tmp_path / "node",
+            key_path=run_dir / "node" / "node.key",
+            work_dir=run_dir / "node",
             executor="process",
             allow_unsandboxed=True,
             price_per_cpu_s_micro=50_000,
             price_per_gb_s_micro=10_000,
+            workers=workers,
         )
         async with (
-            NodeDaemon(config, executor=UnsandboxedProcessExecutor(work_dir=run_dir)) as node,
+            NodeDaemon(config, executor=UnsandboxedProcessExecutor(work_dir=run_dir / "run")) as node,
             AccountClient(anchor.url) as operator,
             AccountClient(anchor.url) as alice,
             AccountClient(anchor.url) as bob,
@@ -119,6 +128,33 @@ async def test_a_wallet_pays_for_invocations_and_the_volunteer_is_paid(net: Net)
     held = [a for a in (await net.alice.balances()).accounts if a.kind == "hold"]
     assert [1_000_000 - h.balance_micro for h in held] == [spent]
     assert earned < spent
+
+
+@pytest.mark.parametrize("workers", [2])
+async def test_a_node_of_two_processes_is_paid_once_for_each_invocation_either_ran(net: Net) -> None:
+    """Both processes check the voucher against one budget and send their own receipts."""
+    keys = KeyPair.generate()
+    await net.alice.claim_key(keys, kind="lessee")
+    await net.operator.grant("alice", 50_000_000, ref="welcome")
+    # Enough budget to reserve the worst case of all 16 at once (each may cost up to ~0.56 credit).
+    wallet = Wallet(keys, net.alice.voucher, budget_micro=20_000_000, ttl_s=600, rng=random.Random(4))
+    async with AsyncClient(net.anchor.url, keys, wallet=wallet) as client:
+        await client.deploy(write_function(net.root, "sleepy"))
+        # Concurrent calls open several connections, which the kernel spreads over both processes.
+        outcomes = await asyncio.gather(*(client.invoke("sleepy", {"s": 0.05}) for _ in range(16)))
+    assert all(o.value == "woke" for o in outcomes) and wallet.vouchers_bought == 1
+    assert net.node.workers is not None and net.node.workers.tables.loads.row(1).invocations > 0
+    await net.node.payments.sender.flush()
+    async with open_database(net.db_url) as db:
+        count = sa.select(sa.func.count()).select_from(settlements)
+        for _ in range(300):  # the worker's receipt sender batches for about a second
+            paid = await db.run(lambda c: c.scalar(count), what="count", write=False)
+            if paid == 16:
+                break
+            await asyncio.sleep(0.1)
+        assert paid == 16
+        assert await audit(db) == []
+    assert own_balance(await net.bob.balances()) > 0
 
 
 async def test_vouchers_let_a_lessee_run_anothers_function_and_forgeries_are_refused(net: Net) -> None:
