@@ -61,6 +61,7 @@ SendForward = Callable[[str, ForwardRequest], Awaitable[InvokeResult]]
 # url -> the peer's exact load now (a gossip exchange), or None when it does not answer
 Probe = Callable[[str], Awaitable[ProbeAnswer | None]]
 SIBLING_POLL_S = (0.002, 0.05)  # waiting for an id a sibling process runs: first and longest pause
+SIBLING_GRACE_S = 30.0  # ... and how long past the invocation's timeout before giving up
 
 
 class Primary(Protocol):
@@ -193,7 +194,8 @@ class Router:
         # Never place or forward a request the lessee did not sign (checked once; the service reuses it).
         self.service.verify_request(request)
         self._expire_cache()
-        if self.shared is not None and request.invocation_id not in self._in_flight:
+        known_here = request.invocation_id in self._in_flight or request.invocation_id in self._done
+        if self.shared is not None and not known_here:
             settled = await self._claim_shared(request, hops)
             if settled is not None:
                 return settled
@@ -262,6 +264,7 @@ class Router:
         loop = asyncio.get_running_loop()
         owner = request.signer + request.digest.encode()
         pause_s, joined = SIBLING_POLL_S[0], False
+        give_up_at = loop.time() + request.timeout_s + SIBLING_GRACE_S
         while True:
             claim = self.shared.claim(request.invocation_id, owner, worker=self.worker, now=loop.time())
             if claim.kind is ClaimKind.NEW or (
@@ -280,6 +283,8 @@ class Router:
             if not joined:
                 self.stats.joined += 1
                 joined = True
+            if loop.time() > give_up_at:  # its process hangs (or died and was not yet replaced)
+                raise Busy(f"invocation still runs in worker process {claim.worker} of this node")
             await asyncio.sleep(pause_s)  # duplicates are rare: polling the table costs nothing else
             pause_s = min(2 * pause_s, SIBLING_POLL_S[1])
 
