@@ -35,7 +35,7 @@ from p2pfaas.node.app import make_app, make_internal_app
 from p2pfaas.node.overlay import Overlay, overlay_for
 from p2pfaas.node.placement import NodePlacement, PlacementConfig
 from p2pfaas.node.service import NodeService
-from p2pfaas.node.settings import service_options, share
+from p2pfaas.node.settings import check, service_options, share
 from p2pfaas.node.shared import SharedTables
 from p2pfaas.node.vouchers import NodePayments
 from p2pfaas.node.workers import (
@@ -326,6 +326,7 @@ def _bound_address(runner: web.AppRunner, config: NodeConfig) -> tuple[str, int]
 async def run_node(config: NodeConfig) -> None:
     """Run a node until SIGINT or SIGTERM (the CLI's `p2pfaas node run`)."""
     loop = asyncio.get_running_loop()
+    check(config)  # before anything starts: a bad setting is one clear error
     keys = KeyPair.load_or_create(config.key_path)
     executor = await asyncio.to_thread(make_executor, config, owner_id=keys.key_id)
     async with NodeDaemon(config, executor=executor, keys=keys) as node:
