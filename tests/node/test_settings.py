@@ -84,6 +84,9 @@ def test_node_run_reports_a_bad_config_file(tmp_path: Path, capsys: pytest.Captu
     assert "not valid TOML" in capsys.readouterr().err
     assert cli.main(["node", "run", "--config", str(tmp_path / "missing.toml")]) == 1
     assert "cannot read config file" in capsys.readouterr().err
+    path.write_text("workers = 0\n")
+    assert cli.main(["node", "run", "--config", str(path), "--work-dir", str(tmp_path)]) == 1
+    assert "workers must be between 1 and the slots" in capsys.readouterr().err
 
 
 def test_what_is_lent_is_split_between_worker_processes_without_losing_any() -> None:
