@@ -216,11 +216,16 @@ class Router:
         if running is not None:
             self.stats.joined += 1
             return _same_invocation(request, await asyncio.shield(running))
-        if hops > 0:
-            if self.draining:
-                raise Busy("node is draining")
-            if not must_accept and self.free_slots() <= 0:
-                raise Busy(f"no free slot ({self.capacity} busy, {self.queue_length()} queued)")
+        refusal = ""
+        if hops > 0 and self.draining:
+            refusal = "node is draining"
+        elif hops > 0 and not must_accept and self.free_slots() <= 0:
+            refusal = f"no free slot ({self.capacity} busy, {self.queue_length()} queued)"
+        if refusal:
+            if self.shared is not None:  # the id claimed above is free again: a sibling may run it
+                now = asyncio.get_running_loop().time()
+                self.shared.finish(request.invocation_id, None, worker=self.worker, now=now)
+            raise Busy(refusal)
         task = asyncio.get_running_loop().create_task(self._handle(request, hops))
         self._owners[request.invocation_id] = (request.signer, request.digest)
         self._in_flight[request.invocation_id] = task

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from p2pfaas import rpc, signing, sim
+from p2pfaas import codec, rpc, signing, sim
 from p2pfaas.client import AsyncClient
-from p2pfaas.errors import Refused
+from p2pfaas.errors import Busy, Refused
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import InvokeResult
+from p2pfaas.node.shared import ClaimKind, SharedTables
+from p2pfaas.placement.wire import ForwardRequest
 from tests.functions import write_function
 from tests.placement.harness import placement_net
 from tests.test_cli import _free_port_block, p2pfaas
@@ -148,3 +150,36 @@ async def test_devnet_of_5_processes_loses_nothing_when_a_node_is_sigkilled_mid_
     for i in (0, 2, 3, 4):
         log = (directory / f"node-{i}.log").read_text()
         assert "drained (clean)" in log and "stopped" in log, log[-2000:]
+
+
+def test_a_refused_forward_leaves_its_id_free_in_the_nodes_shared_table(tmp_path: Path) -> None:
+    """With worker processes (node/workers.py) the id is claimed node-wide before the refusal
+    checks; a refused forward must give the claim back, or a sibling would wait on it forever."""
+
+    async def main(net: sim.InMemoryNetwork) -> None:
+        async with placement_net(net, tmp_path, seed=6, nodes=2, slots=1) as pn:
+            tables = SharedTables.create(workers=2, spill_dir=tmp_path / "results")
+            try:
+                router = pn.nodes[0].placement.router
+                router.shared = tables.invocations
+                request = await pn.client._signed_request("echo", {"x": 1}, None)
+                forward = signing.sign(
+                    ForwardRequest(request=request, hops=1, must_accept=False, signer=b"", signature=b""),
+                    KeyPair.generate(),
+                )
+                router.draining = True
+                with pytest.raises(Busy):
+                    await router.forwarded(forward)
+                router.draining = False
+                owner, now = request.signer + request.digest.encode(), asyncio.get_running_loop().time
+                assert (
+                    tables.invocations.lookup(request.invocation_id, owner, now=now()).kind is ClaimKind.NEW
+                )
+                result = await router.invoke(request)  # it runs when it comes again
+                done = tables.invocations.lookup(request.invocation_id, owner, now=now())
+                assert done.kind is ClaimKind.DONE and done.result == codec.encode(result)
+            finally:
+                tables.close()
+                tables.unlink()
+
+    sim.run(main, seed=6)
