@@ -6,8 +6,9 @@ what its workers must agree on (docs/node-workers.md, "Shared state"):
 - `InvocationTable`: exactly once per node. An invocation id is claimed by one worker; a retry that
   lands on another worker sees it running there, or gets its stored result, or is refused when
   another lessee's request used the id.
-- `SharedSpends`: every voucher's committed total (charged + reserved), so that the workers together
-  never accept more work on a voucher than its budget (the `SpendStore` of `p2pfaas.node.vouchers`).
+- `SharedSpends`: what every voucher has charged, and what each worker has reserved on it, so that
+  the workers together never accept more work on a voucher than its budget (the `SpendStore` of
+  `p2pfaas.node.vouchers`), and a worker that dies takes its reservations with it.
 - `LoadBoard`: each worker's load counters, which the primary sums for gossip.
 
 The primary creates the segment (`SharedTables.create`) and hands `tables.handle` to the workers it
@@ -62,9 +63,11 @@ _SET = struct.Struct("<" + f"BBHI16s8sd{INLINE_RESULT_BYTES}x" * WAYS)  # the 8 
 _EMPTY_SLOT = (_FREE, 0, 0, 0, bytes(16), bytes(8), 0.0)
 
 VOUCHER_WAYS = 16  # more ways than invocations: a full set refuses a voucher, not just a result
-_VOUCHER = struct.Struct("<B7x16sqdq")  # in use, voucher id hash, budget, expires at, committed
-_VOUCHER_KEYS = struct.Struct("<" + "B7x16s24x" * VOUCHER_WAYS)
-_EMPTY_VOUCHER = (0, bytes(16), 0, 0.0, 0)
+# An entry: this header (in use, voucher id hash, budget, expires at, charged), then one column per
+# worker process of what it has reserved, so that a dead worker's reservations can be dropped.
+_VOUCHER = struct.Struct("<B7x16sqdq")
+_VOUCHER_KEY_BYTES = 24  # in use and the id hash: the part of the header a set's lookup reads
+_MICRO = struct.Struct("<q")
 
 _LOAD = struct.Struct("<6q")
 _SPILLED_NAME = re.compile(r"[0-9a-f]{32}|\.[0-9a-f]{32}\.\d+\.tmp")
@@ -113,8 +116,12 @@ class SharedHandle:
         return self.result_slots * SLOT_BYTES
 
     @property
+    def voucher_entry_bytes(self) -> int:
+        return _VOUCHER.size + self.workers * _MICRO.size
+
+    @property
     def loads_offset(self) -> int:
-        return self.spends_offset + self.voucher_slots * _VOUCHER.size
+        return self.spends_offset + self.voucher_slots * self.voucher_entry_bytes
 
     @property
     def size(self) -> int:
@@ -263,12 +270,13 @@ class InvocationTable:
 
 
 class SharedSpends:
-    """The node's voucher totals for every worker: a `SpendStore` in the segment, under the lock.
+    """The node's voucher spends for every worker: a `SpendStore` in the segment, under the lock.
 
-    Sets of VOUCHER_WAYS entries keyed by a 128-bit hash of the voucher id. A voucher expired more
-    than FORGET_AFTER_S ago is reclaimed when its set needs room, or by `forget`. When a worker
-    dies, what it had reserved stays committed until the voucher is forgotten: the node may then
-    accept less than the budget, never more.
+    Sets of VOUCHER_WAYS entries keyed by a 128-bit hash of the voucher id. An entry holds what the
+    voucher has charged and, per worker, what that worker has reserved; the budget bounds their sum.
+    A voucher expired more than FORGET_AFTER_S ago is reclaimed when its set needs room, or by
+    `forget`. When a worker process dies, the primary calls `release_worker`: its reservations died
+    with its `VoucherBook`, so they are dropped, and what it charged stays.
     """
 
     def __init__(self, buf: memoryview, handle: SharedHandle) -> None:
@@ -276,74 +284,116 @@ class SharedSpends:
         self._lock = handle.lock
         self._offset = handle.spends_offset
         self._sets = handle.voucher_slots // VOUCHER_WAYS
+        self._workers = handle.workers
+        self._entry_bytes = handle.voucher_entry_bytes
+        self._keys = struct.Struct(
+            "<" + f"B7x16s{self._entry_bytes - _VOUCHER_KEY_BYTES}x" * VOUCHER_WAYS
+        )  # the keys of a set at once
+        self._reserved = struct.Struct(f"<{self._workers}q")
+        self._end = self._offset + self._sets * VOUCHER_WAYS * self._entry_bytes
 
     def reserve(
-        self, voucher_id: str, *, budget_micro: int, expires_at: float, cost_micro: int, now: float
+        self,
+        voucher_id: str,
+        *,
+        budget_micro: int,
+        expires_at: float,
+        cost_micro: int,
+        worker: int,
+        now: float,
     ) -> int | None:
+        column = self._column(worker)
         with self._lock:
             at = self._entry(voucher_id, budget_micro, expires_at, now)
-            _, key, budget, expires, committed = _VOUCHER.unpack_from(self._buf, at)
+            _, _, budget, _, charged = _VOUCHER.unpack_from(self._buf, at)
+            committed = charged + sum(self._reserved.unpack_from(self._buf, at + _VOUCHER.size))
             if committed + cost_micro > budget:
                 return int(budget - committed)
-            _VOUCHER.pack_into(self._buf, at, 1, key, budget, expires, committed + cost_micro)
+            (reserved,) = _MICRO.unpack_from(self._buf, at + column)
+            _MICRO.pack_into(self._buf, at + column, reserved + cost_micro)
         return None
 
-    def adjust(self, voucher_id: str, delta_micro: int) -> None:
+    def settle(self, voucher_id: str, *, reserved_micro: int, charge_micro: int, worker: int) -> None:
+        assert 0 <= charge_micro <= reserved_micro, (voucher_id, charge_micro, reserved_micro)
+        column = self._column(worker)
         with self._lock:
             at = self._find(voucher_id)
-            if at >= 0:
-                _, key, budget, expires, committed = _VOUCHER.unpack_from(self._buf, at)
-                assert committed + delta_micro >= 0, (voucher_id, committed, delta_micro)
-                _VOUCHER.pack_into(self._buf, at, 1, key, budget, expires, committed + delta_micro)
+            if at < 0:
+                return
+            used, key, budget, expires, charged = _VOUCHER.unpack_from(self._buf, at)
+            (reserved,) = _MICRO.unpack_from(self._buf, at + column)
+            assert reserved >= reserved_micro, (voucher_id, worker, reserved, reserved_micro)
+            _MICRO.pack_into(self._buf, at + column, reserved - reserved_micro)
+            _VOUCHER.pack_into(self._buf, at, used, key, budget, expires, charged + charge_micro)
+
+    def release(self, voucher_id: str, *, reserved_micro: int, worker: int) -> None:
+        self.settle(voucher_id, reserved_micro=reserved_micro, charge_micro=0, worker=worker)
+
+    def release_worker(self, worker: int) -> int:
+        """`worker` died: drop what it had reserved on every voucher. How many micro-credits."""
+        column = self._column(worker)
+        freed = 0
+        with self._lock:
+            for at in range(self._offset + column, self._end, self._entry_bytes):
+                (reserved,) = _MICRO.unpack_from(self._buf, at)  # 0 in a free entry
+                if reserved:
+                    _MICRO.pack_into(self._buf, at, 0)
+                    freed += reserved
+        return freed
 
     def restore(
         self, voucher_id: str, *, budget_micro: int, expires_at: float, charged_micro: int, now: float
     ) -> None:
         with self._lock:
             at = self._entry(voucher_id, budget_micro, expires_at, now)
-            _, key, budget, expires, committed = _VOUCHER.unpack_from(self._buf, at)
-            _VOUCHER.pack_into(self._buf, at, 1, key, budget, expires, committed + charged_micro)
+            used, key, budget, expires, charged = _VOUCHER.unpack_from(self._buf, at)
+            _VOUCHER.pack_into(self._buf, at, used, key, budget, expires, charged + charged_micro)
 
     def get(self, voucher_id: str) -> VoucherSpend | None:
         with self._lock:
             at = self._find(voucher_id)
             if at < 0:
                 return None
-            _, _, budget, expires, committed = _VOUCHER.unpack_from(self._buf, at)
-        return VoucherSpend(budget, expires, committed)
+            _, _, budget, expires, charged = _VOUCHER.unpack_from(self._buf, at)
+            reserved = sum(self._reserved.unpack_from(self._buf, at + _VOUCHER.size))
+        return VoucherSpend(budget, expires, charged + reserved, charged)
 
     def forget(self, *, now: float) -> int:
         forgotten = 0
         with self._lock:
-            for at in range(
-                self._offset, self._offset + self._sets * VOUCHER_WAYS * _VOUCHER.size, _VOUCHER.size
-            ):
+            for at in range(self._offset, self._end, self._entry_bytes):
                 used, _, _, expires, _ = _VOUCHER.unpack_from(self._buf, at)
                 if used and expires + FORGET_AFTER_S < now:
-                    _VOUCHER.pack_into(self._buf, at, *_EMPTY_VOUCHER)
+                    self._buf[at : at + self._entry_bytes] = bytes(self._entry_bytes)
                     forgotten += 1
         return forgotten
+
+    def _column(self, worker: int) -> int:
+        """Where `worker`'s reservation is in an entry."""
+        assert 0 <= worker < self._workers, (worker, self._workers)
+        return _VOUCHER.size + worker * _MICRO.size
 
     # --- under the lock ------------------------------------------------------------------------
 
     def _set_of(self, voucher_id: str) -> tuple[bytes, int]:
         key = blake2b(voucher_id.encode(), digest_size=16).digest()
-        return key, self._offset + int.from_bytes(key[:8], "little") % self._sets * _VOUCHER_KEYS.size
+        return key, self._offset + int.from_bytes(key[:8], "little") % self._sets * self._keys.size
 
     def _find(self, voucher_id: str) -> int:
         key, base = self._set_of(voucher_id)
-        keys = _VOUCHER_KEYS.unpack_from(self._buf, base)[1::2]  # a free entry's key is zeroed
-        return base + keys.index(key) * _VOUCHER.size if key in keys else -1
+        keys = self._keys.unpack_from(self._buf, base)[1::2]  # a free entry's key is zeroed
+        return base + keys.index(key) * self._entry_bytes if key in keys else -1
 
     def _entry(self, voucher_id: str, budget_micro: int, expires_at: float, now: float) -> int:
-        """The voucher's entry, made (committed 0) if it has none; PaymentRequired if no room."""
+        """The voucher's entry, made empty if it has none; PaymentRequired if no room."""
         key, base = self._set_of(voucher_id)
-        keys = _VOUCHER_KEYS.unpack_from(self._buf, base)[1::2]
+        keys = self._keys.unpack_from(self._buf, base)[1::2]
         if key in keys:
-            return base + keys.index(key) * _VOUCHER.size
-        for at in range(base, base + _VOUCHER_KEYS.size, _VOUCHER.size):
+            return base + keys.index(key) * self._entry_bytes
+        for at in range(base, base + self._keys.size, self._entry_bytes):
             used, _, _, expires, _ = _VOUCHER.unpack_from(self._buf, at)
             if not used or expires + FORGET_AFTER_S < now:
+                self._buf[at : at + self._entry_bytes] = bytes(self._entry_bytes)
                 _VOUCHER.pack_into(self._buf, at, 1, key, budget_micro, expires_at, 0)
                 return at
         raise PaymentRequired(

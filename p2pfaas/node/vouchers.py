@@ -18,10 +18,12 @@ Requests without a voucher keep the node's unpaid rule: only the function's owne
 with the node's `Prices`, passes receipts to a `ReceiptSender`, and keeps what it charged each
 voucher in a `SpendLog` so that a restarted node does not accept a spent budget again.
 
-What a voucher has committed on this node (charged + reserved) lives in a `SpendStore`: `LocalSpends`
-(a dict) for a one-process node, or `p2pfaas.node.shared.SharedSpends` when several worker processes
-serve one node and must share each budget. A reservation itself (invocation id -> most it may cost)
-stays in the process that made it: the node's exactly-once table hands an id to one process only.
+What a voucher has committed on this node (charged, and reserved by each worker process) lives in a
+`SpendStore`: `LocalSpends` (a dict) for a one-process node, or `p2pfaas.node.shared.SharedSpends`
+when several worker processes serve one node and must share each budget. A reservation itself
+(invocation id -> most it may cost) stays in the process that made it: the node's exactly-once table
+hands an id to one process only. The store keeps each worker's reserved sum apart, so that when a
+worker process dies its reservations can be dropped with it (`SharedSpends.release_worker`).
 Not here: metering (issue #4).
 """
 
@@ -83,6 +85,7 @@ class VoucherSpend:
     budget_micro: int
     expires_at: float  # wall clock, as the voucher says
     committed_micro: int  # charged + reserved
+    charged_micro: int
 
     @property
     def remaining_micro(self) -> int:
@@ -90,21 +93,34 @@ class VoucherSpend:
 
 
 class SpendStore(Protocol):
-    """Per-voucher committed totals (charged + reserved) of one node.
+    """Per-voucher spends of one node: what was charged, and what each worker process has reserved.
 
-    `reserve` is the only check-and-add: it refuses, returning what is left, rather than let the
-    total pass the budget. A store may raise `PaymentRequired` when it has no room for another
-    voucher. `now` is wall time, only to reclaim vouchers expired more than FORGET_AFTER_S ago.
+    `reserve` is the only check-and-add: it refuses, returning what is left, rather than let
+    charged + reserved pass the budget. A store may raise `PaymentRequired` when it has no room for
+    another voucher. `worker` is the index of the calling process (0 in a one-process node); a
+    worker settles and releases only what it reserved itself. `now` is wall time, only to reclaim
+    vouchers expired more than FORGET_AFTER_S ago. `settle` and `release` ignore unknown vouchers.
     """
 
     def reserve(
-        self, voucher_id: str, *, budget_micro: int, expires_at: float, cost_micro: int, now: float
+        self,
+        voucher_id: str,
+        *,
+        budget_micro: int,
+        expires_at: float,
+        cost_micro: int,
+        worker: int,
+        now: float,
     ) -> int | None:
-        """Add `cost_micro` to the voucher's total and return None, or return what is left (unchanged)."""
+        """Add `cost_micro` to `worker`'s reservation and return None, or return what is left (unchanged)."""
         ...
 
-    def adjust(self, voucher_id: str, delta_micro: int) -> None:
-        """Add `delta_micro` (negative: a reservation settled cheaper, or released) to a known voucher."""
+    def settle(self, voucher_id: str, *, reserved_micro: int, charge_micro: int, worker: int) -> None:
+        """A reservation of `worker` became a charge (at most what was reserved)."""
+        ...
+
+    def release(self, voucher_id: str, *, reserved_micro: int, worker: int) -> None:
+        """A reservation of `worker` is not needed any more (the invocation never ran)."""
         ...
 
     def restore(
@@ -124,40 +140,56 @@ class SpendStore(Protocol):
 class _Total:
     budget_micro: int
     expires_at: float
-    committed_micro: int = 0
+    charged_micro: int = 0
+    reserved_micro: int = 0
 
 
 class LocalSpends:
-    """The `SpendStore` of a one-process node: a dict."""
+    """The `SpendStore` of a one-process node: a dict. Its one process is worker 0."""
 
     def __init__(self) -> None:
         self._totals: dict[str, _Total] = {}
 
     def reserve(
-        self, voucher_id: str, *, budget_micro: int, expires_at: float, cost_micro: int, now: float
+        self,
+        voucher_id: str,
+        *,
+        budget_micro: int,
+        expires_at: float,
+        cost_micro: int,
+        worker: int,
+        now: float,
     ) -> int | None:
+        assert worker == 0, worker
         total = self._totals.setdefault(voucher_id, _Total(budget_micro, expires_at))
-        if total.committed_micro + cost_micro > total.budget_micro:
-            return total.budget_micro - total.committed_micro
-        total.committed_micro += cost_micro
+        committed = total.charged_micro + total.reserved_micro
+        if committed + cost_micro > total.budget_micro:
+            return total.budget_micro - committed
+        total.reserved_micro += cost_micro
         return None
 
-    def adjust(self, voucher_id: str, delta_micro: int) -> None:
+    def settle(self, voucher_id: str, *, reserved_micro: int, charge_micro: int, worker: int) -> None:
+        assert worker == 0 and 0 <= charge_micro <= reserved_micro, (worker, charge_micro, reserved_micro)
         total = self._totals.get(voucher_id)
         if total is not None:
-            total.committed_micro += delta_micro
-            assert total.committed_micro >= 0, (voucher_id, total)
+            assert total.reserved_micro >= reserved_micro, (voucher_id, total, reserved_micro)
+            total.reserved_micro -= reserved_micro
+            total.charged_micro += charge_micro
+
+    def release(self, voucher_id: str, *, reserved_micro: int, worker: int) -> None:
+        self.settle(voucher_id, reserved_micro=reserved_micro, charge_micro=0, worker=worker)
 
     def restore(
         self, voucher_id: str, *, budget_micro: int, expires_at: float, charged_micro: int, now: float
     ) -> None:
-        self._totals.setdefault(voucher_id, _Total(budget_micro, expires_at)).committed_micro += charged_micro
+        self._totals.setdefault(voucher_id, _Total(budget_micro, expires_at)).charged_micro += charged_micro
 
     def get(self, voucher_id: str) -> VoucherSpend | None:
         total = self._totals.get(voucher_id)
         if total is None:
             return None
-        return VoucherSpend(total.budget_micro, total.expires_at, total.committed_micro)
+        committed = total.charged_micro + total.reserved_micro
+        return VoucherSpend(total.budget_micro, total.expires_at, committed, total.charged_micro)
 
     def forget(self, *, now: float) -> int:
         stale = [vid for vid, total in self._totals.items() if total.expires_at + FORGET_AFTER_S < now]
@@ -178,7 +210,8 @@ class VoucherBook:
     """Per-voucher spend on this node. Fed `now` by its caller; no clock, no I/O.
 
     Several books (one per worker process) may share one `spends` store: each keeps only the
-    reservations it made, the store keeps the totals they add up to.
+    reservations it made, and the store keeps their sum in the book's `worker` column (the index of
+    its process), which the node drops when that process dies.
     """
 
     anchor_key: bytes
@@ -186,6 +219,7 @@ class VoucherBook:
     expiry_margin_s: float = 5.0  # a voucher must outlive the invocation's timeout by this much
     require_voucher: bool = False
     spends: SpendStore = field(default_factory=LocalSpends)
+    worker: int = 0  # this process's index among the node's worker processes
     _holds: dict[str, _Hold] = field(default_factory=dict)  # invocation id -> its reservation
     _invocations: dict[str, str] = field(default_factory=dict)  # invocation id -> voucher id
     _forget_at: float = 0.0  # `now` of the next look for long-expired vouchers
@@ -222,6 +256,7 @@ class VoucherBook:
             budget_micro=voucher.budget_micro,
             expires_at=voucher.expires_at,
             cost_micro=cost,
+            worker=self.worker,
             now=now,
         )
         if left is not None:
@@ -243,7 +278,9 @@ class VoucherBook:
         del self._holds[receipt.invocation_id]
         # The executor bounds usage by the timeout, so the real charge fits the reservation.
         charge = min(hold.cost_micro, self.fees.charge_micro(receipt.price_micro))
-        self.spends.adjust(hold.voucher_id, charge - hold.cost_micro)
+        self.spends.settle(
+            hold.voucher_id, reserved_micro=hold.cost_micro, charge_micro=charge, worker=self.worker
+        )
         return charge
 
     def restore(
@@ -264,7 +301,7 @@ class VoucherBook:
         self._invocations.pop(invocation_id, None)
         hold = self._holds.pop(invocation_id, None)
         if hold is not None:
-            self.spends.adjust(hold.voucher_id, -hold.cost_micro)
+            self.spends.release(hold.voucher_id, reserved_micro=hold.cost_micro, worker=self.worker)
 
     def remaining_micro(self, voucher_id: str) -> int | None:
         spend = self.spends.get(voucher_id)
@@ -365,9 +402,10 @@ class NodePayments:
     `NodeService`.
 
     A node of several worker processes gives every process's `NodePayments` the same `spends`
-    (`SharedTables.spends`) and `restore=True` only in the primary: entering it loads (and compacts)
-    the spend log into the store, so enter the primary's before starting the workers. All of them
-    append to the same log (in `work_dir`); each keeps its receipt journal in its own `journal_dir`.
+    (`SharedTables.spends`), its own `worker` index (the primary's is 0), and `restore=True` only in
+    the primary: entering it loads (and compacts) the spend log into the store, so enter the
+    primary's before starting the workers. All of them append to the same log (in `work_dir`); each
+    keeps its receipt journal in its own `journal_dir`.
     """
 
     def __init__(
@@ -382,6 +420,7 @@ class NodePayments:
         rng: random.Random,
         require_voucher: bool = False,
         spends: SpendStore | None = None,
+        worker: int = 0,
         restore: bool = True,
         journal_dir: Path | None = None,
     ) -> None:
@@ -392,6 +431,7 @@ class NodePayments:
         self.rng = rng
         self.require_voucher = require_voucher
         self.spends: SpendStore = LocalSpends() if spends is None else spends
+        self.worker = worker
         self.restore = restore
         self.book: VoucherBook | None = None
         self.sender = ReceiptSender(
@@ -450,6 +490,7 @@ class NodePayments:
                 fees=FeePolicy(key.fee_ppm),
                 require_voucher=self.require_voucher,
                 spends=self.spends,
+                worker=self.worker,
             )
             self._ready.set()
 

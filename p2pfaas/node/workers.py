@@ -230,6 +230,7 @@ class WorkerPool:
                 if process.is_alive() or self._stopping:
                     continue
                 freed = self.tables.invocations.release_worker(index)
+                self.tables.spends.release_worker(index)
                 self.tables.loads.write(
                     index, slots=0, free_slots=0, queue_length=0, running=0, invocations=0
                 )
@@ -264,6 +265,7 @@ class WorkerPool:
         for index, process in self._processes.items():
             process.join(timeout=5.0)
             self.tables.invocations.release_worker(index)
+            self.tables.spends.release_worker(index)
             process.close()
         self._processes.clear()
 
@@ -335,7 +337,8 @@ class WorkerNode(StackService):
             NodePayments(
                 anchor_url=config.anchor_url, keys=self.keys, session=self.session, work_dir=config.work_dir,
                 journal_dir=self.dir, prices=options["prices"], rng=self.rng,
-                cpus_per_instance=options["cpus_per_instance"], spends=self.tables.spends, restore=False,
+                cpus_per_instance=options["cpus_per_instance"], spends=self.tables.spends, worker=self.index,
+                restore=False,
             )
         )  # fmt: skip
         with contextlib.suppress(TimeoutError):  # serve paid work from the start, when the anchor answers

@@ -198,7 +198,7 @@ def test_a_restarted_node_remembers_what_it_charged(tmp_path: Path) -> None:
 
 def test_two_books_on_one_segment_share_a_budget(shared: SharedTables) -> None:
     """Two worker processes' books: each settles only its own reservations, the budget is one."""
-    first, second = book(spends=shared.spends), book(spends=shared.spends)
+    first, second = book(spends=shared.spends, worker=0), book(spends=shared.spends, worker=1)
     v = voucher(1000)
     first.authorize(request("i0", v), header(), LESSEE.public.raw, max_price_micro=300, now=T0)
     first.authorize(request("i1", v), header(), LESSEE.public.raw, max_price_micro=300, now=T0)
@@ -217,10 +217,35 @@ def test_two_books_on_one_segment_share_a_budget(shared: SharedTables) -> None:
     assert first.spend_of("v1") == second.spend_of("v1") == (1000, v.expires_at)
 
 
+def test_a_dead_workers_book_takes_its_reservations_with_it(shared: SharedTables) -> None:
+    """Worker 1's process dies holding two reservations: the node drops them, keeps what it charged."""
+    primary, doomed = book(spends=shared.spends, worker=0), book(spends=shared.spends, worker=1)
+    v = voucher(1000)
+    doomed.authorize(request("i0", v), header(), LESSEE.public.raw, max_price_micro=100, now=T0)
+    assert doomed.charged(receipt("i0", 50)) == 55
+    doomed.authorize(request("i1", v), header(), LESSEE.public.raw, max_price_micro=300, now=T0)
+    doomed.authorize(request("i2", v), header(), LESSEE.public.raw, max_price_micro=300, now=T0)
+    primary.authorize(request("i3", v), header(), LESSEE.public.raw, max_price_micro=100, now=T0)
+    with pytest.raises(PaymentRequired, match="has 175 micro-credits left"):
+        primary.authorize(request("i4", v), header(), LESSEE.public.raw, max_price_micro=300, now=T0)
+    assert shared.spends.release_worker(1) == 660  # `doomed` is gone with its process
+    spend = shared.spends.get("v1")
+    assert spend is not None and (spend.committed_micro, spend.charged_micro) == (55 + 110, 55)
+    primary.authorize(request("i4", v), header(), LESSEE.public.raw, max_price_micro=700, now=T0)
+    assert primary.remaining_micro("v1") == 1000 - 55 - 110 - 770 == 65
+    restarted = book(spends=shared.spends, worker=1)  # the worker's next process starts afresh
+    restarted.authorize(request("i5", v), header(), LESSEE.public.raw, max_price_micro=50, now=T0)
+    assert primary.charged(receipt("i3", 100)) == 110
+    assert restarted.charged(receipt("i5", 10)) == 11
+    assert primary.remaining_micro("v1") == 1000 - 55 - 110 - 770 - 11
+
+
 def test_a_full_voucher_table_refuses_with_payment_required(shared: SharedTables) -> None:
     b = book(spends=shared.spends)  # 16 vouchers fit in this table's one set
     for n in range(16):
-        shared.spends.reserve(f"other {n}", budget_micro=1, expires_at=T0 + 600, cost_micro=0, now=T0)
+        shared.spends.reserve(
+            f"other {n}", budget_micro=1, expires_at=T0 + 600, cost_micro=0, worker=0, now=T0
+        )
     with pytest.raises(PaymentRequired, match="voucher table is full"):
         b.authorize(request("i0", voucher(1000)), header(), LESSEE.public.raw, max_price_micro=300, now=T0)
 
