@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -60,6 +61,9 @@ from p2pfaas.node.vouchers import NodePayments
 from p2pfaas.placement.view import LoadView
 from p2pfaas.placement.wire import ForwardRequest
 from p2pfaas.rpc import error_middleware, read_message, reply
+
+if TYPE_CHECKING:  # the daemon imports this module
+    from p2pfaas.node.daemon import NodeConfig
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +109,7 @@ def adopt_worker_journals(work_dir: Path) -> int:
 class WorkerSpec:
     """What a worker process is started with (pickled by multiprocessing's spawn)."""
 
-    config: object  # a NodeConfig (typed loosely: node.daemon imports this module)
+    config: NodeConfig
     index: int
     port: int
     url: str
@@ -122,7 +126,7 @@ class WorkerPool:
     """
 
     def __init__(
-        self, *, config: object, workers: int, port: int, url: str, tables: SharedTables, router: Router
+        self, *, config: NodeConfig, workers: int, port: int, url: str, tables: SharedTables, router: Router
     ) -> None:
         self.config = config
         self.router = router  # the primary's: its load goes on the board for the workers to see
@@ -132,6 +136,7 @@ class WorkerPool:
         self.tables = tables
         self.restarts = 0
         self._processes: dict[int, BaseProcess] = {}
+        self._started_at: dict[int, float] = {}
         self._stopping = False
         self._context = multiprocessing.get_context("spawn")
         self._watcher: asyncio.Task[None] | None = None
@@ -190,6 +195,7 @@ class WorkerPool:
         process = self._context.Process(target=run_worker, args=(spec,), name=f"p2pfaas-worker-{index}")
         process.start()
         self._processes[index] = process
+        self._started_at[index] = asyncio.get_running_loop().time()
 
     async def _ready(self) -> None:
         loop = asyncio.get_running_loop()
@@ -223,28 +229,35 @@ class WorkerPool:
             await asyncio.sleep(LOAD_WRITE_S)
 
     async def _watch(self) -> None:
-        pause_s = RESTART_PAUSE_S[0]
+        loop = asyncio.get_running_loop()
+        pauses_s = dict.fromkeys(self._processes, RESTART_PAUSE_S[0])
         while not self._stopping:
             await asyncio.sleep(0.5)
             for index, process in list(self._processes.items()):
                 if process.is_alive() or self._stopping:
                     continue
+                # Back off while a worker keeps dying; restart at once after a long healthy run.
+                if loop.time() - self._started_at[index] > 10 * RESTART_PAUSE_S[1]:
+                    pauses_s[index] = RESTART_PAUSE_S[0]
+                pause_s = pauses_s[index]
+                pauses_s[index] = min(2 * pause_s, RESTART_PAUSE_S[1])
                 freed = self.tables.invocations.release_worker(index)
-                self.tables.spends.release_worker(index)
+                unreserved = self.tables.spends.release_worker(index)
                 self.tables.loads.write(
                     index, slots=0, free_slots=0, queue_length=0, running=0, invocations=0
                 )
                 log.error(
-                    "worker process %d exited (code %s); %d invocations it ran may be retried; restarting "
-                    "it in %.0f s",
-                    *(index, process.exitcode, freed, pause_s),
+                    "worker process %d exited (code %s); %d invocations it ran may be retried and %d "
+                    "micro-credits it had reserved on vouchers are free again; restarting it in %.0f s",
+                    *(index, process.exitcode, freed, unreserved, pause_s),
                 )
+                del self._processes[index]
+                process.close()
                 await asyncio.sleep(pause_s)
                 if self._stopping:
                     return
                 self.restarts += 1
                 self._start(index)
-                pause_s = min(2 * pause_s, RESTART_PAUSE_S[1])
 
     async def _joined(self, timeout_s: float) -> bool:
         loop = asyncio.get_running_loop()
@@ -304,9 +317,6 @@ class WorkerNode(StackService):
     """Worker `spec.index` of a node: `async with WorkerNode(spec) as worker:` serves until left."""
 
     def __init__(self, spec: WorkerSpec) -> None:
-        from p2pfaas.node.daemon import NodeConfig
-
-        assert isinstance(spec.config, NodeConfig)
         self.spec = spec
         self.config = spec.config
         self.index = spec.index
