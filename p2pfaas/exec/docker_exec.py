@@ -118,8 +118,7 @@ class _ContainerInstance(ShimInstance):
             pids_limit=executor.pids_limit,
             mem_limit=f"{self._fn.memory_mb}m",
             memswap_limit=f"{self._fn.memory_mb}m",  # equal to mem_limit: no swap
-            # Within the node's quota: cgroup v1 refuses a child quota above its parent's.
-            nano_cpus=int(min(self._fn.cpus, executor.node_cpus or self._fn.cpus) * 1e9),
+            nano_cpus=int(executor.instance_cpus(self._fn.cpus) * 1e9),
             ulimits=[docker.types.Ulimit(name="nofile", soft=1024, hard=1024)],
             # Under host memory pressure, the kernel should kill a function before the volunteer's apps.
             oom_score_adj=1000,
@@ -241,6 +240,7 @@ class DockerExecutor(PooledExecutor):
         forecast: ArrivalForecast | None = None,
         memory_cap_mb: int = 0,
         group: str = "",
+        node_slots: int = 0,
     ) -> None:
         for name in (owner_id, group or owner_id):
             if not _OWNER_ID.match(name):
@@ -255,6 +255,7 @@ class DockerExecutor(PooledExecutor):
         # What the volunteer lends in all (0: no node-wide limit), enforced by one parent cgroup.
         self.node_cpus = node_cpus
         self.node_memory_mb = node_memory_mb
+        self.node_slots = node_slots or max_per_function  # invocations the whole node runs at once
         self.node_cgroup: NodeCgroup | None = None
         self.run_dir = RunDir(work_dir)
         self._client_factory = client_factory or (lambda: docker.from_env(timeout=60))
@@ -303,7 +304,11 @@ class DockerExecutor(PooledExecutor):
                 else f"the Docker engine's cgroup driver is {driver!r}, not cgroupfs"
             )
             if isinstance(prepared, str):
-                log.warning("%s; only per-instance limits apply", prepared)
+                log.warning(
+                    "%s; no node-wide cgroup: each instance gets %.2f cores (%g lent / %d slots), and "
+                    "admission holds the memory lent",
+                    *(prepared, self.instance_cpus(1.0), self.node_cpus, self.node_slots),
+                )
             else:
                 self.node_cgroup = prepared
         await self._pool.start()
@@ -317,6 +322,18 @@ class DockerExecutor(PooledExecutor):
             self._client = None
         if self.node_cgroup is not None:
             await asyncio.to_thread(self.node_cgroup.remove)
+
+    def instance_cpus(self, cpus: float) -> float:
+        """An instance's CPU limit, for a function that asks for `cpus`. Under the node's parent
+        cgroup the kernel holds all instances together to what is lent (and cgroup v1 refuses a
+        child quota above its parent's). Without one (Docker's systemd cgroup driver, no rights to
+        the cgroup tree) each instance gets an equal part of what is lent, one per slot, so that
+        what runs at once still fits in it."""
+        if self.node_cpus <= 0:
+            return cpus
+        if self.node_cgroup is not None:
+            return min(cpus, self.node_cpus)
+        return min(cpus, self.node_cpus / self.node_slots)
 
     def container_id(self, instance_id: str) -> str | None:
         """The Docker id of a live instance: the seam for cgroup metering."""

@@ -6,7 +6,9 @@ concurrent instances under `--cpus 1.5` share 1.5 cores rather than take eight, 
 and leaking instances together never hold more than `--memory`. Supported: Docker's cgroupfs driver
 on cgroup v1 (`cpu.cfs_quota_us`, `memory.limit_in_bytes`) and v2 (`cpu.max`, `memory.max`).
 Where the files cannot be written (the systemd driver, a rootless engine, no privileges) `prepare`
-returns None with the reason, and only the per-instance limits and admission's accounting apply.
+returns the reason instead, and the executor falls back to static limits: each instance gets the
+cores lent divided by the node's slots (`DockerExecutor.instance_cpus`), and admission holds the sum
+of the instances' memory limits to the memory lent.
 """
 
 from __future__ import annotations

@@ -126,6 +126,7 @@ def make_executor(config: NodeConfig, *, owner_id: str, worker: int = 0) -> Exec
                 memory_cap_mb=memory_cap_mb,  # warm instances' limits, summed, stay within it too
                 # one function may use every slot of this process's share
                 max_per_function=share(config.slots, config.workers, worker),
+                node_slots=config.slots,  # without a node cgroup, each instance gets cpus / slots
             )
         if config.executor == "docker":
             raise ConfigError(f"--executor docker, but no Docker engine answers: {reason}")

@@ -11,10 +11,12 @@ import asyncio
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from p2pfaas.exec.docker_exec import DockerExecutor
+from p2pfaas.exec import node_cgroup
+from p2pfaas.exec.docker_exec import LABEL_OWNER, DockerExecutor
 from p2pfaas.exec.metering import CGROUP_ROOT
 from p2pfaas.exec.node_cgroup import prepare
 
@@ -89,3 +91,29 @@ async def test_containers_share_the_cores_the_node_lends(
 def test_an_unwritable_tree_is_a_reason_not_an_error(tmp_path: Path) -> None:
     reason = prepare("p2pfaas-x", cpus=1.0, memory_mb=64, root=tmp_path / "missing")
     assert isinstance(reason, str) and "cannot set up the node's cgroup" in reason
+
+
+async def test_without_a_node_cgroup_each_instance_gets_its_slots_part_of_the_cores(
+    runtime_image: str, short_dir: Path, tmp_path: Path, docker_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker's systemd cgroup driver (or no rights to the cgroup tree): no parent cgroup can hold
+    the instances together, so each gets cores lent / slots, and all that may run at once fit."""
+    monkeypatch.setattr(node_cgroup, "prepare", lambda *args, **kwargs: "simulated: no cgroup here")
+    executor = DockerExecutor(
+        owner_id=f"test-{uuid.uuid4().hex[:12]}",
+        work_dir=short_dir / "run",
+        image=runtime_image,
+        node_cpus=1.5,
+        node_memory_mb=512,
+        node_slots=4,
+    )
+    await executor.start()
+    try:
+        assert executor.node_cgroup is None
+        fn = make_function(tmp_path / "f", memory_mb=64)
+        assert (await executor.invoke(fn, b"{}", timeout_s=60)).ok
+        [container] = docker_client.containers.list(filters={"label": f"{LABEL_OWNER}={executor.owner_id}"})
+        assert container.attrs["HostConfig"]["NanoCpus"] == int(1.5 / 4 * 1e9)
+        assert container.attrs["HostConfig"]["CgroupParent"] == ""
+    finally:
+        await executor.aclose()
