@@ -436,6 +436,10 @@ class LoadBoard:
         at = self._offset + worker * _LOAD.size
         _LOAD.pack_into(self._buf, at, slots, free_slots, queue_length, running, invocations, peer_room)
 
+    def clear(self, worker: int) -> None:
+        """`worker` serves nothing (stopped, or dead and not yet restarted)."""
+        self.write(worker, slots=0, free_slots=0, queue_length=0, running=0, invocations=0)
+
     def row(self, worker: int) -> LoadRow:
         assert 0 <= worker < self.workers, worker
         return LoadRow(*_LOAD.unpack_from(self._buf, self._offset + worker * _LOAD.size))

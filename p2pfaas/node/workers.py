@@ -102,6 +102,19 @@ def adopt_worker_journals(work_dir: Path) -> int:
     return moved
 
 
+def write_load(tables: SharedTables, index: int, router: Router, *, peer_room: int = 0) -> None:
+    """Process `index`'s row on the node's load board, from its router."""
+    tables.loads.write(
+        index,
+        slots=router.capacity,
+        free_slots=0 if router.draining else router.free_slots(),
+        queue_length=router.queue_length(),
+        running=router.in_progress(),
+        invocations=router.service.stats.invocations,
+        peer_room=peer_room,
+    )
+
+
 # --- the primary's side ---------------------------------------------------------------------------
 
 
@@ -213,19 +226,12 @@ class WorkerPool:
                 await asyncio.sleep(0.05)
 
     async def _write_load_forever(self) -> None:
-        """The primary's own row: whether a worker without a slot should hand work over to it."""
+        """The primary's own row: whether a worker without a slot should hand work over to it
+        (a free slot here, or free slots its gossip view sees at peers)."""
         loop = asyncio.get_running_loop()
         while True:
-            router = self.router
-            self.tables.loads.write(
-                0,
-                slots=router.capacity,
-                free_slots=0 if router.draining else router.free_slots(),
-                queue_length=router.queue_length(),
-                running=router.in_progress(),
-                invocations=router.service.stats.invocations,
-                peer_room=int(sum(max(0.0, peer.est_free) for peer in router.view.candidates(loop.time()))),
-            )
+            peer_room = sum(max(0.0, peer.est_free) for peer in self.router.view.candidates(loop.time()))
+            write_load(self.tables, 0, self.router, peer_room=int(peer_room))
             await asyncio.sleep(LOAD_WRITE_S)
 
     async def _watch(self) -> None:
@@ -243,9 +249,7 @@ class WorkerPool:
                 pauses_s[index] = min(2 * pause_s, RESTART_PAUSE_S[1])
                 freed = self.tables.invocations.release_worker(index)
                 unreserved = self.tables.spends.release_worker(index)
-                self.tables.loads.write(
-                    index, slots=0, free_slots=0, queue_length=0, running=0, invocations=0
-                )
+                self.tables.loads.clear(index)
                 log.error(
                     "worker process %d exited (code %s); %d invocations it ran may be retried and %d "
                     "micro-credits it had reserved on vouchers are free again; restarting it in %.0f s",
@@ -303,9 +307,8 @@ async def _serve(spec: WorkerSpec) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(
-        signal.SIGINT, lambda: None
-    )  # Ctrl-C reaches the whole group: the primary decides
+    # Ctrl-C reaches the whole process group: the primary decides what its workers do.
+    loop.add_signal_handler(signal.SIGINT, lambda: None)
     async with WorkerNode(spec) as node:
         while not stop.is_set() and os.getppid() == spec.parent_pid:  # an orphan worker stops too
             with contextlib.suppress(TimeoutError):
@@ -331,8 +334,7 @@ class WorkerNode(StackService):
         stack, config = self._stack, self.config
         self.tables = SharedTables.attach(self.spec.shared)
         stack.callback(self.tables.close)
-        zero = dict(slots=0, free_slots=0, queue_length=0, running=0, invocations=0)
-        stack.callback(lambda: self.tables.loads.write(self.index, **zero))  # gone from the node's load
+        stack.callback(self.tables.loads.clear, self.index)  # gone from the node's load
         self.executor = await asyncio.to_thread(
             make_executor, config, owner_id=self.keys.key_id, worker=self.index
         )
@@ -385,7 +387,7 @@ class WorkerNode(StackService):
         self._stop = asyncio.Event()
         stack.callback(self._stop.set)  # runs first on leaving: the load writer ends
         tasks.create_task(self._write_load_forever())
-        self._write_load()
+        write_load(self.tables, self.index, self.router)
         log.info("worker %d serving on port %d", self.index, self.spec.port)
 
     async def drain(self) -> None:
@@ -448,22 +450,11 @@ class WorkerNode(StackService):
 
     # --- load --------------------------------------------------------------------------------------
 
-    def _write_load(self) -> None:
-        router = self.router
-        self.tables.loads.write(
-            self.index,
-            slots=router.capacity,
-            free_slots=0 if router.draining else router.free_slots(),
-            queue_length=router.queue_length(),
-            running=router.in_progress(),
-            invocations=self.service.stats.invocations,
-        )
-
     async def _write_load_forever(self) -> None:
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), LOAD_WRITE_S)
-            self._write_load()
+            write_load(self.tables, self.index, self.router)
 
 
 async def _no_forward(url: str, forward: ForwardRequest) -> InvokeResult:
