@@ -412,16 +412,7 @@ async def throughput(args: argparse.Namespace) -> None:
             await wait_for_port(echo_port)
             for level in levels:
                 bodies = signed_requests(keys, info.header.digest, needed, f"echo{level}")
-                echo_rows[level] = await asyncio.to_thread(
-                    run_load,
-                    f"http://127.0.0.1:{echo_port}/echo",
-                    bodies,
-                    clients=level,
-                    procs=args.procs,
-                    seconds=args.seconds,
-                    check_node=False,
-                    client=args.client,
-                )
+                echo_rows[level] = await _level(args, f"http://127.0.0.1:{echo_port}/echo", bodies, level)
             echo_server.terminate()
             echo_server.join()
             for workers in worker_counts:
@@ -458,6 +449,22 @@ async def throughput(args: argparse.Namespace) -> None:
         )
 
 
+async def _level(
+    args: argparse.Namespace, url: str, bodies: list[bytes], clients: int, *, check_node: bool = False
+) -> Row:
+    """One load level against `url`, with the run's load processes, duration and client."""
+    return await asyncio.to_thread(
+        run_load,
+        url,
+        bodies,
+        clients=clients,
+        procs=args.procs,
+        seconds=args.seconds,
+        check_node=check_node,
+        client=args.client,
+    )
+
+
 async def _node_levels(
     args: argparse.Namespace,
     anchor_url: str,
@@ -485,16 +492,7 @@ async def _node_levels(
         for level in levels:
             bodies = signed_requests(keys, digest, needed, f"w{workers}c{level}")
             ticks, shim_ns = cpu_ticks(pid), containers_cpu_ns(owner)
-            node = await asyncio.to_thread(
-                run_load,
-                f"{url}/v1/invoke",
-                bodies,
-                clients=level,
-                procs=args.procs,
-                seconds=args.seconds,
-                check_node=True,
-                client=args.client,
-            )
+            node = await _level(args, f"{url}/v1/invoke", bodies, level, check_node=True)
             used_s = (cpu_ticks(pid) - ticks) / os.sysconf("SC_CLK_TCK")
             answered = max(node.per_s * args.seconds, 1)
             node.node_cpu_us = used_s / answered * 1e6
