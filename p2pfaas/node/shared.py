@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from hashlib import blake2b
 from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from p2pfaas.errors import Busy, ConfigError
 from p2pfaas.node.vouchers import FORGET_AFTER_S, PaymentRequired, VoucherSpend
@@ -402,8 +402,9 @@ class SharedSpends:
         )
 
 
-@dataclass(frozen=True)
-class LoadRow:
+class LoadRow(NamedTuple):
+    """One process's row on the load board; its fields, in order, are the row's packed layout."""
+
     slots: int = 0
     free_slots: int = 0
     queue_length: int = 0
@@ -421,24 +422,13 @@ class LoadBoard:
         self._offset = handle.loads_offset
         self.workers = handle.workers
 
-    def write(
-        self,
-        worker: int,
-        *,
-        slots: int,
-        free_slots: int,
-        queue_length: int,
-        running: int,
-        invocations: int,
-        peer_room: int = 0,
-    ) -> None:
+    def write(self, worker: int, row: LoadRow) -> None:
         assert 0 <= worker < self.workers, worker
-        at = self._offset + worker * _LOAD.size
-        _LOAD.pack_into(self._buf, at, slots, free_slots, queue_length, running, invocations, peer_room)
+        _LOAD.pack_into(self._buf, self._offset + worker * _LOAD.size, *row)
 
     def clear(self, worker: int) -> None:
         """`worker` serves nothing (stopped, or dead and not yet restarted)."""
-        self.write(worker, slots=0, free_slots=0, queue_length=0, running=0, invocations=0)
+        self.write(worker, LoadRow())
 
     def row(self, worker: int) -> LoadRow:
         assert 0 <= worker < self.workers, worker

@@ -56,7 +56,7 @@ from p2pfaas.node.receipts import ReceiptJournal
 from p2pfaas.node.router import Router
 from p2pfaas.node.service import NodeService
 from p2pfaas.node.settings import service_options, share
-from p2pfaas.node.shared import SharedHandle, SharedTables
+from p2pfaas.node.shared import LoadRow, SharedHandle, SharedTables
 from p2pfaas.node.vouchers import NodePayments
 from p2pfaas.placement.view import LoadView
 from p2pfaas.placement.wire import ForwardRequest
@@ -104,8 +104,7 @@ def adopt_worker_journals(work_dir: Path) -> int:
 
 def write_load(tables: SharedTables, index: int, router: Router, *, peer_room: int = 0) -> None:
     """Process `index`'s row on the node's load board, from its router."""
-    tables.loads.write(
-        index,
+    row = LoadRow(
         slots=router.capacity,
         free_slots=0 if router.draining else router.free_slots(),
         queue_length=router.queue_length(),
@@ -113,6 +112,7 @@ def write_load(tables: SharedTables, index: int, router: Router, *, peer_room: i
         invocations=router.service.stats.invocations,
         peer_room=peer_room,
     )
+    tables.loads.write(index, row)
 
 
 # --- the primary's side ---------------------------------------------------------------------------

@@ -246,9 +246,7 @@ def test_every_workers_column_and_the_load_board_have_bytes_of_their_own(make: M
                 is None
             )
     for worker in range(3):
-        loads.write(
-            worker, slots=-1, free_slots=-1, queue_length=-1, running=-1, invocations=-1, peer_room=-1
-        )
+        loads.write(worker, LoadRow(*[-1] * 6))
     assert loads.totals() == LoadRow(*[-3] * 6)
     for n in range(16):
         spend = spends.get(f"v{n}")
@@ -314,8 +312,8 @@ def test_spends_follow_a_model_and_never_pass_a_budget(ops: list[tuple[str, int,
 def test_the_load_board_sums_the_workers_rows(make: MakeTables) -> None:
     loads = make(workers=3).loads
     assert loads.totals() == LoadRow()
-    loads.write(0, slots=4, free_slots=1, queue_length=0, running=3, invocations=100)
-    loads.write(2, slots=4, free_slots=0, queue_length=5, running=4, invocations=7)
+    loads.write(0, LoadRow(slots=4, free_slots=1, queue_length=0, running=3, invocations=100))
+    loads.write(2, LoadRow(slots=4, free_slots=0, queue_length=5, running=4, invocations=7))
     assert loads.row(2) == LoadRow(4, 0, 5, 4, 7)
     assert loads.row(1) == LoadRow()
     assert loads.totals() == LoadRow(8, 1, 5, 7, 107)
