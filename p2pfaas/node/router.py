@@ -229,13 +229,11 @@ class Router:
         task = asyncio.get_running_loop().create_task(self._handle(request, hops))
         self._owners[request.invocation_id] = (request.signer, request.digest)
         self._in_flight[request.invocation_id] = task
-        self._tasks.add(task)
-        self._idle.clear()
+        self._track(task)
         task.add_done_callback(lambda t: self._finished(request.invocation_id, t))
         return await asyncio.shield(task)
 
     def _finished(self, invocation_id: str, task: asyncio.Task[InvokeResult]) -> None:
-        self._tasks.discard(task)
         self._in_flight.pop(invocation_id, None)
         succeeded = not task.cancelled() and task.exception() is None
         if self.shared is not None:  # the sibling processes' copy of the outcome
@@ -251,6 +249,15 @@ class Router:
                 self._owners.pop(self._done.popitem(last=False)[0], None)
         else:
             self._owners.pop(invocation_id, None)  # it may be tried again
+        self._untrack(task)
+
+    def _track(self, task: asyncio.Task[InvokeResult]) -> None:
+        """`task` runs an invocation here: `drain` waits for it (until `_untrack`)."""
+        self._tasks.add(task)
+        self._idle.clear()
+
+    def _untrack(self, task: asyncio.Task[InvokeResult]) -> None:
+        self._tasks.discard(task)
         if not self._tasks:
             self._idle.set()
 
@@ -299,17 +306,14 @@ class Router:
         self.service.verify_request(request)
         self.stats.from_siblings += 1
         task = asyncio.get_running_loop().create_task(self._handle(request, hops))
-        self._tasks.add(task)
-        self._idle.clear()
+        self._track(task)
         task.add_done_callback(self._sibling_done)
         return await asyncio.shield(task)
 
     def _sibling_done(self, task: asyncio.Task[InvokeResult]) -> None:
-        self._tasks.discard(task)
         if not task.cancelled():
             task.exception()  # the sibling got it through the shielded await
-        if not self._tasks:
-            self._idle.set()
+        self._untrack(task)
 
     # --- placement -------------------------------------------------------------------------------
 
