@@ -247,9 +247,7 @@ class WorkerPool:
                     pauses_s[index] = RESTART_PAUSE_S[0]
                 pause_s = pauses_s[index]
                 pauses_s[index] = min(2 * pause_s, RESTART_PAUSE_S[1])
-                freed = self.tables.invocations.release_worker(index)
-                unreserved = self.tables.spends.release_worker(index)
-                self.tables.loads.clear(index)
+                freed, unreserved = self._release(index)
                 log.error(
                     "worker process %d exited (code %s); %d invocations it ran may be retried and %d "
                     "micro-credits it had reserved on vouchers are free again; restarting it in %.0f s",
@@ -281,10 +279,17 @@ class WorkerPool:
                     process.kill()
         for index, process in self._processes.items():
             process.join(timeout=5.0)
-            self.tables.invocations.release_worker(index)
-            self.tables.spends.release_worker(index)
+            self._release(index)
             process.close()
         self._processes.clear()
+
+    def _release(self, index: int) -> tuple[int, int]:
+        """What an exited worker held in the shared tables, freed: its claimed invocation ids (which
+        may be retried), its voucher reservations, its load row. Returns (ids, micro-credits)."""
+        freed = self.tables.invocations.release_worker(index)
+        unreserved = self.tables.spends.release_worker(index)
+        self.tables.loads.clear(index)
+        return freed, unreserved
 
 
 # --- a worker process -----------------------------------------------------------------------------
