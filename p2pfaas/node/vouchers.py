@@ -283,14 +283,6 @@ class VoucherBook:
         )
         return charge
 
-    def restore(
-        self, voucher_id: str, *, budget_micro: int, expires_at: float, charged_micro: int, now: float = 0.0
-    ) -> None:
-        """What a previous run of this node charged to a voucher (from its spend log)."""
-        self.spends.restore(
-            voucher_id, budget_micro=budget_micro, expires_at=expires_at, charged_micro=charged_micro, now=now
-        )
-
     def spend_of(self, voucher_id: str) -> tuple[int, float] | None:
         """(budget, expiry) of a voucher this node has accepted."""
         spend = self.spends.get(voucher_id)

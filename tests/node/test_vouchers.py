@@ -188,7 +188,9 @@ def test_a_restarted_node_remembers_what_it_charged(tmp_path: Path) -> None:
     # The node restarts: a new book, restored from the log, has 1000 - 3 x 220 = 340 left.
     second = book()
     for voucher_id, (budget, expires_at, charged) in log.load(now=T0).items():
-        second.restore(voucher_id, budget_micro=budget, expires_at=expires_at, charged_micro=charged)
+        second.spends.restore(
+            voucher_id, budget_micro=budget, expires_at=expires_at, charged_micro=charged, now=T0
+        )
     assert second.remaining_micro("v1") == 340 and second.remaining_micro("old") is None
     with pytest.raises(PaymentRequired):
         second.authorize(request("i9", v), header(), LESSEE.public.raw, max_price_micro=400, now=T0)
