@@ -1,5 +1,5 @@
-"""A service whose resources live in one `contextlib.AsyncExitStack` (the node daemon, a node's
-worker process).
+"""A service whose resources live in one `contextlib.AsyncExitStack` (the anchor server, the node
+daemon, a node's worker process).
 
 `async with Service() as s:` runs `_start`, which enters each resource into `self._stack` in the
 order it needs them; leaving, or a start that fails half way, closes them in reverse order.
@@ -13,7 +13,7 @@ from typing import Self
 
 
 class StackService:
-    """Subclasses set `self._stack = contextlib.AsyncExitStack()` and implement `_start`."""
+    """Subclasses implement `_start`, entering what they open into `self._stack`."""
 
     _stack: contextlib.AsyncExitStack
 
@@ -21,6 +21,7 @@ class StackService:
         raise NotImplementedError
 
     async def __aenter__(self) -> Self:
+        self._stack = contextlib.AsyncExitStack()
         try:
             await self._start()
         except BaseException:

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 
 from aiohttp import web
@@ -39,7 +38,6 @@ class AnchorServer(StackService):
         self.host = host
         self.port = port
         self.url = ""
-        self._stack = contextlib.AsyncExitStack()
 
     async def _start(self) -> None:
         db = await self._stack.enter_async_context(open_database(self.db_url))

@@ -160,7 +160,6 @@ class NodeDaemon(StackService):
         self.rng = rng or random.Random()
         self.executor = executor
         self.url = ""
-        self._stack = contextlib.AsyncExitStack()
         self._stop = asyncio.Event()
 
     @property

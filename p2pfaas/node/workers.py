@@ -331,7 +331,6 @@ class WorkerNode(StackService):
         self.dir = worker_dir(self.config.work_dir, spec.index)
         self.keys = KeyPair.load(self.config.key_path)  # the primary created it
         self.rng = random.Random()
-        self._stack = contextlib.AsyncExitStack()
 
     async def _start(self) -> None:
         from p2pfaas.node.daemon import make_executor
