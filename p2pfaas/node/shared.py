@@ -145,8 +145,8 @@ class InvocationTable:
 
     def claim(self, invocation_id: str, owner: bytes, *, worker: int, now: float) -> Claim:
         """Take the id for `worker` (NEW), or say who has it or what it returned."""
-        key, owner_key = blake2b(invocation_id.encode(), digest_size=16).digest(), _owner_key(owner)
-        base = int.from_bytes(key[:8], "little") % self._sets * _SET.size
+        key, base = self._set_of(invocation_id)
+        owner_key = _owner_key(owner)
         with self._lock:
             fields = _SET.unpack_from(self._buf, base)
             keys = fields[4::_SLOT_FIELDS]  # a free slot's key is zeroed, so a match is in use
@@ -162,8 +162,8 @@ class InvocationTable:
 
     def lookup(self, invocation_id: str, owner: bytes, *, now: float) -> Claim:
         """What `claim` would answer, without taking the id: NEW when nobody has it."""
-        key, owner_key = blake2b(invocation_id.encode(), digest_size=16).digest(), _owner_key(owner)
-        base = int.from_bytes(key[:8], "little") % self._sets * _SET.size
+        key, base = self._set_of(invocation_id)
+        owner_key = _owner_key(owner)
         with self._lock:
             fields = _SET.unpack_from(self._buf, base)
             keys = fields[4::_SLOT_FIELDS]
@@ -174,8 +174,7 @@ class InvocationTable:
 
     def finish(self, invocation_id: str, result: bytes | None, *, worker: int, now: float) -> None:
         """`worker`'s invocation ended: store its result (DONE from `now`), or free the id (None)."""
-        key = blake2b(invocation_id.encode(), digest_size=16).digest()
-        base = int.from_bytes(key[:8], "little") % self._sets * _SET.size
+        key, base = self._set_of(invocation_id)
         temporary = None
         if result is not None and len(result) > INLINE_RESULT_BYTES:
             temporary = self._spill_dir / f".{key.hex()}.{os.getpid()}.tmp"
@@ -213,6 +212,11 @@ class InvocationTable:
                         _SLOT.pack_into(self._buf, base + way * SLOT_BYTES, *_EMPTY_SLOT)
                         freed += 1
         return freed
+
+    def _set_of(self, invocation_id: str) -> tuple[bytes, int]:
+        """The id's 128-bit key, and where its set starts in the segment."""
+        key = blake2b(invocation_id.encode(), digest_size=16).digest()
+        return key, int.from_bytes(key[:8], "little") % self._sets * _SET.size
 
     # --- under the lock ------------------------------------------------------------------------
 
