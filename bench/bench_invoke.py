@@ -197,6 +197,7 @@ async def run(options: Options, root: Path) -> None:
     payload_value = json.loads(payload)
     async with AnchorServer(f"sqlite+aiosqlite:///{root / 'anchor.db'}", port=0) as anchor:
         config = NodeConfig(
+            unpaid_owners=True,  # among friends: owners run their own functions unpaid
             anchor_url=anchor.url,
             key_path=node_keys_path,
             work_dir=root / "node",

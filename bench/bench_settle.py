@@ -90,7 +90,9 @@ def make_receipts(prefix: str, count: int, lessee: KeyPair, nodes: Sequence[KeyP
         unsigned = Receipt(
             invocation_id, DIGEST, lessee.public.raw, voucher_id, True, 20, 30, 25,
             100 + n % 50, hashlib.sha256(str(n).encode()).digest(), T0 + 1, b"", b"",
-            request_sha256=ran, ticket=sign_ticket(invocation_id, voucher_id, ran, lessee),
+            request_sha256=ran, ticket=sign_ticket(
+                invocation_id, voucher_id, ran, lessee, payee=nodes[k].key_id, max_price_micro=1_000
+            ),
         )  # fmt: skip
         by_node[k].append(signing.sign(unsigned, nodes[k]))
     return by_node

@@ -192,7 +192,7 @@ def default_peers(anchor_url: str) -> tuple[tuple[str, int], ...]:
 
 def cmd_node_run(args: argparse.Namespace) -> int:
     from p2pfaas.node.daemon import NodeConfig, run_node
-    from p2pfaas.node.settings import node_resources
+    from p2pfaas.node.settings import node_resources, unpaid_keys
 
     work_dir = Path(args.work_dir or home() / "node")
     config = NodeConfig(
@@ -214,6 +214,8 @@ def cmd_node_run(args: argparse.Namespace) -> int:
             slots=args.slots,
             queue_size=args.queue_size,
             workers=args.workers,
+            unpaid_owners=args.unpaid_owners,
+            unpaid_keys=unpaid_keys(args.unpaid_key, where="--unpaid-key") if args.unpaid_key else None,
         ),
     )
     _run(run_node(config), daemon=True)
@@ -333,6 +335,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="processes serving invocations on the port, each with its share of the slots and memory "
         "(default 1; up to one per core for warm throughput)",
+    )
+    run.add_argument(
+        "--unpaid-key",
+        action="append",
+        default=None,
+        metavar="KEY_ID",
+        help="a lessee key id that may run functions here without paying (repeatable; default: "
+        "nobody, every invocation needs a voucher)",
+    )
+    run.add_argument(
+        "--unpaid-owners",
+        action="store_true",
+        default=None,
+        help="let a function's owner run it here without paying (a devnet among friends)",
     )
     run.add_argument("--config", help="TOML file with cpus, memory, slots, queue_size, prices")
     run.add_argument("--image", default="", help="runtime image tag (default: the built-in one)")

@@ -132,7 +132,7 @@ class _Schema:
     cls: type[Message]
     names: tuple[str, ...]
     checkers: tuple[Checker, ...]
-    tail_defaults: tuple[Any, ...] = ()  # defaults of the last OPTIONAL_TAIL fields
+    tail_defaults: tuple[Any, ...] = ()  # defaults of the last OPTIONAL_TAIL fields, in wire form
     plain: tuple[bool, ...] = ()  # per field: a scalar that goes on the wire as it is
 
 
@@ -157,7 +157,7 @@ def message(tag: int) -> Callable[[type[M]], type[M]]:
             cls=cls,
             names=tuple(f.name for f in fields),
             checkers=tuple(_compile(hints[f.name], None, f"{cls.__name__}.{f.name}") for f in fields),
-            tail_defaults=tuple(f.default for f in fields[len(fields) - cls.OPTIONAL_TAIL :])
+            tail_defaults=tuple(_value_to_wire(f.default) for f in fields[len(fields) - cls.OPTIONAL_TAIL :])
             if cls.OPTIONAL_TAIL
             else (),
             plain=tuple(_is_plain(hints[f.name]) for f in fields),

@@ -162,6 +162,7 @@ def up(directory: Path, *, nodes: int, port: int, detach: bool, executor: str = 
                     "--executor",
                     executor,
                     "--allow-unsandboxed",
+                    "--unpaid-owners",  # among friends: lessees run their own functions unpaid
                 ],
                 log,
             )

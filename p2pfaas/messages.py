@@ -22,6 +22,10 @@ from p2pfaas.codec import KiB, MaxLen, Message, MiB, message
 MAX_PAYLOAD_BYTES = 6 * MiB  # like a commercial FaaS's synchronous payload cap
 MAX_ARCHIVE_BYTES = 8 * MiB
 MAX_TRACEBACK_CHARS = 64 * KiB
+MAX_DELEGATIONS = 4  # forwards one invocation may take (the router's hop limit is lower)
+# The largest amount of micro-credits any message or ledger row may hold: 10^15 (a billion
+# credits), far inside a signed 64-bit integer, so sums of many amounts cannot overflow either.
+MAX_AMOUNT_MICRO = 10**15
 
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 _HEX_NODE_ID = re.compile(r"[0-9a-f]{40}")
@@ -199,17 +203,22 @@ class Voucher(Message):
 @dataclass(frozen=True)
 class SpendTicket(Message):
     """The lessee's word that it asked for invocation `invocation_id` of `request_sha256`, paid by
-    `voucher_id`; signed by the lessee's key (the voucher's `lessee_key`).
+    `voucher_id`, from node `payee` (the entry node it sent the request to), at a node price of at
+    most `max_price_micro`; signed by the lessee's key (the voucher's `lessee_key`).
 
     It rides in `InvokeRequest.ticket` and the node copies it into its `Receipt.ticket`, so the
     anchor, which never sees the payload the request's own signature covers, can still check that
     the lessee asked for what the node bills: a node that has seen a voucher cannot invent receipts
-    against it. Small on purpose (about 200 bytes, one Ed25519 check at each end).
+    against it, bill more than the lessee allowed, or bill a call another node ran (the anchor pays
+    the payee, or the node the payee's signed `Delegation` chain ends at). Small on purpose (about
+    250 bytes, one Ed25519 check at each end).
     """
 
     invocation_id: Annotated[str, MaxLen(64)]
     voucher_id: Annotated[str, MaxLen(64)]
     request_sha256: Annotated[bytes, MaxLen(32)]  # `request_sha256(request)` of the request it pays
+    payee: str  # the entry node's id: the one node this ticket pays, unless it delegates
+    max_price_micro: int  # the most the node may charge (the anchor's fee comes on top)
     signer: PublicKeyBytes  # the lessee's key
     signature: SignatureBytes
 
@@ -218,6 +227,28 @@ class SpendTicket(Message):
             raise ValueError("a spend ticket names its invocation and its voucher")
         if len(self.request_sha256) != 32:
             raise ValueError("a spend ticket's request hash is 32 bytes")
+        _check_node_id(self.payee)
+        if not 0 <= self.max_price_micro <= MAX_AMOUNT_MICRO:
+            raise ValueError(f"a spend ticket's price cap must be in 0..{MAX_AMOUNT_MICRO}")
+
+
+@message(29)
+@dataclass(frozen=True)
+class Delegation(Message):
+    """Node `signer` passes invocation `invocation_id` on to the node of id `to` (a forward).
+
+    A forwarding node signs one per forward; the executing node copies the chain into its receipt,
+    so the anchor can pay the node that ran the call and not the one that passed it on: a payee
+    that delegated an invocation and also billed it has signed that it did not run it.
+    """
+
+    invocation_id: Annotated[str, MaxLen(64)]
+    to: str  # the next node's id
+    signer: PublicKeyBytes
+    signature: SignatureBytes
+
+    def __post_init__(self) -> None:
+        _check_node_id(self.to)
 
 
 @message(26)
@@ -248,13 +279,18 @@ class Receipt(Message):
     request_sha256: Annotated[bytes, MaxLen(32)] = b""
     # The lessee's ticket from the request (a paid invocation's proof for the anchor); later still.
     ticket: SpendTicket | None = None
+    # The forwards that brought the request here, first (signed by the ticket's payee) to last
+    # (naming this node); empty when the payee ran it itself.
+    delegations: Annotated[tuple[Delegation, ...], MaxLen(MAX_DELEGATIONS)] = ()
 
-    OPTIONAL_TAIL: ClassVar[int] = 2
+    OPTIONAL_TAIL: ClassVar[int] = 3
 
     def __post_init__(self) -> None:
         _check_digest(self.digest)
         if min(self.cpu_ms, self.peak_memory_mb, self.wall_ms, self.price_micro) < 0:
             raise ValueError("receipt usage and price must not be negative")
+        if self.price_micro > MAX_AMOUNT_MICRO:
+            raise ValueError(f"a receipt's price must be at most {MAX_AMOUNT_MICRO}")
         if len(self.request_sha256) not in (0, 32):
             raise ValueError("a receipt's request hash is 32 bytes (or absent)")
 

@@ -50,13 +50,15 @@ def _strategy_for(hint: Any, field_name: str, cap: int | None = None) -> st.Sear
         return st.integers(min_value=0, max_value=2**53)
     if field_name == "digest":
         return st.text(HEX, min_size=64, max_size=64)
-    if field_name in ("node_id", "owner_key_id"):
+    if field_name in ("node_id", "owner_key_id", "payee", "to"):
         return st.text(HEX, min_size=40, max_size=40)
     if field_name == "invocation_id":
         return st.text(min_size=1, max_size=min(cap or 64, 64))
     if field_name == "timeout_s":
         return st.floats(min_value=0.001, max_value=3600)
-    if field_name.endswith(("_micro", "_ms", "_mb")):  # amounts and usage are positive
+    if field_name.endswith("_micro"):  # amounts are positive and bounded (messages.MAX_AMOUNT_MICRO)
+        return st.integers(min_value=1, max_value=10**15)
+    if field_name.endswith(("_ms", "_mb")):  # usage is positive
         return st.integers(min_value=1, max_value=2**53)
     if field_name in ("warm", "queued", "capacity", "free_slots", "queue_length", "seq"):  # placement
         return st.integers(min_value=0, max_value=2**31)
@@ -225,7 +227,7 @@ def _receipt(**tail: Any) -> messages.Receipt:
 
 
 def test_an_optional_tail_of_two_fields_keeps_old_encodings_and_one_canonical_form() -> None:
-    ticket = messages.SpendTicket("inv", "v1", b"h" * 32, b"l" * 32, b"t" * 64)
+    ticket = messages.SpendTicket("inv", "v1", b"h" * 32, "ab" * 20, 100, b"l" * 32, b"t" * 64)
     head = msgpack.unpackb(codec.encode(_receipt()))
     assert len(head) == 2 + 13  # a receipt without either tail field encodes as it always did
     for tail in (
@@ -253,7 +255,15 @@ def codec_wire(msg: Message) -> Any:
 
 
 def test_a_spend_ticket_names_its_invocation_voucher_and_a_whole_hash() -> None:
-    for fields in (("", "v", b"h" * 32), ("i", "", b"h" * 32), ("i", "v", b"h" * 31)):
+    payee, cap = "ab" * 20, 100
+    for fields in (
+        ("", "v", b"h" * 32, payee, cap),
+        ("i", "", b"h" * 32, payee, cap),
+        ("i", "v", b"h" * 31, payee, cap),
+        ("i", "v", b"h" * 32, "not a node id", cap),  # it names the node it pays
+        ("i", "v", b"h" * 32, payee, -1),  # and a cap on the price, within the bounds of any amount
+        ("i", "v", b"h" * 32, payee, messages.MAX_AMOUNT_MICRO + 1),
+    ):
         wire = [messages.SpendTicket.TAG, 1, *fields, b"k" * 32, b"s" * 64]
         with pytest.raises(DecodeError, match="invalid SpendTicket"):
             codec.decode(msgpack.packb(wire, use_bin_type=True))

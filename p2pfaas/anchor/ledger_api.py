@@ -157,9 +157,9 @@ class LedgerApi:
 
     async def receipts(self, request: web.Request) -> web.Response:
         batch = await read_message(request, ReceiptBatch)
-        # The batch's signature covers every byte of every receipt in it, so with each receipt
-        # naming the same node key it vouches for them all: one verification, not one each
-        # (Ed25519 verification is most of this handler's CPU time).
+        # The batch's signature says which node sends it; each receipt must still verify on its
+        # own (`Settler.settle_receipts`): what is paid is exactly what the node signed for the
+        # lessee, not what some batch signature happens to cover.
         node = signing.verify(batch)
         for receipt in batch.receipts:
             if receipt.signer != batch.signer:

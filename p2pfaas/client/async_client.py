@@ -56,6 +56,8 @@ from p2pfaas.messages import (
 
 PAYMENT_REQUIRED = 402  # a node's answer when the voucher cannot pay (p2pfaas.node.vouchers)
 NETWORK_SLACK_S = 10.0  # how much longer than the function's timeout we wait for a node's answer
+ENTRY_TRIES_IN_TIME = 2  # an invocation's whole deadline: this many entry nodes' full waits
+NO_PAYEE = "0" * 40  # a paid request's ticket before its entry node is chosen (`AsyncClient.for_node`)
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,12 @@ class AsyncClient:
         """
         request = await self._signed_request(name, payload, timeout_s)
         timeout = request.timeout_s
+        # One deadline for the whole call, across every entry node tried: a node that accepts the
+        # connection and never answers costs at most one node's share of it, and a list full of
+        # such nodes costs the lessee two shares, not one per node.
+        loop = asyncio.get_running_loop()
+        per_node_s = timeout + NETWORK_SLACK_S
+        deadline = loop.time() + ENTRY_TRIES_IN_TIME * per_node_s
         failures: list[str] = []
         tried: set[str] = set()
         renewed = False  # a voucher that a node calls spent is renewed once per invocation
@@ -190,6 +198,14 @@ class AsyncClient:
                 tried.add(node.node_id)
                 result: InvokeResult | None = None
                 for _ in range(2):  # a second try only after renewing the voucher
+                    left_s = min(per_node_s, deadline - loop.time())
+                    if left_s <= 0:
+                        raise InvokeTimeout(
+                            f"invocation {request.invocation_id} found no answer within "
+                            f"{ENTRY_TRIES_IN_TIME * per_node_s:g} s: " + ("; ".join(failures) or "no nodes"),
+                            invocation_id=request.invocation_id,
+                        )
+                    request = self.for_node(request, node)  # its ticket pays this entry node
                     try:
                         result = await rpc.call(
                             self.session,
@@ -197,7 +213,7 @@ class AsyncClient:
                             f"{node.url}/v1/invoke",
                             InvokeResult,
                             request,
-                            timeout_s=timeout + NETWORK_SLACK_S,
+                            timeout_s=left_s,
                         )
                     except Refused as exc:
                         if exc.status == PAYMENT_REQUIRED and self.wallet is not None and not renewed:
@@ -273,6 +289,7 @@ class AsyncClient:
         except (TypeError, ValueError) as exc:
             raise LocalError(f"payload is not JSON-serialisable: {exc}") from None
         voucher = await self.wallet.voucher(lifetime_s=timeout + NETWORK_SLACK_S) if self.wallet else None
+        cap = self.wallet.cap_micro(timeout_s=timeout, memory_mb=manifest.memory_mb) if self.wallet else 0
         return tickets.signed_request(  # a paid request also carries the lessee's spend ticket
             InvokeRequest(
                 invocation_id=invocation_id or f"{self.rng.getrandbits(128):032x}",
@@ -284,6 +301,18 @@ class AsyncClient:
                 signature=b"",
             ),
             self.keys,
+            payee=NO_PAYEE,  # `for_node` names the entry node once it is chosen
+            max_price_micro=cap,
+        )
+
+    def for_node(self, request: InvokeRequest, node: NodeInfo) -> InvokeRequest:
+        """`request` as sent to entry node `node`: a paid one's ticket names that node as its payee
+        (the anchor pays only it, or the node it forwards to); an unpaid one as it is."""
+        ticket = request.ticket
+        if ticket is None or ticket.payee == node.node_id:
+            return request
+        return tickets.signed_request(
+            request, self.keys, payee=node.node_id, max_price_micro=ticket.max_price_micro
         )
 
     async def _executing_node(self, result: InvokeResult, entry: NodeInfo) -> NodeInfo:

@@ -49,13 +49,14 @@ async def submit(
 
 
 async def _submit(client: AsyncClient, request: InvokeRequest, callback_url: str, avoid: set[str]) -> Job:
-    msg = JobSubmit(request=request, callback_url=callback_url)
     failures: list[str] = []
     for refresh in (False, True):
         for node in await client._entry_nodes(request.invocation_id, None, refresh=refresh):
             if node.node_id in avoid:
                 continue
             avoid.add(node.node_id)
+            request = client.for_node(request, node)  # a paid job's ticket pays this node
+            msg = JobSubmit(request=request, callback_url=callback_url)
             try:
                 await rpc.call(
                     client.session,

@@ -122,7 +122,9 @@ class ReplicatedInvoker:
             record = known_records.get(first.node_id, Record())
             if not self.policy.should_replicate(record, self.client.rng):
                 # Trusted alone, under an ordinary invocation id: paid at once, no vote.
-                alone = await self._one(first, group, info.header.digest, body, timeout, _by_key(nodes))
+                alone = await self._one(
+                    first, group, info.header.digest, body, timeout, _by_key(nodes), manifest.memory_mb
+                )
                 if alone is not None:
                     outcome = self.client._outcome(alone.request, alone.result, alone.node)
                     only = frozenset({alone.node.node_id})
@@ -130,10 +132,16 @@ class ReplicatedInvoker:
                         outcome, _output_hash(alone.result), 1, only, frozenset(), False, None
                     )
                 nodes = nodes[1:]  # it failed: replicate on the others
-        return await self._replicate(group, info.header.digest, body, timeout, nodes)
+        return await self._replicate(group, info.header.digest, body, timeout, nodes, manifest.memory_mb)
 
     async def _replicate(
-        self, group: str, digest: str, body: bytes, function_timeout_s: float, nodes: list[NodeInfo]
+        self,
+        group: str,
+        digest: str,
+        body: bytes,
+        function_timeout_s: float,
+        nodes: list[NodeInfo],
+        memory_mb: int,
     ) -> ReplicatedOutcome:
         vote = Vote(quorum=self.quorum, max_replicas=self.max_replicas)
         known = _by_key(nodes)
@@ -159,7 +167,7 @@ class ReplicatedInvoker:
             sent += len(batch)
             results = await asyncio.gather(
                 *(
-                    self._one(node, replica_id(group, k), digest, body, function_timeout_s, known)
+                    self._one(node, replica_id(group, k), digest, body, function_timeout_s, known, memory_mb)
                     for node, k in batch
                 )
             )
@@ -195,12 +203,14 @@ class ReplicatedInvoker:
         body: bytes,
         function_timeout_s: float,
         known: dict[bytes, NodeInfo],
+        memory_mb: int = 128,  # the function's: what its price cap is worked out from
     ) -> _Answer | None:
         voucher = self.voucher
         wallet = self.client.wallet
         if voucher is None and wallet is not None:  # each replica is paid like any invocation
             voucher = await wallet.voucher(lifetime_s=function_timeout_s + NETWORK_SLACK_S)
-        request = tickets.signed_request(  # each replica's own ticket: its own invocation id
+        cap = wallet.cap_micro(timeout_s=function_timeout_s, memory_mb=memory_mb) if wallet else 0
+        request = tickets.signed_request(  # each replica's own ticket: its own invocation id and node
             InvokeRequest(
                 invocation_id=invocation_id,
                 digest=digest,
@@ -211,6 +221,8 @@ class ReplicatedInvoker:
                 signature=b"",
             ),
             self.client.keys,
+            payee=node.node_id,
+            max_price_micro=cap,
         )
         try:
             result = await rpc.call(

@@ -29,6 +29,7 @@ from p2pfaas.errors import DecodeError, LocalError
 from p2pfaas.identity import KeyPair
 from p2pfaas.ledger.policy import FeePolicy
 from p2pfaas.messages import Receipt, Voucher
+from p2pfaas.node.pricing import Prices
 
 __all__ = ["VoucherSource", "Wallet"]
 
@@ -49,6 +50,10 @@ class Wallet:
     rng: random.Random = field(default_factory=random.Random)
     clock: Callable[[], float] = wall_time
     state_path: Path | None = None  # where the current voucher and its spend are kept between runs
+    # The most this lessee pays a node, per CPU-second and per GB-second: each spend ticket caps
+    # its invocation's price at these over the function's timeout, and the anchor pays no more.
+    max_price_per_cpu_s_micro: int = 100
+    max_price_per_gb_s_micro: int = 10
     vouchers_bought: int = 0
     _voucher: Voucher | None = None
     _spent_micro: int = 0
@@ -58,8 +63,17 @@ class Wallet:
     def __post_init__(self) -> None:
         if self.budget_micro <= 0 or self.ttl_s <= 0:
             raise LocalError("a wallet needs a positive budget and voucher lifetime")
+        if min(self.max_price_per_cpu_s_micro, self.max_price_per_gb_s_micro) < 0:
+            raise LocalError("a wallet's price ceilings must not be negative")
         if self.state_path is not None:
             self._load(self.state_path)
+
+    def cap_micro(self, *, timeout_s: float, memory_mb: int) -> int:
+        """The most one invocation may cost (the node's price) under this wallet's ceilings: one
+        core and `memory_mb` for the timeout and a second more (stopping a function takes a moment)."""
+        ceiling = Prices(self.max_price_per_cpu_s_micro, self.max_price_per_gb_s_micro)
+        wall_ms = int((timeout_s + 1.0) * 1000)
+        return ceiling.charge_micro(cpu_ms=wall_ms, peak_memory_mb=memory_mb, wall_ms=wall_ms)
 
     def _load(self, path: Path) -> None:
         """Pick up the voucher a previous run (say, the last CLI command) left, if it is this key's."""

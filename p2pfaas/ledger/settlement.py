@@ -15,15 +15,23 @@ cost hardly grows with the batch (a handful of statements, whatever the number o
 4. one transfer for the batch: each hold pays its charges, the node's earning account gets the
    prices, the anchor's fee account the fees, by one conditional UPDATE (rows in id order).
 
-The node's signatures are checked before this (`p2pfaas.anchor.ledger_api`). The lessee's are
-checked by `settle_receipts`: a receipt without its lessee's valid spend ticket
-(`p2pfaas.ledger.tickets`) is refused as BAD_TICKET before anything is locked, so a node cannot
-bill a voucher for work its lessee never asked for; step 2 then checks that the ticket's signer,
-the receipt's lessee key, is the voucher's. `settle` itself trusts its claims.
+`settle_receipts` checks every receipt on its own before anything is locked (`p2pfaas.ledger.tickets`):
+its own signature by the batch's node (BAD_SIGNATURE: a receipt altered after signing is never
+paid, whatever signs the batch), its lessee's valid spend ticket (BAD_TICKET: a node cannot bill
+work its lessee never asked for), a chain of delegations from the ticket's payee to the signer
+(WRONG_NODE: a node cannot bill a call that was not sent or forwarded to it) and a price within
+the ticket's cap (OVER_TICKET). Step 2 then checks that the ticket's signer, the receipt's lessee
+key, is the voucher's. `settle` itself trusts its claims.
+
+A payee that forwarded an invocation and also billed it was paid first (its receipt arrived
+first): when the executor's receipt arrives with a delegation signed by that payee, the payee has
+signed that it passed the call on, so `supersede` moves that payment (within the lessee's cap) from
+the payee's earnings to the executor's.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +44,7 @@ from p2pfaas.anchor.trust_store import replica_gate
 from p2pfaas.db import Database
 from p2pfaas.db.schema import accounts, key_owners, settlements, transfers, users, vouchers
 from p2pfaas.db.upsert import insert_ignore_many
+from p2pfaas.identity import PublicKey
 from p2pfaas.ledger.policy import (
     AccountKind,
     Admission,
@@ -45,11 +54,18 @@ from p2pfaas.ledger.policy import (
     VoucherView,
     admit_batch,
 )
-from p2pfaas.ledger.store import FEES_ACCOUNT, ensure_account, is_duplicate_key, move
-from p2pfaas.ledger.tickets import receipt_ticket_problem
+from p2pfaas.ledger.store import FEES_ACCOUNT, InsufficientFunds, ensure_account, is_duplicate_key, move
+from p2pfaas.ledger.tickets import (
+    chain_problem,
+    price_problem,
+    receipt_signature_problem,
+    receipt_ticket_problem,
+)
 from p2pfaas.messages import Receipt
 
 __all__ = ["SettledBatch", "Settler", "claim_of", "node_account_name"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_EXPIRY_SKEW_S = 60.0
 UNCLAIMED_RECHECK_S = 30.0
@@ -57,6 +73,20 @@ UNCLAIMED_RECHECK_S = 30.0
 
 def node_account_name(node_id: str) -> str:
     return f"node:{node_id}"
+
+
+def _refusal(receipt: Receipt, node_id: str) -> Refusal | None:
+    """Why the anchor must not pay `receipt` from node `node_id`, judged from the receipt alone."""
+    if receipt_signature_problem(receipt, node_id) is not None:
+        return Refusal.BAD_SIGNATURE
+    if receipt_ticket_problem(receipt) is not None:
+        return Refusal.BAD_TICKET
+    assert receipt.ticket is not None
+    if chain_problem(receipt.ticket, receipt.delegations, node_id) is not None:
+        return Refusal.WRONG_NODE
+    if price_problem(receipt) is not None:
+        return Refusal.OVER_TICKET
+    return None
 
 
 def claim_of(receipt: Receipt) -> ReceiptClaim:
@@ -148,20 +178,84 @@ class Settler:
         return account_id
 
     async def settle_receipts(self, node_id: str, receipts: Sequence[Receipt], *, now: float) -> SettledBatch:
-        """Pay the node `node_id` for `receipts` (its signatures already checked) that carry their
-        lessee's valid spend ticket; refuse the others as BAD_TICKET (one Ed25519 check each)."""
+        """Pay the node `node_id` (whose batch signature is checked) for `receipts` that each verify
+        on their own and carry their lessee's valid spend ticket for this node and price; refuse the
+        others (one or two Ed25519 checks each, plus one per delegation)."""
         claims: list[ReceiptClaim] = []
-        bad: list[str] = []
+        bad: dict[str, Refusal] = {}
+        delegated: dict[str, Receipt] = {}
         for receipt in receipts:
-            if receipt_ticket_problem(receipt) is None:
+            refusal = _refusal(receipt, node_id)
+            if refusal is None:
                 claims.append(claim_of(receipt))
+                if receipt.delegations:
+                    delegated[receipt.invocation_id] = receipt
             else:
-                bad.append(receipt.invocation_id)
+                bad.setdefault(receipt.invocation_id, refusal)
         done = await self.settle(node_id, claims, now=now) if claims else SettledBatch((), {}, 0, 0)
-        for invocation_id in bad:
-            if invocation_id not in done.paid:  # the same id with a good ticket may have been paid
-                done.refused.setdefault(invocation_id, Refusal.BAD_TICKET)
-        return done
+        for invocation_id, refusal in bad.items():
+            if invocation_id not in done.paid:  # the same id with a good receipt may have been paid
+                done.refused.setdefault(invocation_id, refusal)
+        superseded = [
+            receipt
+            for invocation_id, receipt in delegated.items()
+            if done.refused.get(invocation_id) is Refusal.DUPLICATE
+        ]
+        if not superseded:
+            return done
+        paid = list(done.paid)
+        paid_micro = done.paid_micro
+        for receipt in superseded:
+            moved = await self.supersede(node_id, receipt, now=now)
+            if moved is not None:
+                paid.append(receipt.invocation_id)
+                paid_micro += moved
+                del done.refused[receipt.invocation_id]
+        return SettledBatch(tuple(paid), done.refused, paid_micro, done.fee_micro)
+
+    async def supersede(self, node_id: str, receipt: Receipt, *, now: float) -> int | None:
+        """Move the payment of `receipt`'s invocation to node `node_id` (its executor) from a node
+        that billed it although it signed one of the receipt's delegations; what moved, or None
+        when the payment stays (it went to a node that did not pass the call on, or to this one)."""
+        forwarders = {PublicKey(hop.signer).key_id for hop in receipt.delegations}
+        executor_account = await self.earning_account(node_id, now=now)
+
+        async def work(connection: AsyncConnection) -> int | None:
+            row = (
+                await connection.execute(
+                    sa.select(settlements.c.node_id, settlements.c.price_micro)
+                    .where(settlements.c.invocation_id == receipt.invocation_id)
+                    .with_for_update()
+                )
+            ).first()
+            if row is None or row.node_id == node_id or row.node_id not in forwarders:
+                return None
+            cheat_account = await self.earning_account(str(row.node_id), now=now)
+            moved = int(row.price_micro)  # what the voucher paid for it, within the lessee's cap
+            result = await connection.execute(
+                transfers.insert().values(
+                    kind="supersede",
+                    ref=f"supersede:{receipt.invocation_id}",
+                    memo=f"node {row.node_id} forwarded {receipt.invocation_id} to {node_id} and billed it",
+                    created_at=now,
+                )
+            )
+            transfer_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+            await move(
+                connection, transfer_id, {cheat_account: -moved, executor_account: moved}, what="supersede"
+            )
+            await connection.execute(
+                settlements.update()
+                .where(settlements.c.invocation_id == receipt.invocation_id)
+                .values(node_id=node_id, result_sha256=receipt.result_sha256)
+            )
+            return moved
+
+        try:
+            return await self.db.run(work, what=f"supersede {receipt.invocation_id}")
+        except InsufficientFunds as error:  # the forwarder was paid out already: it keeps its debt
+            log.error("cannot move the payment of %s to its executor: %s", receipt.invocation_id, error)
+            return None
 
     async def settle(self, node_id: str, claims: Sequence[ReceiptClaim], *, now: float) -> SettledBatch:
         """Pay the node `node_id` for `claims` (already verified as its signed receipts)."""

@@ -13,7 +13,8 @@ A node with several worker processes (node/workers.py) serves the same port from
 answers /v1/invoke itself and passes every other request to the primary process, over a unix socket
 in the node's work directory where the primary serves the same routes plus one of its own:
     POST /internal/v1/place?hops=N   InvokeRequest -> InvokeResult: an invocation a worker claimed
-                                     and has no slot for, placed by the primary's router
+                                     and has no slot for, placed by the primary's router (header
+                                     X-P2PFaaS-Chain: the delegations that brought a paid one)
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import asyncio
 
 from aiohttp import web
 
+from p2pfaas import codec
 from p2pfaas.errors import DecodeError, NotFound
-from p2pfaas.messages import MAX_PAYLOAD_BYTES, InvokeRequest, NodeStatus
+from p2pfaas.messages import MAX_PAYLOAD_BYTES, Delegation, InvokeRequest, NodeStatus
 from p2pfaas.node.placement import NodePlacement
 from p2pfaas.node.service import NodeService
 from p2pfaas.placement.wire import MAX_HOPS
@@ -74,7 +76,22 @@ async def place_for_sibling(request: web.Request) -> web.Response:
         raise DecodeError("hops must be an integer") from None
     if not 0 <= hops < MAX_HOPS:
         raise DecodeError(f"hops {hops} outside 0..{MAX_HOPS - 1}")
-    return reply(await request.app[PLACEMENT_KEY].router.place_for_sibling(msg, hops))
+    chain = decode_chain(request.headers.get(CHAIN_HEADER, ""))
+    return reply(await request.app[PLACEMENT_KEY].router.place_for_sibling(msg, hops, chain))
+
+
+CHAIN_HEADER = "X-P2PFaaS-Chain"  # a paid invocation's delegations, on the internal hand-off only
+
+
+def encode_chain(chain: tuple[Delegation, ...]) -> str:
+    return ",".join(codec.encode(hop).hex() for hop in chain)
+
+
+def decode_chain(text: str) -> tuple[Delegation, ...]:
+    try:
+        return tuple(codec.decode_as(Delegation, bytes.fromhex(part)) for part in text.split(",") if part)
+    except ValueError:
+        raise DecodeError("the delegation chain header is not hex") from None
 
 
 def make_internal_app(service: NodeService, placement: NodePlacement) -> web.Application:

@@ -37,7 +37,7 @@ from p2pfaas.node.placement import NodePlacement, PlacementConfig
 from p2pfaas.node.service import NodeService
 from p2pfaas.node.settings import check, service_options, share
 from p2pfaas.node.shared import SharedTables
-from p2pfaas.node.vouchers import NodePayments
+from p2pfaas.node.vouchers import NodePayments, UnpaidPolicy
 from p2pfaas.node.workers import (
     PRIMARY_SOCKET,
     WorkerPool,
@@ -83,6 +83,13 @@ class NodeConfig:
     gossip_fanout: int = 2
     drain_deadline_s: float = 60.0
     workers: int = 1  # processes serving invocations on the port (node/workers.py); at most one per core
+    # Who may run functions here without a voucher (node/vouchers.py `UnpaidPolicy`): nobody by
+    # default; a devnet lets functions' owners; a volunteer may list lessee key ids (its own).
+    unpaid_owners: bool = False
+    unpaid_keys: tuple[str, ...] = ()
+
+    def unpaid(self) -> UnpaidPolicy:
+        return UnpaidPolicy(owners=self.unpaid_owners, keys=frozenset(self.unpaid_keys))
 
 
 def docker_problem() -> str:
@@ -186,7 +193,7 @@ class NodeDaemon(StackService):
                 anchor_url=self.config.anchor_url, keys=self.keys, session=self.session,
                 work_dir=self.config.work_dir, prices=options["prices"],
                 cpus_per_instance=options["cpus_per_instance"], rng=self.rng,
-                spends=self.tables.spends if self.tables else None,
+                spends=self.tables.spends if self.tables else None, unpaid=self.config.unpaid(),
             )
         )  # fmt: skip
         service = NodeService(

@@ -47,7 +47,8 @@ from typing import Protocol
 from p2pfaas import codec, signing
 from p2pfaas.errors import Busy, P2PFaaSError, Refused, RemoteError, SignatureError, Unreachable
 from p2pfaas.identity import KeyPair
-from p2pfaas.messages import InvokeRequest, InvokeResult
+from p2pfaas.ledger import tickets
+from p2pfaas.messages import Delegation, InvokeRequest, InvokeResult
 from p2pfaas.node.service import NodeService
 from p2pfaas.node.shared import ClaimKind, InvocationTable
 from p2pfaas.placement.policy import Decision, Gossip, Kind, LocalState, Policy, ProbeAnswer
@@ -71,7 +72,7 @@ class Primary(Protocol):
         """Whether the primary has a free slot, or knows a peer with one."""
         ...
 
-    async def place(self, request: InvokeRequest, hops: int) -> InvokeResult:
+    async def place(self, request: InvokeRequest, hops: int, chain: tuple[Delegation, ...]) -> InvokeResult:
         """Place an invocation this worker claimed: on the primary's slots, its queue, or a peer."""
         ...
 
@@ -140,6 +141,8 @@ class Router:
     _owners: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # id -> (lessee key, digest)
     _queue: deque[_Queued] = field(default_factory=deque)
     _forwarding: set[str] = field(default_factory=set)  # ids out on a forward from here right now
+    # A paid invocation forwarded to us: the delegations that brought it (its receipt carries them).
+    _chains: dict[str, tuple[Delegation, ...]] = field(default_factory=dict)
     _running_local: int = 0
     _tasks: set[asyncio.Task[InvokeResult]] = field(default_factory=set)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -188,9 +191,13 @@ class Router:
     async def forwarded(self, forward: ForwardRequest) -> InvokeResult:
         """An invocation a peer forwarded to us. Raises Busy to refuse it."""
         signing.verify(forward)  # the forwarding node vouches for the hop count
-        return await self._once(forward.request, hops=forward.hops, must_accept=forward.must_accept)
+        return await self._once(
+            forward.request, hops=forward.hops, must_accept=forward.must_accept, chain=forward.chain
+        )
 
-    async def _once(self, request: InvokeRequest, *, hops: int, must_accept: bool) -> InvokeResult:
+    async def _once(
+        self, request: InvokeRequest, *, hops: int, must_accept: bool, chain: tuple[Delegation, ...] = ()
+    ) -> InvokeResult:
         # Never place or forward a request the lessee did not sign (checked once; the service reuses it).
         self.service.verify_request(request)
         self._expire_cache()
@@ -226,6 +233,8 @@ class Router:
                 now = asyncio.get_running_loop().time()
                 self.shared.finish(request.invocation_id, None, worker=self.worker, now=now)
             raise Busy(refusal)
+        if chain:
+            self._chains[request.invocation_id] = chain
         task = asyncio.get_running_loop().create_task(self._handle(request, hops))
         self._owners[request.invocation_id] = (request.signer, request.digest)
         self._in_flight[request.invocation_id] = task
@@ -235,6 +244,7 @@ class Router:
 
     def _finished(self, invocation_id: str, task: asyncio.Task[InvokeResult]) -> None:
         self._in_flight.pop(invocation_id, None)
+        self._chains.pop(invocation_id, None)
         succeeded = not task.cancelled() and task.exception() is None
         if self.shared is not None:  # the sibling processes' copy of the outcome
             self.shared.finish(
@@ -300,17 +310,26 @@ class Router:
             await asyncio.sleep(pause_s)  # duplicates are rare: polling the table costs nothing else
             pause_s = min(2 * pause_s, SIBLING_POLL_S[1])
 
-    async def place_for_sibling(self, request: InvokeRequest, hops: int) -> InvokeResult:
+    async def place_for_sibling(
+        self, request: InvokeRequest, hops: int, chain: tuple[Delegation, ...] = ()
+    ) -> InvokeResult:
         """An invocation a sibling worker claimed but has no slot for: place it like one of ours.
         The sibling holds the id in the shared table, so it is not claimed again here."""
         self.service.verify_request(request)
         self.stats.from_siblings += 1
+        if chain:
+            self._chains[request.invocation_id] = chain
         task = asyncio.get_running_loop().create_task(self._handle(request, hops))
         self._track(task)
-        task.add_done_callback(self._sibling_done)
+        task.add_done_callback(lambda t: self._sibling_done(request.invocation_id, t))
         return await asyncio.shield(task)
 
-    def _sibling_done(self, task: asyncio.Task[InvokeResult]) -> None:
+    def chain_of(self, invocation_id: str) -> tuple[Delegation, ...]:
+        """The delegations that brought paid invocation `invocation_id` to this node (none: sent here)."""
+        return self._chains.get(invocation_id, ())
+
+    def _sibling_done(self, invocation_id: str, task: asyncio.Task[InvokeResult]) -> None:
+        self._chains.pop(invocation_id, None)
         if not task.cancelled():
             task.exception()  # the sibling got it through the shielded await
         self._untrack(task)
@@ -345,7 +364,7 @@ class Router:
             and self.primary.has_room()
         ):
             try:  # a worker process without room: the primary places it with the node's view
-                return await self.primary.place(request, hops)
+                return await self.primary.place(request, hops, self.chain_of(request.invocation_id))
             except Refused as exc:
                 if exc.status != 503:
                     raise
@@ -416,6 +435,9 @@ class Router:
             url = self._url(target)
             if not url:
                 continue
+            chain = self.chain_of(request.invocation_id)
+            if request.voucher is not None:  # the next node is paid for it, not us
+                chain += (tickets.delegate(request.invocation_id, target, self.keys),)
             forward = signing.sign(
                 ForwardRequest(
                     request=request,
@@ -423,6 +445,7 @@ class Router:
                     must_accept=not decision.conditional,
                     signer=b"",
                     signature=b"",
+                    chain=chain,
                 ),
                 self.keys,
             )
@@ -459,7 +482,7 @@ class Router:
             self._running_local += 1
         self.stats.local += 1
         try:
-            return await self.service.invoke(request)
+            return await self.service.invoke(request, delegations=self.chain_of(request.invocation_id))
         finally:
             self._running_local -= 1
             self._pump()

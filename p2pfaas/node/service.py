@@ -46,6 +46,7 @@ from p2pfaas.messages import (
     ERROR_TIMEOUT,
     Bundle,
     BundleHeader,
+    Delegation,
     InvokeRequest,
     InvokeResult,
     Receipt,
@@ -59,11 +60,15 @@ log = logging.getLogger(__name__)
 
 BundleFetcher = Callable[[str], Awaitable[Bundle]]  # digest -> Bundle, raises NotFound
 PeerBundleFetcher = Callable[[str, str], Awaitable[Bundle]]  # (peer base URL, digest) -> Bundle
-Authorizer = Callable[[InvokeRequest, BundleHeader, bytes], None]  # raises Forbidden (or similar) to refuse
+# (request, its bundle's header, the caller's key, the delegations that brought it here); raises
+# Forbidden (or PaymentRequired) to refuse.
+Authorizer = Callable[[InvokeRequest, BundleHeader, bytes, tuple[Delegation, ...]], None]
 MAX_PEER_TRIES = 3  # providers asked before falling back to the anchor
 
 
-def owner_only(request: InvokeRequest, header: BundleHeader, caller: bytes) -> None:
+def owner_only(
+    request: InvokeRequest, header: BundleHeader, caller: bytes, delegations: tuple[Delegation, ...] = ()
+) -> None:
     """The default authorizer: only the key that signed the function may run it (unpaid, as on a devnet)."""
     if header.signer != caller:
         raise Forbidden("only the function's owner may invoke it without a voucher")
@@ -120,10 +125,13 @@ class NodeService:
         self._verified[id(request)] = (weakref.ref(request), signer)
         return signer
 
-    async def invoke(self, request: InvokeRequest) -> InvokeResult:
+    async def invoke(
+        self, request: InvokeRequest, *, delegations: tuple[Delegation, ...] = ()
+    ) -> InvokeResult:
+        """Run `request` here; `delegations` are the forwards that brought a paid one (its receipt's)."""
         caller = self.verify_request(request)  # SignatureError -> 403
         header, code_dir = await self._bundle(request.digest)
-        (self.authorize or owner_only)(request, header, caller.raw)
+        (self.authorize or owner_only)(request, header, caller.raw, delegations)
         manifest = header.manifest
         spec = self._spec(request.digest, header, code_dir)
         timeout_s = min(request.timeout_s, manifest.timeout_s)
@@ -144,7 +152,7 @@ class NodeService:
             raise
         if not result.ok:
             self.stats.failures += 1
-        receipt = self._receipt(request, caller.raw, result, wall_s)
+        receipt = self._receipt(request, caller.raw, result, wall_s, delegations)
         if receipt is not None and self.on_receipt is not None:
             self.on_receipt(receipt)
         return signing.sign(
@@ -200,7 +208,12 @@ class NodeService:
             return _failure(ERROR_EXECUTOR, f"the node's executor failed: {exc}")
 
     def _receipt(
-        self, request: InvokeRequest, lessee: bytes, result: ExecResult, wall_s: float
+        self,
+        request: InvokeRequest,
+        lessee: bytes,
+        result: ExecResult,
+        wall_s: float,
+        delegations: tuple[Delegation, ...],
     ) -> Receipt | None:
         """The signed receipt of an invocation that ran; None when the node itself failed (no charge)."""
         if result.error_type == ERROR_EXECUTOR:
@@ -218,18 +231,22 @@ class NodeService:
                 cpu_ms=cpu_ms,
                 peak_memory_mb=peak_memory_mb,
                 wall_ms=wall_ms,
-                price_micro=self.prices.charge_micro(
-                    cpu_ms=cpu_ms, peak_memory_mb=peak_memory_mb, wall_ms=wall_ms
-                ),
+                price_micro=self._price(request, cpu_ms, peak_memory_mb, wall_ms),
                 result_sha256=hashlib.sha256(result.output).digest() if result.ok else b"",
                 issued_at=wall_time(),
                 signer=b"",
                 signature=b"",
                 request_sha256=request_sha256(request),
                 ticket=request.ticket,  # the lessee's word for the anchor (p2pfaas.ledger.tickets)
+                delegations=delegations if request.ticket is not None else (),
             ),
             self.keys,
         )
+
+    def _price(self, request: InvokeRequest, cpu_ms: int, peak_memory_mb: int, wall_ms: int) -> int:
+        """The metered price, never over the cap the lessee's ticket set (the anchor pays no more)."""
+        price = self.prices.charge_micro(cpu_ms=cpu_ms, peak_memory_mb=peak_memory_mb, wall_ms=wall_ms)
+        return price if request.ticket is None else min(price, request.ticket.max_price_micro)
 
     async def _bundle(self, digest: str) -> tuple[BundleHeader, Path]:
         """The verified header and extracted code of `digest`: from memory, the disk cache or a fetch."""

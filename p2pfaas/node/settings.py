@@ -11,6 +11,8 @@ A config file holds what a volunteer lends and charges; command-line options ove
     price_per_gb_s_micro = 2
     bundle_cache_mb = 1024
     workers = 2            # processes serving invocations on one port (at most one per core)
+    unpaid_keys = ["3f2a..."]  # lessee key ids that may run here without paying (default: none)
+    unpaid_owners = false  # a function's owner may run it unpaid (a devnet; default false)
 
 Unknown keys and wrong types are refused with a `ConfigError` naming them: a typo must not silently
 lend more than the volunteer meant.
@@ -43,6 +45,8 @@ _KEYS: dict[str, tuple[type, ...]] = {
     "price_per_gb_s_micro": (int,),
     "bundle_cache_mb": (int,),
     "workers": (int,),
+    "unpaid_keys": (list,),
+    "unpaid_owners": (bool,),
 }
 MAX_WORKERS = 64
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?", re.IGNORECASE)
@@ -59,6 +63,17 @@ def memory_mb(text: str | int) -> int:
     return int(float(match.group(1)) * _MB_PER_UNIT[match.group(2).lower()])
 
 
+_KEY_ID = re.compile(r"[0-9a-f]{40}")
+
+
+def unpaid_keys(values: list[Any] | tuple[Any, ...], *, where: str) -> tuple[str, ...]:
+    """Lessee key ids (40 lowercase hex characters, as `p2pfaas keys new` prints) or ConfigError."""
+    for value in values:
+        if not isinstance(value, str) or not _KEY_ID.fullmatch(value):
+            raise ConfigError(f"{where}: unpaid_keys holds key ids (40 hex characters), not {value!r}")
+    return tuple(values)
+
+
 def load_config_file(path: Path) -> dict[str, Any]:
     """The `NodeConfig` fields a TOML file sets. Raises ConfigError for unreadable files, unknown
     keys or wrong types."""
@@ -73,7 +88,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
         types = _KEYS.get(key)
         if types is None:
             raise ConfigError(f"{path}: unknown setting {key!r} (known: {', '.join(sorted(_KEYS))})")
-        if isinstance(value, bool) or not isinstance(value, types):
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             raise ConfigError(
                 f"{path}: {key} must be {' or '.join(t.__name__ for t in types)}, got {value!r}"
             )
@@ -81,6 +96,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
             fields["memory_mb"] = memory_mb(cast(str | int, value))
         elif key == "cpus":
             fields[key] = float(cast(float, value))
+        elif key == "unpaid_keys":
+            fields[key] = unpaid_keys(cast(list[Any], value), where=str(path))
         else:
             fields[key] = value
     return fields

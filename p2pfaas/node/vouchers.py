@@ -11,8 +11,14 @@ budget. (Other nodes bill it too; the anchor pays in arrival order and refuses w
 node that accepts a voucher another node has drained loses that work: the price of checking
 offline.)
 
-Requests without a voucher keep the node's unpaid rule: only the function's owner may run it
-(a devnet convenience), unless `require_voucher` is set.
+The spend ticket must also name this node as its payee, or come with the delegations of the
+nodes that forwarded it here (`p2pfaas.ledger.tickets.chain_problem`): the anchor pays no receipt
+of a node the call was not sent to. What the node reserves, and then charges, is never more than
+the cap the lessee put in the ticket.
+
+Requests without a voucher are refused (402) unless the volunteer opts in with an `UnpaidPolicy`:
+a function's owner running its own functions (a devnet), or an allow-list of lessee keys (the
+volunteer's own). The node's adverts say which (`UnpaidPolicy.describe`).
 
 `NodePayments` is the daemon's adapter: it learns the anchor key over HTTP, prices the worst case
 with the node's `Prices`, passes receipts to a `ReceiptSender`, and keeps what it charged each
@@ -45,11 +51,11 @@ import aiohttp
 from p2pfaas import rpc, signing
 from p2pfaas.clock import wall_time
 from p2pfaas.errors import P2PFaaSError, Refused, SignatureError
-from p2pfaas.identity import KeyPair
+from p2pfaas.identity import KeyPair, PublicKey
 from p2pfaas.ledger.policy import FeePolicy
 from p2pfaas.ledger.tickets import request_ticket_problem
 from p2pfaas.ledger.wire import AnchorKey
-from p2pfaas.messages import BundleHeader, InvokeRequest, Receipt, Voucher
+from p2pfaas.messages import BundleHeader, Delegation, InvokeRequest, Receipt, Voucher
 from p2pfaas.node.pricing import Prices
 from p2pfaas.node.receipts import ReceiptSender
 from p2pfaas.rpc import Forbidden
@@ -60,6 +66,7 @@ __all__ = [
     "PaymentRequired",
     "SpendLog",
     "SpendStore",
+    "UnpaidPolicy",
     "VoucherBook",
     "VoucherSpend",
     "max_price_micro",
@@ -199,6 +206,34 @@ class LocalSpends:
 
 
 @dataclass(frozen=True)
+class UnpaidPolicy:
+    """Who may run functions on this node without a voucher. The default: nobody.
+
+    `owners`: a function's owner may run its own functions unpaid (a devnet, where the volunteer
+    and the lessee are the same people). `keys`: ids of lessee keys (`KeyPair.key_id`) that may
+    run anything unpaid, e.g. the volunteer's own.
+    """
+
+    owners: bool = False
+    keys: frozenset[str] = frozenset()
+
+    def check(self, header: BundleHeader, caller_key: bytes) -> None:
+        """Return if `caller_key` may run `header`'s function unpaid here, else raise PaymentRequired."""
+        if self.owners and header.signer == caller_key:
+            return
+        if self.keys and PublicKey(caller_key).key_id in self.keys:
+            return
+        if self.owners:  # a devnet: a stranger is not let in (403), rather than asked to pay
+            raise Forbidden("only the function's owner may invoke it without a voucher")
+        raise PaymentRequired("this node runs paid invocations only: attach a voucher")
+
+    def describe(self) -> str:
+        """What the node's adverts say: "none", "owners", "keys", or "owners+keys"."""
+        parts = [name for name, on in (("owners", self.owners), ("keys", bool(self.keys))) if on]
+        return "+".join(parts) or "none"
+
+
+@dataclass(frozen=True)
 class _Hold:
     voucher_id: str
     cost_micro: int
@@ -216,8 +251,9 @@ class VoucherBook:
 
     anchor_key: bytes
     fees: FeePolicy
+    node_id: str  # this node's: the payee (or the end of the delegations) a paid request must name
     expiry_margin_s: float = 5.0  # a voucher must outlive the invocation's timeout by this much
-    require_voucher: bool = False
+    unpaid: UnpaidPolicy = field(default_factory=UnpaidPolicy)
     spends: SpendStore = field(default_factory=LocalSpends)
     worker: int = 0  # this process's index among the node's worker processes
     _holds: dict[str, _Hold] = field(default_factory=dict)  # invocation id -> its reservation
@@ -232,19 +268,20 @@ class VoucherBook:
         *,
         max_price_micro: int,
         now: float,
+        delegations: tuple[Delegation, ...] = (),
     ) -> None:
-        """Accept `request` (reserving its most costly outcome) or raise Forbidden/PaymentRequired."""
+        """Accept `request` (reserving its most costly outcome, within the lessee's cap), reaching
+        this node through `delegations`, or raise Forbidden/PaymentRequired."""
         voucher = request.voucher
         if voucher is None:
-            if self.require_voucher:
-                raise PaymentRequired("this node runs paid invocations only: attach a voucher")
-            if header.signer != caller_key:
-                raise Forbidden("only the function's owner may invoke it without a voucher")
+            self.unpaid.check(header, caller_key)
             return
         self._check(voucher, caller_key)
-        problem = request_ticket_problem(request, caller_key)
+        problem = request_ticket_problem(request, caller_key, node_id=self.node_id, delegations=delegations)
         if problem is not None:  # the anchor would refuse this receipt: never run it for free
             raise Forbidden(f"the paid request {problem}")
+        assert request.ticket is not None
+        max_price_micro = min(max_price_micro, request.ticket.max_price_micro)  # the node bills no more
         if now + request.timeout_s + self.expiry_margin_s > voucher.expires_at:
             raise PaymentRequired(f"voucher {voucher.voucher_id} expires before this invocation could finish")
         self._forget_old(now)
@@ -389,7 +426,7 @@ class NodePayments:
 
     `async with NodePayments(...) as payments:` learns the anchor's voucher key (retrying in the
     background while the anchor is unreachable; until then, requests carrying a voucher are
-    refused with 402 and owners still run their own functions unpaid) and runs a `ReceiptSender`
+    refused with 402 and unpaid ones follow `unpaid`) and runs a `ReceiptSender`
     whose journal lives in the node's work directory. Hand `authorize` and `on_receipt` to
     `NodeService`.
 
@@ -410,7 +447,7 @@ class NodePayments:
         prices: Prices,
         cpus_per_instance: float,
         rng: random.Random,
-        require_voucher: bool = False,
+        unpaid: UnpaidPolicy | None = None,
         spends: SpendStore | None = None,
         worker: int = 0,
         restore: bool = True,
@@ -421,7 +458,8 @@ class NodePayments:
         self.prices = prices
         self.cpus = cpus_per_instance
         self.rng = rng
-        self.require_voucher = require_voucher
+        self.unpaid = unpaid or UnpaidPolicy()
+        self.node_id = keys.key_id
         self.spends: SpendStore = LocalSpends() if spends is None else spends
         self.worker = worker
         self.restore = restore
@@ -480,23 +518,31 @@ class NodePayments:
             self.book = VoucherBook(
                 anchor_key=key.public_key,
                 fees=FeePolicy(key.fee_ppm),
-                require_voucher=self.require_voucher,
+                node_id=self.node_id,
+                unpaid=self.unpaid,
                 spends=self.spends,
                 worker=self.worker,
             )
             self._ready.set()
 
-    def authorize(self, request: InvokeRequest, header: BundleHeader, caller_key: bytes) -> None:
+    def authorize(
+        self,
+        request: InvokeRequest,
+        header: BundleHeader,
+        caller_key: bytes,
+        delegations: tuple[Delegation, ...] = (),
+    ) -> None:
         if self.book is None:
-            if request.voucher is not None or self.require_voucher:
+            if request.voucher is not None:
                 raise PaymentRequired("this node has not learned the anchor's voucher key yet; try another")
-            if header.signer != caller_key:
-                raise Forbidden("only the function's owner may invoke it without a voucher")
+            self.unpaid.check(header, caller_key)
             return
         manifest = header.manifest
         timeout_s = min(request.timeout_s, manifest.timeout_s)
         cost = max_price_micro(self.prices, timeout_s=timeout_s, memory_mb=manifest.memory_mb, cpus=self.cpus)
-        self.book.authorize(request, header, caller_key, max_price_micro=cost, now=wall_time())
+        self.book.authorize(
+            request, header, caller_key, max_price_micro=cost, now=wall_time(), delegations=delegations
+        )
 
     def on_receipt(self, receipt: Receipt) -> None:
         """Settle this node's view of the voucher, and send the receipt if there is anything to pay."""

@@ -51,7 +51,8 @@ from p2pfaas.bundle import BundleCache
 from p2pfaas.errors import ConfigError, NotFound, P2PFaaSError, Unreachable
 from p2pfaas.identity import KeyPair
 from p2pfaas.lifecycle import StackService
-from p2pfaas.messages import MAX_PAYLOAD_BYTES, Bundle, InvokeRequest, InvokeResult
+from p2pfaas.messages import MAX_PAYLOAD_BYTES, Bundle, Delegation, InvokeRequest, InvokeResult
+from p2pfaas.node.app import CHAIN_HEADER, encode_chain
 from p2pfaas.node.receipts import ReceiptJournal
 from p2pfaas.node.router import Router
 from p2pfaas.node.service import NodeService
@@ -354,7 +355,7 @@ class WorkerNode(StackService):
                 anchor_url=config.anchor_url, keys=self.keys, session=self.session, work_dir=config.work_dir,
                 journal_dir=self.dir, prices=options["prices"], rng=self.rng,
                 cpus_per_instance=options["cpus_per_instance"], spends=self.tables.spends, worker=self.index,
-                restore=False,
+                restore=False, unpaid=config.unpaid(),
             )
         )  # fmt: skip
         with contextlib.suppress(TimeoutError):  # serve paid work from the start, when the anchor answers
@@ -433,7 +434,7 @@ class WorkerNode(StackService):
         primary = self.tables.loads.row(0)
         return primary.free_slots > 0 or primary.peer_room > 0
 
-    async def place(self, request: InvokeRequest, hops: int) -> InvokeResult:
+    async def place(self, request: InvokeRequest, hops: int, chain: tuple[Delegation, ...]) -> InvokeResult:
         return await rpc.call(
             self.primary,
             "POST",
@@ -441,6 +442,7 @@ class WorkerNode(StackService):
             InvokeResult,
             request,
             timeout_s=request.timeout_s + 30.0,
+            headers={CHAIN_HEADER: encode_chain(chain)} if chain else None,
         )
 
     async def _fetch_bundle(self, digest: str) -> Bundle:

@@ -11,10 +11,17 @@ and `JobStatus` are the asynchronous-invocation API.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from p2pfaas.codec import KiB, MaxLen, Message, message
-from p2pfaas.messages import InvokeRequest, InvokeResult, PublicKeyBytes, SignatureBytes
+from p2pfaas.messages import (
+    MAX_DELEGATIONS,
+    Delegation,
+    InvokeRequest,
+    InvokeResult,
+    PublicKeyBytes,
+    SignatureBytes,
+)
 
 MAX_WARM_ENTRIES = 64
 MAX_RELAYED_REPORTS = 16
@@ -82,6 +89,11 @@ class ForwardRequest(Message):
     must_accept: bool
     signer: PublicKeyBytes  # the forwarding node
     signature: SignatureBytes
+    # A paid request's delegations so far, the last from the forwarding node to the receiver
+    # (`p2pfaas.ledger.tickets`): what lets the receiver's receipt be paid to it.
+    chain: Annotated[tuple[Delegation, ...], MaxLen(MAX_DELEGATIONS)] = ()
+
+    OPTIONAL_TAIL: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
         if not 1 <= self.hops <= MAX_HOPS:

@@ -66,6 +66,7 @@ async def add_node(
     """
     ip = net.add_host(node_ip(index))
     node_config = NodeConfig(
+        unpaid_owners=True,  # among friends: owners run their own functions unpaid
         anchor_url=anchor_url,
         key_path=root / f"node{index}.key",
         work_dir=root / f"node{index}",

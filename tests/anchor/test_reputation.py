@@ -144,7 +144,11 @@ def receipt(
             signer=b"",
             signature=b"",
             request_sha256=ran,
-            ticket=None if payload is None else tickets.sign_ticket(invocation_id, voucher_id, ran, LESSEE),
+            ticket=None
+            if payload is None
+            else tickets.sign_ticket(
+                invocation_id, voucher_id, ran, LESSEE, payee=node.key_id, max_price_micro=price
+            ),
         ),
         node,
     )

@@ -19,7 +19,13 @@ from tests.functions import write_function
 
 
 def _node(anchor_url: str, root: Path, name: str, run_dir: Path) -> NodeDaemon:
-    config = NodeConfig(anchor_url=anchor_url, key_path=root / name / "key", work_dir=root / name, port=0)
+    config = NodeConfig(
+        unpaid_owners=True,  # among friends: owners run their own functions unpaid
+        anchor_url=anchor_url,
+        key_path=root / name / "key",
+        work_dir=root / name,
+        port=0,
+    )
     return NodeDaemon(config, executor=UnsandboxedProcessExecutor(work_dir=run_dir / name))
 
 

@@ -87,6 +87,7 @@ async def network(tmp_path: Path, honest: int, liars: int) -> AsyncIterator[Net]
             for i in range(honest + liars):
                 name = f"n{i}"
                 config = NodeConfig(
+                    unpaid_owners=True,  # among friends: owners run their own functions unpaid
                     anchor_url=anchor.url,
                     key_path=seeded_key(tmp_path / name, name),
                     work_dir=tmp_path / name,
@@ -246,6 +247,7 @@ async def test_paid_replication_pays_the_majority_and_never_the_liar(tmp_path: P
             volunteers: list[AccountClient] = []
             for i in range(4):  # the last one lies
                 config = NodeConfig(
+                    unpaid_owners=True,  # among friends: owners run their own functions unpaid
                     anchor_url=anchor.url,
                     key_path=seeded_key(tmp_path / f"n{i}", f"n{i}"),
                     work_dir=tmp_path / f"n{i}",

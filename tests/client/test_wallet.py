@@ -74,6 +74,7 @@ async def net(tmp_path: Path, workers: int) -> AsyncIterator[Net]:
         await AccountStore(db).create_user("root", password_hash=stored, role="operator", now=T0)
     async with AnchorServer(db_url, port=0, settings=settings) as anchor:
         config = NodeConfig(
+            unpaid_owners=True,  # among friends: owners run their own functions unpaid
             anchor_url=anchor.url,
             key_path=run_dir / "node" / "node.key",
             work_dir=run_dir / "node",
@@ -167,7 +168,9 @@ async def test_vouchers_let_a_lessee_run_anothers_function_and_forgeries_are_ref
 
     async def invoke(v: Voucher | None, invocation_id: str) -> tuple[int, bytes]:
         request = InvokeRequest(invocation_id, info.header.digest, b"7", 5.0, v, signer=b"", signature=b"")
-        body = codec.encode(tickets.signed_request(request, lessee))
+        # the ticket pays this node, at most what the voucher holds
+        paid = tickets.signed_request(request, lessee, payee=net.node.node_id, max_price_micro=1_000_000)
+        body = codec.encode(paid)
         async with net.session.post(f"{net.node.url}/v1/invoke", data=body) as response:
             return response.status, await response.read()
 
@@ -203,7 +206,16 @@ async def test_a_voucher_a_node_calls_spent_is_renewed_and_the_same_invocation_r
     worst = payments.book.fees.charge_micro(
         max_price_micro(payments.prices, timeout_s=5.0, memory_mb=64, cpus=payments.cpus)
     )
-    wallet = Wallet(keys, net.alice.voucher, budget_micro=worst * 3 // 2, ttl_s=600, rng=random.Random(5))
+    wallet = Wallet(
+        keys,
+        net.alice.voucher,
+        budget_micro=worst * 3 // 2,
+        ttl_s=600,
+        rng=random.Random(5),
+        # ceilings over this node's (dear) prices: its worst case, not the lessee's cap, is reserved
+        max_price_per_cpu_s_micro=100_000,
+        max_price_per_gb_s_micro=20_000,
+    )
     async with AsyncClient(net.anchor.url, keys, wallet=wallet) as client:
         await client.deploy(write_function(net.root, "sleepy"))
         # Side by side: while one runs, its worst case is reserved, and the other does not fit.

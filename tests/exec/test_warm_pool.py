@@ -218,6 +218,7 @@ async def test_a_node_runs_a_manifests_concurrency_in_one_instance(tmp_path: Pat
             info = await client.deploy(fn_dir)
             assert info.header.manifest.concurrency == 3
             config = NodeConfig(
+                unpaid_owners=True,  # among friends: owners run their own functions unpaid
                 anchor_url=anchor.url,
                 key_path=tmp_path / "node" / "node.key",
                 work_dir=tmp_path / "node",

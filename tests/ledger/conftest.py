@@ -74,7 +74,14 @@ def receipt(
         signer=b"",
         signature=b"",
         request_sha256=ran,
-        ticket=tickets.sign_ticket(invocation_id, voucher_id, ran, ticket_by or lessee)
+        ticket=tickets.sign_ticket(
+            invocation_id,
+            voucher_id,
+            ran,
+            ticket_by or lessee,
+            payee=node.key_id,
+            max_price_micro=price_micro,
+        )
         if voucher_id
         else None,
     )

@@ -198,7 +198,10 @@ async def test_receipts_without_their_lessees_valid_ticket_pay_nothing(
                 other,
                 invocation_id="forged",
                 ticket=replace(
-                    sign_ticket("forged", "v1", other.request_sha256, NODE), signer=LESSEE.public.raw
+                    sign_ticket(
+                        "forged", "v1", other.request_sha256, NODE, payee=NODE.key_id, max_price_micro=10**9
+                    ),
+                    signer=LESSEE.public.raw,
                 ),
             )
         ),

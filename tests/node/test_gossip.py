@@ -129,6 +129,7 @@ async def test_a_busy_neighbours_queued_function_is_prewarmed_here_and_released_
             async with contextlib.AsyncExitStack() as stack:
                 for name, policy in (("a", "local-only"), ("b", "ours")):
                     config = NodeConfig(
+                        unpaid_owners=True,  # among friends: owners run their own functions unpaid
                         anchor_url=anchor.url,
                         key_path=tmp_path / name / "node.key",
                         work_dir=tmp_path / name,

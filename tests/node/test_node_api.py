@@ -53,6 +53,7 @@ async def net(tmp_path: Path, executor_kind: str) -> AsyncIterator[Net]:
     run_dir = Path(tempfile.mkdtemp(prefix="p2pn-", dir="/tmp"))
     async with AnchorServer(f"sqlite+aiosqlite:///{tmp_path / 'anchor.db'}", port=0) as anchor:
         config = NodeConfig(
+            unpaid_owners=True,  # among friends: owners run their own functions unpaid
             anchor_url=anchor.url,
             key_path=tmp_path / "node" / "node.key",
             work_dir=tmp_path / "node",
@@ -198,7 +199,7 @@ async def _start_node_process(
     """`p2pfaas node run` as its own process; returns it and its URL once the anchor lists it."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        *("-m", "p2pfaas", "node", "run", "--executor", "docker", "--anchor", anchor_url),
+        *("-m", "p2pfaas", "node", "run", "--executor", "docker", "--unpaid-owners", "--anchor", anchor_url),
         *("--work-dir", str(work_dir), "--peer", "127.0.0.1:9"),  # a DHT peer that is not there
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,

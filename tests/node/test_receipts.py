@@ -45,7 +45,8 @@ def receipt(n: int, price: int = 10) -> Receipt:
     ran = hashlib.sha256(f"request {n}".encode()).digest()
     unsigned = Receipt(
         f"inv-{n}", DIGEST, LESSEE.public.raw, "v1", True, 1, 1, 1, price, b"h", T0, b"", b"",
-        request_sha256=ran, ticket=sign_ticket(f"inv-{n}", "v1", ran, LESSEE),  # the lessee's spend ticket
+        request_sha256=ran,
+        ticket=sign_ticket(f"inv-{n}", "v1", ran, LESSEE, payee=NODE.key_id, max_price_micro=price),
     )  # fmt: skip
     return signing.sign(unsigned, NODE)
 

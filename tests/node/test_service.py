@@ -31,6 +31,7 @@ from p2pfaas.identity import KeyPair
 from p2pfaas.messages import (
     Bundle,
     BundleHeader,
+    Delegation,
     ErrorReply,
     InvokeRequest,
     InvokeResult,
@@ -47,6 +48,7 @@ from tests.functions import write_function
 async def running_node(anchor_url: str, root: Path, name: str, **config: Any) -> AsyncIterator[NodeDaemon]:
     run_dir = Path(tempfile.mkdtemp(prefix="p2ps-", dir="/tmp"))  # unix socket paths are short
     node_config = NodeConfig(
+        unpaid_owners=True,  # among friends: owners run their own functions unpaid
         anchor_url=anchor_url,
         key_path=root / name / "node.key",
         work_dir=root / name,
@@ -141,7 +143,9 @@ async def test_the_authorize_hook_decides_who_may_run(
             await node.service.invoke(request_for(echo.header.digest, stranger, 1))
         seen: list[tuple[str, bytes]] = []
 
-        def allow_stranger(request: InvokeRequest, header: BundleHeader, caller: bytes) -> None:
+        def allow_stranger(
+            request: InvokeRequest, header: BundleHeader, caller: bytes, delegations: tuple[Delegation, ...]
+        ) -> None:
             seen.append((header.digest, caller))
             if caller != stranger.public.raw:
                 raise Forbidden("only the stranger today")

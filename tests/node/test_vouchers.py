@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -25,6 +26,7 @@ from p2pfaas.node.vouchers import (
     PaymentRequired,
     SpendLog,
     SpendStore,
+    UnpaidPolicy,
     VoucherBook,
     max_price_micro,
 )
@@ -39,6 +41,7 @@ def keys(seed: str) -> KeyPair:
 
 
 ANCHOR, LESSEE, OWNER, NODE = keys("anchor"), keys("lessee"), keys("owner"), keys("node")
+CAP = 10**9
 
 
 def header(owner: KeyPair = OWNER) -> BundleHeader:
@@ -58,7 +61,8 @@ def request(
     invocation_id: str, v: Voucher | None, signer: KeyPair = LESSEE, timeout_s: float = 10.0
 ) -> InvokeRequest:
     unsigned = InvokeRequest(invocation_id, DIGEST, b"{}", timeout_s, v, signer=b"", signature=b"")
-    return tickets.signed_request(unsigned, signer)  # with the lessee's spend ticket when paid
+    # with the lessee's spend ticket when paid, for this node, capped well above its prices
+    return tickets.signed_request(unsigned, signer, payee=NODE.key_id, max_price_micro=CAP)
 
 
 def receipt(invocation_id: str, price_micro: int) -> Receipt:
@@ -68,8 +72,10 @@ def receipt(invocation_id: str, price_micro: int) -> Receipt:
     return signing.sign(unsigned, NODE)
 
 
-def book(**kwargs: object) -> VoucherBook:
-    return VoucherBook(anchor_key=ANCHOR.public.raw, fees=FeePolicy(fee_ppm=100_000), **kwargs)  # type: ignore[arg-type]
+def book(**kwargs: Any) -> VoucherBook:
+    return VoucherBook(
+        anchor_key=ANCHOR.public.raw, fees=FeePolicy(fee_ppm=100_000), node_id=NODE.key_id, **kwargs
+    )
 
 
 @pytest.fixture
@@ -133,17 +139,30 @@ def test_a_paid_request_without_its_lessees_ticket_for_it_is_refused() -> None:
     b, v = book(), voucher(1000)
     good = request("i", v)
     assert good.ticket is not None
-    other_payload = tickets.ticket_for(replace(good, payload=b"[1]"), LESSEE)
+    other_payload = tickets.ticket_for(
+        replace(good, payload=b"[1]"), LESSEE, payee=NODE.key_id, max_price_micro=CAP
+    )
     bad = {
         "no spend ticket": signing.sign(replace(good, ticket=None), LESSEE),
-        "another key": signing.sign(replace(good, ticket=tickets.ticket_for(good, keys("mallory"))), LESSEE),
+        "another key": signing.sign(
+            replace(
+                good, ticket=tickets.ticket_for(good, keys("mallory"), payee=NODE.key_id, max_price_micro=CAP)
+            ),
+            LESSEE,
+        ),
         "another invocation": signing.sign(replace(good, invocation_id="j"), LESSEE),
         "another request": signing.sign(replace(good, ticket=other_payload), LESSEE),
         "does not verify": signing.sign(
             replace(good, ticket=replace(good.ticket, signature=other_payload.signature)), LESSEE
         ),
         "voucher": signing.sign(
-            replace(good, ticket=tickets.sign_ticket("i", "v2", good.ticket.request_sha256, LESSEE)), LESSEE
+            replace(
+                good,
+                ticket=tickets.sign_ticket(
+                    "i", "v2", good.ticket.request_sha256, LESSEE, payee=NODE.key_id, max_price_micro=CAP
+                ),
+            ),
+            LESSEE,
         ),
     }
     for reason, paid in bad.items():
@@ -154,14 +173,26 @@ def test_a_paid_request_without_its_lessees_ticket_for_it_is_refused() -> None:
     assert b.remaining_micro("v1") == 1000 - 330
 
 
-def test_without_a_voucher_only_the_owner_runs_and_only_if_allowed() -> None:
-    b = book()
-    b.authorize(request("a", None, OWNER), header(), OWNER.public.raw, max_price_micro=1, now=T0)
-    with pytest.raises(Forbidden):
-        b.authorize(request("b", None), header(), LESSEE.public.raw, max_price_micro=1, now=T0)
-    strict = book(require_voucher=True)
+def test_without_a_voucher_nobody_runs_unless_the_volunteer_opts_in() -> None:
+    """Hole 1 of issue #14: a lessee invoking its own function with no voucher was served for free
+    by every node. Now a node runs paid work only, unless its volunteer lets owners (a devnet) or
+    listed keys (its own) run unpaid."""
+    paid_only = book()
+    for caller in (OWNER, LESSEE):
+        with pytest.raises(PaymentRequired, match="paid invocations only"):
+            paid_only.authorize(
+                request("a", None, caller), header(), caller.public.raw, max_price_micro=1, now=T0
+            )
+    assert UnpaidPolicy().describe() == "none"
+    devnet = book(unpaid=UnpaidPolicy(owners=True))
+    devnet.authorize(request("b", None, OWNER), header(), OWNER.public.raw, max_price_micro=1, now=T0)
+    with pytest.raises(PaymentRequired, match="owner"):
+        devnet.authorize(request("c", None), header(), LESSEE.public.raw, max_price_micro=1, now=T0)
+    own = book(unpaid=UnpaidPolicy(keys=frozenset({LESSEE.key_id})))
+    own.authorize(request("d", None), header(), LESSEE.public.raw, max_price_micro=1, now=T0)
     with pytest.raises(PaymentRequired):
-        strict.authorize(request("c", None, OWNER), header(), OWNER.public.raw, max_price_micro=1, now=T0)
+        own.authorize(request("e", None, OWNER), header(), OWNER.public.raw, max_price_micro=1, now=T0)
+    assert own.unpaid.describe() == "keys" and devnet.unpaid.describe() == "owners"
 
 
 def test_the_worst_case_covers_what_a_timed_out_invocation_is_billed() -> None:

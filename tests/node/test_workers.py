@@ -59,6 +59,7 @@ async def net(executor_kind: str) -> AsyncIterator[Net]:
     try:
         async with AnchorServer(f"sqlite+aiosqlite:///{root / 'anchor.db'}", port=0) as anchor:
             config = NodeConfig(
+                unpaid_owners=True,  # among friends: owners run their own functions unpaid
                 anchor_url=anchor.url,
                 key_path=root / "node" / "node.key",
                 work_dir=root / "node",

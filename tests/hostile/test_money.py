@@ -1,0 +1,117 @@
+"""Issue #14's money holes, replayed against the anchor's real receipt route; the audit after each.
+
+Hole 2: a node that did not run a call (the entry node that forwarded it, or any node that saw
+the request) bills it, at any price. Hole 3: receipts whose own signature is invalid, inside a
+batch the node signed properly, were paid.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from p2pfaas.db import Database
+from p2pfaas.identity import KeyPair
+from p2pfaas.ledger import tickets
+from p2pfaas.ledger.audit import audit
+from p2pfaas.ledger.wire import BatchResult, GrantRequest, TransferDone, VoucherRequest
+from p2pfaas.messages import Receipt, Voucher
+from tests.hostile import kit
+from tests.ledger.conftest import T0, keys
+from tests.ledger.test_ledger_api import Anchor
+
+LESSEE, ENTRY, EXECUTOR, STRANGER = keys("alice-key"), keys("entry"), keys("executor"), keys("stranger")
+
+
+async def _voucher(a: Anchor, budget_micro: int = 10_000) -> Voucher:
+    await a.call(
+        "POST", "/v1/ledger/grants", TransferDone, GrantRequest("alice", 50_000, "g", ""), as_user="root"
+    )
+    await a.accounts.bind_key(a.user_ids["alice"], LESSEE.public.raw, kind="lessee", label="", now=T0)
+    request = VoucherRequest(LESSEE.public.raw, budget_micro, 3600.0, "v")
+    return await a.call("POST", "/v1/vouchers", Voucher, request, as_user="alice")
+
+
+async def _send(a: Anchor, node: KeyPair, *receipts: Receipt) -> BatchResult:
+    return await a.call("POST", "/v1/receipts", BatchResult, kit.batch(receipts, node))
+
+
+async def _earned(a: Anchor, node_id: str) -> int:
+    account_id = await a.api.settler.earning_account(node_id, now=T0)
+    return (await a.api.store.account(account_id)).balance_micro
+
+
+async def test_a_receipt_altered_or_with_a_garbage_signature_is_never_paid(
+    anchor: Anchor, db: Database
+) -> None:
+    """Hole 3: only the batch's signature was checked."""
+    a = anchor
+    voucher = await _voucher(a)
+    common: dict[str, Any] = {
+        "lessee": LESSEE,
+        "voucher_id": voucher.voucher_id,
+        "issued_at": T0 + 1,
+        "node": EXECUTOR,
+    }
+    genuine = kit.paid_receipt("inv-ok", price_micro=100, **common)
+    raised = kit.tampered(
+        kit.paid_receipt("inv-raised", price_micro=100, cap_micro=5_000, **common), price_micro=4_000
+    )
+    garbage = kit.garbage_signature(kit.paid_receipt("inv-garbage", price_micro=100, **common))
+    result = await _send(a, EXECUTOR, genuine, raised, garbage)
+    assert result.paid == ("inv-ok",)
+    assert sorted((r.invocation_id, r.reason) for r in result.refused) == [
+        ("inv-garbage", "bad-signature"),
+        ("inv-raised", "bad-signature"),
+    ]
+    assert await _earned(a, EXECUTOR.key_id) == 100
+    assert await audit(db) == []
+
+
+async def test_only_the_node_the_lessee_named_or_delegated_to_is_paid_within_the_cap(
+    anchor: Anchor, db: Database
+) -> None:
+    """Hole 2: a node billed a call it never ran at 1.5 credits and was paid; the executor's receipt
+    was then refused as a duplicate."""
+    a = anchor
+    voucher = await _voucher(a)
+    common: dict[str, Any] = {"lessee": LESSEE, "voucher_id": voucher.voucher_id, "issued_at": T0 + 1}
+    # The lessee sent invocation "fwd" to ENTRY (its ticket's payee), capped at 300; ENTRY
+    # forwarded it to EXECUTOR, which ran it for 120.
+    hop = tickets.delegate("fwd", EXECUTOR.key_id, ENTRY)
+    ran = kit.paid_receipt(
+        "fwd", node=EXECUTOR, payee=ENTRY, price_micro=120, cap_micro=300, delegations=[hop], **common
+    )
+    # ENTRY bills it itself, at 1.5 credits: over the lessee's cap.
+    greedy = kit.rebill(ran, node=ENTRY, price_micro=1_500_000)
+    result = await _send(a, ENTRY, greedy)
+    assert [(r.invocation_id, r.reason) for r in result.refused] == [("fwd", "over-ticket")]
+    # A node the request never reached bills it within the cap: not its call.
+    stranger = kit.rebill(ran, node=STRANGER, price_micro=300)
+    result = await _send(a, STRANGER, stranger)
+    assert [(r.invocation_id, r.reason) for r in result.refused] == [("fwd", "wrong-node")]
+    # ENTRY bills it within the cap, first: paid, since only the executor can show otherwise...
+    sly = kit.rebill(ran, node=ENTRY, price_micro=300)
+    assert (await _send(a, ENTRY, sly)).paid == ("fwd",)
+    assert await _earned(a, ENTRY.key_id) == 300
+    # ...and it does: its receipt carries ENTRY's signed delegation, so the payment moves to it.
+    result = await _send(a, EXECUTOR, ran)
+    assert result.paid == ("fwd",) and result.duplicate == ()
+    assert await _earned(a, ENTRY.key_id) == 0
+    assert await _earned(a, EXECUTOR.key_id) == 300
+    # Replays change nothing.
+    again = await _send(a, EXECUTOR, ran)
+    assert again.paid == () and again.duplicate == ("fwd",)
+    assert (await _send(a, ENTRY, sly)).duplicate == ("fwd",)
+    assert await _earned(a, EXECUTOR.key_id) == 300
+    # A delegation ENTRY never signed (forged by the executor) proves nothing.
+    forged = kit.paid_receipt(
+        "fwd2",
+        node=EXECUTOR,
+        payee=ENTRY,
+        price_micro=50,
+        delegations=[tickets.delegate("fwd2", EXECUTOR.key_id, STRANGER)],
+        **common,
+    )
+    result = await _send(a, EXECUTOR, forged)
+    assert [(r.invocation_id, r.reason) for r in result.refused] == [("fwd2", "wrong-node")]
+    assert await audit(db) == []
