@@ -2,7 +2,10 @@
 
 Each warm instance is one container of the runtime image (see `runtime_image`) running the shim
 as PID 1, reached over a unix socket in a per-container host directory that is bind-mounted at
-/run/p2pfaas. The function's code is bind-mounted read-only at /fn. Every container gets: no
+/run/p2pfaas. That directory is writable for the shim only until the node's first connection, then
+sealed read-only (mode 0555, the node's own) before the shim imports the function: the function can
+write nothing on the host (`_ContainerInstance._seal`). The function's code is bind-mounted
+read-only at /fn. Every container gets: no
 network, all capabilities dropped, no-new-privileges, a read-only root with a small /tmp tmpfs,
 pids/memory (no swap)/CPU limits from the manifest, uid 65534, capped logs, and the labels
 `p2pfaas.owner` (this executor), `p2pfaas.group` (the node: all its worker processes' executors) and
@@ -56,6 +59,7 @@ CONTAINER_SOCKET_DIR = "/run/p2pfaas"
 _OWNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _EXIT_WAIT_S = 5.0  # how long a container whose connection broke gets to finish dying
 _SOCKET_POLL_S = 0.002  # during startup, how often to try the shim's socket (a failed connect is cheap)
+_SEALED_MODE = 0o555  # the socket's directory once the shim listens: nobody writes in it
 _STATUS_CHECK_S = 0.5  # during startup, how often to ask Docker whether the container died
 _T = TypeVar("_T")
 
@@ -87,6 +91,7 @@ class _ContainerInstance(ShimInstance):
             exit_reason=self._exit_reason,
             check_every_s=_STATUS_CHECK_S,
             poll_s=_SOCKET_POLL_S,
+            on_connect=self._seal,
         )
         cgroup = self._executor.node_cgroup
         self._meter = CgroupMeter.for_container(self.container_id, parent=cgroup.parent if cgroup else "")
@@ -94,12 +99,10 @@ class _ContainerInstance(ShimInstance):
     def _create_and_start(self) -> None:
         socket_dir = self.run_dir.instance_dir(self.instance_id)
         socket_dir.mkdir(mode=0o700)
-        if os.geteuid() == 0:
-            os.chown(socket_dir, RUNTIME_UID, RUNTIME_UID)  # the shim, as uid 65534, creates its socket here
-        else:
-            # A non-root daemon (in the docker group) cannot chown: open the directory up and rely on
-            # the work dir (0700) to keep other local users out.
-            socket_dir.chmod(0o777)
+        # Ours (the node's uid), and writable for the shim (uid 65534) only until it has bound its
+        # socket: `_seal` takes that away before any code of the function runs. The work dir (0700)
+        # keeps other local users out meanwhile.
+        socket_dir.chmod(0o777)
         executor = self._executor
         # The low-level API: the SDK's high-level create also inspects the new container, a round
         # trip on every cold start that nothing here needs.
@@ -147,6 +150,14 @@ class _ContainerInstance(ShimInstance):
         created = api.create_container(**create_args)
         self.container_id = created["Id"]
         api.start(self.container_id)
+
+    def _seal(self) -> None:
+        """Make the socket's directory read-only for the container: the shim has bound its socket
+        (we are connected) and, until our first request, imports nothing of the function. The
+        directory is the node's, so uid 65534 can neither write in it nor chmod it back: the
+        function has no writable host path at all (its other mounts are read-only or tmpfs).
+        One chmod on a local directory: not worth a thread."""
+        os.chmod(self.run_dir.instance_dir(self.instance_id), _SEALED_MODE)
 
     def _state(self, *, wait_s: float = 0.0) -> dict[str, Any]:
         """The container's State (blocking; in a thread), after waiting up to `wait_s` for it to exit."""

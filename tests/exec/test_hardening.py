@@ -5,12 +5,14 @@ what the function saw (an error, a bound) and what the host sees (its own proces
 container's cgroup within the manifest's memory and pid limits, nothing written to the host's disk).
 The attacks: network egress, writing outside the tmpfs, a fork bomb, a memory bomb, setuid
 binaries, mount (also from a new user namespace), raw sockets, reading the host's files, filling
-the disk (tmpfs, /dev/shm, the log), and signals to processes outside the container.
+the disk (tmpfs, /dev/shm, the log), writing to any host-backed mount (the socket's directory
+included), and signals to processes outside the container.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import glob
 import json
 import os
@@ -25,8 +27,9 @@ import pytest
 
 from p2pfaas.errors import MemoryExceeded
 from p2pfaas.exec.base import FunctionSpec
-from p2pfaas.exec.docker_exec import CONTAINER_CODE_DIR, DockerExecutor
+from p2pfaas.exec.docker_exec import CONTAINER_CODE_DIR, CONTAINER_SOCKET_DIR, DockerExecutor
 from p2pfaas.exec.metering import CGROUP_ROOT, cgroup_dirs
+from p2pfaas.exec.run_dir import SOCKET_NAME
 
 from .conftest import make_function
 
@@ -170,6 +173,41 @@ def fill_disk(req):
         sys.stdout.write("y" * (1 << 20) + "\n")
         sys.stderr.write("z" * (1 << 20) + "\n")
     return out
+
+def host_mounts(req):
+    # Every mount backed by the host's disk (bind mounts, the image's overlay): not the kernel's
+    # virtual file systems and not the container's own size-capped tmpfs (RAM, charged to it).
+    virtual = ("proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2", "devtmpfs")
+    mounts = {}
+    for line in open("/proc/self/mountinfo"):
+        fields, _, rest = line.partition(" - ")
+        point, fstype = fields.split()[4], rest.split()[0]
+        if fstype not in virtual and not point.startswith(("/proc/", "/sys/", "/dev/")):
+            mounts[point] = fstype
+
+    def create(directory):
+        with open(os.path.join(directory, "fill"), "wb") as f:
+            for _ in range(4):  # what gets there, if anything does, stays small
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+
+    out = {}
+    for point in mounts:
+        if os.path.isdir(point):
+            out[point] = {
+                "create": _try(lambda: create(point)),
+                "mkdir": _try(lambda: os.mkdir(os.path.join(point, "d"))),
+                "chmod": _try(lambda: os.chmod(point, 0o777)),
+            }
+        else:
+            out[point] = {"append": _try(lambda: open(point, "ab").close())}
+    sock = "/run/p2pfaas/shim.sock"
+    out["socket"] = {
+        "rename": _try(lambda: os.rename(sock, sock + ".x")),
+        "unlink": _try(lambda: os.unlink(sock)),
+        "link": _try(lambda: os.link(sock, sock + ".y")),
+    }
+    return {"mounts": mounts, "attempts": out}
 
 def signal_others(req):
     out = {"host_pid": _try(lambda: os.kill(req["pid"], signal.SIGKILL))}
@@ -375,6 +413,22 @@ async def test_the_disk_cannot_be_filled(
     assert await settled_log_bytes(container.attrs["LogPath"]) <= 3 << 20  # 40 MB printed, the log is capped
     [sizes] = docker_client.api.containers(all=True, size=True, filters={"id": container.id})
     assert sizes.get("SizeRw", 0) == 0  # nothing written to the container's own layer
+
+
+async def test_no_host_backed_mount_is_writable(executor: DockerExecutor, hostile: FunctionSpec) -> None:
+    """The socket's directory is a host directory bind-mounted read-write: it must not be a way
+    onto the volunteer's disk (it was: a function wrote 200 MB there, past every tmpfs cap). Nor
+    may any other host-backed mount the container has."""
+    seen = await attack(executor, hostile, "host_mounts")
+    mounts = seen["mounts"]
+    assert {"/", CONTAINER_CODE_DIR, CONTAINER_SOCKET_DIR} <= set(mounts), mounts  # the probe saw them
+    for point, attempts in seen["attempts"].items():
+        for what, outcome in attempts.items():
+            assert outcome.get("errno") in (errno.EPERM, errno.EACCES, errno.EROFS), (point, what, outcome)
+    [instance_id] = executor.instance_ids(hostile.digest)
+    on_host = executor.run_dir.instance_dir(instance_id)
+    assert [entry.name for entry in on_host.iterdir()] == [SOCKET_NAME]  # nothing but the socket
+    await still_serves(executor, hostile)  # and it is still reachable
 
 
 async def test_processes_outside_the_container_cannot_be_signalled(

@@ -1,8 +1,13 @@
 """p2pfaas runtime shim: serves one function over a unix socket. STANDARD LIBRARY ONLY.
 
 Runs inside every warm container (and, for the unsandboxed process executor, as a local
-subprocess). It imports the handler `module:function` from the code directory once, at startup,
-then listens on a unix socket and runs invocations sent over it.
+subprocess). It listens on a unix socket at once, imports the handler `module:function` from the
+code directory on the first request (the host's boot-time ping), then runs invocations sent over it.
+
+The socket's directory is a host directory bind-mounted into the container. The Docker executor
+leaves it writable for uid 65534 only until its first connection and seals it (mode 0555, owned by
+the host) before sending that ping: only this file's own code ever runs while it is writable, and
+no code of the function (import-time code included) can write to the host's disk through it.
 
 Framing, both directions: a frame is a 4-byte big-endian length followed by that many bytes; a
 message is two frames, a JSON header then a raw body.
@@ -204,13 +209,34 @@ def _parse_request(raw: bytes) -> str:
     return str(op)
 
 
+class Function:
+    """The handler, imported on the first request rather than at startup.
+
+    Until the host's first request nothing of the function runs in this process, only the shim:
+    the host uses that window to seal the socket's directory (see `main`), so the function's code,
+    import-time code included, never sees a writable host directory. Thread-safe: with
+    `--concurrency N` the first requests may arrive together.
+    """
+
+    def __init__(self, code_dir: str | os.PathLike[str], spec: str) -> None:
+        self._code_dir = code_dir
+        self._spec = spec
+        self._lock = threading.Lock()
+        self._loaded = False
+        self.handler: Handler | None = None
+        self.load_error: Header | None = None
+
+    def load(self) -> None:
+        if self._loaded:
+            return
+        with self._lock:
+            if not self._loaded:
+                self.handler, self.load_error = load_handler(self._code_dir, self._spec)
+                self._loaded = True
+
+
 def serve_connection(
-    conn: socket.socket,
-    handler: Handler | None,
-    load_error: Header | None,
-    *,
-    max_payload_bytes: int,
-    max_result_bytes: int,
+    conn: socket.socket, function: Function, *, max_payload_bytes: int, max_result_bytes: int
 ) -> None:
     """Answer requests on one connection until the peer closes it."""
     receiver = Receiver(conn)
@@ -221,15 +247,16 @@ def serve_connection(
         op = _parse_request(raw)
         payload = receiver.frame(max_bytes=max_payload_bytes)
         assert payload is not None
+        function.load()  # a ping too: the host pings once, at boot, so the import counts as startup
         if op == "ping":
             header: Header = {"v": PROTOCOL_VERSION, "ok": True, "error_type": "", "error_message": ""}
             header.update(traceback="", duration_s=0.0)
             send_message(conn, header, b"")
-        elif handler is None:
-            assert load_error is not None
-            send_message(conn, load_error, b"")
+        elif function.handler is None:
+            assert function.load_error is not None
+            send_message(conn, function.load_error, b"")
         else:
-            send_message(conn, *invoke(handler, payload, max_result_bytes=max_result_bytes))
+            send_message(conn, *invoke(function.handler, payload, max_result_bytes=max_result_bytes))
 
 
 def listen(path: str | os.PathLike[str], *, backlog: int = 4) -> socket.socket:
@@ -247,20 +274,17 @@ def listen(path: str | os.PathLike[str], *, backlog: int = 4) -> socket.socket:
     return server
 
 
-def _serve_one(
-    conn: socket.socket, handler: Handler | None, load_error: Header | None, **limits: int
-) -> None:
+def _serve_one(conn: socket.socket, function: Function, **limits: int) -> None:
     with conn:
         try:
-            serve_connection(conn, handler, load_error, **limits)
+            serve_connection(conn, function, **limits)
         except (ProtocolError, OSError) as exc:
             print(f"p2pfaas shim: dropping connection: {exc}", file=sys.stderr, flush=True)
 
 
 def serve(
     server: socket.socket,
-    handler: Handler | None,
-    load_error: Header | None,
+    function: Function,
     *,
     concurrency: int = 1,
     **limits: int,
@@ -268,12 +292,12 @@ def serve(
     if concurrency <= 1:
         while True:
             conn, _ = server.accept()
-            _serve_one(conn, handler, load_error, **limits)
+            _serve_one(conn, function, **limits)
     slots = threading.BoundedSemaphore(concurrency)  # more clients wait in the listen backlog
 
     def run(conn: socket.socket) -> None:
         try:
-            _serve_one(conn, handler, load_error, **limits)
+            _serve_one(conn, function, **limits)
         finally:
             slots.release()
 
@@ -363,14 +387,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     code_dir = args.code_dir
     os.chdir(code_dir)  # so a function can open its bundle's data files by relative path
-    handler, load_error = load_handler(code_dir, args.handler)
+    # Listen first, import the function on the first request (`Function`): the host seals the
+    # socket's directory between the two.
+    function = Function(code_dir, args.handler)
     socket_path = args.socket
     server = listen(socket_path, backlog=max(4, args.concurrency))
     try:
         serve(
             server,
-            handler,
-            load_error,
+            function,
             concurrency=args.concurrency,
             max_payload_bytes=args.max_payload_bytes,
             max_result_bytes=args.max_result_bytes,
@@ -382,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.close()
         try:  # noqa: SIM105 - contextlib would be one more import on every cold start
             os.unlink(socket_path)
-        except FileNotFoundError:
+        except OSError:  # gone, or its directory sealed by the host (which removes it)
             pass
     return 0
 
