@@ -64,6 +64,11 @@ _STATUS_CHECK_S = 0.5  # during startup, how often to ask Docker whether the con
 _T = TypeVar("_T")
 
 
+def _shim_tasks(concurrency: int, connections: int) -> int:
+    """The threads an idle shim runs (see `runtime/shim.py`: `serve`)."""
+    return 1 + (connections if concurrency > 1 else 0)
+
+
 async def _docker(what: str, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
     """Run a blocking SDK call in a thread; any failure (SDK or HTTP) becomes `ExecutorError`."""
     try:
@@ -150,6 +155,14 @@ class _ContainerInstance(ShimInstance):
         created = api.create_container(**create_args)
         self.container_id = created["Id"]
         api.start(self.container_id)
+
+    def strays(self, *, connections: int) -> int:
+        """Tasks in the container's pids cgroup beyond the shim's: its main thread, plus with
+        concurrency > 1 one thread per open connection."""
+        tasks = self._meter.tasks() if isinstance(self._meter, CgroupMeter) else None
+        if tasks is None:
+            return 0
+        return max(tasks - _shim_tasks(self._fn.concurrency, connections), 0)
 
     def _seal(self) -> None:
         """Make the socket's directory read-only for the container: the shim has bound its socket

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
 
 from p2pfaas.errors import MemoryExceeded
@@ -215,6 +216,44 @@ def signal_others(req):
     out["all"] = _try(lambda: os.kill(-1, signal.SIGKILL))
     out["pgid_of_host"] = _try(lambda: os.killpg(req["pid"], signal.SIGKILL))
     return out
+
+def _burn(cpu_s):
+    end = time.process_time() + cpu_s
+    while time.process_time() < end:
+        pass
+
+def _spawn_spinner(req):
+    # A child in its own session (out of the shim's process group) that has used `burn_s` of CPU
+    # when this returns, and spins on after.
+    ready, done = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        _burn(req["burn_s"])
+        os.write(done, b"x")
+        while True:
+            pass
+    os.close(done)
+    os.read(ready, 1)
+    return pid
+
+def background(req):
+    return _spawn_spinner(req)
+
+def procs(req):
+    time.sleep(req.get("s", 0))
+    return sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
+
+def subverted_background(req):
+    # The function runs inside the shim: it can switch off the shim's own clean-up.
+    import __main__
+    __main__.end_strays = lambda: None
+    return _spawn_spinner(req)
+
+def thread(req):
+    import threading
+    threading.Thread(target=_burn, args=(600,), daemon=True).start()
+    return "left a thread"
 
 def main(request):
     return globals()[request["op"]](request)
@@ -446,3 +485,40 @@ async def test_processes_outside_the_container_cannot_be_signalled(
     # kill(-1) reaches only the container's own processes: here none but itself (ESRCH).
     assert seen["all"] in ({"ok": None}, {"error": "ProcessLookupError", "errno": 3})
     await still_serves(executor, hostile)
+
+
+async def test_a_background_process_ends_with_its_call_and_is_billed_to_it(
+    executor: DockerExecutor, hostile: FunctionSpec
+) -> None:
+    """A function forks a `setsid` child that spins and returns at once: the child used to keep
+    spinning after the call, unbilled, and its CPU was billed to the next call on the instance."""
+    burn_s = 0.3
+    spawned = await executor.invoke(hostile, _body({"op": "background", "burn_s": burn_s}), timeout_s=60)
+    assert spawned.ok, spawned.traceback
+    assert spawned.cpu_s >= burn_s  # what the child used until it was killed is this call's
+    [instance_id] = executor.instance_ids(hostile.digest)
+    # The next call on the same instance sleeps a while (no CPU of its own) and looks around.
+    after = await executor.invoke(hostile, _body({"op": "procs", "s": 0.3}), timeout_s=60)
+    assert after.ok and not after.cold and executor.instance_ids(hostile.digest) == [instance_id]
+    assert json.loads(after.output) == [1]  # only the shim: the child is gone
+    assert after.cpu_s < 0.1  # and nothing spun beside it to be billed to it
+    assert cgroup_file(executor, hostile, "pids", "pids.current") == 1
+
+
+@pytest.mark.parametrize("op", ["subverted_background", "thread"])
+async def test_an_instance_left_running_something_is_replaced(
+    executor: DockerExecutor, hostile: FunctionSpec, docker_client: Any, op: str
+) -> None:
+    """The shim's clean-up runs in the function's own process, so a function can undo it (or leave
+    a thread, which no kill reaches): the host counts the container's tasks after the call and
+    replaces the instance, so nothing left runs, or is billed, beside a later call."""
+    assert (await executor.invoke(hostile, _body({"op": "procs"}), timeout_s=60)).ok
+    [instance_id] = executor.instance_ids(hostile.digest)
+    container_id = executor.container_id(instance_id)
+    left = await executor.invoke(hostile, _body({"op": op, "burn_s": 0.1}), timeout_s=60)
+    assert left.ok, left.traceback
+    assert executor.instance_ids(hostile.digest) == []  # destroyed before the call returned
+    with pytest.raises(docker.errors.NotFound):
+        await asyncio.to_thread(docker_client.containers.get, container_id)
+    fresh = await executor.invoke(hostile, _body({"op": "procs"}), timeout_s=60)
+    assert fresh.ok and fresh.cold and json.loads(fresh.output) == [1]

@@ -22,6 +22,13 @@ With `--concurrency N` (the manifest's `concurrency`, for functions that declare
 thread-safe) up to N connections are served at once, each in its own thread; the host opens one
 connection per invocation slot.
 
+A call's processes end with it: when no request is in flight any more, the shim kills every
+other process of the container (`end_strays`; only as the container's PID 1) before it answers,
+so a forked (even `setsid`) child cannot outlive its call, and its CPU time until then is metered
+as the call's. With `--concurrency N` that waits for the last call in flight. The function runs in
+this very process and could undo this; the host does not rely on it: it counts the container's
+tasks after each call and replaces an instance that runs more than the shim (`warm_pool`).
+
 What it does not do: enforce time limits (the host kills the instance) or memory limits (the
 container's cgroup does; the process executor asks for an address-space rlimit with
 --rlimit-as-mb); authenticate its peer (the socket's directory is reachable only by the host);
@@ -235,8 +242,54 @@ class Function:
                 self._loaded = True
 
 
+def end_strays() -> None:
+    """Kill every process of the container but this one, and reap them.
+
+    Only as PID 1 of the container's own pid namespace: there kill(-1) reaches exactly the
+    container's other processes (a `setsid` child included, which a process group would miss),
+    and every orphan is this process's child to reap. Anywhere else (the unsandboxed process
+    executor) kill(-1) would reach every process of the user: nothing is done.
+    """
+    if os.getpid() != 1:
+        return
+    try:  # noqa: SIM105 - contextlib would be one more import on every cold start
+        os.kill(-1, signal.SIGKILL)
+    except ProcessLookupError:  # nothing else runs
+        pass
+    while True:  # each dead process's children are reparented to us before it can be reaped
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+class Calls:
+    """The requests in flight. When the last one ends, whatever they started ends with it
+    (`end_strays`), before its answer is sent: what the children used until then is metered as
+    that call's, and a call starting meanwhile waits, so nothing of its own is killed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+
+    def begin(self) -> None:
+        with self._lock:
+            self._running += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self._running -= 1
+            if self._running == 0:
+                end_strays()
+
+
 def serve_connection(
-    conn: socket.socket, function: Function, *, max_payload_bytes: int, max_result_bytes: int
+    conn: socket.socket,
+    function: Function,
+    *,
+    calls: Calls,
+    max_payload_bytes: int,
+    max_result_bytes: int,
 ) -> None:
     """Answer requests on one connection until the peer closes it."""
     receiver = Receiver(conn)
@@ -247,16 +300,21 @@ def serve_connection(
         op = _parse_request(raw)
         payload = receiver.frame(max_bytes=max_payload_bytes)
         assert payload is not None
-        function.load()  # a ping too: the host pings once, at boot, so the import counts as startup
-        if op == "ping":
-            header: Header = {"v": PROTOCOL_VERSION, "ok": True, "error_type": "", "error_message": ""}
-            header.update(traceback="", duration_s=0.0)
-            send_message(conn, header, b"")
-        elif function.handler is None:
-            assert function.load_error is not None
-            send_message(conn, function.load_error, b"")
-        else:
-            send_message(conn, *invoke(function.handler, payload, max_result_bytes=max_result_bytes))
+        calls.begin()  # a ping too: it may import the function, whose import-time code may fork
+        try:
+            function.load()  # the host pings once, at boot, so the import counts as startup
+            if op == "ping":
+                header: Header = {"v": PROTOCOL_VERSION, "ok": True, "error_type": "", "error_message": ""}
+                header.update(traceback="", duration_s=0.0)
+                body = b""
+            elif function.handler is None:
+                assert function.load_error is not None
+                header, body = function.load_error, b""
+            else:
+                header, body = invoke(function.handler, payload, max_result_bytes=max_result_bytes)
+        finally:
+            calls.end()
+        send_message(conn, header, body)
 
 
 def listen(path: str | os.PathLike[str], *, backlog: int = 4) -> socket.socket:
@@ -274,10 +332,10 @@ def listen(path: str | os.PathLike[str], *, backlog: int = 4) -> socket.socket:
     return server
 
 
-def _serve_one(conn: socket.socket, function: Function, **limits: int) -> None:
+def _serve_one(conn: socket.socket, function: Function, calls: Calls, **limits: int) -> None:
     with conn:
         try:
-            serve_connection(conn, function, **limits)
+            serve_connection(conn, function, calls=calls, **limits)
         except (ProtocolError, OSError) as exc:
             print(f"p2pfaas shim: dropping connection: {exc}", file=sys.stderr, flush=True)
 
@@ -289,15 +347,16 @@ def serve(
     concurrency: int = 1,
     **limits: int,
 ) -> None:
+    calls = Calls()
     if concurrency <= 1:
         while True:
             conn, _ = server.accept()
-            _serve_one(conn, function, **limits)
+            _serve_one(conn, function, calls, **limits)
     slots = threading.BoundedSemaphore(concurrency)  # more clients wait in the listen backlog
 
     def run(conn: socket.socket) -> None:
         try:
-            _serve_one(conn, function, **limits)
+            _serve_one(conn, function, calls, **limits)
         finally:
             slots.release()
 
