@@ -15,6 +15,11 @@ The docker SDK is synchronous, so every Docker call runs in a thread, and none i
 invocation: the hot path is the persistent shim connection. Pooling, timeouts and the error
 contract live in `WarmPool`; this module only starts, diagnoses and removes containers.
 
+A container outlives no node: its shim exits once the node has held no connection to it for
+`orphan_grace_s` (the node holds one per warm instance, which the kernel closes when the node dies,
+even by SIGKILL). The stopped container holds no CPU or memory; it is not auto-removed (diagnosing
+a dead instance inspects its exit state), so the node's next start removes it with the other orphans.
+
 Each container is metered through its own cgroup (`metering.CgroupMeter`, opened once at boot).
 It does not build the image (`runtime_image` does) or verify bundles (the node does).
 """
@@ -64,9 +69,9 @@ _STATUS_CHECK_S = 0.5  # during startup, how often to ask Docker whether the con
 _T = TypeVar("_T")
 
 
-def _shim_tasks(concurrency: int, connections: int) -> int:
-    """The threads an idle shim runs (see `runtime/shim.py`: `serve`)."""
-    return 1 + (connections if concurrency > 1 else 0)
+def _shim_tasks(concurrency: int, connections: int, *, watchdog: bool) -> int:
+    """The threads an idle shim runs (see `runtime/shim.py`: `serve`, `Watchdog`)."""
+    return 1 + watchdog + (connections if concurrency > 1 else 0)
 
 
 async def _docker(what: str, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
@@ -141,6 +146,7 @@ class _ContainerInstance(ShimInstance):
                 *("--code-dir", CONTAINER_CODE_DIR),
                 *("--handler", self._fn.handler),
                 *(("--concurrency", str(self._fn.concurrency)) if self._fn.concurrency > 1 else ()),
+                *(("--orphan-exit-ms", str(executor.orphan_exit_ms)) if executor.orphan_exit_ms else ()),
             ],
             name=f"p2pfaas-{executor.owner_id[:16]}-{self.instance_id}",
             labels={
@@ -162,7 +168,8 @@ class _ContainerInstance(ShimInstance):
         tasks = self._meter.tasks() if isinstance(self._meter, CgroupMeter) else None
         if tasks is None:
             return 0
-        return max(tasks - _shim_tasks(self._fn.concurrency, connections), 0)
+        watchdog = self._executor.orphan_exit_ms > 0
+        return max(tasks - _shim_tasks(self._fn.concurrency, connections, watchdog=watchdog), 0)
 
     def _seal(self) -> None:
         """Make the socket's directory read-only for the container: the shim has bound its socket
@@ -265,6 +272,7 @@ class DockerExecutor(PooledExecutor):
         memory_cap_mb: int = 0,
         group: str = "",
         node_slots: int = 0,
+        orphan_grace_s: float = 5.0,
     ) -> None:
         for name in (owner_id, group or owner_id):
             if not _OWNER_ID.match(name):
@@ -281,6 +289,9 @@ class DockerExecutor(PooledExecutor):
         self.node_memory_mb = node_memory_mb
         self.node_slots = node_slots or max_per_function  # invocations the whole node runs at once
         self.node_cgroup: NodeCgroup | None = None
+        # A container whose shim has had no connection from us this long stops itself: we are
+        # gone (the pool holds one connection to every instance for its whole life). 0: never.
+        self.orphan_exit_ms = max(round(orphan_grace_s * 1000), 0)
         self.run_dir = RunDir(work_dir)
         self._client_factory = client_factory or (lambda: docker.from_env(timeout=60))
         self._client: docker.DockerClient | None = None

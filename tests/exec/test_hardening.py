@@ -502,7 +502,7 @@ async def test_a_background_process_ends_with_its_call_and_is_billed_to_it(
     assert after.ok and not after.cold and executor.instance_ids(hostile.digest) == [instance_id]
     assert json.loads(after.output) == [1]  # only the shim: the child is gone
     assert after.cpu_s < 0.1  # and nothing spun beside it to be billed to it
-    assert cgroup_file(executor, hostile, "pids", "pids.current") == 1
+    assert cgroup_file(executor, hostile, "pids", "pids.current") == 2  # the shim: main thread, watchdog
 
 
 @pytest.mark.parametrize("op", ["subverted_background", "thread"])

@@ -29,6 +29,10 @@ as the call's. With `--concurrency N` that waits for the last call in flight. Th
 this very process and could undo this; the host does not rely on it: it counts the container's
 tasks after each call and replaces an instance that runs more than the shim (`warm_pool`).
 
+With `--orphan-exit-ms T` it exits once no connection from the host has been open for T ms
+(`Watchdog`): the node holds a connection to each warm instance for its whole life, so that
+happens only when the node is gone (killed, even by SIGKILL) and the container should stop.
+
 What it does not do: enforce time limits (the host kills the instance) or memory limits (the
 container's cgroup does; the process executor asks for an address-space rlimit with
 --rlimit-as-mb); authenticate its peer (the socket's directory is reachable only by the host);
@@ -70,6 +74,7 @@ MAX_TRACEBACK_CHARS = 32_000
 MAX_MESSAGE_CHARS = 4_000
 EXIT_MEMORY = 86  # the shim itself ran out of memory: the host reports MemoryExceeded
 EXIT_USAGE = 2
+EXIT_ORPHANED = 0  # no connection from the node for the grace period (`Watchdog`): a clean exit
 
 _LENGTH = struct.Struct(">I")
 _CHUNK = 64 * 1024  # bytes asked of one recv; results up to this size go out in one send
@@ -332,12 +337,78 @@ def listen(path: str | os.PathLike[str], *, backlog: int = 4) -> socket.socket:
     return server
 
 
-def _serve_one(conn: socket.socket, function: Function, calls: Calls, **limits: int) -> None:
+class Watchdog:
+    """Ends the process once the host has had no connection open to it for `grace_s`: its node
+    is gone (the node holds one connection per warm instance for the instance's whole life, and
+    the kernel closes it when the node dies, even by SIGKILL), so nobody will call or remove it.
+
+    A thread checks every fraction of the grace period, so a call still running when the node died
+    (a busy loop, a long sleep) ends too. Before the host's first connection the grace period runs
+    from startup. As the container's PID 1, exiting stops the container and every process in it.
+    The function could disable this (it runs in this process); the node's next start removes such
+    leftovers (and they stay within their container's and the node's cgroup limits meanwhile).
+    """
+
+    def __init__(self, grace_s: float) -> None:
+        import select  # only where there is a watchdog: a builtin module, cheap
+
+        self._poll_flags = select.POLLHUP | select.POLLERR | select.POLLNVAL
+        self._new_poll = select.poll
+        self._grace_s = grace_s
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+
+    def opened(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._open.add(conn)
+
+    def closed(self, conn: socket.socket) -> None:
+        with self._lock:  # before the descriptor is closed: it is never polled once reused
+            self._open.discard(conn)
+
+    def host_connected(self) -> bool:
+        """Whether any open connection still has the host at its other end (no hang-up)."""
+        with self._lock:
+            poll = self._new_poll()
+            for conn in self._open:
+                poll.register(conn, self._poll_flags)
+            hung_up = {fd for fd, events in poll.poll(0) if events & self._poll_flags}
+            return any(conn.fileno() not in hung_up for conn in self._open)
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="p2pfaas-watchdog", daemon=True).start()
+
+    def _run(self) -> None:
+        alone_since: float | None = time.monotonic()
+        while True:
+            time.sleep(min(self._grace_s / 4, 1.0))
+            now = time.monotonic()
+            if self.host_connected():
+                alone_since = None
+            elif alone_since is None:
+                alone_since = now
+            elif now - alone_since >= self._grace_s:
+                print(
+                    f"p2pfaas shim: no connection from the node for {self._grace_s:g} s: exiting",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                os._exit(EXIT_ORPHANED)
+
+
+def _serve_one(
+    conn: socket.socket, function: Function, calls: Calls, watchdog: Watchdog | None, **limits: int
+) -> None:
     with conn:
+        if watchdog is not None:
+            watchdog.opened(conn)
         try:
             serve_connection(conn, function, calls=calls, **limits)
         except (ProtocolError, OSError) as exc:
             print(f"p2pfaas shim: dropping connection: {exc}", file=sys.stderr, flush=True)
+        finally:
+            if watchdog is not None:
+                watchdog.closed(conn)
 
 
 def serve(
@@ -345,18 +416,21 @@ def serve(
     function: Function,
     *,
     concurrency: int = 1,
+    watchdog: Watchdog | None = None,
     **limits: int,
 ) -> None:
     calls = Calls()
+    if watchdog is not None:
+        watchdog.start()
     if concurrency <= 1:
         while True:
             conn, _ = server.accept()
-            _serve_one(conn, function, calls, **limits)
+            _serve_one(conn, function, calls, watchdog, **limits)
     slots = threading.BoundedSemaphore(concurrency)  # more clients wait in the listen backlog
 
     def run(conn: socket.socket) -> None:
         try:
-            _serve_one(conn, function, calls, **limits)
+            _serve_one(conn, function, calls, watchdog, **limits)
         finally:
             slots.release()
 
@@ -366,7 +440,13 @@ def serve(
         threading.Thread(target=run, args=(conn,), daemon=True).start()
 
 
-_INT_OPTIONS = ("--rlimit-as-mb", "--concurrency", "--max-payload-bytes", "--max-result-bytes")
+_INT_OPTIONS = (
+    "--rlimit-as-mb",
+    "--concurrency",
+    "--max-payload-bytes",
+    "--max-result-bytes",
+    "--orphan-exit-ms",
+)
 _STR_OPTIONS = ("--socket", "--code-dir", "--handler")
 
 
@@ -384,6 +464,7 @@ def _parse_fast(argv: list[str]) -> SimpleNamespace | None:
         "code_dir": env("P2PFAAS_CODE_DIR", "/fn"),
         "handler": env("P2PFAAS_HANDLER"),
         "rlimit_as_mb": 0,
+        "orphan_exit_ms": 0,
         "concurrency": env("P2PFAAS_CONCURRENCY", "1"),
         "max_payload_bytes": DEFAULT_MAX_PAYLOAD_BYTES,
         "max_result_bytes": DEFAULT_MAX_RESULT_BYTES,
@@ -415,6 +496,12 @@ def _parse_with_argparse(argv: Sequence[str] | None) -> SimpleNamespace:
     parser.add_argument("--code-dir", default=env("P2PFAAS_CODE_DIR", "/fn"))
     parser.add_argument("--handler", default=env("P2PFAAS_HANDLER"))
     parser.add_argument("--rlimit-as-mb", type=int, default=0, help="address-space limit (0: none)")
+    parser.add_argument(
+        "--orphan-exit-ms",
+        type=int,
+        default=0,
+        help="exit once no connection has been open for this long (0: never)",
+    )
     parser.add_argument(
         "--concurrency",
         type=int,
@@ -456,6 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             server,
             function,
             concurrency=args.concurrency,
+            watchdog=Watchdog(args.orphan_exit_ms / 1000) if args.orphan_exit_ms > 0 else None,
             max_payload_bytes=args.max_payload_bytes,
             max_result_bytes=args.max_result_bytes,
         )
