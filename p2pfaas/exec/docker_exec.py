@@ -15,6 +15,11 @@ The docker SDK is synchronous, so every Docker call runs in a thread, and none i
 invocation: the hot path is the persistent shim connection. Pooling, timeouts and the error
 contract live in `WarmPool`; this module only starts, diagnoses and removes containers.
 
+Nothing a call starts outlives it: the shim kills the container's other processes when its last
+call in flight ends, before answering (so the call is metered until they are dead), and the pool
+replaces an instance whose pids cgroup still holds more than the shim's own threads after a call
+(`_ContainerInstance.strays`): a thread left running, or a function that disabled the shim's kill.
+
 A container outlives no node: its shim exits once the node has held no connection to it for
 `orphan_grace_s` (the node holds one per warm instance, which the kernel closes when the node dies,
 even by SIGKILL). The stopped container holds no CPU or memory; it is not auto-removed (diagnosing
