@@ -2,7 +2,10 @@
 
 Each warm instance is one container of the runtime image (see `runtime_image`) running the shim
 as PID 1, reached over a unix socket in a per-container host directory that is bind-mounted at
-/run/p2pfaas. The function's code is bind-mounted read-only at /fn. Every container gets: no
+/run/p2pfaas. That directory is writable for the shim only until the node's first connection, then
+sealed read-only (mode 0555, the node's own) before the shim imports the function: the function can
+write nothing on the host (`_ContainerInstance._seal`). The function's code is bind-mounted
+read-only at /fn. Every container gets: no
 network, all capabilities dropped, no-new-privileges, a read-only root with a small /tmp tmpfs,
 pids/memory (no swap)/CPU limits from the manifest, uid 65534, capped logs, and the labels
 `p2pfaas.owner` (this executor), `p2pfaas.group` (the node: all its worker processes' executors) and
@@ -11,6 +14,16 @@ pids/memory (no swap)/CPU limits from the manifest, uid 65534, capped logs, and 
 The docker SDK is synchronous, so every Docker call runs in a thread, and none is made on a warm
 invocation: the hot path is the persistent shim connection. Pooling, timeouts and the error
 contract live in `WarmPool`; this module only starts, diagnoses and removes containers.
+
+Nothing a call starts outlives it: the shim kills the container's other processes when its last
+call in flight ends, before answering (so the call is metered until they are dead), and the pool
+replaces an instance whose pids cgroup still holds more than the shim's own threads after a call
+(`_ContainerInstance.strays`): a thread left running, or a function that disabled the shim's kill.
+
+A container outlives no node: its shim exits once the node has held no connection to it for
+`orphan_grace_s` (the node holds one per warm instance, which the kernel closes when the node dies,
+even by SIGKILL). The stopped container holds no CPU or memory; it is not auto-removed (diagnosing
+a dead instance inspects its exit state), so the node's next start removes it with the other orphans.
 
 Each container is metered through its own cgroup (`metering.CgroupMeter`, opened once at boot).
 It does not build the image (`runtime_image` does) or verify bundles (the node does).
@@ -56,8 +69,14 @@ CONTAINER_SOCKET_DIR = "/run/p2pfaas"
 _OWNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _EXIT_WAIT_S = 5.0  # how long a container whose connection broke gets to finish dying
 _SOCKET_POLL_S = 0.002  # during startup, how often to try the shim's socket (a failed connect is cheap)
+_SEALED_MODE = 0o555  # the socket's directory once the shim listens: nobody writes in it
 _STATUS_CHECK_S = 0.5  # during startup, how often to ask Docker whether the container died
 _T = TypeVar("_T")
+
+
+def _shim_tasks(concurrency: int, connections: int, *, watchdog: bool) -> int:
+    """The threads an idle shim runs (see `runtime/shim.py`: `serve`, `Watchdog`)."""
+    return 1 + watchdog + (connections if concurrency > 1 else 0)
 
 
 async def _docker(what: str, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
@@ -87,6 +106,7 @@ class _ContainerInstance(ShimInstance):
             exit_reason=self._exit_reason,
             check_every_s=_STATUS_CHECK_S,
             poll_s=_SOCKET_POLL_S,
+            on_connect=self._seal,
         )
         cgroup = self._executor.node_cgroup
         self._meter = CgroupMeter.for_container(self.container_id, parent=cgroup.parent if cgroup else "")
@@ -94,12 +114,10 @@ class _ContainerInstance(ShimInstance):
     def _create_and_start(self) -> None:
         socket_dir = self.run_dir.instance_dir(self.instance_id)
         socket_dir.mkdir(mode=0o700)
-        if os.geteuid() == 0:
-            os.chown(socket_dir, RUNTIME_UID, RUNTIME_UID)  # the shim, as uid 65534, creates its socket here
-        else:
-            # A non-root daemon (in the docker group) cannot chown: open the directory up and rely on
-            # the work dir (0700) to keep other local users out.
-            socket_dir.chmod(0o777)
+        # Ours (the node's uid), and writable for the shim (uid 65534) only until it has bound its
+        # socket: `_seal` takes that away before any code of the function runs. The work dir (0700)
+        # keeps other local users out meanwhile.
+        socket_dir.chmod(0o777)
         executor = self._executor
         # The low-level API: the SDK's high-level create also inspects the new container, a round
         # trip on every cold start that nothing here needs.
@@ -133,6 +151,7 @@ class _ContainerInstance(ShimInstance):
                 *("--code-dir", CONTAINER_CODE_DIR),
                 *("--handler", self._fn.handler),
                 *(("--concurrency", str(self._fn.concurrency)) if self._fn.concurrency > 1 else ()),
+                *(("--orphan-exit-ms", str(executor.orphan_exit_ms)) if executor.orphan_exit_ms else ()),
             ],
             name=f"p2pfaas-{executor.owner_id[:16]}-{self.instance_id}",
             labels={
@@ -147,6 +166,23 @@ class _ContainerInstance(ShimInstance):
         created = api.create_container(**create_args)
         self.container_id = created["Id"]
         api.start(self.container_id)
+
+    def strays(self, *, connections: int) -> int:
+        """Tasks in the container's pids cgroup beyond the shim's: its main thread, plus with
+        concurrency > 1 one thread per open connection."""
+        tasks = self._meter.tasks() if isinstance(self._meter, CgroupMeter) else None
+        if tasks is None:
+            return 0
+        watchdog = self._executor.orphan_exit_ms > 0
+        return max(tasks - _shim_tasks(self._fn.concurrency, connections, watchdog=watchdog), 0)
+
+    def _seal(self) -> None:
+        """Make the socket's directory read-only for the container: the shim has bound its socket
+        (we are connected) and, until our first request, imports nothing of the function. The
+        directory is the node's, so uid 65534 can neither write in it nor chmod it back: the
+        function has no writable host path at all (its other mounts are read-only or tmpfs).
+        One chmod on a local directory: not worth a thread."""
+        os.chmod(self.run_dir.instance_dir(self.instance_id), _SEALED_MODE)
 
     def _state(self, *, wait_s: float = 0.0) -> dict[str, Any]:
         """The container's State (blocking; in a thread), after waiting up to `wait_s` for it to exit."""
@@ -241,6 +277,7 @@ class DockerExecutor(PooledExecutor):
         memory_cap_mb: int = 0,
         group: str = "",
         node_slots: int = 0,
+        orphan_grace_s: float = 5.0,
     ) -> None:
         for name in (owner_id, group or owner_id):
             if not _OWNER_ID.match(name):
@@ -257,6 +294,9 @@ class DockerExecutor(PooledExecutor):
         self.node_memory_mb = node_memory_mb
         self.node_slots = node_slots or max_per_function  # invocations the whole node runs at once
         self.node_cgroup: NodeCgroup | None = None
+        # A container whose shim has had no connection from us this long stops itself: we are
+        # gone (the pool holds one connection to every instance for its whole life). 0: never.
+        self.orphan_exit_ms = max(round(orphan_grace_s * 1000), 0)
         self.run_dir = RunDir(work_dir)
         self._client_factory = client_factory or (lambda: docker.from_env(timeout=60))
         self._client: docker.DockerClient | None = None

@@ -13,6 +13,9 @@ invocation at a time, so the whole instance's counters are the invocation's.
 
 The files are sysfs/procfs, served from kernel memory, so they are read synchronously with
 `os.pread` on descriptors kept open for the instance's life (a few microseconds per invocation).
+`CgroupMeter.tasks` (the pids controller's `pids.current`) tells the warm pool whether anything
+but the shim is left running after a call: a call is metered until everything it started is gone
+(see `runtime/shim.py`), and an instance where something is left is replaced, not metered on.
 What this does not do: price anything (see `pricing.py`) or meter the shim's idle time between
 invocations (nobody pays for that; the volunteer lends it).
 """
@@ -115,11 +118,16 @@ def cgroup_dirs(
 class CgroupMeter:
     """Meters a container through its cgroup files (v1 or v2). Driven by the instance per invocation."""
 
-    def __init__(self, cpu_dir: Path, memory_dir: Path, version: int) -> None:
+    def __init__(
+        self, cpu_dir: Path, memory_dir: Path, version: int, *, pids_dir: Path | None = None
+    ) -> None:
         self._files = _Files()
         self._version = version
         self._cpu_start = 0
+        self._tasks_fd: int | None = None
         try:
+            if pids_dir is not None and (pids_dir / "pids.current").exists():
+                self._tasks_fd = self._files.open(pids_dir / "pids.current")
             if version == 1:
                 self._cpu_fd = self._files.open(cpu_dir / "cpuacct.usage")
                 self._peak_fd = self._files.open(memory_dir / "memory.max_usage_in_bytes", os.O_RDWR)
@@ -141,10 +149,18 @@ class CgroupMeter:
         found = cgroup_dirs(container_id, root=root, parent=parent)
         if found is None:
             return NullMeter()
+        _, memory_dir, version = found
+        pids_dir = memory_dir if version == 2 else root / "pids" / memory_dir.relative_to(root / "memory")
         try:
-            return cls(*found)
+            return cls(*found, pids_dir=pids_dir)
         except OSError:
             return NullMeter()
+
+    def tasks(self) -> int | None:
+        """The tasks (threads of every process) in the cgroup now; None without a pids controller."""
+        if self._tasks_fd is None:
+            return None
+        return int(_read(self._tasks_fd))
 
     def _cpu_ns(self) -> int:
         data = _read(self._cpu_fd)

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from p2pfaas.clock import off_loop
 from p2pfaas.errors import ExecutorError, InvokeTimeout, LocalError
 from p2pfaas.exec.base import ExecResult
 
@@ -178,19 +179,23 @@ async def connect_when_ready(
     check_every_s: float,
     poll_s: float = 0.02,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    on_connect: Callable[[], None] | None = None,
 ) -> ShimConnection:
-    """Poll until the shim at `path` accepts a connection (it listens only once the handler is
-    imported), failing fast if `exit_reason()` reports that the runtime has died, and with
-    `ExecutorError` after `timeout_s`. `exit_reason` may be costly (a Docker call): it runs at
-    most every `check_every_s`."""
+    """Poll until the shim at `path` accepts a connection, then ping it: the shim imports the
+    handler on its first request, so the ping returns once the function is loaded. Fails fast if
+    `exit_reason()` reports that the runtime has died, and with `ExecutorError` after `timeout_s`
+    (connecting and importing together). `exit_reason` may be costly (a Docker call): it runs at
+    most every `check_every_s`. `on_connect` runs between the connection and the ping, while no
+    code of the function has run yet (the Docker executor seals the socket's directory there)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     next_check = loop.time() + check_every_s
     while True:
         try:
-            return await ShimConnection.open(
+            connection = await ShimConnection.open(
                 path, timeout_s=max(deadline - loop.time(), poll_s), max_response_bytes=max_response_bytes
             )
+            break
         except ExecutorError as exc:
             last_error = exc
         now = loop.time()
@@ -202,3 +207,20 @@ async def connect_when_ready(
         if now >= deadline:
             raise ExecutorError(f"the runtime did not start within {timeout_s:g} s ({last_error})")
         await asyncio.sleep(poll_s)
+    try:
+        if on_connect is not None:
+            on_connect()
+        with off_loop():  # it waits on the shim's import, not on a timer
+            await connection.ping(timeout_s=max(deadline - loop.time(), poll_s))
+    except BaseException as exc:
+        await connection.aclose()
+        if isinstance(exc, InvokeTimeout):
+            raise ExecutorError(
+                f"the runtime did not load the function within {timeout_s:g} s of starting"
+            ) from None
+        if isinstance(exc, ExecutorError):
+            reason = await exit_reason()
+            if reason is not None:
+                raise ExecutorError(f"the runtime exited during startup: {reason}") from exc
+        raise
+    return connection

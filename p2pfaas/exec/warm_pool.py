@@ -18,6 +18,11 @@ of `forecast.py`). `prewarm`/`release`/`warm_digests` let local placement scale 
 
 Each invocation is metered by the instance's `Meter` (cgroup or /proc counters, `metering.py`);
 invocations sharing an instance split its CPU time evenly and each reports its peak memory.
+What a call starts ends with it: the shim kills every other process of its container when the
+last call in flight ends, before answering, so the call is metered until they are gone. The pool
+does not trust that (the function runs inside the shim): when an instance's last call has ended it
+counts the instance's tasks (`Instance.strays`), and one that runs anything beyond its shim is
+destroyed at once, never reused, so nothing a call left can run or be billed beside a later one.
 Invoking and destroying wait on another process, so they run under `clock.off_loop()`: on the
 simulator's virtual clock, time does not jump while they wait. Booting polls for the shim's socket
 on timers, so it cannot hold the clock: there, a boot takes some virtual time (about a minute for a
@@ -70,6 +75,11 @@ class Instance(Protocol):
         """Start the runtime and connect to its shim; `ExecutorError` if not up within `timeout_s`."""
         ...
 
+    def strays(self, *, connections: int) -> int:
+        """With no invocation running on it and `connections` shim connections open: how many
+        tasks (processes or threads) it runs beyond its shim's own; 0 where that cannot be told."""
+        ...
+
     async def diagnose(self, error: ExecutorError) -> InvokeError:
         """After the connection failed with `error`: `MemoryExceeded` if the runtime was killed
         for memory, else an `ExecutorError` saying what happened. Must not raise."""
@@ -104,6 +114,9 @@ class ShimInstance:
 
     async def open_connection(self, *, timeout_s: float) -> ShimConnection:
         return await ShimConnection.open(self.socket_path, timeout_s=timeout_s)
+
+    def strays(self, *, connections: int) -> int:
+        return 0
 
 
 InstanceFactory = Callable[[FunctionSpec, str], Instance]  # (function, instance id) -> unbooted instance
@@ -257,9 +270,16 @@ class WarmPool:
             # heap may be left fragmented or bloated, so treat it as the limit being hit.
             await self._retire(instance)
             raise MemoryExceeded(f"the function exceeded its {fn.memory_mb} MB memory limit")
+        result = replace(result, cold=cold, cpu_s=usage.cpu_s, peak_memory_bytes=usage.peak_memory_bytes)
+        if self._outlived(instance):
+            # Something the calls started still runs (the shim ends it; a function that undid
+            # that, or left a thread, did): no later call may run, or pay, beside it.
+            log.warning("instance %s runs more than its shim after a call: replaced", instance.instance_id)
+            await self._retire(instance)
+            return result
         # The runtime's own measure when the loop's clock cannot see the work (a virtual clock).
         self._release(instance, connection, max(loop.time() - started, result.duration_s))
-        return replace(result, cold=cold, cpu_s=usage.cpu_s, peak_memory_bytes=usage.peak_memory_bytes)
+        return result
 
     def _check_open(self) -> None:
         if self._reaper is None or self._closed:
@@ -367,6 +387,17 @@ class WarmPool:
         sharing = slots.running if slots else 1  # this invocation included: `_release` counts it out
         # Invocations running side by side share the instance's CPU time evenly.
         return Usage(max(usage.cpu_s - cpu_base_s, 0.0) / max(sharing, 1), usage.peak_memory_bytes)
+
+    def _outlived(self, instance: Instance) -> bool:
+        """Whether the invocation that just ended was the instance's last in flight and left
+        something running (`Instance.strays`)."""
+        slots = self._slots.get(instance.instance_id)
+        if slots is None or slots.running != 1:
+            return False  # retired meanwhile, or others still run: their end is checked
+        try:
+            return instance.strays(connections=1 + len(slots.extra)) > 0
+        except (OSError, ValueError):  # the counters vanished with the instance
+            return False
 
     def _release(self, instance: Instance, connection: ShimConnection | None, run_s: float) -> None:
         instance_id = instance.instance_id

@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import p2pfaas
 from p2pfaas.errors import ConfigError, ExecutorError, InvokeTimeout, MemoryExceeded
 from p2pfaas.exec.base import Executor, FunctionSpec
 from p2pfaas.exec.docker_exec import LABEL_DIGEST, LABEL_OWNER, DockerExecutor
@@ -215,3 +220,71 @@ async def test_missing_image_is_a_clear_error(owner_id: str, short_dir: Path, do
     with pytest.raises(ExecutorError, match="runtime build"):
         await executor.start()
     await executor.aclose()
+
+
+# A node in miniature, in its own process: an executor with one warm instance, held idle past the
+# shim's grace period (it must survive that), then, with `busy`, one call in flight; then it waits
+# to be killed.
+_PROJECT_ROOT = str(Path(p2pfaas.__file__).resolve().parents[1])
+_NODE = """
+import asyncio, json, sys
+from pathlib import Path
+from p2pfaas.exec.base import FunctionSpec
+from p2pfaas.exec.docker_exec import DockerExecutor
+
+async def main(owner, work_dir, image, code_dir, digest, grace_s, busy):
+    executor = DockerExecutor(owner_id=owner, work_dir=Path(work_dir), image=image, orphan_grace_s=grace_s)
+    await executor.start()
+    fn = FunctionSpec(digest=digest, code_dir=Path(code_dir), handler="handler:main", memory_mb=64,
+                      timeout_s=600.0)
+    first = await executor.invoke(fn, b"1", timeout_s=30)
+    await asyncio.sleep(3 * grace_s)  # idle but held: the shim must not stop
+    second = await executor.invoke(fn, b"2", timeout_s=30)
+    [instance_id] = executor.instance_ids(digest)
+    if busy == "busy":
+        asyncio.create_task(executor.invoke(fn, b'{"op": "sleep", "s": 600}', timeout_s=600))
+        await asyncio.sleep(0.5)
+    print(json.dumps({"container": executor.container_id(instance_id), "cold": [first.cold, second.cold]}),
+          flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main(*sys.argv[1:6], float(sys.argv[6]), sys.argv[7]))
+"""
+
+
+@pytest.mark.parametrize("state", ["idle", "busy"])
+async def test_containers_stop_on_their_own_when_their_node_is_killed(
+    runtime_image: str, owner_id: str, short_dir: Path, function: FunctionSpec, docker_client: Any, state: str
+) -> None:
+    grace_s = 1.0
+    argv = [owner_id, str(short_dir / "run"), runtime_image, str(function.code_dir), function.digest]
+    env = {**os.environ, "PYTHONPATH": _PROJECT_ROOT}
+    node = subprocess.Popen(  # noqa: ASYNC220 - returns at once; read and waited in threads below
+        [sys.executable, "-c", _NODE, *argv, str(grace_s), state], stdout=subprocess.PIPE, env=env
+    )
+    try:
+        assert node.stdout is not None
+        line = await asyncio.to_thread(node.stdout.readline)
+        assert line, f"the node process exited with status {await asyncio.to_thread(node.wait)}"
+        started = json.loads(line)
+        assert started["cold"] == [True, False]  # the idle instance it held outlived the grace period
+        container = docker_client.containers.get(started["container"])
+        assert container.status == "running"
+        node.send_signal(signal.SIGKILL)  # our own child, by its pid
+        await asyncio.to_thread(node.wait)
+        for _ in range(240):  # a bounded poll: 60 s, for a grace period of 1 s
+            container.reload()
+            if container.status == "exited":
+                break
+            await asyncio.sleep(0.25)
+        else:
+            raise AssertionError(f"the container of the killed node still runs: {container.status}")
+        assert container.attrs["State"]["ExitCode"] == 0  # the shim's own exit, not a kill
+    finally:
+        if node.poll() is None:
+            node.kill()
+        await asyncio.to_thread(node.wait)
+        if node.stdout is not None:
+            node.stdout.close()
+        for leftover in _owned(docker_client, owner_id):  # as the node's next start would
+            leftover.remove(force=True)

@@ -5,12 +5,14 @@ what the function saw (an error, a bound) and what the host sees (its own proces
 container's cgroup within the manifest's memory and pid limits, nothing written to the host's disk).
 The attacks: network egress, writing outside the tmpfs, a fork bomb, a memory bomb, setuid
 binaries, mount (also from a new user namespace), raw sockets, reading the host's files, filling
-the disk (tmpfs, /dev/shm, the log), and signals to processes outside the container.
+the disk (tmpfs, /dev/shm, the log), writing to any host-backed mount (the socket's directory
+included), and signals to processes outside the container.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import glob
 import json
 import os
@@ -21,12 +23,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
 
 from p2pfaas.errors import MemoryExceeded
 from p2pfaas.exec.base import FunctionSpec
-from p2pfaas.exec.docker_exec import CONTAINER_CODE_DIR, DockerExecutor
+from p2pfaas.exec.docker_exec import CONTAINER_CODE_DIR, CONTAINER_SOCKET_DIR, DockerExecutor
 from p2pfaas.exec.metering import CGROUP_ROOT, cgroup_dirs
+from p2pfaas.exec.run_dir import SOCKET_NAME
 
 from .conftest import make_function
 
@@ -171,12 +175,85 @@ def fill_disk(req):
         sys.stderr.write("z" * (1 << 20) + "\n")
     return out
 
+def host_mounts(req):
+    # Every mount backed by the host's disk (bind mounts, the image's overlay): not the kernel's
+    # virtual file systems and not the container's own size-capped tmpfs (RAM, charged to it).
+    virtual = ("proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2", "devtmpfs")
+    mounts = {}
+    for line in open("/proc/self/mountinfo"):
+        fields, _, rest = line.partition(" - ")
+        point, fstype = fields.split()[4], rest.split()[0]
+        if fstype not in virtual and not point.startswith(("/proc/", "/sys/", "/dev/")):
+            mounts[point] = fstype
+
+    def create(directory):
+        with open(os.path.join(directory, "fill"), "wb") as f:
+            for _ in range(4):  # what gets there, if anything does, stays small
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+
+    out = {}
+    for point in mounts:
+        if os.path.isdir(point):
+            out[point] = {
+                "create": _try(lambda: create(point)),
+                "mkdir": _try(lambda: os.mkdir(os.path.join(point, "d"))),
+                "chmod": _try(lambda: os.chmod(point, 0o777)),
+            }
+        else:
+            out[point] = {"append": _try(lambda: open(point, "ab").close())}
+    sock = "/run/p2pfaas/shim.sock"
+    out["socket"] = {
+        "rename": _try(lambda: os.rename(sock, sock + ".x")),
+        "unlink": _try(lambda: os.unlink(sock)),
+        "link": _try(lambda: os.link(sock, sock + ".y")),
+    }
+    return {"mounts": mounts, "attempts": out}
+
 def signal_others(req):
     out = {"host_pid": _try(lambda: os.kill(req["pid"], signal.SIGKILL))}
     out["host_pid_0"] = _try(lambda: os.kill(req["pid"], 0))
     out["all"] = _try(lambda: os.kill(-1, signal.SIGKILL))
     out["pgid_of_host"] = _try(lambda: os.killpg(req["pid"], signal.SIGKILL))
     return out
+
+def _burn(cpu_s):
+    end = time.process_time() + cpu_s
+    while time.process_time() < end:
+        pass
+
+def _spawn_spinner(req):
+    # A child in its own session (out of the shim's process group) that has used `burn_s` of CPU
+    # when this returns, and spins on after.
+    ready, done = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        _burn(req["burn_s"])
+        os.write(done, b"x")
+        while True:
+            pass
+    os.close(done)
+    os.read(ready, 1)
+    return pid
+
+def background(req):
+    return _spawn_spinner(req)
+
+def procs(req):
+    time.sleep(req.get("s", 0))
+    return sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
+
+def subverted_background(req):
+    # The function runs inside the shim: it can switch off the shim's own clean-up.
+    import __main__
+    __main__.end_strays = lambda: None
+    return _spawn_spinner(req)
+
+def thread(req):
+    import threading
+    threading.Thread(target=_burn, args=(600,), daemon=True).start()
+    return "left a thread"
 
 def main(request):
     return globals()[request["op"]](request)
@@ -377,6 +454,22 @@ async def test_the_disk_cannot_be_filled(
     assert sizes.get("SizeRw", 0) == 0  # nothing written to the container's own layer
 
 
+async def test_no_host_backed_mount_is_writable(executor: DockerExecutor, hostile: FunctionSpec) -> None:
+    """The socket's directory is a host directory bind-mounted read-write: it must not be a way
+    onto the volunteer's disk (it was: a function wrote 200 MB there, past every tmpfs cap). Nor
+    may any other host-backed mount the container has."""
+    seen = await attack(executor, hostile, "host_mounts")
+    mounts = seen["mounts"]
+    assert {"/", CONTAINER_CODE_DIR, CONTAINER_SOCKET_DIR} <= set(mounts), mounts  # the probe saw them
+    for point, attempts in seen["attempts"].items():
+        for what, outcome in attempts.items():
+            assert outcome.get("errno") in (errno.EPERM, errno.EACCES, errno.EROFS), (point, what, outcome)
+    [instance_id] = executor.instance_ids(hostile.digest)
+    on_host = executor.run_dir.instance_dir(instance_id)
+    assert [entry.name for entry in on_host.iterdir()] == [SOCKET_NAME]  # nothing but the socket
+    await still_serves(executor, hostile)  # and it is still reachable
+
+
 async def test_processes_outside_the_container_cannot_be_signalled(
     executor: DockerExecutor, hostile: FunctionSpec
 ) -> None:
@@ -392,3 +485,40 @@ async def test_processes_outside_the_container_cannot_be_signalled(
     # kill(-1) reaches only the container's own processes: here none but itself (ESRCH).
     assert seen["all"] in ({"ok": None}, {"error": "ProcessLookupError", "errno": 3})
     await still_serves(executor, hostile)
+
+
+async def test_a_background_process_ends_with_its_call_and_is_billed_to_it(
+    executor: DockerExecutor, hostile: FunctionSpec
+) -> None:
+    """A function forks a `setsid` child that spins and returns at once: the child used to keep
+    spinning after the call, unbilled, and its CPU was billed to the next call on the instance."""
+    burn_s = 0.3
+    spawned = await executor.invoke(hostile, _body({"op": "background", "burn_s": burn_s}), timeout_s=60)
+    assert spawned.ok, spawned.traceback
+    assert spawned.cpu_s >= burn_s  # what the child used until it was killed is this call's
+    [instance_id] = executor.instance_ids(hostile.digest)
+    # The next call on the same instance sleeps a while (no CPU of its own) and looks around.
+    after = await executor.invoke(hostile, _body({"op": "procs", "s": 0.3}), timeout_s=60)
+    assert after.ok and not after.cold and executor.instance_ids(hostile.digest) == [instance_id]
+    assert json.loads(after.output) == [1]  # only the shim: the child is gone
+    assert after.cpu_s < 0.1  # and nothing spun beside it to be billed to it
+    assert cgroup_file(executor, hostile, "pids", "pids.current") == 2  # the shim: main thread, watchdog
+
+
+@pytest.mark.parametrize("op", ["subverted_background", "thread"])
+async def test_an_instance_left_running_something_is_replaced(
+    executor: DockerExecutor, hostile: FunctionSpec, docker_client: Any, op: str
+) -> None:
+    """The shim's clean-up runs in the function's own process, so a function can undo it (or leave
+    a thread, which no kill reaches): the host counts the container's tasks after the call and
+    replaces the instance, so nothing left runs, or is billed, beside a later call."""
+    assert (await executor.invoke(hostile, _body({"op": "procs"}), timeout_s=60)).ok
+    [instance_id] = executor.instance_ids(hostile.digest)
+    container_id = executor.container_id(instance_id)
+    left = await executor.invoke(hostile, _body({"op": op, "burn_s": 0.1}), timeout_s=60)
+    assert left.ok, left.traceback
+    assert executor.instance_ids(hostile.digest) == []  # destroyed before the call returned
+    with pytest.raises(docker.errors.NotFound):
+        await asyncio.to_thread(docker_client.containers.get, container_id)
+    fresh = await executor.invoke(hostile, _body({"op": "procs"}), timeout_s=60)
+    assert fresh.ok and fresh.cold and json.loads(fresh.output) == [1]

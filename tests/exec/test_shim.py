@@ -174,6 +174,31 @@ async def test_import_error_is_reported_on_each_invocation(tmp_path: Path, short
     await process.wait()
 
 
+async def test_the_shim_exits_once_its_host_has_held_no_connection_for_the_grace_period(
+    tmp_path: Path, short_dir: Path
+) -> None:
+    make_function(tmp_path / "fn")
+    sock = short_dir / "s.sock"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-I", "-B", str(SHIM_PATH), "--socket", str(sock), "--code-dir", str(tmp_path / "fn"),
+        "--handler", "handler:main", "--orphan-exit-ms", "200",
+    )  # fmt: skip
+
+    async def exited() -> str | None:
+        return None if process.returncode is None else f"status {process.returncode}"
+
+    try:
+        connection = await connect_when_ready(sock, timeout_s=30, exit_reason=exited, check_every_s=0)
+        await asyncio.sleep(1.0)  # five grace periods, idle but connected: it stays
+        assert (await connection.invoke(b"1", timeout_s=5)).output == b"1"
+        await connection.aclose()  # as the kernel does when the node dies
+        assert await process.wait() == shim.EXIT_ORPHANED
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
 async def test_connect_when_ready_fails_fast_when_the_runtime_exits(tmp_path: Path, short_dir: Path) -> None:
     process = await _start_shim(tmp_path / "does-not-exist", short_dir / "s.sock")
 

@@ -1,8 +1,13 @@
 """p2pfaas runtime shim: serves one function over a unix socket. STANDARD LIBRARY ONLY.
 
 Runs inside every warm container (and, for the unsandboxed process executor, as a local
-subprocess). It imports the handler `module:function` from the code directory once, at startup,
-then listens on a unix socket and runs invocations sent over it.
+subprocess). It listens on a unix socket at once, imports the handler `module:function` from the
+code directory on the first request (the host's boot-time ping), then runs invocations sent over it.
+
+The socket's directory is a host directory bind-mounted into the container. The Docker executor
+leaves it writable for uid 65534 only until its first connection and seals it (mode 0555, owned by
+the host) before sending that ping: only this file's own code ever runs while it is writable, and
+no code of the function (import-time code included) can write to the host's disk through it.
 
 Framing, both directions: a frame is a 4-byte big-endian length followed by that many bytes; a
 message is two frames, a JSON header then a raw body.
@@ -16,6 +21,17 @@ and the function's process-wide state (globals, caches) stays single-threaded as
 With `--concurrency N` (the manifest's `concurrency`, for functions that declare themselves
 thread-safe) up to N connections are served at once, each in its own thread; the host opens one
 connection per invocation slot.
+
+A call's processes end with it: when no request is in flight any more, the shim kills every
+other process of the container (`end_strays`; only as the container's PID 1) before it answers,
+so a forked (even `setsid`) child cannot outlive its call, and its CPU time until then is metered
+as the call's. With `--concurrency N` that waits for the last call in flight. The function runs in
+this very process and could undo this; the host does not rely on it: it counts the container's
+tasks after each call and replaces an instance that runs more than the shim (`warm_pool`).
+
+With `--orphan-exit-ms T` it exits once no connection from the host has been open for T ms
+(`Watchdog`): the node holds a connection to each warm instance for its whole life, so that
+happens only when the node is gone (killed, even by SIGKILL) and the container should stop.
 
 What it does not do: enforce time limits (the host kills the instance) or memory limits (the
 container's cgroup does; the process executor asks for an address-space rlimit with
@@ -58,6 +74,7 @@ MAX_TRACEBACK_CHARS = 32_000
 MAX_MESSAGE_CHARS = 4_000
 EXIT_MEMORY = 86  # the shim itself ran out of memory: the host reports MemoryExceeded
 EXIT_USAGE = 2
+EXIT_ORPHANED = 0  # no connection from the node for the grace period (`Watchdog`): a clean exit
 
 _LENGTH = struct.Struct(">I")
 _CHUNK = 64 * 1024  # bytes asked of one recv; results up to this size go out in one send
@@ -204,11 +221,78 @@ def _parse_request(raw: bytes) -> str:
     return str(op)
 
 
+class Function:
+    """The handler, imported on the first request rather than at startup.
+
+    Until the host's first request nothing of the function runs in this process, only the shim:
+    the host uses that window to seal the socket's directory (see `main`), so the function's code,
+    import-time code included, never sees a writable host directory. Thread-safe: with
+    `--concurrency N` the first requests may arrive together.
+    """
+
+    def __init__(self, code_dir: str | os.PathLike[str], spec: str) -> None:
+        self._code_dir = code_dir
+        self._spec = spec
+        self._lock = threading.Lock()
+        self._loaded = False
+        self.handler: Handler | None = None
+        self.load_error: Header | None = None
+
+    def load(self) -> None:
+        if self._loaded:
+            return
+        with self._lock:
+            if not self._loaded:
+                self.handler, self.load_error = load_handler(self._code_dir, self._spec)
+                self._loaded = True
+
+
+def end_strays() -> None:
+    """Kill every process of the container but this one, and reap them.
+
+    Only as PID 1 of the container's own pid namespace: there kill(-1) reaches exactly the
+    container's other processes (a `setsid` child included, which a process group would miss),
+    and every orphan is this process's child to reap. Anywhere else (the unsandboxed process
+    executor) kill(-1) would reach every process of the user: nothing is done.
+    """
+    if os.getpid() != 1:
+        return
+    try:  # noqa: SIM105 - contextlib would be one more import on every cold start
+        os.kill(-1, signal.SIGKILL)
+    except ProcessLookupError:  # nothing else runs
+        pass
+    while True:  # each dead process's children are reparented to us before it can be reaped
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+class Calls:
+    """The requests in flight. When the last one ends, whatever they started ends with it
+    (`end_strays`), before its answer is sent: what the children used until then is metered as
+    that call's, and a call starting meanwhile waits, so nothing of its own is killed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+
+    def begin(self) -> None:
+        with self._lock:
+            self._running += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self._running -= 1
+            if self._running == 0:
+                end_strays()
+
+
 def serve_connection(
     conn: socket.socket,
-    handler: Handler | None,
-    load_error: Header | None,
+    function: Function,
     *,
+    calls: Calls,
     max_payload_bytes: int,
     max_result_bytes: int,
 ) -> None:
@@ -221,15 +305,21 @@ def serve_connection(
         op = _parse_request(raw)
         payload = receiver.frame(max_bytes=max_payload_bytes)
         assert payload is not None
-        if op == "ping":
-            header: Header = {"v": PROTOCOL_VERSION, "ok": True, "error_type": "", "error_message": ""}
-            header.update(traceback="", duration_s=0.0)
-            send_message(conn, header, b"")
-        elif handler is None:
-            assert load_error is not None
-            send_message(conn, load_error, b"")
-        else:
-            send_message(conn, *invoke(handler, payload, max_result_bytes=max_result_bytes))
+        calls.begin()  # a ping too: it may import the function, whose import-time code may fork
+        try:
+            function.load()  # the host pings once, at boot, so the import counts as startup
+            if op == "ping":
+                header: Header = {"v": PROTOCOL_VERSION, "ok": True, "error_type": "", "error_message": ""}
+                header.update(traceback="", duration_s=0.0)
+                body = b""
+            elif function.handler is None:
+                assert function.load_error is not None
+                header, body = function.load_error, b""
+            else:
+                header, body = invoke(function.handler, payload, max_result_bytes=max_result_bytes)
+        finally:
+            calls.end()
+        send_message(conn, header, body)
 
 
 def listen(path: str | os.PathLike[str], *, backlog: int = 4) -> socket.socket:
@@ -247,33 +337,100 @@ def listen(path: str | os.PathLike[str], *, backlog: int = 4) -> socket.socket:
     return server
 
 
+class Watchdog:
+    """Ends the process once the host has had no connection open to it for `grace_s`: its node
+    is gone (the node holds one connection per warm instance for the instance's whole life, and
+    the kernel closes it when the node dies, even by SIGKILL), so nobody will call or remove it.
+
+    A thread checks every fraction of the grace period, so a call still running when the node died
+    (a busy loop, a long sleep) ends too. Before the host's first connection the grace period runs
+    from startup. As the container's PID 1, exiting stops the container and every process in it.
+    The function could disable this (it runs in this process); the node's next start removes such
+    leftovers (and they stay within their container's and the node's cgroup limits meanwhile).
+    """
+
+    def __init__(self, grace_s: float) -> None:
+        import select  # only where there is a watchdog: a builtin module, cheap
+
+        self._poll_flags = select.POLLHUP | select.POLLERR | select.POLLNVAL
+        self._new_poll = select.poll
+        self._grace_s = grace_s
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+
+    def opened(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._open.add(conn)
+
+    def closed(self, conn: socket.socket) -> None:
+        with self._lock:  # before the descriptor is closed: it is never polled once reused
+            self._open.discard(conn)
+
+    def host_connected(self) -> bool:
+        """Whether any open connection still has the host at its other end (no hang-up)."""
+        with self._lock:
+            poll = self._new_poll()
+            for conn in self._open:
+                poll.register(conn, self._poll_flags)
+            hung_up = {fd for fd, events in poll.poll(0) if events & self._poll_flags}
+            return any(conn.fileno() not in hung_up for conn in self._open)
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="p2pfaas-watchdog", daemon=True).start()
+
+    def _run(self) -> None:
+        alone_since: float | None = time.monotonic()
+        while True:
+            time.sleep(min(self._grace_s / 4, 1.0))
+            now = time.monotonic()
+            if self.host_connected():
+                alone_since = None
+            elif alone_since is None:
+                alone_since = now
+            elif now - alone_since >= self._grace_s:
+                print(
+                    f"p2pfaas shim: no connection from the node for {self._grace_s:g} s: exiting",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                os._exit(EXIT_ORPHANED)
+
+
 def _serve_one(
-    conn: socket.socket, handler: Handler | None, load_error: Header | None, **limits: int
+    conn: socket.socket, function: Function, calls: Calls, watchdog: Watchdog | None, **limits: int
 ) -> None:
     with conn:
+        if watchdog is not None:
+            watchdog.opened(conn)
         try:
-            serve_connection(conn, handler, load_error, **limits)
+            serve_connection(conn, function, calls=calls, **limits)
         except (ProtocolError, OSError) as exc:
             print(f"p2pfaas shim: dropping connection: {exc}", file=sys.stderr, flush=True)
+        finally:
+            if watchdog is not None:
+                watchdog.closed(conn)
 
 
 def serve(
     server: socket.socket,
-    handler: Handler | None,
-    load_error: Header | None,
+    function: Function,
     *,
     concurrency: int = 1,
+    watchdog: Watchdog | None = None,
     **limits: int,
 ) -> None:
+    calls = Calls()
+    if watchdog is not None:
+        watchdog.start()
     if concurrency <= 1:
         while True:
             conn, _ = server.accept()
-            _serve_one(conn, handler, load_error, **limits)
+            _serve_one(conn, function, calls, watchdog, **limits)
     slots = threading.BoundedSemaphore(concurrency)  # more clients wait in the listen backlog
 
     def run(conn: socket.socket) -> None:
         try:
-            _serve_one(conn, handler, load_error, **limits)
+            _serve_one(conn, function, calls, watchdog, **limits)
         finally:
             slots.release()
 
@@ -283,7 +440,13 @@ def serve(
         threading.Thread(target=run, args=(conn,), daemon=True).start()
 
 
-_INT_OPTIONS = ("--rlimit-as-mb", "--concurrency", "--max-payload-bytes", "--max-result-bytes")
+_INT_OPTIONS = (
+    "--rlimit-as-mb",
+    "--concurrency",
+    "--max-payload-bytes",
+    "--max-result-bytes",
+    "--orphan-exit-ms",
+)
 _STR_OPTIONS = ("--socket", "--code-dir", "--handler")
 
 
@@ -301,6 +464,7 @@ def _parse_fast(argv: list[str]) -> SimpleNamespace | None:
         "code_dir": env("P2PFAAS_CODE_DIR", "/fn"),
         "handler": env("P2PFAAS_HANDLER"),
         "rlimit_as_mb": 0,
+        "orphan_exit_ms": 0,
         "concurrency": env("P2PFAAS_CONCURRENCY", "1"),
         "max_payload_bytes": DEFAULT_MAX_PAYLOAD_BYTES,
         "max_result_bytes": DEFAULT_MAX_RESULT_BYTES,
@@ -333,6 +497,12 @@ def _parse_with_argparse(argv: Sequence[str] | None) -> SimpleNamespace:
     parser.add_argument("--handler", default=env("P2PFAAS_HANDLER"))
     parser.add_argument("--rlimit-as-mb", type=int, default=0, help="address-space limit (0: none)")
     parser.add_argument(
+        "--orphan-exit-ms",
+        type=int,
+        default=0,
+        help="exit once no connection has been open for this long (0: never)",
+    )
+    parser.add_argument(
         "--concurrency",
         type=int,
         default=int(env("P2PFAAS_CONCURRENCY", "1")),
@@ -363,15 +533,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     code_dir = args.code_dir
     os.chdir(code_dir)  # so a function can open its bundle's data files by relative path
-    handler, load_error = load_handler(code_dir, args.handler)
+    # Listen first, import the function on the first request (`Function`): the host seals the
+    # socket's directory between the two.
+    function = Function(code_dir, args.handler)
     socket_path = args.socket
     server = listen(socket_path, backlog=max(4, args.concurrency))
     try:
         serve(
             server,
-            handler,
-            load_error,
+            function,
             concurrency=args.concurrency,
+            watchdog=Watchdog(args.orphan_exit_ms / 1000) if args.orphan_exit_ms > 0 else None,
             max_payload_bytes=args.max_payload_bytes,
             max_result_bytes=args.max_result_bytes,
         )
@@ -382,7 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.close()
         try:  # noqa: SIM105 - contextlib would be one more import on every cold start
             os.unlink(socket_path)
-        except FileNotFoundError:
+        except OSError:  # gone, or its directory sealed by the host (which removes it)
             pass
     return 0
 
