@@ -38,19 +38,31 @@ INVOCATIONS = 200
 PASSWORD = "a long enough password"
 
 
-async def _network(net: sim.InMemoryNetwork, root: Path, seed: int) -> tuple[dict[str, str], set[str]]:
-    """Run the scenario; return (invocation id -> node that answered, the crashed nodes' ids)."""
+async def _network(
+    net: sim.InMemoryNetwork,
+    root: Path,
+    seed: int,
+    *,
+    nodes_n: int = NODES,
+    invocations: int = INVOCATIONS,
+    crash: bool = True,
+    slots: int = 4,
+    forwarded: list[int] | None = None,
+) -> tuple[dict[str, str], set[str]]:
+    """Run the scenario; return (invocation id -> node that answered, the crashed nodes' ids).
+    `forwarded` gets the number of forwards the nodes' routers made."""
     from p2pfaas.node.daemon import NodeDaemon
 
     settings = AnchorSettings(hasher=PasswordHasher(log2_n=10))
     async with contextlib.AsyncExitStack() as stack:
         anchor = await testbed.add_anchor(net, stack, root, settings=settings)
         nodes: list[NodeDaemon] = []
-        for i in range(NODES):
+        for i in range(nodes_n):
             executor = ModelExecutor(rng=random.Random(f"{seed}/executor/{i}"), slots=2)
             node = await testbed.add_node(
-                net, stack, anchor.url, root, i, seed=seed, executor=executor, price_per_cpu_s_micro=100_000
-            )
+                net, stack, anchor.url, root, i, seed=seed, executor=executor, price_per_cpu_s_micro=100_000,
+                slots=slots,
+            )  # fmt: skip
             nodes.append(node)
             with net.on_host(node.config.host):
                 await node.payments.ready()
@@ -81,21 +93,24 @@ async def _network(net: sim.InMemoryNetwork, root: Path, seed: int) -> tuple[dic
 
             async def one(i: int) -> None:
                 async with gate:
-                    if i == INVOCATIONS // 3:
+                    if crash and i == invocations // 3:
                         net.crash(nodes[0].config.host)
                         net.crash(nodes[1].config.host)
                     try:
                         outcome = await client.invoke("echo", {"i": i})
                     except P2PFaaSError:
                         return  # a crashed node's answer was lost; the ledger is what matters here
-                    answered[outcome.invocation_id] = outcome.node_id
+                    if outcome.price_micro > 0:  # a call metered at nothing is free: never settled
+                        answered[outcome.invocation_id] = outcome.node_id
 
-            await asyncio.gather(*(one(i) for i in range(INVOCATIONS)))
-        for node in nodes[2:]:  # the live nodes' receipts reach the anchor
+            await asyncio.gather(*(one(i) for i in range(invocations)))
+        if forwarded is not None:
+            forwarded.append(sum(node.placement.router.stats.forwarded for node in nodes))
+        for node in nodes[2 if crash else 0 :]:  # the live nodes' receipts reach the anchor
             with net.on_host(node.config.host):
                 await node.payments.sender.flush()
                 await node.payments.sender.drained()
-        return answered, {nodes[0].node_id, nodes[1].node_id}
+        return answered, {nodes[0].node_id, nodes[1].node_id} if crash else set()
 
 
 def test_a_paying_network_settles_every_receipt_once(tmp_path: Path) -> None:
@@ -103,7 +118,26 @@ def test_a_paying_network_settles_every_receipt_once(tmp_path: Path) -> None:
     root.mkdir()
     answered, crashed = sim.run(lambda net: _network(net, root, seed=5), seed=5)
     assert len(answered) > INVOCATIONS * 0.8
+    _check_paid(root, answered, crashed)
 
+
+def test_forwarded_paid_calls_are_paid_to_the_node_that_ran_them(tmp_path: Path) -> None:
+    """Issue #14, hole 2: each ticket names the entry node; one-slot nodes under load forward, each
+    forward carries the entry node's signed delegation, and the anchor pays the executor."""
+    root = tmp_path / "net"
+    root.mkdir()
+    forwarded: list[int] = []
+    answered, crashed = sim.run(
+        lambda net: _network(
+            net, root, seed=7, nodes_n=3, invocations=60, crash=False, slots=1, forwarded=forwarded
+        ),
+        seed=7,
+    )
+    assert len(answered) > 50 and forwarded[0] > 0
+    _check_paid(root, answered, crashed)
+
+
+def _check_paid(root: Path, answered: dict[str, str], crashed: set[str]) -> None:
     async def check() -> None:
         async with open_database(f"sqlite+aiosqlite:///{root / 'anchor.db'}") as db:
             assert await audit(db) == []
