@@ -27,20 +27,25 @@ bootstrap node (issue #3) starts beside this app.
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
+import aiohttp
 from aiohttp import web
 
 from p2pfaas import bundle as bundles
-from p2pfaas import codec, signing
+from p2pfaas import codec, rpc, signing
 from p2pfaas.anchor import accounts_api, auth, ledger_api, reputation
 from p2pfaas.anchor.accounts import AccountStore, KeyKind
 from p2pfaas.anchor.passwords import PasswordHasher
 from p2pfaas.anchor.store import RegistryStore
 from p2pfaas.clock import wall_time
 from p2pfaas.db import Database
-from p2pfaas.errors import NotFound
+from p2pfaas.errors import LocalError, NotFound, P2PFaaSError, Refused
 from p2pfaas.identity import PublicKey
 from p2pfaas.messages import (
     MAX_ARCHIVE_BYTES,
@@ -52,10 +57,35 @@ from p2pfaas.messages import (
     NodeAnnouncement,
     NodeInfo,
     NodeList,
+    NodeStatus,
 )
 from p2pfaas.rpc import Forbidden, error_middleware, read_message, reply
 
 NODE_TTL_S = 90.0  # nodes re-announce every 30 s; three missed announcements and they drop out
+ANNOUNCE_SKEW_S = 120.0  # an announcement older (or newer) than this is refused: no replays
+REACHABILITY_TIMEOUT_S = 3.0
+MAX_TRACKED_NODES = 100_000
+
+
+@dataclass
+class TokenBuckets:
+    """A token bucket per key (sans-I/O): `burst` at once, then `per_s`; least recent keys forgotten."""
+
+    burst: float
+    per_s: float
+    capacity: int = 100_000
+    _buckets: OrderedDict[str, tuple[float, float]] = field(default_factory=OrderedDict)
+
+    def take(self, key: str, now: float) -> bool:
+        tokens, at = self._buckets.pop(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.per_s)
+        allowed = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        while len(self._buckets) > self.capacity:
+            self._buckets.popitem(last=False)
+        return allowed
+
+
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 
@@ -76,6 +106,9 @@ class AnchorApi:
     store: RegistryStore
     accounts: AccountStore
     settings: AnchorSettings
+    announcements: TokenBuckets = field(default_factory=lambda: TokenBuckets(burst=5, per_s=0.2))
+    reachability: OrderedDict[str, str] = field(default_factory=OrderedDict)  # node id -> URL checked
+    session: aiohttp.ClientSession | None = None  # for the reachability checks
 
     async def health(self, request: web.Request) -> web.Response:
         return reply(Ack("anchor ok"))
@@ -138,8 +171,31 @@ class AnchorApi:
         return reply(FunctionInfo(owner_key_id=owner, name=name, header=_decode_header(header_bytes)))
 
     async def announce_node(self, request: web.Request) -> web.Response:
+        """A node's announcement is listed only when it is fresh, within the node's rate, from a
+        node bound to a volunteer account (with `require_accounts`), and the node answers at the
+        URL it gives with its own id: a flood of fresh keys pointing at a tarpit lists nothing."""
         msg = await read_message(request, NodeAnnouncement)
         key = signing.verify(msg)
+        now = wall_time()
+        if abs(now - msg.issued_at) > ANNOUNCE_SKEW_S:
+            raise LocalError(
+                f"the announcement was made {now - msg.issued_at:.0f} s from now: send a fresh one"
+            )
+        if self.settings.require_accounts:
+            owner = await self.accounts.key_owner(key.key_id)
+            if owner is None or owner[1] != KeyKind.NODE:
+                raise Forbidden(
+                    f"node {key.key_id[:12]} is not bound to a volunteer account: "
+                    "`p2pfaas account claim-node`"
+                )
+        loop_now = asyncio.get_running_loop().time()
+        if not self.announcements.take(key.key_id, loop_now):
+            raise Refused("too many announcements from this node; slow down", status=429)
+        if self.reachability.get(key.key_id) != msg.url:
+            await self._check_reachable(key.key_id, msg.url)
+            self.reachability[key.key_id] = msg.url
+            while len(self.reachability) > MAX_TRACKED_NODES:
+                del self.reachability[next(iter(self.reachability))]
         await self.store.upsert_node(
             node_id=key.key_id,
             public_key=key.raw,
@@ -147,9 +203,28 @@ class AnchorApi:
             runtimes=msg.runtimes,
             cores=msg.cores,
             memory_mb=msg.memory_mb,
-            now=wall_time(),
+            now=now,
         )
         return reply(Ack(key.key_id))
+
+    async def _check_reachable(self, node_id: str, url: str) -> None:
+        """Refuse (422) unless `url` answers `GET /v1/status` in time, naming node `node_id`."""
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise LocalError(f"a node's URL is http(s), not {url[:80]!r}")
+        if self.session is None:
+            self.session = aiohttp.ClientSession()
+        try:
+            status = await rpc.call(
+                self.session, "GET", f"{url}/v1/status", NodeStatus, timeout_s=REACHABILITY_TIMEOUT_S
+            )
+        except P2PFaaSError as error:
+            raise Refused(f"this anchor cannot reach the node at {url[:80]}: {error}", status=422) from None
+        if status.node_id != node_id:
+            raise Refused(f"the node at {url[:80]} is {status.node_id[:12]}, not {node_id[:12]}", status=422)
+
+    async def aclose(self) -> None:
+        if self.session is not None:
+            await self.session.close()
 
     async def list_nodes(self, request: web.Request) -> web.Response:
         rows = await self.store.live_nodes(now=wall_time(), max_age_s=NODE_TTL_S)
@@ -203,6 +278,12 @@ def make_app(db: Database, *, settings: AnchorSettings | None = None) -> web.App
             web.get("/v1/nodes", api.list_nodes),
         ]
     )
+
+    async def close_checks(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await api.aclose()
+
+    app.cleanup_ctx.append(close_checks)
     ledger_api.setup(app, db)  # grants, top-ups, vouchers, receipts, balances, payouts (issue #5)
     reputation.add_routes(app, db)  # replication votes, advert lies, reputations (issue #5, trust)
     return app

@@ -186,7 +186,7 @@ def test_without_a_voucher_nobody_runs_unless_the_volunteer_opts_in() -> None:
     assert UnpaidPolicy().describe() == "none"
     devnet = book(unpaid=UnpaidPolicy(owners=True))
     devnet.authorize(request("b", None, OWNER), header(), OWNER.public.raw, max_price_micro=1, now=T0)
-    with pytest.raises(PaymentRequired, match="owner"):
+    with pytest.raises(Forbidden, match="owner"):  # a stranger on a devnet: not let in (403)
         devnet.authorize(request("c", None), header(), LESSEE.public.raw, max_price_micro=1, now=T0)
     own = book(unpaid=UnpaidPolicy(keys=frozenset({LESSEE.key_id})))
     own.authorize(request("d", None), header(), LESSEE.public.raw, max_price_micro=1, now=T0)
