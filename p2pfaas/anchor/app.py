@@ -95,6 +95,7 @@ class AnchorSettings:
     """How an anchor admits callers. The defaults suit a devnet; production sets `require_accounts`."""
 
     require_accounts: bool = False  # lessee keys must be bound to an account to register or deploy
+    earnings_mature_s: float = ledger_api.DEFAULT_MATURE_AFTER_S  # payouts only of earnings this old
     allow_signup: bool = True  # anyone may sign up as a lessee or volunteer
     hasher: PasswordHasher = field(default_factory=PasswordHasher)
 
@@ -284,6 +285,8 @@ def make_app(db: Database, *, settings: AnchorSettings | None = None) -> web.App
         await api.aclose()
 
     app.cleanup_ctx.append(close_checks)
-    ledger_api.setup(app, db)  # grants, top-ups, vouchers, receipts, balances, payouts (issue #5)
+    ledger_api.setup(
+        app, db, mature_after_s=settings.earnings_mature_s
+    )  # grants, top-ups, vouchers, receipts, balances, payouts (issue #5)
     reputation.add_routes(app, db)  # replication votes, advert lies, reputations (issue #5, trust)
     return app

@@ -42,7 +42,7 @@ from p2pfaas.ledger.issuer import VoucherIssuer, load_anchor_keys
 from p2pfaas.ledger.payments import Payments, TopUp
 from p2pfaas.ledger.policy import FeePolicy, PayoutState, Refusal
 from p2pfaas.ledger.settlement import Settler
-from p2pfaas.ledger.store import AccountRow, LedgerStore, PayoutRow
+from p2pfaas.ledger.store import AccountRow, InsufficientFunds, LedgerStore, PayoutRow, claw_back
 from p2pfaas.ledger.wire import (
     AccountBalance,
     AnchorKey,
@@ -66,6 +66,7 @@ __all__ = ["LEDGER", "LedgerApi", "setup"]
 log = logging.getLogger(__name__)
 
 RELEASE_EVERY_S = 30.0
+DEFAULT_MATURE_AFTER_S = 3 * 86400.0  # three days: time for replication votes and lie reports
 RELEASE_GRACE_S = 120.0  # receipts for work done just before expiry still arrive and are paid
 RELEASE_PAGE = 100  # vouchers closed per transaction
 
@@ -78,6 +79,9 @@ class LedgerApi:
     store: LedgerStore
     settler: Settler
     payments: Payments
+    # Earnings may be paid out once they have stood this long: until then a proven lie about them
+    # is clawed back from them (`claw_back`).
+    mature_after_s: float = DEFAULT_MATURE_AFTER_S
     _keys: KeyPair | None = None
     _keys_lock: asyncio.Lock | None = None
 
@@ -188,8 +192,26 @@ class LedgerApi:
             amount_micro=msg.amount_micro,
             destination=msg.destination,
             now=wall_time(),
+            mature_after_s=self.mature_after_s,
         )
         return reply(_payout(await self.store.payout(payout_id)))
+
+    async def claw_back(self, invocation_id: str, node_id: str, *, why: str) -> int:
+        """Take back from node `node_id` what it was paid for `invocation_id` (a proven lie), for the
+        lessee; what moved. Earnings already paid out cannot be reached: they are logged."""
+        now = wall_time()
+        node_account = await self.settler.earning_account(node_id, now=now)
+
+        async def work(connection: AsyncConnection) -> int:
+            return await claw_back(
+                connection, invocation_id, node_id=node_id, node_account=node_account, why=why, now=now
+            )
+
+        try:
+            return await self.db.run(work, what=f"claw back {invocation_id[:64]}")
+        except InsufficientFunds as error:
+            log.error("cannot claw back %s from node %s: %s", invocation_id[:64], node_id[:12], error)
+            return 0
 
     async def payout_info(self, request: web.Request) -> web.Response:
         caller = await require(request, Scope.ACCOUNT_READ)
@@ -283,10 +305,16 @@ def _payout(row: PayoutRow) -> PayoutInfo:
 LEDGER = web.AppKey("p2pfaas.ledger", LedgerApi)
 
 
-def setup(app: web.Application, db: Database, *, fees: FeePolicy | None = None) -> LedgerApi:
+def setup(
+    app: web.Application,
+    db: Database,
+    *,
+    fees: FeePolicy | None = None,
+    mature_after_s: float = DEFAULT_MATURE_AFTER_S,
+) -> LedgerApi:
     """Add the ledger's routes to the anchor `app`, and its voucher-release task to the app's lifetime."""
     store = LedgerStore(db)
-    api = LedgerApi(db, store, Settler(db, fees=fees), Payments(store))
+    api = LedgerApi(db, store, Settler(db, fees=fees), Payments(store), mature_after_s=mature_after_s)
     app[LEDGER] = api
     app.add_routes(
         [

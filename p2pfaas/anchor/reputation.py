@@ -29,6 +29,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2pfaas import codec, signing
+from p2pfaas.anchor.ledger_api import LEDGER
 from p2pfaas.anchor.trust_store import Replica, TrustStore
 from p2pfaas.clock import wall_time
 from p2pfaas.db import Database
@@ -156,7 +157,12 @@ class TrustApi:
             max_price_micro=bound,
             now=wall_time(),
         )
-        return reply(Ack(f"lie by {node_id} {'recorded' if new else 'was recorded before'}"))
+        if not new:
+            return reply(Ack(f"lie by {node_id} was recorded before"))
+        # A proven overcharge costs the node the payment too, not only its streak.
+        ledger = request.app[LEDGER]
+        taken = await ledger.claw_back(receipt.invocation_id, node_id, why=f"advert lie by node {node_id}")
+        return reply(Ack(f"lie by {node_id} recorded; {taken} micro-credits clawed back"))
 
     async def one(self, request: web.Request) -> web.Response:
         node_id = request.match_info["node_id"]

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from p2pfaas import codec
 from p2pfaas.db import Database
 from p2pfaas.db.retry import mysql_error_code
-from p2pfaas.db.schema import accounts, entries, payouts, transfers, vouchers
+from p2pfaas.db.schema import accounts, entries, payouts, settlements, transfers, vouchers
 from p2pfaas.db.upsert import insert_ignore
 from p2pfaas.errors import NotFound, Refused
 from p2pfaas.ledger.policy import AccountKind, PayoutState, next_payout_state
@@ -149,6 +149,57 @@ async def move(connection: AsyncConnection, transfer_id: int, legs: Mapping[int,
         entries.insert(),
         [{"transfer_id": transfer_id, "account_id": a, "amount_micro": m} for a, m in sorted(legs.items())],
     )
+
+
+EARNING_KINDS = ("settle", "supersede")  # transfers that pay a node's work
+
+
+async def _check_matured(
+    connection: AsyncConnection, account_id: int, amount_micro: int, *, since: float
+) -> None:
+    """Refuse (409) taking `amount_micro` out of `account_id` beyond what it earned before `since`."""
+    balance = await connection.scalar(
+        sa.select(accounts.c.balance_micro).where(accounts.c.account_id == account_id).with_for_update()
+    )
+    recent = await connection.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(entries.c.amount_micro), 0))
+        .select_from(entries.join(transfers, transfers.c.transfer_id == entries.c.transfer_id))
+        .where(
+            entries.c.account_id == account_id,
+            entries.c.amount_micro > 0,
+            transfers.c.kind.in_(EARNING_KINDS),
+            transfers.c.created_at >= since,
+        )
+    )
+    payable = int(balance or 0) - int(recent or 0)
+    if amount_micro > payable:
+        raise Refused(
+            f"only {max(0, payable)} of this account's {int(balance or 0)} micro-credits have matured "
+            "(earnings can be paid out once they have stood unchallenged for the maturity period)",
+            status=409,
+        )
+
+
+async def claw_back(
+    connection: AsyncConnection, invocation_id: str, *, node_id: str, node_account: int, why: str, now: float
+) -> int:
+    """Return what a settled invocation paid node `node_id` (into `node_account`) to its lessee's
+    account; what moved (0 if it was not settled to that node, or was clawed back before)."""
+    row = (
+        await connection.execute(
+            sa.select(settlements.c.price_micro, vouchers.c.lessee_account_id)
+            .select_from(settlements.join(vouchers, vouchers.c.voucher_id == settlements.c.voucher_id))
+            .where(settlements.c.invocation_id == invocation_id, settlements.c.node_id == node_id)
+        )
+    ).first()
+    if row is None:
+        return 0
+    amount = int(row.price_micro)
+    legs = {node_account: -amount, int(row.lessee_account_id): amount}
+    done = await post_transfer(
+        connection, kind="clawback", ref=f"clawback:{invocation_id}", memo=why[:255], legs=legs, now=now
+    )
+    return 0 if done is None else amount
 
 
 def is_duplicate_key(error: sa_exc.IntegrityError) -> bool:
@@ -382,13 +433,27 @@ class LedgerStore:
     # --- payouts -------------------------------------------------------------------------------
 
     async def request_payout(
-        self, *, payout_id: str, account_id: int, amount_micro: int, destination: str, now: float
+        self,
+        *,
+        payout_id: str,
+        account_id: int,
+        amount_micro: int,
+        destination: str,
+        now: float,
+        mature_after_s: float = 0.0,
     ) -> bool:
-        """Move earnings into the payout clearing account, pending. False if `payout_id` exists."""
+        """Move earnings into the payout clearing account, pending. False if `payout_id` exists.
+
+        Only matured earnings may leave: what settlements paid into the account in the last
+        `mature_after_s` stays until then, so that a payment found to be a lie (an overcharge, a
+        call the node passed on) can still be clawed back (`claw_back`). Refused (409) beyond that.
+        """
         if amount_micro <= 0:
             raise Refused(f"payout amount must be positive, got {amount_micro}")
 
         async def work(connection: AsyncConnection) -> bool:
+            if mature_after_s > 0:
+                await _check_matured(connection, account_id, amount_micro, since=now - mature_after_s)
             clearing = await ensure_account(
                 connection, PAYOUTS_CLEARING, AccountKind.CLEARING, owner_user_id=None, now=now
             )

@@ -33,18 +33,22 @@ def paid_receipt(
     cap_micro: int | None = None,
     delegations: Sequence[Delegation] = (),
     result: bytes = b"ok",
+    ticket_by: KeyPair | None = None,
 ) -> Receipt:
     """A receipt `node` signs for a call its lessee really asked for: the lessee's ticket names
-    `payee` (default: `node`) and caps the price at `cap_micro` (default: the price)."""
+    `payee` (default: `node`) and caps the price at `cap_micro` (default: the price). `ticket_by`
+    signs the ticket instead of the lessee (a forgery); with no `voucher_id`, no ticket (unpaid)."""
     ran = hashlib.sha256(f"request {invocation_id}".encode()).digest()
-    ticket = tickets.sign_ticket(
-        invocation_id,
-        voucher_id,
-        ran,
-        lessee,
-        payee=(payee or node).key_id,
-        max_price_micro=price_micro if cap_micro is None else cap_micro,
-    )
+    ticket = None
+    if voucher_id:
+        ticket = tickets.sign_ticket(
+            invocation_id,
+            voucher_id,
+            ran,
+            ticket_by or lessee,
+            payee=(payee or node).key_id,
+            max_price_micro=price_micro if cap_micro is None else cap_micro,
+        )
     unsigned = Receipt(
         invocation_id=invocation_id,
         digest=DIGEST,

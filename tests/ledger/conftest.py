@@ -12,9 +12,9 @@ from p2pfaas import signing
 from p2pfaas.db import Database, RetryPolicy, open_database
 from p2pfaas.db.testing import exclusive_mysql_database
 from p2pfaas.identity import KeyPair
-from p2pfaas.ledger import tickets
 from p2pfaas.messages import Receipt, Voucher
 from tests.conftest import mysql_url_or_skip
+from tests.hostile import kit
 
 T0 = 1_700_000_000.0
 DIGEST = "ab" * 32
@@ -58,31 +58,13 @@ def receipt(
     ticket_by: KeyPair | None = None,
 ) -> Receipt:
     """A receipt signed by `node`, with the spend ticket of `ticket_by` (default: the lessee)."""
-    ran = hashlib.sha256(f"request {invocation_id}".encode()).digest()
-    unsigned = Receipt(
-        invocation_id=invocation_id,
-        digest=DIGEST,
-        lessee_key=lessee.public.raw,
+    return kit.paid_receipt(
+        invocation_id,
+        node=node,
+        lessee=lessee,
         voucher_id=voucher_id,
-        ok=True,
-        cpu_ms=10,
-        peak_memory_mb=20,
-        wall_ms=12,
         price_micro=price_micro,
-        result_sha256=hashlib.sha256(result).digest(),
         issued_at=issued_at,
-        signer=b"",
-        signature=b"",
-        request_sha256=ran,
-        ticket=tickets.sign_ticket(
-            invocation_id,
-            voucher_id,
-            ran,
-            ticket_by or lessee,
-            payee=node.key_id,
-            max_price_micro=price_micro,
-        )
-        if voucher_id
-        else None,
+        result=result,
+        ticket_by=ticket_by,
     )
-    return signing.sign(unsigned, node)
