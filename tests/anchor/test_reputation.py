@@ -22,13 +22,15 @@ from p2pfaas.clock import wall_time
 from p2pfaas.codec import Message
 from p2pfaas.db import Database
 from p2pfaas.dht.records import advert_key, make_record
-from p2pfaas.dht.wire import Capacity
+from p2pfaas.dht.wire import Capacity, Record
 from p2pfaas.errors import Refused
 from p2pfaas.identity import KeyPair
 from p2pfaas.ledger import tickets
 from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.policy import ReceiptClaim
-from p2pfaas.ledger.wire import BatchResult, GrantRequest, TransferDone, VoucherRequest
+from p2pfaas.ledger.settlement import Settler
+from p2pfaas.ledger.store import LedgerStore
+from p2pfaas.ledger.wire import Balances, BatchResult, GrantRequest, TransferDone, VoucherRequest
 from p2pfaas.messages import Ack, InvokeRequest, Receipt, ReceiptBatch, Voucher, request_sha256
 from p2pfaas.rpc import call
 from p2pfaas.trust.replica_ids import replica_id
@@ -284,7 +286,8 @@ async def test_replicas_without_a_vote_are_paid_after_the_hold(db: Database) -> 
     assert await replica_gate(db, N1.key_id, [claim], now=1060.0, hold_s=60.0) == ([claim], [])
 
 
-async def test_a_receipt_above_the_nodes_own_advert_is_a_proven_lie(live: Live) -> None:
+async def _greedy_advert(live: Live) -> Record:
+    """N2's advert at 1000 per CPU-second and 500 per GB-second, for a registered 128 MB function."""
     registry = RegistryStore(live.db)
     await registry.register_lessee_key(LESSEE.public.raw, label="", now=0.0)
     await registry.put_bundle(
@@ -312,6 +315,12 @@ async def test_a_receipt_above_the_nodes_own_advert_is_a_proven_lie(live: Live) 
         port=1,
         capacity=capacity,
     )
+    return advert
+
+
+async def test_a_receipt_above_the_nodes_own_advert_is_a_proven_lie(live: Live) -> None:
+    advert = await _greedy_advert(live)
+    now, capacity = advert.seq / 1000.0 + 60, advert.capacity
     # 10 ms CPU at 1000/s and 128 MB for 12 ms at 500/GB-s: at most a few micro-credits.
     greedy = receipt("e" * 32, N2, "v", b"x", price=5_000)
     ack = await live.call("POST", "/v1/adverts/lies", Ack, AdvertLieReport(codec.encode(advert), greedy))
@@ -343,6 +352,28 @@ async def test_a_receipt_above_the_nodes_own_advert_is_a_proven_lie(live: Live) 
     )
     assert await status(AdvertLieReport(codec.encode(later), greedy)) == 400  # published after the receipt
     assert await status(AdvertLieReport(b"junk", greedy)) == 400
+
+
+async def test_a_proven_lie_costs_the_node_the_payment_not_only_its_streak(live: Live) -> None:
+    """Issue #14, hole 9: a node that billed 50x its advert was paid, and a lie report only lowered
+    its streak. The payment goes back to the lessee (it has not matured, so it is still there)."""
+    advert = await _greedy_advert(live)
+    voucher = await funded_voucher(live)
+    greedy = receipt("f" * 32, N2, voucher.voucher_id, b"x", price=5_000)
+    assert (await live.receipts(N2, greedy)).paid == ("f" * 32,)
+    settler = Settler(live.db)
+    node_account = await settler.earning_account(N2.key_id, now=wall_time())
+    store = LedgerStore(live.db)
+    alice = (await live.call("GET", "/v1/ledger/balance", Balances, as_user="alice")).accounts[0]
+    assert (await store.account(node_account)).balance_micro == 5_000
+    ack = await live.call("POST", "/v1/adverts/lies", Ack, AdvertLieReport(codec.encode(advert), greedy))
+    assert "5000 micro-credits clawed back" in ack.detail
+    assert (await store.account(node_account)).balance_micro == 0
+    after = (await live.call("GET", "/v1/ledger/balance", Balances, as_user="alice")).accounts[0]
+    assert after.balance_micro == alice.balance_micro + 5_000
+    again = await live.call("POST", "/v1/adverts/lies", Ack, AdvertLieReport(codec.encode(advert), greedy))
+    assert "before" in again.detail and (await store.account(node_account)).balance_micro == 0
+    assert await audit(live.db) == []
 
 
 async def test_trust_store_counts_a_group_once_under_concurrency(db: Database) -> None:

@@ -9,11 +9,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from p2pfaas.anchor import ledger_api
+from p2pfaas.clock import wall_time
 from p2pfaas.db import Database
+from p2pfaas.errors import Refused
 from p2pfaas.identity import KeyPair
 from p2pfaas.ledger import tickets
 from p2pfaas.ledger.audit import audit
-from p2pfaas.ledger.wire import BatchResult, GrantRequest, TransferDone, VoucherRequest
+from p2pfaas.ledger.wire import (
+    BatchResult,
+    GrantRequest,
+    PayoutInfo,
+    PayoutRequest,
+    TransferDone,
+    VoucherRequest,
+)
 from p2pfaas.messages import Receipt, Voucher
 from tests.hostile import kit
 from tests.ledger.conftest import T0, keys
@@ -114,4 +126,32 @@ async def test_only_the_node_the_lessee_named_or_delegated_to_is_paid_within_the
     )
     result = await _send(a, EXECUTOR, forged)
     assert [(r.invocation_id, r.reason) for r in result.refused] == [("fwd2", "wrong-node")]
+    assert await audit(db) == []
+
+
+async def test_earnings_mature_before_they_can_be_paid_out(
+    anchor: Anchor, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hole 9: what a node earned could be paid out at once, before a lie about it could be proven."""
+    a = anchor
+    a.api.mature_after_s = 3 * 86400.0
+    voucher = await _voucher(a)
+    await a.accounts.bind_key(a.user_ids["bob"], EXECUTOR.public.raw, kind="node", label="", now=T0)
+    receipt = kit.paid_receipt(
+        "earned",
+        node=EXECUTOR,
+        lessee=LESSEE,
+        voucher_id=voucher.voucher_id,
+        price_micro=400,
+        issued_at=T0 + 1,
+    )
+    assert (await _send(a, EXECUTOR, receipt)).paid == ("earned",)
+    request = PayoutRequest("p1", 0, 100, "iban")
+    with pytest.raises(Refused) as refused:
+        await a.call("POST", "/v1/payouts", PayoutInfo, request, as_user="bob")
+    assert refused.value.status == 409 and "matured" in str(refused.value)
+    later = wall_time() + 3 * 86400.0 + 60
+    monkeypatch.setattr(ledger_api, "wall_time", lambda: later)
+    payout = await a.call("POST", "/v1/payouts", PayoutInfo, request, as_user="bob")
+    assert payout.state == "pending" and payout.amount_micro == 100
     assert await audit(db) == []

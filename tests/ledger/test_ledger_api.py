@@ -82,7 +82,8 @@ class Anchor:
 async def anchor(db: Database) -> AsyncIterator[Anchor]:
     app = web.Application(middlewares=[error_middleware])
     app[ACCOUNTS] = AccountStore(db)
-    api = ledger_api.setup(app, db, fees=FeePolicy(fee_ppm=100_000))
+    # Earnings payable at once here; their maturity is tested in tests/hostile/test_money.py.
+    api = ledger_api.setup(app, db, fees=FeePolicy(fee_ppm=100_000), mature_after_s=0.0)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
