@@ -13,7 +13,7 @@ This module only declares shapes and size limits; it sends nothing and decides n
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from p2pfaas.codec import MaxLen, Message, message
 
@@ -61,6 +61,11 @@ class Capacity(Message):
     coord: Coord
     coord_error: float
     draining: bool
+    # Who may run here without paying (`p2pfaas.node.vouchers.UnpaidPolicy.describe`): "none",
+    # "owners" (a devnet), "keys" (an allow-list) or "owners+keys". Left off the wire at "none".
+    unpaid: Annotated[str, MaxLen(16)] = "none"
+
+    OPTIONAL_TAIL: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
         if min(self.cores, self.memory_mb, self.free_slots, self.price_per_cpu_s, self.price_per_gb_s) < 0:

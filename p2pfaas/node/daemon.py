@@ -250,6 +250,7 @@ class NodeDaemon(StackService):
                     service=service,
                     price_per_cpu_s=self.config.price_per_cpu_s_micro,
                     price_per_gb_s=self.config.price_per_gb_s_micro,
+                    unpaid=self.config.unpaid().describe(),
                 )
             )
         self.placement.url = self.url

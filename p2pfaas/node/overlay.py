@@ -53,6 +53,7 @@ class Offer:
     memory_mb: int
     price_per_cpu_s: int = 0
     price_per_gb_s: int = 0
+    unpaid: str = "none"  # who may run here unpaid (UnpaidPolicy.describe), said in every advert
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ class Overlay:
             coord=viv.coord.as_tuple(),
             coord_error=viv.error,
             draining=now.draining,
+            unpaid=self.offer.unpaid,
         )
 
     async def publish_advert(self) -> int:
@@ -220,6 +222,7 @@ def overlay_for(
     service: Any,
     price_per_cpu_s: int = 0,
     price_per_gb_s: int = 0,
+    unpaid: str = "none",
 ) -> Overlay:
     """The daemon's overlay: offers what the node lends and reads free slots from the service's admission
     control when it has one (else it advertises every core as free)."""
@@ -230,6 +233,7 @@ def overlay_for(
         memory_mb=memory_mb,
         price_per_cpu_s=price_per_cpu_s,
         price_per_gb_s=price_per_gb_s,
+        unpaid=unpaid,
     )
 
     def load() -> Load:

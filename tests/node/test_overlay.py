@@ -38,6 +38,7 @@ async def _overlays(
             cores=4,
             memory_mb=4096,
             price_per_cpu_s=10 * (1 + i % 3),
+            unpaid="owners" if i == 2 else "none",
         )
         config = OverlayConfig(host=ip, port=4000, peers=tuple(peers), advert_interval_s=30.0, dht=FAST)
         overlay = Overlay(
@@ -69,6 +70,9 @@ def test_nodes_join_through_the_bootstrap_node_and_find_each_other_nearest_first
             cheap = await me.find_nearby("python3.11", count=20, max_price=10)
             assert {a.capacity.price_per_cpu_s for a in cheap} == {10}
             assert await me.find_nearby("nodejs") == []
+            # Each advert says who may run there without paying (issue #14, hole 1).
+            unpaid = {a.node_id: a.capacity.unpaid for a in nearby}
+            assert unpaid.pop(overlays[2].keys.node_id) == "owners" and set(unpaid.values()) == {"none"}
             # Predicted RTTs track the synthetic map closely enough to pick a near node.
             me_host = _ip(0)
             true = {o.keys.node_id: 2 * net.delay_s(me_host, _ip(i)) for i, o in enumerate(overlays) if i}
