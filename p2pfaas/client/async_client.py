@@ -14,6 +14,7 @@ MemoryExceeded, ExecutorError, NotFound (unknown function), Refused, Unreachable
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from p2pfaas import bundle, rpc, signing
+from p2pfaas import bundle, codec, rpc, signing
 from p2pfaas.client import jobs
 from p2pfaas.client.discovery import Discovery
 from p2pfaas.client.wallet import Wallet
@@ -35,6 +36,7 @@ from p2pfaas.errors import (
     InvokeTimeout,
     LocalError,
     MemoryExceeded,
+    P2PFaaSError,
     Refused,
     SignatureError,
     Unreachable,
@@ -53,6 +55,7 @@ from p2pfaas.messages import (
     NodeInfo,
     NodeList,
 )
+from p2pfaas.trust.wire import AdvertLieReport
 
 PAYMENT_REQUIRED = 402  # a node's answer when the voucher cannot pay (p2pfaas.node.vouchers)
 NETWORK_SLACK_S = 10.0  # how much longer than the function's timeout we wait for a node's answer
@@ -241,10 +244,27 @@ class AsyncClient:
                     continue
                 if self.wallet is not None:
                     self.wallet.spent(result.receipt)
-                return self._outcome(request, result, await self._executing_node(result, node))
+                outcome = self._outcome(request, result, await self._executing_node(result, node))
+                await self._check_advert(name, result)
+                return outcome
         raise Unreachable(
             f"no node could run invocation {request.invocation_id}: " + ("; ".join(failures) or "no nodes")
         )
+
+    async def _check_advert(self, name: str, result: InvokeResult) -> None:
+        """Did the node that ran it charge more than its DHT advert said? Then prove it to the anchor
+        (which counts the lie and claws the payment back); best effort, never fails the call."""
+        if self._discovery is None or result.receipt is None:
+            return
+        manifest = (await self.function(name)).header.manifest
+        record = self._discovery.overcharged(result.receipt, memory_mb=manifest.memory_mb)
+        if record is None:
+            return
+        report = AdvertLieReport(codec.encode(record), result.receipt)
+        with contextlib.suppress(P2PFaaSError):
+            await rpc.call(
+                self.session, "POST", f"{self.anchor_url}/v1/adverts/lies", Ack, report, timeout_s=5.0
+            )
 
     async def _entry_nodes(
         self, invocation_id: str, node_url: str | None, *, refresh: bool

@@ -6,7 +6,9 @@ coordinate moves with the RTTs of its lookups, and `find_nearby` ranks live adve
 from it (`p2pfaas.dht.adverts.rank`). Results are cached for `ttl_s`. A node that fails the client is
 demoted (`demote`), and one whose advert claimed a free slot but answers "busy" loses standing
 (`refused_busy`): adverts are hints, and one that overstates capacity costs its publisher later picks,
-not the lessee an invocation (the client goes on to the next node).
+not the lessee an invocation (the client goes on to the next node). One that charges more than its
+advertised prices allow is dropped, and its signed advert is the proof the client sends the anchor
+(`overcharged`; `AsyncClient` reports it).
 
 It does not invoke anything: `AsyncClient._entry_nodes` asks it first and falls back to the anchor's list.
 """
@@ -22,8 +24,10 @@ from types import TracebackType
 from p2pfaas.clock import wall_time
 from p2pfaas.dht import adverts, records
 from p2pfaas.dht.node import DhtConfig, DhtNode
+from p2pfaas.dht.wire import Record
 from p2pfaas.identity import KeyPair
-from p2pfaas.messages import NodeInfo
+from p2pfaas.messages import NodeInfo, Receipt
+from p2pfaas.trust.adverts import AdvertPrices, Usage, overcharged
 
 DEFAULT_RUNTIME = "python3.11"
 
@@ -111,6 +115,23 @@ class Discovery:
         with_id = bytes.fromhex(node_id)
         if any(a.node_id == with_id and a.capacity.free_slots > 0 for a in self._cached):
             self.reputation.failed(with_id, wall_time())
+
+    def overcharged(self, receipt: Receipt, *, memory_mb: int) -> Record | None:
+        """A node picked by its advert billed `receipt` (for a function of `memory_mb`): if that is
+        more than its advertised prices allow, the advert lied. The node is dropped from the picks
+        and the signed advert returned, so the caller can prove the lie to the anchor."""
+        for advert in self._cached:
+            if advert.public_key != receipt.signer or advert.record is None:
+                continue
+            prices = AdvertPrices(advert.capacity.price_per_cpu_s, advert.capacity.price_per_gb_s)
+            usage = Usage(receipt.cpu_ms, receipt.wall_ms, receipt.peak_memory_mb, memory_mb)
+            if not overcharged(prices, usage, receipt.price_micro):
+                return None
+            for _ in range(3):  # a proven lie, not a stale hint: out of the picks for a long while
+                self.reputation.failed(advert.node_id, wall_time())
+            self._cached = [a for a in self._cached if a.node_id != advert.node_id]
+            return advert.record
+        return None
 
     def demote(self, node_id: str) -> None:
         """A node found here failed us: rank it lower (out, for a while, after repeated failures)."""

@@ -30,6 +30,7 @@ class Advert:
     url: str
     capacity: Capacity
     predicted_rtt_s: float
+    record: Record | None = None  # the signed record it came from: proof of what the node claimed
 
 
 def url_of(record: Record) -> str:
@@ -85,7 +86,7 @@ def rank(
             continue
         where = Coordinate.from_tuple(capacity.coord)
         rtt = own.rtt_to(where) if where is not None else math.inf
-        advert = Advert(node_id, record.signer, url_of(record), capacity, rtt)
+        advert = Advert(node_id, record.signer, url_of(record), capacity, rtt, record)
         adverts.append((capacity.free_slots <= 0, rtt, advert))
     adverts.sort(key=lambda item: (item[0], item[1], item[2].node_id))
     return [advert for _, _, advert in adverts[:count]]

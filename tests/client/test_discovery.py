@@ -143,3 +143,39 @@ async def test_a_busy_answer_against_an_advert_of_free_slots_costs_the_publisher
     assert discovery.reputation.score(honest, now) == 1.0
     assert not discovery.reputation.trusted(overstated, now)  # ranked out for a while; it heals with time
     assert discovery.reputation.trusted(overstated, now + 600)
+
+
+async def test_a_node_that_charges_over_its_advert_is_dropped_and_proven_a_liar(tmp_path: Path) -> None:
+    """Issue #14, hole 12: adverts may claim anything (here: cheap prices) and were ranked on the claim.
+    The receipt shows what the node really charges; over its own advert, the client drops it and
+    sends the anchor the signed advert and receipt, which count as a proven lie."""
+    from p2pfaas import rpc
+    from p2pfaas.node.pricing import Prices
+    from p2pfaas.trust.wire import NodeReputation
+
+    run_dir = Path(tempfile.mkdtemp(prefix="p2pd-", dir="/tmp"))
+    try:
+        async with (
+            AnchorServer(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", port=0, dht_port=0) as anchor,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            assert anchor.dht is not None
+            seeds = (anchor.dht.address,)
+            liar = await stack.enter_async_context(_node(anchor.url, tmp_path, "liar", run_dir, seeds))
+            async with Discovery(seeds, rng=random.Random(1)) as probe:
+                await _wait_for_adverts(probe, 1)
+            liar.service.prices = Prices(
+                per_cpu_s_micro=10**6, per_gb_s_micro=10**6
+            )  # not what it advertises
+            async with AsyncClient(
+                anchor.url, KeyPair.generate(), rng=random.Random(2), dht_seeds=seeds
+            ) as client:
+                await client.deploy(write_function(tmp_path, "sleepy"))
+                outcome = await client.invoke("sleepy", {"s": 0.2})  # metered: 0.2 s of its memory
+                assert outcome.node_id == liar.node_id and outcome.price_micro > 0
+                assert client._discovery is not None and await client._discovery.entry_nodes() == []
+                url = f"{anchor.url}/v1/reputation/{liar.node_id}"
+                record = await rpc.call(client.session, "GET", url, NodeReputation, timeout_s=10)
+                assert record.lies == 1
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
