@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Annotated, ClassVar
 
 from p2pfaas.codec import KiB, MaxLen, Message, MiB, message
+from p2pfaas.money import check_amount
 
 MAX_PAYLOAD_BYTES = 6 * MiB  # like a commercial FaaS's synchronous payload cap
 MAX_ARCHIVE_BYTES = 8 * MiB
@@ -191,8 +192,7 @@ class Voucher(Message):
     signature: SignatureBytes
 
     def __post_init__(self) -> None:
-        if self.budget_micro <= 0:
-            raise ValueError(f"voucher budget must be positive, got {self.budget_micro}")
+        check_amount("voucher budget_micro", self.budget_micro)
 
 
 @message(28)
@@ -255,6 +255,7 @@ class Receipt(Message):
         _check_digest(self.digest)
         if min(self.cpu_ms, self.peak_memory_mb, self.wall_ms, self.price_micro) < 0:
             raise ValueError("receipt usage and price must not be negative")
+        check_amount("receipt price_micro", self.price_micro, allow_zero=True)
         if len(self.request_sha256) not in (0, 32):
             raise ValueError("a receipt's request hash is 32 bytes (or absent)")
 

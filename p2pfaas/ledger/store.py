@@ -28,14 +28,16 @@ from p2pfaas.db import Database
 from p2pfaas.db.retry import mysql_error_code
 from p2pfaas.db.schema import accounts, entries, payouts, transfers, vouchers
 from p2pfaas.db.upsert import insert_ignore
-from p2pfaas.errors import NotFound, Refused
+from p2pfaas.errors import LocalError, NotFound, Refused
 from p2pfaas.ledger.policy import AccountKind, PayoutState, next_payout_state
 from p2pfaas.messages import Voucher
+from p2pfaas.money import MAX_AMOUNT_MICRO
 
 __all__ = [
     "FEES_ACCOUNT",
     "GRANTS_ACCOUNT",
     "AccountRow",
+    "AmountOutOfRange",
     "InsufficientFunds",
     "LedgerStore",
     "PayoutRow",
@@ -53,6 +55,22 @@ class InsufficientFunds(Refused):
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason, status=402)
+
+
+class AmountOutOfRange(Refused, LocalError):
+    """An amount, or the balance a transfer would leave, is outside +-`money.MAX_AMOUNT_MICRO`.
+
+    The caller's input is at fault (a LocalError); on the wire it answers HTTP 422.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, status=422)
+
+
+def check_transfer_amount(what: str, amount_micro: int) -> None:
+    """Raise `AmountOutOfRange` unless `amount_micro` is an int within 1..MAX_AMOUNT_MICRO."""
+    if type(amount_micro) is not int or not 0 < amount_micro <= MAX_AMOUNT_MICRO:
+        raise AmountOutOfRange(f"{what}: amount must be within 1..{MAX_AMOUNT_MICRO}, got {amount_micro!r}")
 
 
 @dataclass(frozen=True)
@@ -129,19 +147,33 @@ async def move(connection: AsyncConnection, transfer_id: int, legs: Mapping[int,
 
     One conditional UPDATE changes every balance; InnoDB locks its rows in primary key order, which
     is the fixed account lock order. An account that may not go negative and would makes the
-    UPDATE match fewer rows, and this raises `InsufficientFunds` (the caller's transaction rolls back).
+    UPDATE match fewer rows, and this raises `InsufficientFunds`; a balance that would leave
+    +-MAX_AMOUNT_MICRO fails the accounts table's CHECK and this raises `AmountOutOfRange` (either
+    way the caller's transaction rolls back). With every balance and every leg within the bound, no
+    sum comes near BIGINT's limit (nor SQLite's, past which it silently computes in floats).
     """
     legs = {account: amount for account, amount in legs.items() if amount != 0}
     assert sum(legs.values()) == 0, legs
     if not legs:
         return
+    for account, amount in legs.items():
+        if type(amount) is not int or abs(amount) > MAX_AMOUNT_MICRO:
+            raise AmountOutOfRange(f"{what}: {amount!r} for account {account} is beyond +-{MAX_AMOUNT_MICRO}")
     new_balance = accounts.c.balance_micro + sa.case(legs, value=accounts.c.account_id, else_=0)
-    changed = await connection.execute(
-        accounts.update()
-        .where(accounts.c.account_id.in_(sorted(legs)))
-        .where(sa.or_(new_balance >= 0, accounts.c.kind == str(AccountKind.EXTERNAL)))
-        .values(balance_micro=new_balance)
-    )
+    try:
+        changed = await connection.execute(
+            accounts.update()
+            .where(accounts.c.account_id.in_(sorted(legs)))
+            .where(sa.or_(new_balance >= 0, accounts.c.kind == str(AccountKind.EXTERNAL)))
+            .values(balance_micro=new_balance)
+        )
+    except sa_exc.DBAPIError as error:  # IntegrityError on SQLite, OperationalError (4025) on MariaDB
+        # The balance bound is the schema's CHECK (revision 0004); the statement changed nothing.
+        if not is_check_violation(error):
+            raise
+        raise AmountOutOfRange(
+            f"{what}: would take a balance of account(s) {sorted(legs)} beyond +-{MAX_AMOUNT_MICRO}"
+        ) from None
     if changed.rowcount != len(legs):
         short = sorted(account for account, amount in legs.items() if amount < 0)
         raise InsufficientFunds(f"{what}: not enough credits in account(s) {short}")
@@ -149,6 +181,11 @@ async def move(connection: AsyncConnection, transfer_id: int, legs: Mapping[int,
         entries.insert(),
         [{"transfer_id": transfer_id, "account_id": a, "amount_micro": m} for a, m in sorted(legs.items())],
     )
+
+
+def is_check_violation(error: sa_exc.DBAPIError) -> bool:
+    """A CHECK constraint refused a row: MariaDB's 4025, MySQL's 3819, SQLite's "CHECK constraint failed"."""
+    return mysql_error_code(error.orig) in (3819, 4025) or "CHECK constraint failed" in str(error.orig)
 
 
 def is_duplicate_key(error: sa_exc.IntegrityError) -> bool:
@@ -226,8 +263,7 @@ class LedgerStore:
         Grants use source GRANTS_ACCOUNT; a payment provider its own "world:payments:<name>".
         Idempotent by `ref`: returns None when it was done before.
         """
-        if amount_micro <= 0:
-            raise Refused(f"{kind}: amount must be positive, got {amount_micro}")
+        check_transfer_amount(kind, amount_micro)
 
         async def work(connection: AsyncConnection) -> int | None:
             source_id = await ensure_account(
@@ -385,8 +421,7 @@ class LedgerStore:
         self, *, payout_id: str, account_id: int, amount_micro: int, destination: str, now: float
     ) -> bool:
         """Move earnings into the payout clearing account, pending. False if `payout_id` exists."""
-        if amount_micro <= 0:
-            raise Refused(f"payout amount must be positive, got {amount_micro}")
+        check_transfer_amount("payout", amount_micro)
 
         async def work(connection: AsyncConnection) -> bool:
             clearing = await ensure_account(
