@@ -38,6 +38,7 @@ __all__ = [
     "GRANTS_ACCOUNT",
     "AccountRow",
     "AmountOutOfRange",
+    "IdempotencyConflict",
     "InsufficientFunds",
     "LedgerStore",
     "PayoutRow",
@@ -65,6 +66,13 @@ class AmountOutOfRange(Refused, LocalError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason, status=422)
+
+
+class IdempotencyConflict(Refused, LocalError):
+    """An idempotency reference was reused for a different operation (HTTP 409)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, status=409)
 
 
 def check_transfer_amount(what: str, amount_micro: int) -> None:
@@ -183,6 +191,30 @@ async def move(connection: AsyncConnection, transfer_id: int, legs: Mapping[int,
     )
 
 
+def grant_ref(account_id: int, ref: str) -> str:
+    """The transfer reference of the operator's grant `ref` to `account_id`: refs are per account."""
+    return f"grant:{account_id}:{ref}"
+
+
+async def _same_as_before(
+    connection: AsyncConnection, *, ref: str, legs: Mapping[int, int], what: str
+) -> None:
+    """Raise `IdempotencyConflict` unless the transfer already made under `ref` moved exactly `legs`."""
+    query = (
+        sa.select(entries.c.account_id, entries.c.amount_micro)
+        .join_from(entries, transfers)
+        .where(transfers.c.ref == ref)
+    )
+    before: dict[int, int] = {}
+    for row in (await connection.execute(query)).all():
+        before[int(row.account_id)] = before.get(int(row.account_id), 0) + int(row.amount_micro)
+    if before != {account: amount for account, amount in legs.items() if amount}:
+        raise IdempotencyConflict(
+            f"{what}: reference {ref!r} was used before for a different transfer "
+            f"({sorted(before.items())}, not {sorted(legs.items())}); use a new reference"
+        )
+
+
 def is_check_violation(error: sa_exc.DBAPIError) -> bool:
     """A CHECK constraint refused a row: MariaDB's 4025, MySQL's 3819, SQLite's "CHECK constraint failed"."""
     return mysql_error_code(error.orig) in (3819, 4025) or "CHECK constraint failed" in str(error.orig)
@@ -261,7 +293,9 @@ class LedgerStore:
         """Move `amount_micro` from the external account `source` (created if absent) to `target`.
 
         Grants use source GRANTS_ACCOUNT; a payment provider its own "world:payments:<name>".
-        Idempotent by `ref`: returns None when it was done before.
+        Idempotent by `ref`: returns None when the same transfer (same source, target and amount)
+        was done before; raises `IdempotencyConflict` when `ref` was used for a different one, so a
+        reused reference is never mistaken for a repeat that silently pays nothing.
         """
         check_transfer_amount(kind, amount_micro)
 
@@ -270,17 +304,24 @@ class LedgerStore:
                 connection, source, AccountKind.EXTERNAL, owner_user_id=None, now=now
             )
             legs = {source_id: -amount_micro, target: amount_micro}
-            return await post_transfer(connection, kind=kind, ref=ref, memo=memo, legs=legs, now=now)
+            done = await post_transfer(connection, kind=kind, ref=ref, memo=memo, legs=legs, now=now)
+            if done is None:
+                await _same_as_before(connection, ref=ref, legs=legs, what=kind)
+            return done
 
         return await self.db.run(work, what=kind)
 
     async def grant(
         self, *, ref: str, account_id: int, amount_micro: int, now: float, memo: str = ""
     ) -> int | None:
-        """An operator gives credits out of nothing (the grants account goes negative)."""
+        """An operator gives credits out of nothing (the grants account goes negative).
+
+        `ref` is the operator's idempotency key for a grant to this account: the same `ref` to
+        another account is another grant (revision 0005 moved older refs to this form).
+        """
         return await self.transfer(
             kind="grant",
-            ref=f"grant:{ref}",
+            ref=grant_ref(account_id, ref),
             memo=memo,
             source=GRANTS_ACCOUNT,
             target=account_id,

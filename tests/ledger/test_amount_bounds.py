@@ -269,7 +269,7 @@ async def test_revision_0004_adds_the_bounds_to_a_ledger_with_rows(db: Database)
     await db.run(overdraw, what="write past the bound")  # 0003 had no bound
     await db.run(restore, what="put it back")
     async with open_database(str(db.engine.url.render_as_string(hide_password=False))) as again:
-        assert await again.schema_revision() == "0004"
+        assert await again.schema_revision() == "0005"
         assert (await LedgerStore(again).account(lessee)).balance_micro == 10
         with pytest.raises(StorageError):
             await again.run(overdraw, what="write past the bound")
