@@ -18,6 +18,7 @@ import p2pfaas
 from p2pfaas import codec, messages
 from p2pfaas.codec import MaxLen, Message
 from p2pfaas.errors import DecodeError
+from p2pfaas.money import MAX_AMOUNT_MICRO
 
 # Wire messages live in `p2pfaas/messages.py` and in each subsystem's `wire.py` (p2pfaas/dht/wire.py,
 # p2pfaas/ledger/wire.py, ...): import them all so that every registered message is tested.
@@ -56,7 +57,9 @@ def _strategy_for(hint: Any, field_name: str, cap: int | None = None) -> st.Sear
         return st.text(min_size=1, max_size=min(cap or 64, 64))
     if field_name == "timeout_s":
         return st.floats(min_value=0.001, max_value=3600)
-    if field_name.endswith(("_micro", "_ms", "_mb")):  # amounts and usage are positive
+    if field_name.endswith("_micro"):  # amounts are positive and bounded (p2pfaas/money.py)
+        return st.integers(min_value=1, max_value=MAX_AMOUNT_MICRO)
+    if field_name.endswith(("_ms", "_mb")):  # usage is positive
         return st.integers(min_value=1, max_value=2**53)
     if field_name in ("warm", "queued", "capacity", "free_slots", "queue_length", "seq"):  # placement
         return st.integers(min_value=0, max_value=2**31)
