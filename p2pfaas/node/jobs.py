@@ -9,7 +9,10 @@ dropped first; failed ones keep their node-signed result (or the error that stop
 be inspected. With a callback URL the signed `InvokeResult` is POSTed there, retried a few times with
 backoff; the callback is best effort, polling stays authoritative.
 
-The invocation id is 128 random bits chosen by the lessee: knowing it is what lets one poll.
+Only the lessee who submitted a job may read it: `poll` takes a `JobPoll` signed by the key that
+signed the job's request, naming this node and fresh within `POLL_SKEW_S`. Knowing the invocation id
+(every node that forwarded or replicated the call does) is not enough; an unknown id and someone
+else's job get the same 404, so a poll tells a stranger nothing.
 """
 
 from __future__ import annotations
@@ -22,14 +25,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from p2pfaas import signing
-from p2pfaas.errors import Busy, NotFound, P2PFaaSError
+from p2pfaas.clock import wall_time
+from p2pfaas.errors import Busy, NotFound, P2PFaaSError, Refused
 from p2pfaas.messages import InvokeRequest, InvokeResult
-from p2pfaas.placement.wire import JobStatus, JobSubmit
+from p2pfaas.placement.wire import JobPoll, JobStatus, JobSubmit
 
 log = logging.getLogger(__name__)
 
 Runner = Callable[[InvokeRequest], Awaitable[InvokeResult]]
 Callback = Callable[[str, InvokeResult], Awaitable[None]]  # url, result; raises P2PFaaSError on failure
+
+POLL_SKEW_S = 300.0  # a JobPoll's issued_at may be this far from the node's wall clock
 
 
 class JobState(enum.Enum):
@@ -82,6 +88,8 @@ class Jobs:
     max_pending: int = 10_000
     callback_tries: int = 4
     callback_backoff_s: float = 0.5
+    node_id: str = ""  # this node's id: the one a JobPoll must name ("" takes any, for tests)
+    clock: Callable[[], float] = wall_time  # against which a JobPoll's issued_at is checked
     _jobs: OrderedDict[str, _Job] = field(default_factory=OrderedDict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -100,7 +108,30 @@ class Jobs:
         task.add_done_callback(self._tasks.discard)
         return job.status()
 
+    def poll(self, msg: JobPoll) -> JobStatus:
+        """The job's state for the lessee that submitted it; raise NotFound for anyone else.
+
+        A bad signature is a SignatureError (403) and a stale poll or one meant for another node a
+        403, both before the job table is read; an unknown id and another lessee's job are the same
+        NotFound, so the answer tells a stranger nothing about which ids exist.
+        """
+        signing.verify(msg)
+        if self.node_id and msg.node_id != self.node_id:
+            raise Refused("this job poll was signed for another node", status=403)
+        if abs(self.clock() - msg.issued_at) > POLL_SKEW_S:
+            raise Refused(
+                f"this job poll is stale or from the future (over {POLL_SKEW_S:.0f} s off)", status=403
+            )
+        self._expire()
+        job = self._jobs.get(msg.invocation_id)
+        if job is None or job.request.signer != msg.signer:
+            raise NotFound(
+                f"no job {msg.invocation_id[:80]} of yours here (unknown, or its result has expired)"
+            )
+        return job.status()
+
     def status(self, invocation_id: str) -> JobStatus:
+        """The job's state, for the node itself (no caller check: not for an HTTP route)."""
         self._expire()
         job = self._jobs.get(invocation_id)
         if job is None:

@@ -17,7 +17,8 @@ Routes (MessagePack bodies):
     POST /v1/gossip        GossipExchange -> GossipExchange
     POST /v1/drain         DrainRequest (signed with this node's key) -> Ack
     POST /v1/jobs          JobSubmit -> JobStatus
-    GET  /v1/jobs/{id}     -> JobStatus, or 404
+    POST /v1/jobs/{id}     JobPoll -> JobStatus, or 404 (signed by the job's lessee; else 403/404)
+    GET  /v1/jobs/{id}     -> 403 always (an unsigned poll; see node/jobs.py)
 """
 
 from __future__ import annotations
@@ -49,7 +50,14 @@ from p2pfaas.node.service import NodeService
 from p2pfaas.placement.policy import Policy, make_policy
 from p2pfaas.placement.scaling import PrewarmPlanner, Release
 from p2pfaas.placement.view import LoadView
-from p2pfaas.placement.wire import DrainRequest, ForwardRequest, GossipExchange, JobSubmit, LoadReport
+from p2pfaas.placement.wire import (
+    DrainRequest,
+    ForwardRequest,
+    GossipExchange,
+    JobPoll,
+    JobSubmit,
+    LoadReport,
+)
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +128,7 @@ class NodePlacement:
         )
         self.router.on_room = self._on_room
         self.gossiper.on_sender = self._on_report
-        self.jobs = Jobs(run=self.router.invoke, callback=self._call_back)
+        self.jobs = Jobs(run=self.router.invoke, callback=self._call_back, node_id=keys.key_id)
         self.room_pushes = 0  # reports sent at once because a slot freed here (work pulling)
         self._room_push: asyncio.Task[GossipExchange | None] | None = None
         self.planner = PrewarmPlanner()
@@ -311,7 +319,8 @@ class NodePlacement:
             web.post("/v1/gossip", self._http_gossip),
             web.post("/v1/drain", self._http_drain),
             web.post("/v1/jobs", self._http_submit),
-            web.get("/v1/jobs/{invocation_id}", self._http_job),
+            web.post("/v1/jobs/{invocation_id}", self._http_poll),
+            web.get("/v1/jobs/{invocation_id}", self._http_unsigned_poll),
         ]
 
     async def _http_forward(self, request: web.Request) -> web.Response:
@@ -339,5 +348,12 @@ class NodePlacement:
             raise rpc.Busy("node is draining: submit elsewhere")
         return rpc.reply(self.jobs.submit(msg), status=202)
 
-    async def _http_job(self, request: web.Request) -> web.Response:
-        return rpc.reply(self.jobs.status(request.match_info["invocation_id"]))
+    async def _http_poll(self, request: web.Request) -> web.Response:
+        msg = await rpc.read_message(request, JobPoll)
+        if msg.invocation_id != request.match_info["invocation_id"]:
+            raise rpc.Forbidden("the job poll names another invocation than the URL")
+        return rpc.reply(self.jobs.poll(msg))
+
+    async def _http_unsigned_poll(self, request: web.Request) -> web.Response:
+        # Whatever the id, and before looking it up: a job's state is its lessee's alone.
+        raise rpc.Forbidden("a job's state is for its lessee: POST a JobPoll signed by the job's key")
