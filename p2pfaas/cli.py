@@ -214,6 +214,7 @@ def cmd_node_run(args: argparse.Namespace) -> int:
             slots=args.slots,
             queue_size=args.queue_size,
             workers=args.workers,
+            callback_allow=tuple(args.callback_allow) or None,
         ),
     )
     _run(run_node(config), daemon=True)
@@ -333,6 +334,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="processes serving invocations on the port, each with its share of the slots and memory "
         "(default 1; up to one per core for warm throughput)",
+    )
+    run.add_argument(
+        "--callback-allow",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="let job callbacks reach this range too, e.g. 127.0.0.0/8 (repeatable; default: only "
+        "public addresses: never this machine, its LAN or link-local/metadata addresses)",
     )
     run.add_argument("--config", help="TOML file with cpus, memory, slots, queue_size, prices")
     run.add_argument("--image", default="", help="runtime image tag (default: the built-in one)")

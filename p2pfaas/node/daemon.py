@@ -83,6 +83,7 @@ class NodeConfig:
     gossip_fanout: int = 2
     drain_deadline_s: float = 60.0
     workers: int = 1  # processes serving invocations on the port (node/workers.py); at most one per core
+    callback_allow: tuple[str, ...] = ()  # CIDRs job callbacks may reach beyond public addresses
 
 
 def docker_problem() -> str:
@@ -209,6 +210,7 @@ class NodeDaemon(StackService):
             config=PlacementConfig(
                 policy=self.config.placement, gossip_period_s=self.config.gossip_period_s,
                 gossip_fanout=self.config.gossip_fanout, drain_deadline_s=self.config.drain_deadline_s,
+                callback_allow=self.config.callback_allow,
             ),
         )  # fmt: skip
         view, loop = self.placement.router.view, asyncio.get_running_loop()

@@ -42,6 +42,7 @@ from p2pfaas.clock import wall_time
 from p2pfaas.errors import ConfigError, P2PFaaSError
 from p2pfaas.identity import KeyPair, PublicKey
 from p2pfaas.messages import Ack, InvokeResult, NodeList
+from p2pfaas.node.callbacks import CallbackPolicy, CallbackSender
 from p2pfaas.node.drain import write_url
 from p2pfaas.node.gossip import Gossiper, LocalLoad
 from p2pfaas.node.jobs import Jobs
@@ -75,9 +76,13 @@ class PlacementConfig:
     drain_deadline_s: float = 60.0
     neighbour_refresh_s: float = 15.0
     static_peers: tuple[str, ...] = ()  # peer base URLs, always gossiped with
+    # Address ranges job callbacks may go to beyond public addresses (node/callbacks.py), e.g.
+    # ("127.0.0.0/8",) for a hook on this host: loopback, LAN and link-local are refused otherwise.
+    callback_allow: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         make_policy(self.policy)  # raises ValueError naming the choices
+        CallbackPolicy.from_cidrs(self.callback_allow)  # raises ConfigError naming a bad range
         if self.gossip_period_s <= 0 or self.gossip_fanout < 1 or self.hop_limit < 1:
             raise ConfigError("gossip period must be positive, fan-out and hop limit at least 1")
 
@@ -128,7 +133,8 @@ class NodePlacement:
         )
         self.router.on_room = self._on_room
         self.gossiper.on_sender = self._on_report
-        self.jobs = Jobs(run=self.router.invoke, callback=self._call_back, node_id=keys.key_id)
+        self.callbacks = CallbackSender(CallbackPolicy.from_cidrs(self.config.callback_allow))
+        self.jobs = Jobs(run=self.router.invoke, callback=self.callbacks.send, node_id=keys.key_id)
         self.room_pushes = 0  # reports sent at once because a slot freed here (work pulling)
         self._room_push: asyncio.Task[GossipExchange | None] | None = None
         self.planner = PrewarmPlanner()
@@ -163,7 +169,10 @@ class NodePlacement:
         if self._drain_task is not None and not self._drain_task.done():
             self._drain_task.cancel()
         assert self._tasks is not None
-        await self._tasks.__aexit__(exc_type, exc, tb)
+        try:
+            await self._tasks.__aexit__(exc_type, exc, tb)
+        finally:
+            await self.callbacks.aclose()
 
     # --- load and neighbours ---------------------------------------------------------------------
 
@@ -276,9 +285,6 @@ class NodePlacement:
         return await rpc.call(
             self.session, "POST", f"{url}/v1/forward", InvokeResult, forward, timeout_s=timeout
         )
-
-    async def _call_back(self, url: str, result: InvokeResult) -> None:
-        await rpc.call(self.session, "POST", url, Ack, result, timeout_s=10.0)
 
     # --- draining --------------------------------------------------------------------------------
 

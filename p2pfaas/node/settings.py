@@ -11,6 +11,7 @@ A config file holds what a volunteer lends and charges; command-line options ove
     price_per_gb_s_micro = 2
     bundle_cache_mb = 1024
     workers = 2            # processes serving invocations on one port (at most one per core)
+    callback_allow = ["127.0.0.0/8"]   # job callbacks may reach these too (default: public only)
 
 Unknown keys and wrong types are refused with a `ConfigError` naming them: a typo must not silently
 lend more than the volunteer meant.
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from p2pfaas.errors import ConfigError
 from p2pfaas.node.admission import Admission, Limits
+from p2pfaas.node.callbacks import CallbackPolicy
 from p2pfaas.node.pricing import Prices
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ _KEYS: dict[str, tuple[type, ...]] = {
     "price_per_gb_s_micro": (int,),
     "bundle_cache_mb": (int,),
     "workers": (int,),
+    "callback_allow": (list,),
 }
 MAX_WORKERS = 64
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?", re.IGNORECASE)
@@ -81,6 +84,11 @@ def load_config_file(path: Path) -> dict[str, Any]:
             fields["memory_mb"] = memory_mb(cast(str | int, value))
         elif key == "cpus":
             fields[key] = float(cast(float, value))
+        elif key == "callback_allow":
+            items = cast(list[object], value)
+            if not all(isinstance(item, str) for item in items):
+                raise ConfigError(f"{path}: callback_allow must be a list of CIDR strings, got {value!r}")
+            fields[key] = tuple(cast(list[str], items))
         else:
             fields[key] = value
     return fields
@@ -100,6 +108,7 @@ def check(config: NodeConfig) -> None:
         raise ConfigError(f"cpus must be in (0, 1024], got {config.cpus}")
     Limits(slots=config.slots, memory_mb=config.memory_mb, queue_size=config.queue_size)
     Prices(config.price_per_cpu_s_micro, config.price_per_gb_s_micro)
+    CallbackPolicy.from_cidrs(config.callback_allow)  # a ConfigError names a bad range
     if config.bundle_cache_mb < 0:
         raise ConfigError(f"bundle cache size must not be negative, got {config.bundle_cache_mb}")
     if not 1 <= config.workers <= min(config.slots, MAX_WORKERS):

@@ -12,7 +12,7 @@ job's request may read its state, by a fresh `JobPoll` signed with that key.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from p2pfaas.codec import KiB, MaxLen, Message, message
 from p2pfaas.messages import InvokeRequest, InvokeResult, PublicKeyBytes, SignatureBytes
@@ -131,6 +131,12 @@ class JobStatus(Message):
     job_state: Annotated[str, MaxLen(16)]
     result: InvokeResult | None
     error: Annotated[str, MaxLen(4 * KiB)]
+    # What became of the callback: "" (none asked), "pending", "delivered", "refused: why" (not
+    # allowed, never retried) or "failed: why" (after the node's bounded tries). Added later: left
+    # off the wire when empty.
+    callback: Annotated[str, MaxLen(1 * KiB)] = ""
+
+    OPTIONAL_TAIL: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
         if self.job_state not in JOB_STATES:

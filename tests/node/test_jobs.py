@@ -34,6 +34,16 @@ async def poll_as(
     return await rpc.call(client.session, "POST", url, JobStatus, signing.sign(poll, keys), timeout_s=5)
 
 
+async def finished_callback(client: AsyncClient, node: NodeInfo, invocation_id: str) -> JobStatus:
+    """The job's status once its callback is no longer pending (virtual time: no wall-clock wait)."""
+    for _ in range(300):
+        status = await poll_as(client, node, invocation_id, client.keys)
+        if status.callback != "pending":
+            return status
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the callback of {invocation_id} stayed pending")
+
+
 def test_submit_poll_and_wait_return_the_result_and_a_resubmission_is_the_same_job(tmp_path: Path) -> None:
     async def main(net: sim.InMemoryNetwork) -> None:
         async with placement_net(net, tmp_path, seed=21, nodes=3, mean_run_s=0.5) as pn:
@@ -73,7 +83,8 @@ def test_a_failed_job_stays_inspectable_and_raises_the_typed_error(tmp_path: Pat
 
 def test_the_callback_url_receives_the_signed_result(tmp_path: Path) -> None:
     async def main(net: sim.InMemoryNetwork) -> None:
-        async with placement_net(net, tmp_path, seed=23, nodes=2) as pn:
+        # The hook is on a private address: the nodes' operator allows that range.
+        async with placement_net(net, tmp_path, seed=23, nodes=2, callback_allow=("10.0.3.0/24",)) as pn:
             got: asyncio.Queue[InvokeResult] = asyncio.Queue()
 
             async def callback(request: web.Request) -> web.Response:
@@ -93,6 +104,8 @@ def test_the_callback_url_receives_the_signed_result(tmp_path: Path) -> None:
                 assert result.invocation_id == job.invocation_id and result.ok
                 signing.verify(result)
                 assert result.signer in {n.keys.public.raw for n in pn.nodes}
+                status = await finished_callback(pn.client, job.node, job.invocation_id)
+                assert status.callback == "delivered"
             finally:
                 await runner.cleanup()
 
@@ -224,3 +237,66 @@ async def test_jobs_poll_checks_signer_node_and_freshness() -> None:
     for not_found in (ask(stranger), ask(keys, job="id9")):
         with pytest.raises(NotFound):
             jobs.poll(not_found)
+
+
+# --- hole 8: callbacks go only where the node's operator lets them -------------------------------
+
+
+def test_a_callback_to_a_private_address_is_refused_by_default_and_nothing_reaches_it(tmp_path: Path) -> None:
+    async def main(net: sim.InMemoryNetwork) -> None:
+        async with placement_net(net, tmp_path, seed=27, nodes=2) as pn:  # no callback_allow
+            hits: list[str] = []
+
+            async def callback(request: web.Request) -> web.Response:
+                hits.append(request.path)
+                return rpc.reply(Ack())
+
+            app = web.Application()
+            app.add_routes([web.post("/done", callback)])
+            runner = web.AppRunner(app)
+            await runner.setup()
+            hook_ip = net.add_host("10.0.3.1")  # the volunteer's LAN, as far as the node can tell
+            with net.on_host(hook_ip):
+                await web.TCPSite(runner, hook_ip, 9000).start()
+            try:
+                job = await pn.client.submit("echo", "cb", callback_url=f"http://{hook_ip}:9000/done")
+                assert (await pn.client.wait(job, poll_s=0.2)).value == {"echo": "cb"}  # polling still works
+                status = await finished_callback(pn.client, job.node, job.invocation_id)
+                assert status.callback.startswith("refused: 10.0.3.1 is a private address"), status.callback
+                assert hits == []
+            finally:
+                await runner.cleanup()
+
+    sim.run(main, seed=27)
+
+
+async def test_a_refused_callback_is_not_retried_and_a_failing_one_is_retried_a_bounded_number_of_times() -> (
+    None
+):
+    from p2pfaas.node.callbacks import CallbackFailed, CallbackRefused
+
+    keys, node = KeyPair.generate(), KeyPair.generate()
+    calls: list[str] = []
+
+    async def run(request: InvokeRequest) -> InvokeResult:
+        return signing.sign(
+            InvokeResult(
+                request.invocation_id, request.digest, True, b"1", "", "", "", 0.1, False, None, b"", b""
+            ),
+            node,
+        )
+
+    async def callback(url: str, result: InvokeResult) -> None:
+        calls.append(url)
+        if "refused" in url:
+            raise CallbackRefused("127.0.0.1 is a loopback address")
+        raise CallbackFailed("HTTP 500")
+
+    jobs = Jobs(run=run, callback=callback, callback_tries=3, callback_backoff_s=0.0)
+    jobs.submit(JobSubmit(_request(keys, 0), "http://refused.example/"))
+    jobs.submit(JobSubmit(_request(keys, 1), "http://failing.example/"))
+    await jobs.aclose()
+    assert calls.count("http://refused.example/") == 1
+    assert calls.count("http://failing.example/") == 3
+    assert jobs.status("id0").callback == "refused: 127.0.0.1 is a loopback address"
+    assert jobs.status("id1").callback.startswith("failed: HTTP 500 (try 3 of 3)")
