@@ -330,12 +330,17 @@ class LedgerStore:
         )
 
     async def correct(self, *, ref: str, memo: str, legs: Mapping[int, int], now: float) -> int | None:
-        """An operator's correcting transfer: mistakes are fixed by new entries, never by edits."""
+        """An operator's correcting transfer: mistakes are fixed by new entries, never by edits.
+
+        Idempotent by `ref` for the same legs; `IdempotencyConflict` if `ref` moved other ones.
+        """
 
         async def work(connection: AsyncConnection) -> int | None:
-            return await post_transfer(
-                connection, kind="correction", ref=f"correct:{ref}", memo=memo, legs=legs, now=now
-            )
+            ref_ = f"correct:{ref}"
+            done = await post_transfer(connection, kind="correction", ref=ref_, memo=memo, legs=legs, now=now)
+            if done is None:
+                await _same_as_before(connection, ref=ref_, legs=legs, what="correction")
+            return done
 
         return await self.db.run(work, what="correction")
 
@@ -461,7 +466,8 @@ class LedgerStore:
     async def request_payout(
         self, *, payout_id: str, account_id: int, amount_micro: int, destination: str, now: float
     ) -> bool:
-        """Move earnings into the payout clearing account, pending. False if `payout_id` exists."""
+        """Move earnings into the payout clearing account, pending. False if `payout_id` exists for
+        this account and amount; `IdempotencyConflict` if it exists for another."""
         check_transfer_amount("payout", amount_micro)
 
         async def work(connection: AsyncConnection) -> bool:
@@ -474,6 +480,7 @@ class LedgerStore:
                 await post_transfer(connection, kind="payout", ref=ref, memo=destination, legs=legs, now=now)
                 is None
             ):
+                await _same_as_before(connection, ref=ref, legs=legs, what="payout")
                 return False
             await connection.execute(
                 payouts.insert().values(

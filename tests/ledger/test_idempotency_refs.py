@@ -20,7 +20,7 @@ from p2pfaas.errors import Refused
 from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.policy import AccountKind
 from p2pfaas.ledger.store import IdempotencyConflict, LedgerStore
-from p2pfaas.ledger.wire import Balances, GrantRequest, TopUpRequest, TransferDone
+from p2pfaas.ledger.wire import Balances, GrantRequest, PayoutInfo, PayoutRequest, TopUpRequest, TransferDone
 from tests.ledger import test_ledger_api
 from tests.ledger.conftest import T0
 from tests.ledger.test_ledger_api import Anchor
@@ -105,3 +105,30 @@ async def test_revision_0005_keeps_earlier_grants_repeatable(db: Database) -> No
         assert await LedgerStore(again).grant(ref="old", account_id=account, amount_micro=7, now=T0) is None
         assert (await LedgerStore(again).account(account)).balance_micro == 7
         assert await audit(again) == []
+
+
+async def test_a_reused_payout_id_or_correction_ref_for_something_else_is_a_conflict(
+    anchor: Anchor, db: Database
+) -> None:
+    a = anchor
+    await grant(a, "bob", 1_000, "g")
+    first = await a.call(
+        "POST", "/v1/payouts", PayoutInfo, PayoutRequest("p1", 0, 300, "bank"), as_user="bob"
+    )
+    again = await a.call(
+        "POST", "/v1/payouts", PayoutInfo, PayoutRequest("p1", 0, 300, "bank"), as_user="bob"
+    )
+    assert first == again
+    with pytest.raises(Refused) as refused:
+        await a.call("POST", "/v1/payouts", PayoutInfo, PayoutRequest("p1", 0, 700, "bank"), as_user="bob")
+    assert refused.value.status == 409
+    assert await balance_of(a, "bob") == 700
+    store = LedgerStore(db)
+    bob = (await a.call("GET", "/v1/ledger/balance", Balances, as_user="bob")).accounts[0].account_id
+    other = await store.open_account("user:other", AccountKind.LESSEE, now=T0)
+    assert await store.correct(ref="c1", memo="", legs={bob: -100, other: 100}, now=T0) is not None
+    assert await store.correct(ref="c1", memo="", legs={bob: -100, other: 100}, now=T0) is None
+    with pytest.raises(IdempotencyConflict):
+        await store.correct(ref="c1", memo="", legs={bob: -200, other: 200}, now=T0)
+    assert await balance_of(a, "bob") == 600
+    assert await audit(db) == []
