@@ -216,6 +216,7 @@ def cmd_node_run(args: argparse.Namespace) -> int:
             workers=args.workers,
             unpaid_owners=args.unpaid_owners,
             unpaid_keys=unpaid_keys(args.unpaid_key, where="--unpaid-key") if args.unpaid_key else None,
+            callback_allow=tuple(args.callback_allow) or None,
         ),
     )
     _run(run_node(config), daemon=True)
@@ -349,6 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="let a function's owner run it here without paying (a devnet among friends)",
+    )
+    run.add_argument(
+        "--callback-allow",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="let job callbacks reach this range too, e.g. 127.0.0.0/8 (repeatable; default: only "
+        "public addresses: never this machine, its LAN or link-local/metadata addresses)",
     )
     run.add_argument("--config", help="TOML file with cpus, memory, slots, queue_size, prices")
     run.add_argument("--image", default="", help="runtime image tag (default: the built-in one)")

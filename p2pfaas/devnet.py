@@ -134,9 +134,8 @@ def up(directory: Path, *, nodes: int, port: int, detach: bool, executor: str = 
     procs: list[subprocess.Popen[bytes]] = []
     try:
         # The anchor's bootstrap DHT node listens on the same number in UDP; nodes join through it.
-        anchor = _spawn(
-            ["anchor", "serve", "--port", str(port), "--dht-port", str(port), "--db", db], anchor_log
-        )
+        serve = ["anchor", "serve", "--port", str(port), "--dht-port", str(port), "--db", db]
+        anchor = _spawn([*serve, "--public-url", anchor_url], anchor_log)  # what key claims must name
         procs.append(anchor)
         _wait_http(f"{anchor_url}/v1/health", timeout_s=START_TIMEOUT_S, proc=anchor, log=anchor_log)
         node_urls = []

@@ -18,14 +18,12 @@ from dataclasses import dataclass
 from typing import Annotated, ClassVar
 
 from p2pfaas.codec import KiB, MaxLen, Message, MiB, message
+from p2pfaas.money import check_amount
 
 MAX_PAYLOAD_BYTES = 6 * MiB  # like a commercial FaaS's synchronous payload cap
 MAX_ARCHIVE_BYTES = 8 * MiB
 MAX_TRACEBACK_CHARS = 64 * KiB
 MAX_DELEGATIONS = 4  # forwards one invocation may take (the router's hop limit is lower)
-# The largest amount of micro-credits any message or ledger row may hold: 10^15 (a billion
-# credits), far inside a signed 64-bit integer, so sums of many amounts cannot overflow either.
-MAX_AMOUNT_MICRO = 10**15
 
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 _HEX_NODE_ID = re.compile(r"[0-9a-f]{40}")
@@ -195,8 +193,7 @@ class Voucher(Message):
     signature: SignatureBytes
 
     def __post_init__(self) -> None:
-        if self.budget_micro <= 0:
-            raise ValueError(f"voucher budget must be positive, got {self.budget_micro}")
+        check_amount("voucher budget_micro", self.budget_micro)
 
 
 @message(28)
@@ -228,8 +225,7 @@ class SpendTicket(Message):
         if len(self.request_sha256) != 32:
             raise ValueError("a spend ticket's request hash is 32 bytes")
         _check_node_id(self.payee)
-        if not 0 <= self.max_price_micro <= MAX_AMOUNT_MICRO:
-            raise ValueError(f"a spend ticket's price cap must be in 0..{MAX_AMOUNT_MICRO}")
+        check_amount("a spend ticket's price cap", self.max_price_micro, allow_zero=True)
 
 
 @message(29)
@@ -289,8 +285,7 @@ class Receipt(Message):
         _check_digest(self.digest)
         if min(self.cpu_ms, self.peak_memory_mb, self.wall_ms, self.price_micro) < 0:
             raise ValueError("receipt usage and price must not be negative")
-        if self.price_micro > MAX_AMOUNT_MICRO:
-            raise ValueError(f"a receipt's price must be at most {MAX_AMOUNT_MICRO}")
+        check_amount("receipt price_micro", self.price_micro, allow_zero=True)
         if len(self.request_sha256) not in (0, 32):
             raise ValueError("a receipt's request hash is 32 bytes (or absent)")
 

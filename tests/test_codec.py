@@ -18,6 +18,7 @@ import p2pfaas
 from p2pfaas import codec, messages
 from p2pfaas.codec import MaxLen, Message
 from p2pfaas.errors import DecodeError
+from p2pfaas.money import MAX_AMOUNT_MICRO
 
 # Wire messages live in `p2pfaas/messages.py` and in each subsystem's `wire.py` (p2pfaas/dht/wire.py,
 # p2pfaas/ledger/wire.py, ...): import them all so that every registered message is tested.
@@ -56,8 +57,8 @@ def _strategy_for(hint: Any, field_name: str, cap: int | None = None) -> st.Sear
         return st.text(min_size=1, max_size=min(cap or 64, 64))
     if field_name == "timeout_s":
         return st.floats(min_value=0.001, max_value=3600)
-    if field_name.endswith("_micro"):  # amounts are positive and bounded (messages.MAX_AMOUNT_MICRO)
-        return st.integers(min_value=1, max_value=10**15)
+    if field_name.endswith("_micro"):  # amounts are positive and bounded (p2pfaas/money.py)
+        return st.integers(min_value=1, max_value=MAX_AMOUNT_MICRO)
     if field_name.endswith(("_ms", "_mb")):  # usage is positive
         return st.integers(min_value=1, max_value=2**53)
     if field_name in ("warm", "queued", "capacity", "free_slots", "queue_length", "seq"):  # placement
@@ -262,7 +263,7 @@ def test_a_spend_ticket_names_its_invocation_voucher_and_a_whole_hash() -> None:
         ("i", "v", b"h" * 31, payee, cap),
         ("i", "v", b"h" * 32, "not a node id", cap),  # it names the node it pays
         ("i", "v", b"h" * 32, payee, -1),  # and a cap on the price, within the bounds of any amount
-        ("i", "v", b"h" * 32, payee, messages.MAX_AMOUNT_MICRO + 1),
+        ("i", "v", b"h" * 32, payee, MAX_AMOUNT_MICRO + 1),
     ):
         wire = [messages.SpendTicket.TAG, 1, *fields, b"k" * 32, b"s" * 64]
         with pytest.raises(DecodeError, match="invalid SpendTicket"):

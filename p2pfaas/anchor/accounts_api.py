@@ -52,7 +52,7 @@ from p2pfaas.anchor.wire import (
     TokenRequest,
 )
 from p2pfaas.clock import wall_time
-from p2pfaas.errors import Refused
+from p2pfaas.errors import ConfigError, Refused
 from p2pfaas.messages import Ack
 from p2pfaas.rpc import Forbidden, Unauthorized, read_message, reply
 
@@ -62,6 +62,7 @@ CLAIM_SKEW_S = 300.0  # a key claim must be this fresh (the claimant's clock aga
 SIGNUPS_PER_HOUR = 20  # per client address; then each further one waits twice as long
 MAX_SESSION_TTL_S = 30 * 24 * 3600.0
 SIGNUP_ROLES = (Role.LESSEE, Role.VOLUNTEER)
+ACCOUNTS_API: web.AppKey[AccountsApi] = web.AppKey("accounts_api")
 _TOKEN_ID = re.compile(r"[0-9a-f]{16}")
 # Which roles may bind which kind of key: lessees sign functions, volunteers run nodes.
 _KEY_ROLES = {KeyKind.LESSEE: (Role.LESSEE, Role.OPERATOR), KeyKind.NODE: (Role.VOLUNTEER, Role.OPERATOR)}
@@ -75,6 +76,11 @@ class AccountsApi:
     hasher: PasswordHasher = field(default_factory=PasswordHasher)
     allow_signup: bool = True
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    # The anchor's own public URL, from its configuration (`anchor serve --public-url`, else the
+    # http://HOST:PORT it binds): the audience a key claim must name. Never the request's `Host:`
+    # header, which the claimant writes. "" (an app not served by `AnchorServer` and not told by
+    # `set_public_url`): every claim is refused.
+    public_url: str = ""
     signups: Throttle = field(default_factory=lambda: Throttle(threshold=SIGNUPS_PER_HOUR, window_s=3600.0))
 
     async def signup(self, request: web.Request) -> web.Response:
@@ -142,8 +148,12 @@ class AccountsApi:
             raise Forbidden(f"a {caller.role} cannot claim a {claim.kind} key")
         if claim.username != caller.username:
             raise Forbidden("the claim names another account; sign a claim naming your own username")
-        if not _same_host(claim.audience, request.host):
-            raise Forbidden(f"the claim was made for anchor {claim.audience[:80]!r}, not this one")
+        if not self.public_url:
+            raise Refused("this anchor has no public URL configured; it cannot check key claims", status=503)
+        if not same_anchor(claim.audience, self.public_url):
+            raise Forbidden(
+                f"the claim was made for anchor {claim.audience[:80]!r}, not this one ({self.public_url})"
+            )
         now = wall_time()
         if abs(now - claim.issued_at) > CLAIM_SKEW_S:
             raise Refused(
@@ -239,16 +249,37 @@ def _ttl(ttl_s: float, *, default: float, limit: float) -> float:
     return float(ttl_s)
 
 
-def _same_host(audience: str, host: str) -> bool:
-    """Whether the claim's anchor URL names the host (and port) this request came to."""
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _anchor_identity(url: str) -> tuple[str, str, int, str] | None:
+    """(scheme, host, port, path) of an anchor URL, normalised; None if it is not an http(s) URL."""
     try:
-        netloc = urlsplit(audience).netloc
+        parts = urlsplit(url.strip())
+        scheme, host, port = parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
     except ValueError:
-        return False
-    return bool(netloc) and netloc.lower() == host.lower()
+        return None
+    if scheme not in _DEFAULT_PORTS or not host or parts.username or parts.password:
+        return None
+    return scheme, host, port or _DEFAULT_PORTS[scheme], parts.path.rstrip("/")
+
+
+def same_anchor(audience: str, public_url: str) -> bool:
+    """Whether a claim's `audience` names the anchor at `public_url` (scheme, host, port and path;
+    case, a default port and a trailing slash aside)."""
+    mine = _anchor_identity(public_url)
+    return mine is not None and _anchor_identity(audience) == mine
+
+
+def set_public_url(app: web.Application, url: str) -> None:
+    """Tell the accounts routes of `app` the anchor's public URL (claims' audience is checked against it)."""
+    if _anchor_identity(url) is None:
+        raise ConfigError(f"the anchor's public URL must be an http(s) URL, got {url!r}")
+    app[ACCOUNTS_API].public_url = url
 
 
 def add_routes(app: web.Application, api: AccountsApi) -> None:
+    app[ACCOUNTS_API] = api
     app.add_routes(
         [
             web.post("/v1/accounts", api.signup),

@@ -98,6 +98,9 @@ class AnchorSettings:
     earnings_mature_s: float = ledger_api.DEFAULT_MATURE_AFTER_S  # payouts only of earnings this old
     allow_signup: bool = True  # anyone may sign up as a lessee or volunteer
     hasher: PasswordHasher = field(default_factory=PasswordHasher)
+    # The URL clients reach this anchor by (key claims must name it); "" for http://HOST:PORT as
+    # bound by `AnchorServer`. Behind a proxy or on 0.0.0.0, set it (`anchor serve --public-url`).
+    public_url: str = ""
 
 
 @dataclass
@@ -266,7 +269,13 @@ def make_app(db: Database, *, settings: AnchorSettings | None = None) -> web.App
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_ARCHIVE_BYTES + 64 * 1024)
     app[auth.ACCOUNTS] = accounts
     accounts_api.add_routes(
-        app, accounts_api.AccountsApi(accounts, hasher=settings.hasher, allow_signup=settings.allow_signup)
+        app,
+        accounts_api.AccountsApi(
+            accounts,
+            hasher=settings.hasher,
+            allow_signup=settings.allow_signup,
+            public_url=settings.public_url,
+        ),
     )
     app.add_routes(
         [

@@ -11,6 +11,7 @@ import signal
 
 from aiohttp import web
 
+from p2pfaas.anchor.accounts_api import set_public_url
 from p2pfaas.anchor.app import AnchorSettings, make_app
 from p2pfaas.db.engine import open_database
 from p2pfaas.dht.node import DhtNode, running_node
@@ -37,16 +38,21 @@ class AnchorServer(StackService):
         self.settings = settings or AnchorSettings()
         self.host = host
         self.port = port
-        self.url = ""
+        self.url = ""  # where it listens: http://HOST:PORT
+        self.public_url = ""  # where clients reach it: `settings.public_url`, else `url`
 
     async def _start(self) -> None:
         db = await self._stack.enter_async_context(open_database(self.db_url))
-        runner = web.AppRunner(make_app(db, settings=self.settings), access_log=None)
+        app = make_app(db, settings=self.settings)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
         await web.TCPSite(runner, self.host, self.port).start()
         port = next((a[1] for a in runner.addresses if isinstance(a, tuple)), self.port)
         self.url = f"http://{self.host}:{port}"
+        # Key claims name the anchor they are for; it is this configured URL, never a Host header.
+        self.public_url = self.settings.public_url or self.url
+        set_public_url(app, self.public_url)
         if self.dht_port is not None:
             self.dht = await self._stack.enter_async_context(running_node(self.host, self.dht_port))
 
@@ -60,7 +66,9 @@ async def serve_anchor(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with AnchorServer(db_url, host=host, port=port, settings=settings, dht_port=dht_port) as anchor:
-        print(f"anchor serving on {anchor.url} (database: {_redact(db_url)})", flush=True)
+        print(
+            f"anchor serving on {anchor.url} as {anchor.public_url} (database: {_redact(db_url)})", flush=True
+        )
         if anchor.dht is not None:
             print("bootstrap DHT node on {}:{} (udp)".format(*anchor.dht.address), flush=True)
         await stop.wait()

@@ -302,12 +302,19 @@ def add_anchor_options(serve: Any) -> None:
         help="lessee keys must be bound to an account to register or deploy (production)",
     )
     serve.add_argument("--no-signup", action="store_true", help="only operators create accounts")
+    serve.add_argument(
+        "--public-url",
+        default="",
+        help="the URL clients reach this anchor by, which key claims must name (default: http://HOST:PORT)",
+    )
 
 
 def anchor_settings(args: argparse.Namespace) -> AnchorSettings:
     from p2pfaas.anchor.app import AnchorSettings
 
-    return AnchorSettings(require_accounts=args.require_accounts, allow_signup=not args.no_signup)
+    return AnchorSettings(
+        require_accounts=args.require_accounts, allow_signup=not args.no_signup, public_url=args.public_url
+    )
 
 
 def register(groups: Any, *, default_anchor: str) -> None:

@@ -295,8 +295,10 @@ class AsyncClient:
     async def poll(self, job: jobs.Job) -> InvokeOutcome | None:
         return await jobs.poll(self, job)
 
-    async def wait(self, job: jobs.Job, *, poll_s: float = 0.5) -> InvokeOutcome:
-        return await jobs.wait(self, job, poll_s=poll_s)
+    async def wait(
+        self, job: jobs.Job, *, poll_s: float = 0.5, timeout_s: float | None = None
+    ) -> InvokeOutcome:
+        return await jobs.wait(self, job, poll_s=poll_s, timeout_s=timeout_s)
 
     async def _signed_request(
         self, name: str, payload: Any, timeout_s: float | None, *, invocation_id: str | None = None

@@ -5,6 +5,11 @@ one if a node is gone or busy). `poll` asks that node for the job's state; if th
 same signed request (same invocation id) is submitted elsewhere, so the invocation still runs, at
 most once per node, and is charged once. A finished job returns the same `InvokeOutcome`, or raises
 the same typed errors, as a synchronous `invoke`.
+
+A poll is a `JobPoll` signed with the client's key (the one that signed the request) naming the
+node and the time: nodes show a job only to its lessee. `wait` gives up after `timeout_s` (by
+default the request's own timeout plus `WAIT_MARGIN_S` for queueing and moves) with TimeoutError;
+the job may still finish, and `poll` may be called again.
 """
 
 from __future__ import annotations
@@ -13,13 +18,16 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from p2pfaas import rpc
+from p2pfaas import rpc, signing
+from p2pfaas.clock import wall_time
 from p2pfaas.errors import ExecutorError, Refused, Unreachable
 from p2pfaas.messages import InvokeRequest, NodeInfo
-from p2pfaas.placement.wire import JobStatus, JobSubmit
+from p2pfaas.placement.wire import JobPoll, JobStatus, JobSubmit
 
 if TYPE_CHECKING:
     from p2pfaas.client.async_client import AsyncClient, InvokeOutcome
+
+WAIT_MARGIN_S = 300.0  # beyond the request's timeout: queueing, forwarding, a move to another node
 
 
 @dataclass
@@ -78,8 +86,11 @@ async def _submit(client: AsyncClient, request: InvokeRequest, callback_url: str
 async def poll(client: AsyncClient, job: Job) -> InvokeOutcome | None:
     """The outcome if the job has finished, None while it is queued or running."""
     url = f"{job.node.url}/v1/jobs/{job.invocation_id}"
+    ask = signing.sign(JobPoll(job.invocation_id, job.node.node_id, wall_time(), b"", b""), client.keys)
     try:
-        status = await rpc.call(client.session, "GET", url, JobStatus, timeout_s=client.request_timeout_s)
+        status = await rpc.call(
+            client.session, "POST", url, JobStatus, ask, timeout_s=client.request_timeout_s
+        )
     except Unreachable:
         # The node is gone: the same signed request goes elsewhere (exactly once per node).
         moved = await _submit(client, job.request, job.callback_url, avoid={job.node.node_id})
@@ -98,10 +109,23 @@ async def poll(client: AsyncClient, job: Job) -> InvokeOutcome | None:
     return client._outcome(job.request, status.result, executed_by)
 
 
-async def wait(client: AsyncClient, job: Job, *, poll_s: float = 0.5) -> InvokeOutcome:
-    """Poll until the job finishes; the outcome, or the typed error of its failure."""
+async def wait(
+    client: AsyncClient, job: Job, *, poll_s: float = 0.5, timeout_s: float | None = None
+) -> InvokeOutcome:
+    """Poll until the job finishes; the outcome, or the typed error of its failure.
+
+    Raises TimeoutError after `timeout_s` (default: the request's timeout plus WAIT_MARGIN_S).
+    """
+    loop = asyncio.get_running_loop()
+    limit = job.request.timeout_s + WAIT_MARGIN_S if timeout_s is None else timeout_s
+    deadline = loop.time() + limit
     while True:
         outcome = await poll(client, job)
         if outcome is not None:
             return outcome
-        await asyncio.sleep(poll_s)
+        left = deadline - loop.time()
+        if left <= 0:
+            raise TimeoutError(
+                f"job {job.invocation_id} did not finish within {limit:g} s; poll it again later"
+            )
+        await asyncio.sleep(min(poll_s, left))

@@ -283,7 +283,35 @@ def _alembic_config(connection: Connection | None = None) -> Config:
 
 
 def _upgrade_to_head(connection: Connection) -> None:
-    command.upgrade(_alembic_config(connection), "head")
+    run_alembic(connection, lambda config: command.upgrade(config, "head"))
+
+
+def run_alembic(connection: Connection, step: Callable[[Config], None]) -> None:
+    """Run an Alembic command `step(config)` over `connection` (not in a transaction yet).
+
+    SQLite changes a table's constraints only by rebuilding it, and dropping a table that others
+    reference breaks their foreign keys until the rebuilt one takes its name. SQLite's procedure
+    (lang_altertable.html): foreign keys off, outside the transaction (a PRAGMA inside one is a
+    no-op), while migrating; a revision that rebuilds runs `PRAGMA foreign_key_check` itself.
+    """
+    if connection.dialect.name != "sqlite":
+        step(_alembic_config(connection))
+        return
+    raw = connection.connection.dbapi_connection
+    assert raw is not None
+    _sqlite_pragma(raw, "PRAGMA foreign_keys=OFF")
+    try:
+        step(_alembic_config(connection))
+    finally:
+        _sqlite_pragma(raw, "PRAGMA foreign_keys=ON")
+
+
+def _sqlite_pragma(raw: Any, statement: str) -> None:
+    cursor = raw.cursor()
+    try:
+        cursor.execute(statement)
+    finally:
+        cursor.close()
 
 
 def head_revision() -> str:

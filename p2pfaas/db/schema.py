@@ -21,6 +21,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
+from p2pfaas.money import MAX_AMOUNT_MICRO
+
 __all__ = [
     "accounts",
     "advert_lies",
@@ -136,9 +138,23 @@ nodes = sa.Table(
 
 
 # --- accounts and the ledger (issue #5; created by revision 0002) ---------------------------------
-# Money is integer micro-credits (BIGINT). Every movement is one `transfers` row and two or more
+# Money is integer micro-credits (BIGINT), every amount and balance within +-MAX_AMOUNT_MICRO
+# (CHECKs of revision 0004; p2pfaas/money.py). Every movement is one `transfers` row and two or more
 # `entries` rows whose amounts sum to zero; entries are only ever inserted. `accounts.balance_micro`
 # is the running sum of an account's entries, updated in the same transaction as the entries.
+
+
+def bounded_amount(table: str, column: str, low: int) -> list[sa.CheckConstraint]:
+    """CHECKs (revision 0004) holding `column` to low..MAX_AMOUNT_MICRO, and on SQLite, whose columns
+    take any value, to integers (an overflowing SQLite sum silently becomes a float)."""
+    return [
+        sa.CheckConstraint(
+            f"{column} BETWEEN {low} AND {MAX_AMOUNT_MICRO}", name=f"ck_{table}_{column}_bound"
+        ),
+        sa.CheckConstraint(f"typeof({column}) = 'integer'", name=f"ck_{table}_{column}_int").ddl_if(
+            dialect="sqlite"
+        ),
+    ]
 
 
 def serial_column(name: str) -> sa.Column[int]:
@@ -199,6 +215,7 @@ accounts = sa.Table(
     sa.Column("owner_user_id", sa.BigInteger(), nullable=True, index=True),
     sa.Column("balance_micro", sa.BigInteger(), nullable=False),
     timestamp_column("created_at", nullable=False),
+    *bounded_amount("accounts", "balance_micro", -MAX_AMOUNT_MICRO),
     **MYSQL_TABLE_OPTIONS,
 )
 
@@ -225,6 +242,7 @@ entries = sa.Table(
         "account_id", sa.BigInteger(), sa.ForeignKey("accounts.account_id"), nullable=False, index=True
     ),
     sa.Column("amount_micro", sa.BigInteger(), nullable=False),  # + credit, - debit
+    *bounded_amount("entries", "amount_micro", -MAX_AMOUNT_MICRO),
     **MYSQL_TABLE_OPTIONS,
 )
 
@@ -242,6 +260,7 @@ vouchers = sa.Table(
     sa.Column("state", sa.String(8), nullable=False),  # "open" or "closed"
     sa.Column("signed", sa.LargeBinary(), nullable=False),  # the anchor-signed Voucher, encoded
     timestamp_column("created_at", nullable=False),
+    *bounded_amount("vouchers", "budget_micro", 1),
     **MYSQL_TABLE_OPTIONS,
 )
 
@@ -262,6 +281,8 @@ settlements = sa.Table(
     sa.Column("attempt", sa.CHAR(32), nullable=False),  # which transaction inserted it
     sa.Column("transfer_id", sa.BigInteger(), nullable=True),
     timestamp_column("settled_at", nullable=False),
+    *bounded_amount("settlements", "price_micro", 0),
+    *bounded_amount("settlements", "fee_micro", 0),
     **MYSQL_TABLE_OPTIONS,
 )
 
@@ -277,6 +298,7 @@ payouts = sa.Table(
     sa.Column("destination", sa.String(255), nullable=False),
     timestamp_column("created_at", nullable=False),
     timestamp_column("updated_at", nullable=False),
+    *bounded_amount("payouts", "amount_micro", 1),
     **MYSQL_TABLE_OPTIONS,
 )
 
@@ -299,9 +321,7 @@ anchor_keys = sa.Table(
     "anchor_keys",
     metadata,
     sa.Column("name", sa.String(32), primary_key=True),
-    sa.Column(
-        "seed", sa.LargeBinary().with_variant(mysql.VARBINARY(32), "mysql", "mariadb"), nullable=False
-    ),
+    sa.Column("seed", sa.LargeBinary().with_variant(mysql.VARBINARY(32), "mysql", "mariadb"), nullable=False),
     timestamp_column("created_at", nullable=False),
     **MYSQL_TABLE_OPTIONS,
 )

@@ -2,7 +2,9 @@
 
 A provider turns a top-up request into a confirmed payment (amount, and the provider's own
 reference for it) or refuses it; the ledger then moves that amount from the provider's external
-account ("world:payments:<name>") to the user's account, once per provider reference. A card or
+account ("world:payments:<name>") to the user's account, once per provider reference (a real
+payment is credited once, to one account: the same reference again for another account or amount
+is an `IdempotencyConflict`, HTTP 409, never a silent repeat). A card or
 bank provider would confirm against its API here; `ManualPayments` trusts an operator who saw the
 money arrive (a bank transfer, cash) and says so.
 """

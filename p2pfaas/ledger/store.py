@@ -28,14 +28,17 @@ from p2pfaas.db import Database
 from p2pfaas.db.retry import mysql_error_code
 from p2pfaas.db.schema import accounts, entries, payouts, settlements, transfers, vouchers
 from p2pfaas.db.upsert import insert_ignore
-from p2pfaas.errors import NotFound, Refused
+from p2pfaas.errors import LocalError, NotFound, Refused
 from p2pfaas.ledger.policy import AccountKind, PayoutState, next_payout_state
 from p2pfaas.messages import Voucher
+from p2pfaas.money import MAX_AMOUNT_MICRO
 
 __all__ = [
     "FEES_ACCOUNT",
     "GRANTS_ACCOUNT",
     "AccountRow",
+    "AmountOutOfRange",
+    "IdempotencyConflict",
     "InsufficientFunds",
     "LedgerStore",
     "PayoutRow",
@@ -53,6 +56,29 @@ class InsufficientFunds(Refused):
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason, status=402)
+
+
+class AmountOutOfRange(Refused, LocalError):
+    """An amount, or the balance a transfer would leave, is outside +-`money.MAX_AMOUNT_MICRO`.
+
+    The caller's input is at fault (a LocalError); on the wire it answers HTTP 422.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, status=422)
+
+
+class IdempotencyConflict(Refused, LocalError):
+    """An idempotency reference was reused for a different operation (HTTP 409)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, status=409)
+
+
+def check_transfer_amount(what: str, amount_micro: int) -> None:
+    """Raise `AmountOutOfRange` unless `amount_micro` is an int within 1..MAX_AMOUNT_MICRO."""
+    if type(amount_micro) is not int or not 0 < amount_micro <= MAX_AMOUNT_MICRO:
+        raise AmountOutOfRange(f"{what}: amount must be within 1..{MAX_AMOUNT_MICRO}, got {amount_micro!r}")
 
 
 @dataclass(frozen=True)
@@ -129,19 +155,33 @@ async def move(connection: AsyncConnection, transfer_id: int, legs: Mapping[int,
 
     One conditional UPDATE changes every balance; InnoDB locks its rows in primary key order, which
     is the fixed account lock order. An account that may not go negative and would makes the
-    UPDATE match fewer rows, and this raises `InsufficientFunds` (the caller's transaction rolls back).
+    UPDATE match fewer rows, and this raises `InsufficientFunds`; a balance that would leave
+    +-MAX_AMOUNT_MICRO fails the accounts table's CHECK and this raises `AmountOutOfRange` (either
+    way the caller's transaction rolls back). With every balance and every leg within the bound, no
+    sum comes near BIGINT's limit (nor SQLite's, past which it silently computes in floats).
     """
     legs = {account: amount for account, amount in legs.items() if amount != 0}
     assert sum(legs.values()) == 0, legs
     if not legs:
         return
+    for account, amount in legs.items():
+        if type(amount) is not int or abs(amount) > MAX_AMOUNT_MICRO:
+            raise AmountOutOfRange(f"{what}: {amount!r} for account {account} is beyond +-{MAX_AMOUNT_MICRO}")
     new_balance = accounts.c.balance_micro + sa.case(legs, value=accounts.c.account_id, else_=0)
-    changed = await connection.execute(
-        accounts.update()
-        .where(accounts.c.account_id.in_(sorted(legs)))
-        .where(sa.or_(new_balance >= 0, accounts.c.kind == str(AccountKind.EXTERNAL)))
-        .values(balance_micro=new_balance)
-    )
+    try:
+        changed = await connection.execute(
+            accounts.update()
+            .where(accounts.c.account_id.in_(sorted(legs)))
+            .where(sa.or_(new_balance >= 0, accounts.c.kind == str(AccountKind.EXTERNAL)))
+            .values(balance_micro=new_balance)
+        )
+    except sa_exc.DBAPIError as error:  # IntegrityError on SQLite, OperationalError (4025) on MariaDB
+        # The balance bound is the schema's CHECK (revision 0004); the statement changed nothing.
+        if not is_check_violation(error):
+            raise
+        raise AmountOutOfRange(
+            f"{what}: would take a balance of account(s) {sorted(legs)} beyond +-{MAX_AMOUNT_MICRO}"
+        ) from None
     if changed.rowcount != len(legs):
         short = sorted(account for account, amount in legs.items() if amount < 0)
         raise InsufficientFunds(f"{what}: not enough credits in account(s) {short}")
@@ -200,6 +240,35 @@ async def claw_back(
         connection, kind="clawback", ref=f"clawback:{invocation_id}", memo=why[:255], legs=legs, now=now
     )
     return 0 if done is None else amount
+
+
+def grant_ref(account_id: int, ref: str) -> str:
+    """The transfer reference of the operator's grant `ref` to `account_id`: refs are per account."""
+    return f"grant:{account_id}:{ref}"
+
+
+async def _same_as_before(
+    connection: AsyncConnection, *, ref: str, legs: Mapping[int, int], what: str
+) -> None:
+    """Raise `IdempotencyConflict` unless the transfer already made under `ref` moved exactly `legs`."""
+    query = (
+        sa.select(entries.c.account_id, entries.c.amount_micro)
+        .join_from(entries, transfers)
+        .where(transfers.c.ref == ref)
+    )
+    before: dict[int, int] = {}
+    for row in (await connection.execute(query)).all():
+        before[int(row.account_id)] = before.get(int(row.account_id), 0) + int(row.amount_micro)
+    if before != {account: amount for account, amount in legs.items() if amount}:
+        raise IdempotencyConflict(
+            f"{what}: reference {ref!r} was used before for a different transfer "
+            f"({sorted(before.items())}, not {sorted(legs.items())}); use a new reference"
+        )
+
+
+def is_check_violation(error: sa_exc.DBAPIError) -> bool:
+    """A CHECK constraint refused a row: MariaDB's 4025, MySQL's 3819, SQLite's "CHECK constraint failed"."""
+    return mysql_error_code(error.orig) in (3819, 4025) or "CHECK constraint failed" in str(error.orig)
 
 
 def is_duplicate_key(error: sa_exc.IntegrityError) -> bool:
@@ -275,27 +344,35 @@ class LedgerStore:
         """Move `amount_micro` from the external account `source` (created if absent) to `target`.
 
         Grants use source GRANTS_ACCOUNT; a payment provider its own "world:payments:<name>".
-        Idempotent by `ref`: returns None when it was done before.
+        Idempotent by `ref`: returns None when the same transfer (same source, target and amount)
+        was done before; raises `IdempotencyConflict` when `ref` was used for a different one, so a
+        reused reference is never mistaken for a repeat that silently pays nothing.
         """
-        if amount_micro <= 0:
-            raise Refused(f"{kind}: amount must be positive, got {amount_micro}")
+        check_transfer_amount(kind, amount_micro)
 
         async def work(connection: AsyncConnection) -> int | None:
             source_id = await ensure_account(
                 connection, source, AccountKind.EXTERNAL, owner_user_id=None, now=now
             )
             legs = {source_id: -amount_micro, target: amount_micro}
-            return await post_transfer(connection, kind=kind, ref=ref, memo=memo, legs=legs, now=now)
+            done = await post_transfer(connection, kind=kind, ref=ref, memo=memo, legs=legs, now=now)
+            if done is None:
+                await _same_as_before(connection, ref=ref, legs=legs, what=kind)
+            return done
 
         return await self.db.run(work, what=kind)
 
     async def grant(
         self, *, ref: str, account_id: int, amount_micro: int, now: float, memo: str = ""
     ) -> int | None:
-        """An operator gives credits out of nothing (the grants account goes negative)."""
+        """An operator gives credits out of nothing (the grants account goes negative).
+
+        `ref` is the operator's idempotency key for a grant to this account: the same `ref` to
+        another account is another grant (revision 0005 moved older refs to this form).
+        """
         return await self.transfer(
             kind="grant",
-            ref=f"grant:{ref}",
+            ref=grant_ref(account_id, ref),
             memo=memo,
             source=GRANTS_ACCOUNT,
             target=account_id,
@@ -304,12 +381,17 @@ class LedgerStore:
         )
 
     async def correct(self, *, ref: str, memo: str, legs: Mapping[int, int], now: float) -> int | None:
-        """An operator's correcting transfer: mistakes are fixed by new entries, never by edits."""
+        """An operator's correcting transfer: mistakes are fixed by new entries, never by edits.
+
+        Idempotent by `ref` for the same legs; `IdempotencyConflict` if `ref` moved other ones.
+        """
 
         async def work(connection: AsyncConnection) -> int | None:
-            return await post_transfer(
-                connection, kind="correction", ref=f"correct:{ref}", memo=memo, legs=legs, now=now
-            )
+            ref_ = f"correct:{ref}"
+            done = await post_transfer(connection, kind="correction", ref=ref_, memo=memo, legs=legs, now=now)
+            if done is None:
+                await _same_as_before(connection, ref=ref_, legs=legs, what="correction")
+            return done
 
         return await self.db.run(work, what="correction")
 
@@ -450,6 +532,9 @@ class LedgerStore:
         """
         if amount_micro <= 0:
             raise Refused(f"payout amount must be positive, got {amount_micro}")
+        """Move earnings into the payout clearing account, pending. False if `payout_id` exists for
+        this account and amount; `IdempotencyConflict` if it exists for another."""
+        check_transfer_amount("payout", amount_micro)
 
         async def work(connection: AsyncConnection) -> bool:
             if mature_after_s > 0:
@@ -463,6 +548,7 @@ class LedgerStore:
                 await post_transfer(connection, kind="payout", ref=ref, memo=destination, legs=legs, now=now)
                 is None
             ):
+                await _same_as_before(connection, ref=ref, legs=legs, what="payout")
                 return False
             await connection.execute(
                 payouts.insert().values(

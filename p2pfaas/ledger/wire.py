@@ -12,6 +12,7 @@ from typing import Annotated
 
 from p2pfaas.codec import MaxLen, Message, message
 from p2pfaas.messages import PublicKeyBytes
+from p2pfaas.money import check_amount
 
 __all__ = [
     "AccountBalance",
@@ -33,8 +34,8 @@ Ref = Annotated[str, MaxLen(64)]
 
 
 def _positive(name: str, value: int) -> None:
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
+    """Amounts are positive and at most `money.MAX_AMOUNT_MICRO` (ValueError: a DecodeError on the wire)."""
+    check_amount(name, value)
 
 
 @message(80)

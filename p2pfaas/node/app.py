@@ -5,7 +5,8 @@ Routes:
                       403 bad signature / not allowed, 404 unknown function, 413 needs more
                       memory than the node lends, 503 busy (the reason may name a peer with room)
     GET  /v1/status                  -> NodeStatus
-    POST /v1/forward, /v1/gossip, /v1/drain, /v1/jobs, GET /v1/jobs/{id}: see node/placement.py
+    POST /v1/forward, /v1/gossip, /v1/drain, /v1/jobs, /v1/jobs/{id} (a signed JobPoll): see
+                                        node/placement.py
     GET  /v1/bundles/{digest}        -> Bundle, as stored (peers fetch bundles from each other and
                                         verify them), or 404
 

@@ -91,6 +91,8 @@ class NodeConfig:
     def unpaid(self) -> UnpaidPolicy:
         return UnpaidPolicy(owners=self.unpaid_owners, keys=frozenset(self.unpaid_keys))
 
+    callback_allow: tuple[str, ...] = ()  # CIDRs job callbacks may reach beyond public addresses
+
 
 def docker_problem() -> str:
     """'' if a Docker engine answers a ping, else why not. Blocking: call it in a thread."""
@@ -216,6 +218,7 @@ class NodeDaemon(StackService):
             config=PlacementConfig(
                 policy=self.config.placement, gossip_period_s=self.config.gossip_period_s,
                 gossip_fanout=self.config.gossip_fanout, drain_deadline_s=self.config.drain_deadline_s,
+                callback_allow=self.config.callback_allow,
             ),
         )  # fmt: skip
         view, loop = self.placement.router.view, asyncio.get_running_loop()

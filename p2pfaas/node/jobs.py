@@ -6,10 +6,16 @@ forwarding and exactly-once per invocation id are the same. Submitting the same 
 returns the existing job rather than a second run. A job moves QUEUED -> RUNNING -> DONE or FAILED
 (illegal transitions raise). Finished jobs are kept for `retain_s` and at most `max_finished`, oldest
 dropped first; failed ones keep their node-signed result (or the error that stopped them) so they can
-be inspected. With a callback URL the signed `InvokeResult` is POSTed there, retried a few times with
-backoff; the callback is best effort, polling stays authoritative.
+be inspected. With a callback URL the signed `InvokeResult` is POSTed there (by
+`node.callbacks.CallbackSender`: public addresses only unless the operator allows a range, no
+redirects), retried at most `callback_tries` times with backoff when delivery fails, never when the
+URL is refused; the job's status says which (`JobStatus.callback`). The callback is best effort,
+polling stays authoritative.
 
-The invocation id is 128 random bits chosen by the lessee: knowing it is what lets one poll.
+Only the lessee who submitted a job may read it: `poll` takes a `JobPoll` signed by the key that
+signed the job's request, naming this node and fresh within `POLL_SKEW_S`. Knowing the invocation id
+(every node that forwarded or replicated the call does) is not enough; an unknown id and someone
+else's job get the same 404, so a poll tells a stranger nothing.
 """
 
 from __future__ import annotations
@@ -22,14 +28,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from p2pfaas import signing
-from p2pfaas.errors import Busy, NotFound, P2PFaaSError
+from p2pfaas.clock import wall_time
+from p2pfaas.errors import Busy, NotFound, P2PFaaSError, Refused
 from p2pfaas.messages import InvokeRequest, InvokeResult
-from p2pfaas.placement.wire import JobStatus, JobSubmit
+from p2pfaas.node.callbacks import CallbackRefused
+from p2pfaas.placement.wire import JobPoll, JobStatus, JobSubmit
 
 log = logging.getLogger(__name__)
 
 Runner = Callable[[InvokeRequest], Awaitable[InvokeResult]]
 Callback = Callable[[str, InvokeResult], Awaitable[None]]  # url, result; raises P2PFaaSError on failure
+
+POLL_SKEW_S = 300.0  # a JobPoll's issued_at may be this far from the node's wall clock
 
 
 class JobState(enum.Enum):
@@ -56,6 +66,7 @@ class _Job:
     error: str = ""
     finished_at: float = 0.0
     callback_attempts: int = 0
+    callback_state: str = ""
 
     def move(self, to: JobState) -> None:
         if to not in _ALLOWED[self.state]:
@@ -68,6 +79,7 @@ class _Job:
             job_state=self.state.value,
             result=self.result,
             error=self.error[:4000],
+            callback=self.callback_state[:1000],
         )
 
 
@@ -82,6 +94,8 @@ class Jobs:
     max_pending: int = 10_000
     callback_tries: int = 4
     callback_backoff_s: float = 0.5
+    node_id: str = ""  # this node's id: the one a JobPoll must name ("" takes any, for tests)
+    clock: Callable[[], float] = wall_time  # against which a JobPoll's issued_at is checked
     _jobs: OrderedDict[str, _Job] = field(default_factory=OrderedDict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -93,14 +107,37 @@ class Jobs:
             return job.status()
         if self.pending() >= self.max_pending:
             raise Busy(f"{self.pending()} asynchronous invocations pending here")
-        job = _Job(msg.request, msg.callback_url)
+        job = _Job(msg.request, msg.callback_url, callback_state="pending" if msg.callback_url else "")
         self._jobs[msg.request.invocation_id] = job
         task = asyncio.get_running_loop().create_task(self._run(job))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return job.status()
 
+    def poll(self, msg: JobPoll) -> JobStatus:
+        """The job's state for the lessee that submitted it; raise NotFound for anyone else.
+
+        A bad signature is a SignatureError (403) and a stale poll or one meant for another node a
+        403, both before the job table is read; an unknown id and another lessee's job are the same
+        NotFound, so the answer tells a stranger nothing about which ids exist.
+        """
+        signing.verify(msg)
+        if self.node_id and msg.node_id != self.node_id:
+            raise Refused("this job poll was signed for another node", status=403)
+        if abs(self.clock() - msg.issued_at) > POLL_SKEW_S:
+            raise Refused(
+                f"this job poll is stale or from the future (over {POLL_SKEW_S:.0f} s off)", status=403
+            )
+        self._expire()
+        job = self._jobs.get(msg.invocation_id)
+        if job is None or job.request.signer != msg.signer:
+            raise NotFound(
+                f"no job {msg.invocation_id[:80]} of yours here (unknown, or its result has expired)"
+            )
+        return job.status()
+
     def status(self, invocation_id: str) -> JobStatus:
+        """The job's state, for the node itself (no caller check: not for an HTTP route)."""
         self._expire()
         job = self._jobs.get(invocation_id)
         if job is None:
@@ -126,6 +163,8 @@ class Jobs:
             job.finished_at = loop.time()
         if job.callback_url and job.result is not None and self.callback is not None:
             await self._call_back(job, job.result)
+        elif job.callback_url:
+            job.callback_state = "failed: no result to send" if job.result is None else "failed: no sender"
 
     async def _call_back(self, job: _Job, result: InvokeResult) -> None:
         assert self.callback is not None
@@ -133,10 +172,18 @@ class Jobs:
             job.callback_attempts += 1
             try:
                 await self.callback(job.callback_url, result)
+            except CallbackRefused as exc:  # not allowed: asking again would not change that
+                job.callback_state = f"refused: {exc}"
+                log.info("callback for %s refused: %s", job.request.invocation_id, exc)
                 return
             except P2PFaaSError as exc:
+                job.callback_state = f"failed: {exc} (try {attempt + 1} of {self.callback_tries})"
                 log.info("callback for %s to %s failed: %s", job.request.invocation_id, job.callback_url, exc)
-            await asyncio.sleep(self.callback_backoff_s * 2**attempt)
+            else:
+                job.callback_state = "delivered"
+                return
+            if attempt + 1 < self.callback_tries:
+                await asyncio.sleep(self.callback_backoff_s * 2**attempt)
 
     def _expire(self) -> None:
         now = asyncio.get_running_loop().time()

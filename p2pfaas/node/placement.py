@@ -17,7 +17,8 @@ Routes (MessagePack bodies):
     POST /v1/gossip        GossipExchange -> GossipExchange
     POST /v1/drain         DrainRequest (signed with this node's key) -> Ack
     POST /v1/jobs          JobSubmit -> JobStatus
-    GET  /v1/jobs/{id}     -> JobStatus, or 404
+    POST /v1/jobs/{id}     JobPoll -> JobStatus, or 404 (signed by the job's lessee; else 403/404)
+    GET  /v1/jobs/{id}     -> 403 always (an unsigned poll; see node/jobs.py)
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from p2pfaas.clock import wall_time
 from p2pfaas.errors import ConfigError, P2PFaaSError
 from p2pfaas.identity import KeyPair, PublicKey
 from p2pfaas.messages import Ack, InvokeResult, NodeList
+from p2pfaas.node.callbacks import CallbackPolicy, CallbackSender
 from p2pfaas.node.drain import write_url
 from p2pfaas.node.gossip import Gossiper, LocalLoad
 from p2pfaas.node.jobs import Jobs
@@ -49,7 +51,14 @@ from p2pfaas.node.service import NodeService
 from p2pfaas.placement.policy import Policy, make_policy
 from p2pfaas.placement.scaling import PrewarmPlanner, Release
 from p2pfaas.placement.view import LoadView
-from p2pfaas.placement.wire import DrainRequest, ForwardRequest, GossipExchange, JobSubmit, LoadReport
+from p2pfaas.placement.wire import (
+    DrainRequest,
+    ForwardRequest,
+    GossipExchange,
+    JobPoll,
+    JobSubmit,
+    LoadReport,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +76,13 @@ class PlacementConfig:
     drain_deadline_s: float = 60.0
     neighbour_refresh_s: float = 15.0
     static_peers: tuple[str, ...] = ()  # peer base URLs, always gossiped with
+    # Address ranges job callbacks may go to beyond public addresses (node/callbacks.py), e.g.
+    # ("127.0.0.0/8",) for a hook on this host: loopback, LAN and link-local are refused otherwise.
+    callback_allow: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         make_policy(self.policy)  # raises ValueError naming the choices
+        CallbackPolicy.from_cidrs(self.callback_allow)  # raises ConfigError naming a bad range
         if self.gossip_period_s <= 0 or self.gossip_fanout < 1 or self.hop_limit < 1:
             raise ConfigError("gossip period must be positive, fan-out and hop limit at least 1")
 
@@ -120,7 +133,8 @@ class NodePlacement:
         )
         self.router.on_room = self._on_room
         self.gossiper.on_sender = self._on_report
-        self.jobs = Jobs(run=self.router.invoke, callback=self._call_back)
+        self.callbacks = CallbackSender(CallbackPolicy.from_cidrs(self.config.callback_allow))
+        self.jobs = Jobs(run=self.router.invoke, callback=self.callbacks.send, node_id=keys.key_id)
         self.room_pushes = 0  # reports sent at once because a slot freed here (work pulling)
         self._room_push: asyncio.Task[GossipExchange | None] | None = None
         self.planner = PrewarmPlanner()
@@ -155,7 +169,10 @@ class NodePlacement:
         if self._drain_task is not None and not self._drain_task.done():
             self._drain_task.cancel()
         assert self._tasks is not None
-        await self._tasks.__aexit__(exc_type, exc, tb)
+        try:
+            await self._tasks.__aexit__(exc_type, exc, tb)
+        finally:
+            await self.callbacks.aclose()
 
     # --- load and neighbours ---------------------------------------------------------------------
 
@@ -269,9 +286,6 @@ class NodePlacement:
             self.session, "POST", f"{url}/v1/forward", InvokeResult, forward, timeout_s=timeout
         )
 
-    async def _call_back(self, url: str, result: InvokeResult) -> None:
-        await rpc.call(self.session, "POST", url, Ack, result, timeout_s=10.0)
-
     # --- draining --------------------------------------------------------------------------------
 
     async def drain(self, deadline_s: float | None = None) -> bool:
@@ -311,7 +325,8 @@ class NodePlacement:
             web.post("/v1/gossip", self._http_gossip),
             web.post("/v1/drain", self._http_drain),
             web.post("/v1/jobs", self._http_submit),
-            web.get("/v1/jobs/{invocation_id}", self._http_job),
+            web.post("/v1/jobs/{invocation_id}", self._http_poll),
+            web.get("/v1/jobs/{invocation_id}", self._http_unsigned_poll),
         ]
 
     async def _http_forward(self, request: web.Request) -> web.Response:
@@ -339,5 +354,12 @@ class NodePlacement:
             raise rpc.Busy("node is draining: submit elsewhere")
         return rpc.reply(self.jobs.submit(msg), status=202)
 
-    async def _http_job(self, request: web.Request) -> web.Response:
-        return rpc.reply(self.jobs.status(request.match_info["invocation_id"]))
+    async def _http_poll(self, request: web.Request) -> web.Response:
+        msg = await rpc.read_message(request, JobPoll)
+        if msg.invocation_id != request.match_info["invocation_id"]:
+            raise rpc.Forbidden("the job poll names another invocation than the URL")
+        return rpc.reply(self.jobs.poll(msg))
+
+    async def _http_unsigned_poll(self, request: web.Request) -> web.Response:
+        # Whatever the id, and before looking it up: a job's state is its lessee's alone.
+        raise rpc.Forbidden("a job's state is for its lessee: POST a JobPoll signed by the job's key")

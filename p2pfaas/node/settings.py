@@ -13,6 +13,7 @@ A config file holds what a volunteer lends and charges; command-line options ove
     workers = 2            # processes serving invocations on one port (at most one per core)
     unpaid_keys = ["3f2a..."]  # lessee key ids that may run here without paying (default: none)
     unpaid_owners = false  # a function's owner may run it unpaid (a devnet; default false)
+    callback_allow = ["127.0.0.0/8"]   # job callbacks may reach these too (default: public only)
 
 Unknown keys and wrong types are refused with a `ConfigError` naming them: a typo must not silently
 lend more than the volunteer meant.
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from p2pfaas.errors import ConfigError
 from p2pfaas.node.admission import Admission, Limits
+from p2pfaas.node.callbacks import CallbackPolicy
 from p2pfaas.node.pricing import Prices
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ _KEYS: dict[str, tuple[type, ...]] = {
     "workers": (int,),
     "unpaid_keys": (list,),
     "unpaid_owners": (bool,),
+    "callback_allow": (list,),
 }
 MAX_WORKERS = 64
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?", re.IGNORECASE)
@@ -98,6 +101,11 @@ def load_config_file(path: Path) -> dict[str, Any]:
             fields[key] = float(cast(float, value))
         elif key == "unpaid_keys":
             fields[key] = unpaid_keys(cast(list[Any], value), where=str(path))
+        elif key == "callback_allow":
+            items = cast(list[object], value)
+            if not all(isinstance(item, str) for item in items):
+                raise ConfigError(f"{path}: callback_allow must be a list of CIDR strings, got {value!r}")
+            fields[key] = tuple(cast(list[str], items))
         else:
             fields[key] = value
     return fields
@@ -117,6 +125,7 @@ def check(config: NodeConfig) -> None:
         raise ConfigError(f"cpus must be in (0, 1024], got {config.cpus}")
     Limits(slots=config.slots, memory_mb=config.memory_mb, queue_size=config.queue_size)
     Prices(config.price_per_cpu_s_micro, config.price_per_gb_s_micro)
+    CallbackPolicy.from_cidrs(config.callback_allow)  # a ConfigError names a bad range
     if config.bundle_cache_mb < 0:
         raise ConfigError(f"bundle cache size must not be negative, got {config.bundle_cache_mb}")
     if not 1 <= config.workers <= min(config.slots, MAX_WORKERS):

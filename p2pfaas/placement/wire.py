@@ -4,8 +4,9 @@
 report can be checked and an old one never overwrites a newer one. `GossipExchange` carries the
 sender's report plus a few fresh reports it relays (each still signed by its origin). `ForwardRequest`
 wraps a lessee's signed `InvokeRequest` unchanged, with the hop count, signed by the forwarding node.
-`DrainRequest` is signed with the node's own key by its operator (`p2pfaas node drain`). `JobSubmit`
-and `JobStatus` are the asynchronous-invocation API.
+`DrainRequest` is signed with the node's own key by its operator (`p2pfaas node drain`). `JobSubmit`,
+`JobPoll` and `JobStatus` are the asynchronous-invocation API: only the lessee whose key signed a
+job's request may read its state, by a fresh `JobPoll` signed with that key.
 """
 
 from __future__ import annotations
@@ -142,7 +143,35 @@ class JobStatus(Message):
     job_state: Annotated[str, MaxLen(16)]
     result: InvokeResult | None
     error: Annotated[str, MaxLen(4 * KiB)]
+    # What became of the callback: "" (none asked), "pending", "delivered", "refused: why" (not
+    # allowed, never retried) or "failed: why" (after the node's bounded tries). Added later: left
+    # off the wire when empty.
+    callback: Annotated[str, MaxLen(1 * KiB)] = ""
+
+    OPTIONAL_TAIL: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
         if self.job_state not in JOB_STATES:
             raise ValueError(f"job state {self.job_state!r} is not one of {JOB_STATES}")
+
+
+@message(107)
+@dataclass(frozen=True)
+class JobPoll(Message):
+    """The submitting lessee asks node `node_id` for job `invocation_id`'s state (`POST /v1/jobs/{id}`).
+
+    Signed by the key that signed the job's `InvokeRequest`: the invocation id alone, which every
+    node that forwarded or replicated the call knows, reads nothing. `issued_at` (the lessee's wall
+    clock) must be within the node's skew, and `node_id` names the node asked, so a poll that one
+    node saw cannot be replayed to another later or elsewhere.
+    """
+
+    invocation_id: Annotated[str, MaxLen(64)]
+    node_id: Annotated[str, MaxLen(40)]
+    issued_at: float
+    signer: PublicKeyBytes  # the lessee's key
+    signature: SignatureBytes
+
+    def __post_init__(self) -> None:
+        if not self.invocation_id:
+            raise ValueError("a job poll names its invocation")

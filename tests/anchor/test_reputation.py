@@ -14,6 +14,7 @@ from aiohttp import web
 
 from p2pfaas import codec, signing
 from p2pfaas.anchor.accounts import AccountStore
+from p2pfaas.anchor.accounts_api import set_public_url
 from p2pfaas.anchor.app import AnchorSettings, make_app
 from p2pfaas.anchor.store import RegistryStore
 from p2pfaas.anchor.tokens import encode_scopes, mint_token, role_scopes
@@ -85,6 +86,7 @@ async def live(db: Database) -> AsyncIterator[Live]:
     try:
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
+        set_public_url(app, f"http://127.0.0.1:{port}")  # what key claims must name
         async with aiohttp.ClientSession() as session:
             accounts, tokens = AccountStore(db), {}
             for name, role in (("root", "operator"), ("alice", "lessee")):

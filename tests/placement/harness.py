@@ -47,6 +47,7 @@ async def placement_net(
     mean_run_s: float = 0.2,
     policy: str = "ours",
     dht: bool = False,
+    callback_allow: tuple[str, ...] = (),
 ) -> AsyncIterator[PlacementNet]:
     async with contextlib.AsyncExitStack() as stack:
         anchor = await testbed.add_anchor(net, stack, root)
@@ -74,6 +75,7 @@ async def placement_net(
                 # With `dht`, nodes join an overlay through the first node (adverts, Vivaldi).
                 dht_port=8468 if dht else None,
                 peers=((testbed.node_ip(0), 8468),) if dht and i > 0 else (),
+                callback_allow=callback_allow,  # job callbacks beyond public addresses (node/callbacks.py)
             )
             daemons.append(node)
             executors.append(executor)
