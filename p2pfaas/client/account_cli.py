@@ -307,13 +307,25 @@ def add_anchor_options(serve: Any) -> None:
         default="",
         help="the URL clients reach this anchor by, which key claims must name (default: http://HOST:PORT)",
     )
+    serve.add_argument(
+        "--earnings-mature-hours",
+        type=float,
+        default=72.0,
+        help="volunteers' earnings can be paid out once this old, so that a proven lie can still be "
+        "clawed back from them (default: %(default)s)",
+    )
 
 
 def anchor_settings(args: argparse.Namespace) -> AnchorSettings:
     from p2pfaas.anchor.app import AnchorSettings
 
+    if not 0 <= args.earnings_mature_hours <= 24 * 365:
+        raise LocalError("--earnings-mature-hours must be between 0 and a year")
     return AnchorSettings(
-        require_accounts=args.require_accounts, allow_signup=not args.no_signup, public_url=args.public_url
+        require_accounts=args.require_accounts,
+        allow_signup=not args.no_signup,
+        public_url=args.public_url,
+        earnings_mature_s=args.earnings_mature_hours * 3600.0,
     )
 
 

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import random
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -60,6 +61,8 @@ from p2pfaas.trust.wire import AdvertLieReport
 PAYMENT_REQUIRED = 402  # a node's answer when the voucher cannot pay (p2pfaas.node.vouchers)
 NETWORK_SLACK_S = 10.0  # how much longer than the function's timeout we wait for a node's answer
 ENTRY_TRIES_IN_TIME = 2  # an invocation's whole deadline: this many entry nodes' full waits
+HEDGE_SLACK_S = 1.0  # a node silent this long past the function's timeout is joined by the next
+MAX_HEDGED = 2  # entry nodes asked at once
 NO_PAYEE = "0" * 40  # a paid request's ticket before its entry node is chosen (`AsyncClient.for_node`)
 
 
@@ -184,72 +187,112 @@ class AsyncClient:
         """
         request = await self._signed_request(name, payload, timeout_s)
         timeout = request.timeout_s
-        # One deadline for the whole call, across every entry node tried: a node that accepts the
-        # connection and never answers costs at most one node's share of it, and a list full of
-        # such nodes costs the lessee two shares, not one per node.
+        # One deadline for the whole call, across every entry node tried, and a hedge: a node still
+        # silent a second past the function's own timeout is joined by the next one, and the first
+        # answer wins. A list full of nodes that accept connections and never answer costs the
+        # lessee ENTRY_TRIES_IN_TIME nodes' waits, not one per node.
         loop = asyncio.get_running_loop()
         per_node_s = timeout + NETWORK_SLACK_S
         deadline = loop.time() + ENTRY_TRIES_IN_TIME * per_node_s
+        hedge_after_s = timeout + HEDGE_SLACK_S
         failures: list[str] = []
-        tried: set[str] = set()
+        paying = [request]  # the request as last signed (a renewed voucher replaces it)
         renewed = False  # a voucher that a node calls spent is renewed once per invocation
-        # A cached list may be stale: when every node on it fails, ask the anchor once more.
-        for refresh in (False, True):
-            for node in await self._entry_nodes(request.invocation_id, node_url, refresh=refresh):
-                if node.node_id in tried:
-                    continue
-                tried.add(node.node_id)
-                result: InvokeResult | None = None
-                for _ in range(2):  # a second try only after renewing the voucher
-                    left_s = min(per_node_s, deadline - loop.time())
+
+        async def attempt(node: NodeInfo) -> tuple[InvokeRequest, InvokeResult] | None:
+            """The node's answer, or None when it is busy, gone or will not take the voucher."""
+            nonlocal renewed
+            for _ in range(2):  # a second try only after renewing the voucher
+                sent = self.for_node(paying[0], node)  # its ticket pays this entry node
+                try:
+                    result = await rpc.call(
+                        self.session,
+                        "POST",
+                        f"{node.url}/v1/invoke",
+                        InvokeResult,
+                        sent,
+                        timeout_s=max(0.001, min(per_node_s, deadline - loop.time())),
+                    )
+                    return sent, result
+                except Refused as exc:
+                    if exc.status == PAYMENT_REQUIRED and self.wallet is not None and not renewed:
+                        # This node ran nothing and calls the voucher spent: the same node gets the
+                        # same invocation id again, with a fresh voucher (once per invocation).
+                        renewed = True
+                        self.wallet.exhausted()
+                        paying[0] = await self._signed_request(
+                            name, payload, timeout_s, invocation_id=request.invocation_id
+                        )
+                        continue
+                    if exc.status not in (503, PAYMENT_REQUIRED):
+                        raise
+                    failures.append(str(exc))  # busy, draining, or it will not take this voucher
+                    if exc.status == 503 and self._discovery is not None:
+                        self._discovery.refused_busy(node.node_id)
+                except Unreachable as exc:
+                    # Gone or timed out: the next node gets the SAME invocation id, so nodes run it
+                    # at most once each and the ledger charges it once (issue #6).
+                    failures.append(str(exc))
+                    if self._discovery is not None:
+                        self._discovery.demote(node.node_id)
+                return None
+            return None
+
+        pending: dict[asyncio.Task[tuple[InvokeRequest, InvokeResult] | None], NodeInfo] = {}
+        started_at = float("-inf")
+        async with contextlib.aclosing(self._candidates(request.invocation_id, node_url)) as candidates:
+            try:
+                more = True
+                while True:
+                    now = loop.time()
+                    hedge = len(pending) < MAX_HEDGED and now >= started_at + hedge_after_s
+                    if more and (not pending or hedge):
+                        node = await anext(candidates, None)
+                        if node is None:
+                            more = False
+                        else:
+                            pending[loop.create_task(attempt(node))] = node
+                            started_at = loop.time()
+                            continue
+                    if not pending:
+                        raise Unreachable(
+                            f"no node could run invocation {request.invocation_id}: "
+                            + ("; ".join(failures) or "no nodes")
+                        )
+                    left_s = deadline - loop.time()
                     if left_s <= 0:
                         raise InvokeTimeout(
                             f"invocation {request.invocation_id} found no answer within "
                             f"{ENTRY_TRIES_IN_TIME * per_node_s:g} s: " + ("; ".join(failures) or "no nodes"),
                             invocation_id=request.invocation_id,
                         )
-                    request = self.for_node(request, node)  # its ticket pays this entry node
-                    try:
-                        result = await rpc.call(
-                            self.session,
-                            "POST",
-                            f"{node.url}/v1/invoke",
-                            InvokeResult,
-                            request,
-                            timeout_s=left_s,
-                        )
-                    except Refused as exc:
-                        if exc.status == PAYMENT_REQUIRED and self.wallet is not None and not renewed:
-                            # This node ran nothing and calls the voucher spent: the same node gets the
-                            # same invocation id again, with a fresh voucher (once per invocation).
-                            renewed = True
-                            self.wallet.exhausted()
-                            request = await self._signed_request(
-                                name, payload, timeout_s, invocation_id=request.invocation_id
-                            )
+                    if more and len(pending) < MAX_HEDGED:
+                        left_s = min(left_s, max(0.0, started_at + hedge_after_s - loop.time()))
+                    done, _ = await asyncio.wait(pending, timeout=left_s, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        node = pending.pop(task)
+                        answer = task.result()  # a refusal that no other node would change raises
+                        if answer is None:
                             continue
-                        if exc.status not in (503, PAYMENT_REQUIRED):
-                            raise
-                        failures.append(str(exc))  # busy, draining, or it will not take this voucher
-                        if exc.status == 503 and self._discovery is not None:
-                            self._discovery.refused_busy(node.node_id)
-                    except Unreachable as exc:
-                        # Gone or timed out: the next node gets the SAME invocation id, so nodes run it
-                        # at most once each and the ledger charges it once (issue #6).
-                        failures.append(str(exc))
-                        if self._discovery is not None:
-                            self._discovery.demote(node.node_id)
-                    break
-                if result is None:
-                    continue
-                if self.wallet is not None:
-                    self.wallet.spent(result.receipt)
-                outcome = self._outcome(request, result, await self._executing_node(result, node))
-                await self._check_advert(name, result)
-                return outcome
-        raise Unreachable(
-            f"no node could run invocation {request.invocation_id}: " + ("; ".join(failures) or "no nodes")
-        )
+                        sent, result = answer
+                        if self.wallet is not None:
+                            self.wallet.spent(result.receipt)
+                        outcome = self._outcome(sent, result, await self._executing_node(result, node))
+                        await self._check_advert(name, result)
+                        return outcome
+            finally:
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _candidates(self, invocation_id: str, node_url: str | None) -> AsyncGenerator[NodeInfo, None]:
+        """Entry nodes to try, each once: the cached list, then (when it runs out) a fresh one."""
+        tried: set[str] = set()
+        for refresh in (False, True):
+            for node in await self._entry_nodes(invocation_id, node_url, refresh=refresh):
+                if node.node_id not in tried:
+                    tried.add(node.node_id)
+                    yield node
 
     async def _check_advert(self, name: str, result: InvokeResult) -> None:
         """Did the node that ran it charge more than its DHT advert said? Then prove it to the anchor

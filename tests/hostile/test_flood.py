@@ -7,6 +7,7 @@ Real anchor and client over loopback; the tarpit is an asyncio server that reads
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -106,3 +107,40 @@ async def test_a_call_has_one_deadline_across_silent_entry_nodes(
             with pytest.raises(InvokeTimeout, match="no answer"):
                 await client.invoke("echo", 1, timeout_s=0.5)
     assert pit.connections <= async_client_module.ENTRY_TRIES_IN_TIME + 1
+
+
+async def test_a_silent_entry_node_is_hedged_not_waited_out(
+    tmp_path: Path, tarpit: tuple[Tarpit, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a deadline of one node's wait, only a hedge to the next node saves a call whose first
+    entry node is silent: a second past the function's timeout, the next node is asked too."""
+    from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
+    from p2pfaas.node.daemon import NodeConfig, NodeDaemon
+
+    pit, url = tarpit
+    monkeypatch.setattr(async_client_module, "ENTRY_TRIES_IN_TIME", 1)
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'anchor.db'}"
+    async with AnchorServer(db_url, port=0) as anchor:
+        config = NodeConfig(
+            anchor_url=anchor.url,
+            key_path=tmp_path / "n" / "key",
+            work_dir=tmp_path / "n",
+            unpaid_owners=True,
+        )
+        executor = UnsandboxedProcessExecutor(work_dir=tmp_path / "run")
+        async with (
+            NodeDaemon(config, executor=executor) as node,
+            AsyncClient(anchor.url, KeyPair.generate(), rng=random.Random(0)) as client,
+        ):
+            await client.deploy(write_function(tmp_path, "echo"))
+            honest = NodeInfo(node.node_id, node.keys.public.raw, node.url, ("python3.11",), 1.0, 64)
+            silent = KeyPair.generate()
+            client._nodes = [
+                honest,
+                NodeInfo(silent.key_id, silent.public.raw, url, ("python3.11",), 1.0, 64),
+            ]
+            client._nodes_fetched_at = asyncio.get_running_loop().time() + 3600
+            for i in range(6):  # the order of entry nodes follows each invocation id
+                outcome = await client.invoke("echo", i, timeout_s=0.5)
+                assert outcome.value == {"echo": i} and outcome.node_id == node.node_id
+    assert pit.connections >= 1  # some calls met the silent node first, and were hedged
