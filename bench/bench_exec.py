@@ -376,7 +376,7 @@ async def node_process(
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        *("-m", "p2pfaas", "node", "run", "--executor", "docker", "--anchor", anchor_url),
+        *("-m", "p2pfaas", "node", "run", "--executor", "docker", "--unpaid-owners", "--anchor", anchor_url),
         *("--work-dir", str(work_dir), "--port", str(port), "--peer", "127.0.0.1:9"),
         *("--cpus", "2", "--memory", "4g", "--slots", str(slots), "--queue-size", "1024"),
         *("--workers", str(workers)),
