@@ -143,6 +143,7 @@ def test_messages_refuse_amounts_past_the_bound() -> None:
             signature=b"",
             request_sha256=b"",
             ticket=None,
+            delegations=(),
         )
         with pytest.raises(DecodeError):
             codec.decode_as(Receipt, codec.encode(unchecked(Receipt, **fields)))
