@@ -197,7 +197,8 @@ EARNING_KINDS = ("settle", "supersede")  # transfers that pay a node's work
 async def _check_matured(
     connection: AsyncConnection, account_id: int, amount_micro: int, *, since: float
 ) -> None:
-    """Refuse (409) taking `amount_micro` out of `account_id` beyond what it earned before `since`."""
+    """Refuse (409) taking `amount_micro` more out of `account_id` (0: it was taken already) when
+    its balance would no longer cover what it earned since `since`."""
     balance = await connection.scalar(
         sa.select(accounts.c.balance_micro).where(accounts.c.account_id == account_id).with_for_update()
     )
@@ -524,21 +525,16 @@ class LedgerStore:
         now: float,
         mature_after_s: float = 0.0,
     ) -> bool:
-        """Move earnings into the payout clearing account, pending. False if `payout_id` exists.
+        """Move earnings into the payout clearing account, pending. False if `payout_id` exists for
+        this account and amount; `IdempotencyConflict` if it exists for another.
 
         Only matured earnings may leave: what settlements paid into the account in the last
         `mature_after_s` stays until then, so that a payment found to be a lie (an overcharge, a
         call the node passed on) can still be clawed back (`claw_back`). Refused (409) beyond that.
         """
-        if amount_micro <= 0:
-            raise Refused(f"payout amount must be positive, got {amount_micro}")
-        """Move earnings into the payout clearing account, pending. False if `payout_id` exists for
-        this account and amount; `IdempotencyConflict` if it exists for another."""
         check_transfer_amount("payout", amount_micro)
 
         async def work(connection: AsyncConnection) -> bool:
-            if mature_after_s > 0:
-                await _check_matured(connection, account_id, amount_micro, since=now - mature_after_s)
             clearing = await ensure_account(
                 connection, PAYOUTS_CLEARING, AccountKind.CLEARING, owner_user_id=None, now=now
             )
@@ -550,6 +546,10 @@ class LedgerStore:
             ):
                 await _same_as_before(connection, ref=ref, legs=legs, what="payout")
                 return False
+            if (
+                mature_after_s > 0
+            ):  # after the move, under its row lock: what is left must cover the unmatured
+                await _check_matured(connection, account_id, 0, since=now - mature_after_s)
             await connection.execute(
                 payouts.insert().values(
                     payout_id=payout_id,
