@@ -196,15 +196,15 @@ class LedgerApi:
         )
         return reply(_payout(await self.store.payout(payout_id)))
 
-    async def claw_back(self, invocation_id: str, node_id: str, *, why: str) -> int:
-        """Take back from node `node_id` what it was paid for `invocation_id` (a proven lie), for the
-        lessee; what moved. Earnings already paid out cannot be reached: they are logged."""
+    async def claw_back(self, invocation_id: str, node_id: str, *, excess_micro: int, why: str) -> int:
+        """Give the lessee back `excess_micro` of what node `node_id` was paid for `invocation_id`
+        (what a proven lie overcharged); what moved. Earnings already paid out cannot be reached:
+        they are logged."""
         now = wall_time()
-        node_account = await self.settler.earning_account(node_id, now=now)
 
         async def work(connection: AsyncConnection) -> int:
             return await claw_back(
-                connection, invocation_id, node_id=node_id, node_account=node_account, why=why, now=now
+                connection, invocation_id, node_id=node_id, excess_micro=excess_micro, why=why, now=now
             )
 
         try:

@@ -161,7 +161,12 @@ class TrustApi:
             return reply(Ack(f"lie by {node_id} was recorded before"))
         # A proven overcharge costs the node the payment too, not only its streak.
         ledger = request.app[LEDGER]
-        taken = await ledger.claw_back(receipt.invocation_id, node_id, why=f"advert lie by node {node_id}")
+        taken = await ledger.claw_back(
+            receipt.invocation_id,
+            node_id,
+            excess_micro=receipt.price_micro - bound,  # what it charged beyond its own advert
+            why=f"advert lie by node {node_id}",
+        )
         return reply(Ack(f"lie by {node_id} recorded; {taken} micro-credits clawed back"))
 
     async def one(self, request: web.Request) -> web.Response:

@@ -54,7 +54,16 @@ from p2pfaas.ledger.policy import (
     VoucherView,
     admit_batch,
 )
-from p2pfaas.ledger.store import FEES_ACCOUNT, InsufficientFunds, ensure_account, is_duplicate_key, move
+from p2pfaas.ledger.store import (
+    FEES_ACCOUNT,
+    SUPERSEDE_REF,
+    InsufficientFunds,
+    credited_account,
+    ensure_account,
+    is_duplicate_key,
+    move,
+    post_transfer,
+)
 from p2pfaas.ledger.tickets import (
     chain_problem,
     price_problem,
@@ -216,34 +225,45 @@ class Settler:
     async def supersede(self, node_id: str, receipt: Receipt, *, now: float) -> int | None:
         """Move the payment of `receipt`'s invocation to node `node_id` (its executor) from a node
         that billed it although it signed one of the receipt's delegations; what moved, or None
-        when the payment stays (it went to a node that did not pass the call on, or to this one)."""
+        when the payment stays (it went to a node that did not pass the call on, or to this one).
+
+        The executor gets at most its own receipt's price; the rest of what the voucher paid goes
+        back to the lessee. The money is taken from the account the payment went into (whoever
+        owns it now), in the same transaction that reads where it went."""
         forwarders = {PublicKey(hop.signer).key_id for hop in receipt.delegations}
-        executor_account = await self.earning_account(node_id, now=now)
+        executor_account = await self.earning_account(node_id, now=now)  # before the transaction
 
         async def work(connection: AsyncConnection) -> int | None:
             row = (
                 await connection.execute(
-                    sa.select(settlements.c.node_id, settlements.c.price_micro)
+                    sa.select(settlements.c.node_id, settlements.c.price_micro, vouchers.c.lessee_account_id)
+                    .select_from(
+                        settlements.join(vouchers, vouchers.c.voucher_id == settlements.c.voucher_id)
+                    )
                     .where(settlements.c.invocation_id == receipt.invocation_id)
                     .with_for_update()
                 )
             ).first()
             if row is None or row.node_id == node_id or row.node_id not in forwarders:
                 return None
-            cheat_account = await self.earning_account(str(row.node_id), now=now)
-            moved = int(row.price_micro)  # what the voucher paid for it, within the lessee's cap
-            result = await connection.execute(
-                transfers.insert().values(
-                    kind="supersede",
-                    ref=f"supersede:{receipt.invocation_id}",
-                    memo=f"node {row.node_id} forwarded {receipt.invocation_id} to {node_id} and billed it",
-                    created_at=now,
+            held = await credited_account(connection, receipt.invocation_id)
+            if held is None or held[0] == executor_account:
+                return None
+            holder, paid = held  # what the voucher paid for it (within the lessee's cap), or moved since
+            moved = min(paid, receipt.price_micro)
+            memo = f"node {row.node_id} forwarded {receipt.invocation_id} to {node_id} and billed it"
+            ref = f"{SUPERSEDE_REF}{receipt.invocation_id}:{row.node_id}"
+            legs = {holder: -moved, executor_account: moved}
+            if (
+                await post_transfer(connection, kind="supersede", ref=ref, memo=memo, legs=legs, now=now)
+                is None
+            ):
+                return None  # moved from that node before
+            if paid > moved:  # the executor charged less than was billed: the rest is the lessee's
+                refund = {holder: moved - paid, int(row.lessee_account_id): paid - moved}
+                await post_transfer(
+                    connection, kind="refund", ref=f"refund:{ref}", memo=memo, legs=refund, now=now
                 )
-            )
-            transfer_id = int(result.inserted_primary_key[0])  # type: ignore[index]
-            await move(
-                connection, transfer_id, {cheat_account: -moved, executor_account: moved}, what="supersede"
-            )
             await connection.execute(
                 settlements.update()
                 .where(settlements.c.invocation_id == receipt.invocation_id)

@@ -369,12 +369,13 @@ async def test_a_proven_lie_costs_the_node_the_payment_not_only_its_streak(live:
     alice = (await live.call("GET", "/v1/ledger/balance", Balances, as_user="alice")).accounts[0]
     assert (await store.account(node_account)).balance_micro == 5_000
     ack = await live.call("POST", "/v1/adverts/lies", Ack, AdvertLieReport(codec.encode(advert), greedy))
-    assert "5000 micro-credits clawed back" in ack.detail
-    assert (await store.account(node_account)).balance_micro == 0
+    # What it charged beyond its own advert (a few dozen micro-credits) goes back; the rest stays.
+    kept = (await store.account(node_account)).balance_micro
+    assert 0 < kept < 100 and f"{5_000 - kept} micro-credits clawed back" in ack.detail
     after = (await live.call("GET", "/v1/ledger/balance", Balances, as_user="alice")).accounts[0]
-    assert after.balance_micro == alice.balance_micro + 5_000
+    assert after.balance_micro == alice.balance_micro + 5_000 - kept
     again = await live.call("POST", "/v1/adverts/lies", Ack, AdvertLieReport(codec.encode(advert), greedy))
-    assert "before" in again.detail and (await store.account(node_account)).balance_micro == 0
+    assert "before" in again.detail and (await store.account(node_account)).balance_micro == kept
     assert await audit(live.db) == []
 
 

@@ -7,10 +7,13 @@ batch the node signed properly, were paid.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
 
+from p2pfaas import signing
 from p2pfaas.anchor import ledger_api
 from p2pfaas.clock import wall_time
 from p2pfaas.db import Database
@@ -19,6 +22,7 @@ from p2pfaas.identity import KeyPair
 from p2pfaas.ledger import tickets
 from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.wire import (
+    Balances,
     BatchResult,
     GrantRequest,
     PayoutInfo,
@@ -105,16 +109,20 @@ async def test_only_the_node_the_lessee_named_or_delegated_to_is_paid_within_the
     sly = kit.rebill(ran, node=ENTRY, price_micro=300)
     assert (await _send(a, ENTRY, sly)).paid == ("fwd",)
     assert await _earned(a, ENTRY.key_id) == 300
-    # ...and it does: its receipt carries ENTRY's signed delegation, so the payment moves to it.
+    # ...and it does: its receipt carries ENTRY's signed delegation, so the payment moves to it,
+    # at its own price (120); the rest of what ENTRY billed goes back to the lessee.
+    alice = (await a.call("GET", "/v1/ledger/balance", Balances, as_user="alice")).accounts[0]
     result = await _send(a, EXECUTOR, ran)
     assert result.paid == ("fwd",) and result.duplicate == ()
     assert await _earned(a, ENTRY.key_id) == 0
-    assert await _earned(a, EXECUTOR.key_id) == 300
+    assert await _earned(a, EXECUTOR.key_id) == 120
+    refunded = (await a.call("GET", "/v1/ledger/balance", Balances, as_user="alice")).accounts[0]
+    assert refunded.balance_micro == alice.balance_micro + 180
     # Replays change nothing.
     again = await _send(a, EXECUTOR, ran)
     assert again.paid == () and again.duplicate == ("fwd",)
     assert (await _send(a, ENTRY, sly)).duplicate == ("fwd",)
-    assert await _earned(a, EXECUTOR.key_id) == 300
+    assert await _earned(a, EXECUTOR.key_id) == 120
     # A delegation ENTRY never signed (forged by the executor) proves nothing.
     forged = kit.paid_receipt(
         "fwd2",
@@ -154,4 +162,37 @@ async def test_earnings_mature_before_they_can_be_paid_out(
     monkeypatch.setattr(ledger_api, "wall_time", lambda: later)
     payout = await a.call("POST", "/v1/payouts", PayoutInfo, request, as_user="bob")
     assert payout.state == "pending" and payout.amount_micro == 100
+    assert await audit(db) == []
+
+
+async def test_a_payment_moves_along_a_chain_of_billing_forwarders_once_each(
+    anchor: Anchor, db: Database
+) -> None:
+    """Found in review: ENTRY -> B -> EXECUTOR, with ENTRY and B both billing first: the second move
+    of the same payment reused the first move's unique reference and failed the executor's whole
+    batch (400), which its node then resent forever. And with the forwarder's account no longer
+    cached, the move opened a transaction inside its own (SQLite: a hang holding the write lock)."""
+    a = anchor
+    voucher = await _voucher(a)
+    common: dict[str, Any] = {"lessee": LESSEE, "voucher_id": voucher.voucher_id, "issued_at": T0 + 1}
+    middle = keys("middle")
+    first, second = (
+        tickets.delegate("hop2", middle.key_id, ENTRY),
+        tickets.delegate("hop2", EXECUTOR.key_id, middle),
+    )
+    ran = kit.paid_receipt(
+        "hop2", node=EXECUTOR, payee=ENTRY, price_micro=100, cap_micro=300,
+        delegations=[first, second], **common,
+    )  # fmt: skip
+    assert (await _send(a, ENTRY, kit.rebill(ran, node=ENTRY, price_micro=300))).paid == ("hop2",)
+    b_bill = signing.sign(dataclasses.replace(ran, delegations=(first,), price_micro=300), middle)
+    assert (await _send(a, middle, b_bill)).paid == ("hop2",)  # moved from ENTRY to B
+    a.api.settler._unclaimed.clear()  # what UNCLAIMED_RECHECK_S, or an anchor restart, does
+    a.api.settler._account_ids.clear()
+    other = kit.paid_receipt("other", node=EXECUTOR, price_micro=50, **common)
+    async with asyncio.timeout(60):  # a hang guard, not a speed bound
+        result = await _send(a, EXECUTOR, ran, other)
+    assert sorted(result.paid) == ["hop2", "other"]
+    assert await _earned(a, EXECUTOR.key_id) == 150
+    assert await _earned(a, ENTRY.key_id) == 0 and await _earned(a, middle.key_id) == 0
     assert await audit(db) == []
