@@ -97,7 +97,10 @@ async def _scenario(
         rate = load * slots_total / MEAN_RUN_S
         clients = await add_clients(
             net, stack, root, anchor.url, lessee, rate=rate, seed=seed,
-            wallet=lambda wallet_rng: Wallet(lessee, account.voucher, budget_micro=10**9, rng=wallet_rng),
+            wallet=lambda wallet_rng: Wallet(
+                lessee, account.voucher, budget_micro=10**9, rng=wallet_rng,
+                max_price_per_cpu_s_micro=10**6,  # over these nodes' price (100,000 per CPU-second)
+            ),
         )  # fmt: skip
         await settle(net, daemons)
 

@@ -28,7 +28,16 @@ def add_pay_option(parser: Any) -> None:
         metavar="CREDITS",
         default="",
         help="pay with vouchers of CREDITS each from your account (`p2pfaas account login` first); "
-        "without it only your own functions run, unpaid",
+        "without it only nodes that let you run unpaid (a devnet's) serve you",
+    )
+    parser.add_argument(
+        "--max-price",
+        metavar="MICRO",
+        type=int,
+        default=100,
+        help="with --pay: the most you pay a node per CPU-second, in micro-credits (and a tenth of it "
+        "per GB-second of memory); each call's spend ticket caps its price at this over the "
+        "function's timeout (default: %(default)s)",
     )
 
 
@@ -41,11 +50,20 @@ async def paying(args: argparse.Namespace, client: AsyncClient) -> AsyncIterator
     from p2pfaas.client.account import AccountClient
     from p2pfaas.client.account_cli import credits_to_micro, load_token, token_path
     from p2pfaas.client.wallet import Wallet
+    from p2pfaas.errors import LocalError
 
     budget_micro = credits_to_micro(args.pay)
     state = token_path().parent / f"voucher-{client.keys.key_id[:16]}.json"
     async with AccountClient(client.anchor_url, token=load_token()) as account:
+        if not 0 <= args.max_price <= 10**9:
+            raise LocalError("--max-price must be between 0 and 10^9 micro-credits per CPU-second")
         client.wallet = Wallet(
-            client.keys, account.voucher, budget_micro=budget_micro, ttl_s=VOUCHER_TTL_S, state_path=state
+            client.keys,
+            account.voucher,
+            budget_micro=budget_micro,
+            ttl_s=VOUCHER_TTL_S,
+            state_path=state,
+            max_price_per_cpu_s_micro=args.max_price,
+            max_price_per_gb_s_micro=args.max_price // 10,
         )
         yield

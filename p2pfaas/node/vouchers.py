@@ -13,8 +13,9 @@ offline.)
 
 The spend ticket must also name this node as its payee, or come with the delegations of the
 nodes that forwarded it here (`p2pfaas.ledger.tickets.chain_problem`): the anchor pays no receipt
-of a node the call was not sent to. What the node reserves, and then charges, is never more than
-the cap the lessee put in the ticket.
+of a node the call was not sent to. A ticket whose price cap is below what the invocation may cost
+at this node's prices is refused (402), so the node never runs work the anchor would not pay for;
+the receipt's price is never over the cap.
 
 Requests without a voucher are refused (402) unless the volunteer opts in with an `UnpaidPolicy`:
 a function's owner running its own functions (a devnet), or an allow-list of lessee keys (the
@@ -281,12 +282,22 @@ class VoucherBook:
         if problem is not None:  # the anchor would refuse this receipt: never run it for free
             raise Forbidden(f"the paid request {problem}")
         assert request.ticket is not None
-        max_price_micro = min(max_price_micro, request.ticket.max_price_micro)  # the node bills no more
+        if request.ticket.max_price_micro < max_price_micro:
+            # The node would run it at a loss (the anchor pays no more than the cap), or for free.
+            raise PaymentRequired(
+                f"the spend ticket caps this invocation at {request.ticket.max_price_micro} micro-credits, "
+                f"and at this node's prices it may cost up to {max_price_micro}: raise the wallet's price "
+                "ceilings, or use a cheaper node"
+            )
         if now + request.timeout_s + self.expiry_margin_s > voucher.expires_at:
             raise PaymentRequired(f"voucher {voucher.voucher_id} expires before this invocation could finish")
         self._forget_old(now)
-        if request.invocation_id in self._holds or self._invocations.get(request.invocation_id):
-            return  # a retry or forward of an invocation already accepted: reserved once
+        if request.invocation_id in self._holds:
+            return  # a retry or forward of an invocation accepted and running: reserved once
+        if request.invocation_id in self._invocations:
+            # It ran here and was charged; the anchor pays an id once, so running it again (with a
+            # new payload, once the router's cache of results has forgotten it) would be free.
+            raise Refused("this invocation id already ran on this node; use a new id", status=409)
         cost = self.fees.charge_micro(max_price_micro)
         left = self.spends.reserve(
             voucher.voucher_id,

@@ -271,7 +271,10 @@ async def test_paid_replication_pays_the_majority_and_never_the_liar(tmp_path: P
             keys = KeyPair.generate()
             await alice.claim_key(keys, kind="lessee")
             await operator.grant("alice", 50_000_000, ref="welcome")
-            wallet = Wallet(keys, alice.voucher, budget_micro=20_000_000, ttl_s=600, rng=random.Random(3))
+            wallet = Wallet(
+                keys, alice.voucher, budget_micro=20_000_000, ttl_s=600, rng=random.Random(3),
+                max_price_per_cpu_s_micro=10**7, max_price_per_gb_s_micro=10**6,  # these nodes are dear
+            )  # fmt: skip
             client = await stack.enter_async_context(
                 AsyncClient(anchor.url, keys, rng=random.Random(5), wallet=wallet)
             )

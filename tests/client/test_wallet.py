@@ -109,7 +109,10 @@ async def test_a_wallet_pays_for_invocations_and_the_volunteer_is_paid(net: Net)
     keys = KeyPair.generate()
     await net.alice.claim_key(keys, kind="lessee")
     await net.operator.grant("alice", 5_000_000, ref="welcome")
-    wallet = Wallet(keys, net.alice.voucher, budget_micro=1_000_000, ttl_s=600, rng=random.Random(3))
+    wallet = Wallet(
+        keys, net.alice.voucher, budget_micro=1_000_000, ttl_s=600, rng=random.Random(3),
+        max_price_per_cpu_s_micro=10**7, max_price_per_gb_s_micro=10**6,  # this node is dear
+    )  # fmt: skip
     async with AsyncClient(net.anchor.url, keys, wallet=wallet) as client:
         await client.deploy(write_function(net.root, "sleepy"))
         for _ in range(5):  # 50 ms each: enough metered use to cost something at these prices
@@ -138,7 +141,10 @@ async def test_a_node_of_two_processes_is_paid_once_for_each_invocation_either_r
     await net.alice.claim_key(keys, kind="lessee")
     await net.operator.grant("alice", 50_000_000, ref="welcome")
     # Enough budget to reserve the worst case of all 16 at once (each may cost up to ~0.56 credit).
-    wallet = Wallet(keys, net.alice.voucher, budget_micro=20_000_000, ttl_s=600, rng=random.Random(4))
+    wallet = Wallet(
+        keys, net.alice.voucher, budget_micro=20_000_000, ttl_s=600, rng=random.Random(4),
+        max_price_per_cpu_s_micro=10**7, max_price_per_gb_s_micro=10**6,  # this node is dear
+    )  # fmt: skip
     async with AsyncClient(net.anchor.url, keys, wallet=wallet) as client:
         await client.deploy(write_function(net.root, "sleepy"))
         # Concurrent calls open several connections, which the kernel spreads over both processes.
@@ -264,7 +270,7 @@ async def test_the_cli_pays_and_reuses_its_voucher_across_runs(
     monkeypatch.setenv("P2PFAAS_HOME", str(tmp_path / "home"))
     async with AsyncClient(net.anchor.url, keys) as client:
         await client.deploy(write_function(net.root, "sleepy"))
-    args = argparse.Namespace(pay="1")
+    args = argparse.Namespace(pay="1", max_price=100_000)  # --max-price over this dear node's prices
     bought = []
     for _ in range(2):  # two separate commands, each with its own client
         async with AsyncClient(net.anchor.url, keys) as client, ledger_cli.paying(args, client):

@@ -79,8 +79,9 @@ async def _network(
             await LedgerStore(db).grant(ref="sim", account_id=alice_account, amount_micro=10**9, now=0.0)
         with net.on_host(client_ip):
             wallet = Wallet(
-                lessee, account.voucher, budget_micro=50_000_000, ttl_s=3600, rng=random.Random(seed)
-            )
+                lessee, account.voucher, budget_micro=50_000_000, ttl_s=3600, rng=random.Random(seed),
+                max_price_per_cpu_s_micro=10**6,  # over these nodes' price (100,000 per CPU-second)
+            )  # fmt: skip
             client = await stack.enter_async_context(
                 AsyncClient(anchor.url, lessee, rng=random.Random(seed), wallet=wallet)
             )

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from p2pfaas import signing
+from p2pfaas.errors import Refused
 from p2pfaas.identity import KeyPair
 from p2pfaas.ledger import tickets
 from p2pfaas.ledger.policy import FeePolicy
@@ -310,3 +311,26 @@ async def test_only_the_restoring_payments_load_the_spend_log(tmp_path: Path) ->
                 assert spend is not None and spend.committed_micro == 300
             else:
                 assert spend is None
+
+
+def test_a_ticket_capped_below_the_nodes_worst_case_is_refused() -> None:
+    """Found in review: a cap of 0 made the node run the call for nothing (it reserved nothing and
+    priced the receipt at 0, which the anchor does not pay)."""
+    b, v = book(), voucher(1000)
+    for cap in (0, 1, 199):
+        unsigned = InvokeRequest(f"c{cap}", DIGEST, b"{}", 10.0, v, signer=b"", signature=b"")
+        cheap = tickets.signed_request(unsigned, LESSEE, payee=NODE.key_id, max_price_micro=cap)
+        with pytest.raises(PaymentRequired, match="caps this invocation"):
+            b.authorize(cheap, header(), LESSEE.public.raw, max_price_micro=200, now=T0)
+    b.authorize(request("ok", v), header(), LESSEE.public.raw, max_price_micro=200, now=T0)
+
+
+def test_an_id_that_ran_and_was_charged_does_not_run_again() -> None:
+    """Found in review: once the router forgot a result, the same id with a new payload ran again
+    with nothing reserved, and its receipt was a duplicate the anchor does not pay."""
+    b, v = book(), voucher(1000)
+    b.authorize(request("once", v), header(), LESSEE.public.raw, max_price_micro=200, now=T0)
+    b.authorize(request("once", v), header(), LESSEE.public.raw, max_price_micro=200, now=T0)  # still running
+    assert b.charged(receipt("once", 100)) > 0
+    with pytest.raises(Refused, match="already ran"):
+        b.authorize(request("once", v), header(), LESSEE.public.raw, max_price_micro=200, now=T0)
