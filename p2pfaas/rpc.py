@@ -131,7 +131,8 @@ async def call(
     """Send `msg` (or nothing) to `url` and decode the answer as `expect`.
 
     Raises NotFound / Refused for an ErrorReply, DecodeError for a malformed answer, and
-    Unreachable when the peer cannot be reached or does not answer within `timeout_s`.
+    Unreachable when the peer cannot be reached or does not answer within `timeout_s`. Redirects
+    are never followed (a 3xx is an error): a peer must not steer our requests elsewhere.
     `headers` adds request headers (e.g. `Authorization: Bearer ...` for the anchor's account routes).
     """
     data = codec.encode(msg) if msg is not None else None
@@ -140,7 +141,12 @@ async def call(
         sent["Content-Type"] = CONTENT_TYPE
     try:
         async with session.request(
-            method, url, data=data, headers=sent, timeout=aiohttp.ClientTimeout(total=timeout_s)
+            method,
+            url,
+            data=data,
+            headers=sent,
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+            allow_redirects=False,
         ) as response:
             body = await response.read()
             status = response.status

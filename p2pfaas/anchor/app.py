@@ -45,7 +45,7 @@ from p2pfaas.anchor.passwords import PasswordHasher
 from p2pfaas.anchor.store import RegistryStore
 from p2pfaas.clock import wall_time
 from p2pfaas.db import Database
-from p2pfaas.errors import LocalError, NotFound, P2PFaaSError, Refused
+from p2pfaas.errors import DecodeError, LocalError, NotFound, P2PFaaSError, Refused
 from p2pfaas.identity import PublicKey
 from p2pfaas.messages import (
     MAX_ARCHIVE_BYTES,
@@ -64,6 +64,7 @@ from p2pfaas.rpc import Forbidden, error_middleware, read_message, reply
 NODE_TTL_S = 90.0  # nodes re-announce every 30 s; three missed announcements and they drop out
 ANNOUNCE_SKEW_S = 120.0  # an announcement older (or newer) than this is refused: no replays
 REACHABILITY_TIMEOUT_S = 3.0
+REACHABILITY_CHECKS = 8  # at once, for every announcer together
 MAX_TRACKED_NODES = 100_000
 
 
@@ -113,6 +114,7 @@ class AnchorApi:
     announcements: TokenBuckets = field(default_factory=lambda: TokenBuckets(burst=5, per_s=0.2))
     reachability: OrderedDict[str, str] = field(default_factory=OrderedDict)  # node id -> URL checked
     session: aiohttp.ClientSession | None = None  # for the reachability checks
+    checks: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(REACHABILITY_CHECKS))
 
     async def health(self, request: web.Request) -> web.Response:
         return reply(Ack("anchor ok"))
@@ -212,19 +214,37 @@ class AnchorApi:
         return reply(Ack(key.key_id))
 
     async def _check_reachable(self, node_id: str, url: str) -> None:
-        """Refuse (422) unless `url` answers `GET /v1/status` in time, naming node `node_id`."""
-        if urlsplit(url).scheme not in ("http", "https"):
-            raise LocalError(f"a node's URL is http(s), not {url[:80]!r}")
+        """Refuse (422) unless `url` answers `GET /v1/status` in time, naming node `node_id`.
+
+        The URL is a base (scheme, host, port: nothing the announcer could use to pick the path or
+        query the anchor requests), no redirect is followed, at most REACHABILITY_CHECKS run at once,
+        and every failure gets the same answer, so the check tells an announcer nothing about what
+        answers where. Residual: the host may be any address (see docs/threat-model.md)."""
+        parts = urlsplit(url)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.username is not None
+            or parts.path not in ("", "/")
+            or parts.query
+            or parts.fragment
+            or "#" in url
+            or "?" in url
+        ):
+            raise LocalError("a node's URL is http(s)://HOST:PORT, with no path, query or user")
         if self.session is None:
             self.session = aiohttp.ClientSession()
-        try:
-            status = await rpc.call(
-                self.session, "GET", f"{url}/v1/status", NodeStatus, timeout_s=REACHABILITY_TIMEOUT_S
-            )
-        except P2PFaaSError as error:
-            raise Refused(f"this anchor cannot reach the node at {url[:80]}: {error}", status=422) from None
+        base = f"{parts.scheme}://{parts.netloc}"
+        unreachable = Refused(f"this anchor could not reach node {node_id[:12]} at its URL", status=422)
+        async with self.checks:
+            try:
+                status = await rpc.call(
+                    self.session, "GET", f"{base}/v1/status", NodeStatus, timeout_s=REACHABILITY_TIMEOUT_S
+                )
+            except (P2PFaaSError, DecodeError):
+                raise unreachable from None
         if status.node_id != node_id:
-            raise Refused(f"the node at {url[:80]} is {status.node_id[:12]}, not {node_id[:12]}", status=422)
+            raise unreachable
 
     async def aclose(self) -> None:
         if self.session is not None:

@@ -144,3 +144,53 @@ async def test_a_silent_entry_node_is_hedged_not_waited_out(
                 outcome = await client.invoke("echo", i, timeout_s=0.5)
                 assert outcome.value == {"echo": i} and outcome.node_id == node.node_id
     assert pit.connections >= 1  # some calls met the silent node first, and were hedged
+
+
+async def test_the_reachability_check_follows_no_redirect_and_picks_no_path(tmp_path: Path) -> None:
+    """Found in review: an announced URL with a path, query or fragment chose what the anchor
+    requested, redirects were followed, and the refusal told open ports from closed ones."""
+    from aiohttp import web
+
+    hits: list[str] = []
+
+    async def inner(request: web.Request) -> web.Response:
+        hits.append(request.path_qs)
+        return web.Response(text="secret")
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"{inner_url}/metadata")
+
+    inner_app, outer_app = web.Application(), web.Application()
+    inner_app.router.add_route("*", "/{tail:.*}", inner)
+    outer_app.router.add_route("*", "/{tail:.*}", redirect)
+    runners = [web.AppRunner(inner_app), web.AppRunner(outer_app)]
+    urls = []
+    for runner in runners:
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        urls.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
+    inner_url, outer_url = urls
+    try:
+        db_url = f"sqlite+aiosqlite:///{tmp_path / 'anchor.db'}"
+        async with AnchorServer(db_url, port=0) as anchor, aiohttp.ClientSession() as session:
+            now = wall_time()
+            for shaped in (f"{inner_url}/admin?delete=yes#", f"{inner_url}/x", f"{inner_url}?q=1"):
+                with pytest.raises(Refused) as refused:
+                    await _announce(
+                        session, anchor.url, _announcement(KeyPair.generate(), shaped, issued_at=now)
+                    )
+                assert refused.value.status == 400
+            answers = set()
+            for url in (outer_url, "http://127.0.0.1:1", inner_url):  # a redirect, a closed port, junk
+                with pytest.raises(Refused) as refused:
+                    await _announce(
+                        session, anchor.url, _announcement(KeyPair.generate(), url, issued_at=now)
+                    )
+                assert refused.value.status == 422
+                answers.add(str(refused.value).split(" at its URL")[0].rsplit(" ", 1)[0])
+            assert len(answers) == 1  # the same words, whatever answered there
+        assert hits == ["/v1/status"]  # only the direct check of inner_url; the redirect was not followed
+    finally:
+        for runner in runners:
+            await runner.cleanup()
