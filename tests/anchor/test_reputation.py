@@ -404,3 +404,25 @@ async def test_trust_store_counts_a_group_once_under_concurrency(db: Database) -
     assert sorted(firsts) == [False] * 4 + [True]
     records = await store.records([N1.key_id, N2.key_id, N3.key_id])
     assert records[N1.key_id].agreements == 1 and records[N3.key_id].disagreements == 1
+
+
+async def test_a_lie_made_before_the_node_was_claimed_is_still_clawed_back(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: the clawback debited the node's earning account as it is now (its new
+    volunteer's, empty), not the account the payment went into, and the lie could not be reported
+    again."""
+    from p2pfaas.ledger import settlement
+
+    monkeypatch.setattr(settlement, "UNCLAIMED_RECHECK_S", 0.0)  # the claim is seen at once
+    advert = await _greedy_advert(live)
+    voucher = await funded_voucher(live)
+    greedy = receipt("c" * 32, N2, voucher.voucher_id, b"x", price=5_000)
+    assert (await live.receipts(N2, greedy)).paid == ("c" * 32,)
+    accounts = AccountStore(live.db)
+    bob = await accounts.create_user("bob", password_hash="x", role="volunteer", now=0.0)
+    await accounts.bind_key(bob.user_id, N2.public.raw, kind="node", label="", now=0.0)
+    ack = await live.call("POST", "/v1/adverts/lies", Ack, AdvertLieReport(codec.encode(advert), greedy))
+    taken = int(ack.detail.split("; ")[1].split(" ")[0])
+    assert taken > 4_900
+    assert await audit(live.db) == []
