@@ -225,7 +225,8 @@ async def main(args: argparse.Namespace) -> None:
             f"| {percentile(run.latencies_s, 0.99) * 1e3:.1f} "
             f"| {run.rate / baseline:.1f}x |"
         )
-    print(f"\nEd25519 verification of one receipt: {verify_us:.0f} us (CPU; once per batch over HTTP)")
+    per = "once per receipt, and once per batch, over HTTP"
+    print(f"\nEd25519 verification of one receipt: {verify_us:.0f} us (CPU; {per})")
     print(f"checking one receipt's spend ticket: {ticket_us:.0f} us (CPU; once per receipt over HTTP)")
     print(f"ledger audit after the run: {'clean' if not problems else problems[:5]}")
 
