@@ -40,10 +40,10 @@ from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.policy import AccountKind, FeePolicy
 from p2pfaas.ledger.settlement import Settler, claim_of
 from p2pfaas.ledger.store import LedgerStore
-from p2pfaas.ledger.tickets import receipt_ticket_problem, sign_ticket
 from p2pfaas.ledger.wire import BatchResult
 from p2pfaas.messages import Receipt, ReceiptBatch, Voucher
 from p2pfaas.rpc import call, error_middleware
+from p2pfaas.tickets import receipt_ticket_problem, sign_ticket
 
 DEFAULT_URL = "mysql+aiomysql://p2pfaas:p2pfaas@127.0.0.1:3306/p2pfaas_test"
 T0 = 1_700_000_000.0

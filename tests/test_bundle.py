@@ -28,7 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import p2pfaas
-from p2pfaas import bundle_cache, codec, signing
+from p2pfaas import codec, signing
 from p2pfaas.bundle import (
     MANIFEST_FILE,
     MAX_FILES,
@@ -40,9 +40,10 @@ from p2pfaas.bundle import (
     validate_manifest,
     verify_bundle,
 )
+from p2pfaas.bundle import cache as bundle_cache
+from p2pfaas.bundle.manifest import parse_manifest
 from p2pfaas.errors import BundleError, DecodeError, ManifestError, SignatureError
 from p2pfaas.identity import KeyPair
-from p2pfaas.manifest import parse_manifest
 from p2pfaas.messages import Bundle, BundleHeader, Manifest
 
 LESSEE = KeyPair.from_seed(b"lessee")

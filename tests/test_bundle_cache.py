@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from p2pfaas.bundle import make_bundle
-from p2pfaas.bundle_cache import BundleCache
+from p2pfaas.bundle.cache import BundleCache
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import Bundle
 from tests.functions import write_function

@@ -6,9 +6,9 @@ import msgpack
 import pytest
 
 from p2pfaas import codec, signing
+from p2pfaas.bundle.manifest import parse_manifest, validate_manifest
 from p2pfaas.errors import DecodeError, ManifestError
 from p2pfaas.identity import KeyPair
-from p2pfaas.manifest import parse_manifest, validate_manifest
 from p2pfaas.messages import BundleHeader, Manifest
 
 BASE = b'name = "f"\nversion = "1"\nhandler = "handler:main"\n'

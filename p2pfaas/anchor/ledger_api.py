@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from p2pfaas import signing
 from p2pfaas.anchor.accounts import normalize_username
 from p2pfaas.anchor.auth import Principal, Scope, require
+from p2pfaas.anchor.trust_store import replica_gate
 from p2pfaas.clock import wall_time
 from p2pfaas.db import Database
 from p2pfaas.db.schema import key_owners, users
@@ -314,7 +315,8 @@ def setup(
 ) -> LedgerApi:
     """Add the ledger's routes to the anchor `app`, and its voucher-release task to the app's lifetime."""
     store = LedgerStore(db)
-    api = LedgerApi(db, store, Settler(db, fees=fees), Payments(store), mature_after_s=mature_after_s)
+    settler = Settler(db, fees=fees, gate=replica_gate)  # replicas are paid once their vote says so
+    api = LedgerApi(db, store, settler, Payments(store), mature_after_s=mature_after_s)
     app[LEDGER] = api
     app.add_routes(
         [

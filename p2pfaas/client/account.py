@@ -5,7 +5,7 @@ and binds keys: a lessee key (to deploy and pay with) or a node's key (so the no
 reach the volunteer), each by a claim the key itself signs. It also speaks the ledger's routes
 for the same caller (`p2pfaas/anchor/ledger_api.py`): balances, vouchers, payouts, and an
 operator's grants. The token is held in memory only; the CLI keeps it in a file readable by its
-owner alone (`p2pfaas/client/account_cli.py`).
+owner alone (`p2pfaas/cli/account.py`).
 """
 
 from __future__ import annotations

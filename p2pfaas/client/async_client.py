@@ -25,29 +25,22 @@ from typing import Any
 
 import aiohttp
 
-from p2pfaas import bundle, codec, rpc, signing
+from p2pfaas import bundle, codec, rpc, signing, tickets
 from p2pfaas.client import jobs
 from p2pfaas.client.discovery import Discovery
+from p2pfaas.client.outcome import InvokeOutcome, decode_outcome
 from p2pfaas.client.wallet import Wallet
 from p2pfaas.clock import wall_time
 from p2pfaas.errors import (
-    ExecutorError,
-    FunctionFailed,
-    InvokeError,
     InvokeTimeout,
     LocalError,
-    MemoryExceeded,
     P2PFaaSError,
     Refused,
     SignatureError,
     Unreachable,
 )
 from p2pfaas.identity import KeyPair
-from p2pfaas.ledger import tickets
 from p2pfaas.messages import (
-    ERROR_EXECUTOR,
-    ERROR_MEMORY,
-    ERROR_TIMEOUT,
     Ack,
     FunctionInfo,
     InvokeRequest,
@@ -64,19 +57,6 @@ ENTRY_TRIES_IN_TIME = 2  # an invocation's whole deadline: this many entry nodes
 HEDGE_SLACK_S = 1.0  # a node silent this long past the function's timeout is joined by the next
 MAX_HEDGED = 2  # entry nodes asked at once
 NO_PAYEE = "0" * 40  # a paid request's ticket before its entry node is chosen (`AsyncClient.for_node`)
-
-
-@dataclass(frozen=True)
-class InvokeOutcome:
-    """A successful invocation: the function's return value and where and how it ran."""
-
-    value: Any
-    invocation_id: str
-    node_id: str
-    node_url: str
-    duration_s: float
-    cold: bool
-    price_micro: int = 0  # what the node's signed receipt charges (0 when unpaid or free)
 
 
 @dataclass
@@ -185,7 +165,7 @@ class AsyncClient:
         `node_url` pins the entry node (tests, benchmarks); otherwise nodes are tried in a random
         order until one answers.
         """
-        request = await self._signed_request(name, payload, timeout_s)
+        request = await self.signed_request(name, payload, timeout_s)
         timeout = request.timeout_s
         # One deadline for the whole call, across every entry node tried, and a hedge: a node still
         # silent a second past the function's own timeout is joined by the next one, and the first
@@ -220,7 +200,7 @@ class AsyncClient:
                         # same invocation id again, with a fresh voucher (once per invocation).
                         renewed = True
                         self.wallet.exhausted()
-                        paying[0] = await self._signed_request(
+                        paying[0] = await self.signed_request(
                             name, payload, timeout_s, invocation_id=request.invocation_id
                         )
                         continue
@@ -277,7 +257,7 @@ class AsyncClient:
                         sent, result = answer
                         if self.wallet is not None:
                             self.wallet.spent(result.receipt)
-                        outcome = self._outcome(sent, result, await self._executing_node(result, node))
+                        outcome = decode_outcome(sent, result, await self.executing_node(result, node))
                         await self._check_advert(name, result)
                         return outcome
             finally:
@@ -289,7 +269,7 @@ class AsyncClient:
         """Entry nodes to try, each once: the cached list, then (when it runs out) a fresh one."""
         tried: set[str] = set()
         for refresh in (False, True):
-            for node in await self._entry_nodes(invocation_id, node_url, refresh=refresh):
+            for node in await self.entry_nodes(invocation_id, node_url, refresh=refresh):
                 if node.node_id not in tried:
                     tried.add(node.node_id)
                     yield node
@@ -309,7 +289,7 @@ class AsyncClient:
                 self.session, "POST", f"{self.anchor_url}/v1/adverts/lies", Ack, report, timeout_s=5.0
             )
 
-    async def _entry_nodes(
+    async def entry_nodes(
         self, invocation_id: str, node_url: str | None, *, refresh: bool
     ) -> list[NodeInfo]:
         if node_url is None and self._discovery is not None and not refresh:
@@ -343,7 +323,7 @@ class AsyncClient:
     ) -> InvokeOutcome:
         return await jobs.wait(self, job, poll_s=poll_s, timeout_s=timeout_s)
 
-    async def _signed_request(
+    async def signed_request(
         self, name: str, payload: Any, timeout_s: float | None, *, invocation_id: str | None = None
     ) -> InvokeRequest:
         info = await self.function(name)
@@ -380,7 +360,7 @@ class AsyncClient:
             request, self.keys, payee=node.node_id, max_price_micro=ticket.max_price_micro
         )
 
-    async def _executing_node(self, result: InvokeResult, entry: NodeInfo) -> NodeInfo:
+    async def executing_node(self, result: InvokeResult, entry: NodeInfo) -> NodeInfo:
         """The node that signed `result`: the entry node, or a known node it forwarded to."""
         if result.signer == entry.public_key:
             return entry
@@ -389,40 +369,3 @@ class AsyncClient:
                 if node.public_key == result.signer:
                     return node
         raise SignatureError(f"node {entry.node_id[:12]} answered with the signature of an unknown key")
-
-    def _outcome(self, request: InvokeRequest, result: InvokeResult, node: NodeInfo) -> InvokeOutcome:
-        if result.signer != node.public_key:
-            raise SignatureError(f"node {node.node_id[:12]} answered with another key's signature")
-        signing.verify(result)
-        if result.invocation_id != request.invocation_id or result.digest != request.digest:
-            raise SignatureError(f"node {node.node_id[:12]} answered a different invocation")
-        ids = {"invocation_id": request.invocation_id, "node_id": node.node_id}
-        if not result.ok:
-            error: InvokeError
-            if result.error_type == ERROR_TIMEOUT:
-                error = InvokeTimeout(result.error_message, **ids)
-            elif result.error_type == ERROR_MEMORY:
-                error = MemoryExceeded(result.error_message, **ids)
-            elif result.error_type == ERROR_EXECUTOR:
-                error = ExecutorError(result.error_message, **ids)
-            else:
-                error = FunctionFailed(
-                    f"{result.error_type}: {result.error_message}",
-                    error_type=result.error_type,
-                    traceback=result.traceback,
-                    **ids,
-                )
-            raise error
-        try:
-            value = json.loads(result.output) if result.output else None
-        except ValueError:
-            raise ExecutorError("the node returned output that is not JSON", **ids) from None
-        return InvokeOutcome(
-            value=value,
-            invocation_id=request.invocation_id,
-            node_id=node.node_id,
-            node_url=node.url,
-            duration_s=result.duration_s,
-            cold=result.cold,
-            price_micro=result.receipt.price_micro if result.receipt is not None else 0,
-        )

@@ -10,7 +10,7 @@ not the lessee an invocation (the client goes on to the next node). One that cha
 advertised prices allow is dropped, and its signed advert is the proof the client sends the anchor
 (`overcharged`; `AsyncClient` reports it).
 
-It does not invoke anything: `AsyncClient._entry_nodes` asks it first and falls back to the anchor's list.
+It does not invoke anything: `AsyncClient.entry_nodes` asks it first and falls back to the anchor's list.
 """
 
 from __future__ import annotations

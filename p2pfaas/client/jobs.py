@@ -16,18 +16,39 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+import aiohttp
 
 from p2pfaas import rpc, signing
+from p2pfaas.client.outcome import InvokeOutcome, decode_outcome
 from p2pfaas.clock import wall_time
 from p2pfaas.errors import ExecutorError, Refused, Unreachable
-from p2pfaas.messages import InvokeRequest, NodeInfo
+from p2pfaas.identity import KeyPair
+from p2pfaas.messages import InvokeRequest, InvokeResult, NodeInfo
 from p2pfaas.placement.wire import JobPoll, JobStatus, JobSubmit
 
-if TYPE_CHECKING:
-    from p2pfaas.client.async_client import AsyncClient, InvokeOutcome
-
 WAIT_MARGIN_S = 300.0  # beyond the request's timeout: queueing, forwarding, a move to another node
+
+
+class JobClient(Protocol):
+    """What jobs need of the client (`AsyncClient` is one): signing, entry nodes, its session."""
+
+    keys: KeyPair
+    request_timeout_s: float
+
+    @property
+    def session(self) -> aiohttp.ClientSession: ...
+
+    async def signed_request(self, name: str, payload: Any, timeout_s: float | None) -> InvokeRequest: ...
+
+    async def entry_nodes(
+        self, invocation_id: str, node_url: str | None, *, refresh: bool
+    ) -> list[NodeInfo]: ...
+
+    def for_node(self, request: InvokeRequest, node: NodeInfo) -> InvokeRequest: ...
+
+    async def executing_node(self, result: InvokeResult, entry: NodeInfo) -> NodeInfo: ...
 
 
 @dataclass
@@ -45,21 +66,21 @@ class Job:
 
 
 async def submit(
-    client: AsyncClient,
+    client: JobClient,
     name: str,
     payload: Any = None,
     *,
     timeout_s: float | None = None,
     callback_url: str = "",
 ) -> Job:
-    request = await client._signed_request(name, payload, timeout_s)
+    request = await client.signed_request(name, payload, timeout_s)
     return await _submit(client, request, callback_url, avoid=set())
 
 
-async def _submit(client: AsyncClient, request: InvokeRequest, callback_url: str, avoid: set[str]) -> Job:
+async def _submit(client: JobClient, request: InvokeRequest, callback_url: str, avoid: set[str]) -> Job:
     failures: list[str] = []
     for refresh in (False, True):
-        for node in await client._entry_nodes(request.invocation_id, None, refresh=refresh):
+        for node in await client.entry_nodes(request.invocation_id, None, refresh=refresh):
             if node.node_id in avoid:
                 continue
             avoid.add(node.node_id)
@@ -83,7 +104,7 @@ async def _submit(client: AsyncClient, request: InvokeRequest, callback_url: str
     raise Unreachable(f"no node took job {request.invocation_id}: " + ("; ".join(failures) or "no nodes"))
 
 
-async def poll(client: AsyncClient, job: Job) -> InvokeOutcome | None:
+async def poll(client: JobClient, job: Job) -> InvokeOutcome | None:
     """The outcome if the job has finished, None while it is queued or running."""
     url = f"{job.node.url}/v1/jobs/{job.invocation_id}"
     ask = signing.sign(JobPoll(job.invocation_id, job.node.node_id, wall_time(), b"", b""), client.keys)
@@ -105,12 +126,12 @@ async def poll(client: AsyncClient, job: Job) -> InvokeOutcome | None:
             invocation_id=job.invocation_id,
             node_id=job.node.node_id,
         )
-    executed_by = await client._executing_node(status.result, job.node)
-    return client._outcome(job.request, status.result, executed_by)
+    executed_by = await client.executing_node(status.result, job.node)
+    return decode_outcome(job.request, status.result, executed_by)
 
 
 async def wait(
-    client: AsyncClient, job: Job, *, poll_s: float = 0.5, timeout_s: float | None = None
+    client: JobClient, job: Job, *, poll_s: float = 0.5, timeout_s: float | None = None
 ) -> InvokeOutcome:
     """Poll until the job finishes; the outcome, or the typed error of its failure.
 

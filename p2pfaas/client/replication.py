@@ -30,10 +30,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from p2pfaas import rpc, signing
-from p2pfaas.client.async_client import NETWORK_SLACK_S, AsyncClient, InvokeOutcome
+from p2pfaas import rpc, signing, tickets
+from p2pfaas.client.async_client import NETWORK_SLACK_S, AsyncClient
+from p2pfaas.client.outcome import InvokeOutcome, decode_outcome
 from p2pfaas.errors import InvokeError, LocalError, P2PFaaSError, SignatureError
-from p2pfaas.ledger import tickets
 from p2pfaas.messages import InvokeRequest, InvokeResult, NodeInfo, Voucher, request_sha256
 from p2pfaas.trust.adaptive import AdaptivePolicy, Record
 from p2pfaas.trust.replica_ids import replica_id
@@ -126,7 +126,7 @@ class ReplicatedInvoker:
                     first, group, info.header.digest, body, timeout, _by_key(nodes), manifest.memory_mb
                 )
                 if alone is not None:
-                    outcome = self.client._outcome(alone.request, alone.result, alone.node)
+                    outcome = decode_outcome(alone.request, alone.result, alone.node)
                     only = frozenset({alone.node.node_id})
                     return ReplicatedOutcome(
                         outcome, _output_hash(alone.result), 1, only, frozenset(), False, None
@@ -189,7 +189,7 @@ class ReplicatedInvoker:
             self._records[node_id] = self.policy.after_vote(before, agreed=node_id in decision.agreeing)
         winners = [a for a in answers.values() if a.ballot.node_id in decision.agreeing]
         chosen = winners[0]  # each answer's output matches its receipt's hash (checked in `_one`)
-        outcome = self.client._outcome(chosen.request, chosen.result, chosen.node)  # raises the agreed error
+        outcome = decode_outcome(chosen.request, chosen.result, chosen.node)  # raises the agreed error
         verdict = await self._report(group, list(answers.values())) if self.report else None
         return ReplicatedOutcome(
             outcome, decision.result_sha256, sent, decision.agreeing, decision.dissenting, True, verdict

@@ -11,7 +11,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from p2pfaas.client.async_client import AsyncClient, InvokeOutcome
+from p2pfaas.client.async_client import AsyncClient
+from p2pfaas.client.outcome import InvokeOutcome
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import FunctionInfo, NodeInfo
 

@@ -29,7 +29,7 @@ from p2pfaas.errors import DecodeError, LocalError
 from p2pfaas.identity import KeyPair
 from p2pfaas.ledger.policy import FeePolicy
 from p2pfaas.messages import Receipt, Voucher
-from p2pfaas.node.pricing import Prices
+from p2pfaas.pricing import Prices
 
 __all__ = ["VoucherSource", "Wallet"]
 

@@ -110,7 +110,7 @@ class Refusal(enum.StrEnum):
     OVER_BUDGET = "over-budget"
     NO_PRICE = "no-price"
     OUTVOTED = "outvoted"  # a replica whose result lost its vote (p2pfaas.trust.gate); never paid
-    BAD_TICKET = "bad-ticket"  # no valid spend ticket from the lessee (p2pfaas.ledger.tickets)
+    BAD_TICKET = "bad-ticket"  # no valid spend ticket from the lessee (p2pfaas.tickets)
     BAD_SIGNATURE = "bad-signature"  # the receipt's own signature does not verify
     WRONG_NODE = "wrong-node"  # the ticket (and its delegations) pay another node than the signer
     OVER_TICKET = "over-ticket"  # the price is over the cap the lessee signed

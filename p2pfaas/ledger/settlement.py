@@ -15,7 +15,7 @@ cost hardly grows with the batch (a handful of statements, whatever the number o
 4. one transfer for the batch: each hold pays its charges, the node's earning account gets the
    prices, the anchor's fee account the fees, by one conditional UPDATE (rows in id order).
 
-`settle_receipts` checks every receipt on its own before anything is locked (`p2pfaas.ledger.tickets`):
+`settle_receipts` checks every receipt on its own before anything is locked (`p2pfaas.tickets`):
 its own signature by the batch's node (BAD_SIGNATURE: a receipt altered after signing is never
 paid, whatever signs the batch), its lessee's valid spend ticket (BAD_TICKET: a node cannot bill
 work its lessee never asked for), a chain of delegations from the ticket's payee to the signer
@@ -35,12 +35,12 @@ import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from p2pfaas.anchor.trust_store import replica_gate
 from p2pfaas.db import Database
 from p2pfaas.db.schema import accounts, key_owners, settlements, transfers, users, vouchers
 from p2pfaas.db.upsert import insert_ignore_many
@@ -64,13 +64,13 @@ from p2pfaas.ledger.store import (
     move,
     post_transfer,
 )
-from p2pfaas.ledger.tickets import (
+from p2pfaas.messages import Receipt
+from p2pfaas.tickets import (
     chain_problem,
     price_problem,
     receipt_signature_problem,
     receipt_ticket_problem,
 )
-from p2pfaas.messages import Receipt
 
 __all__ = ["SettledBatch", "Settler", "claim_of", "node_account_name"]
 
@@ -119,13 +119,38 @@ class SettledBatch:
     fee_micro: int
 
 
+class ClaimGate(Protocol):
+    """Splits a node's claims into (payable now, outvoted); the ones in neither wait (a vote pending).
+
+    The anchor wires its replication vote here (`p2pfaas.anchor.trust_store.replica_gate`); the
+    ledger knows nothing of votes.
+    """
+
+    async def __call__(
+        self, db: Database, node_id: str, claims: Sequence[ReceiptClaim], *, now: float
+    ) -> tuple[list[ReceiptClaim], list[str]]: ...
+
+
+async def pay_every_claim(
+    db: Database, node_id: str, claims: Sequence[ReceiptClaim], *, now: float
+) -> tuple[list[ReceiptClaim], list[str]]:
+    """The gate of a ledger with no replication vote: every claim is payable now."""
+    return list(claims), []
+
+
 class Settler:
     """Settles batches for one anchor; stateless apart from a cache of account ids (never change)."""
 
     def __init__(
-        self, db: Database, *, fees: FeePolicy | None = None, expiry_skew_s: float = DEFAULT_EXPIRY_SKEW_S
+        self,
+        db: Database,
+        *,
+        fees: FeePolicy | None = None,
+        expiry_skew_s: float = DEFAULT_EXPIRY_SKEW_S,
+        gate: ClaimGate = pay_every_claim,
     ) -> None:
         self.db = db
+        self.gate = gate
         self.fees = fees or FeePolicy()
         self.expiry_skew_s = expiry_skew_s
         self._account_ids: dict[str, int] = {}
@@ -279,8 +304,8 @@ class Settler:
 
     async def settle(self, node_id: str, claims: Sequence[ReceiptClaim], *, now: float) -> SettledBatch:
         """Pay the node `node_id` for `claims` (already verified as its signed receipts)."""
-        # Trust: a replica is paid only once its vote says so; outvoted ones never (trust_store.py).
-        claims, outvoted = await replica_gate(self.db, node_id, claims, now=now)
+        # Trust: a replica is paid only once its vote says so; outvoted ones never (the gate).
+        claims, outvoted = await self.gate(self.db, node_id, claims, now=now)
         node_account = await self.earning_account(node_id, now=now)
         fees_account = await self._account_id(FEES_ACCOUNT, AccountKind.ANCHOR, now)
 

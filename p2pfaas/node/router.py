@@ -44,10 +44,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from p2pfaas import codec, signing
+from p2pfaas import codec, signing, tickets
 from p2pfaas.errors import Busy, P2PFaaSError, Refused, RemoteError, SignatureError, Unreachable
 from p2pfaas.identity import KeyPair
-from p2pfaas.ledger import tickets
 from p2pfaas.messages import Delegation, InvokeRequest, InvokeResult
 from p2pfaas.node.service import NodeService
 from p2pfaas.node.shared import ClaimKind, InvocationTable

@@ -53,7 +53,7 @@ from p2pfaas.messages import (
     request_sha256,
 )
 from p2pfaas.node.admission import Admission, Limits
-from p2pfaas.node.pricing import Prices
+from p2pfaas.pricing import Prices
 from p2pfaas.rpc import Forbidden
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ class NodeService:
                 signer=b"",
                 signature=b"",
                 request_sha256=request_sha256(request),
-                ticket=request.ticket,  # the lessee's word for the anchor (p2pfaas.ledger.tickets)
+                ticket=request.ticket,  # the lessee's word for the anchor (p2pfaas.tickets)
                 delegations=delegations if request.ticket is not None else (),
             ),
             self.keys,

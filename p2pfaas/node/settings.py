@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 from p2pfaas.errors import ConfigError
 from p2pfaas.node.admission import Admission, Limits
 from p2pfaas.node.callbacks import CallbackPolicy
-from p2pfaas.node.pricing import Prices
+from p2pfaas.pricing import Prices
 
 if TYPE_CHECKING:
     from p2pfaas.node.daemon import NodeConfig

@@ -3,7 +3,7 @@
 `VoucherBook` is the sans-I/O core. Before an invocation runs, `authorize` checks the voucher the
 request carries: signed by the anchor's key, issued to the key that signed the request, not expired
 (with room for the invocation to finish), with the lessee's spend ticket for this very request
-(`p2pfaas.ledger.tickets`: the anchor pays no receipt without it), and with enough budget left *on
+(`p2pfaas.tickets`: the anchor pays no receipt without it), and with enough budget left *on
 this node* for the most the invocation could cost (its timeout at the node's prices, plus the
 anchor's fee). That maximum is reserved; when the receipt is signed, `charged` replaces the
 reservation with the real charge. So the sum of what this node bills a voucher never exceeds its
@@ -12,7 +12,7 @@ node that accepts a voucher another node has drained loses that work: the price 
 offline.)
 
 The spend ticket must also name this node as its payee, or come with the delegations of the
-nodes that forwarded it here (`p2pfaas.ledger.tickets.chain_problem`): the anchor pays no receipt
+nodes that forwarded it here (`p2pfaas.tickets.chain_problem`): the anchor pays no receipt
 of a node the call was not sent to. A ticket whose price cap is below what the invocation may cost
 at this node's prices is refused (402), so the node never runs work the anchor would not pay for;
 the receipt's price is never over the cap.
@@ -54,12 +54,12 @@ from p2pfaas.clock import wall_time
 from p2pfaas.errors import P2PFaaSError, Refused, SignatureError
 from p2pfaas.identity import KeyPair, PublicKey
 from p2pfaas.ledger.policy import FeePolicy
-from p2pfaas.ledger.tickets import request_ticket_problem
 from p2pfaas.ledger.wire import AnchorKey
 from p2pfaas.messages import BundleHeader, Delegation, InvokeRequest, Receipt, Voucher
-from p2pfaas.node.pricing import Prices
 from p2pfaas.node.receipts import ReceiptSender
+from p2pfaas.pricing import Prices
 from p2pfaas.rpc import Forbidden
+from p2pfaas.tickets import request_ticket_problem
 
 __all__ = [
     "LocalSpends",

@@ -91,7 +91,7 @@ class ForwardRequest(Message):
     signer: PublicKeyBytes  # the forwarding node
     signature: SignatureBytes
     # A paid request's delegations so far, the last from the forwarding node to the receiver
-    # (`p2pfaas.ledger.tickets`): what lets the receiver's receipt be paid to it.
+    # (`p2pfaas.tickets`): what lets the receiver's receipt be paid to it.
     chain: Annotated[tuple[Delegation, ...], MaxLen(MAX_DELEGATIONS)] = ()
 
     OPTIONAL_TAIL: ClassVar[int] = 1

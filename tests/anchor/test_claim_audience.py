@@ -16,8 +16,8 @@ from p2pfaas.anchor.accounts_api import same_anchor, set_public_url
 from p2pfaas.anchor.app import AnchorSettings, make_app
 from p2pfaas.anchor.server import AnchorServer
 from p2pfaas.anchor.wire import KeyClaim
+from p2pfaas.cli import account as account_cli
 from p2pfaas.cli import build_parser
-from p2pfaas.client import account_cli
 from p2pfaas.client.account import AccountClient
 from p2pfaas.clock import wall_time
 from p2pfaas.db import Database

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from p2pfaas import codec, signing
+from p2pfaas import codec, signing, tickets
 from p2pfaas.anchor.accounts import AccountStore
 from p2pfaas.anchor.accounts_api import set_public_url
 from p2pfaas.anchor.app import AnchorSettings, make_app
@@ -26,7 +26,6 @@ from p2pfaas.dht.records import advert_key, make_record
 from p2pfaas.dht.wire import Capacity, Record
 from p2pfaas.errors import Refused
 from p2pfaas.identity import KeyPair
-from p2pfaas.ledger import tickets
 from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.policy import ReceiptClaim
 from p2pfaas.ledger.settlement import Settler

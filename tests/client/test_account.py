@@ -22,8 +22,8 @@ from p2pfaas import signing
 from p2pfaas.anchor.app import AnchorSettings
 from p2pfaas.anchor.server import AnchorServer
 from p2pfaas.cli import main
+from p2pfaas.cli.account import credits_to_micro, micro_to_credits
 from p2pfaas.client.account import AccountClient
-from p2pfaas.client.account_cli import credits_to_micro, micro_to_credits
 from p2pfaas.errors import ConfigError, Refused
 from p2pfaas.identity import KeyPair
 from tests.anchor.conftest import FAST_HASHER

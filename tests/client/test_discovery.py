@@ -150,7 +150,7 @@ async def test_a_node_that_charges_over_its_advert_is_dropped_and_proven_a_liar(
     The receipt shows what the node really charges; over its own advert, the client drops it and
     sends the anchor the signed advert and receipt, which count as a proven lie."""
     from p2pfaas import rpc
-    from p2pfaas.node.pricing import Prices
+    from p2pfaas.pricing import Prices
     from p2pfaas.trust.wire import NodeReputation
 
     run_dir = Path(tempfile.mkdtemp(prefix="p2pd-", dir="/tmp"))

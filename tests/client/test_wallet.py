@@ -21,11 +21,12 @@ import aiohttp
 import pytest
 import sqlalchemy as sa
 
-from p2pfaas import codec, signing
+from p2pfaas import codec, signing, tickets
 from p2pfaas.anchor.accounts import AccountStore
 from p2pfaas.anchor.app import AnchorSettings
 from p2pfaas.anchor.passwords import PasswordHasher
 from p2pfaas.anchor.server import AnchorServer
+from p2pfaas.cli import pay as pay_cli
 from p2pfaas.client import AsyncClient
 from p2pfaas.client.account import AccountClient
 from p2pfaas.client.wallet import Wallet
@@ -34,8 +35,6 @@ from p2pfaas.db.schema import settlements
 from p2pfaas.errors import Refused
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
-from p2pfaas.ledger import cli as ledger_cli
-from p2pfaas.ledger import tickets
 from p2pfaas.ledger.audit import audit
 from p2pfaas.messages import ErrorReply, InvokeRequest, InvokeResult, Voucher
 from p2pfaas.node.daemon import NodeConfig, NodeDaemon
@@ -273,7 +272,7 @@ async def test_the_cli_pays_and_reuses_its_voucher_across_runs(
     args = argparse.Namespace(pay="1", max_price=100_000)  # --max-price over this dear node's prices
     bought = []
     for _ in range(2):  # two separate commands, each with its own client
-        async with AsyncClient(net.anchor.url, keys) as client, ledger_cli.paying(args, client):
+        async with AsyncClient(net.anchor.url, keys) as client, pay_cli.paying(args, client):
             assert (await client.invoke("sleepy", {"s": 0.05})).value == "woke"
             assert client.wallet is not None
             bought.append(client.wallet.vouchers_bought)

@@ -13,9 +13,8 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from p2pfaas import signing
+from p2pfaas import signing, tickets
 from p2pfaas.identity import KeyPair
-from p2pfaas.ledger import tickets
 from p2pfaas.messages import Delegation, Receipt, ReceiptBatch
 
 DIGEST = "ab" * 32

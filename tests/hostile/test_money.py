@@ -13,13 +13,12 @@ from typing import Any
 
 import pytest
 
-from p2pfaas import signing
+from p2pfaas import signing, tickets
 from p2pfaas.anchor import ledger_api
 from p2pfaas.clock import wall_time
 from p2pfaas.db import Database
 from p2pfaas.errors import Refused
 from p2pfaas.identity import KeyPair
-from p2pfaas.ledger import tickets
 from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.wire import (
     Balances,

@@ -16,8 +16,8 @@ from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.policy import AccountKind, FeePolicy, ReceiptClaim, Refusal
 from p2pfaas.ledger.settlement import Settler, claim_of, node_account_name
 from p2pfaas.ledger.store import FEES_ACCOUNT, LedgerStore
-from p2pfaas.ledger.tickets import sign_ticket
 from p2pfaas.messages import Receipt
+from p2pfaas.tickets import sign_ticket
 from tests.ledger.conftest import T0, keys, receipt, voucher
 
 NODE, OTHER_NODE, LESSEE, ANCHOR = keys("node"), keys("node-2"), keys("lessee"), keys("anchor")

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from p2pfaas import sim
-from p2pfaas.client.async_client import InvokeOutcome
+from p2pfaas.client.outcome import InvokeOutcome
 from p2pfaas.placement.policy import Gossip, LocalOnly
 from tests.placement.harness import PlacementNet, placement_net
 

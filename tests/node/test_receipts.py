@@ -25,10 +25,10 @@ from p2pfaas.identity import KeyPair
 from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.policy import AccountKind, FeePolicy
 from p2pfaas.ledger.store import LedgerStore
-from p2pfaas.ledger.tickets import sign_ticket
 from p2pfaas.messages import Receipt, Voucher
 from p2pfaas.node.receipts import ReceiptJournal, ReceiptQueue, ReceiptSender
 from p2pfaas.rpc import error_middleware
+from p2pfaas.tickets import sign_ticket
 
 T0 = 1_700_000_000.0
 DIGEST = "ef" * 32

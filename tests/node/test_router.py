@@ -45,7 +45,7 @@ def test_an_entry_node_without_room_forwards_and_every_invocation_completes(tmp_
 def test_an_invocation_id_runs_once_per_node_however_often_it_arrives(tmp_path: Path) -> None:
     async def main(net: sim.InMemoryNetwork) -> None:
         async with placement_net(net, tmp_path, seed=4, nodes=2, slots=2) as pn:
-            request = await pn.client._signed_request("echo", {"x": 1}, None)
+            request = await pn.client.signed_request("echo", {"x": 1}, None)
             url = f"{pn.nodes[0].url}/v1/invoke"
 
             async def send() -> InvokeResult:
@@ -162,7 +162,7 @@ def test_a_refused_forward_leaves_its_id_free_in_the_nodes_shared_table(tmp_path
             try:
                 router = pn.nodes[0].placement.router
                 router.shared = tables.invocations
-                request = await pn.client._signed_request("echo", {"x": 1}, None)
+                request = await pn.client.signed_request("echo", {"x": 1}, None)
                 forward = signing.sign(
                     ForwardRequest(request=request, hops=1, must_accept=False, signer=b"", signature=b""),
                     KeyPair.generate(),

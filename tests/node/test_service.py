@@ -39,7 +39,7 @@ from p2pfaas.messages import (
     request_sha256,
 )
 from p2pfaas.node.daemon import NodeConfig, NodeDaemon
-from p2pfaas.node.pricing import Prices
+from p2pfaas.pricing import Prices
 from p2pfaas.rpc import Forbidden
 from tests.functions import write_function
 

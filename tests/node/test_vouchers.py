@@ -13,13 +13,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from p2pfaas import signing
+from p2pfaas import signing, tickets
 from p2pfaas.errors import Refused
 from p2pfaas.identity import KeyPair
-from p2pfaas.ledger import tickets
 from p2pfaas.ledger.policy import FeePolicy
 from p2pfaas.messages import BundleHeader, InvokeRequest, Manifest, Receipt, Voucher
-from p2pfaas.node.pricing import Prices
 from p2pfaas.node.shared import SharedTables
 from p2pfaas.node.vouchers import (
     LocalSpends,
@@ -31,6 +29,7 @@ from p2pfaas.node.vouchers import (
     VoucherBook,
     max_price_micro,
 )
+from p2pfaas.pricing import Prices
 from p2pfaas.rpc import Forbidden
 
 T0 = 1_700_000_000.0

@@ -244,9 +244,9 @@ async def _show_discovery(anchor_url: str, *, expected: int) -> None:
 
 async def _demo(anchor_url: str, node_urls: list[str], key_path: Path) -> int:
     from p2pfaas.client import AsyncClient
+    from p2pfaas.devnet.accounts import devnet_wallet
     from p2pfaas.errors import FunctionFailed
     from p2pfaas.identity import KeyPair
-    from p2pfaas.ledger.devnet import devnet_wallet
 
     keys = KeyPair.load_or_create(key_path)
     wallet_for = devnet_wallet(anchor_url, key_path.parent, keys)  # granted credits buy vouchers (issue #5)

@@ -29,10 +29,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from p2pfaas import codec
-from p2pfaas.client import account_cli
+from p2pfaas.cli import account as account_cli
+from p2pfaas.cli import pay as pay_cli
 from p2pfaas.dht import DEFAULT_ANCHOR_DHT_PORT, parse_peer
 from p2pfaas.errors import LocalError, P2PFaaSError
-from p2pfaas.ledger import cli as ledger_cli
 from p2pfaas.node import drain as drain_cli
 from p2pfaas.placement import scenarios
 
@@ -121,7 +121,7 @@ def cmd_fn_invoke(args: argparse.Namespace) -> int:
 
     async def invoke() -> None:
         client = AsyncClient(args.anchor, _lessee_keys(args), dht_seeds=dht_seeds(args))
-        async with client, ledger_cli.paying(args, client):
+        async with client, pay_cli.paying(args, client):
             if args.verify == "off":
                 outcome = await client.invoke(args.name, payload, timeout_s=args.timeout)
             else:  # replicas on distinct nodes, result hashes voted (issue #5, trust)
@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("name")
     invoke.add_argument("payload", nargs="?", default="null", help="JSON payload (default: null)")
     invoke.add_argument("--timeout", type=float, default=None, help="seconds (default: the manifest's)")
-    ledger_cli.add_pay_option(invoke)  # --pay CREDITS: vouchers from the logged-in account (issue #5)
+    pay_cli.add_pay_option(invoke)  # --pay CREDITS: vouchers from the logged-in account (issue #5)
     invoke.add_argument(
         "--verify",
         choices=("off", "adaptive", "always"),

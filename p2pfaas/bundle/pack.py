@@ -1,4 +1,4 @@
-"""Signed, deterministic function bundles: the public API, and packing a directory.
+"""Packing a function directory into a signed, deterministic bundle.
 
 A bundle is a gzipped tar of a function directory (its `p2pfaas.toml` included) plus a
 `BundleHeader` binding the manifest to the archive's SHA-256, signed by the lessee. Packing is
@@ -6,10 +6,6 @@ deterministic: sorted names, zeroed owners and times, modes reduced to 0o644/0o7
 header, so the same directory gives the same bytes and the same address (given the same zlib:
 another deflate implementation may compress differently, still validly). Links, devices, sockets
 and fifos are refused rather than followed or skipped.
-
-The rest of the API is re-exported from the modules that own it: manifests (`manifest.py`),
-verification of hostile bundles (`bundle_verify.py`), atomic extraction and the node's cache
-(`bundle_cache.py`). Nothing here runs functions, talks to peers or decides who may publish a name.
 """
 
 from __future__ import annotations
@@ -24,38 +20,21 @@ import zlib
 from pathlib import Path
 
 from p2pfaas import signing
-from p2pfaas.bundle_cache import BundleCache, extract_bundle
-from p2pfaas.bundle_verify import (
+from p2pfaas.bundle.manifest import (
+    MANIFEST_FILE,
+    parse_manifest,
+)
+from p2pfaas.bundle.verify import (
     DIGEST_MARKER,
     MAX_FILES,
     MAX_TAR_BYTES,
     MAX_UNCOMPRESSED_BYTES,
-    verify_bundle,
 )
 from p2pfaas.errors import BundleError, ManifestError
 from p2pfaas.identity import KeyPair
-from p2pfaas.manifest import (
-    MANIFEST_FILE,
-    SUPPORTED_RUNTIMES,
-    load_manifest,
-    parse_manifest,
-    validate_manifest,
-)
 from p2pfaas.messages import MAX_ARCHIVE_BYTES, Bundle, BundleHeader, Manifest
 
-__all__ = [
-    "MANIFEST_FILE",
-    "MAX_FILES",
-    "MAX_UNCOMPRESSED_BYTES",
-    "SUPPORTED_RUNTIMES",
-    "BundleCache",
-    "extract_bundle",
-    "load_manifest",
-    "make_bundle",
-    "pack_directory",
-    "validate_manifest",
-    "verify_bundle",
-]
+__all__ = ["make_bundle", "pack_directory"]
 
 _SKIPPED_DIRS = frozenset({"__pycache__", ".git"})
 _SKIPPED_FILES = frozenset({".DS_Store", DIGEST_MARKER})

@@ -17,8 +17,8 @@ import tarfile
 import zlib
 
 from p2pfaas import signing
+from p2pfaas.bundle.manifest import MANIFEST_FILE, parse_manifest, validate_manifest
 from p2pfaas.errors import BundleError, SignatureError
-from p2pfaas.manifest import MANIFEST_FILE, parse_manifest, validate_manifest
 from p2pfaas.messages import Bundle, Manifest
 
 MAX_FILES = 1000

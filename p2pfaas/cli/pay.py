@@ -4,7 +4,7 @@ With `--pay`, the invocation carries a voucher bought with the logged-in account
 (`p2pfaas account login`; the token file or P2PFAAS_TOKEN), of CREDITS a voucher. The voucher and
 what was spent from it are kept beside the token (`~/.p2pfaas/voucher-<key id>.json`), so the
 next command reuses it rather than holding a new budget. Accounts, balances, grants and payouts
-have their own commands (`p2pfaas account ...`, `p2pfaas/client/account_cli.py`).
+have their own commands (`p2pfaas account ...`, `p2pfaas/cli/account.py`).
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ async def paying(args: argparse.Namespace, client: AsyncClient) -> AsyncIterator
     if not getattr(args, "pay", ""):
         yield
         return
+    from p2pfaas.cli.account import credits_to_micro, load_token, token_path
     from p2pfaas.client.account import AccountClient
-    from p2pfaas.client.account_cli import credits_to_micro, load_token, token_path
     from p2pfaas.client.wallet import Wallet
     from p2pfaas.errors import LocalError
 

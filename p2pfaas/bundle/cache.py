@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from p2pfaas import codec
-from p2pfaas.bundle_verify import DIGEST_MARKER, verified_tar
+from p2pfaas.bundle.verify import DIGEST_MARKER, verified_tar
 from p2pfaas.errors import BundleError, DecodeError
 from p2pfaas.messages import Bundle
 
