@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from p2pfaas.bundle import verify_bundle
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import Bundle
 from tests.functions import write_function
+from tests.ports import free_port_block
 
 
 def p2pfaas(
@@ -62,29 +62,6 @@ def test_errors_are_one_line_and_exit_1(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
-def _free_port_block(size: int) -> int:
-    """A base port with `size` consecutive free ports after it (best effort)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + size > 65000:
-            continue
-        try:
-            held = []
-            for port in range(base, base + size):
-                s = socket.socket()
-                held.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in held:
-                s.close()
-    raise RuntimeError("no block of free ports")
-
-
 def test_bad_dht_seeds_are_refused_with_the_reason(tmp_path: Path) -> None:
     key = tmp_path / "lessee.key"
     KeyPair.generate().save(key)
@@ -104,7 +81,7 @@ def test_devnet_up_demo_down_runs_separate_processes(tmp_path: Path) -> None:
     unsandboxed executor (this test then checks the loud warning).
     """
     directory = tmp_path / "devnet"
-    port = _free_port_block(4)
+    port = free_port_block(4)
     up = p2pfaas("devnet", "up", "--nodes", "3", "--port", str(port), "--dir", str(directory), "--detach")
     try:
         assert up.returncode == 0, up.stdout + up.stderr
@@ -136,7 +113,7 @@ def test_without_docker_a_node_refuses_to_run_unsandboxed_unless_allowed(tmp_pat
 
 def test_devnet_without_docker_falls_back_loudly(tmp_path: Path) -> None:
     directory = tmp_path / "devnet"
-    port = _free_port_block(2)
+    port = free_port_block(2)
     no_engine = {"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
     up = p2pfaas(
         "devnet",

@@ -28,14 +28,9 @@ from p2pfaas.errors import ConfigError, Refused
 from p2pfaas.identity import KeyPair
 from tests.anchor.conftest import FAST_HASHER
 from tests.functions import write_function
+from tests.ports import free_port
 
 PASSWORD = "a long enough password"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def run_process(*args: str, home: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -77,7 +72,7 @@ class Done:
 
 @pytest.fixture
 def anchor_process(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    port = _free_port()
+    port = free_port()
     db = f"sqlite+aiosqlite:///{tmp_path / 'anchor.db'}"
     log = (tmp_path / "anchor.log").open("w")
     proc = subprocess.Popen(

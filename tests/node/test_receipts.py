@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from p2pfaas.messages import Receipt, Voucher
 from p2pfaas.node.receipts import ReceiptJournal, ReceiptQueue, ReceiptSender
 from p2pfaas.rpc import error_middleware
 from p2pfaas.tickets import sign_ticket
+from tests.ports import free_port
 
 T0 = 1_700_000_000.0
 DIGEST = "ef" * 32
@@ -85,12 +85,6 @@ def test_journal_survives_a_torn_tail(tmp_path: Path) -> None:
     assert [r.invocation_id for r in journal.load()] == ["inv-1", "inv-2"]
     journal.rewrite([receipt(3)])
     assert [r.invocation_id for r in journal.load()] == ["inv-3"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

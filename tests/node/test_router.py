@@ -20,7 +20,8 @@ from p2pfaas.node.shared import ClaimKind, SharedTables
 from p2pfaas.placement.wire import ForwardRequest
 from tests.functions import write_function
 from tests.placement.harness import placement_net
-from tests.test_cli import _free_port_block, p2pfaas
+from tests.ports import free_port_block
+from tests.test_cli import p2pfaas
 
 
 def test_an_entry_node_without_room_forwards_and_every_invocation_completes(tmp_path: Path) -> None:
@@ -111,7 +112,7 @@ async def test_devnet_of_5_processes_loses_nothing_when_a_node_is_sigkilled_mid_
     and entry nodes re-place what they had forwarded to it: every invocation of the burst completes.
     """
     directory = tmp_path / "devnet"
-    port = _free_port_block(6)
+    port = free_port_block(6)
     up = p2pfaas(
         "devnet", "up", "--nodes", "5", "--port", str(port), "--dir", str(directory), "--detach",
         "--executor", "process",
