@@ -10,12 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import errno
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
-from p2pfaas.sim.stream import Address
-
-if TYPE_CHECKING:
-    from p2pfaas.sim.net import InMemoryNetwork
+from p2pfaas.sim.fabric import Address, Fabric
 
 __all__ = ["SimDatagramTransport"]
 
@@ -25,7 +22,7 @@ class SimDatagramTransport(asyncio.DatagramTransport):
 
     def __init__(
         self,
-        network: InMemoryNetwork,
+        network: Fabric,
         local: Address,
         remote: Address | None,
         context: contextvars.Context,

@@ -27,10 +27,10 @@ from typing import Any, TypeVar
 
 from p2pfaas.sim.clock import START_TIME_S, VirtualClockLoop
 from p2pfaas.sim.datagram import SimDatagramTransport
+from p2pfaas.sim.fabric import Address
 from p2pfaas.sim.faults import FaultOptions
 from p2pfaas.sim.net import InMemoryNetwork, current_host
 from p2pfaas.sim.server import SimServer
-from p2pfaas.sim.stream import Address
 
 __all__ = ["SimLoop", "loop_factory", "network", "run"]
 
@@ -83,6 +83,7 @@ class SimLoop(VirtualClockLoop):
                 net.release_port("tcp", *address)
             raise
         server = SimServer(net, protocol_factory, addresses, contextvars.copy_context())
+        net.add_server(server)
         if start_serving:
             await server.start_serving()
         return server

@@ -28,9 +28,10 @@ import random
 from collections.abc import Iterable, Iterator
 
 from p2pfaas.sim.datagram import SimDatagramTransport
+from p2pfaas.sim.fabric import Address, Bound, Listening, Parked
 from p2pfaas.sim.faults import FaultOptions, SyntheticLatency
 from p2pfaas.sim.server import SimServer
-from p2pfaas.sim.stream import Address, Pipe, SimStreamTransport
+from p2pfaas.sim.stream import Pipe, SimStreamTransport
 
 __all__ = ["DEFAULT_HOST", "InMemoryNetwork", "NetStats", "current_host"]
 
@@ -83,7 +84,7 @@ class InMemoryNetwork:
         self._streams: dict[str, set[SimStreamTransport]] = {}
         self._ports: dict[tuple[str, str], set[int]] = {}  # (protocol, host) -> ports in use
         self._next_port: dict[tuple[str, str], int] = {}
-        self._parked: list[Pipe] = []
+        self._parked: list[Parked] = []
         self._trace = hashlib.sha256()
         self.trace_events = 0
         # Datagram deliveries are scheduled in an empty context and then enter the receiver's; the sender's
@@ -199,7 +200,7 @@ class InMemoryNetwork:
     def can_reach(self, src_host: str, dst_host: str) -> bool:
         return self.is_up(src_host) and self.is_up(dst_host) and not self.is_blocked(src_host, dst_host)
 
-    def park(self, pipe: Pipe) -> None:
+    def park(self, pipe: Parked) -> None:
         self._parked.append(pipe)
 
     # -- delays and the trace ----------------------------------------------------------------------------
@@ -250,11 +251,12 @@ class InMemoryNetwork:
         self._ports.get((protocol, host), set()).discard(port)
 
     # -- stream endpoints --------------------------------------------------------------------------------
-    def listen(self, server: SimServer) -> None:
+    def add_server(self, server: SimServer) -> None:
+        """Register a server on its (reserved) addresses; it accepts connections while `is_serving()`."""
         for address in server.addresses:
             self._listeners[address] = server
 
-    def unlisten(self, server: SimServer) -> None:
+    def unlisten(self, server: Listening) -> None:
         for address in server.addresses:
             if self._listeners.get(address) is server:
                 del self._listeners[address]
@@ -294,7 +296,7 @@ class InMemoryNetwork:
     def bind_datagram(self, endpoint: SimDatagramTransport) -> None:
         self._datagram_endpoints[endpoint.local] = endpoint
 
-    def unbind_datagram(self, endpoint: SimDatagramTransport) -> None:
+    def unbind_datagram(self, endpoint: Bound) -> None:
         if self._datagram_endpoints.get(endpoint.local) is endpoint:
             del self._datagram_endpoints[endpoint.local]
             self.release_port("udp", *endpoint.local)

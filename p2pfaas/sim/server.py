@@ -11,12 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from p2pfaas.sim.stream import Address, SimStreamTransport
-
-if TYPE_CHECKING:
-    from p2pfaas.sim.net import InMemoryNetwork
+from p2pfaas.sim.fabric import Address, Fabric
+from p2pfaas.sim.stream import SimStreamTransport
 
 __all__ = ["SimServer", "SimSocket"]
 
@@ -45,7 +42,7 @@ class SimServer(asyncio.AbstractServer):
 
     def __init__(
         self,
-        network: InMemoryNetwork,
+        network: Fabric,
         protocol_factory: Callable[[], asyncio.BaseProtocol],
         addresses: list[Address],
         context: contextvars.Context,
@@ -72,9 +69,7 @@ class SimServer(asyncio.AbstractServer):
     async def start_serving(self) -> None:
         if self._closed:
             raise RuntimeError(f"server {self!r} is closed")
-        if not self._serving:
-            self._serving = True
-            self._network.listen(self)
+        self._serving = True  # the network registered this server when the loop made it
 
     async def serve_forever(self) -> None:
         if self._serving_forever is not None:

@@ -18,14 +18,11 @@ import contextvars
 import errno
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
-if TYPE_CHECKING:
-    from p2pfaas.sim.net import InMemoryNetwork
+from p2pfaas.sim.fabric import Address, Fabric
 
-__all__ = ["Address", "Pipe", "SimStreamTransport"]
-
-Address = tuple[str, int]
+__all__ = ["Pipe", "SimStreamTransport"]
 
 _DATA, _EOF, _RST = "data", "eof", "rst"
 
@@ -53,7 +50,7 @@ class Pipe:
     network restarts it on heal.
     """
 
-    def __init__(self, network: InMemoryNetwork, src: Address, dst: Address) -> None:
+    def __init__(self, network: Fabric, src: Address, dst: Address) -> None:
         self._network = network
         self.src, self.dst = src, dst
         self.receiver: SimStreamTransport | None = None
@@ -111,7 +108,7 @@ class SimStreamTransport(asyncio.Transport):
 
     def __init__(
         self,
-        network: InMemoryNetwork,
+        network: Fabric,
         local: Address,
         peer: Address,
         out: Pipe,
