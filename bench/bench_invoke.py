@@ -47,7 +47,8 @@ from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.exec.shim_client import ShimConnection
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import InvokeRequest, InvokeResult
-from p2pfaas.node.daemon import NodeConfig, NodeDaemon
+from p2pfaas.node.daemon import NodeDaemon
+from p2pfaas.node.settings import NodeConfig
 from p2pfaas.rpc import CONTENT_TYPE
 
 FUNCTION_NAME = "noop"

@@ -191,8 +191,8 @@ def default_peers(anchor_url: str) -> tuple[tuple[str, int], ...]:
 
 
 def cmd_node_run(args: argparse.Namespace) -> int:
-    from p2pfaas.node.daemon import NodeConfig, run_node
-    from p2pfaas.node.settings import node_resources, unpaid_keys
+    from p2pfaas.node.daemon import run_node
+    from p2pfaas.node.settings import NodeConfig, node_resources, unpaid_keys
 
     work_dir = Path(args.work_dir or home() / "node")
     config = NodeConfig(

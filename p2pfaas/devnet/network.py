@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pfaas.errors import LocalError, P2PFaaSError
-from p2pfaas.node.daemon import docker_problem
+from p2pfaas.node.executors import docker_problem
 
 STATE_FILE = "state.json"
 START_TIMEOUT_S = 60.0

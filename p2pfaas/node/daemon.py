@@ -16,8 +16,6 @@ import contextlib
 import logging
 import random
 import signal
-from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -25,129 +23,26 @@ from aiohttp import web
 from p2pfaas import rpc, signing
 from p2pfaas.bundle import BundleCache
 from p2pfaas.clock import wall_time
-from p2pfaas.errors import ConfigError, P2PFaaSError
+from p2pfaas.errors import P2PFaaSError
 from p2pfaas.exec.base import Executor
 from p2pfaas.identity import KeyPair
 from p2pfaas.lifecycle import StackService
 from p2pfaas.messages import Ack, Bundle, NodeAnnouncement
 from p2pfaas.node.admission import peer_with_room
 from p2pfaas.node.app import make_app, make_internal_app
+from p2pfaas.node.executors import make_executor
 from p2pfaas.node.overlay import Overlay, overlay_for
 from p2pfaas.node.placement import NodePlacement, PlacementConfig
 from p2pfaas.node.service import NodeService
-from p2pfaas.node.settings import check, service_options, share
+from p2pfaas.node.settings import NodeConfig, check, service_options, share
 from p2pfaas.node.shared import SharedTables
-from p2pfaas.node.vouchers import NodePayments, UnpaidPolicy
-from p2pfaas.node.workers import (
-    PRIMARY_SOCKET,
-    WorkerPool,
-    adopt_worker_journals,
-    worker_dir,
-    worker_owner_id,
-)
+from p2pfaas.node.vouchers import NodePayments
+from p2pfaas.node.worker_paths import PRIMARY_SOCKET, adopt_worker_journals
+from p2pfaas.node.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("python3.11",)
-UNSANDBOXED_WARNING = (
-    "\n" + "!" * 78 + "\n"
-    "!! NO SANDBOX: functions run as plain processes on this machine, with your user's rights.\n"
-    "!! This is for a trusted local devnet only. Install Docker for real isolation.\n" + "!" * 78
-)
-
-
-@dataclass(frozen=True)
-class NodeConfig:
-    anchor_url: str
-    key_path: Path
-    work_dir: Path
-    host: str = "127.0.0.1"
-    port: int = 0  # 0: any free port
-    public_url: str = ""  # what to announce; default http://host:port
-    executor: str = "auto"  # "docker" | "process" | "auto"
-    allow_unsandboxed: bool = False
-    cpus: float = 1.0  # cores lent, shared by all instances
-    memory_mb: int = 2048  # memory lent, for running and warm instances together
-    slots: int = 4  # invocations run at once; more wait in a queue of queue_size, then "busy"
-    queue_size: int = 64
-    price_per_cpu_s_micro: int = 20
-    price_per_gb_s_micro: int = 2
-    bundle_cache_mb: int = 1024  # 0: unbounded
-    runtime_image: str = ""  # "" -> the default runtime image tag
-    announce_interval_s: float = 30.0
-    dht_port: int | None = None  # None: no overlay; 0: any free UDP port
-    dht_host: str = ""  # "" -> host
-    peers: tuple[tuple[str, int], ...] = ()  # DHT peers to join through (the anchor's bootstrap node)
-    placement: str = "ours"  # placement policy (p2pfaas/placement/policy.py), gossip and drain: issue #6
-    gossip_period_s: float = 2.0
-    gossip_fanout: int = 2
-    drain_deadline_s: float = 60.0
-    workers: int = 1  # processes serving invocations on the port (node/workers.py); at most one per core
-    # Who may run functions here without a voucher (node/vouchers.py `UnpaidPolicy`): nobody by
-    # default; a devnet lets functions' owners; a volunteer may list lessee key ids (its own).
-    unpaid_owners: bool = False
-    unpaid_keys: tuple[str, ...] = ()
-
-    def unpaid(self) -> UnpaidPolicy:
-        return UnpaidPolicy(owners=self.unpaid_owners, keys=frozenset(self.unpaid_keys))
-
-    callback_allow: tuple[str, ...] = ()  # CIDRs job callbacks may reach beyond public addresses
-
-
-def docker_problem() -> str:
-    """'' if a Docker engine answers a ping, else why not. Blocking: call it in a thread."""
-    try:
-        import docker
-
-        client = docker.from_env(timeout=5)
-        try:
-            client.ping()
-        finally:
-            client.close()
-    except Exception as exc:  # the SDK raises many unrelated types when no engine is there
-        return f"{type(exc).__name__}: {exc}"
-    return ""
-
-
-def make_executor(config: NodeConfig, *, owner_id: str, worker: int = 0) -> Executor:
-    """The executor `config` asks for, for worker process `worker` of the node `owner_id` (its share
-    of the slots and memory); raises ConfigError instead of ever degrading silently.
-
-    Blocking (it pings the Docker engine): call it in a thread from async code.
-    """
-    run_dir = (config.work_dir if worker == 0 else worker_dir(config.work_dir, worker)) / "run"
-    memory_cap_mb = share(config.memory_mb, config.workers, worker)
-    if config.executor not in ("docker", "process", "auto"):
-        raise ConfigError(f"unknown executor {config.executor!r}: use docker, process or auto")
-    reason = ""
-    if config.executor in ("docker", "auto"):
-        reason = docker_problem()
-        if not reason:
-            from p2pfaas.exec import docker_exec, runtime_image
-
-            return docker_exec.DockerExecutor(
-                image=config.runtime_image or runtime_image.RUNTIME_IMAGE_TAG,
-                owner_id=worker_owner_id(owner_id, worker),
-                group=owner_id,  # every worker's containers: one parent cgroup, one orphan sweep
-                work_dir=run_dir,
-                node_cpus=config.cpus,  # one parent cgroup: all containers share what is lent
-                node_memory_mb=config.memory_mb,
-                memory_cap_mb=memory_cap_mb,  # warm instances' limits, summed, stay within it too
-                # one function may use every slot of this process's share
-                max_per_function=share(config.slots, config.workers, worker),
-                node_slots=config.slots,  # without a node cgroup, each instance gets cpus / slots
-            )
-        if config.executor == "docker":
-            raise ConfigError(f"--executor docker, but no Docker engine answers: {reason}")
-    if not config.allow_unsandboxed:
-        raise ConfigError(
-            f"no Docker engine is usable ({reason or 'process executor requested'}); refusing to run "
-            "functions unsandboxed. Start Docker, or pass --allow-unsandboxed on a trusted machine."
-        )
-    from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
-
-    log.warning("%s%s", UNSANDBOXED_WARNING, f"\n!! reason: {reason}" if reason else "")
-    return UnsandboxedProcessExecutor(work_dir=run_dir, memory_cap_mb=memory_cap_mb)
 
 
 class NodeDaemon(StackService):

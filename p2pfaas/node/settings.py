@@ -24,16 +24,17 @@ from __future__ import annotations
 import random
 import re
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from p2pfaas.errors import ConfigError
 from p2pfaas.node.admission import Admission, Limits
 from p2pfaas.node.callbacks import CallbackPolicy
+from p2pfaas.node.vouchers import UnpaidPolicy
 from p2pfaas.pricing import Prices
 
 if TYPE_CHECKING:
-    from p2pfaas.node.daemon import NodeConfig
     from p2pfaas.node.service import PeerBundleFetcher
 
 # key -> accepted types; `memory` is a size string converted to memory_mb.
@@ -54,6 +55,44 @@ _KEYS: dict[str, tuple[type, ...]] = {
 MAX_WORKERS = 64
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?", re.IGNORECASE)
 _MB_PER_UNIT = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    anchor_url: str
+    key_path: Path
+    work_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: any free port
+    public_url: str = ""  # what to announce; default http://host:port
+    executor: str = "auto"  # "docker" | "process" | "auto"
+    allow_unsandboxed: bool = False
+    cpus: float = 1.0  # cores lent, shared by all instances
+    memory_mb: int = 2048  # memory lent, for running and warm instances together
+    slots: int = 4  # invocations run at once; more wait in a queue of queue_size, then "busy"
+    queue_size: int = 64
+    price_per_cpu_s_micro: int = 20
+    price_per_gb_s_micro: int = 2
+    bundle_cache_mb: int = 1024  # 0: unbounded
+    runtime_image: str = ""  # "" -> the default runtime image tag
+    announce_interval_s: float = 30.0
+    dht_port: int | None = None  # None: no overlay; 0: any free UDP port
+    dht_host: str = ""  # "" -> host
+    peers: tuple[tuple[str, int], ...] = ()  # DHT peers to join through (the anchor's bootstrap node)
+    placement: str = "ours"  # placement policy (p2pfaas/placement/policy.py), gossip and drain: issue #6
+    gossip_period_s: float = 2.0
+    gossip_fanout: int = 2
+    drain_deadline_s: float = 60.0
+    workers: int = 1  # processes serving invocations on the port (node/workers.py); at most one per core
+    # Who may run functions here without a voucher (node/vouchers.py `UnpaidPolicy`): nobody by
+    # default; a devnet lets functions' owners; a volunteer may list lessee key ids (its own).
+    unpaid_owners: bool = False
+    unpaid_keys: tuple[str, ...] = ()
+
+    def unpaid(self) -> UnpaidPolicy:
+        return UnpaidPolicy(owners=self.unpaid_owners, keys=frozenset(self.unpaid_keys))
+
+    callback_allow: tuple[str, ...] = ()  # CIDRs job callbacks may reach beyond public addresses
 
 
 def memory_mb(text: str | int) -> int:

@@ -39,9 +39,7 @@ import random
 import signal
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -53,54 +51,25 @@ from p2pfaas.identity import KeyPair
 from p2pfaas.lifecycle import StackService
 from p2pfaas.messages import MAX_PAYLOAD_BYTES, Bundle, Delegation, InvokeRequest, InvokeResult
 from p2pfaas.node.app import CHAIN_HEADER, encode_chain
-from p2pfaas.node.receipts import ReceiptJournal
+from p2pfaas.node.executors import make_executor
 from p2pfaas.node.router import Router
 from p2pfaas.node.service import NodeService
-from p2pfaas.node.settings import service_options, share
+from p2pfaas.node.settings import NodeConfig, service_options, share
 from p2pfaas.node.shared import LoadRow, SharedHandle, SharedTables
 from p2pfaas.node.vouchers import NodePayments
+from p2pfaas.node.worker_paths import PRIMARY_SOCKET, worker_dir
 from p2pfaas.placement.view import LoadView
 from p2pfaas.placement.wire import ForwardRequest
 from p2pfaas.rpc import error_middleware, read_message, reply
 
-if TYPE_CHECKING:  # the daemon imports this module
-    from p2pfaas.node.daemon import NodeConfig
-
 log = logging.getLogger(__name__)
 
-PRIMARY_SOCKET = "primary.sock"
 PRIMARY = "http://primary"  # the host part is ignored on a unix socket
 LOAD_WRITE_S = 0.05  # how often a worker writes its load to the board (gossip runs every ~2 s)
 READY_TIMEOUT_S = 120.0  # a worker's executor may pull nothing, but it does start Docker things
 RESTART_PAUSE_S = (1.0, 30.0)  # a dying worker is restarted after this, doubling while it keeps dying
 ANCHOR_KEY_WAIT_S = 10.0  # before serving, for the anchor's voucher key (learned later if it is down)
 PROXY_TIMEOUT_S = 3600.0 + 60.0  # a forwarded invocation may run for its whole timeout
-
-
-def worker_dir(work_dir: Path, index: int) -> Path:
-    """Where worker `index` keeps its run directory, bundle cache and receipt journal."""
-    return work_dir / f"worker-{index}"
-
-
-def worker_owner_id(node_id: str, index: int) -> str:
-    """The container owner label of worker `index`'s executor (the primary's is the node id)."""
-    return node_id if index == 0 else f"w{index}-{node_id}"[:64]
-
-
-def adopt_worker_journals(work_dir: Path) -> int:
-    """Move the receipts the workers of a previous run left unanswered into the primary's journal,
-    so that they are sent whatever the number of workers now. Call before the receipt sender starts
-    and before any worker does. Returns how many receipts moved."""
-    primary = ReceiptJournal(work_dir / "receipts.journal")
-    moved = 0
-    for path in sorted(work_dir.glob("worker-*/receipts.journal")):
-        for receipt in ReceiptJournal(path).load():
-            primary.append(receipt)
-            moved += 1
-        path.unlink()
-    if moved:
-        log.info("took over %d unanswered receipts from previous worker processes", moved)
-    return moved
 
 
 def write_load(tables: SharedTables, index: int, router: Router, *, peer_room: int = 0) -> None:
@@ -334,7 +303,6 @@ class WorkerNode(StackService):
         self.rng = random.Random()
 
     async def _start(self) -> None:
-        from p2pfaas.node.daemon import make_executor
 
         stack, config = self._stack, self.config
         self.tables = SharedTables.attach(self.spec.shared)

@@ -23,7 +23,8 @@ from typing import Any
 from p2pfaas.anchor.server import AnchorServer
 from p2pfaas.exec.base import Executor
 from p2pfaas.identity import KeyPair
-from p2pfaas.node.daemon import NodeConfig, NodeDaemon
+from p2pfaas.node.daemon import NodeDaemon
+from p2pfaas.node.settings import NodeConfig
 from p2pfaas.sim.net import InMemoryNetwork
 
 ANCHOR_IP = "10.0.0.1"

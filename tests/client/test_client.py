@@ -14,7 +14,8 @@ from p2pfaas.client import AsyncClient, Client
 from p2pfaas.errors import LocalError, Unreachable
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
-from p2pfaas.node.daemon import NodeConfig, NodeDaemon
+from p2pfaas.node.daemon import NodeDaemon
+from p2pfaas.node.settings import NodeConfig
 from tests.functions import write_function
 
 

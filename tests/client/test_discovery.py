@@ -18,7 +18,8 @@ from p2pfaas.dht import adverts
 from p2pfaas.dht.wire import Capacity
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
-from p2pfaas.node.daemon import NodeConfig, NodeDaemon
+from p2pfaas.node.daemon import NodeDaemon
+from p2pfaas.node.settings import NodeConfig
 from tests.functions import write_function
 
 

@@ -28,7 +28,8 @@ from p2pfaas.errors import LocalError
 from p2pfaas.exec.base import ExecResult, FunctionSpec
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
-from p2pfaas.node.daemon import NodeConfig, NodeDaemon
+from p2pfaas.node.daemon import NodeDaemon
+from p2pfaas.node.settings import NodeConfig
 from p2pfaas.rpc import call
 from p2pfaas.trust.adaptive import AdaptivePolicy, Record
 from p2pfaas.trust.wire import NodeReputation

@@ -26,7 +26,8 @@ from p2pfaas.exec.forecast import ArrivalForecast
 from p2pfaas.exec.keepalive import FixedKeepAlive, HybridHistogramPolicy
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
-from p2pfaas.node.daemon import NodeConfig, NodeDaemon
+from p2pfaas.node.daemon import NodeDaemon
+from p2pfaas.node.settings import NodeConfig
 from p2pfaas.sim.clock import VirtualClockLoop
 
 from .conftest import make_function

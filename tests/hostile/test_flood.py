@@ -115,7 +115,8 @@ async def test_a_silent_entry_node_is_hedged_not_waited_out(
     """With a deadline of one node's wait, only a hedge to the next node saves a call whose first
     entry node is silent: a second past the function's timeout, the next node is asked too."""
     from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
-    from p2pfaas.node.daemon import NodeConfig, NodeDaemon
+    from p2pfaas.node.daemon import NodeDaemon
+    from p2pfaas.node.settings import NodeConfig
 
     pit, url = tarpit
     monkeypatch.setattr(async_client_module, "ENTRY_TRIES_IN_TIME", 1)

@@ -17,8 +17,9 @@ from p2pfaas.client import AsyncClient
 from p2pfaas.errors import SignatureError, Unreachable
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
-from p2pfaas.node.daemon import NodeConfig, NodeDaemon
+from p2pfaas.node.daemon import NodeDaemon
 from p2pfaas.node.gossip import Gossiper, LocalLoad
+from p2pfaas.node.settings import NodeConfig
 from p2pfaas.placement.view import LoadView
 from p2pfaas.placement.wire import GossipExchange
 from tests.functions import write_function

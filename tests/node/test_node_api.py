@@ -28,7 +28,8 @@ from p2pfaas.exec.docker_exec import LABEL_OWNER, DockerExecutor
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import ErrorReply, InvokeRequest, InvokeResult
-from p2pfaas.node.daemon import NodeConfig, NodeDaemon
+from p2pfaas.node.daemon import NodeDaemon
+from p2pfaas.node.settings import NodeConfig
 from tests.functions import write_function
 
 

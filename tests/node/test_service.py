@@ -38,7 +38,8 @@ from p2pfaas.messages import (
     Receipt,
     request_sha256,
 )
-from p2pfaas.node.daemon import NodeConfig, NodeDaemon
+from p2pfaas.node.daemon import NodeDaemon
+from p2pfaas.node.settings import NodeConfig
 from p2pfaas.pricing import Prices
 from p2pfaas.rpc import Forbidden
 from tests.functions import write_function

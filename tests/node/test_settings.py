@@ -11,8 +11,14 @@ import pytest
 from p2pfaas import cli
 from p2pfaas.errors import ConfigError
 from p2pfaas.messages import Bundle
-from p2pfaas.node.daemon import NodeConfig
-from p2pfaas.node.settings import load_config_file, memory_mb, node_resources, service_options, share
+from p2pfaas.node.settings import (
+    NodeConfig,
+    load_config_file,
+    memory_mb,
+    node_resources,
+    service_options,
+    share,
+)
 
 
 def test_memory_sizes() -> None:

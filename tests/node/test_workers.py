@@ -29,7 +29,9 @@ from p2pfaas.anchor.server import AnchorServer
 from p2pfaas.client import AsyncClient
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import InvokeRequest, InvokeResult, NodeStatus
-from p2pfaas.node.daemon import NodeConfig, NodeDaemon, make_executor
+from p2pfaas.node.daemon import NodeDaemon
+from p2pfaas.node.executors import make_executor
+from p2pfaas.node.settings import NodeConfig
 from p2pfaas.node.workers import WorkerPool
 from p2pfaas.rpc import CONTENT_TYPE
 from tests.functions import write_function
