@@ -21,7 +21,6 @@ background task that returns expired vouchers' unspent budgets.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -59,6 +58,7 @@ from p2pfaas.ledger.wire import (
     VoucherInfo,
     VoucherRequest,
 )
+from p2pfaas.lifecycle import TaskSet
 from p2pfaas.messages import ReceiptBatch
 from p2pfaas.rpc import Forbidden, read_message, reply
 
@@ -334,11 +334,10 @@ def setup(
     )
 
     async def releaser(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.get_running_loop().create_task(api.release_forever(), name="release expired vouchers")
+        tasks = TaskSet()
+        tasks.spawn(api.release_forever(), name="release expired vouchers")
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await tasks.cancel()
 
     app.cleanup_ctx.append(releaser)
     return api

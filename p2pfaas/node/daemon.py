@@ -106,6 +106,7 @@ class NodeDaemon(StackService):
             **options,
         )
         self.service = service
+        stack.push_async_callback(service.aclose)
         self.placement = NodePlacement(
             service=service, keys=self.keys, session=self.session, rng=self.rng,
             anchor_url=self.config.anchor_url, overlay=lambda: self.overlay, on_drained=self.stop,

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from p2pfaas import signing
 from p2pfaas.clock import wall_time
 from p2pfaas.errors import Busy, NotFound, P2PFaaSError, Refused
+from p2pfaas.lifecycle import TaskSet
 from p2pfaas.messages import InvokeRequest, InvokeResult
 from p2pfaas.node.callbacks import CallbackRefused
 from p2pfaas.placement.wire import JobPoll, JobStatus, JobSubmit
@@ -97,7 +98,7 @@ class Jobs:
     node_id: str = ""  # this node's id: the one a JobPoll must name ("" takes any, for tests)
     clock: Callable[[], float] = wall_time  # against which a JobPoll's issued_at is checked
     _jobs: OrderedDict[str, _Job] = field(default_factory=OrderedDict)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _tasks: TaskSet = field(default_factory=TaskSet)
 
     def submit(self, msg: JobSubmit) -> JobStatus:
         signing.verify(msg.request)  # SignatureError -> 403: never queue what the lessee did not sign
@@ -109,9 +110,7 @@ class Jobs:
             raise Busy(f"{self.pending()} asynchronous invocations pending here")
         job = _Job(msg.request, msg.callback_url, callback_state="pending" if msg.callback_url else "")
         self._jobs[msg.request.invocation_id] = job
-        task = asyncio.get_running_loop().create_task(self._run(job))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._run(job), name=f"job {msg.request.invocation_id}")
         return job.status()
 
     def poll(self, msg: JobPoll) -> JobStatus:
@@ -195,5 +194,4 @@ class Jobs:
 
     async def aclose(self) -> None:
         """Wait for running jobs (draining keeps them); their results stay pollable until then."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.wait()

@@ -13,7 +13,6 @@ It does not decide placement or talk HTTP; it answers `find_nearby`, `providers`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from p2pfaas.dht.node import DhtConfig, DhtNode
 from p2pfaas.dht.vivaldi import Coordinate
 from p2pfaas.dht.wire import Capacity
 from p2pfaas.identity import KeyPair
+from p2pfaas.lifecycle import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class Overlay:
         self.reputation = adverts.Reputation()
         self.adverts_published = 0
         self.joined = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = TaskSet()
         split = urlsplit(offer.url)
         if split.hostname is None or split.port is None:
             raise ValueError(f"the node's URL {offer.url!r} needs an explicit host and port")
@@ -98,16 +98,13 @@ class Overlay:
 
     async def __aenter__(self) -> Overlay:
         await self.dht.listen(self.config.port, self.config.host)
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._tasks.spawn(self._run(), name="overlay")
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._tasks.cancel()
         self.dht.stop()
 
     async def join(self) -> int:

@@ -29,6 +29,7 @@ from p2pfaas import codec, rpc, signing
 from p2pfaas.errors import DecodeError, P2PFaaSError
 from p2pfaas.identity import KeyPair
 from p2pfaas.ledger.wire import BatchResult
+from p2pfaas.lifecycle import TaskSet
 from p2pfaas.messages import Receipt, ReceiptBatch
 
 __all__ = ["ReceiptJournal", "ReceiptQueue", "ReceiptSender"]
@@ -176,7 +177,7 @@ class ReceiptSender:
         self.sent_batches = 0
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = TaskSet()
 
     def _now(self) -> float:
         return self.clock() if self.clock else asyncio.get_running_loop().time()
@@ -186,16 +187,13 @@ class ReceiptSender:
             self.queue.add(receipt, self._now())
         if self.queue.pending:
             log.info("resending %d unanswered receipts from %s", len(self.queue.pending), self.journal.path)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="receipt sender")
+        self._tasks.spawn(self._run(), name="receipt sender")
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await self._tasks.cancel()
         self.queue.in_flight = False  # a send cut short by the cancellation: its receipts are pending
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.flush_timeout_s):

@@ -40,6 +40,7 @@ from p2pfaas.errors import (
 )
 from p2pfaas.exec.base import ExecResult, Executor, FunctionSpec
 from p2pfaas.identity import KeyPair, PublicKey
+from p2pfaas.lifecycle import TaskSet
 from p2pfaas.messages import (
     ERROR_EXECUTOR,
     ERROR_MEMORY,
@@ -107,10 +108,15 @@ class NodeService:
     _known: dict[str, tuple[BundleHeader, Path]] = field(default_factory=dict)
     _verified: dict[int, tuple[weakref.ref[InvokeRequest], PublicKey]] = field(default_factory=dict)
     _fetches: dict[str, asyncio.Future[tuple[BundleHeader, Path]]] = field(default_factory=dict)
+    _fetch_tasks: TaskSet = field(default_factory=TaskSet)  # fetches outlive the caller that started them
 
     @property
     def node_id(self) -> str:
         return self.keys.key_id
+
+    async def aclose(self) -> None:
+        """Cancel the bundle fetches still running (their callers wait on them no more)."""
+        await self._fetch_tasks.cancel()
 
     def verify_request(self, request: InvokeRequest) -> PublicKey:
         """The request's signer, its signature checked once per request object: the router checks
@@ -264,7 +270,7 @@ class NodeService:
         if fetch is None:
             # The fetch outlives a cancelled first caller so later callers can still use it; its
             # result is consumed in the callback so a failure nobody awaits is not reported twice.
-            fetch = asyncio.ensure_future(self._fetch_and_store(digest))
+            fetch = self._fetch_tasks.spawn(self._fetch_and_store(digest), name=f"fetch {digest[:12]}")
             self._fetches[digest] = fetch
             fetch.add_done_callback(lambda done: self._fetch_done(digest, done))
         return await asyncio.shield(fetch)

@@ -37,7 +37,6 @@ Not here: metering (issue #4).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -55,6 +54,7 @@ from p2pfaas.errors import P2PFaaSError, Refused, SignatureError
 from p2pfaas.identity import KeyPair, PublicKey
 from p2pfaas.ledger.policy import FeePolicy
 from p2pfaas.ledger.wire import AnchorKey
+from p2pfaas.lifecycle import TaskSet
 from p2pfaas.messages import BundleHeader, Delegation, InvokeRequest, Receipt, Voucher
 from p2pfaas.node.receipts import ReceiptSender
 from p2pfaas.pricing import Prices
@@ -483,7 +483,7 @@ class NodePayments:
             rng=rng,
         )
         self.spend_log = SpendLog(work_dir / "voucher-spend.log")
-        self._key_task: asyncio.Task[None] | None = None
+        self._tasks = TaskSet()
         self._ready = asyncio.Event()
 
     async def ready(self) -> None:
@@ -501,16 +501,13 @@ class NodePayments:
                 except PaymentRequired as full:
                     log.error("cannot restore what voucher %s spent: %s", voucher_id, full.reason)
         await self.sender.__aenter__()
-        self._key_task = asyncio.get_running_loop().create_task(self._learn_anchor_key(), name="anchor key")
+        self._tasks.spawn(self._learn_anchor_key(), name="anchor key")
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        assert self._key_task is not None
-        self._key_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._key_task
+        await self._tasks.cancel()
         await self.sender.__aexit__(exc_type, exc, tb)
 
     async def _learn_anchor_key(self) -> None:

@@ -341,6 +341,7 @@ class WorkerNode(StackService):
             url=self.spec.url,
             **options,
         )
+        stack.push_async_callback(self.service.aclose)
         self.router = Router(
             service=self.service,
             keys=self.keys,
