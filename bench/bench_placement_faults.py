@@ -198,7 +198,7 @@ def main() -> None:
     args = parser.parse_args()
     # Survivors retrying the anchor or gossip with crashed hosts would log thousands of warnings.
     logging.getLogger("p2pfaas").setLevel(logging.ERROR)
-    logging.getLogger("p2pfaas.node.receipts").setLevel(logging.WARNING)  # refusals to pay: keep
+    logging.getLogger("p2pfaas.node.payments.receipts").setLevel(logging.WARNING)  # refusals to pay: keep
     print(
         f"{args.nodes} real nodes of {','.join(map(str, args.sizes))} slots, paying, load {args.load:.0%}, "
         f"{args.duration:g} virtual s of arrivals; at half time {CRASH_SHARE:.0%} crash and "

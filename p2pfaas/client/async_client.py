@@ -51,7 +51,7 @@ from p2pfaas.messages import (
 )
 from p2pfaas.trust.wire import AdvertLieReport
 
-PAYMENT_REQUIRED = 402  # a node's answer when the voucher cannot pay (p2pfaas.node.vouchers)
+PAYMENT_REQUIRED = 402  # a node's answer when the voucher cannot pay (p2pfaas.node.payments)
 NETWORK_SLACK_S = 10.0  # how much longer than the function's timeout we wait for a node's answer
 ENTRY_TRIES_IN_TIME = 2  # an invocation's whole deadline: this many entry nodes' full waits
 HEDGE_SLACK_S = 1.0  # a node silent this long past the function's timeout is joined by the next

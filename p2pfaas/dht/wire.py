@@ -61,7 +61,7 @@ class Capacity(Message):
     coord: Coord
     coord_error: float
     draining: bool
-    # Who may run here without paying (`p2pfaas.node.vouchers.UnpaidPolicy.describe`): "none",
+    # Who may run here without paying (`p2pfaas.node.payments.book.UnpaidPolicy.describe`): "none",
     # "owners" (a devnet), "keys" (an allow-list) or "owners+keys". Left off the wire at "none".
     unpaid: Annotated[str, MaxLen(16)] = "none"
 

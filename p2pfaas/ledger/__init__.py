@@ -12,6 +12,6 @@
 
 Everything goes through `p2pfaas.db` (SQLAlchemy Core over aiomysql/aiosqlite, Alembic revisions),
 one retried transaction per operation, each idempotent by a reference. The HTTP routes are in
-`p2pfaas.anchor.ledger_api`; the node's side in `p2pfaas.node.vouchers` and `p2pfaas.node.receipts`;
+`p2pfaas.anchor.ledger_api`; the node's side in `p2pfaas.node.payments` and `p2pfaas.node.payments.receipts`;
 the lessee's in `p2pfaas.client.wallet`.
 """

@@ -6,7 +6,7 @@ key (`GET /v1/anchor-key`). A voucher's id is derived from the user and the clie
 asking again after a lost answer returns the same voucher and holds the budget once.
 
 Not here: who may ask (the HTTP layer checks the token and that the lessee key is the user's own),
-nor how nodes check vouchers (`p2pfaas.node.vouchers`).
+nor how nodes check vouchers (`p2pfaas.node.payments`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Routes:
     GET  /v1/bundles/{digest}        -> Bundle, as stored (peers fetch bundles from each other and
                                         verify them), or 404
 
-A node with several worker processes (node/workers.py) serves the same port from each. A worker
+A node with several worker processes (node/workers/) serves the same port from each. A worker
 answers /v1/invoke itself and passes every other request to the primary process, over a unix socket
 in the node's work directory where the primary serves the same routes plus one of its own:
     POST /internal/v1/place?hops=N   InvokeRequest -> InvokeResult: an invocation a worker claimed

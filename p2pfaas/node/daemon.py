@@ -32,13 +32,13 @@ from p2pfaas.node.admission import peer_with_room
 from p2pfaas.node.app import make_app, make_internal_app
 from p2pfaas.node.executors import make_executor
 from p2pfaas.node.overlay import Overlay, overlay_for
+from p2pfaas.node.payments.node_payments import NodePayments
 from p2pfaas.node.placement import NodePlacement, PlacementConfig
 from p2pfaas.node.service import NodeService
 from p2pfaas.node.settings import NodeConfig, check, service_options, share
 from p2pfaas.node.shared import SharedTables
-from p2pfaas.node.vouchers import NodePayments
-from p2pfaas.node.worker_paths import PRIMARY_SOCKET, adopt_worker_journals
-from p2pfaas.node.workers import WorkerPool
+from p2pfaas.node.workers.paths import PRIMARY_SOCKET, adopt_worker_journals
+from p2pfaas.node.workers.pool import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class NodeDaemon(StackService):
         self.session = await stack.enter_async_context(aiohttp.ClientSession())
         options = service_options(self.config, rng=self.rng, fetch_from_peer=self._fetch_bundle_from)
         self.tables: SharedTables | None = None
-        if self.config.workers > 1:  # node-wide state of the worker processes (node/workers.py)
+        if self.config.workers > 1:  # node-wide state of the worker processes (node/workers/)
             self.tables = SharedTables.create(
                 workers=self.config.workers, spill_dir=self.config.work_dir / "results"
             )
@@ -161,7 +161,7 @@ class NodeDaemon(StackService):
         log.info("node %s serving on %s with executor %s", self.node_id[:12], self.url, self.executor.kind)
 
     async def _start_workers(self, port: int, tables: SharedTables) -> None:
-        """Serve the siblings on a unix socket, then start them on our port (node/workers.py)."""
+        """Serve the siblings on a unix socket, then start them on our port (node/workers/)."""
         stack = self._stack
         internal = web.AppRunner(make_internal_app(self.service, self.placement), access_log=None)
         await internal.setup()

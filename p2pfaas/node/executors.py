@@ -8,7 +8,7 @@ import logging
 from p2pfaas.errors import ConfigError
 from p2pfaas.exec.base import Executor
 from p2pfaas.node.settings import NodeConfig, share
-from p2pfaas.node.worker_paths import worker_dir, worker_owner_id
+from p2pfaas.node.workers.paths import worker_dir, worker_owner_id
 
 log = logging.getLogger(__name__)
 

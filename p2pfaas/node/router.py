@@ -24,7 +24,7 @@ Work that waits for a local slot waits in the router's own FIFO queue, so that i
 - Draining hands every queued invocation to neighbours instead of running it; `drain()` also refuses
   new work and waits for what runs.
 
-A node that runs several worker processes on one port (p2pfaas/node/workers.py) has one router per
+A node that runs several worker processes on one port (p2pfaas/node/workers/) has one router per
 process. Exactly once then holds node-wide through the shared table of invocation ids
 (p2pfaas/node/shared.py): an id claimed by a sibling is waited for there and its result read from the
 table. A worker's router runs what fits in its share of the slots and hands the rest to the primary

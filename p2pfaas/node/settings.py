@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, cast
 from p2pfaas.errors import ConfigError
 from p2pfaas.node.admission import Admission, Limits
 from p2pfaas.node.callbacks import CallbackPolicy
-from p2pfaas.node.vouchers import UnpaidPolicy
+from p2pfaas.node.payments.book import UnpaidPolicy
 from p2pfaas.pricing import Prices
 
 if TYPE_CHECKING:
@@ -83,8 +83,8 @@ class NodeConfig:
     gossip_period_s: float = 2.0
     gossip_fanout: int = 2
     drain_deadline_s: float = 60.0
-    workers: int = 1  # processes serving invocations on the port (node/workers.py); at most one per core
-    # Who may run functions here without a voucher (node/vouchers.py `UnpaidPolicy`): nobody by
+    workers: int = 1  # processes serving invocations on the port (node/workers/); at most one per core
+    # Who may run functions here without a voucher (node/payments/book.py `UnpaidPolicy`): nobody by
     # default; a devnet lets functions' owners; a volunteer may list lessee key ids (its own).
     unpaid_owners: bool = False
     unpaid_keys: tuple[str, ...] = ()

@@ -8,7 +8,7 @@ what its workers must agree on (docs/node-workers.md, "Shared state"):
   another lessee's request used the id.
 - `SharedSpends`: what every voucher has charged, and what each worker has reserved on it, so that
   the workers together never accept more work on a voucher than its budget (the `SpendStore` of
-  `p2pfaas.node.vouchers`), and a worker that dies takes its reservations with it.
+  `p2pfaas.node.payments`), and a worker that dies takes its reservations with it.
 - `LoadBoard`: each worker's load counters, which the primary sums for gossip.
 
 The primary creates the segment (`SharedTables.create`) and hands `tables.handle` to the workers it
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from p2pfaas.errors import Busy, ConfigError
-from p2pfaas.node.vouchers import FORGET_AFTER_S, PaymentRequired, VoucherSpend
+from p2pfaas.node.payments.spends import FORGET_AFTER_S, PaymentRequired, VoucherSpend
 
 __all__ = [
     "Claim",

@@ -38,8 +38,8 @@ from p2pfaas.identity import KeyPair
 from p2pfaas.ledger.audit import audit
 from p2pfaas.messages import ErrorReply, InvokeRequest, InvokeResult, Voucher
 from p2pfaas.node.daemon import NodeDaemon
+from p2pfaas.node.payments.book import max_price_micro
 from p2pfaas.node.settings import NodeConfig
-from p2pfaas.node.vouchers import max_price_micro
 from tests.functions import write_function
 
 PASSWORD = "a long enough password"

@@ -154,7 +154,7 @@ async def test_devnet_of_5_processes_loses_nothing_when_a_node_is_sigkilled_mid_
 
 
 def test_a_refused_forward_leaves_its_id_free_in_the_nodes_shared_table(tmp_path: Path) -> None:
-    """With worker processes (node/workers.py) the id is claimed node-wide before the refusal
+    """With worker processes (node/workers/) the id is claimed node-wide before the refusal
     checks; a refused forward must give the claim back, or a sibling would wait on it forever."""
 
     async def main(net: sim.InMemoryNetwork) -> None:

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pfaas.errors import Busy, ConfigError
+from p2pfaas.node.payments.spends import FORGET_AFTER_S, PaymentRequired, VoucherSpend
 from p2pfaas.node.shared import (
     INLINE_RESULT_BYTES,
     WAYS,
@@ -26,7 +27,6 @@ from p2pfaas.node.shared import (
     SharedTables,
     TableFull,
 )
-from p2pfaas.node.vouchers import FORGET_AFTER_S, PaymentRequired, VoucherSpend
 
 NEW, RUNNING, DONE = Claim(ClaimKind.NEW), ClaimKind.RUNNING, ClaimKind.DONE
 ALICE, BOB = b"alice key + digest", b"bob key + digest"

@@ -1,6 +1,6 @@
 """Where a node's worker processes keep their state, and how the primary takes over what they left.
 
-Worker 0 is the primary (the whole daemon, node/daemon.py); workers 1..N-1 (node/workers.py) keep their
+Worker 0 is the primary (the whole daemon, node/daemon.py); workers 1..N-1 (node/workers/) keep their
 run directory, bundle cache and receipt journal under `worker_dir`, and their containers carry the
 owner label `worker_owner_id`.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from p2pfaas.node.receipts import ReceiptJournal
+from p2pfaas.node.payments.receipts import ReceiptJournal
 
 log = logging.getLogger(__name__)
 

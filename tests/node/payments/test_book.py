@@ -18,17 +18,11 @@ from p2pfaas.errors import Refused
 from p2pfaas.identity import KeyPair
 from p2pfaas.ledger.policy import FeePolicy
 from p2pfaas.messages import BundleHeader, InvokeRequest, Manifest, Receipt, Voucher
+from p2pfaas.node.payments.book import UnpaidPolicy, VoucherBook, max_price_micro
+from p2pfaas.node.payments.node_payments import NodePayments
+from p2pfaas.node.payments.spend_log import SpendLog
+from p2pfaas.node.payments.spends import LocalSpends, PaymentRequired, SpendStore
 from p2pfaas.node.shared import SharedTables
-from p2pfaas.node.vouchers import (
-    LocalSpends,
-    NodePayments,
-    PaymentRequired,
-    SpendLog,
-    SpendStore,
-    UnpaidPolicy,
-    VoucherBook,
-    max_price_micro,
-)
 from p2pfaas.pricing import Prices
 from p2pfaas.rpc import Forbidden
 

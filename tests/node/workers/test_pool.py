@@ -1,4 +1,4 @@
-"""A node of two worker processes on one port (p2pfaas/node/workers.py), end to end: real spawned
+"""A node of two worker processes on one port (p2pfaas/node/workers/), end to end: real spawned
 processes, real loopback sockets, an in-process anchor. The same invocation sent over many
 connections (so to both processes) runs once and every copy gets the same signed answer.
 
@@ -32,7 +32,7 @@ from p2pfaas.messages import InvokeRequest, InvokeResult, NodeStatus
 from p2pfaas.node.daemon import NodeDaemon
 from p2pfaas.node.executors import make_executor
 from p2pfaas.node.settings import NodeConfig
-from p2pfaas.node.workers import WorkerPool
+from p2pfaas.node.workers.pool import WorkerPool
 from p2pfaas.rpc import CONTENT_TYPE
 from tests.functions import write_function
 

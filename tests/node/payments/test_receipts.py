@@ -25,7 +25,7 @@ from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.policy import AccountKind, FeePolicy
 from p2pfaas.ledger.store import LedgerStore
 from p2pfaas.messages import Receipt, Voucher
-from p2pfaas.node.receipts import ReceiptJournal, ReceiptQueue, ReceiptSender
+from p2pfaas.node.payments.receipts import ReceiptJournal, ReceiptQueue, ReceiptSender
 from p2pfaas.rpc import error_middleware
 from p2pfaas.tickets import sign_ticket
 from tests.ports import free_port
