@@ -36,7 +36,7 @@ from p2pfaas.node.payments.node_payments import NodePayments
 from p2pfaas.node.placement import NodePlacement, PlacementConfig
 from p2pfaas.node.service import NodeService
 from p2pfaas.node.settings import NodeConfig, check, service_options, share
-from p2pfaas.node.shared import SharedTables
+from p2pfaas.node.shared.tables import SharedTables
 from p2pfaas.node.workers.paths import PRIMARY_SOCKET, adopt_worker_journals
 from p2pfaas.node.workers.pool import WorkerPool
 

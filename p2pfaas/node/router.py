@@ -26,7 +26,7 @@ Work that waits for a local slot waits in the router's own FIFO queue, so that i
 
 A node that runs several worker processes on one port (p2pfaas/node/workers/) has one router per
 process. Exactly once then holds node-wide through the shared table of invocation ids
-(p2pfaas/node/shared.py): an id claimed by a sibling is waited for there and its result read from the
+(p2pfaas/node/shared/): an id claimed by a sibling is waited for there and its result read from the
 table. A worker's router runs what fits in its share of the slots and hands the rest to the primary
 process's router when the primary has room or knows a peer with room (`primary`), which places it
 with the node's gossiped view; the primary reports the whole node's load and drains its siblings with
@@ -49,7 +49,7 @@ from p2pfaas.errors import Busy, P2PFaaSError, Refused, RemoteError, SignatureEr
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import Delegation, InvokeRequest, InvokeResult
 from p2pfaas.node.service import NodeService
-from p2pfaas.node.shared import ClaimKind, InvocationTable
+from p2pfaas.node.shared.invocations import ClaimKind, InvocationTable
 from p2pfaas.placement.policy import Decision, Gossip, Kind, LocalState, Policy, ProbeAnswer
 from p2pfaas.placement.view import LoadView
 from p2pfaas.placement.wire import MAX_HOPS, ForwardRequest

@@ -16,7 +16,8 @@ from p2pfaas.client import AsyncClient
 from p2pfaas.errors import Busy, Refused
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import InvokeResult
-from p2pfaas.node.shared import ClaimKind, SharedTables
+from p2pfaas.node.shared.invocations import ClaimKind
+from p2pfaas.node.shared.tables import SharedTables
 from p2pfaas.placement.wire import ForwardRequest
 from tests.functions import write_function
 from tests.placement.harness import placement_net

@@ -26,7 +26,7 @@ with the node's `Prices`, passes receipts to a `ReceiptSender`, and keeps what i
 voucher in a `SpendLog` so that a restarted node does not accept a spent budget again.
 
 What a voucher has committed on this node (charged, and reserved by each worker process) lives in a
-`SpendStore`: `LocalSpends` (a dict) for a one-process node, or `p2pfaas.node.shared.SharedSpends`
+`SpendStore`: `LocalSpends` (a dict) for a one-process node, or `p2pfaas.node.shared.spends.SharedSpends`
 when several worker processes serve one node and must share each budget. A reservation itself
 (invocation id -> most it may cost) stays in the process that made it: the node's exactly-once table
 hands an id to one process only. The store keeps each worker's reserved sum apart, so that when a

@@ -1,6 +1,6 @@
 """What a voucher has committed on this node (charged, and reserved by each worker process): the
 `SpendStore` contract, `LocalSpends` for a one-process node, and `PaymentRequired` (HTTP 402).
-Several worker processes share a store in shared memory instead (`p2pfaas.node.shared.SharedSpends`).
+Several worker processes share a store in shared memory instead (`p2pfaas.node.shared.spends.SharedSpends`).
 """
 
 from __future__ import annotations

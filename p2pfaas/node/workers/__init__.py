@@ -15,7 +15,7 @@ it lends. `p2pfaas node run --workers N` runs N processes that accept on the sam
   primary's router, which places it with the node's view (its slots, its queue, or a peer).
 
 What must hold node-wide is shared, not asked for:
-- exactly once per invocation id, and voucher budgets: tables in shared memory (node/shared.py);
+- exactly once per invocation id, and voucher budgets: tables in shared memory (node/shared/);
 - what is lent: slots, memory, queue and bundle cache are split between the processes
   (settings.share); the cores are one parent cgroup over every worker's containers (docker_exec);
 - load, for gossip: each worker writes its counters to the shared load board and the primary

@@ -16,7 +16,7 @@ from types import TracebackType
 from p2pfaas.errors import ConfigError
 from p2pfaas.node.router import Router
 from p2pfaas.node.settings import NodeConfig
-from p2pfaas.node.shared import SharedTables
+from p2pfaas.node.shared.tables import SharedTables
 from p2pfaas.node.workers.process import (
     LOAD_WRITE_S,
     WorkerSpec,

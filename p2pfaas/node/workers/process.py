@@ -28,7 +28,9 @@ from p2pfaas.node.payments.node_payments import NodePayments
 from p2pfaas.node.router import Router
 from p2pfaas.node.service import NodeService
 from p2pfaas.node.settings import NodeConfig, service_options, share
-from p2pfaas.node.shared import LoadRow, SharedHandle, SharedTables
+from p2pfaas.node.shared.loads import LoadRow
+from p2pfaas.node.shared.segment import SharedHandle
+from p2pfaas.node.shared.tables import SharedTables
 from p2pfaas.node.workers.paths import PRIMARY_SOCKET, worker_dir
 from p2pfaas.placement.view import LoadView
 from p2pfaas.placement.wire import ForwardRequest

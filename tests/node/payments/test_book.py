@@ -22,7 +22,7 @@ from p2pfaas.node.payments.book import UnpaidPolicy, VoucherBook, max_price_micr
 from p2pfaas.node.payments.node_payments import NodePayments
 from p2pfaas.node.payments.spend_log import SpendLog
 from p2pfaas.node.payments.spends import LocalSpends, PaymentRequired, SpendStore
-from p2pfaas.node.shared import SharedTables
+from p2pfaas.node.shared.tables import SharedTables
 from p2pfaas.pricing import Prices
 from p2pfaas.rpc import Forbidden
 

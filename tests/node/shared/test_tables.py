@@ -17,16 +17,10 @@ from hypothesis import strategies as st
 
 from p2pfaas.errors import Busy, ConfigError
 from p2pfaas.node.payments.spends import FORGET_AFTER_S, PaymentRequired, VoucherSpend
-from p2pfaas.node.shared import (
-    INLINE_RESULT_BYTES,
-    WAYS,
-    Claim,
-    ClaimKind,
-    LoadRow,
-    SharedHandle,
-    SharedTables,
-    TableFull,
-)
+from p2pfaas.node.shared.invocations import INLINE_RESULT_BYTES, WAYS, Claim, ClaimKind, TableFull
+from p2pfaas.node.shared.loads import LoadRow
+from p2pfaas.node.shared.segment import SharedHandle
+from p2pfaas.node.shared.tables import SharedTables
 
 NEW, RUNNING, DONE = Claim(ClaimKind.NEW), ClaimKind.RUNNING, ClaimKind.DONE
 ALICE, BOB = b"alice key + digest", b"bob key + digest"
