@@ -19,10 +19,10 @@ from p2pfaas.messages import InvokeResult
 from p2pfaas.node.shared.invocations import ClaimKind
 from p2pfaas.node.shared.tables import SharedTables
 from p2pfaas.placement.wire import ForwardRequest
+from tests.cli.test_main import p2pfaas
 from tests.functions import write_function
 from tests.placement.harness import placement_net
 from tests.ports import free_port_block
-from tests.test_cli import p2pfaas
 
 
 def test_an_entry_node_without_room_forwards_and_every_invocation_completes(tmp_path: Path) -> None:
