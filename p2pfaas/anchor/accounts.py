@@ -25,7 +25,7 @@ from p2pfaas.db.schema import accounts, api_tokens, key_owners, lessee_keys, use
 from p2pfaas.db.upsert import insert_ignore
 from p2pfaas.errors import NotFound, Refused, SignatureError
 from p2pfaas.identity import node_id_of
-from p2pfaas.ledger.store import is_duplicate_key
+from p2pfaas.ledger.postings import is_duplicate_key
 
 __all__ = ["AccountStore", "KeyKind", "OwnedKey", "TokenRow", "UserRow", "normalize_username"]
 

@@ -38,11 +38,13 @@ from p2pfaas.db import Database
 from p2pfaas.db.schema import key_owners, users
 from p2pfaas.errors import LocalError, NotFound, SignatureError, StorageError
 from p2pfaas.identity import KeyPair, PublicKey
+from p2pfaas.ledger.earnings import claw_back
 from p2pfaas.ledger.issuer import VoucherIssuer, load_anchor_keys
 from p2pfaas.ledger.payments import Payments, TopUp
 from p2pfaas.ledger.policy import FeePolicy, PayoutState, Refusal
+from p2pfaas.ledger.postings import AccountRow, InsufficientFunds
 from p2pfaas.ledger.settlement import Settler
-from p2pfaas.ledger.store import AccountRow, InsufficientFunds, LedgerStore, PayoutRow, claw_back
+from p2pfaas.ledger.store import LedgerStore, PayoutRow
 from p2pfaas.ledger.wire import (
     AccountBalance,
     AnchorKey,

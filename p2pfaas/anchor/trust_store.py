@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from p2pfaas.db import Database
 from p2pfaas.db.schema import advert_lies, held_receipts, replica_verdicts, replication_groups, reputation
 from p2pfaas.db.upsert import insert_ignore
-from p2pfaas.ledger.store import is_duplicate_key
+from p2pfaas.ledger.postings import is_duplicate_key
 from p2pfaas.trust.adaptive import AdaptivePolicy, Record
 from p2pfaas.trust.gate import DEFAULT_HOLD_S, Gate, Verdict, VerdictRow, gate_replica
 from p2pfaas.trust.replica_ids import is_replica

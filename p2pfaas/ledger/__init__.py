@@ -2,16 +2,16 @@
 
 - `policy`: the sans-I/O rules: fees, which accounts may go negative, payout states, and which
   receipts of a batch to pay (`admit_batch`).
-- `store`: accounts, transfers (entries summing to zero), grants, corrections, vouchers' escrow
-  holds and their release at expiry, payouts; `settlement`: receipt batches, exactly once.
+- `postings`: accounts and transfers (entries summing to zero), the amount bounds, the errors;
+  `earnings`: what a settlement credited, maturing, and claw-back of a proven lie.
+- `store`: `LedgerStore`, one transaction per operation: accounts, grants, corrections, vouchers'
+  escrow holds and their release at expiry, payouts; `settlement`: receipt batches, exactly once.
 - `issuer`: the anchor's voucher-signing key (kept in the database) and voucher issuance.
 - `payments`: the payment-provider interface and the manual-payments provider.
-- `tickets`: the lessee's signed spend ticket on each paid invocation, checked by node and anchor.
 - `audit`: the invariants, checked against the database; `wire`: the HTTP messages (tags 80-99).
-- `devnet`: an operator, credits and a wallet for `p2pfaas devnet demo`.
 
 Everything goes through `p2pfaas.db` (SQLAlchemy Core over aiomysql/aiosqlite, Alembic revisions),
 one retried transaction per operation, each idempotent by a reference. The HTTP routes are in
-`p2pfaas.anchor.ledger_api`; the node's side in `p2pfaas.node.payments` and `p2pfaas.node.payments.receipts`;
-the lessee's in `p2pfaas.client.wallet`.
+`p2pfaas.anchor.ledger_api`; the node's side in `p2pfaas.node.payments`; the lessee's in
+`p2pfaas.client.wallet`; the spend ticket at the floor, in `p2pfaas.tickets`.
 """

@@ -45,6 +45,7 @@ from p2pfaas.db import Database
 from p2pfaas.db.schema import accounts, key_owners, settlements, transfers, users, vouchers
 from p2pfaas.db.upsert import insert_ignore_many
 from p2pfaas.identity import PublicKey
+from p2pfaas.ledger.earnings import SUPERSEDE_REF, credited_account
 from p2pfaas.ledger.policy import (
     AccountKind,
     Admission,
@@ -54,11 +55,9 @@ from p2pfaas.ledger.policy import (
     VoucherView,
     admit_batch,
 )
-from p2pfaas.ledger.store import (
+from p2pfaas.ledger.postings import (
     FEES_ACCOUNT,
-    SUPERSEDE_REF,
     InsufficientFunds,
-    credited_account,
     ensure_account,
     is_duplicate_key,
     move,

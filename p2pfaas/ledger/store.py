@@ -20,74 +20,30 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2pfaas import codec
 from p2pfaas.db import Database
-from p2pfaas.db.retry import mysql_error_code
-from p2pfaas.db.schema import accounts, entries, payouts, settlements, transfers, vouchers
-from p2pfaas.db.upsert import insert_ignore
-from p2pfaas.errors import LocalError, NotFound, Refused
+from p2pfaas.db.schema import accounts, payouts, vouchers
+from p2pfaas.errors import NotFound
+from p2pfaas.ledger.earnings import (
+    check_matured,
+)
 from p2pfaas.ledger.policy import AccountKind, PayoutState, next_payout_state
+from p2pfaas.ledger.postings import (
+    GRANTS_ACCOUNT,
+    PAID_OUT_ACCOUNT,
+    PAYOUTS_CLEARING,
+    AccountRow,
+    _same_as_before,
+    check_transfer_amount,
+    ensure_account,
+    grant_ref,
+    post_transfer,
+)
 from p2pfaas.messages import Voucher
-from p2pfaas.money import MAX_AMOUNT_MICRO
 
-__all__ = [
-    "FEES_ACCOUNT",
-    "GRANTS_ACCOUNT",
-    "AccountRow",
-    "AmountOutOfRange",
-    "IdempotencyConflict",
-    "InsufficientFunds",
-    "LedgerStore",
-    "PayoutRow",
-    "VoucherRow",
-]
-
-FEES_ACCOUNT = "anchor:fees"
-GRANTS_ACCOUNT = "world:grants"
-PAID_OUT_ACCOUNT = "world:payouts"
-PAYOUTS_CLEARING = "clearing:payouts"
-
-
-class InsufficientFunds(Refused):
-    """A transfer would take an account below zero."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason, status=402)
-
-
-class AmountOutOfRange(Refused, LocalError):
-    """An amount, or the balance a transfer would leave, is outside +-`money.MAX_AMOUNT_MICRO`.
-
-    The caller's input is at fault (a LocalError); on the wire it answers HTTP 422.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason, status=422)
-
-
-class IdempotencyConflict(Refused, LocalError):
-    """An idempotency reference was reused for a different operation (HTTP 409)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason, status=409)
-
-
-def check_transfer_amount(what: str, amount_micro: int) -> None:
-    """Raise `AmountOutOfRange` unless `amount_micro` is an int within 1..MAX_AMOUNT_MICRO."""
-    if type(amount_micro) is not int or not 0 < amount_micro <= MAX_AMOUNT_MICRO:
-        raise AmountOutOfRange(f"{what}: amount must be within 1..{MAX_AMOUNT_MICRO}, got {amount_micro!r}")
-
-
-@dataclass(frozen=True)
-class AccountRow:
-    account_id: int
-    name: str
-    kind: str
-    owner_user_id: int | None
-    balance_micro: int
+__all__ = ["LedgerStore", "PayoutRow", "VoucherRow"]
 
 
 @dataclass(frozen=True)
@@ -107,240 +63,6 @@ class PayoutRow:
     amount_micro: int
     state: str
     destination: str
-
-
-async def ensure_account(
-    connection: AsyncConnection, name: str, kind: AccountKind, *, owner_user_id: int | None, now: float
-) -> int:
-    """The id of the account called `name`, created (empty) if it does not exist yet."""
-    row = {
-        "name": name,
-        "kind": str(kind),
-        "owner_user_id": owner_user_id,
-        "balance_micro": 0,
-        "created_at": now,
-    }
-    await connection.execute(insert_ignore(connection.dialect.name, accounts, row, key=["name"]))
-    account_id = await connection.scalar(sa.select(accounts.c.account_id).where(accounts.c.name == name))
-    assert account_id is not None, name
-    return int(account_id)
-
-
-async def post_transfer(
-    connection: AsyncConnection, *, kind: str, ref: str, memo: str, legs: Mapping[int, int], now: float
-) -> int | None:
-    """Move money: `legs` maps account id to a signed amount; they must sum to zero.
-
-    Returns the new transfer's id, or None if a transfer with `ref` exists already (a repeat).
-    Raises `InsufficientFunds` (and the caller's transaction rolls back) if an account that may
-    not go negative would.
-    """
-    try:
-        result = await connection.execute(
-            transfers.insert().values(kind=kind, ref=ref, memo=memo[:255], created_at=now)
-        )
-    except sa_exc.IntegrityError as error:
-        # The unique `ref`: done before (a duplicate insert waits for, then loses to, the first).
-        if not is_duplicate_key(error):
-            raise
-        return None
-    assert result.inserted_primary_key is not None
-    transfer_id = int(result.inserted_primary_key[0])
-    await move(connection, transfer_id, legs, what=kind)
-    return transfer_id
-
-
-async def move(connection: AsyncConnection, transfer_id: int, legs: Mapping[int, int], *, what: str) -> None:
-    """Write `legs` (account id -> signed amount, summing to zero) as entries of `transfer_id`.
-
-    One conditional UPDATE changes every balance; InnoDB locks its rows in primary key order, which
-    is the fixed account lock order. An account that may not go negative and would makes the
-    UPDATE match fewer rows, and this raises `InsufficientFunds`; a balance that would leave
-    +-MAX_AMOUNT_MICRO fails the accounts table's CHECK and this raises `AmountOutOfRange` (either
-    way the caller's transaction rolls back). With every balance and every leg within the bound, no
-    sum comes near BIGINT's limit (nor SQLite's, past which it silently computes in floats).
-    """
-    legs = {account: amount for account, amount in legs.items() if amount != 0}
-    assert sum(legs.values()) == 0, legs
-    if not legs:
-        return
-    for account, amount in legs.items():
-        if type(amount) is not int or abs(amount) > MAX_AMOUNT_MICRO:
-            raise AmountOutOfRange(f"{what}: {amount!r} for account {account} is beyond +-{MAX_AMOUNT_MICRO}")
-    new_balance = accounts.c.balance_micro + sa.case(legs, value=accounts.c.account_id, else_=0)
-    try:
-        changed = await connection.execute(
-            accounts.update()
-            .where(accounts.c.account_id.in_(sorted(legs)))
-            .where(sa.or_(new_balance >= 0, accounts.c.kind == str(AccountKind.EXTERNAL)))
-            .values(balance_micro=new_balance)
-        )
-    except sa_exc.DBAPIError as error:  # IntegrityError on SQLite, OperationalError (4025) on MariaDB
-        # The balance bound is the schema's CHECK (revision 0004); the statement changed nothing.
-        if not is_check_violation(error):
-            raise
-        raise AmountOutOfRange(
-            f"{what}: would take a balance of account(s) {sorted(legs)} beyond +-{MAX_AMOUNT_MICRO}"
-        ) from None
-    if changed.rowcount != len(legs):
-        short = sorted(account for account, amount in legs.items() if amount < 0)
-        raise InsufficientFunds(f"{what}: not enough credits in account(s) {short}")
-    await connection.execute(
-        entries.insert(),
-        [{"transfer_id": transfer_id, "account_id": a, "amount_micro": m} for a, m in sorted(legs.items())],
-    )
-
-
-EARNING_KINDS = ("settle", "supersede")  # transfers that pay a node's work
-
-
-async def _check_matured(
-    connection: AsyncConnection, account_id: int, amount_micro: int, *, since: float
-) -> None:
-    """Refuse (409) taking `amount_micro` more out of `account_id` (0: it was taken already) when
-    its balance would no longer cover what it earned since `since`."""
-    balance = await connection.scalar(
-        sa.select(accounts.c.balance_micro).where(accounts.c.account_id == account_id).with_for_update()
-    )
-    recent = await connection.scalar(
-        sa.select(sa.func.coalesce(sa.func.sum(entries.c.amount_micro), 0))
-        .select_from(entries.join(transfers, transfers.c.transfer_id == entries.c.transfer_id))
-        .where(
-            entries.c.account_id == account_id,
-            entries.c.amount_micro > 0,
-            transfers.c.kind.in_(EARNING_KINDS),
-            transfers.c.created_at >= since,
-        )
-    )
-    payable = int(balance or 0) - int(recent or 0)
-    if amount_micro > payable:
-        raise Refused(
-            f"only {max(0, payable)} of this account's {int(balance or 0)} micro-credits have matured "
-            "(earnings can be paid out once they have stood unchallenged for the maturity period)",
-            status=409,
-        )
-
-
-SUPERSEDE_REF = "supersede:"  # + invocation id + ":" + the node it was moved from
-
-
-async def credited_account(connection: AsyncConnection, invocation_id: str) -> tuple[int, int] | None:
-    """Where the payment for settled `invocation_id` is now, and how much of it: the node account
-    its settlement credited (the price), or the last one a supersede moved it to (what moved).
-    None if it was not settled."""
-    row = (
-        await connection.execute(
-            sa.select(settlements.c.transfer_id, settlements.c.price_micro).where(
-                settlements.c.invocation_id == invocation_id
-            )
-        )
-    ).first()
-    if row is None:
-        return None
-    moved = (
-        await connection.execute(
-            sa.select(entries.c.account_id, entries.c.amount_micro)
-            .join_from(entries, transfers)
-            .where(
-                transfers.c.kind == "supersede",
-                transfers.c.ref.startswith(f"{SUPERSEDE_REF}{invocation_id}:", autoescape=True),
-                entries.c.amount_micro > 0,
-            )
-            .order_by(transfers.c.transfer_id.desc())
-        )
-    ).first()
-    if moved is not None:
-        return int(moved.account_id), int(moved.amount_micro)
-    fees = sa.select(accounts.c.account_id).where(accounts.c.name == FEES_ACCOUNT).scalar_subquery()
-    # A settle transfer credits one node account (with the batch's total) and the fee account.
-    node = await connection.scalar(
-        sa.select(entries.c.account_id).where(
-            entries.c.transfer_id == row.transfer_id, entries.c.amount_micro > 0, entries.c.account_id != fees
-        )
-    )
-    return None if node is None else (int(node), int(row.price_micro))
-
-
-async def was_paid_to(connection: AsyncConnection, invocation_id: str, node_id: str) -> bool:
-    """Whether node `node_id` was paid for `invocation_id` at some point (it may have moved since)."""
-    settled = await connection.scalar(
-        sa.select(settlements.c.node_id).where(settlements.c.invocation_id == invocation_id)
-    )
-    if settled is None:
-        return False
-    if settled == node_id:
-        return True
-    moved_from = await connection.scalar(
-        sa.select(transfers.c.transfer_id).where(
-            transfers.c.ref == f"{SUPERSEDE_REF}{invocation_id}:{node_id}"
-        )
-    )
-    return moved_from is not None
-
-
-async def claw_back(
-    connection: AsyncConnection, invocation_id: str, *, node_id: str, excess_micro: int, why: str, now: float
-) -> int:
-    """Return up to `excess_micro` (what a proven lie by node `node_id` overcharged) of the payment
-    for `invocation_id` to the lessee's account, from the account that holds the payment now
-    (the liar's, or one it was moved to); what moved (0 if `node_id` was never paid for it, or it
-    was clawed back before). One transfer per invocation."""
-    if not await was_paid_to(connection, invocation_id, node_id):
-        return 0
-    lessee = await connection.scalar(
-        sa.select(vouchers.c.lessee_account_id)
-        .join_from(settlements, vouchers, vouchers.c.voucher_id == settlements.c.voucher_id)
-        .where(settlements.c.invocation_id == invocation_id)
-    )
-    held = await credited_account(connection, invocation_id)
-    if lessee is None or held is None:
-        return 0
-    holder, amount = held
-    amount = min(amount, excess_micro)
-    if amount <= 0:
-        return 0
-    legs = {holder: -amount, int(lessee): amount}
-    done = await post_transfer(
-        connection, kind="clawback", ref=f"clawback:{invocation_id}", memo=why[:255], legs=legs, now=now
-    )
-    return 0 if done is None else amount
-
-
-def grant_ref(account_id: int, ref: str) -> str:
-    """The transfer reference of the operator's grant `ref` to `account_id`: refs are per account."""
-    return f"grant:{account_id}:{ref}"
-
-
-async def _same_as_before(
-    connection: AsyncConnection, *, ref: str, legs: Mapping[int, int], what: str
-) -> None:
-    """Raise `IdempotencyConflict` unless the transfer already made under `ref` moved exactly `legs`."""
-    query = (
-        sa.select(entries.c.account_id, entries.c.amount_micro)
-        .join_from(entries, transfers)
-        .where(transfers.c.ref == ref)
-    )
-    before: dict[int, int] = {}
-    for row in (await connection.execute(query)).all():
-        before[int(row.account_id)] = before.get(int(row.account_id), 0) + int(row.amount_micro)
-    if before != {account: amount for account, amount in legs.items() if amount}:
-        raise IdempotencyConflict(
-            f"{what}: reference {ref!r} was used before for a different transfer "
-            f"({sorted(before.items())}, not {sorted(legs.items())}); use a new reference"
-        )
-
-
-def is_check_violation(error: sa_exc.DBAPIError) -> bool:
-    """A CHECK constraint refused a row: MariaDB's 4025, MySQL's 3819, SQLite's "CHECK constraint failed"."""
-    return mysql_error_code(error.orig) in (3819, 4025) or "CHECK constraint failed" in str(error.orig)
-
-
-def is_duplicate_key(error: sa_exc.IntegrityError) -> bool:
-    """MySQL's 1062 (duplicate entry) or SQLite's UNIQUE/PRIMARY KEY constraint failure."""
-    if mysql_error_code(error.orig) == 1062:
-        return True
-    message = str(error.orig)
-    return "UNIQUE constraint failed" in message or "PRIMARY KEY constraint failed" in message
 
 
 class LedgerStore:
@@ -612,7 +334,7 @@ class LedgerStore:
             if (
                 mature_after_s > 0
             ):  # after the move, under its row lock: what is left must cover the unmatured
-                await _check_matured(connection, account_id, 0, since=now - mature_after_s)
+                await check_matured(connection, account_id, 0, since=now - mature_after_s)
             await connection.execute(
                 payouts.insert().values(
                     payout_id=payout_id,

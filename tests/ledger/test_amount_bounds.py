@@ -21,7 +21,8 @@ from p2pfaas.db.schema import accounts
 from p2pfaas.errors import DecodeError, Refused, StorageError
 from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.policy import AccountKind
-from p2pfaas.ledger.store import AmountOutOfRange, LedgerStore, is_check_violation
+from p2pfaas.ledger.postings import AmountOutOfRange, is_check_violation
+from p2pfaas.ledger.store import LedgerStore
 from p2pfaas.ledger.wire import (
     Balances,
     GrantRequest,

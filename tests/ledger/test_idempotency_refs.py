@@ -19,7 +19,8 @@ from p2pfaas.db.schema import transfers
 from p2pfaas.errors import Refused
 from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.policy import AccountKind
-from p2pfaas.ledger.store import IdempotencyConflict, LedgerStore
+from p2pfaas.ledger.postings import IdempotencyConflict
+from p2pfaas.ledger.store import LedgerStore
 from p2pfaas.ledger.wire import Balances, GrantRequest, PayoutInfo, PayoutRequest, TopUpRequest, TransferDone
 from tests.ledger import test_ledger_api
 from tests.ledger.conftest import T0

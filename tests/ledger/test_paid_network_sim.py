@@ -29,7 +29,7 @@ from p2pfaas.errors import P2PFaaSError
 from p2pfaas.exec.model_exec import ModelExecutor
 from p2pfaas.identity import KeyPair
 from p2pfaas.ledger.audit import audit
-from p2pfaas.ledger.store import FEES_ACCOUNT
+from p2pfaas.ledger.postings import FEES_ACCOUNT
 from p2pfaas.sim import testbed
 from tests.functions import write_function
 

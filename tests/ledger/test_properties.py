@@ -36,8 +36,9 @@ from p2pfaas.db.schema import accounts, entries, payouts, settlements, transfers
 from p2pfaas.db.testing import exclusive_mysql_database
 from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.policy import AccountKind, FeePolicy, PayoutState, ReceiptClaim, Refusal
+from p2pfaas.ledger.postings import FEES_ACCOUNT, InsufficientFunds
 from p2pfaas.ledger.settlement import DEFAULT_EXPIRY_SKEW_S, Settler, claim_of
-from p2pfaas.ledger.store import FEES_ACCOUNT, InsufficientFunds, LedgerStore
+from p2pfaas.ledger.store import LedgerStore
 from tests.conftest import mysql_url_or_skip
 from tests.ledger.conftest import T0, keys, receipt, voucher
 

@@ -14,8 +14,9 @@ from p2pfaas.db import Database
 from p2pfaas.db.schema import key_owners, users
 from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.policy import AccountKind, FeePolicy, ReceiptClaim, Refusal
+from p2pfaas.ledger.postings import FEES_ACCOUNT
 from p2pfaas.ledger.settlement import Settler, claim_of, node_account_name
-from p2pfaas.ledger.store import FEES_ACCOUNT, LedgerStore
+from p2pfaas.ledger.store import LedgerStore
 from p2pfaas.messages import Receipt
 from p2pfaas.tickets import sign_ticket
 from tests.ledger.conftest import T0, keys, receipt, voucher

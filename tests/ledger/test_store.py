@@ -16,7 +16,8 @@ from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.issuer import VoucherIssuer, VoucherRefused, load_anchor_keys, voucher_id_for
 from p2pfaas.ledger.payments import ManualPayments, PaymentRefused, Payments, TopUp
 from p2pfaas.ledger.policy import AccountKind, IllegalTransition, PayoutState
-from p2pfaas.ledger.store import GRANTS_ACCOUNT, InsufficientFunds, LedgerStore
+from p2pfaas.ledger.postings import GRANTS_ACCOUNT, InsufficientFunds
+from p2pfaas.ledger.store import LedgerStore
 from p2pfaas.messages import Voucher
 from tests.ledger.conftest import T0, keys, voucher
 

@@ -28,8 +28,9 @@ from p2pfaas.db.testing import exclusive_mysql_database
 from p2pfaas.errors import StorageError
 from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.policy import AccountKind, FeePolicy, PayoutState, ReceiptClaim
+from p2pfaas.ledger.postings import InsufficientFunds
 from p2pfaas.ledger.settlement import Settler, claim_of, node_account_name
-from p2pfaas.ledger.store import InsufficientFunds, LedgerStore
+from p2pfaas.ledger.store import LedgerStore
 from tests.conftest import mysql_url_or_skip
 from tests.ledger.conftest import T0, keys, receipt, voucher
 
