@@ -39,7 +39,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -50,6 +50,7 @@ from p2pfaas.identity import KeyPair
 from p2pfaas.messages import Delegation, InvokeRequest, InvokeResult
 from p2pfaas.node.service import NodeService
 from p2pfaas.node.shared.invocations import ClaimKind, InvocationTable
+from p2pfaas.node.slots import HandOff, LocalSlots
 from p2pfaas.placement.policy import Decision, Gossip, Kind, LocalState, Policy, ProbeAnswer
 from p2pfaas.placement.view import LoadView
 from p2pfaas.placement.wire import MAX_HOPS, ForwardRequest
@@ -103,13 +104,6 @@ class RouterStats:
 
 
 @dataclass
-class _Queued:
-    request: InvokeRequest
-    hops: int
-    future: asyncio.Future[None]
-
-
-@dataclass
 class Router:
     """Driven by the node app's /v1/invoke and /v1/forward handlers and by `drain()`."""
 
@@ -138,13 +132,15 @@ class Router:
     _in_flight: dict[str, asyncio.Future[InvokeResult]] = field(default_factory=dict)
     _done: OrderedDict[str, tuple[InvokeResult, float]] = field(default_factory=OrderedDict)
     _owners: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # id -> (lessee key, digest)
-    _queue: deque[_Queued] = field(default_factory=deque)
     _forwarding: set[str] = field(default_factory=set)  # ids out on a forward from here right now
     # A paid invocation forwarded to us: the delegations that brought it (its receipt carries them).
     _chains: dict[str, tuple[Delegation, ...]] = field(default_factory=dict)
-    _running_local: int = 0
     _tasks: set[asyncio.Task[InvokeResult]] = field(default_factory=set)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    slots: LocalSlots = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.slots = LocalSlots(capacity=lambda: self.capacity)
 
     # --- load, as gossip reports it ----------------------------------------------------------------
 
@@ -153,12 +149,12 @@ class Router:
         return self.service.admission.limits.slots
 
     def free_slots(self) -> int:
-        if self._queue:
+        if self.slots.waiting:
             return 0
-        return max(0, min(self.service.admission.free_slots(), self.capacity - self._running_local))
+        return max(0, min(self.service.admission.free_slots(), self.capacity - self.slots.running))
 
     def queue_length(self) -> int:
-        return len(self._queue) + self.service.admission.queue_length()
+        return len(self.slots.waiting) + self.service.admission.queue_length()
 
     def node_load(self) -> tuple[int, int, int]:
         """(slots, free slots, queue length) of the whole node: this process's and its siblings'."""
@@ -169,10 +165,7 @@ class Router:
         return slots, free, queued
 
     def queued_by_digest(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for item in self._queue:
-            out[item.request.digest] = out.get(item.request.digest, 0) + 1
-        return out
+        return self.slots.by_digest()
 
     def in_progress(self) -> int:
         return len(self._in_flight)
@@ -342,7 +335,7 @@ class Router:
                 if target is None:
                     return await self._place(request, hops)
                 return await self._pull_to(request, hops, target)
-            except _HandOff as handoff:
+            except HandOff as handoff:
                 # It waited in our queue and is leaving it: for a peer that reported room, or
                 # (target None) because we are draining: then it is placed again.
                 target = handoff.target
@@ -397,7 +390,7 @@ class Router:
         return await self._run_local(request, hops)
 
     def _local_state(self) -> LocalState:
-        busy = self.capacity - self.free_slots() if not self._queue else self.capacity
+        busy = self.capacity - self.free_slots() if not self.slots.waiting else self.capacity
         return LocalState(
             capacity=self.capacity,
             busy=max(0, busy),
@@ -475,66 +468,26 @@ class Router:
     # --- the local queue -------------------------------------------------------------------------
 
     async def _run_local(self, request: InvokeRequest, hops: int, *, front: bool = False) -> InvokeResult:
-        if self._queue or self._running_local >= self.capacity:
-            await self._wait_for_slot(request, hops, front)  # returns with a slot reserved for us
-        else:
-            self._running_local += 1
+        await self.slots.acquire(request, hops, front=front)  # returns with a slot reserved for us
         self.stats.local += 1
         try:
             return await self.service.invoke(request, delegations=self.chain_of(request.invocation_id))
         finally:
-            self._running_local -= 1
-            self._pump()
-            if self.on_room is not None and self.policy.pulls_work and not self._queue and not self.draining:
+            self.slots.release()
+            if (
+                self.on_room is not None
+                and self.policy.pulls_work
+                and not self.slots.waiting
+                and not self.draining
+            ):
                 self.on_room()
-
-    async def _wait_for_slot(self, request: InvokeRequest, hops: int, front: bool = False) -> None:
-        item = _Queued(request, hops, asyncio.get_running_loop().create_future())
-        if front:
-            self._queue.appendleft(item)
-        else:
-            self._queue.append(item)
-        try:
-            await asyncio.wait_for(asyncio.shield(item.future), request.timeout_s)
-        except TimeoutError:
-            if _granted(item.future):
-                return  # the slot came just as the wait timed out
-            self._leave_queue(item)
-            raise Busy(f"no slot became free within {request.timeout_s:g} s") from None
-        except BaseException:  # cancelled, or handed off while draining
-            if _granted(item.future):  # a slot was reserved for it: give it to the next
-                self._running_local -= 1
-                self._pump()
-            self._leave_queue(item)
-            raise
-
-    def _leave_queue(self, item: _Queued) -> None:
-        with contextlib.suppress(ValueError):
-            self._queue.remove(item)
-
-    def _pump(self) -> None:
-        """Give free slots to queued invocations in order; a woken one counts as running at once."""
-        while self._queue and self._running_local < self.capacity:
-            item = self._queue.popleft()
-            if not item.future.done():
-                item.future.set_result(None)
-                self._running_local += 1
 
     def offer(self, node_id: str, free_slots: int) -> int:
         """Peer `node_id` has just reported `free_slots` free slots: hand it up to that many of the
         invocations that have waited longest here. Returns how many left the queue."""
-        handed = 0
         if self.draining or not self.policy.pulls_work or self.view.get(node_id) is None:
             return 0
-        for item in list(self._queue):
-            if handed >= free_slots:
-                break
-            if item.future.done() or item.hops + 1 > MAX_HOPS:
-                continue
-            self._leave_queue(item)
-            item.future.set_exception(_HandOff(node_id))
-            handed += 1
-        return handed
+        return self.slots.hand_off(node_id, free_slots, max_hops=MAX_HOPS)
 
     # --- draining --------------------------------------------------------------------------------
 
@@ -547,13 +500,13 @@ class Router:
         if announce is not None:
             with contextlib.suppress(P2PFaaSError):
                 await announce()
-        queued, self._queue = list(self._queue), deque()
+        queued = self.slots.take_all()
         for item in queued:
             self.stats.handed_off += 1
             task = self._in_flight.get(item.request.invocation_id)
             if task is not None and not item.future.done():
                 # Its waiter re-runs placement (which now never picks this node).
-                item.future.set_exception(_HandOff())
+                item.future.set_exception(HandOff())
         waits: list[Awaitable[object]] = [asyncio.wait_for(self._idle_wait(), deadline_s)]
         if self.siblings is not None:
             waits.append(self.siblings.drain(deadline_s=deadline_s))
@@ -564,19 +517,6 @@ class Router:
         while self._tasks:
             self._idle.clear()
             await self._idle.wait()
-
-
-class _HandOff(Exception):
-    """A queued invocation leaves the local queue: for `target`, a peer that reported room, or (None)
-    for whichever neighbour placement picks, because this node is draining."""
-
-    def __init__(self, target: str | None = None) -> None:
-        super().__init__(target)
-        self.target = target
-
-
-def _granted(future: asyncio.Future[None]) -> bool:
-    return future.done() and not future.cancelled() and future.exception() is None
 
 
 def _same_invocation(request: InvokeRequest, result: InvokeResult) -> InvokeResult:

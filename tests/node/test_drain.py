@@ -23,7 +23,7 @@ def test_a_draining_node_hands_its_queue_over_finishes_what_runs_and_stops(tmp_p
                 for i in range(10)
             ]
             await asyncio.sleep(0.3)
-            queued = len(node.placement.router._queue)
+            queued = len(node.placement.router.slots.waiting)
             assert queued > 0  # there is a local queue to hand over
             drain = asyncio.ensure_future(node.placement.drain(30.0))
             await asyncio.sleep(0.5)

@@ -38,7 +38,7 @@ def test_a_peer_reporting_room_gets_the_invocation_that_waited_longest(tmp_path:
         async with placement_net(net, tmp_path, seed=11, nodes=2, slots=1, mean_run_s=1.0) as pn:
             a, b = pn.nodes
             calls = await _queue_at(pn, 0, 3)
-            waiting = [q.request.invocation_id for q in a.placement.router._queue]
+            waiting = [q.request.invocation_id for q in a.placement.router.slots.waiting]
             assert a.placement.router.offer(b.keys.key_id, 1) == 1
             outcomes = await asyncio.gather(*calls)
             assert sorted(o.value["echo"]["i"] for o in outcomes) == [0, 1, 2]
@@ -57,10 +57,10 @@ def test_a_refused_pull_goes_back_to_the_head_of_the_queue_and_runs_once(tmp_pat
             busy_b = asyncio.ensure_future(pn.client.invoke("echo", "b", node_url=b.url))
             await _until(lambda: b.placement.router.free_slots() == 0)
             calls = await _queue_at(pn, 0, 3)
-            head = a.placement.router._queue[0].request.invocation_id
+            head = a.placement.router.slots.waiting[0].request.invocation_id
             assert a.placement.router.offer(b.keys.key_id, 1) == 1  # B's report was stale: it is full
             await _until(lambda: a.placement.router.stats.pull_refused > 0)
-            assert a.placement.router._queue[0].request.invocation_id == head  # its place kept
+            assert a.placement.router.slots.waiting[0].request.invocation_id == head  # its place kept
             a.placement.router.policy = LocalOnly()  # no further pulls: the rest runs at A
             outcomes = await asyncio.gather(*calls, busy_b)
             assert all(o.node_id == a.keys.key_id for o in outcomes[:3])
