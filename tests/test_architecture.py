@@ -13,7 +13,7 @@ import p2pfaas
 # from a sibling of its own layer (siblings are independent). The floor's modules may use each other.
 LAYERS: list[tuple[str, ...]] = [
     ("cli",),
-    ("devnet", "sim"),
+    ("devnet", "sim", "lab"),
     ("client",),
     ("anchor", "node"),
     ("ledger",),

@@ -10,6 +10,7 @@
     p2pfaas runtime build                 build the Python runtime image locally
     p2pfaas devnet up|demo|down           a local network: anchor + N nodes, each its own process
     p2pfaas sim run SCENARIO              a research simulation (placement, placement-faults)
+    p2pfaas lab up|exec|cut|heal|down     a network lab: hosts in namespaces, home NATs (root)
 
 This module parses arguments and prints; the work is done by the library modules it calls.
 Errors from the library are printed as one line and exit with status 1 (2 for usage errors).
@@ -33,6 +34,7 @@ from p2pfaas.cli import account as account_cli
 from p2pfaas.cli import pay as pay_cli
 from p2pfaas.dht import DEFAULT_ANCHOR_DHT_PORT, parse_peer
 from p2pfaas.errors import LocalError, P2PFaaSError
+from p2pfaas.lab import cli as lab_cli
 from p2pfaas.node import drain as drain_cli
 from p2pfaas.placement import scenarios
 
@@ -399,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     account_cli.register(groups, default_anchor=default_anchor())  # accounts, tokens, payouts (issue #5)
     scenarios.register(groups)  # p2pfaas sim run SCENARIO (placement scenarios, issue #6)
+    lab_cli.register(groups)  # p2pfaas lab up|exec|cut|heal|down (network namespaces, issue #12)
     return parser
 
 
