@@ -373,3 +373,12 @@ class NodeStatus(Message):
     invocations: int
     in_flight: int
     cached_bundles: int
+
+
+@message(41)
+@dataclass(frozen=True)
+class Observed(Message):
+    """What `GET /v1/whoami` answers: the address the request came from, as the server saw it (behind
+    NAT: the router's). A node learns from it the address others would have to reach it at."""
+
+    address: Annotated[str, MaxLen(64)]

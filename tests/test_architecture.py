@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("client",),
     ("anchor", "node"),
     ("ledger",),
-    ("dht", "trust", "placement", "exec", "db", "bundle"),
+    ("dht", "trust", "placement", "exec", "db", "bundle", "relay"),
 ]
 FLOOR = (
     "rpc",

@@ -28,7 +28,9 @@ bootstrap node (issue #3) starts beside this app.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
+import socket
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -58,7 +60,9 @@ from p2pfaas.messages import (
     NodeInfo,
     NodeList,
     NodeStatus,
+    Observed,
 )
+from p2pfaas.relay import RelayHub, relay_path
 from p2pfaas.rpc import Forbidden, error_middleware, read_message, reply
 
 NODE_TTL_S = 90.0  # nodes re-announce every 30 s; three missed announcements and they drop out
@@ -85,6 +89,19 @@ class TokenBuckets:
         while len(self._buckets) > self.capacity:
             self._buckets.popitem(last=False)
         return allowed
+
+
+async def _names_address(host: str, address: str) -> bool:
+    """Whether `host` (an IP literal or a name) is, or resolves to, `address`."""
+    try:
+        return ipaddress.ip_address(host) == ipaddress.ip_address(address)
+    except ValueError:
+        pass
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    return any(info[4][0] == address for info in infos)
 
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -115,9 +132,14 @@ class AnchorApi:
     reachability: OrderedDict[str, str] = field(default_factory=OrderedDict)  # node id -> URL checked
     session: aiohttp.ClientSession | None = None  # for the reachability checks
     checks: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(REACHABILITY_CHECKS))
+    public_url: str = ""  # set with `set_public_url` once the server is bound
 
     async def health(self, request: web.Request) -> web.Response:
         return reply(Ack("anchor ok"))
+
+    async def whoami(self, request: web.Request) -> web.Response:
+        """The caller's address as this anchor sees it (STUN's question, over HTTP)."""
+        return reply(Observed(address=request.remote or ""))
 
     async def register_lessee(self, request: web.Request) -> web.Response:
         msg = await read_message(request, LesseeKeyRegistration)
@@ -198,7 +220,7 @@ class AnchorApi:
         if not self.announcements.take(key.key_id, loop_now):
             raise Refused("too many announcements from this node; slow down", status=429)
         if self.reachability.get(key.key_id) != msg.url:
-            await self._check_reachable(key.key_id, msg.url)
+            await self._check_reachable(key.key_id, msg.url, request.remote or "")
             self.reachability[key.key_id] = msg.url
             while len(self.reachability) > MAX_TRACKED_NODES:
                 del self.reachability[next(iter(self.reachability))]
@@ -213,28 +235,41 @@ class AnchorApi:
         )
         return reply(Ack(key.key_id))
 
-    async def _check_reachable(self, node_id: str, url: str) -> None:
+    async def _check_reachable(self, node_id: str, url: str, observed: str) -> None:
         """Refuse (422) unless `url` answers `GET /v1/status` in time, naming node `node_id`.
 
-        The URL is a base (scheme, host, port: nothing the announcer could use to pick the path or
-        query the anchor requests), no redirect is followed, at most REACHABILITY_CHECKS run at once,
+        The URL is a base the announcer cannot aim anywhere: either its own address as this anchor
+        sees it (`observed`: an IP literal, or a name that resolves to it) with no path, or the
+        relayed URL of its own id (`/v1/relay/<node_id>`) at this anchor's relay or at a node listed
+        here as directly reachable. No redirect is followed, at most REACHABILITY_CHECKS run at once,
         and every failure gets the same answer, so the check tells an announcer nothing about what
-        answers where. Residual: the host may be any address (see docs/threat-model.md)."""
+        answers where."""
         parts = urlsplit(url)
         if (
             parts.scheme not in ("http", "https")
             or not parts.hostname
             or parts.username is not None
-            or parts.path not in ("", "/")
+            or parts.path not in ("", "/", relay_path(node_id))
             or parts.query
             or parts.fragment
             or "#" in url
             or "?" in url
         ):
-            raise LocalError("a node's URL is http(s)://HOST:PORT, with no path, query or user")
+            raise LocalError(
+                "a node's URL is http(s)://HOST:PORT, or a relay's http(s)://HOST:PORT/v1/relay/NODE_ID, "
+                "with no query or user"
+            )
+        base = f"{parts.scheme}://{parts.netloc}"
+        if parts.path == relay_path(node_id):
+            if not await self._is_relay(base):
+                raise LocalError(f"{base} is neither this anchor nor a node listed here: not a relay to use")
+            base += parts.path
+        elif not await _names_address(parts.hostname, observed):
+            raise LocalError(
+                f"a node announces its own address: this anchor sees you at {observed}, not {parts.hostname}"
+            )
         if self.session is None:
             self.session = aiohttp.ClientSession()
-        base = f"{parts.scheme}://{parts.netloc}"
         unreachable = Refused(f"this anchor could not reach node {node_id[:12]} at its URL", status=422)
         async with self.checks:
             try:
@@ -245,6 +280,12 @@ class AnchorApi:
                 raise unreachable from None
         if status.node_id != node_id:
             raise unreachable
+
+    async def _is_relay(self, base: str) -> bool:
+        if self.public_url and base == self.public_url.rstrip("/"):
+            return True
+        rows = await self.store.live_nodes(now=wall_time(), max_age_s=NODE_TTL_S)
+        return any(row.url.rstrip("/") == base for row in rows)
 
     async def aclose(self) -> None:
         if self.session is not None:
@@ -281,6 +322,17 @@ def _decode_header(data: bytes) -> BundleHeader:
     return codec.decode_as(BundleHeader, data)
 
 
+RELAY_HUB: web.AppKey[RelayHub] = web.AppKey("p2pfaas.relay_hub", RelayHub)
+ANCHOR_API: web.AppKey[AnchorApi] = web.AppKey("p2pfaas.anchor_api", AnchorApi)
+
+
+def set_public_url(app: web.Application, url: str) -> None:
+    """Tell the routes of `app` the anchor's public URL: claims' audience, the relay's base, the relays
+    nodes may name."""
+    accounts_api.set_public_url(app, url)
+    app[RELAY_HUB].base_url = app[ANCHOR_API].public_url = url.rstrip("/")
+
+
 def make_app(db: Database, *, settings: AnchorSettings | None = None) -> web.Application:
     """The anchor's aiohttp application. The caller owns `db` and closes it after the app."""
     settings = settings or AnchorSettings()
@@ -300,6 +352,7 @@ def make_app(db: Database, *, settings: AnchorSettings | None = None) -> web.App
     app.add_routes(
         [
             web.get("/v1/health", api.health),
+            web.get("/v1/whoami", api.whoami),
             web.post("/v1/lessees", api.register_lessee),
             web.post("/v1/bundles", api.put_bundle),
             web.get("/v1/bundles/{digest}", api.get_bundle),
@@ -314,6 +367,15 @@ def make_app(db: Database, *, settings: AnchorSettings | None = None) -> web.App
         await api.aclose()
 
     app.cleanup_ctx.append(close_checks)
+    # Nodes behind NAT may dial out to the anchor and be reached through it (p2pfaas/relay).
+    hub = RelayHub()
+    app[RELAY_HUB], app[ANCHOR_API] = hub, api
+    app.add_routes(hub.routes())
+
+    async def close_links(app: web.Application) -> None:  # before the server waits for open handlers
+        await hub.aclose()
+
+    app.on_shutdown.append(close_links)
     ledger_api.setup(
         app, db, mature_after_s=settings.earnings_mature_s
     )  # grants, top-ups, vouchers, receipts, balances, payouts (issue #5)

@@ -11,8 +11,7 @@ import signal
 
 from aiohttp import web
 
-from p2pfaas.anchor.accounts_api import set_public_url
-from p2pfaas.anchor.app import AnchorSettings, make_app
+from p2pfaas.anchor.app import AnchorSettings, make_app, set_public_url
 from p2pfaas.db.engine import open_database
 from p2pfaas.dht.node import DhtNode, running_node
 from p2pfaas.lifecycle import StackService

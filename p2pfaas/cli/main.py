@@ -203,6 +203,8 @@ def cmd_node_run(args: argparse.Namespace) -> int:
         work_dir=work_dir,
         host=args.host,
         port=args.port,
+        public_url=args.public_url,
+        relays=tuple(args.relay),
         executor=args.executor,
         allow_unsandboxed=args.allow_unsandboxed,
         runtime_image=args.image,
@@ -321,6 +323,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--anchor", default=default_anchor(), help="anchor URL (default: %(default)s)")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=0, help="0: any free port")
+    run.add_argument(
+        "--public-url",
+        default="",
+        help="the URL to announce, as is (port forwarding, a proxy); default: the address the anchor "
+        "sees, dialled back by it, else a relay's",
+    )
+    run.add_argument(
+        "--relay",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a relay to try first when behind NAT (repeatable; then public nodes, then the anchor)",
+    )
     run.add_argument("--work-dir", help="bundles, sockets and the node key (default: ~/.p2pfaas/node)")
     run.add_argument("--key", help="node key file (default: WORK_DIR/node.key)")
     run.add_argument("--executor", choices=("auto", "docker", "process"), default="auto")

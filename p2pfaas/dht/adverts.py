@@ -34,6 +34,9 @@ class Advert:
 
 
 def url_of(record: Record) -> str:
+    """Where the publisher answers HTTP: its advert's `url` (a relay) if it names one, else HOST:PORT."""
+    if record.capacity is not None and record.capacity.url:
+        return record.capacity.url
     host = f"[{record.host}]" if ":" in record.host else record.host
     return f"http://{host}:{record.port}"
 

@@ -64,8 +64,11 @@ class Capacity(Message):
     # Who may run here without paying (`p2pfaas.node.payments.book.UnpaidPolicy.describe`): "none",
     # "owners" (a devnet), "keys" (an allow-list) or "owners+keys". Left off the wire at "none".
     unpaid: Annotated[str, MaxLen(16)] = "none"
+    # The base URL to call when it is not http://HOST:PORT of the record: a node behind NAT names the
+    # relay that answers for it (p2pfaas/relay). Left off the wire when empty.
+    url: Annotated[str, MaxLen(160)] = ""
 
-    OPTIONAL_TAIL: ClassVar[int] = 1
+    OPTIONAL_TAIL: ClassVar[int] = 2
 
     def __post_init__(self) -> None:
         if min(self.cores, self.memory_mb, self.free_slots, self.price_per_cpu_s, self.price_per_gb_s) < 0:

@@ -30,6 +30,7 @@ from p2pfaas.messages import MAX_PAYLOAD_BYTES, Delegation, InvokeRequest, NodeS
 from p2pfaas.node.placement import NodePlacement
 from p2pfaas.node.service import NodeService
 from p2pfaas.placement.wire import MAX_HOPS
+from p2pfaas.relay import RelayHub
 from p2pfaas.rpc import CONTENT_TYPE, error_middleware, read_message, reply
 
 SERVICE_KEY = web.AppKey("service", NodeService)
@@ -103,9 +104,18 @@ def make_internal_app(service: NodeService, placement: NodePlacement) -> web.App
     return app
 
 
-def make_app(service: NodeService, placement: NodePlacement | None = None) -> web.Application:
+def make_app(
+    service: NodeService, placement: NodePlacement | None = None, *, relay: RelayHub | None = None
+) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_PAYLOAD_BYTES + 64 * 1024)
     app[SERVICE_KEY] = service
+    if relay is not None:  # relaying for nodes behind NAT (p2pfaas/relay); refused until we are reachable
+        app.add_routes(relay.routes())
+
+        async def close_links(app: web.Application) -> None:
+            await relay.aclose()
+
+        app.on_shutdown.append(close_links)
     if placement is not None:  # forward, gossip, drain and async-job routes (issue #6)
         app[PLACEMENT_KEY] = placement
         app.add_routes(placement.routes())

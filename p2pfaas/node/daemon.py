@@ -23,22 +23,25 @@ from aiohttp import web
 from p2pfaas import rpc, signing
 from p2pfaas.bundle import BundleCache
 from p2pfaas.clock import wall_time
-from p2pfaas.errors import P2PFaaSError
+from p2pfaas.errors import P2PFaaSError, Refused
 from p2pfaas.exec.base import Executor
 from p2pfaas.identity import KeyPair
 from p2pfaas.lifecycle import StackService
 from p2pfaas.messages import Ack, Bundle, NodeAnnouncement
+from p2pfaas.node import reachability
 from p2pfaas.node.admission import peer_with_room
 from p2pfaas.node.app import make_app, make_internal_app
 from p2pfaas.node.executors import make_executor
 from p2pfaas.node.overlay import Overlay, overlay_for
 from p2pfaas.node.payments.node_payments import NodePayments
 from p2pfaas.node.placement import NodePlacement, PlacementConfig
+from p2pfaas.node.reachability import Reach
 from p2pfaas.node.service import NodeService
 from p2pfaas.node.settings import NodeConfig, check, service_options, share
 from p2pfaas.node.shared.tables import SharedTables
 from p2pfaas.node.workers.paths import PRIMARY_SOCKET, adopt_worker_journals
 from p2pfaas.node.workers.pool import WorkerPool
+from p2pfaas.relay import RelayHub, RelayLink
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,11 @@ class NodeDaemon(StackService):
         self.rng = rng or random.Random()
         self.executor = executor
         self.url = ""
+        self.reach = Reach.UNTESTED
+        self.overlay: Overlay | None = None
+        self.relay_link: RelayLink | None = None
         self._stop = asyncio.Event()
+        self._reannounce = asyncio.Event()  # the URL changed or we are stopping: wake the announcer
 
     @property
     def node_id(self) -> str:
@@ -122,18 +129,23 @@ class NodeDaemon(StackService):
         router = self.placement.router
         if self.tables is not None:
             router.shared, router.worker = self.tables.invocations, 0
-        runner = web.AppRunner(make_app(service, self.placement), access_log=None)
+        self.relay_hub = RelayHub()  # relays for nodes behind NAT once we are known to be reachable
+        runner = web.AppRunner(make_app(service, self.placement, relay=self.relay_hub), access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, self.config.host, self.config.port, reuse_port=self.tables is not None)
         await site.start()
         host, port = _bound_address(runner, self.config)
-        self.url = self.config.public_url or f"http://{host}:{port}"
+        self.local_url = reachability.loopback_url(host, port)
+        fixed = reachability.fixed_url(self.config.public_url, host, port)
+        self.reach = Reach.FIXED if fixed else Reach.UNTESTED
+        self.url = fixed or await self._guess_url(host, port)
+        if self.reach is Reach.FIXED:
+            self.relay_hub.base_url = self.url
         service.url = self.url
         self.workers: WorkerPool | None = None
         if self.tables is not None:
             await self._start_workers(port, self.tables)
-        self.overlay: Overlay | None = None
         if self.config.dht_port is not None:
             self.overlay = await stack.enter_async_context(
                 overlay_for(
@@ -153,11 +165,13 @@ class NodeDaemon(StackService):
                 )
             )
         self.placement.url = self.url
+        if self.overlay is not None and self.reach is Reach.RELAYED:
+            self.overlay.set_url(self.url, relayed=True)
         await stack.enter_async_context(self.placement)  # gossip starts; leaving stops it
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
         tasks.create_task(self._announce_forever())
         # Leaving the stack sets _stop first so the announcer ends before the TaskGroup is awaited.
-        stack.callback(self._stop.set)
+        stack.callback(self.stop)
         log.info("node %s serving on %s with executor %s", self.node_id[:12], self.url, self.executor.kind)
 
     async def _start_workers(self, port: int, tables: SharedTables) -> None:
@@ -182,8 +196,56 @@ class NodeDaemon(StackService):
         )
         self.placement.router.siblings = self.workers
 
+    async def _guess_url(self, host: str, port: int) -> str:
+        """Our address as the anchor sees it; without an answer, the interface towards the anchor."""
+        try:
+            return reachability.http_url(
+                await reachability.observed_address(self.session, self.config.anchor_url), port
+            )
+        except (P2PFaaSError, ValueError) as exc:
+            log.warning("could not ask the anchor which address it sees us at: %s", exc)
+        if not reachability.is_wildcard(host):
+            return reachability.http_url(host, port)
+        return reachability.http_url(reachability.local_address_towards(self.config.anchor_url), port)
+
+    def _set_url(self, url: str, reach: Reach) -> None:
+        """Answer at `url` from now on: in announcements, adverts, gossip and status."""
+        self.url, self.reach = url, reach
+        self.service.url = self.placement.url = url
+        self.relay_hub.base_url = url if reach in (Reach.DIRECT, Reach.FIXED) else ""
+        if self.overlay is not None:
+            self.overlay.set_url(url, relayed=reach is Reach.RELAYED)
+        self._reannounce.set()
+
+    async def _start_relaying(self) -> None:
+        """Dial out to a relay and be reached through it (p2pfaas/relay); the link replaces a dead relay."""
+
+        def on_url(url: str | None) -> None:
+            if url is not None:
+                log.info("reachable through a relay as %s", url)
+                self._set_url(url, Reach.RELAYED)
+
+        self.relay_link = await self._stack.enter_async_context(
+            RelayLink(
+                session=self.session, keys=self.keys, candidates=self._relay_candidates,
+                local_url=self.local_url, on_url=on_url, rng=self.rng,
+            )
+        )  # fmt: skip
+        self.reach = Reach.RELAYED
+
+    async def _relay_candidates(self) -> list[str]:
+        """Relays to try, in order: those configured, public nodes the DHT knows, the anchor last."""
+        found: list[str] = []
+        if self.overlay is not None:
+            with contextlib.suppress(Exception):  # a failed lookup leaves the others to try
+                async with asyncio.timeout(5.0):
+                    adverts = await self.overlay.find_nearby(RUNTIMES[0], count=8)
+                found = [a.url for a in adverts if not a.capacity.url]  # direct nodes only
+        return list(dict.fromkeys([*self.config.relays, *found, self.config.anchor_url]))
+
     def stop(self) -> None:
         self._stop.set()
+        self._reannounce.set()
 
     async def stopped(self) -> None:
         await self._stop.wait()
@@ -211,16 +273,28 @@ class NodeDaemon(StackService):
         await rpc.call(self.session, "POST", f"{self.config.anchor_url}/v1/nodes", Ack, msg, timeout_s=10.0)
 
     async def _announce_forever(self) -> None:
-        """Announce now and then periodically; an unreachable anchor is logged, never fatal."""
+        """Announce now and then periodically; an unreachable anchor is logged, never fatal. The first
+        announcement that the anchor could not dial back sends an untested node to a relay."""
         interval = self.config.announce_interval_s
         while not self._stop.is_set():
+            self._reannounce.clear()
             try:
                 await self.announce()
+                if self.reach is Reach.UNTESTED:
+                    log.info("reachable directly at %s", self.url)
+                    self._set_url(self.url, Reach.DIRECT)
+                    self._reannounce.clear()
+            except Refused as exc:
+                if exc.status == 422 and self.reach is Reach.UNTESTED:
+                    log.warning("not reachable from outside at %s (%s): using a relay", self.url, exc)
+                    await self._start_relaying()
+                    continue  # announce again once a relay took us (`_set_url` wakes us)
+                log.warning("the anchor refused our announcement (will retry): %s", exc)
             except P2PFaaSError as exc:
                 log.warning("announcing to the anchor failed (will retry): %s", exc)
             # Jitter keeps a devnet's nodes from announcing in lockstep.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), interval * self.rng.uniform(0.8, 1.2))
+                await asyncio.wait_for(self._reannounce.wait(), interval * self.rng.uniform(0.8, 1.2))
 
 
 def _bound_address(runner: web.AppRunner, config: NodeConfig) -> tuple[str, int]:

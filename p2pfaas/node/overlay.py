@@ -13,6 +13,7 @@ It does not decide placement or talk HTTP; it answers `find_nearby`, `providers`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from collections.abc import Callable
@@ -87,14 +88,23 @@ class Overlay:
         self.adverts_published = 0
         self.joined = asyncio.Event()
         self._tasks = TaskSet()
-        split = urlsplit(offer.url)
-        if split.hostname is None or split.port is None:
-            raise ValueError(f"the node's URL {offer.url!r} needs an explicit host and port")
-        self._http = (split.hostname, split.port)
+        self.relayed = False
+        self._http = _host_port(offer.url)
 
     @property
     def address(self) -> tuple[str, int]:
         return self.dht.address
+
+    def set_url(self, url: str, *, relayed: bool) -> None:
+        """Where the node answers now. A relayed node takes part as a DHT client (it asks, but nobody
+        puts it in a routing table: it cannot be reached), names its relay in its adverts and announces
+        no bundles (peers would fetch them through the relay). Republishes at once."""
+        self._http = _host_port(url)
+        self.offer = dataclasses.replace(self.offer, url=url)
+        self.relayed = relayed
+        self.dht.proto.client = relayed
+        if self.dht.proto.router.contacts():
+            self._tasks.spawn(self.publish_advert(), name="advert")
 
     async def __aenter__(self) -> Overlay:
         await self.dht.listen(self.config.port, self.config.host)
@@ -141,6 +151,7 @@ class Overlay:
             coord_error=viv.error,
             draining=now.draining,
             unpaid=self.offer.unpaid,
+            url=self.offer.url if self.relayed else "",
         )
 
     async def publish_advert(self) -> int:
@@ -155,7 +166,10 @@ class Overlay:
         return accepted
 
     async def announce_provider(self, digest: str) -> int:
-        """Say that this node holds bundle `digest` (hex SHA-256); kept alive until `withdraw_provider`."""
+        """Say that this node holds bundle `digest` (hex SHA-256); kept alive until `withdraw_provider`.
+        A relayed node announces nothing (returns 0): its peers fetch from others or from the anchor."""
+        if self.relayed:
+            return 0
         host, port = self._http
         return await self.dht.publish(records.provider_key(bytes.fromhex(digest)), host=host, port=port)
 
@@ -203,6 +217,14 @@ class Overlay:
 
     def stats(self) -> dict[str, Any]:
         return {"contacts": len(self.contacts()), "adverts_published": self.adverts_published}
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    split = urlsplit(url)
+    port = split.port or {"http": 80, "https": 443}.get(split.scheme)
+    if split.hostname is None or port is None:
+        raise ValueError(f"the node's URL {url!r} needs a host and an http(s) scheme or a port")
+    return split.hostname, port
 
 
 def overlay_for(

@@ -64,7 +64,8 @@ class NodeConfig:
     work_dir: Path
     host: str = "127.0.0.1"
     port: int = 0  # 0: any free port
-    public_url: str = ""  # what to announce; default http://host:port
+    public_url: str = ""  # what to announce, untested; default: learned (node/reachability.py)
+    relays: tuple[str, ...] = ()  # relays to try first if we turn out to be behind NAT
     executor: str = "auto"  # "docker" | "process" | "auto"
     allow_unsandboxed: bool = False
     cpus: float = 1.0  # cores lent, shared by all instances

@@ -1,0 +1,83 @@
+"""How others reach this node, and so the URL it announces.
+
+- `--public-url` given: that, as the operator says (port forwarding, a proxy, a DNS name): FIXED.
+- Bound to loopback: `http://HOST:PORT`, a devnet on one machine: FIXED.
+- Otherwise the node asks the anchor which address it sees (`GET /v1/whoami`, STUN's question over
+  HTTP) and announces that address with its port. The anchor dials it back before listing it (it dials
+  only the address the announcement came from); once that works the node is DIRECT, and offers to
+  relay for others. If it fails the node is behind NAT or a firewall: it dials out to a relay
+  (`p2pfaas.relay.RelayLink`), announces the relayed URL and takes part in the DHT as a client: RELAYED.
+
+This module holds the decisions and the small lookups behind them; `daemon.py` acts on them.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from p2pfaas import rpc
+from p2pfaas.messages import Observed
+
+WHOAMI_TIMEOUT_S = 5.0
+
+
+class Reach(enum.Enum):
+    FIXED = "fixed"  # the configured URL (or loopback), never tested or changed
+    UNTESTED = "untested"  # a guess: announced, not yet dialled back
+    DIRECT = "direct"  # the anchor reached us at our own address
+    RELAYED = "relayed"  # reached through a relay
+
+
+def http_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def is_wildcard(host: str) -> bool:
+    return host in ("", "0.0.0.0", "::")
+
+
+def loopback_url(host: str, port: int) -> str:
+    """Where this machine reaches the node's own HTTP service (what a relay's requests are run against)."""
+    if is_wildcard(host):
+        host = "::1" if host == "::" else "127.0.0.1"
+    return http_url(host, port)
+
+
+def fixed_url(public_url: str, host: str, port: int) -> str | None:
+    """The URL to announce without asking anyone, or None when it must be learned."""
+    if public_url:
+        return public_url.rstrip("/")
+    if is_loopback(host):
+        return http_url(host, port)
+    return None
+
+
+async def observed_address(session: aiohttp.ClientSession, anchor_url: str) -> str:
+    """The address the anchor sees this machine at (raises `Unreachable`/`Refused` like any call)."""
+    seen = await rpc.call(session, "GET", f"{anchor_url}/v1/whoami", Observed, timeout_s=WHOAMI_TIMEOUT_S)
+    return str(ipaddress.ip_address(seen.address))  # a well-formed address, or ValueError
+
+
+def local_address_towards(url: str) -> str:
+    """The address of the interface this machine would use to reach `url`'s host (no packet is sent:
+    a connected UDP socket only picks a route). The fallback guess when the anchor cannot be asked."""
+    host = urlsplit(url).hostname or "127.0.0.1"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((host, 9))
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
