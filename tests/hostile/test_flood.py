@@ -195,3 +195,31 @@ async def test_the_reachability_check_follows_no_redirect_and_picks_no_path(tmp_
     finally:
         for runner in runners:
             await runner.cleanup()
+
+
+async def test_the_reachability_check_dials_only_the_announcers_own_address_or_a_known_relay(
+    tmp_path: Path,
+) -> None:
+    """#14's residual, closed in #12: the dial-back could be aimed at any host. Now it goes only to
+    the address the announcement came from, or to the announcer's own relayed URL at this anchor or a
+    node listed here; anything else is refused before a packet is sent."""
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'anchor.db'}"
+    async with AnchorServer(db_url, port=0) as anchor, aiohttp.ClientSession() as session:
+        now = wall_time()
+        keys, other = KeyPair.generate(), KeyPair.generate()
+        refused_urls = {
+            "http://127.0.0.2:8080": "sees you at 127.0.0.1",  # another host than the announcer's
+            "http://localhost.invalid:1": "sees you at 127.0.0.1",  # a name that does not resolve to it
+            f"http://127.0.0.1:1/v1/relay/{other.key_id}": "no query",  # someone else's relay path
+            f"http://127.0.0.1:1/v1/relay/{keys.key_id}": "not a relay to use",  # no such relay listed
+        }
+        for url, words in refused_urls.items():
+            with pytest.raises(Refused) as refused:
+                await _announce(session, anchor.url, _announcement(keys, url, issued_at=now))
+            assert refused.value.status == 400 and words in str(refused.value), (url, refused.value)
+        # The anchor's own relay is one to use: nobody is connected there as `keys`, so it is
+        # unreachable (422), not refused as a shape.
+        with pytest.raises(Refused) as refused:
+            relayed = f"{anchor.public_url}/v1/relay/{keys.key_id}"
+            await _announce(session, anchor.url, _announcement(keys, relayed, issued_at=now))
+        assert refused.value.status == 422

@@ -126,3 +126,33 @@ def test_peer_addresses_parse_or_say_why_not() -> None:
     for bad in ("10.0.0.1", ":80", "host:0", "host:99999", "host:x"):
         with pytest.raises(ValueError, match="HOST:PORT"):
             parse_peer(bad)
+
+
+def test_a_relayed_node_is_a_dht_client_named_by_its_relay_in_its_advert() -> None:
+    """Issue #12: a node behind NAT asks the DHT but is put in nobody's routing table; its advert
+    names the relay that answers for it, and it announces no bundles (peers could not fetch them)."""
+
+    async def main(net: sim.InMemoryNetwork) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            net.add_host("10.0.0.1")
+            boot = await stack.enter_async_context(running_node("10.0.0.1", 4000, rng=random.Random(0)))
+            overlays = await _overlays(net, stack, 5, [boot.address])
+            await asyncio.sleep(60)
+            behind = overlays[4]
+            relayed = f"http://{_ip(0)}:8000/v1/relay/{behind.keys.key_id}"
+            behind.set_url(relayed, relayed=True)
+            assert await behind.announce_provider(DIGEST) == 0
+            # Everyone forgets the contact they had (as a fresh network would never have learnt it).
+            for other in [*overlays[:4]]:
+                for contact in other.contacts():
+                    if contact.id == behind.keys.node_id:
+                        other.dht.proto.router.remove_contact(contact)
+            await asyncio.sleep(300)  # lookups, refreshes and adverts from the relayed node meanwhile
+            for other in overlays[:4]:
+                assert behind.keys.node_id not in {c.id for c in other.contacts()}
+            adverts = {a.node_id: a for a in await overlays[1].find_nearby("python3.11", count=10)}
+            assert adverts[behind.keys.node_id].url == relayed  # callers go through the relay
+            assert adverts[overlays[2].keys.node_id].url == f"http://{_ip(2)}:8000"  # direct: as before
+            assert len(await behind.find_nearby("python3.11", count=10)) == 4  # it still reads the DHT
+
+    sim.run(main, seed=23)

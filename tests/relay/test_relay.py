@@ -14,8 +14,7 @@ from aiohttp import web
 
 from p2pfaas import codec, signing
 from p2pfaas.identity import KeyPair
-from p2pfaas.relay import RelayHub, RelayLink, relay_path
-from p2pfaas.relay import wire
+from p2pfaas.relay import RelayHub, RelayLink, relay_path, wire
 from p2pfaas.rpc import error_middleware
 
 
@@ -51,7 +50,12 @@ def node_app() -> web.Application:
         if request.query.get("sleep"):
             await asyncio.sleep(float(request.query["sleep"]))
         return web.json_response(
-            {"method": request.method, "path": request.path_qs, "body": body.decode(), "x": request.headers.get("X-T")},
+            {
+                "method": request.method,
+                "path": request.path_qs,
+                "body": body.decode(),
+                "x": request.headers.get("X-T"),
+            },
             status=201,
             headers={"X-Answer": "yes"},
         )
@@ -77,7 +81,13 @@ async def test_a_request_to_the_relayed_url_reaches_the_node_and_comes_back() ->
             assert link.url == relay_url + relay_path(keys.key_id) and urls == [link.url]
             async with session.post(f"{link.url}/v1/invoke?a=1", data=b"payload", headers={"X-T": "t"}) as r:
                 assert r.status == 201 and r.headers["X-Answer"] == "yes"
-                assert await r.json() == {"method": "POST", "path": "/v1/invoke?a=1", "body": "payload", "x": "t"}
+                assert await r.json() == {
+                    "method": "POST",
+                    "path": "/v1/invoke?a=1",
+                    "body": "payload",
+                    "x": "t",
+                }
+
             # Many at once, answered out of order, each to its own caller.
             async def one(i: int) -> str:
                 delay = 0.05 * (i % 3)
@@ -118,7 +128,7 @@ async def test_a_dead_relay_is_replaced_by_the_next_candidate() -> None:
     urls: list[str | None] = []
     async with relay() as (second_url, _), serve(node_app()) as local, aiohttp.ClientSession() as session:
         first = relay()
-        first_url, first_hub = await first.__aenter__()
+        first_url, _ = await first.__aenter__()
         alive = {first_url, second_url}
 
         async def candidates() -> list[str]:
@@ -169,7 +179,9 @@ async def test_a_malformed_answer_drops_the_link_not_the_relay(frame: bytes) -> 
     async with relay() as (relay_url, hub), aiohttp.ClientSession() as session:
         async with session.ws_connect(f"{relay_url}/v1/relay/connect") as ws:
             challenge = codec.decode_as(wire.RelayChallenge, (await ws.receive()).data)
-            hello = signing.sign(wire.RelayHello(challenge.nonce, challenge.relay_url, time.time(), b"", b""), keys)
+            hello = signing.sign(
+                wire.RelayHello(challenge.nonce, challenge.relay_url, time.time(), b"", b""), keys
+            )
             await ws.send_bytes(codec.encode(hello))
             welcome = codec.decode_as(wire.RelayWelcome, (await ws.receive()).data)
             assert welcome.node_id == keys.key_id and keys.key_id in hub.links
