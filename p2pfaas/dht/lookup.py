@@ -6,7 +6,8 @@ ICPADS 2007, section 4.4). Each path is the paper's iterative lookup (Maymounkov
 section 2.3): up to `alpha` queries in flight per round to the closest uncontacted contacts of its own
 shortlist, until its k closest have all answered or none is left. The result is the k closest nodes that
 answered, over all paths, plus every valid record seen, the newest per publisher. At most `per_subnet`
-nodes of one address range are queried per lookup, so Sybils from one block cannot fill the k closest.
+nodes of one address range are queried per lookup, so Sybils from one block cannot fill the k closest
+(within the node's own range it is per host: see `routing.range_key`).
 
 The rounds reuse kademlia's `NodeHeap`; unlike the stock `SpiderCrawl`, a lookup that finds nobody returns
 an empty result instead of failing later (defect 3), and records are checked (signature, size, expiry)
@@ -24,7 +25,7 @@ from kademlia.node import Node, NodeHeap
 
 from p2pfaas.dht import records as recs
 from p2pfaas.dht.protocol import SecureProtocol
-from p2pfaas.dht.routing import subnet_of
+from p2pfaas.dht.routing import range_key
 from p2pfaas.dht.wire import Record, Reply
 from p2pfaas.errors import DecodeError, SignatureError
 
@@ -99,7 +100,7 @@ class DisjointLookup:
                     shortlist.remove([node.id])
                     dropped = True
                     continue
-                subnet = subnet_of(node.ip, node.port)
+                subnet = range_key(node.ip, node.port, self.protocol.router.home)
                 shortlist.mark_contacted(node)
                 if self.subnet_claims[subnet] >= self.per_subnet:
                     # One address block may not crowd the lookup (Sybils next to a key): out of the

@@ -117,6 +117,7 @@ class DhtNode(Server):  # type: ignore[misc]
         self.transport, self.protocol = transport, protocol
         sockname = transport.get_extra_info("sockname")
         self._address = (interface, int(sockname[1]) if sockname else port)
+        protocol.set_home(interface)  # a wildcard or a name claims nothing; the owner may say later
         if not self.client:
             self._spawn(self._maintain())
 

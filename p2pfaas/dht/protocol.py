@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
@@ -30,7 +31,7 @@ from p2pfaas import codec, signing
 from p2pfaas.dht import records as recs
 from p2pfaas.dht import wire
 from p2pfaas.dht.quota import RateLimiter, RateLimits
-from p2pfaas.dht.routing import SecureRoutingTable, subnet_of
+from p2pfaas.dht.routing import SecureRoutingTable, range_key, subnet_of
 from p2pfaas.dht.store import PutResult, RecordStore
 from p2pfaas.dht.vivaldi import Coordinate, Vivaldi
 from p2pfaas.errors import DecodeError, SignatureError
@@ -161,6 +162,15 @@ class SecureProtocol(KademliaProtocol):  # type: ignore[misc]
         # The selector loop's datagram transport is not an asyncio.DatagramTransport subclass (3.11).
         self.transport = cast(asyncio.DatagramTransport, transport)
 
+    def set_home(self, host: str) -> None:
+        """Our own address is `host`: its range counts per host from now on (`routing.range_key`)."""
+        try:
+            if ipaddress.ip_address(host).is_loopback:
+                return  # loopback endpoints count apart already
+        except ValueError:
+            return  # a name, not an address: no range to claim
+        self.router.home.add(subnet_of(host))
+
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run `coro` as a task this protocol owns (cancelled by `close`)."""
         task = self.loop.create_task(coro)
@@ -195,7 +205,9 @@ class SecureProtocol(KademliaProtocol):  # type: ignore[misc]
         if handler is None or self.client:
             self.stats.dropped_unexpected += 1
             return
-        if not self._limiter.allow(subnet_of(*address), self.loop.time(), REQUEST_COST[type(msg)]):
+        group = range_key(address[0], address[1], self.router.home)
+        endpoint = f"{address[0]}:{address[1]}"
+        if not self._limiter.allow(endpoint, self.loop.time(), REQUEST_COST[type(msg)], group=group):
             self.stats.dropped_rate += 1
             return
         try:

@@ -6,7 +6,9 @@ Fixes (KADEMLIA.md): `find_neighbors` returns the true k closest contacts (defec
 loop's), not `time.monotonic()`, and the bucket-full ping goes through the protocol's owned tasks rather
 than an unowned `ensure_future`. Defence: at most `max_per_subnet_bucket` contacts of one address range
 (/24 for IPv4, /48 for IPv6) per bucket and `max_per_subnet` in the whole table, so one operator with
-one address block cannot fill a table with Sybil ids.
+one address block cannot fill a table with Sybil ids. The node's own range (`home`: where it is, an
+office or campus /24 of honest volunteers) counts per host instead: outsiders cannot take addresses in
+it, and a LAN of fifty volunteers keeps them all.
 
 It does not check identities (the protocol adds only contacts that signed with the key matching their
 id) and sends nothing itself.
@@ -37,6 +39,12 @@ def subnet_of(host: str | None, port: int | None = None) -> str:
         return f"{address}:{port or 0}"
     prefix = 24 if address.version == 4 else 48
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+def range_key(host: str | None, port: int | None, home: frozenset[str] | set[str]) -> str:
+    """What limits count a contact against: its range, or within our own range (`home`), its host."""
+    subnet = subnet_of(host, port)
+    return (host or "") if subnet in home else subnet
 
 
 class ClockedKBucket(KBucket):  # type: ignore[misc]
@@ -80,6 +88,7 @@ class SecureRoutingTable(RoutingTable):  # type: ignore[misc]
         self.max_per_subnet = max_per_subnet
         self.failures: dict[bytes, int] = {}
         self.rejected_subnet = 0
+        self.home: set[str] = set()  # our own address ranges (`range_key`), set by the protocol
         super().__init__(protocol, ksize, node)
 
     def flush(self) -> None:
@@ -117,9 +126,9 @@ class SecureRoutingTable(RoutingTable):  # type: ignore[misc]
                 bucket.add_node(known)
                 bucket.touch_last_updated()
             return
-        subnet = subnet_of(node.ip, node.port)
-        in_bucket = sum(subnet_of(n.ip, n.port) == subnet for n in bucket.nodes.values())
-        in_table = sum(subnet_of(n.ip, n.port) == subnet for n in self.contacts())
+        subnet = range_key(node.ip, node.port, self.home)
+        in_bucket = sum(range_key(n.ip, n.port, self.home) == subnet for n in bucket.nodes.values())
+        in_table = sum(range_key(n.ip, n.port, self.home) == subnet for n in self.contacts())
         if in_bucket >= self.max_per_subnet_bucket or in_table >= self.max_per_subnet:
             self.rejected_subnet += 1
             return

@@ -103,6 +103,8 @@ class Overlay:
         self.offer = dataclasses.replace(self.offer, url=url)
         self.relayed = relayed
         self.dht.proto.client = relayed
+        if not relayed:
+            self.dht.proto.set_home(self._http[0])  # where we are: our range's honest neighbours count apart
         if self.dht.proto.router.contacts():
             self._tasks.spawn(self.publish_advert(), name="advert")
 

@@ -92,3 +92,22 @@ def test_subnets_are_slash_24_and_loopback_endpoints_count_apart() -> None:
     assert subnet_of("10.1.2.3") == subnet_of("10.1.2.200") != subnet_of("10.1.3.3")
     assert subnet_of("2001:db8::1") == subnet_of("2001:db8::ffff")
     assert subnet_of("127.0.0.1", 4000) != subnet_of("127.0.0.1", 4001)
+
+
+def test_within_our_own_range_contacts_count_per_host_so_a_lan_of_volunteers_fits() -> None:
+    """Issue #12: fifty volunteers of one office /24 keep each other; outsiders' blocks stay bounded."""
+    rng = random.Random(3)
+    ours, _ = _tables(Node(rng.randbytes(20), "192.0.2.1", 4000))
+    ours.home.add(subnet_of("192.0.2.1"))
+    neighbours = [Node(rng.randbytes(20), f"192.0.2.{i}", 4000) for i in range(2, 52)]
+    sybils = [Node(rng.randbytes(20), f"203.0.113.{i}", 4000) for i in range(100)]
+    for node in [*neighbours, *sybils]:
+        ours.add_contact(node)
+    kept = {n.ip for n in ours.contacts()}
+    assert {n.ip for n in neighbours} <= kept  # every LAN neighbour
+    assert sum(ip.startswith("203.0.113.") for ip in kept) <= 8  # another block: still eight at most
+    # One host of our range running many ids is still one host: two per bucket, eight per table.
+    crowd = [Node(rng.randbytes(20), "192.0.2.200", port) for port in range(5000, 5100)]
+    for node in crowd:
+        ours.add_contact(node)
+    assert sum(n.ip == "192.0.2.200" for n in ours.contacts()) <= 8

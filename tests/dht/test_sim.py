@@ -120,3 +120,38 @@ def test_records_survive_20_percent_hostile_nodes_and_sybils_crowding_the_key() 
     found, sybils_in_tables = sim.run(main, seed=32)
     assert sybils_in_tables <= 8  # the per-subnet bound held in every honest table
     assert found >= 99, f"{found}/100 reads found the record"
+
+
+def test_fifty_volunteers_in_one_slash_24_keep_useful_tables_and_find_every_record() -> None:
+    """Issue #12: honest nodes sharing one /24 (an office, a campus) were held to eight contacts of it
+    per table and two queries per lookup; within a node's own range the limits now count hosts."""
+
+    async def main(net: sim.InMemoryNetwork) -> tuple[list[int], int, int]:
+        config = DhtConfig(refresh_interval_s=7200.0)
+        boot = await start_node(net, host_ip(0), seed="lan/boot", seeds=[], config=config)
+        lan = [
+            await start_node(net, f"192.0.2.{10 + i}", seed=f"lan/{i}", seeds=[boot.address], config=config)
+            for i in range(50)
+        ]
+        outside = [
+            await start_node(net, host_ip(1 + i), seed=f"out/{i}", seeds=[boot.address], config=config)
+            for i in range(20)
+        ]
+        await asyncio.sleep(300)
+        keys = [provider_key(bytes([i]) * 32) for i in range(10)]
+        for publisher, key in zip(lan[:10], keys, strict=True):
+            await publisher.publish(key, host=publisher.address[0], port=8000)
+        await asyncio.sleep(30)
+        found = total = 0
+        for reader in [*lan[::10], *outside[::5]]:
+            for key, publisher in zip(keys, lan[:10], strict=True):
+                records = await reader.get(key)
+                found += any(r.signer == publisher.keys.public.raw for r in records)
+                total += 1
+        lan_contacts = [sum(c.ip.startswith("192.0.2.") for c in n.proto.router.contacts()) for n in lan]
+        stop_all([boot, *lan, *outside])
+        return lan_contacts, found, total
+
+    lan_contacts, found, total = sim.run(main, seed=33)
+    assert min(lan_contacts) > 8 and sorted(lan_contacts)[len(lan_contacts) // 2] >= 20, lan_contacts
+    assert found == total, f"{found}/{total} reads found the record"
