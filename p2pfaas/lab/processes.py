@@ -48,12 +48,20 @@ class LabProcesses:
         self, host: str, name: str, *args: str, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
         """Start `p2pfaas ARGS` on `host` as process `name` (its log: `directory/NAME.log`)."""
+        return self.start(host, name, [sys.executable, "-m", "p2pfaas", *args], env=env)
+
+    def python_background(self, host: str, name: str, code: str, *args: str) -> subprocess.Popen[bytes]:
+        """Start a Python snippet on `host` as process `name`, logged like the others."""
+        return self.start(host, name, [sys.executable, "-c", code, *args])
+
+    def start(
+        self, host: str, name: str, argv: list[str], *, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         if name in self.procs and self.procs[name].poll() is None:
             raise LabError(f"a process named {name} is running already")
-        argv = self.lab.host(host).argv(sys.executable, "-m", "p2pfaas", *args)
         with self.log_path(name).open("ab") as out:
             proc = subprocess.Popen(
-                argv,
+                self.lab.host(host).argv(*argv),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

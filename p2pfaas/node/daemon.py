@@ -16,6 +16,7 @@ import contextlib
 import logging
 import random
 import signal
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -39,13 +40,14 @@ from p2pfaas.node.reachability import Reach
 from p2pfaas.node.service import NodeService
 from p2pfaas.node.settings import NodeConfig, check, service_options, share
 from p2pfaas.node.shared.tables import SharedTables
-from p2pfaas.node.workers.paths import PRIMARY_SOCKET, adopt_worker_journals
+from p2pfaas.node.workers.paths import LOCAL_SOCKET, PRIMARY_SOCKET, adopt_worker_journals
 from p2pfaas.node.workers.pool import WorkerPool
 from p2pfaas.relay import RelayHub, RelayLink
 
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("python3.11",)
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
 
 
 class NodeDaemon(StackService):
@@ -136,6 +138,15 @@ class NodeDaemon(StackService):
         site = web.TCPSite(runner, self.config.host, self.config.port, reuse_port=self.tables is not None)
         await site.start()
         host, port = _bound_address(runner, self.config)
+        # The same routes on a unix socket, for this machine's own use (the relay link's hop is
+        # cheaper there than over loopback TCP); not where the path is too long for a socket.
+        self.local_socket: Path | None = self.config.work_dir / LOCAL_SOCKET
+        if len(str(self.local_socket)) < MAX_SOCKET_PATH:
+            self.local_socket.unlink(missing_ok=True)  # left by a crashed run
+            await web.UnixSite(runner, str(self.local_socket)).start()
+            self.local_socket.chmod(0o600)
+        else:
+            self.local_socket = None
         self.local_url = reachability.loopback_url(host, port)
         fixed = reachability.fixed_url(self.config.public_url, host, port)
         self.reach = Reach.FIXED if fixed else Reach.UNTESTED
@@ -225,10 +236,15 @@ class NodeDaemon(StackService):
                 log.info("reachable through a relay as %s", url)
                 self._set_url(url, Reach.RELAYED)
 
+        local, local_url = self.session, self.local_url
+        if self.local_socket is not None:
+            connector = aiohttp.UnixConnector(path=str(self.local_socket))
+            local = await self._stack.enter_async_context(aiohttp.ClientSession(connector=connector))
+            local_url = "http://node"  # the host is not used over a unix socket
         self.relay_link = await self._stack.enter_async_context(
             RelayLink(
                 session=self.session, keys=self.keys, candidates=self._relay_candidates,
-                local_url=self.local_url, on_url=on_url, rng=self.rng,
+                local_url=local_url, local_session=local, on_url=on_url, rng=self.rng,
             )
         )  # fmt: skip
         self.reach = Reach.RELAYED

@@ -187,9 +187,10 @@ class RelayHub:
             stream=stream, method=request.method, path=path, headers=wire.flatten(request.headers), body=body
         )
         try:
-            async with link.send_lock:
-                await link.ws.send_bytes(codec.encode(frame))
-            answer = await asyncio.wait_for(future, self.request_timeout_s)
+            async with asyncio.timeout(self.request_timeout_s):
+                async with link.send_lock:
+                    await link.ws.send_bytes(codec.encode(frame))
+                answer = await future
         except TimeoutError:
             self.stats.timeouts += 1
             raise Refused(

@@ -48,8 +48,10 @@ class RelayLink:
         on_url: Callable[[str | None], None],
         rng: random.Random,
         retry_s: float = 2.0,
+        local_session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.session = session
+        self.local_session = local_session or session  # e.g. over the node's unix socket: a cheaper hop
         self.keys = keys
         self.candidates = candidates
         self.local_url = local_url.rstrip("/")
@@ -131,7 +133,7 @@ class RelayLink:
         self, ws: aiohttp.ClientWebSocketResponse, lock: asyncio.Lock, req: wire.RelayRequest
     ) -> None:
         try:
-            async with self.session.request(
+            async with self.local_session.request(
                 req.method,
                 self.local_url + req.path,
                 data=req.body,
