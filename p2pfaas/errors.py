@@ -91,6 +91,11 @@ class Unreachable(RemoteError, ConnectionError):
     """No peer could be reached to do the work."""
 
 
+class IdentityMismatch(Unreachable):
+    """The peer at a URL could not prove the identity the URL names (p2pfaas.tls): a man in the middle,
+    or another machine at that address now. Nothing was sent to it."""
+
+
 # --- an invocation failed -----------------------------------------------------------------------
 
 

@@ -91,6 +91,10 @@ class KeyPair:
     def key_id(self) -> str:
         return self.public.key_id
 
+    def private_key(self) -> Ed25519PrivateKey:
+        """The key object itself, for what must hold it (`p2pfaas.tls` signs the node's certificate)."""
+        return self._private
+
     def sign(self, data: bytes) -> bytes:
         signed: bytes = sodium.crypto_sign(data, self._sodium_secret)  # signature, then data
         return signed[:SIGNATURE_BYTES]

@@ -18,9 +18,10 @@ from typing import TypeVar
 import aiohttp
 from aiohttp import web
 
-from p2pfaas import codec
+from p2pfaas import codec, tls
 from p2pfaas.errors import (
     DecodeError,
+    IdentityMismatch,
     NotFound,
     P2PFaaSError,
     Refused,
@@ -147,9 +148,14 @@ async def call(
             headers=sent,
             timeout=aiohttp.ClientTimeout(total=timeout_s),
             allow_redirects=False,
+            ssl=tls.ssl_for(url),  # an https node URL pins the identity it names
         ) as response:
             body = await response.read()
             status = response.status
+    except aiohttp.ServerFingerprintMismatch:
+        raise IdentityMismatch(
+            f"{method} {url}: the peer could not prove it is node {tls.identity_of(url)}; nothing was sent"
+        ) from None
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise Unreachable(f"{method} {url}: {type(exc).__name__}: {exc}") from None
     if status >= 300:

@@ -40,7 +40,7 @@ import aiohttp
 from aiohttp import web
 
 from p2pfaas import bundle as bundles
-from p2pfaas import codec, rpc, signing
+from p2pfaas import codec, rpc, signing, tls
 from p2pfaas.anchor import accounts_api, auth, ledger_api, reputation
 from p2pfaas.anchor.accounts import AccountStore, KeyKind
 from p2pfaas.anchor.passwords import PasswordHasher
@@ -119,6 +119,8 @@ class AnchorSettings:
     # The URL clients reach this anchor by (key claims must name it); "" for http://HOST:PORT as
     # bound by `AnchorServer`. Behind a proxy or on 0.0.0.0, set it (`anchor serve --public-url`).
     public_url: str = ""
+    tls_cert: str = ""  # PEM certificate (and chain) to serve HTTPS with; "" serves plain HTTP
+    tls_key: str = ""
 
 
 @dataclass
@@ -249,7 +251,10 @@ class AnchorApi:
             parts.scheme not in ("http", "https")
             or not parts.hostname
             or parts.username is not None
-            or parts.path not in ("", "/", relay_path(node_id))
+            or (
+                parts.path not in ("", "/", tls.identity_path(node_id))
+                and not parts.path.endswith(relay_path(node_id))
+            )
             or parts.query
             or parts.fragment
             or "#" in url
@@ -260,14 +265,17 @@ class AnchorApi:
                 "with no query or user"
             )
         base = f"{parts.scheme}://{parts.netloc}"
-        if parts.path == relay_path(node_id):
-            if not await self._is_relay(base):
-                raise LocalError(f"{base} is neither this anchor nor a node listed here: not a relay to use")
+        if parts.path.endswith(relay_path(node_id)):
+            relay = base + parts.path[: -len(relay_path(node_id))]
+            if not await self._is_relay(relay):
+                raise LocalError(f"{relay} is neither this anchor nor a node listed here: not a relay to use")
             base += parts.path
         elif not await _names_address(parts.hostname, observed):
             raise LocalError(
                 f"a node announces its own address: this anchor sees you at {observed}, not {parts.hostname}"
             )
+        else:
+            base += parts.path.rstrip("/")  # the identity an https node URL names, pinned by rpc.call
         if self.session is None:
             self.session = aiohttp.ClientSession()
         unreachable = Refused(f"this anchor could not reach node {node_id[:12]} at its URL", status=422)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from pathlib import Path
 
 from aiohttp import web
 
+from p2pfaas import tls
 from p2pfaas.anchor.app import AnchorSettings, make_app, set_public_url
 from p2pfaas.db.engine import open_database
 from p2pfaas.dht.node import DhtNode, running_node
@@ -46,9 +48,12 @@ class AnchorServer(StackService):
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, self.host, self.port).start()
+        context = None
+        if self.settings.tls_cert:
+            context = tls.server_context(Path(self.settings.tls_cert), Path(self.settings.tls_key))
+        await web.TCPSite(runner, self.host, self.port, ssl_context=context).start()
         port = next((a[1] for a in runner.addresses if isinstance(a, tuple)), self.port)
-        self.url = f"http://{self.host}:{port}"
+        self.url = f"{'https' if context else 'http'}://{self.host}:{port}"
         # Key claims name the anchor they are for; it is this configured URL, never a Host header.
         self.public_url = self.settings.public_url or self.url
         set_public_url(app, self.public_url)

@@ -308,6 +308,10 @@ def add_anchor_options(serve: Any) -> None:
         help="the URL clients reach this anchor by, which key claims must name (default: http://HOST:PORT)",
     )
     serve.add_argument(
+        "--tls-cert", default="", help="serve HTTPS with this certificate (PEM, with its chain)"
+    )
+    serve.add_argument("--tls-key", default="", help="the private key of --tls-cert (PEM)")
+    serve.add_argument(
         "--earnings-mature-hours",
         type=float,
         default=72.0,
@@ -321,11 +325,15 @@ def anchor_settings(args: argparse.Namespace) -> AnchorSettings:
 
     if not 0 <= args.earnings_mature_hours <= 24 * 365:
         raise LocalError("--earnings-mature-hours must be between 0 and a year")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise LocalError("--tls-cert and --tls-key go together")
     return AnchorSettings(
         require_accounts=args.require_accounts,
         allow_signup=not args.no_signup,
         public_url=args.public_url,
         earnings_mature_s=args.earnings_mature_hours * 3600.0,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
 
 

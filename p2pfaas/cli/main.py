@@ -205,6 +205,7 @@ def cmd_node_run(args: argparse.Namespace) -> int:
         port=args.port,
         public_url=args.public_url,
         relays=tuple(args.relay),
+        tls=args.tls,
         executor=args.executor,
         allow_unsandboxed=args.allow_unsandboxed,
         runtime_image=args.image,
@@ -335,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="URL",
         help="a relay to try first when behind NAT (repeatable; then public nodes, then the anchor)",
+    )
+    run.add_argument(
+        "--tls",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="HTTPS on a certificate of the node's own key, pinned by callers (auto: on, except on loopback)",
     )
     run.add_argument("--work-dir", help="bundles, sockets and the node key (default: ~/.p2pfaas/node)")
     run.add_argument("--key", help="node key file (default: WORK_DIR/node.key)")

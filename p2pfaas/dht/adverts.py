@@ -34,11 +34,15 @@ class Advert:
 
 
 def url_of(record: Record) -> str:
-    """Where the publisher answers HTTP: its advert's `url` (a relay) if it names one, else HOST:PORT."""
+    """Where the publisher answers HTTP: its advert's `url` (https, a relay) if it names one, else
+    http://HOST:PORT."""
     if record.capacity is not None and record.capacity.url:
         return record.capacity.url
-    host = f"[{record.host}]" if ":" in record.host else record.host
-    return f"http://{host}:{record.port}"
+    return plain_url(record.host, record.port)
+
+
+def plain_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class Reputation:

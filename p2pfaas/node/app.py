@@ -24,7 +24,7 @@ import asyncio
 
 from aiohttp import web
 
-from p2pfaas import codec
+from p2pfaas import codec, tls
 from p2pfaas.errors import DecodeError, NotFound
 from p2pfaas.messages import MAX_PAYLOAD_BYTES, Delegation, InvokeRequest, NodeStatus
 from p2pfaas.node.placement import NodePlacement
@@ -109,8 +109,9 @@ def make_app(
 ) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_PAYLOAD_BYTES + 64 * 1024)
     app[SERVICE_KEY] = service
+    routes: list[web.RouteDef] = []
     if relay is not None:  # relaying for nodes behind NAT (p2pfaas/relay); refused until we are reachable
-        app.add_routes(relay.routes())
+        routes += relay.routes()
 
         async def close_links(app: web.Application) -> None:
             await relay.aclose()
@@ -118,12 +119,17 @@ def make_app(
         app.on_shutdown.append(close_links)
     if placement is not None:  # forward, gossip, drain and async-job routes (issue #6)
         app[PLACEMENT_KEY] = placement
-        app.add_routes(placement.routes())
-    app.add_routes(
-        [
-            web.post("/v1/invoke", invoke),
-            web.get("/v1/status", status),
-            web.get("/v1/bundles/{digest}", bundle),
-        ]
-    )
+        routes += placement.routes()
+    routes += [
+        web.post("/v1/invoke", invoke),
+        web.get("/v1/status", status),
+        web.get("/v1/bundles/{digest}", bundle),
+    ]
+    app.add_routes(routes + _under(tls.identity_path(service.node_id), routes))
     return app
+
+
+def _under(prefix: str, routes: list[web.RouteDef]) -> list[web.RouteDef]:
+    """The same routes under `prefix`: a node's HTTPS URL names its identity in its path
+    (`https://HOST:PORT/n/<node id>`, p2pfaas.tls), and callers append `/v1/...` to that base."""
+    return [web.RouteDef(r.method, prefix + r.path, r.handler, r.kwargs) for r in routes]

@@ -135,7 +135,17 @@ class NodeDaemon(StackService):
         runner = web.AppRunner(make_app(service, self.placement, relay=self.relay_hub), access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, self.config.host, self.config.port, reuse_port=self.tables is not None)
+        self.tls_id = (
+            self.keys.key_id if reachability.tls_enabled(self.config.tls, self.config.host) else None
+        )
+        context = reachability.server_context(self.keys, self.config.work_dir) if self.tls_id else None
+        site = web.TCPSite(
+            runner,
+            self.config.host,
+            self.config.port,
+            reuse_port=self.tables is not None,
+            ssl_context=context,
+        )
         await site.start()
         host, port = _bound_address(runner, self.config)
         # The same routes on a unix socket, for this machine's own use (the relay link's hop is
@@ -148,7 +158,7 @@ class NodeDaemon(StackService):
         else:
             self.local_socket = None
         self.local_url = reachability.loopback_url(host, port)
-        fixed = reachability.fixed_url(self.config.public_url, host, port)
+        fixed = reachability.fixed_url(self.config.public_url, host, port, tls_id=self.tls_id)
         self.reach = Reach.FIXED if fixed else Reach.UNTESTED
         self.url = fixed or await self._guess_url(host, port)
         if self.reach is Reach.FIXED:
@@ -210,14 +220,14 @@ class NodeDaemon(StackService):
     async def _guess_url(self, host: str, port: int) -> str:
         """Our address as the anchor sees it; without an answer, the interface towards the anchor."""
         try:
-            return reachability.http_url(
-                await reachability.observed_address(self.session, self.config.anchor_url), port
-            )
+            seen = await reachability.observed_address(self.session, self.config.anchor_url)
+            return reachability.base_url(seen, port, tls_id=self.tls_id)
         except (P2PFaaSError, ValueError) as exc:
             log.warning("could not ask the anchor which address it sees us at: %s", exc)
         if not reachability.is_wildcard(host):
-            return reachability.http_url(host, port)
-        return reachability.http_url(reachability.local_address_towards(self.config.anchor_url), port)
+            return reachability.base_url(host, port, tls_id=self.tls_id)
+        guess = reachability.local_address_towards(self.config.anchor_url)
+        return reachability.base_url(guess, port, tls_id=self.tls_id)
 
     def _set_url(self, url: str, reach: Reach) -> None:
         """Answer at `url` from now on: in announcements, adverts, gossip and status."""

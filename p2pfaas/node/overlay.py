@@ -153,7 +153,7 @@ class Overlay:
             coord_error=viv.error,
             draining=now.draining,
             unpaid=self.offer.unpaid,
-            url=self.offer.url if self.relayed else "",
+            url="" if self.offer.url == adverts.plain_url(*self._http) else self.offer.url,
         )
 
     async def publish_advert(self) -> int:

@@ -16,14 +16,18 @@ from __future__ import annotations
 import enum
 import ipaddress
 import socket
+import ssl
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from p2pfaas import rpc
+from p2pfaas import rpc, tls
+from p2pfaas.identity import KeyPair
 from p2pfaas.messages import Observed
 
 WHOAMI_TIMEOUT_S = 5.0
+TLS_DIR = "tls"
 
 
 class Reach(enum.Enum):
@@ -35,6 +39,22 @@ class Reach(enum.Enum):
 
 def http_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def base_url(host: str, port: int, *, tls_id: str | None) -> str:
+    """The node's base URL: with TLS, https and the identity it proves (`p2pfaas.tls`); else http."""
+    plain = http_url(host, port)
+    return plain if tls_id is None else "https" + plain[4:] + tls.identity_path(tls_id)
+
+
+def tls_enabled(mode: str, host: str) -> bool:
+    """`--tls on|off|auto`: auto serves TLS everywhere but on loopback (a devnet on one machine)."""
+    return mode == "on" or (mode == "auto" and not is_loopback(host))
+
+
+def server_context(keys: KeyPair, work_dir: Path) -> ssl.SSLContext:
+    """The node's TLS context, on a certificate of its own identity key (kept in WORK_DIR/tls)."""
+    return tls.server_context(*tls.write_node_certificate(keys, work_dir / TLS_DIR))
 
 
 def is_loopback(host: str) -> bool:
@@ -55,12 +75,12 @@ def loopback_url(host: str, port: int) -> str:
     return http_url(host, port)
 
 
-def fixed_url(public_url: str, host: str, port: int) -> str | None:
+def fixed_url(public_url: str, host: str, port: int, *, tls_id: str | None) -> str | None:
     """The URL to announce without asking anyone, or None when it must be learned."""
     if public_url:
         return public_url.rstrip("/")
     if is_loopback(host):
-        return http_url(host, port)
+        return base_url(host, port, tls_id=tls_id)
     return None
 
 

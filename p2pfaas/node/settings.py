@@ -66,6 +66,7 @@ class NodeConfig:
     port: int = 0  # 0: any free port
     public_url: str = ""  # what to announce, untested; default: learned (node/reachability.py)
     relays: tuple[str, ...] = ()  # relays to try first if we turn out to be behind NAT
+    tls: str = "auto"  # "on" | "off" | "auto": TLS on the node's identity key except on loopback
     executor: str = "auto"  # "docker" | "process" | "auto"
     allow_unsandboxed: bool = False
     cpus: float = 1.0  # cores lent, shared by all instances

@@ -20,7 +20,7 @@ from types import TracebackType
 
 import aiohttp
 
-from p2pfaas import codec, signing
+from p2pfaas import codec, signing, tls
 from p2pfaas.clock import wall_time
 from p2pfaas.errors import DecodeError
 from p2pfaas.identity import KeyPair
@@ -98,6 +98,7 @@ class RelayLink:
     async def _serve(self, relay: str) -> None:
         async with self.session.ws_connect(
             f"{relay}/v1/relay/connect",
+            ssl=tls.ssl_for(relay),  # a node relay's https URL names the identity it must prove
             heartbeat=HEARTBEAT_S,
             max_msg_size=wire.MAX_BODY_BYTES + 64 * 1024,
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),

@@ -10,12 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from p2pfaas.identity import KeyPair
 from p2pfaas.lab import Lab, LabSpec
 from p2pfaas.lab.processes import LabProcesses, wait_for
 from p2pfaas.relay import relay_path
 from tests.lab.conftest import lab_or_skip
 
 ANCHOR = "http://192.0.2.11:8700"
+# pub2's node: its key is made before it starts, so its HTTPS URL (which names its identity) is known.
+PUB2_KEY = KeyPair.from_seed(b"lab/pub2")
+PUB2 = f"https://192.0.2.12:8800/n/{PUB2_KEY.key_id}"
 SAMPLE = Path(__file__).parents[2] / "p2pfaas" / "sample" / "hello"
 
 # Prints the anchor's node list as JSON: {node_id: url}.
@@ -74,9 +78,10 @@ def network(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabP
             "--db", db, "--public-url", ANCHOR,
         )  # fmt: skip
         procs.wait_http("pub1", f"{ANCHOR}/v1/health", name="anchor")
+        PUB2_KEY.save(directory / "pub2" / "node.key")
         for host, extra in (
             ("pub2", ()),
-            ("home1-1", ("--relay", "http://192.0.2.12:8800")),
+            ("home1-1", ("--relay", PUB2)),
             ("home2-1", ()),
         ):
             procs.p2pfaas(
@@ -85,7 +90,7 @@ def network(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabP
                 "--executor", "process", "--allow-unsandboxed", "--unpaid-owners", *extra,
             )  # fmt: skip
             if host == "pub2":  # the relay home1-1 asks for is up first
-                procs.wait_http("pub1", "http://192.0.2.12:8800/v1/status", name=host)
+                procs.wait_http("pub1", f"{PUB2}/v1/status", name=host)
         yield procs
 
 
@@ -126,13 +131,13 @@ def settled(nodes: dict[str, str]) -> bool:
 def test_a_public_node_is_direct_and_nodes_behind_nat_are_relayed(network: LabProcesses) -> None:
     nodes = wait_listed(network, settled, "three nodes listed, two of them relayed")
     urls = sorted(nodes.values())
-    assert "http://192.0.2.12:8800" in urls  # the public node, at the address the anchor saw
+    assert PUB2 in urls  # the public node, at the address the anchor saw, over TLS on its own key
     relayed = {node_id: url for node_id, url in nodes.items() if "/v1/relay/" in url}
     for node_id, url in relayed.items():
         assert url.endswith(relay_path(node_id))
-        assert url.startswith(("http://192.0.2.12:8800/", f"{ANCHOR}/"))  # a public node or the anchor
+        assert url.startswith((f"{PUB2}/", f"{ANCHOR}/"))  # a public node or the anchor
     # home1-1 asked for pub2 as its relay.
-    assert "relay http://192.0.2.12:8800" in network.tail("home1-1", 200)
+    assert f"relay {PUB2}" in network.tail("home1-1", 200)
 
 
 def test_a_lessee_behind_nat_invokes_every_node_through_whatever_reaches_it(network: LabProcesses) -> None:
@@ -148,7 +153,7 @@ def test_a_lessee_behind_nat_invokes_every_node_through_whatever_reaches_it(netw
 
 def test_a_dead_relay_is_replaced_and_the_node_is_reached_again(network: LabProcesses) -> None:
     nodes = wait_listed(network, settled, "three nodes listed, two of them relayed")
-    home1 = next(i for i, u in nodes.items() if u.startswith("http://192.0.2.12:8800/v1/relay/"))
+    home1 = next(i for i, u in nodes.items() if u.startswith(f"{PUB2}/v1/relay/"))
     network.kill("pub2")  # the relay of home1-1 dies without a word
 
     def moved(n: dict[str, str]) -> bool:

@@ -1,5 +1,4 @@
-"""`LoadBoard`: one row of load counters per worker process, which the primary sums for gossip.
-"""
+"""`LoadBoard`: one row of load counters per worker process, which the primary sums for gossip."""
 
 from __future__ import annotations
 

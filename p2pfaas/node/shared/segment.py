@@ -1,5 +1,4 @@
-"""The byte layout of a node's shared segment: where each table starts, and the sizes of its entries.
-"""
+"""The byte layout of a node's shared segment: where each table starts, and the sizes of its entries."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""`SharedTables`: the primary creates the segment, workers attach to it; the three tables over it.
-"""
+"""`SharedTables`: the primary creates the segment, workers attach to it; the three tables over it."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from p2pfaas import rpc
+from p2pfaas import rpc, tls
 from p2pfaas.bundle import BundleCache
 from p2pfaas.errors import NotFound, P2PFaaSError, Unreachable
 from p2pfaas.identity import KeyPair
@@ -25,6 +25,7 @@ from p2pfaas.messages import MAX_PAYLOAD_BYTES, Bundle, Delegation, InvokeReques
 from p2pfaas.node.app import CHAIN_HEADER, encode_chain
 from p2pfaas.node.executors import make_executor
 from p2pfaas.node.payments.node_payments import NodePayments
+from p2pfaas.node.reachability import server_context, tls_enabled
 from p2pfaas.node.router import Router
 from p2pfaas.node.service import NodeService
 from p2pfaas.node.settings import NodeConfig, service_options, share
@@ -167,7 +168,11 @@ class WorkerNode(StackService):
         self.runner = web.AppRunner(self._app(), access_log=None)
         await self.runner.setup()
         stack.push_async_callback(self.runner.cleanup)
-        self.site = web.TCPSite(self.runner, config.host, self.spec.port, reuse_port=True)
+        # The primary wrote the certificate before starting us: the same identity on every worker.
+        context = server_context(self.keys, config.work_dir) if tls_enabled(config.tls, config.host) else None
+        self.site = web.TCPSite(
+            self.runner, config.host, self.spec.port, reuse_port=True, ssl_context=context
+        )
         await self.site.start()
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
         self._stop = asyncio.Event()
@@ -187,7 +192,14 @@ class WorkerNode(StackService):
 
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[error_middleware], client_max_size=MAX_PAYLOAD_BYTES + 64 * 1024)
-        app.add_routes([web.post("/v1/invoke", self._invoke), web.route("*", "/{tail:.*}", self._proxy)])
+        mine = tls.identity_path(self.keys.key_id)  # the https base URL names the node (p2pfaas.tls)
+        app.add_routes(
+            [
+                web.post("/v1/invoke", self._invoke),
+                web.post(mine + "/v1/invoke", self._invoke),
+                web.route("*", "/{tail:.*}", self._proxy),
+            ]
+        )
         return app
 
     async def _invoke(self, request: web.Request) -> web.Response:
