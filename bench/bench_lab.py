@@ -1,15 +1,16 @@
-"""Off loopback, in the network lab (issue #12): a warm invocation direct and through a relay.
+"""Off loopback, in the network lab (issue #12): a warm invocation in plain HTTP, over TLS, and relayed.
 
-Builds a lab (needs root: p2pfaas/lab): an anchor on pub1, a node on pub2 (public, announced
-directly), a relaying node on pub3 and the same node behind a home NAT on home1-1, which finds itself
-unreachable and is relayed by pub3 (`--relay`). The lessee runs on home2-1, behind another NAT router,
-like most lessees. Paths:
+Builds a lab (needs root: p2pfaas/lab): an anchor on pub1, a node on pub2 (public, TLS, announced
+directly), a relaying node on pub3 (TLS), the same node with `--tls off` on pub4, and a node behind a
+home NAT on home1-1, which finds itself unreachable and is relayed by pub3 (`--relay`). The lessee
+runs on home2-1, behind another NAT router, like most lessees. Paths:
 
-- direct:  lessee -> NAT -> pub2's node
-- relayed: lessee -> NAT -> pub3's relay -> (WebSocket) -> NAT -> home1-1's node (its link in-process)
+- plain:   lessee -> NAT -> pub4's node, plain HTTP (the baseline)
+- tls:     lessee -> NAT -> pub2's node, TLS 1.3 pinned to its identity
+- relayed: lessee -> NAT -> pub3's relay (TLS) -> (WebSocket) -> NAT -> home1-1's node
 
-It prints p50/p90/p99 per path, the relay's added latency and ratio against the direct path measured
-in the same run, and throughput at a fixed concurrency. Functions run with the process executor: the
+It prints p50/p90/p99 per path, the added latency and ratio against the plain path measured in the
+same run, and throughput at a fixed concurrency. Functions run with the process executor: the
 executor is the same on both paths and not what is measured here. A benchmark, not a test.
 
     .venv/bin/python -m bench.bench_lab [--n 500] [--concurrent 16]
@@ -25,12 +26,15 @@ import tempfile
 from pathlib import Path
 
 from bench.bench_invoke import percentile
+from p2pfaas.identity import KeyPair
 from p2pfaas.lab import Lab, LabSpec
 from p2pfaas.lab.processes import LabProcesses, wait_for
 
 ANCHOR = "http://192.0.2.11:8700"
-NODE = "http://192.0.2.12:8800"
-RELAY = "http://192.0.2.13:8800"
+KEYS = {name: KeyPair.from_seed(f"bench-lab/{name}".encode()) for name in ("node", "relay")}
+NODE = f"https://192.0.2.12:8800/n/{KEYS['node'].key_id}"
+RELAY = f"https://192.0.2.13:8800/n/{KEYS['relay'].key_id}"
+PLAIN = "http://192.0.2.14:8800"
 HANDLER = "def handle(e):\n    return e\n"
 
 
@@ -58,7 +62,7 @@ def main() -> int:
             'name = "noop"\nversion = "1.0.0"\nruntime = "python3.11"\nhandler = "main:handle"\n'
         )
         with (
-            Lab.build(LabSpec(public=3, homes=2, per_home=1)) as lab,
+            Lab.build(LabSpec(public=4, homes=2, per_home=1)) as lab,
             LabProcesses(lab, directory / "logs") as procs,
         ):
             db = f"sqlite+aiosqlite:///{directory / 'anchor.db'}"
@@ -67,10 +71,13 @@ def main() -> int:
                 "--dht-port", "8700", "--public-url", ANCHOR,
             )  # fmt: skip
             procs.wait_http("pub1", f"{ANCHOR}/v1/health", name="anchor")
+            for name, keys in KEYS.items():  # known keys: their HTTPS URLs name them
+                keys.save(directory / name / "node.key")
             procs.p2pfaas("pub2", "node", *node_args(directory, "node"))
             procs.p2pfaas("pub3", "relay", *node_args(directory, "relay"))
-            procs.wait_http("pub1", f"{NODE}/v1/status", name="node")
-            procs.wait_http("pub1", f"{RELAY}/v1/status", name="relay")
+            procs.p2pfaas("pub4", "plain", *node_args(directory, "plain", 8800, "--tls", "off"))
+            for name, url in (("node", NODE), ("relay", RELAY), ("plain", PLAIN)):
+                procs.wait_http("pub1", f"{url}/v1/status", name=name)
             # The relay offers itself once the anchor has dialled it back (it is then DIRECT).
             wait_for(
                 lambda: "reachable directly" in procs.tail("relay", 100), timeout_s=60, what="relay direct"
@@ -84,10 +91,10 @@ def main() -> int:
             relayed = relayed_url()
             out = procs.python(
                 "home2-1", PROBE, ANCHOR, str(directory / "lessee.key"), str(function), str(opts.n),
-                str(opts.concurrent), NODE, relayed, timeout_s=1800,
+                str(opts.concurrent), PLAIN, NODE, relayed, timeout_s=1800,
             )  # fmt: skip
     results = json.loads(out.strip().splitlines()[-1])
-    print_table({"direct": results[NODE], "relayed": results[relayed]}, opts)
+    print_table({"plain": results[PLAIN], "tls": results[NODE], "relayed": results[relayed]}, opts)
     return 0
 
 
@@ -110,11 +117,11 @@ PROBE = (
 
 
 def print_table(paths: dict[str, dict[str, object]], opts: argparse.Namespace) -> None:
-    direct = sorted(paths["direct"]["samples_s"])  # type: ignore[call-overload]
-    base = statistics.median(direct)
+    plain = sorted(paths["plain"]["samples_s"])  # type: ignore[call-overload]
+    base = statistics.median(plain)
     print(f"warm no-op invocation, lessee behind NAT, n={opts.n} per path, interleaved")
     print(
-        f"{'path':<10} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} {'x direct':>9} {'inv/s':>8}"
+        f"{'path':<10} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} {'x plain':>9} {'inv/s':>8}"
     )
     for label, data in paths.items():
         s = sorted(data["samples_s"])  # type: ignore[call-overload]
