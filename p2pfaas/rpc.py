@@ -108,6 +108,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 # --- client side ---------------------------------------------------------------------------------
 
 
+GATEWAY_FAILURES = (502, 504)  # Bad Gateway, Gateway Timeout: the peer behind a gateway is not there
+
+
 def _error_from_reply(status: int, body: bytes, url: str) -> P2PFaaSError:
     try:
         err = codec.decode_as(ErrorReply, body)
@@ -116,6 +119,8 @@ def _error_from_reply(status: int, body: bytes, url: str) -> P2PFaaSError:
         code, reason = "http", f"HTTP {status} from {url} (no ErrorReply body)"
     if status == 404:
         return NotFound(reason)
+    if status in GATEWAY_FAILURES:  # a relay could not reach the node behind it (p2pfaas.relay)
+        return Unreachable(f"{url}: {code}: {reason}")
     return Refused(f"{code}: {reason}", status=status)
 
 
@@ -132,7 +137,8 @@ async def call(
     """Send `msg` (or nothing) to `url` and decode the answer as `expect`.
 
     Raises NotFound / Refused for an ErrorReply, DecodeError for a malformed answer, and
-    Unreachable when the peer cannot be reached or does not answer within `timeout_s`. Redirects
+    Unreachable when the peer cannot be reached or does not answer within `timeout_s` (also when a
+    relay answers 502/504 for the node behind it). Redirects
     are never followed (a 3xx is an error): a peer must not steer our requests elsewhere.
     `headers` adds request headers (e.g. `Authorization: Bearer ...` for the anchor's account routes).
     """

@@ -18,7 +18,7 @@ import contextlib
 import json
 import random
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -259,7 +259,7 @@ class AsyncClient:
                             self.wallet.spent(result.receipt)
                         outcome = decode_outcome(sent, result, await self.executing_node(result, node))
                         await self._check_advert(name, result)
-                        return outcome
+                        return replace(outcome, entry_node_id=node.node_id)
             finally:
                 for task in pending:
                     task.cancel()

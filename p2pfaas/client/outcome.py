@@ -42,6 +42,7 @@ class InvokeOutcome:
     duration_s: float
     cold: bool
     price_micro: int = 0  # what the node's signed receipt charges (0 when unpaid or free)
+    entry_node_id: str = ""  # the node the call was sent to: another than node_id when it forwarded
 
 
 def decode_outcome(request: InvokeRequest, result: InvokeResult, node: NodeInfo) -> InvokeOutcome:

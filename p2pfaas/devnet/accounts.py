@@ -49,7 +49,11 @@ async def devnet_wallet(anchor_url: str, directory: Path, keys: KeyPair) -> Asyn
         store = AccountStore(db)
         if await store.user_by_name(OPERATOR) is None:
             stored = await PasswordHasher().hash(password)
-            await store.create_user(OPERATOR, password_hash=stored, role="operator", now=wall_time())
+            try:
+                await store.create_user(OPERATOR, password_hash=stored, role="operator", now=wall_time())
+            except Refused as error:  # another lessee of this devnet created it meanwhile
+                if error.status != 409:
+                    raise
     async with AccountClient(anchor_url) as operator, AccountClient(anchor_url) as lessee:
         await operator.login(OPERATOR, password)
         try:

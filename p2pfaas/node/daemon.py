@@ -42,7 +42,7 @@ from p2pfaas.node.settings import NodeConfig, check, service_options, share
 from p2pfaas.node.shared.tables import SharedTables
 from p2pfaas.node.workers.paths import LOCAL_SOCKET, PRIMARY_SOCKET, adopt_worker_journals
 from p2pfaas.node.workers.pool import WorkerPool
-from p2pfaas.relay import RelayHub, RelayLink
+from p2pfaas.relay import RelayHub, RelayLink, is_relayed
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ class NodeDaemon(StackService):
             with contextlib.suppress(Exception):  # a failed lookup leaves the others to try
                 async with asyncio.timeout(5.0):
                     adverts = await self.overlay.find_nearby(RUNTIMES[0], count=8)
-                found = [a.url for a in adverts if not a.capacity.url]  # direct nodes only
+                found = [a.url for a in adverts if not is_relayed(a.url)]  # direct nodes only
         return list(dict.fromkeys([*self.config.relays, *found, self.config.anchor_url]))
 
     def stop(self) -> None:

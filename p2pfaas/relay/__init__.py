@@ -11,7 +11,7 @@ does) and can drop or delay it, but cannot answer as the node: answers are signe
 it matters (receipts, results' hashes), and a relay that fails is replaced by the node.
 """
 
-from p2pfaas.relay.hub import RelayHub, relay_path
+from p2pfaas.relay.hub import RelayHub, is_relayed, relay_path
 from p2pfaas.relay.link import RelayLink
 
-__all__ = ["RelayHub", "RelayLink", "relay_path"]
+__all__ = ["RelayHub", "RelayLink", "is_relayed", "relay_path"]

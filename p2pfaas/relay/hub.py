@@ -40,6 +40,11 @@ def relay_path(node_id: str) -> str:
     return f"/v1/relay/{node_id}"
 
 
+def is_relayed(url: str) -> bool:
+    """Whether a node URL reaches its node through a relay (`RELAY/v1/relay/<id>`)."""
+    return re.search(r"/v1/relay/[0-9a-f]{40}/?$", url) is not None
+
+
 @dataclass
 class _Link:
     node_id: str

@@ -5,33 +5,22 @@ relay is replaced; lessees behind NAT deploy and invoke on every kind of node. R
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from p2pfaas.identity import KeyPair
 from p2pfaas.lab import Lab, LabSpec
-from p2pfaas.lab.processes import LabProcesses, wait_for
+from p2pfaas.lab.processes import LabProcesses
 from p2pfaas.relay import relay_path
 from tests.lab.conftest import lab_or_skip
+from tests.lab.labkit import ANCHOR, start_anchor, start_node, wait_listed
 
-ANCHOR = "http://192.0.2.11:8700"
 # pub2's node: its key is made before it starts, so its HTTPS URL (which names its identity) is known.
 PUB2_KEY = KeyPair.from_seed(b"lab/pub2")
 PUB2 = f"https://192.0.2.12:8800/n/{PUB2_KEY.key_id}"
 SAMPLE = Path(__file__).parents[2] / "p2pfaas" / "sample" / "hello"
-
-# Prints the anchor's node list as JSON: {node_id: url}.
-LIST_NODES = """
-import asyncio, json, sys
-from p2pfaas.client import AsyncClient
-from p2pfaas.identity import KeyPair
-async def main():
-    async with AsyncClient(sys.argv[1], KeyPair.generate()) as client:
-        print(json.dumps({n.node_id: n.url for n in await client.nodes(refresh=True)}))
-asyncio.run(main())
-"""
 
 # Deploys the sample function (once per key) and invokes it at each URL given; prints what ran where.
 INVOKE = """
@@ -72,23 +61,14 @@ def network(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabP
     pub2 as its relay; home2-1 finds one by itself)."""
     directory = tmp_path_factory.mktemp("lab-net")
     with LabProcesses(lab, directory) as procs:
-        db = f"sqlite+aiosqlite:///{directory / 'anchor.db'}"
-        procs.p2pfaas(
-            "pub1", "anchor", "anchor", "serve", "--host", "0.0.0.0", "--port", "8700", "--dht-port", "8700",
-            "--db", db, "--public-url", ANCHOR,
-        )  # fmt: skip
-        procs.wait_http("pub1", f"{ANCHOR}/v1/health", name="anchor")
+        start_anchor(procs)
         PUB2_KEY.save(directory / "pub2" / "node.key")
         for host, extra in (
             ("pub2", ()),
             ("home1-1", ("--relay", PUB2)),
             ("home2-1", ()),
         ):
-            procs.p2pfaas(
-                host, host, "node", "run", "--anchor", ANCHOR, "--host", "0.0.0.0", "--port", "8800",
-                "--dht-port", "8800", "--peer", "192.0.2.11:8700", "--work-dir", str(directory / host),
-                "--executor", "process", "--allow-unsandboxed", "--unpaid-owners", *extra,
-            )  # fmt: skip
+            start_node(procs, host, "--unpaid-owners", *extra)
             if host == "pub2":  # the relay home1-1 asks for is up first
                 procs.wait_http("pub1", f"{PUB2}/v1/status", name=host)
         yield procs
@@ -98,25 +78,8 @@ def lessee_key(procs: LabProcesses) -> str:
     return str(procs.directory / "lessee.key")  # one lessee for the module: the function is deployed once
 
 
-def listed(procs: LabProcesses) -> dict[str, str]:
-    return dict(json.loads(procs.python("home2-2", LIST_NODES, ANCHOR)))
-
-
-def wait_listed(procs: LabProcesses, check: object, what: str) -> dict[str, str]:
-    seen: dict[str, str] = {}
-
-    def ok() -> bool:
-        seen.clear()
-        seen.update(listed(procs))
-        return callable(check) and bool(check(seen))
-
-    try:
-        wait_for(ok, timeout_s=90, what=what, every_s=1.0)
-    except Exception:
-        for name in procs.procs:
-            print(f"--- {name}\n{procs.tail(name)}")
-        raise
-    return seen
+def wait_nodes(procs: LabProcesses, check: Callable[[dict[str, str]], bool], what: str) -> dict[str, str]:
+    return wait_listed(procs, "home2-2", check, what)
 
 
 def test_the_anchor_echoes_the_address_it_sees(network: LabProcesses) -> None:
@@ -129,7 +92,7 @@ def settled(nodes: dict[str, str]) -> bool:
 
 
 def test_a_public_node_is_direct_and_nodes_behind_nat_are_relayed(network: LabProcesses) -> None:
-    nodes = wait_listed(network, settled, "three nodes listed, two of them relayed")
+    nodes = wait_nodes(network, settled, "three nodes listed, two of them relayed")
     urls = sorted(nodes.values())
     assert PUB2 in urls  # the public node, at the address the anchor saw, over TLS on its own key
     relayed = {node_id: url for node_id, url in nodes.items() if "/v1/relay/" in url}
@@ -141,7 +104,7 @@ def test_a_public_node_is_direct_and_nodes_behind_nat_are_relayed(network: LabPr
 
 
 def test_a_lessee_behind_nat_invokes_every_node_through_whatever_reaches_it(network: LabProcesses) -> None:
-    nodes = wait_listed(network, settled, "three nodes listed, two of them relayed")
+    nodes = wait_nodes(network, settled, "three nodes listed, two of them relayed")
     ran = json.loads(
         network.python("home2-2", INVOKE, ANCHOR, lessee_key(network), str(SAMPLE), *nodes.values())
     )
@@ -152,14 +115,14 @@ def test_a_lessee_behind_nat_invokes_every_node_through_whatever_reaches_it(netw
 
 
 def test_a_dead_relay_is_replaced_and_the_node_is_reached_again(network: LabProcesses) -> None:
-    nodes = wait_listed(network, settled, "three nodes listed, two of them relayed")
+    nodes = wait_nodes(network, settled, "three nodes listed, two of them relayed")
     home1 = next(i for i, u in nodes.items() if u.startswith(f"{PUB2}/v1/relay/"))
     network.kill("pub2")  # the relay of home1-1 dies without a word
 
     def moved(n: dict[str, str]) -> bool:
         return n.get(home1, "").startswith(f"{ANCHOR}/v1/relay/")
 
-    nodes = wait_listed(network, moved, "home1-1 relayed through the anchor")
+    nodes = wait_nodes(network, moved, "home1-1 relayed through the anchor")
     ran = json.loads(
         network.python("home2-2", INVOKE, ANCHOR, lessee_key(network), str(SAMPLE), nodes[home1])
     )

@@ -21,8 +21,8 @@ from p2pfaas.identity import KeyPair
 from p2pfaas.lab import Lab, LabSpec, netns
 from p2pfaas.lab.processes import LabProcesses
 from tests.lab.conftest import lab_or_skip
+from tests.lab.labkit import ANCHOR, start_anchor, start_node
 
-ANCHOR = "http://192.0.2.11:8700"
 TLS_KEY = KeyPair.from_seed(b"lab-wire/tls")
 TLS_NODE = f"https://192.0.2.12:8800/n/{TLS_KEY.key_id}"
 PLAIN_NODE = "http://192.0.2.13:8800"
@@ -61,19 +61,10 @@ def network(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabP
     """An anchor on pub1, a TLS node on pub2, a plain-HTTP node on pub3, another TLS node on pub4."""
     directory = tmp_path_factory.mktemp("lab-wire")
     with LabProcesses(lab, directory) as procs:
-        db = f"sqlite+aiosqlite:///{directory / 'anchor.db'}"
-        procs.p2pfaas(
-            "pub1", "anchor", "anchor", "serve", "--host", "0.0.0.0", "--port", "8700", "--dht-port", "8700",
-            "--db", db, "--public-url", ANCHOR,
-        )  # fmt: skip
-        procs.wait_http("pub1", f"{ANCHOR}/v1/health", name="anchor")
+        start_anchor(procs)
         TLS_KEY.save(directory / "pub2" / "node.key")
         for host, extra in (("pub2", ()), ("pub3", ("--tls", "off")), ("pub4", ())):
-            procs.p2pfaas(
-                host, host, "node", "run", "--anchor", ANCHOR, "--host", "0.0.0.0", "--port", "8800",
-                "--dht-port", "8800", "--peer", "192.0.2.11:8700", "--work-dir", str(directory / host),
-                "--executor", "process", "--allow-unsandboxed", "--unpaid-owners", *extra,
-            )  # fmt: skip
+            start_node(procs, host, "--unpaid-owners", *extra)
         procs.wait_http("pub1", f"{TLS_NODE}/v1/status", name="pub2")
         procs.wait_http("pub1", f"{PLAIN_NODE}/v1/status", name="pub3")
         yield procs

@@ -12,9 +12,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from p2pfaas import codec, signing
+from p2pfaas import codec, rpc, signing
+from p2pfaas.errors import Unreachable
 from p2pfaas.identity import KeyPair
-from p2pfaas.relay import RelayHub, RelayLink, relay_path, wire
+from p2pfaas.messages import NodeStatus
+from p2pfaas.relay import RelayHub, RelayLink, is_relayed, relay_path, wire
 from p2pfaas.rpc import error_middleware
 
 
@@ -104,6 +106,11 @@ async def test_a_node_not_connected_is_a_clear_502_and_a_bad_id_too() -> None:
         for node_id in ("a" * 40, "not-a-node-id"):
             async with session.get(f"{relay_url}/v1/relay/{node_id}/v1/status") as r:
                 assert r.status == 502 and b"not connected to this relay" in await r.read()
+        # Callers take it for what it is: the node is not reachable there (they try another node).
+        with pytest.raises(Unreachable, match="not connected to this relay"):
+            await rpc.call(
+                session, "GET", f"{relay_url}/v1/relay/{'a' * 40}/v1/status", NodeStatus, timeout_s=5
+            )
 
 
 async def test_a_hello_signed_by_another_key_or_for_another_nonce_is_refused() -> None:
@@ -193,3 +200,11 @@ async def test_a_malformed_answer_drops_the_link_not_the_relay(frame: bytes) -> 
                 break
             await asyncio.sleep(0.02)
         assert not hub.links
+
+
+def test_relayed_urls_are_told_from_direct_ones_over_tls_too() -> None:
+    node, relay_id = "b" * 40, "c" * 40
+    assert is_relayed(f"http://192.0.2.11:8700{relay_path(node)}")
+    assert is_relayed(f"https://192.0.2.12:8800/n/{relay_id}{relay_path(node)}")
+    assert not is_relayed(f"https://192.0.2.12:8800/n/{relay_id}")  # a direct TLS node (can relay)
+    assert not is_relayed("http://192.0.2.13:8800")
