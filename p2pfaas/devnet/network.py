@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pfaas.errors import LocalError, P2PFaaSError
+from p2pfaas.lifecycle import process_alive
 from p2pfaas.node.executors import docker_problem
 
 STATE_FILE = "state.json"
@@ -74,27 +75,17 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _stop(pids: list[int], *, grace_s: float = 15.0) -> None:
     """SIGTERM our own processes (nodes first, anchor last), then SIGKILL what lingers."""
     for pid in pids:
-        if _alive(pid):
+        if process_alive(pid):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     for pid in pids:
-        while _alive(pid) and time.monotonic() < deadline:
+        while process_alive(pid) and time.monotonic() < deadline:
             _reap(pid)
             time.sleep(0.1)
-        if _alive(pid):
+        if process_alive(pid):
             os.kill(pid, signal.SIGKILL)
         _reap(pid)
 
@@ -119,7 +110,7 @@ def up(directory: Path, *, nodes: int, port: int, detach: bool, executor: str = 
     state_path = directory / STATE_FILE
     if state_path.exists():
         old = json.loads(state_path.read_text())
-        if any(_alive(pid) for pid in old.get("pids", [])):
+        if any(process_alive(pid) for pid in old.get("pids", [])):
             raise LocalError(f"a devnet from {directory} is running; stop it with `p2pfaas devnet down`")
     # `executor="process"` skips Docker even where it runs (fast tests of many node processes).
     no_docker = "the process executor was asked for" if executor == "process" else docker_problem()

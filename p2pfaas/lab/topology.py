@@ -24,6 +24,7 @@ from types import TracebackType
 
 from p2pfaas.lab import netns
 from p2pfaas.lab.netns import LabError
+from p2pfaas.lifecycle import process_alive
 
 PREFIX = "p2l"
 STATE_DIR = Path(os.environ.get("P2PFAAS_LAB_STATE", "/run/p2pfaas-lab"))
@@ -244,17 +245,7 @@ def remove_stale(*, state_dir: Path = STATE_DIR) -> list[str]:
     """Remove the labs whose owning process has died (a test run that was killed); their tokens."""
     removed = []
     for lab in Lab.recorded(state_dir=state_dir):
-        if lab.owner_pid is not None and not _alive(lab.owner_pid):
+        if lab.owner_pid is not None and not process_alive(lab.owner_pid):
             lab.destroy()
             removed.append(lab.token)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
