@@ -138,8 +138,8 @@ async def call(
 
     Raises NotFound / Refused for an ErrorReply, DecodeError for a malformed answer, and
     Unreachable when the peer cannot be reached or does not answer within `timeout_s` (also when a
-    relay answers 502/504 for the node behind it). Redirects
-    are never followed (a 3xx is an error): a peer must not steer our requests elsewhere.
+    relay answers 502/504 for the node behind it). Redirects are never followed (a 3xx is an
+    error): a peer must not steer our requests elsewhere.
     `headers` adds request headers (e.g. `Authorization: Bearer ...` for the anchor's account routes).
     """
     data = codec.encode(msg) if msg is not None else None

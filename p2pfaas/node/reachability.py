@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from p2pfaas import rpc, tls
+from p2pfaas.dht.adverts import plain_url
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import Observed
 
@@ -37,13 +38,9 @@ class Reach(enum.Enum):
     RELAYED = "relayed"  # reached through a relay
 
 
-def http_url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
 def base_url(host: str, port: int, *, tls_id: str | None) -> str:
     """The node's base URL: with TLS, https and the identity it proves (`p2pfaas.tls`); else http."""
-    plain = http_url(host, port)
+    plain = plain_url(host, port)
     return plain if tls_id is None else "https" + plain[4:] + tls.identity_path(tls_id)
 
 
@@ -72,7 +69,7 @@ def loopback_url(host: str, port: int) -> str:
     """Where this machine reaches the node's own HTTP service (what a relay's requests are run against)."""
     if is_wildcard(host):
         host = "::1" if host == "::" else "127.0.0.1"
-    return http_url(host, port)
+    return plain_url(host, port)
 
 
 def fixed_url(public_url: str, host: str, port: int, *, tls_id: str | None) -> str | None:
