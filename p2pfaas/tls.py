@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.x509.oid import NameOID
 
+from p2pfaas.errors import ConfigError
 from p2pfaas.identity import KeyPair, node_id_of
 
 CERT_FILE, KEY_FILE = "node.crt", "node.tls.key"
@@ -133,7 +134,10 @@ def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
     """A TLS 1.3 server context for a certificate and key (a node's own, or an anchor's from a CA)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.load_cert_chain(cert_path, key_path)
+    try:
+        context.load_cert_chain(cert_path, key_path)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot serve TLS with {cert_path} and {key_path}: {exc}") from None
     return context
 
 

@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 from p2pfaas import rpc, tls
 from p2pfaas.anchor.app import AnchorSettings
 from p2pfaas.anchor.server import AnchorServer
-from p2pfaas.errors import IdentityMismatch, Unreachable
+from p2pfaas.errors import ConfigError, IdentityMismatch, Unreachable
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import Observed
 
@@ -178,3 +178,12 @@ async def test_an_anchor_serves_https_that_a_lessee_verifies_against_its_ca(tmp_
         trusted = await asyncio.to_thread(signup, "alice", SSL_CERT_FILE=str(ca))
         assert trusted.returncode == 0, trusted.stderr
         assert (tmp_path / "alice" / "token").exists()
+
+
+def test_a_missing_or_mismatched_certificate_is_a_clear_config_error(tmp_path: Path) -> None:
+    cert, _ = tls.write_node_certificate(NODE, tmp_path / "node")
+    _, other_key = tls.write_node_certificate(OTHER, tmp_path / "other")
+    with pytest.raises(ConfigError, match="cannot serve TLS"):
+        tls.server_context(tmp_path / "missing.pem", tmp_path / "missing.key")
+    with pytest.raises(ConfigError, match="cannot serve TLS"):
+        tls.server_context(cert, other_key)  # a key that is not the certificate's
