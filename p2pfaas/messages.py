@@ -290,14 +290,59 @@ class Receipt(Message):
             raise ValueError("a receipt's request hash is 32 bytes (or absent)")
 
 
+@message(32)
+@dataclass(frozen=True)
+class ChannelTicket(Message):
+    """The lessee's cumulative word to node `node_id`: of the results it received from that node,
+    paid by voucher `voucher_id`, it accepts `total_micro` of node price in all (fees on top).
+
+    A payment channel per (voucher, node), `p2pfaas.channels`: the lessee signs a new ticket after
+    each result it uses, `seq` one higher and `total_micro` grown by that receipt's price, so each
+    ticket supersedes the last; the node keeps the latest and sends it with its receipts; the anchor
+    pays the node's receipts on that voucher only up to the highest total the lessee signed. So what
+    a node is paid is bound to the results the lessee accepted from that very node.
+    """
+
+    voucher_id: Annotated[str, MaxLen(64)]
+    node_id: str  # the node the lessee received results from
+    seq: int  # one per accepted receipt: a higher one supersedes
+    total_micro: int  # node price accepted so far on this channel
+    signer: PublicKeyBytes  # the lessee's key (the voucher's `lessee_key`)
+    signature: SignatureBytes
+
+    def __post_init__(self) -> None:
+        if not self.voucher_id:
+            raise ValueError("a channel ticket names its voucher")
+        _check_node_id(self.node_id)
+        check_amount("a channel ticket's seq", self.seq)
+        check_amount("a channel ticket's total_micro", self.total_micro, allow_zero=True)
+
+
+@message(33)
+@dataclass(frozen=True)
+class ChannelTickets(Message):
+    """Channel tickets a lessee hands a node (`POST /v1/channels`), each signed on its own, with the
+    vouchers they draw on: the node checks each ticket's signer against its voucher's lessee."""
+
+    tickets: Annotated[tuple[ChannelTicket, ...], MaxLen(64)]
+    vouchers: Annotated[tuple[Voucher, ...], MaxLen(64)]
+
+
 @message(27)
 @dataclass(frozen=True)
 class ReceiptBatch(Message):
-    """Receipts a node sends to the anchor together; signed by the node (every receipt is signed too)."""
+    """Receipts a node sends to the anchor together; signed by the node (every receipt is signed too).
+
+    `channels` carries the latest `ChannelTicket` the node holds for each voucher of the batch: the
+    anchor pays receipts on a voucher only up to what the lessee signed for this node.
+    """
 
     receipts: Annotated[tuple[Receipt, ...], MaxLen(1024)]
     signer: PublicKeyBytes
     signature: SignatureBytes
+    channels: Annotated[tuple[ChannelTicket, ...], MaxLen(1024)] = ()
+
+    OPTIONAL_TAIL: ClassVar[int] = 1
 
 
 @message(30)

@@ -24,6 +24,7 @@ FLOOR = (
     "tls",
     "lifecycle",
     "messages",
+    "channels",
     "tickets",
     "pricing",
     "signing",

@@ -94,6 +94,10 @@ _FIELD_OVERRIDES: dict[type[Message], dict[str, st.SearchStrategy[Any]]] = {
         "voucher_id": st.text(min_size=1, max_size=64),
         "request_sha256": st.binary(min_size=32, max_size=32),
     },
+    messages.ChannelTicket: {
+        "voucher_id": st.text(min_size=1, max_size=64),
+        "seq": st.integers(min_value=1, max_value=10**15),
+    },
 }
 
 

@@ -173,12 +173,17 @@ class LedgerApi:
                 raise SignatureError(
                     f"receipt {receipt.invocation_id[:64]!r} is not signed by the batch's node"
                 )
-        done = await self.settler.settle_receipts(node.key_id, batch.receipts, now=wall_time())
-        duplicate = tuple(i for i, why in done.refused.items() if why is Refusal.DUPLICATE)
-        refused = tuple(
-            RefusedReceipt(i, str(why)) for i, why in done.refused.items() if why is not Refusal.DUPLICATE
+        done = await self.settler.settle_receipts(
+            node.key_id, batch.receipts, now=wall_time(), channel_tickets=batch.channels
         )
-        return reply(BatchResult(paid=done.paid, duplicate=duplicate, refused=refused))
+        duplicate = tuple(i for i, why in done.refused.items() if why is Refusal.DUPLICATE)
+        unsigned = tuple(i for i, why in done.refused.items() if why is Refusal.UNSIGNED)
+        refused = tuple(
+            RefusedReceipt(i, str(why))
+            for i, why in done.refused.items()
+            if why not in (Refusal.DUPLICATE, Refusal.UNSIGNED)
+        )
+        return reply(BatchResult(paid=done.paid, duplicate=duplicate, refused=refused, unsigned=unsigned))
 
     # --- payouts ----------------------------------------------------------------------------------
 

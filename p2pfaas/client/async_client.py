@@ -27,6 +27,7 @@ import aiohttp
 
 from p2pfaas import bundle, codec, rpc, signing, tickets
 from p2pfaas.client import jobs
+from p2pfaas.client.channels import ChannelCourier
 from p2pfaas.client.discovery import Discovery
 from p2pfaas.client.outcome import InvokeOutcome, decode_outcome
 from p2pfaas.client.wallet import Wallet
@@ -72,6 +73,7 @@ class AsyncClient:
     wallet: Wallet | None = None  # pays with vouchers (issue #5); None: run own functions unpaid
     _discovery: Discovery | None = None
     _session: aiohttp.ClientSession | None = None
+    _courier: ChannelCourier | None = None  # signs for paid results and delivers the channel tickets
     _functions: dict[str, FunctionInfo] = field(default_factory=dict)
     _registered: bool = False
     _nodes: list[NodeInfo] = field(default_factory=list)
@@ -80,6 +82,8 @@ class AsyncClient:
 
     async def __aenter__(self) -> AsyncClient:
         self._session = aiohttp.ClientSession()
+        if self.wallet is not None:
+            self._courier = ChannelCourier(self.keys, self._session)
         if self.dht_seeds:
             self._discovery = await Discovery(self.dht_seeds, rng=self.rng).__aenter__()
         return self
@@ -90,6 +94,9 @@ class AsyncClient:
         if self._discovery is not None:
             await self._discovery.__aexit__(exc_type, exc, tb)
             self._discovery = None
+        if self._courier is not None:
+            await self._courier.aclose()
+            self._courier = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -255,15 +262,28 @@ class AsyncClient:
                         if answer is None:
                             continue
                         sent, result = answer
-                        if self.wallet is not None:
-                            self.wallet.spent(result.receipt)
-                        outcome = decode_outcome(sent, result, await self.executing_node(result, node))
+                        executed_by = await self.executing_node(result, node)
+                        outcome = decode_outcome(sent, result, executed_by)
+                        self.paid_for(sent, result, executed_by)
                         await self._check_advert(name, result)
                         return replace(outcome, entry_node_id=node.node_id)
             finally:
                 for task in pending:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
+
+    def paid_for(self, request: InvokeRequest, result: InvokeResult, node: NodeInfo) -> None:
+        """The lessee received `result` of paid `request` from `node` (which signed it): count its
+        receipt against the voucher, and sign for it on the node's payment channel."""
+        receipt = result.receipt
+        if receipt is None or request.voucher is None:
+            return
+        if receipt.invocation_id != request.invocation_id or receipt.signer != result.signer:
+            return  # not this call's receipt, or not the executor's: nothing owed for it
+        if self.wallet is not None:
+            self.wallet.spent(receipt)
+        if self._courier is not None:
+            self._courier.accept(receipt, request.voucher, node_id=node.node_id, node_url=node.url)
 
     async def _candidates(self, invocation_id: str, node_url: str | None) -> AsyncGenerator[NodeInfo, None]:
         """Entry nodes to try, each once: the cached list, then (when it runs out) a fresh one."""
@@ -289,9 +309,7 @@ class AsyncClient:
                 self.session, "POST", f"{self.anchor_url}/v1/adverts/lies", Ack, report, timeout_s=5.0
             )
 
-    async def entry_nodes(
-        self, invocation_id: str, node_url: str | None, *, refresh: bool
-    ) -> list[NodeInfo]:
+    async def entry_nodes(self, invocation_id: str, node_url: str | None, *, refresh: bool) -> list[NodeInfo]:
         if node_url is None and self._discovery is not None and not refresh:
             nearby = await self._discovery.entry_nodes()
             if nearby:

@@ -50,6 +50,8 @@ class JobClient(Protocol):
 
     async def executing_node(self, result: InvokeResult, entry: NodeInfo) -> NodeInfo: ...
 
+    def paid_for(self, request: InvokeRequest, result: InvokeResult, node: NodeInfo) -> None: ...
+
 
 @dataclass
 class Job:
@@ -127,7 +129,9 @@ async def poll(client: JobClient, job: Job) -> InvokeOutcome | None:
             node_id=job.node.node_id,
         )
     executed_by = await client.executing_node(status.result, job.node)
-    return decode_outcome(job.request, status.result, executed_by)
+    outcome = decode_outcome(job.request, status.result, executed_by)
+    client.paid_for(job.request, status.result, executed_by)
+    return outcome
 
 
 async def wait(

@@ -256,8 +256,7 @@ class ReplicatedInvoker:
                 if receipt.request_sha256 != request_sha256(request):
                     # The anchor votes only on replicas that name one request: this one would spoil it.
                     raise SignatureError("its receipt names another request than the one sent")
-            if wallet is not None:
-                wallet.spent(receipt)
+            self.client.paid_for(request, result, node)
         except (P2PFaaSError, OSError) as error:
             log.info(
                 "replica %s on node %s gave no usable answer: %s", invocation_id, node.node_id[:12], error

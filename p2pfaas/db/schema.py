@@ -286,6 +286,23 @@ settlements = sa.Table(
     **MYSQL_TABLE_OPTIONS,
 )
 
+# Payment channels (revision 0006, `p2pfaas.channels`): per voucher and node, the highest total the
+# lessee signed for that node's results, and how much of it the node's paid receipts have used.
+channels = sa.Table(
+    "channels",
+    metadata,
+    sa.Column("voucher_id", sa.String(64), primary_key=True),
+    key_id_column("node_id", primary_key=True),
+    sa.Column("seq", sa.BigInteger(), nullable=False),
+    sa.Column("signed_micro", sa.BigInteger(), nullable=False),
+    sa.Column("paid_micro", sa.BigInteger(), nullable=False),
+    timestamp_column("updated_at", nullable=False),
+    sa.CheckConstraint("paid_micro <= signed_micro", name="ck_channels_paid_within_signed"),
+    *bounded_amount("channels", "signed_micro", 0),
+    *bounded_amount("channels", "paid_micro", 0),
+    **MYSQL_TABLE_OPTIONS,
+)
+
 payouts = sa.Table(
     "payouts",
     metadata,

@@ -11,6 +11,9 @@ operators' spot checks and `p2pfaas account audit`, not for the request path.
    what was settled never exceeds the budget.
 5. Each invocation is settled once (the primary key), and what settlements paid is what the node
    and fee accounts received from settlement transfers.
+6. Each payment channel (`p2pfaas.channels`) has paid no more than its lessee signed, counts only
+   payments that exist (at most what the settlements on its voucher now credit its node; less only
+   where a payment moved to the executor at its lower price), and draws on a known voucher.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2pfaas.db import Database
-from p2pfaas.db.schema import accounts, entries, settlements, transfers, vouchers
+from p2pfaas.db.schema import accounts, channels, entries, settlements, transfers, vouchers
 from p2pfaas.ledger.policy import may_go_negative
 
 __all__ = ["audit"]
@@ -67,8 +70,10 @@ async def _audit(connection: AsyncConnection) -> list[str]:
             )
 
     charged: dict[str, int] = defaultdict(int)
+    credited: dict[tuple[str, str], int] = defaultdict(int)  # (voucher, node) -> settled prices
     paid_to_nodes = fees = 0
     for row in (await connection.execute(sa.select(settlements))).all():
+        credited[(row.voucher_id, row.node_id)] += int(row.price_micro)
         charged[row.voucher_id] += int(row.price_micro) + int(row.fee_micro)
         paid_to_nodes += int(row.price_micro)
         fees += int(row.fee_micro)
@@ -88,6 +93,18 @@ async def _audit(connection: AsyncConnection) -> list[str]:
             )
     for voucher_id in charged:
         problems.append(f"settlements draw on unknown voucher {voucher_id}")
+    known = set(await connection.scalars(sa.select(vouchers.c.voucher_id)))
+    for lane in (await connection.execute(sa.select(channels))).all():
+        name = f"channel of voucher {lane.voucher_id} to node {lane.node_id}"
+        if not 0 <= lane.paid_micro <= lane.signed_micro:
+            problems.append(f"{name} paid {lane.paid_micro} of {lane.signed_micro} signed")
+        if lane.paid_micro > credited.get((lane.voucher_id, lane.node_id), 0):
+            problems.append(
+                f"{name} counts {lane.paid_micro} paid, but settlements credit the node "
+                f"{credited.get((lane.voucher_id, lane.node_id), 0)}"
+            )
+        if lane.voucher_id not in known:
+            problems.append(f"{name} draws on an unknown voucher")
     received = sum(amount for account_id, amount in settled_in.items() if amount > 0)
     if received != paid_to_nodes + fees:
         problems.append(f"settlements paid {paid_to_nodes}+{fees} but accounts received {received}")

@@ -114,6 +114,9 @@ class Refusal(enum.StrEnum):
     BAD_SIGNATURE = "bad-signature"  # the receipt's own signature does not verify
     WRONG_NODE = "wrong-node"  # the ticket (and its delegations) pay another node than the signer
     OVER_TICKET = "over-ticket"  # the price is over the cap the lessee signed
+    # Over what the lessee signed on this node's channel (`p2pfaas.channels`): not paid now, and
+    # paid when a newer channel ticket covers it. The only refusal a node resends.
+    UNSIGNED = "unsigned"
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ class Admission:
     paid: list[tuple[ReceiptClaim, int]] = field(default_factory=list)  # (claim, fee_micro)
     refused: dict[str, Refusal] = field(default_factory=dict)
     spent_micro: dict[str, int] = field(default_factory=dict)  # voucher id -> charged in this batch
+    channel_micro: dict[str, int] = field(default_factory=dict)  # voucher id -> node price admitted
 
 
 def admit_batch(
@@ -155,8 +159,11 @@ def admit_batch(
     settled: frozenset[str],
     fees: FeePolicy,
     expiry_skew_s: float,
+    channel_room: Mapping[str, int] | None = None,
 ) -> Admission:
-    """Decide a batch in order: first come, first paid, while the voucher's hold lasts.
+    """Decide a batch in order: first come, first paid, while the voucher's hold lasts and, given
+    `channel_room` (voucher id -> what the lessee signed for this node and is not paid yet), while
+    the node's channel on that voucher covers the price (UNSIGNED otherwise; None: not gated).
 
     A receipt issued more than `expiry_skew_s` after its voucher expired is refused (nodes check
     expiry before running; the skew allows for clocks). Zero-price receipts are refused as
@@ -188,6 +195,14 @@ def admit_batch(
         if spent + charge > voucher.remaining_micro:
             out.refused[claim.invocation_id] = Refusal.OVER_BUDGET
             continue
+        if channel_room is not None:
+            room = channel_room.get(voucher.voucher_id, 0) - out.channel_micro.get(voucher.voucher_id, 0)
+            if claim.price_micro > room:
+                out.refused[claim.invocation_id] = Refusal.UNSIGNED
+                continue
+            out.channel_micro[voucher.voucher_id] = (
+                out.channel_micro.get(voucher.voucher_id, 0) + claim.price_micro
+            )
         out.spent_micro[voucher.voucher_id] = spent + charge
         out.paid.append((claim, charge - claim.price_micro))
         seen.add(claim.invocation_id)

@@ -23,17 +23,25 @@ work its lessee never asked for), a chain of delegations from the ticket's payee
 the ticket's cap (OVER_TICKET). Step 2 then checks that the ticket's signer, the receipt's lessee
 key, is the voucher's. `settle` itself trusts its claims.
 
+Payment channels (`p2pfaas.channels`): the batch carries the node's latest `ChannelTicket` per
+voucher. Under the voucher's lock, `_settle_once` raises the channel's row (`channels`) to the
+highest total the voucher's lessee signed for this node, and admits receipts only while their
+prices fit what is signed and not yet paid (UNSIGNED otherwise, resent by the node later); what it
+pays is added to the row's `paid_micro`, which a CHECK keeps within `signed_micro`. So a node is
+never paid more on a voucher than the lessee signed for that node's results.
+
 A payee that forwarded an invocation and also billed it was paid first (its receipt arrived
 first): when the executor's receipt arrives with a delegation signed by that payee, the payee has
-signed that it passed the call on, so `supersede` moves that payment (within the lessee's cap) from
-the payee's earnings to the executor's.
+signed that it passed the call on, so `supersede` moves that payment (within the lessee's cap and
+the executor's channel) from the payee's earnings to the executor's, and gives the payee's
+channel back the room it used.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,8 +49,9 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from p2pfaas.channels import channel_problem
 from p2pfaas.db import Database
-from p2pfaas.db.schema import accounts, key_owners, settlements, transfers, users, vouchers
+from p2pfaas.db.schema import accounts, channels, key_owners, settlements, transfers, users, vouchers
 from p2pfaas.db.upsert import insert_ignore_many
 from p2pfaas.identity import PublicKey
 from p2pfaas.ledger.earnings import SUPERSEDE_REF, credited_account
@@ -63,7 +72,7 @@ from p2pfaas.ledger.postings import (
     move,
     post_transfer,
 )
-from p2pfaas.messages import Receipt
+from p2pfaas.messages import ChannelTicket, Receipt
 from p2pfaas.tickets import (
     chain_problem,
     price_problem,
@@ -210,10 +219,25 @@ class Settler:
         self._unclaimed[node_id] = (account_id, now + UNCLAIMED_RECHECK_S)
         return account_id
 
-    async def settle_receipts(self, node_id: str, receipts: Sequence[Receipt], *, now: float) -> SettledBatch:
+    async def settle_receipts(
+        self,
+        node_id: str,
+        receipts: Sequence[Receipt],
+        *,
+        now: float,
+        channel_tickets: Sequence[ChannelTicket] = (),
+    ) -> SettledBatch:
         """Pay the node `node_id` (whose batch signature is checked) for `receipts` that each verify
-        on their own and carry their lessee's valid spend ticket for this node and price; refuse the
-        others (one or two Ed25519 checks each, plus one per delegation)."""
+        on their own, carry their lessee's valid spend ticket for this node and price, and fit what
+        the lessee signed on the node's channels (`channel_tickets`, each verified here); refuse the
+        others (one or two Ed25519 checks each, plus one per delegation and channel ticket)."""
+        offered: dict[str, ChannelTicket] = {}
+        for ticket in channel_tickets:
+            best = offered.get(ticket.voucher_id)
+            if (best is None or ticket.total_micro > best.total_micro) and channel_problem(
+                ticket, node_id=node_id
+            ) is None:
+                offered[ticket.voucher_id] = ticket
         claims: list[ReceiptClaim] = []
         bad: dict[str, Refusal] = {}
         delegated: dict[str, Receipt] = {}
@@ -225,7 +249,11 @@ class Settler:
                     delegated[receipt.invocation_id] = receipt
             else:
                 bad.setdefault(receipt.invocation_id, refusal)
-        done = await self.settle(node_id, claims, now=now) if claims else SettledBatch((), {}, 0, 0)
+        done = (
+            await self.settle(node_id, claims, now=now, channel_tickets=offered)
+            if claims
+            else SettledBatch((), {}, 0, 0)
+        )
         for invocation_id, refusal in bad.items():
             if invocation_id not in done.paid:  # the same id with a good receipt may have been paid
                 done.refused.setdefault(invocation_id, refusal)
@@ -240,7 +268,9 @@ class Settler:
         paid_micro = done.paid_micro
         for receipt in superseded:
             moved = await self.supersede(node_id, receipt, now=now)
-            if moved is not None:
+            if moved is UNSIGNED_MOVE:
+                done.refused[receipt.invocation_id] = Refusal.UNSIGNED
+            elif moved is not None:
                 paid.append(receipt.invocation_id)
                 paid_micro += moved
                 del done.refused[receipt.invocation_id]
@@ -249,7 +279,8 @@ class Settler:
     async def supersede(self, node_id: str, receipt: Receipt, *, now: float) -> int | None:
         """Move the payment of `receipt`'s invocation to node `node_id` (its executor) from a node
         that billed it although it signed one of the receipt's delegations; what moved, or None
-        when the payment stays (it went to a node that did not pass the call on, or to this one).
+        when the payment stays (it went to a node that did not pass the call on, or to this one),
+        or UNSIGNED_MOVE when the executor's channel does not cover it yet.
 
         The executor gets at most its own receipt's price; the rest of what the voucher paid goes
         back to the lessee. The money is taken from the account the payment went into (whoever
@@ -275,6 +306,10 @@ class Settler:
                 return None
             holder, paid = held  # what the voucher paid for it (within the lessee's cap), or moved since
             moved = min(paid, receipt.price_micro)
+            lanes = await _lock_channels(connection, receipt.voucher_id, [node_id, row.node_id])
+            mine = lanes.get(node_id)
+            if mine is None or mine.signed - mine.paid < moved:
+                return UNSIGNED_MOVE  # the lessee has not signed for this result of the executor yet
             memo = f"node {row.node_id} forwarded {receipt.invocation_id} to {node_id} and billed it"
             ref = f"{SUPERSEDE_REF}{receipt.invocation_id}:{row.node_id}"
             legs = {holder: -moved, executor_account: moved}
@@ -293,6 +328,9 @@ class Settler:
                 .where(settlements.c.invocation_id == receipt.invocation_id)
                 .values(node_id=node_id, result_sha256=receipt.result_sha256)
             )
+            await _add_paid(connection, receipt.voucher_id, node_id, moved, now)
+            if row.node_id in lanes:
+                await _add_paid(connection, receipt.voucher_id, row.node_id, -int(row.price_micro), now)
             return moved
 
         try:
@@ -301,15 +339,26 @@ class Settler:
             log.error("cannot move the payment of %s to its executor: %s", receipt.invocation_id, error)
             return None
 
-    async def settle(self, node_id: str, claims: Sequence[ReceiptClaim], *, now: float) -> SettledBatch:
-        """Pay the node `node_id` for `claims` (already verified as its signed receipts)."""
+    async def settle(
+        self,
+        node_id: str,
+        claims: Sequence[ReceiptClaim],
+        *,
+        now: float,
+        channel_tickets: Mapping[str, ChannelTicket] | None = None,
+    ) -> SettledBatch:
+        """Pay the node `node_id` for `claims` (already verified as its signed receipts) within its
+        channels, given the latest verified `channel_tickets` by voucher id (`settle_receipts` always
+        gives them; None, for the ledger's own tests and benchmarks of batch cost: not gated)."""
         # Trust: a replica is paid only once its vote says so; outvoted ones never (the gate).
         claims, outvoted = await self.gate(self.db, node_id, claims, now=now)
         node_account = await self.earning_account(node_id, now=now)
         fees_account = await self._account_id(FEES_ACCOUNT, AccountKind.ANCHOR, now)
 
         async def work(connection: AsyncConnection) -> SettledBatch:
-            return await self._settle_once(connection, node_id, node_account, fees_account, claims, now)
+            return await self._settle_once(
+                connection, node_id, node_account, fees_account, claims, now, channel_tickets
+            )
 
         done = await self.db.run(work, what=f"settle {len(claims)} receipts")
         done.refused.update(dict.fromkeys(outvoted, Refusal.OUTVOTED))
@@ -323,6 +372,7 @@ class Settler:
         fees_account: int,
         claims: Sequence[ReceiptClaim],
         now: float,
+        channel_tickets: Mapping[str, ChannelTicket] | None,
     ) -> SettledBatch:
         attempt = secrets.token_hex(16)  # new per attempt: a retried transaction gets its own
         voucher_ids = sorted({claim.voucher_id for claim in claims})
@@ -361,12 +411,20 @@ class Settler:
             for row in locked
         }
         holds = {row.voucher_id: int(row.hold_account_id) for row in locked}
+        room: dict[str, int] | None = None
+        if channel_tickets is not None:  # under the voucher locks: no other batch moves these rows
+            room = await _raise_channels(connection, node_id, views, channel_tickets, now)
         admission = admit_batch(
-            claims, vouchers=views, settled=frozenset(), fees=self.fees, expiry_skew_s=self.expiry_skew_s
+            claims,
+            vouchers=views,
+            settled=frozenset(),
+            fees=self.fees,
+            expiry_skew_s=self.expiry_skew_s,
+            channel_room=room,
         )
         careful = bool(admission.refused)  # a refusal may hide a replay: tell DUPLICATE apart
         if careful:
-            admission = await self._admit_knowing_settled(connection, claims, views)
+            admission = await self._admit_knowing_settled(connection, claims, views, room)
         if not admission.paid:
             return SettledBatch((), admission.refused, 0, 0)
         result = await connection.execute(
@@ -404,7 +462,7 @@ class Settler:
             except sa_exc.IntegrityError as error:
                 if not is_duplicate_key(error):
                     raise
-                admission = await self._admit_knowing_settled(connection, claims, views)
+                admission = await self._admit_knowing_settled(connection, claims, views, room)
         if mine is None:
             # Skip ids that exist; an id settled concurrently under another voucher (it waited
             # for that transaction, then lost) is not this attempt's, and is not paid here.
@@ -420,6 +478,7 @@ class Settler:
         paid: list[str] = []
         paid_micro = fee_micro = 0
         refused = dict(admission.refused)
+        by_channel: dict[str, int] = {}
         for claim, fee in admission.paid:
             if claim.invocation_id not in mine:
                 refused[claim.invocation_id] = Refusal.DUPLICATE  # settled concurrently under another voucher
@@ -429,6 +488,10 @@ class Settler:
             paid.append(claim.invocation_id)
             paid_micro += claim.price_micro
             fee_micro += fee
+            by_channel[claim.voucher_id] = by_channel.get(claim.voucher_id, 0) + claim.price_micro
+        if room is not None:
+            for voucher_id, amount in sorted(by_channel.items()):
+                await _add_paid(connection, voucher_id, node_id, amount, now)
         legs[node_account] = legs.get(node_account, 0) + paid_micro
         legs[fees_account] = legs.get(fees_account, 0) + fee_micro
         if not paid:
@@ -437,11 +500,98 @@ class Settler:
         return SettledBatch(tuple(paid), refused, paid_micro, fee_micro)
 
     async def _admit_knowing_settled(
-        self, connection: AsyncConnection, claims: Sequence[ReceiptClaim], views: dict[str, VoucherView]
+        self,
+        connection: AsyncConnection,
+        claims: Sequence[ReceiptClaim],
+        views: dict[str, VoucherView],
+        room: Mapping[str, int] | None,
     ) -> Admission:
         ids = sorted({claim.invocation_id for claim in claims})
         query = sa.select(settlements.c.invocation_id).where(settlements.c.invocation_id.in_(ids))
         settled = frozenset(await connection.scalars(query))
         return admit_batch(
-            claims, vouchers=views, settled=settled, fees=self.fees, expiry_skew_s=self.expiry_skew_s
+            claims,
+            vouchers=views,
+            settled=settled,
+            fees=self.fees,
+            expiry_skew_s=self.expiry_skew_s,
+            channel_room=room,
         )
+
+
+# --- channels (`p2pfaas.channels`) ----------------------------------------------------------------
+
+UNSIGNED_MOVE = -1  # `supersede`'s answer when the executor's channel does not cover the move yet
+
+
+@dataclass(frozen=True)
+class _Lane:
+    signed: int
+    paid: int
+
+
+async def _lock_channels(
+    connection: AsyncConnection, voucher_id: str, node_ids: Sequence[str]
+) -> dict[str, _Lane]:
+    rows = await connection.execute(
+        sa.select(channels.c.node_id, channels.c.signed_micro, channels.c.paid_micro)
+        .where(channels.c.voucher_id == voucher_id, channels.c.node_id.in_(sorted(set(node_ids))))
+        .order_by(channels.c.node_id)
+        .with_for_update()
+    )
+    return {row.node_id: _Lane(int(row.signed_micro), int(row.paid_micro)) for row in rows}
+
+
+async def _raise_channels(
+    connection: AsyncConnection,
+    node_id: str,
+    views: Mapping[str, VoucherView],
+    offered: Mapping[str, ChannelTicket],
+    now: float,
+) -> dict[str, int]:
+    """Raise node `node_id`'s channel rows to the tickets `offered` that the vouchers' lessees
+    signed (older or lower ones change nothing); return what each channel has signed and unpaid."""
+    rows = await connection.execute(
+        sa.select(channels.c.voucher_id, channels.c.seq, channels.c.signed_micro, channels.c.paid_micro)
+        .where(channels.c.node_id == node_id, channels.c.voucher_id.in_(sorted(views)))
+        .order_by(channels.c.voucher_id)
+        .with_for_update()
+    )
+    lanes = {row.voucher_id: _Lane(int(row.signed_micro), int(row.paid_micro)) for row in rows}
+    room: dict[str, int] = {}
+    for voucher_id, view in sorted(views.items()):
+        lane = lanes.get(voucher_id)
+        ticket = offered.get(voucher_id)
+        if ticket is not None and ticket.signer != view.lessee_key:
+            ticket = None  # signed by someone else than the voucher's lessee: worth nothing
+        if ticket is not None and lane is None:
+            await connection.execute(
+                channels.insert().values(
+                    voucher_id=voucher_id,
+                    node_id=node_id,
+                    seq=ticket.seq,
+                    signed_micro=ticket.total_micro,
+                    paid_micro=0,
+                    updated_at=now,
+                )
+            )
+            lane = _Lane(ticket.total_micro, 0)
+        elif ticket is not None and lane is not None and ticket.total_micro > lane.signed:
+            await connection.execute(
+                channels.update()
+                .where(channels.c.voucher_id == voucher_id, channels.c.node_id == node_id)
+                .values(seq=ticket.seq, signed_micro=ticket.total_micro, updated_at=now)
+            )
+            lane = _Lane(ticket.total_micro, lane.paid)
+        room[voucher_id] = 0 if lane is None else lane.signed - lane.paid
+    return room
+
+
+async def _add_paid(
+    connection: AsyncConnection, voucher_id: str, node_id: str, amount: int, now: float
+) -> None:
+    await connection.execute(
+        channels.update()
+        .where(channels.c.voucher_id == voucher_id, channels.c.node_id == node_id)
+        .values(paid_micro=channels.c.paid_micro + amount, updated_at=now)
+    )

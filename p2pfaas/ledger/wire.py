@@ -8,7 +8,7 @@ voucher is `messages.Voucher`, signed by the anchor. Routes: `p2pfaas.anchor.led
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from p2pfaas.codec import MaxLen, Message, message
 from p2pfaas.messages import PublicKeyBytes
@@ -117,11 +117,15 @@ class RefusedReceipt(Message):
 @dataclass(frozen=True)
 class BatchResult(Message):
     """What the anchor did with a receipt batch: `paid` now, `duplicate` (paid before), `refused`
-    (never to be paid). Every receipt of the batch is in exactly one; none needs resending."""
+    (never to be paid), `unsigned` (not covered yet by what the lessee signed on the node's channel:
+    resend it with a newer channel ticket). Every receipt of the batch is in exactly one."""
 
     paid: Annotated[tuple[Ref, ...], MaxLen(1024)]
     duplicate: Annotated[tuple[Ref, ...], MaxLen(1024)]
     refused: Annotated[tuple[RefusedReceipt, ...], MaxLen(1024)]
+    unsigned: Annotated[tuple[Ref, ...], MaxLen(1024)] = ()
+
+    OPTIONAL_TAIL: ClassVar[int] = 1
 
 
 @message(87)

@@ -5,6 +5,8 @@ Routes:
                       403 bad signature / not allowed, 404 unknown function, 413 needs more
                       memory than the node lends, 503 busy (the reason may name a peer with room)
     GET  /v1/status                  -> NodeStatus
+    POST /v1/channels   ChannelTickets -> Ack: the lessee's latest payment-channel tickets
+                        (p2pfaas/channels.py); 403 forged, 402 before the anchor's key is known
     POST /v1/forward, /v1/gossip, /v1/drain, /v1/jobs, /v1/jobs/{id} (a signed JobPoll): see
                                         node/placement.py
     GET  /v1/bundles/{digest}        -> Bundle, as stored (peers fetch bundles from each other and
@@ -26,7 +28,7 @@ from aiohttp import web
 
 from p2pfaas import codec, tls
 from p2pfaas.errors import DecodeError, NotFound
-from p2pfaas.messages import MAX_PAYLOAD_BYTES, Delegation, InvokeRequest, NodeStatus
+from p2pfaas.messages import MAX_PAYLOAD_BYTES, Ack, ChannelTickets, Delegation, InvokeRequest, NodeStatus
 from p2pfaas.node.placement import NodePlacement
 from p2pfaas.node.service import NodeService
 from p2pfaas.placement.wire import MAX_HOPS
@@ -59,6 +61,14 @@ async def status(request: web.Request) -> web.Response:
             cached_bundles=len(service.cache),
         )
     )
+
+
+async def channels(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    msg = await read_message(request, ChannelTickets)
+    if service.offer_channels is None:
+        raise NotFound("this node takes no payments")
+    return reply(Ack(f"kept {service.offer_channels(msg)} of {len(msg.tickets)} channel tickets"))
 
 
 async def bundle(request: web.Request) -> web.Response:
@@ -123,6 +133,7 @@ def make_app(
     routes += [
         web.post("/v1/invoke", invoke),
         web.get("/v1/status", status),
+        web.post("/v1/channels", channels),
         web.get("/v1/bundles/{digest}", bundle),
     ]
     app.add_routes(routes + _under(tls.identity_path(service.node_id), routes))

@@ -112,6 +112,7 @@ class NodeDaemon(StackService):
             fetch_bundle=self._fetch_bundle,
             authorize=self.payments.authorize,
             on_receipt=self.payments.on_receipt,
+            offer_channels=self.payments.offer_channels,
             **options,
         )
         self.service = service

@@ -47,6 +47,7 @@ from p2pfaas.messages import (
     ERROR_TIMEOUT,
     Bundle,
     BundleHeader,
+    ChannelTickets,
     Delegation,
     InvokeRequest,
     InvokeResult,
@@ -98,6 +99,8 @@ class NodeService:
     authorize: Authorizer | None = None  # None: `owner_only`
     prices: Prices = field(default_factory=Prices)
     on_receipt: Callable[[Receipt], None] | None = None
+    # Lessees' channel tickets (`POST /v1/channels`, `NodePayments.offer_channels`); None: unpaid node
+    offer_channels: Callable[[ChannelTickets], int] | None = None
     find_providers: Callable[[str], Awaitable[list[str]]] | None = None
     fetch_from_peer: PeerBundleFetcher | None = None
     on_bundle_cached: Callable[[str], None] | None = None

@@ -42,6 +42,7 @@ from p2pfaas.trust.wire import (
     ReputationList,
 )
 from tests.anchor.conftest import FAST_HASHER
+from tests.ledger.conftest import signed_for
 
 R = TypeVar("R", bound=Message)
 DIGEST = "cd" * 32
@@ -70,7 +71,8 @@ class Live:
         return await call(self.session, method, self.url + path, expect, msg, timeout_s=10, headers=headers)
 
     async def receipts(self, node: KeyPair, *receipts: Receipt) -> BatchResult:
-        batch = signing.sign(ReceiptBatch(tuple(receipts), signer=b"", signature=b""), node)
+        channels = signed_for(receipts, LESSEE)  # the lessee received every one of these results
+        batch = signing.sign(ReceiptBatch(tuple(receipts), b"", b"", channels=channels), node)
         return await self.call("POST", "/v1/receipts", BatchResult, batch)
 
     async def reputation(self, node: KeyPair) -> NodeReputation:

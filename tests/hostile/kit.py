@@ -13,9 +13,9 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from p2pfaas import signing, tickets
+from p2pfaas import channels, signing, tickets
 from p2pfaas.identity import KeyPair
-from p2pfaas.messages import Delegation, Receipt, ReceiptBatch
+from p2pfaas.messages import ChannelTicket, Delegation, Receipt, ReceiptBatch
 
 DIGEST = "ab" * 32
 
@@ -83,6 +83,16 @@ def garbage_signature(receipt: Receipt) -> Receipt:
     return dataclasses.replace(receipt, signature=bytes(64))
 
 
-def batch(receipts: Sequence[Receipt], node: KeyPair) -> ReceiptBatch:
+def channel(
+    voucher_id: str, *, node: KeyPair, lessee: KeyPair, total_micro: int, seq: int = 1
+) -> ChannelTicket:
+    """The lessee's cumulative channel ticket: it accepted `total_micro` of `node`'s results."""
+    return channels.sign_channel(voucher_id, node.key_id, seq=seq, total_micro=total_micro, keys=lessee)
+
+
+def batch(
+    receipts: Sequence[Receipt], node: KeyPair, *, with_channels: Sequence[ChannelTicket] = ()
+) -> ReceiptBatch:
     """A batch the sending node signs properly: its signature covers whatever is inside."""
-    return signing.sign(ReceiptBatch(tuple(receipts), signer=b"", signature=b""), node)
+    unsigned = ReceiptBatch(tuple(receipts), signer=b"", signature=b"", channels=tuple(with_channels))
+    return signing.sign(unsigned, node)

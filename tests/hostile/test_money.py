@@ -46,8 +46,13 @@ async def _voucher(a: Anchor, budget_micro: int = 10_000) -> Voucher:
     return await a.call("POST", "/v1/vouchers", Voucher, request, as_user="alice")
 
 
-async def _send(a: Anchor, node: KeyPair, *receipts: Receipt) -> BatchResult:
-    return await a.call("POST", "/v1/receipts", BatchResult, kit.batch(receipts, node))
+async def _send(a: Anchor, node: KeyPair, *receipts: Receipt, signed: int | None = None) -> BatchResult:
+    """Post `receipts` with the lessee's channel ticket for `node` at `signed` in all (default: the
+    sum of their prices, as if the lessee received every one of these results from `node`)."""
+    total = sum(r.price_micro for r in receipts) if signed is None else signed
+    voucher_id = receipts[0].voucher_id
+    tickets = [kit.channel(voucher_id, node=node, lessee=LESSEE, total_micro=total, seq=total + 1)]
+    return await a.call("POST", "/v1/receipts", BatchResult, kit.batch(receipts, node, with_channels=tickets))
 
 
 async def _earned(a: Anchor, node_id: str) -> int:
@@ -104,23 +109,32 @@ async def test_only_the_node_the_lessee_named_or_delegated_to_is_paid_within_the
     stranger = kit.rebill(ran, node=STRANGER, price_micro=300)
     result = await _send(a, STRANGER, stranger)
     assert [(r.invocation_id, r.reason) for r in result.refused] == [("fwd", "wrong-node")]
-    # ENTRY bills it within the cap, first: paid, since only the executor can show otherwise...
+    # ENTRY bills it within the cap, first: the lessee signed nothing for ENTRY's results (it got
+    # none), so nothing is paid (#14 review: a node that was offered a call, or hedged, billed it).
     sly = kit.rebill(ran, node=ENTRY, price_micro=300)
-    assert (await _send(a, ENTRY, sly)).paid == ("fwd",)
+    result = await _send(a, ENTRY, sly, signed=0)
+    assert result.paid == () and result.unsigned == ("fwd",)
+    # ENTRY did run another call of the lessee's, worth 300, and the lessee signed for it: ENTRY
+    # spends that on the call it passed on, first, and its own receipt now finds no room...
+    own = kit.paid_receipt("own", node=ENTRY, price_micro=300, **common)
+    assert (await _send(a, ENTRY, sly, own, signed=300)).paid == ("fwd",)
     assert await _earned(a, ENTRY.key_id) == 300
-    # ...and it does: its receipt carries ENTRY's signed delegation, so the payment moves to it,
-    # at its own price (120); the rest of what ENTRY billed goes back to the lessee.
+    # ...until the executor's receipt, carrying ENTRY's signed delegation, moves the payment to it
+    # at its own price (120) within its own channel, the rest back to the lessee; ENTRY's channel
+    # gets its room back, and its own call is paid when it resends it.
     alice = (await a.call("GET", "/v1/ledger/balance", Balances, as_user="alice")).accounts[0]
-    result = await _send(a, EXECUTOR, ran)
+    result = await _send(a, EXECUTOR, ran, signed=120)
     assert result.paid == ("fwd",) and result.duplicate == ()
     assert await _earned(a, ENTRY.key_id) == 0
     assert await _earned(a, EXECUTOR.key_id) == 120
     refunded = (await a.call("GET", "/v1/ledger/balance", Balances, as_user="alice")).accounts[0]
     assert refunded.balance_micro == alice.balance_micro + 180
+    assert (await _send(a, ENTRY, own, signed=300)).paid == ("own",)
+    assert await _earned(a, ENTRY.key_id) == 300
     # Replays change nothing.
-    again = await _send(a, EXECUTOR, ran)
+    again = await _send(a, EXECUTOR, ran, signed=120)
     assert again.paid == () and again.duplicate == ("fwd",)
-    assert (await _send(a, ENTRY, sly)).duplicate == ("fwd",)
+    assert (await _send(a, ENTRY, sly, signed=300)).duplicate == ("fwd",)
     assert await _earned(a, EXECUTOR.key_id) == 120
     # A delegation ENTRY never signed (forged by the executor) proves nothing.
     forged = kit.paid_receipt(
@@ -131,7 +145,7 @@ async def test_only_the_node_the_lessee_named_or_delegated_to_is_paid_within_the
         delegations=[tickets.delegate("fwd2", EXECUTOR.key_id, STRANGER)],
         **common,
     )
-    result = await _send(a, EXECUTOR, forged)
+    result = await _send(a, EXECUTOR, forged, signed=170)
     assert [(r.invocation_id, r.reason) for r in result.refused] == [("fwd2", "wrong-node")]
     assert await audit(db) == []
 
@@ -183,6 +197,8 @@ async def test_a_payment_moves_along_a_chain_of_billing_forwarders_once_each(
         "hop2", node=EXECUTOR, payee=ENTRY, price_micro=100, cap_micro=300,
         delegations=[first, second], **common,
     )  # fmt: skip
+    # ENTRY and B each have room on their channels (the lessee signed 300 for other results of
+    # theirs) and spend it on this call first.
     assert (await _send(a, ENTRY, kit.rebill(ran, node=ENTRY, price_micro=300))).paid == ("hop2",)
     b_bill = signing.sign(dataclasses.replace(ran, delegations=(first,), price_micro=300), middle)
     assert (await _send(a, middle, b_bill)).paid == ("hop2",)  # moved from ENTRY to B
@@ -194,4 +210,44 @@ async def test_a_payment_moves_along_a_chain_of_billing_forwarders_once_each(
     assert sorted(result.paid) == ["hop2", "other"]
     assert await _earned(a, EXECUTOR.key_id) == 150
     assert await _earned(a, ENTRY.key_id) == 0 and await _earned(a, middle.key_id) == 0
+    assert await audit(db) == []
+
+
+async def test_a_node_that_was_offered_a_call_or_hedged_is_paid_nothing_for_it(
+    anchor: Anchor, db: Database
+) -> None:
+    """#14 (review of the fixes): the payment followed the ticket and delegation chain, which every
+    node a call was *offered* to holds. A forward target that refused (503) held ENTRY's signed
+    delegation and billed the call; an entry node that stayed silent, and was hedged, held the
+    lessee's genuine ticket and billed it first, and the node that ran the call lost its payment
+    as a duplicate. Now the lessee signs only for the results it received, per node."""
+    a = anchor
+    voucher = await _voucher(a)
+    common: dict[str, Any] = {"lessee": LESSEE, "voucher_id": voucher.voucher_id, "issued_at": T0 + 1}
+    refuser, silent = keys("refuser"), keys("silent")
+    # ENTRY offered "offered" to `refuser` (which answered 503), then forwarded it to EXECUTOR.
+    offer, hop = (tickets.delegate("offered", n.key_id, ENTRY) for n in (refuser, EXECUTOR))
+    ran = kit.paid_receipt(
+        "offered", node=EXECUTOR, payee=ENTRY, price_micro=100, cap_micro=300, delegations=[hop], **common
+    )
+    billed = signing.sign(dataclasses.replace(ran, delegations=(offer,), price_micro=300), refuser)
+    result = await _send(a, refuser, billed, signed=0)
+    assert result.paid == () and result.unsigned == ("offered",)
+    # The lessee sent "hedged" to `silent`, heard nothing, and sent it to EXECUTOR too, which ran it.
+    hedged = kit.paid_receipt("hedged", node=EXECUTOR, price_micro=80, cap_micro=300, **common)
+    first = kit.rebill(
+        kit.paid_receipt("hedged", node=silent, price_micro=300, cap_micro=300, **common), node=silent
+    )
+    result = await _send(a, silent, first, signed=0)
+    assert result.paid == () and result.unsigned == ("hedged",)
+    # The executor, for which the lessee signed both results, is paid both.
+    result = await _send(a, EXECUTOR, ran, hedged, signed=180)
+    assert sorted(result.paid) == ["hedged", "offered"]
+    assert await _earned(a, EXECUTOR.key_id) == 180
+    assert await _earned(a, refuser.key_id) == 0 and await _earned(a, silent.key_id) == 0
+    # An older or replayed ticket changes nothing, and no ticket lets a node take more than signed.
+    assert (await _send(a, refuser, billed, signed=0)).duplicate == ("offered",)  # paid, to the executor
+    extra = kit.paid_receipt("extra", node=EXECUTOR, price_micro=50, **common)
+    assert (await _send(a, EXECUTOR, extra, signed=100)).unsigned == ("extra",)
+    assert (await _send(a, EXECUTOR, extra, signed=230)).paid == ("extra",)
     assert await audit(db) == []

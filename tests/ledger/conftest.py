@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import pytest
 
-from p2pfaas import signing
+from p2pfaas import channels, signing
 from p2pfaas.db import Database, RetryPolicy, open_database
 from p2pfaas.db.testing import exclusive_mysql_database
-from p2pfaas.identity import KeyPair
-from p2pfaas.messages import Receipt, Voucher
+from p2pfaas.identity import KeyPair, PublicKey
+from p2pfaas.messages import ChannelTicket, Receipt, Voucher
 from tests.conftest import mysql_url_or_skip
 from tests.hostile import kit
 
@@ -67,4 +67,17 @@ def receipt(
         issued_at=issued_at,
         result=result,
         ticket_by=ticket_by,
+    )
+
+
+def signed_for(receipts: Iterable[Receipt], lessee: KeyPair) -> tuple[ChannelTicket, ...]:
+    """The lessee's channel tickets for having received every one of `receipts`: per voucher and
+    signing node, the sum of their prices (what an honest lessee's client signs, `p2pfaas.channels`)."""
+    totals: dict[tuple[str, str], int] = {}
+    for r in receipts:
+        key = (r.voucher_id, PublicKey(r.signer).key_id)
+        totals[key] = totals.get(key, 0) + r.price_micro
+    return tuple(
+        channels.sign_channel(voucher_id, node_id, seq=1, total_micro=total, keys=lessee)
+        for (voucher_id, node_id), total in sorted(totals.items())
     )

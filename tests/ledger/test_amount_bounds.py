@@ -16,7 +16,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2pfaas import codec
-from p2pfaas.db import Database
+from p2pfaas.db import Database, head_revision
 from p2pfaas.db.schema import accounts
 from p2pfaas.errors import DecodeError, Refused, StorageError
 from p2pfaas.ledger.audit import audit
@@ -271,7 +271,7 @@ async def test_revision_0004_adds_the_bounds_to_a_ledger_with_rows(db: Database)
     await db.run(overdraw, what="write past the bound")  # 0003 had no bound
     await db.run(restore, what="put it back")
     async with open_database(str(db.engine.url.render_as_string(hide_password=False))) as again:
-        assert await again.schema_revision() == "0005"
+        assert await again.schema_revision() == head_revision()
         assert (await LedgerStore(again).account(lessee)).balance_micro == 10
         with pytest.raises(StorageError):
             await again.run(overdraw, what="write past the bound")

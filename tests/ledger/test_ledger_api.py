@@ -38,7 +38,7 @@ from p2pfaas.ledger.wire import (
 )
 from p2pfaas.messages import ReceiptBatch, Voucher
 from p2pfaas.rpc import call, error_middleware
-from tests.ledger.conftest import T0, keys, receipt, voucher
+from tests.ledger.conftest import T0, keys, receipt, signed_for, voucher
 
 R = TypeVar("R", bound=Message)
 
@@ -138,7 +138,7 @@ async def test_grant_voucher_settle_and_payout_end_to_end(anchor: Anchor, db: Da
         receipt(f"inv-{n}", node=node, lessee=lessee, voucher_id=voucher.voucher_id, price_micro=1_000)
         for n in range(5)
     )
-    batch = signing.sign(ReceiptBatch(receipts, signer=b"", signature=b""), node)
+    batch = signing.sign(ReceiptBatch(receipts, b"", b"", channels=signed_for(receipts, lessee)), node)
     result = await a.call("POST", "/v1/receipts", BatchResult, batch)
     assert sorted(result.paid) == ["inv-0", "inv-1", "inv-2", "inv-3"]  # 4 x 1100 fits 5000; the fifth not
     assert [(r.invocation_id, r.reason) for r in result.refused] == [("inv-4", "over-budget")]

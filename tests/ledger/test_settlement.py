@@ -19,7 +19,7 @@ from p2pfaas.ledger.settlement import Settler, claim_of, node_account_name
 from p2pfaas.ledger.store import LedgerStore
 from p2pfaas.messages import Receipt
 from p2pfaas.tickets import sign_ticket
-from tests.ledger.conftest import T0, keys, receipt, voucher
+from tests.ledger.conftest import T0, keys, receipt, signed_for, voucher
 
 NODE, OTHER_NODE, LESSEE, ANCHOR = keys("node"), keys("node-2"), keys("lessee"), keys("anchor")
 
@@ -211,7 +211,10 @@ async def test_receipts_without_their_lessees_valid_ticket_pay_nothing(
         node_signed(replace(other, voucher_id="v2")),  # the ticket names v1
         node_signed(replace(genuine, ticket=other.ticket)),  # a replay of a paid id, another ticket
     ]
-    done = await settler.settle_receipts(NODE.key_id, [genuine, *invented], now=T0 + 1)
+    signed = signed_for([genuine, other], LESSEE)  # the lessee received these two results
+    done = await settler.settle_receipts(
+        NODE.key_id, [genuine, *invented], now=T0 + 1, channel_tickets=signed
+    )
     assert done.paid == ("genuine",) and (done.paid_micro, done.fee_micro) == (100, 10)
     assert done.refused == {
         r.invocation_id: Refusal.BAD_TICKET
@@ -220,13 +223,15 @@ async def test_receipts_without_their_lessees_valid_ticket_pay_nothing(
     }
     # A ticket of its own, from a key that is not the voucher's lessee: the wrong lessee.
     selfmade = receipt("selfmade", node=NODE, lessee=mallory, voucher_id="v1", price_micro=100)
-    again = await settler.settle_receipts(NODE.key_id, [selfmade, *invented], now=T0 + 2)
+    again = await settler.settle_receipts(
+        NODE.key_id, [selfmade, *invented], now=T0 + 2, channel_tickets=signed
+    )
     assert again.paid == () and again.refused["selfmade"] is Refusal.WRONG_LESSEE
     assert again.refused["genuine"] is Refusal.BAD_TICKET  # a resend with a bad ticket: still nothing
     assert await balance_of(store, node_account_name(NODE.key_id), AccountKind.NODE) == 100
     assert await store.voucher_remaining("v1") == (890, "open")
     # The genuine receipt resent is a duplicate, paid once.
-    resent = await settler.settle_receipts(NODE.key_id, [genuine, other], now=T0 + 3)
+    resent = await settler.settle_receipts(NODE.key_id, [genuine, other], now=T0 + 3, channel_tickets=signed)
     assert resent.paid == ("other",) and resent.refused == {"genuine": Refusal.DUPLICATE}
     assert await store.voucher_remaining("v1") == (780, "open")
     assert await audit(db) == []

@@ -6,9 +6,11 @@ unpaid; `max_price_micro`: that worst case at the node's prices. See the package
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from p2pfaas import signing
+from p2pfaas.channels import CREDIT_CALLS, behind_problem
 from p2pfaas.errors import Refused, SignatureError
 from p2pfaas.identity import PublicKey
 from p2pfaas.ledger.policy import FeePolicy
@@ -78,6 +80,9 @@ class VoucherBook:
     unpaid: UnpaidPolicy = field(default_factory=UnpaidPolicy)
     spends: SpendStore = field(default_factory=LocalSpends)
     worker: int = 0  # this process's index among the node's worker processes
+    # What the voucher's lessee has signed on this node's channel (`p2pfaas.channels`); None: the
+    # book does not hold lessees to their channels (its own unit tests only).
+    signed_micro: Callable[[str], int] | None = None
     _holds: dict[str, _Hold] = field(default_factory=dict)  # invocation id -> its reservation
     _invocations: dict[str, str] = field(default_factory=dict)  # invocation id -> voucher id
     _forget_at: float = 0.0  # `now` of the next look for long-expired vouchers
@@ -120,6 +125,7 @@ class VoucherBook:
             # new payload, once the router's cache of results has forgotten it) would be free.
             raise Refused("this invocation id already ran on this node; use a new id", status=409)
         cost = self.fees.charge_micro(max_price_micro)
+        self._check_channel(voucher.voucher_id, cost)
         left = self.spends.reserve(
             voucher.voucher_id,
             budget_micro=voucher.budget_micro,
@@ -167,6 +173,20 @@ class VoucherBook:
     def remaining_micro(self, voucher_id: str) -> int | None:
         spend = self.spends.get(voucher_id)
         return None if spend is None else spend.remaining_micro
+
+    def _check_channel(self, voucher_id: str, cost_micro: int) -> None:
+        """Refuse (402) a lessee whose channel here is more than `CREDIT_CALLS` worst-case calls
+        behind what this node charged its voucher: it is not paying for the results it gets."""
+        spend = self.spends.get(voucher_id)
+        if self.signed_micro is None or spend is None:
+            return
+        problem = behind_problem(
+            owed_micro=spend.charged_micro,
+            signed_micro=self.fees.charge_micro(self.signed_micro(voucher_id)),
+            credit_micro=CREDIT_CALLS * cost_micro,
+        )
+        if problem is not None:
+            raise PaymentRequired(problem)
 
     def _check(self, voucher: Voucher, caller_key: bytes) -> None:
         if voucher.signer != self.anchor_key:

@@ -1,5 +1,6 @@
 """`NodePayments`: the daemon's side of payment. It learns the anchor's voucher key over HTTP, prices
-the worst case with the node's `Prices`, hands receipts to a `ReceiptSender`, and keeps a `SpendLog`.
+the worst case with the node's `Prices`, hands receipts to a `ReceiptSender`, keeps a `SpendLog`,
+and keeps the lessees' channel tickets in a `ChannelStore` (`offer_channels`, the `/v1/channels` route).
 """
 
 from __future__ import annotations
@@ -19,16 +20,18 @@ from p2pfaas.identity import KeyPair
 from p2pfaas.ledger.policy import FeePolicy
 from p2pfaas.ledger.wire import AnchorKey
 from p2pfaas.lifecycle import TaskSet
-from p2pfaas.messages import BundleHeader, Delegation, InvokeRequest, Receipt
+from p2pfaas.messages import BundleHeader, ChannelTickets, Delegation, InvokeRequest, Receipt
 from p2pfaas.node.payments.book import (
     UnpaidPolicy,
     VoucherBook,
     max_price_micro,
 )
+from p2pfaas.node.payments.channel_store import ChannelStore
 from p2pfaas.node.payments.receipts import ReceiptSender
 from p2pfaas.node.payments.spend_log import SpendLog
 from p2pfaas.node.payments.spends import LocalSpends, PaymentRequired, SpendStore
 from p2pfaas.pricing import Prices
+from p2pfaas.rpc import Forbidden
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +79,14 @@ class NodePayments:
         self.worker = worker
         self.restore = restore
         self.book: VoucherBook | None = None
+        self.channels = ChannelStore(work_dir / "channels", node_id=self.node_id)
         self.sender = ReceiptSender(
             anchor_url=anchor_url,
             keys=keys,
             session=session,
             journal_path=(work_dir if journal_dir is None else journal_dir) / "receipts.journal",
             rng=rng,
+            channel_tickets=self.channels.tickets,
         )
         self.spend_log = SpendLog(work_dir / "voucher-spend.log")
         self._tasks = TaskSet()
@@ -131,6 +136,7 @@ class NodePayments:
                 unpaid=self.unpaid,
                 spends=self.spends,
                 worker=self.worker,
+                signed_micro=self.channels.signed_micro,
             )
             self._ready.set()
 
@@ -152,6 +158,24 @@ class NodePayments:
         self.book.authorize(
             request, header, caller_key, max_price_micro=cost, now=wall_time(), delegations=delegations
         )
+
+    def offer_channels(self, offer: ChannelTickets) -> int:
+        """Keep the lessee's channel tickets of `offer` that beat the ones held (how many did), and
+        send again the receipts they now cover. Raises Forbidden for a forged ticket or voucher."""
+        if self.book is None:
+            raise PaymentRequired("this node has not learned the anchor's voucher key yet")
+        vouchers = {voucher.voucher_id: voucher for voucher in offer.vouchers}
+        kept: list[str] = []
+        for ticket in offer.tickets:
+            voucher = vouchers.get(ticket.voucher_id)
+            if voucher is None:
+                raise Forbidden(f"the channel ticket of voucher {ticket.voucher_id[:64]!r} came without it")
+            served = self.book.spend_of(ticket.voucher_id) is not None
+            if self.channels.offer(ticket, voucher, anchor_key=self.book.anchor_key, served=served):
+                kept.append(ticket.voucher_id)
+        if kept:
+            self.sender.covered(kept)
+        return len(kept)
 
     def on_receipt(self, receipt: Receipt) -> None:
         """Settle this node's view of the voucher, and send the receipt if there is anything to pay."""

@@ -151,6 +151,7 @@ class WorkerNode(StackService):
             fetch_bundle=self._fetch_bundle,
             authorize=payments.authorize,
             on_receipt=payments.on_receipt,
+            offer_channels=payments.offer_channels,
             url=self.spec.url,
             **options,
         )

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from p2pfaas import signing
 from p2pfaas.anchor import ledger_api
+from p2pfaas.channels import sign_channel
 from p2pfaas.db import Database, open_database
 from p2pfaas.identity import KeyPair
 from p2pfaas.ledger.audit import audit
@@ -130,6 +131,10 @@ async def test_sender_delivers_through_an_outage_and_a_restart(db: Database, tmp
                 max_batch=4,
                 timeout_s=5.0,
                 flush_timeout_s=1.0,
+                # the lessee received every result: 14 calls at 10
+                channel_tickets=lambda ids: [
+                    sign_channel("v1", NODE.key_id, seq=1, total_micro=140, keys=LESSEE)
+                ],
             )
 
         # The anchor is down: receipts wait on disk, the node carries on.

@@ -1,0 +1,123 @@
+"""The lessee's side of payment channels: sign for each result received, and deliver the tickets.
+
+`ChannelCourier.accept(receipt, voucher, node)` is called with the receipt of every paid result the
+client used (`AsyncClient.paid_for`); `p2pfaas.channels.LesseeChannels` checks it and signs the
+channel's next cumulative ticket, and the courier posts the latest ticket to the node that ran the
+call (`POST /v1/channels`), one delivery per node at a time: tickets that arrive while one is on
+its way are coalesced into the next (each supersedes the last, so only the newest matters). A
+failed delivery is retried a few times with a pause; a ticket that never arrives costs the node
+that ran the call nothing it cannot recover: the next one carries the whole total. `aclose`
+delivers what is pending, within `flush_timeout_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from p2pfaas import rpc
+from p2pfaas.channels import LesseeChannels
+from p2pfaas.errors import P2PFaaSError
+from p2pfaas.identity import KeyPair
+from p2pfaas.lifecycle import TaskSet
+from p2pfaas.messages import Ack, ChannelTicket, ChannelTickets, Receipt, Voucher
+
+__all__ = ["ChannelCourier"]
+
+log = logging.getLogger(__name__)
+
+DELIVERY_TRIES = 4
+DELIVERY_PAUSE_S = 0.5  # doubled after each failed try
+
+
+@dataclass
+class _Outbox:
+    url: str
+    ticket: ChannelTicket
+    voucher: Voucher
+    sent_seq: int = 0  # the highest seq this node has acknowledged
+
+
+@dataclass
+class ChannelCourier:
+    keys: KeyPair
+    session: aiohttp.ClientSession
+    timeout_s: float = 10.0
+    flush_timeout_s: float = 5.0
+    book: LesseeChannels = field(init=False)
+    delivered: int = 0  # tickets the nodes acknowledged (for tests and the CLI)
+    _outboxes: dict[tuple[str, str], _Outbox] = field(default_factory=dict)  # (node, voucher) -> latest
+    _busy: set[str] = field(default_factory=set)  # nodes with a delivery on its way
+    _tasks: TaskSet = field(default_factory=TaskSet)
+
+    def __post_init__(self) -> None:
+        self.book = LesseeChannels(self.keys)
+
+    def accept(
+        self, receipt: Receipt, voucher: Voucher, *, node_id: str, node_url: str
+    ) -> ChannelTicket | None:
+        """Sign for `receipt` (of a result received from node `node_id` at `node_url`, paid by
+        `voucher`) and send the new ticket; the ticket, or None when there is nothing to sign."""
+        if voucher.voucher_id != receipt.voucher_id:
+            return None
+        ticket = self.book.accept(receipt)
+        if ticket is None or ticket.node_id != node_id:
+            return None
+        key = (node_id, voucher.voucher_id)
+        box = self._outboxes.get(key)
+        if box is None:
+            self._outboxes[key] = _Outbox(node_url, ticket, voucher)
+        else:
+            box.url, box.ticket = node_url, ticket
+        if node_id not in self._busy:
+            self._busy.add(node_id)
+            self._tasks.spawn(self._deliver(node_id), name=f"channel tickets to {node_id[:12]}")
+        return ticket
+
+    async def aclose(self) -> None:
+        """Deliver what is pending (within `flush_timeout_s`), then stop."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.flush_timeout_s):
+                await self._tasks.wait()
+        await self._tasks.cancel()
+
+    def _due(self, node_id: str) -> list[_Outbox]:
+        return [
+            box
+            for (node, _), box in self._outboxes.items()
+            if node == node_id and box.ticket.seq > box.sent_seq
+        ]
+
+    async def _deliver(self, node_id: str) -> None:
+        try:
+            failures = 0
+            while (due := self._due(node_id)) and failures < DELIVERY_TRIES:
+                due = due[:64]
+                offer = ChannelTickets(tuple(b.ticket for b in due), tuple(b.voucher for b in due))
+                try:
+                    await rpc.call(
+                        self.session,
+                        "POST",
+                        f"{due[0].url}/v1/channels",
+                        Ack,
+                        offer,
+                        timeout_s=self.timeout_s,
+                    )
+                except P2PFaaSError as error:
+                    failures += 1
+                    log.info("channel tickets to node %s not delivered (%s); retrying", node_id[:12], error)
+                    await asyncio.sleep(DELIVERY_PAUSE_S * 2 ** (failures - 1))
+                    continue
+                failures = 0
+                for box, ticket in zip(due, offer.tickets, strict=True):
+                    box.sent_seq = max(box.sent_seq, ticket.seq)
+                self.delivered += len(due)
+            if len(self._outboxes) > 4096:  # forget channels whose latest ticket was delivered
+                for key in [k for k, b in self._outboxes.items() if b.ticket.seq <= b.sent_seq]:
+                    del self._outboxes[key]
+        finally:
+            self._busy.discard(node_id)

@@ -1,0 +1,132 @@
+"""The node's side of payment channels: the tickets it keeps, and the lessee it stops serving."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from p2pfaas import signing
+from p2pfaas.channels import CREDIT_CALLS, sign_channel
+from p2pfaas.identity import KeyPair
+from p2pfaas.messages import ChannelTicket, ChannelTickets, Voucher
+from p2pfaas.node.payments.channel_store import ChannelStore
+from p2pfaas.node.payments.node_payments import NodePayments
+from p2pfaas.node.payments.receipts import MAX_UNSIGNED_TRIES, ReceiptQueue
+from p2pfaas.node.payments.spends import PaymentRequired
+from p2pfaas.pricing import Prices
+from p2pfaas.rpc import Forbidden
+from tests.node.payments.test_book import (
+    ANCHOR,
+    LESSEE,
+    NODE,
+    T0,
+    book,
+    header,
+    keys,
+    receipt,
+    request,
+    voucher,
+)
+
+MALLORY = keys("mallory")
+
+
+def ticket(
+    total: int, *, seq: int = 1, by: KeyPair = LESSEE, node_id: str = NODE.key_id, voucher_id: str = "v1"
+) -> ChannelTicket:
+    return sign_channel(voucher_id, node_id, seq=seq, total_micro=total, keys=by)
+
+
+def test_only_the_vouchers_lessee_can_change_the_ticket_a_node_holds(tmp_path: Path) -> None:
+    store = ChannelStore(tmp_path, node_id=NODE.key_id)
+    v = voucher(10**6)
+    key = ANCHOR.public.raw
+    assert store.offer(ticket(100), v, anchor_key=key, served=True)
+    assert not store.offer(ticket(90, seq=9), v, anchor_key=key, served=True)  # lower: changes nothing
+    assert not store.offer(ticket(100), v, anchor_key=key, served=True)  # a replay: nothing
+    for forged, why in [
+        (ticket(10**9, by=MALLORY), "another key"),  # someone else raises (or lowers) what is held
+        (ticket(500, node_id=keys("other").key_id), "is for node"),  # another node's channel
+        (dataclasses.replace(ticket(500), total_micro=10**9), "does not verify"),
+    ]:
+        with pytest.raises(Forbidden, match=why):
+            store.offer(forged, v, anchor_key=key, served=True)
+    with pytest.raises(Forbidden, match="anchor"):  # a voucher the anchor never signed
+        store.offer(ticket(500), voucher(10**6, anchor=MALLORY), anchor_key=key, served=True)
+    with pytest.raises(Forbidden, match="another voucher"):
+        store.offer(ticket(500, voucher_id="v2"), v, anchor_key=key, served=True)
+    assert not store.offer(ticket(700, voucher_id="v1"), v, anchor_key=key, served=False)  # nothing owed here
+    # Another worker process of the node sees the same ticket (files, not memory).
+    sibling = ChannelStore(tmp_path, node_id=NODE.key_id)
+    assert sibling.signed_micro("v1") == 100
+    assert store.offer(ticket(250, seq=3), v, anchor_key=key, served=True)
+    assert [t.total_micro for t in ChannelStore(tmp_path, node_id=NODE.key_id).tickets(["v1", "v9"])] == [250]
+
+
+def test_a_lessee_that_stops_signing_is_refused_after_its_credit(tmp_path: Path) -> None:
+    """#14 (review): a hostile lessee names its own sybil as the payee, or just never pays the node
+    that ran its calls. The node runs at most CREDIT_CALLS worst-case calls' worth for it."""
+    signed = {"v1": 0}
+    b = book(signed_micro=lambda voucher_id: signed[voucher_id])
+    v = voucher(10**9)
+    worst = 1_000
+    n = 0
+
+    def run_one() -> None:
+        nonlocal n
+        b.authorize(request(f"i{n}", v), header(), LESSEE.public.raw, max_price_micro=worst, now=T0)
+        b.charged(receipt(f"i{n}", worst))
+        n += 1
+
+    with pytest.raises(PaymentRequired, match="behind") as refused:
+        for _ in range(10 * CREDIT_CALLS):
+            run_one()
+    assert refused.value.status == 402
+    assert CREDIT_CALLS <= n <= CREDIT_CALLS + 1  # it ran its credit's worth, and then stopped
+    signed["v1"] = n * worst  # the lessee signs for what it received: served again
+    run_one()
+
+
+def test_unsigned_receipts_wait_for_a_ticket_then_go_again_and_are_given_up_in_the_end() -> None:
+    queue = ReceiptQueue(random.Random(1), linger_s=0.0)
+    queue.add(receipt("a", 10), 0.0)
+    assert queue.next_batch(0.0) is not None
+    assert queue.unsigned(["a"], 0.0) == []
+    queue.acknowledged([], 0.0)
+    assert not queue.pending and "a" in queue.waiting
+    assert queue.next_batch(0.1) is None  # not before its pause
+    queue.covered(["v1"], 0.2)  # a newer ticket of its voucher arrived: it goes at once
+    assert [r.invocation_id for r in queue.next_batch(0.2) or []] == ["a"]
+    now = 0.2
+    for _ in range(MAX_UNSIGNED_TRIES - 2):
+        assert queue.unsigned(["a"], now) == []
+        queue.acknowledged([], now)
+        now = queue.send_at() or now
+        assert queue.next_batch(now) is not None
+    given_up = queue.unsigned(["a"], now)
+    assert [r.invocation_id for r in given_up] == ["a"] and not queue.waiting and not queue.pending
+
+
+async def test_a_nodes_payments_take_tickets_and_resend_what_they_cover(tmp_path: Path) -> None:
+    async with aiohttp.ClientSession() as session:
+        payments = NodePayments(
+            anchor_url="http://127.0.0.1:1", keys=NODE, session=session, work_dir=tmp_path,
+            prices=Prices(), cpus_per_instance=1.0, rng=random.Random(1),
+        )  # fmt: skip
+        v: Voucher = voucher(10**6)
+        with pytest.raises(PaymentRequired):  # the anchor's key is not known yet
+            payments.offer_channels(ChannelTickets((ticket(5),), (v,)))
+        payments.book = book(spends=payments.spends, signed_micro=payments.channels.signed_micro)
+        assert payments.offer_channels(ChannelTickets((ticket(5),), (v,))) == 0  # voucher not served here
+        payments.book.authorize(request("i0", v), header(), LESSEE.public.raw, max_price_micro=10, now=T0)
+        payments.sender.queue.add(receipt("i0", 5), 0.0)
+        payments.sender.queue.unsigned(["i0"], 0.0)
+        assert payments.offer_channels(ChannelTickets((ticket(5),), (v,))) == 1
+        assert "i0" in payments.sender.queue.pending  # covered: it goes again
+        with pytest.raises(Forbidden, match="came without it"):
+            payments.offer_channels(ChannelTickets((ticket(6),), ()))
+        assert signing.verify(payments.channels.tickets(["v1"])[0]).raw == LESSEE.public.raw
