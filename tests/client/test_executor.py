@@ -1,0 +1,113 @@
+"""The network as a `concurrent.futures.Executor`, and a sync `Client` shared between threads,
+against a real anchor and two real nodes on 127.0.0.1 (run on a loop in a thread of their own)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import random
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from p2pfaas.anchor.server import AnchorServer
+from p2pfaas.client import Client, Executor
+from p2pfaas.errors import FunctionFailed, InvokeTimeout, LocalError
+from p2pfaas.identity import KeyPair
+from tests.client.test_client import _node
+from tests.functions import write_function
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    tmp_path = tmp_path_factory.mktemp("executor")
+    run_dir = Path(tempfile.mkdtemp(prefix="p2px-", dir="/tmp"))
+    ready = threading.Event()
+    stop: list[asyncio.Event] = []
+    urls: list[str] = []
+
+    async def serve() -> None:
+        stop.append(asyncio.Event())
+        async with (
+            AnchorServer(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", port=0) as anchor,
+            _node(anchor.url, tmp_path, "a", run_dir) as a,
+            _node(anchor.url, tmp_path, "b", run_dir) as b,
+        ):
+            await a.announce()
+            await b.announce()
+            urls.append(anchor.url)
+            ready.set()
+            await stop[0].wait()
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),))
+    thread.start()
+    try:
+        assert ready.wait(60)
+        with Client(urls[0], KeyPair.generate(), rng=random.Random(3)) as c:
+            for kind in ("echo", "boom"):
+                c.deploy(write_function(tmp_path, kind))
+            c.deploy(write_function(tmp_path, "sleepy", timeout_s=0.5))
+            yield c
+    finally:
+        if stop:
+            loop.call_soon_threadsafe(stop[0].set)
+        thread.join(60)
+        loop.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def test_one_sync_client_serves_many_threads(client: Client) -> None:
+    """Issue #16: the sync client used from a ThreadPoolExecutor failed 199 of 200 calls ("This
+    event loop is already running")."""
+    with concurrent.futures.ThreadPoolExecutor(8) as threads:
+        values = list(threads.map(lambda i: client.invoke("echo", i).value, range(40)))
+    assert values == [{"echo": i} for i in range(40)]
+
+
+def test_map_yields_in_order_within_the_window_and_futures_work_with_as_completed(client: Client) -> None:
+    pool = Executor(client, max_in_flight=4)
+    consumed: list[int] = []
+
+    def payloads() -> Iterator[int]:
+        for i in range(30):
+            consumed.append(i)
+            yield i
+
+    results = pool.map("echo", payloads(), chunksize=2)
+    first = next(results)
+    assert first.value == {"echo": 0}
+    assert len(consumed) <= 4 + 2  # lazily: the window and one chunk ahead, not all 30
+    assert [o.value["echo"] for o in results] == list(range(1, 30))
+    futures = [pool.submit("echo", {"n": n}) for n in range(10)]
+    done = {f.result().value["echo"]["n"] for f in concurrent.futures.as_completed(futures, timeout=120)}
+    assert done == set(range(10))
+    assert concurrent.futures.wait(futures).not_done == set()
+    pool.shutdown()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit("echo", 1)
+
+
+def test_a_failed_function_is_never_retried_and_a_timeout_is(client: Client) -> None:
+    with Executor(client, retries=2, backoff_s=0.01) as pool:
+        with pytest.raises(FunctionFailed, match="bad input"):
+            pool.submit("boom", 7).result()
+        assert pool.attempts == 1
+        with pytest.raises(InvokeTimeout):
+            pool.submit("sleepy", {"s": 5}).result()
+        assert pool.attempts == 1 + 3  # the first try and two retries
+        with pytest.raises(LocalError, match="one payload"):
+            pool.submit("echo", 1, 2)
+
+
+def test_shutdown_can_cancel_what_has_not_run(client: Client) -> None:
+    pool = Executor(client, max_in_flight=1)
+    futures = [pool.submit("echo", i) for i in range(20)]
+    pool.shutdown(wait=True, cancel_futures=True)
+    assert all(f.done() for f in futures)
+    assert any(f.cancelled() for f in futures)
+    assert all(f.result().value == {"echo": i} for i, f in enumerate(futures) if not f.cancelled())
