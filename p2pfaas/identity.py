@@ -103,7 +103,7 @@ class KeyPair:
 
     def save(self, path: Path, *, overwrite: bool = False) -> None:
         """Write the private key (PEM) to `path` with mode 0600, and the public key beside it (.pub)."""
-        path = Path(path)
+        path = Path(path).expanduser()
         if path.exists() and not overwrite:
             raise KeyFileError(f"{path} exists; refusing to overwrite a key")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +121,7 @@ class KeyPair:
 
     @classmethod
     def load(cls, path: Path) -> KeyPair:
-        path = Path(path)
+        path = Path(path).expanduser()
         try:
             st = path.stat()
             data = path.read_bytes()
@@ -139,7 +139,7 @@ class KeyPair:
 
     @classmethod
     def load_or_create(cls, path: Path) -> KeyPair:
-        path = Path(path)
+        path = Path(path).expanduser()
         if path.exists():
             return cls.load(path)
         keys = cls.generate()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -32,3 +34,11 @@ def test_tampered_data_signature_or_key_is_refused() -> None:
             key.verify(sig, data)
     with pytest.raises(SignatureError, match="64 bytes"):
         keys.public.verify(signature[:63], b"payload")
+
+
+def test_key_paths_expand_the_home_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #16: the README's `KeyPair.load("~/.p2pfaas/lessee.key")` failed (no `~` expansion)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    keys = KeyPair.load_or_create(Path("~/.p2pfaas/lessee.key"))
+    assert (tmp_path / ".p2pfaas" / "lessee.key").exists()
+    assert KeyPair.load(Path("~/.p2pfaas/lessee.key")).key_id == keys.key_id
