@@ -109,7 +109,7 @@ class RegistryStore:
         Idempotent on the digest: a bundle already stored is not rewritten, but the name pointer
         still moves to it (so putting an older digest again rolls the function back).
         Refused (403) if the owner key is unknown; (409) if the digest is stored for another owner
-        or name; (400) for a malformed digest or an over-long field; (413) if the database cannot
+        or name, or this name and version already hold other code (versions are immutable); (400) for a malformed digest or an over-long field; (413) if the database cannot
         take the archive in one statement (MySQL's max_allowed_packet).
         """
         if not HEX_DIGEST.fullmatch(digest):
@@ -154,6 +154,22 @@ class RegistryStore:
             if tuple(existing) != (owner_key_id, name):
                 raise Refused(
                     f"bundle {digest[:12]} is already registered under another owner or name", status=409
+                )
+            # A version is immutable: the same name and version with other code is refused, so
+            # `name@version` always means one bundle (read after our insert, in this transaction).
+            other = await connection.scalar(
+                sa.select(bundles.c.digest).where(
+                    bundles.c.owner_key_id == owner_key_id,
+                    bundles.c.name == name,
+                    bundles.c.version == version,
+                    bundles.c.digest != digest,
+                )
+            )
+            if other is not None:
+                raise Refused(
+                    f"version {version} of {name} is already deployed with other code (bundle "
+                    f"{other[:12]}): give the new code a new version",
+                    status=409,
                 )
             await connection.execute(
                 upsert(

@@ -4,7 +4,7 @@ Routes:
     POST /v1/invoke   InvokeRequest -> InvokeResult (200), or ErrorReply: 400 malformed,
                       403 bad signature / not allowed, 404 unknown function, 413 needs more
                       memory than the node lends, 503 busy (the reason may name a peer with room)
-    GET  /v1/status                  -> NodeStatus
+    GET  /v1/status                  -> NodeStatus (JSON with `Accept: application/json`)
     POST /v1/channels   ChannelTickets -> Ack: the lessee's latest payment-channel tickets
                         (p2pfaas/channels.py); 403 forged, 402 before the anchor's key is known
     POST /v1/forward, /v1/gossip, /v1/drain, /v1/jobs, /v1/jobs/{id} (a signed JobPoll): see
@@ -23,6 +23,7 @@ in the node's work directory where the primary serves the same routes plus one o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from aiohttp import web
 
@@ -49,18 +50,21 @@ async def invoke(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
+    """The node's status: MessagePack, or JSON when the caller asks for it (`Accept: application/json`,
+    as a browser or `curl -H` would)."""
     service = request.app[SERVICE_KEY]
-    return reply(
-        NodeStatus(
-            node_id=service.node_id,
-            url=service.url,
-            executor=service.executor.kind,
-            sandboxed=service.executor.sandboxed,
-            invocations=service.stats.invocations,
-            in_flight=service.stats.in_flight,
-            cached_bundles=len(service.cache),
-        )
+    answer = NodeStatus(
+        node_id=service.node_id,
+        url=service.url,
+        executor=service.executor.kind,
+        sandboxed=service.executor.sandboxed,
+        invocations=service.stats.invocations,
+        in_flight=service.stats.in_flight,
+        cached_bundles=len(service.cache),
     )
+    if "application/json" in request.headers.get("Accept", ""):
+        return web.json_response(dataclasses.asdict(answer))
+    return reply(answer)
 
 
 async def channels(request: web.Request) -> web.Response:

@@ -151,6 +151,21 @@ async def test_a_digest_belongs_to_one_owner_and_name(store: RegistryStore) -> N
     assert await store.resolve_function(bob, "resize") is None
 
 
+async def test_a_version_is_immutable(store: RegistryStore, db: Database) -> None:
+    """Issue #16: redeploying version 1.0.0 with different code was silently accepted."""
+    owner = await lessee(store)
+    first = bundle_args(owner, version="1.0.0")
+    await store.put_bundle(**first)
+    changed = bundle_args(owner, version="1.0.0", archive=b"other code")
+    with pytest.raises(Refused, match="already deployed with other code") as caught:
+        await store.put_bundle(**changed)
+    assert caught.value.status == 409
+    assert await store.resolve_function(owner, "resize") == first["digest"]
+    assert await store.bundle_archive(changed["digest"]) is None  # nothing of it was kept
+    await store.put_bundle(**{**first, "now": T0 + 5})  # the same code again: fine
+    await store.put_bundle(**bundle_args(owner, version="1.0.1", archive=b"other code"))
+
+
 async def test_malformed_bundle_fields_are_refused(store: RegistryStore) -> None:
     owner = await lessee(store)
     for bad in ({"digest": "ABC"}, {"digest": "G" * 64}, {"name": "n" * 201}, {"handler": "h" * 256}):

@@ -27,7 +27,7 @@ from p2pfaas.exec.base import Executor
 from p2pfaas.exec.docker_exec import LABEL_OWNER, DockerExecutor
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
-from p2pfaas.messages import ErrorReply, InvokeRequest, InvokeResult
+from p2pfaas.messages import ErrorReply, InvokeRequest, InvokeResult, NodeStatus
 from p2pfaas.node.daemon import NodeDaemon
 from p2pfaas.node.settings import NodeConfig
 from tests.functions import write_function
@@ -121,6 +121,18 @@ async def test_the_node_keeps_serving_when_the_anchor_is_gone(net: Net) -> None:
     await net.anchor.__aexit__(None, None, None)
     status, answer = await _post(f"{node_url}/v1/invoke", codec.encode(request))
     assert status == 200 and codec.decode_as(InvokeResult, answer).ok
+
+
+@pytest.mark.parametrize("executor_kind", ["process"], indirect=True)
+async def test_status_is_json_when_asked_for(net: Net) -> None:
+    """Issue #16: `GET /v1/status` answered only MessagePack, unreadable from a browser or curl."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{net.node.url}/v1/status", headers={"Accept": "application/json"}) as answer:
+            assert answer.content_type == "application/json"
+            status = await answer.json()
+        async with session.get(f"{net.node.url}/v1/status") as packed:
+            assert codec.decode_as(NodeStatus, await packed.read()).node_id == status["node_id"]
+    assert status["node_id"] == net.node.node_id and status["in_flight"] == 0
 
 
 async def test_unknown_function_name_is_not_found(net: Net) -> None:
