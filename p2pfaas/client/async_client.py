@@ -82,8 +82,6 @@ class AsyncClient:
 
     async def __aenter__(self) -> AsyncClient:
         self._session = aiohttp.ClientSession()
-        if self.wallet is not None:
-            self._courier = ChannelCourier(self.keys, self._session)
         if self.dht_seeds:
             self._discovery = await Discovery(self.dht_seeds, rng=self.rng).__aenter__()
         return self
@@ -282,8 +280,9 @@ class AsyncClient:
             return  # not this call's receipt, or not the executor's: nothing owed for it
         if self.wallet is not None:
             self.wallet.spent(receipt)
-        if self._courier is not None:
-            self._courier.accept(receipt, request.voucher, node_id=node.node_id, node_url=node.url)
+        if self._courier is None:  # made on the first paid result (a wallet may be set after entry)
+            self._courier = ChannelCourier(self.keys, self.session)
+        self._courier.accept(receipt, request.voucher, node_id=node.node_id, node_url=node.url)
 
     async def _candidates(self, invocation_id: str, node_url: str | None) -> AsyncGenerator[NodeInfo, None]:
         """Entry nodes to try, each once: the cached list, then (when it runs out) a fresh one."""

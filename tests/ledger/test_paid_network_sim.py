@@ -82,9 +82,8 @@ async def _network(
                 lessee, account.voucher, budget_micro=50_000_000, ttl_s=3600, rng=random.Random(seed),
                 max_price_per_cpu_s_micro=10**6,  # over these nodes' price (100,000 per CPU-second)
             )  # fmt: skip
-            client = await stack.enter_async_context(
-                AsyncClient(anchor.url, lessee, rng=random.Random(seed), wallet=wallet)
-            )
+            client = await stack.enter_async_context(AsyncClient(anchor.url, lessee, rng=random.Random(seed)))
+            client.wallet = wallet  # as the CLI and the devnet do: set after entry, still signs channels
             await client.deploy(write_function(root, "echo", timeout_s=30.0))
             for node in nodes:
                 with net.on_host(node.config.host):
