@@ -109,8 +109,9 @@ class RegistryStore:
         Idempotent on the digest: a bundle already stored is not rewritten, but the name pointer
         still moves to it (so putting an older digest again rolls the function back).
         Refused (403) if the owner key is unknown; (409) if the digest is stored for another owner
-        or name, or this name and version already hold other code (versions are immutable); (400) for a malformed digest or an over-long field; (413) if the database cannot
-        take the archive in one statement (MySQL's max_allowed_packet).
+        or name, or this name and version already hold other code (versions are immutable); (400)
+        for a malformed digest or an over-long field; (413) if the database cannot take the archive
+        in one statement (MySQL's max_allowed_packet).
         """
         if not HEX_DIGEST.fullmatch(digest):
             raise Refused(f"bundle digest must be 64 lowercase hex digits, got {digest[:80]!r}", status=400)
