@@ -33,6 +33,7 @@ from aiohttp import web
 
 from p2pfaas import signing
 from p2pfaas.anchor import ledger_api
+from p2pfaas.channels import sign_channel
 from p2pfaas.db import Database, open_database
 from p2pfaas.db.testing import exclusive_mysql_database
 from p2pfaas.identity import KeyPair
@@ -143,11 +144,23 @@ def http_jobs(
     by_node: list[list[Receipt]],
     nodes: Sequence[KeyPair],
     batch: int,
+    lessee: KeyPair,
 ) -> list[Callable[[], Awaitable[int]]]:
     jobs: list[Callable[[], Awaitable[int]]] = []
     for node, receipts in zip(nodes, by_node, strict=True):
+        # The lessee received every one of these results: its channel tickets to this node cover
+        # them all (`p2pfaas.channels`); each batch carries them, as a node's sender does.
+        totals: dict[str, int] = {}
+        for r in receipts:
+            totals[r.voucher_id] = totals.get(r.voucher_id, 0) + r.price_micro
+        channels = tuple(
+            sign_channel(voucher_id, node.key_id, seq=1, total_micro=total, keys=lessee)
+            for voucher_id, total in sorted(totals.items())
+        )
         for start in range(0, len(receipts), batch):
-            signed = signing.sign(ReceiptBatch(tuple(receipts[start : start + batch]), b"", b""), node)
+            chunk = tuple(receipts[start : start + batch])
+            mine = tuple(t for t in channels if any(r.voucher_id == t.voucher_id for r in chunk))
+            signed = signing.sign(ReceiptBatch(chunk, b"", b"", channels=mine), node)
 
             async def job(signed: ReceiptBatch = signed) -> int:
                 result = await call(session, "POST", f"{url}/v1/receipts", BatchResult, signed, timeout_s=60)
@@ -194,7 +207,7 @@ async def main(args: argparse.Namespace) -> None:
                 for name in per_tx:
                     if name == "batched over HTTP":
                         jobs = http_jobs(
-                            session, f"http://127.0.0.1:{port}", receipts[name], nodes, per_tx[name]
+                            session, f"http://127.0.0.1:{port}", receipts[name], nodes, per_tx[name], lessee
                         )
                     else:
                         jobs = settle_jobs(settler, receipts[name], nodes, per_tx[name])

@@ -142,6 +142,8 @@ async def call(
     error): a peer must not steer our requests elsewhere.
     `headers` adds request headers (e.g. `Authorization: Bearer ...` for the anchor's account routes).
     """
+    if session.closed:  # this process is shutting down (a draining node's last forwards): not a bug
+        raise Unreachable(f"{method} {url}: not sent, this process is closing its connections")
     data = codec.encode(msg) if msg is not None else None
     sent = dict(headers or {})
     if data is not None:
