@@ -51,9 +51,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2pfaas.channels import channel_problem
 from p2pfaas.db import Database
-from p2pfaas.db.schema import accounts, channels, key_owners, settlements, transfers, users, vouchers
+from p2pfaas.db.schema import accounts, key_owners, settlements, transfers, users, vouchers
 from p2pfaas.db.upsert import insert_ignore_many
 from p2pfaas.identity import PublicKey
+from p2pfaas.ledger.channels import add_paid, lock_channels, raise_channels
 from p2pfaas.ledger.earnings import SUPERSEDE_REF, credited_account
 from p2pfaas.ledger.policy import (
     AccountKind,
@@ -86,6 +87,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EXPIRY_SKEW_S = 60.0
 UNCLAIMED_RECHECK_S = 30.0
+UNSIGNED_MOVE = -1  # `supersede`'s answer when the executor's channel does not cover the move yet
 
 
 def node_account_name(node_id: str) -> str:
@@ -306,7 +308,7 @@ class Settler:
                 return None
             holder, paid = held  # what the voucher paid for it (within the lessee's cap), or moved since
             moved = min(paid, receipt.price_micro)
-            lanes = await _lock_channels(connection, receipt.voucher_id, [node_id, row.node_id])
+            lanes = await lock_channels(connection, receipt.voucher_id, [node_id, row.node_id])
             mine = lanes.get(node_id)
             if mine is None or mine.signed - mine.paid < moved:
                 return UNSIGNED_MOVE  # the lessee has not signed for this result of the executor yet
@@ -328,9 +330,9 @@ class Settler:
                 .where(settlements.c.invocation_id == receipt.invocation_id)
                 .values(node_id=node_id, result_sha256=receipt.result_sha256)
             )
-            await _add_paid(connection, receipt.voucher_id, node_id, moved, now)
+            await add_paid(connection, receipt.voucher_id, node_id, moved, now)
             if row.node_id in lanes:
-                await _add_paid(connection, receipt.voucher_id, row.node_id, -int(row.price_micro), now)
+                await add_paid(connection, receipt.voucher_id, row.node_id, -int(row.price_micro), now)
             return moved
 
         try:
@@ -413,7 +415,7 @@ class Settler:
         holds = {row.voucher_id: int(row.hold_account_id) for row in locked}
         room: dict[str, int] | None = None
         if channel_tickets is not None:  # under the voucher locks: no other batch moves these rows
-            room = await _raise_channels(connection, node_id, views, channel_tickets, now)
+            room = await raise_channels(connection, node_id, views, channel_tickets, now)
         admission = admit_batch(
             claims,
             vouchers=views,
@@ -491,7 +493,7 @@ class Settler:
             by_channel[claim.voucher_id] = by_channel.get(claim.voucher_id, 0) + claim.price_micro
         if room is not None:
             for voucher_id, amount in sorted(by_channel.items()):
-                await _add_paid(connection, voucher_id, node_id, amount, now)
+                await add_paid(connection, voucher_id, node_id, amount, now)
         legs[node_account] = legs.get(node_account, 0) + paid_micro
         legs[fees_account] = legs.get(fees_account, 0) + fee_micro
         if not paid:
@@ -517,81 +519,3 @@ class Settler:
             expiry_skew_s=self.expiry_skew_s,
             channel_room=room,
         )
-
-
-# --- channels (`p2pfaas.channels`) ----------------------------------------------------------------
-
-UNSIGNED_MOVE = -1  # `supersede`'s answer when the executor's channel does not cover the move yet
-
-
-@dataclass(frozen=True)
-class _Lane:
-    signed: int
-    paid: int
-
-
-async def _lock_channels(
-    connection: AsyncConnection, voucher_id: str, node_ids: Sequence[str]
-) -> dict[str, _Lane]:
-    rows = await connection.execute(
-        sa.select(channels.c.node_id, channels.c.signed_micro, channels.c.paid_micro)
-        .where(channels.c.voucher_id == voucher_id, channels.c.node_id.in_(sorted(set(node_ids))))
-        .order_by(channels.c.node_id)
-        .with_for_update()
-    )
-    return {row.node_id: _Lane(int(row.signed_micro), int(row.paid_micro)) for row in rows}
-
-
-async def _raise_channels(
-    connection: AsyncConnection,
-    node_id: str,
-    views: Mapping[str, VoucherView],
-    offered: Mapping[str, ChannelTicket],
-    now: float,
-) -> dict[str, int]:
-    """Raise node `node_id`'s channel rows to the tickets `offered` that the vouchers' lessees
-    signed (older or lower ones change nothing); return what each channel has signed and unpaid."""
-    rows = await connection.execute(
-        sa.select(channels.c.voucher_id, channels.c.seq, channels.c.signed_micro, channels.c.paid_micro)
-        .where(channels.c.node_id == node_id, channels.c.voucher_id.in_(sorted(views)))
-        .order_by(channels.c.voucher_id)
-        .with_for_update()
-    )
-    lanes = {row.voucher_id: _Lane(int(row.signed_micro), int(row.paid_micro)) for row in rows}
-    room: dict[str, int] = {}
-    for voucher_id, view in sorted(views.items()):
-        lane = lanes.get(voucher_id)
-        ticket = offered.get(voucher_id)
-        if ticket is not None and ticket.signer != view.lessee_key:
-            ticket = None  # signed by someone else than the voucher's lessee: worth nothing
-        if ticket is not None and lane is None:
-            await connection.execute(
-                channels.insert().values(
-                    voucher_id=voucher_id,
-                    node_id=node_id,
-                    seq=ticket.seq,
-                    signed_micro=ticket.total_micro,
-                    paid_micro=0,
-                    updated_at=now,
-                )
-            )
-            lane = _Lane(ticket.total_micro, 0)
-        elif ticket is not None and lane is not None and ticket.total_micro > lane.signed:
-            await connection.execute(
-                channels.update()
-                .where(channels.c.voucher_id == voucher_id, channels.c.node_id == node_id)
-                .values(seq=ticket.seq, signed_micro=ticket.total_micro, updated_at=now)
-            )
-            lane = _Lane(ticket.total_micro, lane.paid)
-        room[voucher_id] = 0 if lane is None else lane.signed - lane.paid
-    return room
-
-
-async def _add_paid(
-    connection: AsyncConnection, voucher_id: str, node_id: str, amount: int, now: float
-) -> None:
-    await connection.execute(
-        channels.update()
-        .where(channels.c.voucher_id == voucher_id, channels.c.node_id == node_id)
-        .values(paid_micro=channels.c.paid_micro + amount, updated_at=now)
-    )

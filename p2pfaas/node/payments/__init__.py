@@ -38,4 +38,5 @@ Not here: metering (issue #4).
     spend_log.py      `SpendLog`: what was charged each voucher, on disk, for a restarted node
     node_payments.py  `NodePayments`: the daemon's asyncio adapter (anchor key, receipts, spend log)
     receipts.py       the receipt journal, queue and sender to the anchor
+    channel_store.py  `ChannelStore`: the lessees' latest payment-channel tickets, shared by workers
 """
