@@ -126,6 +126,27 @@ class FunctionInfo(Message):
 # --- identities ---------------------------------------------------------------------------------
 
 
+@message(14)
+@dataclass(frozen=True)
+class FunctionVersion(Message):
+    """One deployed version of a lessee's function (`current`: the one its name points at)."""
+
+    name: Annotated[str, MaxLen(200)]
+    version: Annotated[str, MaxLen(64)]
+    digest: Annotated[str, MaxLen(64)]
+    runtime: Annotated[str, MaxLen(64)]
+    at: float  # when it was deployed (a list of versions) or last pointed at (a list of functions)
+    current: bool
+
+
+@message(15)
+@dataclass(frozen=True)
+class FunctionList(Message):
+    """A lessee's functions (their current versions), or one function's versions, oldest first."""
+
+    functions: Annotated[tuple[FunctionVersion, ...], MaxLen(4096)]
+
+
 @message(20)
 @dataclass(frozen=True)
 class LesseeKeyRegistration(Message):

@@ -5,7 +5,9 @@ Routes:
     POST /v1/lessees      LesseeKeyRegistration -> Ack        (proof of key possession)
     POST /v1/bundles      Bundle          -> FunctionInfo      (signed by a registered lessee key)
     GET  /v1/bundles/{digest}             -> Bundle
+    GET  /v1/functions/{owner}            -> FunctionList      (the current version of each)
     GET  /v1/functions/{owner}/{name}     -> FunctionInfo
+    GET  /v1/functions/{owner}/{name}/versions -> FunctionList (every version, oldest first)
     POST /v1/nodes        NodeAnnouncement -> Ack              (signed by the node key)
     GET  /v1/nodes                        -> NodeList          (nodes seen in the last NODE_TTL_S)
     ... and the routes of `accounts_api.py` (sign up, log in, tokens, key claims), `ledger_api.py`
@@ -55,6 +57,8 @@ from p2pfaas.messages import (
     Bundle,
     BundleHeader,
     FunctionInfo,
+    FunctionList,
+    FunctionVersion,
     LesseeKeyRegistration,
     NodeAnnouncement,
     NodeInfo,
@@ -199,6 +203,26 @@ class AnchorApi:
         if header_bytes is None:
             raise NotFound(f"lessee {owner[:12]}… has no function named {name[:64]!r}")
         return reply(FunctionInfo(owner_key_id=owner, name=name, header=_decode_header(header_bytes)))
+
+    async def list_functions(self, request: web.Request) -> web.Response:
+        """A lessee's functions at their current versions (bundles are public: so is this list)."""
+        owner = _path_param(request, "owner", _HEX40)
+        rows = await self.store.list_functions(owner)
+        listed = (FunctionVersion(r.name, r.version, r.digest, r.runtime, r.updated_at, True) for r in rows)
+        return reply(FunctionList(tuple(listed)))
+
+    async def function_versions(self, request: web.Request) -> web.Response:
+        owner = _path_param(request, "owner", _HEX40)
+        name = request.match_info["name"]
+        rows = await self.store.function_versions(owner, name)
+        if not rows:
+            raise NotFound(f"lessee {owner[:12]}… has no function named {name[:64]!r}")
+        current = await self.store.resolve_function(owner, name)
+        listed = (
+            FunctionVersion(r.name, r.version, r.digest, r.runtime, r.updated_at, r.digest == current)
+            for r in rows
+        )
+        return reply(FunctionList(tuple(listed)))
 
     async def announce_node(self, request: web.Request) -> web.Response:
         """A node's announcement is listed only when it is fresh, within the node's rate, from a
@@ -364,7 +388,9 @@ def make_app(db: Database, *, settings: AnchorSettings | None = None) -> web.App
             web.post("/v1/lessees", api.register_lessee),
             web.post("/v1/bundles", api.put_bundle),
             web.get("/v1/bundles/{digest}", api.get_bundle),
+            web.get("/v1/functions/{owner}", api.list_functions),
             web.get("/v1/functions/{owner}/{name}", api.get_function),
+            web.get("/v1/functions/{owner}/{name}/versions", api.function_versions),
             web.post("/v1/nodes", api.announce_node),
             web.get("/v1/nodes", api.list_nodes),
         ]

@@ -218,6 +218,16 @@ class RegistryStore:
         rows = await self._rows(query, what="list functions")
         return [FunctionRow(row.name, row.digest, row.version, row.runtime, row.updated_at) for row in rows]
 
+    async def function_versions(self, owner_key_id: str, name: str) -> list[FunctionRow]:
+        """Every version the owner deployed under `name`, oldest first (`updated_at`: when stored)."""
+        query = (
+            sa.select(bundles.c.digest, bundles.c.version, bundles.c.runtime, bundles.c.created_at)
+            .where(bundles.c.owner_key_id == owner_key_id, bundles.c.name == name)
+            .order_by(bundles.c.created_at, bundles.c.digest)
+        )
+        rows = await self._rows(query, what="list function versions")
+        return [FunctionRow(name, row.digest, row.version, row.runtime, row.created_at) for row in rows]
+
     # --- volunteer nodes ------------------------------------------------------------------------
 
     async def upsert_node(

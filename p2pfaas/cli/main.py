@@ -141,6 +141,24 @@ def cmd_fn_invoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fn_list(args: argparse.Namespace) -> int:
+    """The key's functions at their current versions; with NAME, every version of that function."""
+    from p2pfaas.client import AsyncClient
+
+    async def listing() -> None:
+        async with AsyncClient(args.anchor, _lessee_keys(args)) as client:
+            name = getattr(args, "name", None)
+            rows = await (client.versions(name) if name else client.functions())
+            if not rows:
+                print("no functions deployed with this key", file=sys.stderr)
+            for row in rows:
+                mark = "*" if row.current and name else " "
+                print(f"{mark} {row.name:24} {row.version:12} {row.digest[:16]}  {row.runtime}")
+
+    _run(listing())
+    return 0
+
+
 # --- daemons ------------------------------------------------------------------------------------
 
 
@@ -283,6 +301,15 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--anchor", default=default_anchor(), help="anchor URL (default: %(default)s)")
         if name == "pack":
             sub.add_argument("--out", help="bundle file (default: NAME-VERSION.p2pfaas)")
+    for name, text in (
+        ("list", "list the functions deployed with your key, at their current versions"),
+        ("versions", "list every version of function NAME (* marks the current one)"),
+    ):
+        sub = command(fn, name, cmd_fn_list, text)
+        if name == "versions":
+            sub.add_argument("name")
+        sub.add_argument("--key", type=Path, default=default_key(), help="lessee key (default: %(default)s)")
+        sub.add_argument("--anchor", default=default_anchor(), help="anchor URL (default: %(default)s)")
     invoke = command(fn, "invoke", cmd_fn_invoke, "run a deployed function and print its result")
     invoke.add_argument("name")
     invoke.add_argument("payload", nargs="?", default="null", help="JSON payload (default: null)")

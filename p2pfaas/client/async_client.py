@@ -44,6 +44,8 @@ from p2pfaas.identity import KeyPair
 from p2pfaas.messages import (
     Ack,
     FunctionInfo,
+    FunctionList,
+    FunctionVersion,
     InvokeRequest,
     InvokeResult,
     LesseeKeyRegistration,
@@ -140,6 +142,18 @@ class AsyncClient:
                 self.session, "GET", url, FunctionInfo, timeout_s=self.request_timeout_s
             )
         return self._functions[name]
+
+    async def functions(self) -> list[FunctionVersion]:
+        """This key's functions, each at its current version, by name."""
+        url = f"{self.anchor_url}/v1/functions/{self.keys.key_id}"
+        listed = await rpc.call(self.session, "GET", url, FunctionList, timeout_s=self.request_timeout_s)
+        return list(listed.functions)
+
+    async def versions(self, name: str) -> list[FunctionVersion]:
+        """Every version of function `name` deployed with this key, oldest first; NotFound if none."""
+        url = f"{self.anchor_url}/v1/functions/{self.keys.key_id}/{name}/versions"
+        listed = await rpc.call(self.session, "GET", url, FunctionList, timeout_s=self.request_timeout_s)
+        return list(listed.functions)
 
     async def nodes(self, *, refresh: bool = False) -> list[NodeInfo]:
         """The anchor's live nodes, cached for `node_list_ttl_s` (the loop's clock)."""

@@ -92,6 +92,13 @@ def test_devnet_up_demo_down_runs_separate_processes(tmp_path: Path) -> None:
         assert len(ran_on) == 3  # every node ran the function
         assert "FunctionFailed: RuntimeError" in demo.stdout
         assert "the DHT advertises 3 node(s)" in demo.stdout, demo.stdout  # every node joined the overlay
+        key, anchor = str(directory / "lessee.key"), f"http://127.0.0.1:{port}"
+        listed = p2pfaas("fn", "list", "--key", key, "--anchor", anchor)
+        assert listed.returncode == 0 and listed.stdout.split()[:2] == ["hello", "1.0.0"], listed
+        versions = p2pfaas("fn", "versions", "hello", "--key", key, "--anchor", anchor)
+        assert versions.returncode == 0 and versions.stdout.split()[:3] == ["*", "hello", "1.0.0"], versions
+        missing = p2pfaas("fn", "versions", "nothing", "--key", key, "--anchor", anchor)
+        assert missing.returncode == 1 and "no function named 'nothing'" in missing.stderr, missing
         if "UNSANDBOXED" in up.stdout:
             assert "NO SANDBOX" in (directory / "node-0.log").read_text()
     finally:

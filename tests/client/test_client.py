@@ -11,7 +11,7 @@ import pytest
 
 from p2pfaas.anchor.server import AnchorServer
 from p2pfaas.client import AsyncClient, Client
-from p2pfaas.errors import LocalError, Unreachable
+from p2pfaas.errors import LocalError, NotFound, Unreachable
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
 from p2pfaas.node.daemon import NodeDaemon
@@ -101,3 +101,28 @@ def test_the_sync_client_deploys_and_invokes(tmp_path: Path) -> None:
         thread.join(60)
         loop.close()
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+async def test_functions_and_their_versions_are_listed(tmp_path: Path) -> None:
+    """Issue #16 item 5 (the read side): `fn list`, `fn versions NAME`."""
+    async with (
+        AnchorServer(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", port=0) as anchor,
+        AsyncClient(anchor.url, KeyPair.generate()) as client,
+    ):
+        assert await client.functions() == []
+        directory = write_function(tmp_path, "echo")
+        first = await client.deploy(directory)
+        manifest = directory / "p2pfaas.toml"
+        manifest.write_text(manifest.read_text().replace('"1.0.0"', '"1.1.0"'))
+        (directory / "main.py").write_text("def handle(event):\n    return event\n")
+        second = await client.deploy(directory)
+        await client.deploy(write_function(tmp_path, "boom"))
+        listed = [(f.name, f.version) for f in await client.functions()]
+        assert listed == [("boom", "1.0.0"), ("echo", "1.1.0")]
+        versions = await client.versions("echo")
+        assert [(v.version, v.digest, v.current) for v in versions] == [
+            ("1.0.0", first.header.digest, False),
+            ("1.1.0", second.header.digest, True),
+        ]
+        with pytest.raises(NotFound, match="no function named"):
+            await client.versions("nothing")
