@@ -139,6 +139,21 @@ class FunctionVersion(Message):
     current: bool
 
 
+@message(16)
+@dataclass(frozen=True)
+class FunctionChange(Message):
+    """The owner's signed word to point its function `name` at deployed `version` (a rollback, or a
+    roll forward), or with `version` "", to remove the name (invoking it is then NotFound). The
+    anchor refuses one issued before the function last changed, so a replay cannot undo a later
+    deploy or change, and one not fresh (+-300 s)."""
+
+    name: Annotated[str, MaxLen(200)]
+    version: Annotated[str, MaxLen(64)]
+    issued_at: float
+    signer: PublicKeyBytes  # the function's owner (its lessee key)
+    signature: SignatureBytes
+
+
 @message(15)
 @dataclass(frozen=True)
 class FunctionList(Message):

@@ -8,6 +8,7 @@ Routes:
     GET  /v1/functions/{owner}            -> FunctionList      (the current version of each)
     GET  /v1/functions/{owner}/{name}     -> FunctionInfo
     GET  /v1/functions/{owner}/{name}/versions -> FunctionList (every version, oldest first)
+    POST /v1/functions/changes FunctionChange -> Ack            (signed by the owner: rollback, removal)
     POST /v1/nodes        NodeAnnouncement -> Ack              (signed by the node key)
     GET  /v1/nodes                        -> NodeList          (nodes seen in the last NODE_TTL_S)
     ... and the routes of `accounts_api.py` (sign up, log in, tokens, key claims), `ledger_api.py`
@@ -56,6 +57,7 @@ from p2pfaas.messages import (
     Ack,
     Bundle,
     BundleHeader,
+    FunctionChange,
     FunctionInfo,
     FunctionList,
     FunctionVersion,
@@ -71,6 +73,7 @@ from p2pfaas.rpc import Forbidden, error_middleware, read_message, reply
 
 NODE_TTL_S = 90.0  # nodes re-announce every 30 s; three missed announcements and they drop out
 ANNOUNCE_SKEW_S = 120.0  # an announcement older (or newer) than this is refused: no replays
+CHANGE_SKEW_S = 300.0  # a function change (rollback, removal) signed longer ago (or ahead) is refused
 REACHABILITY_TIMEOUT_S = 3.0
 REACHABILITY_CHECKS = 8  # at once, for every announcer together
 MAX_TRACKED_NODES = 100_000
@@ -223,6 +226,18 @@ class AnchorApi:
             for r in rows
         )
         return reply(FunctionList(tuple(listed)))
+
+    async def change_function(self, request: web.Request) -> web.Response:
+        """The owner's signed rollback (or roll forward, or removal) of one of its functions."""
+        msg = await read_message(request, FunctionChange)
+        owner = signing.verify(msg)
+        now = wall_time()
+        if abs(now - msg.issued_at) > CHANGE_SKEW_S:
+            raise LocalError(f"the change was signed {now - msg.issued_at:.0f} s from now: sign a fresh one")
+        digest = await self.store.change_function(
+            owner.key_id, msg.name, msg.version, issued_at=msg.issued_at, now=now
+        )
+        return reply(Ack(f"{msg.name} now runs {digest[:16]}" if digest else f"{msg.name} removed"))
 
     async def announce_node(self, request: web.Request) -> web.Response:
         """A node's announcement is listed only when it is fresh, within the node's rate, from a
@@ -391,6 +406,7 @@ def make_app(db: Database, *, settings: AnchorSettings | None = None) -> web.App
             web.get("/v1/functions/{owner}", api.list_functions),
             web.get("/v1/functions/{owner}/{name}", api.get_function),
             web.get("/v1/functions/{owner}/{name}/versions", api.function_versions),
+            web.post("/v1/functions/changes", api.change_function),
             web.post("/v1/nodes", api.announce_node),
             web.get("/v1/nodes", api.list_nodes),
         ]

@@ -218,6 +218,48 @@ class RegistryStore:
         rows = await self._rows(query, what="list functions")
         return [FunctionRow(row.name, row.digest, row.version, row.runtime, row.updated_at) for row in rows]
 
+    async def change_function(
+        self, owner_key_id: str, name: str, version: str, *, issued_at: float, now: float
+    ) -> str:
+        """Point the owner's function `name` at its deployed `version` (the newest bundle of it), or
+        with `version` "", remove the name. Returns the digest it now points at ("" when removed).
+        NotFound for an unknown name or version; 409 for a change issued before the function's
+        last change (a replay)."""
+
+        async def work(connection: AsyncConnection) -> str:
+            current = (
+                await connection.execute(
+                    sa.select(functions.c.digest, functions.c.updated_at)
+                    .where(functions.c.owner_key_id == owner_key_id, functions.c.name == name)
+                    .with_for_update()
+                )
+            ).one_or_none()
+            if current is None:
+                raise NotFound(f"you have no function named {name[:64]!r}")
+            if issued_at <= current.updated_at:
+                raise Refused(
+                    f"this change of {name[:64]!r} was signed before its last change: sign a new one",
+                    status=409,
+                )
+            where = (functions.c.owner_key_id == owner_key_id, functions.c.name == name)
+            mine = (bundles.c.owner_key_id == owner_key_id, bundles.c.name == name)
+            if not version:
+                await connection.execute(functions.delete().where(*where))
+                return ""
+            digest = await connection.scalar(
+                sa.select(bundles.c.digest)
+                .where(*mine, bundles.c.version == version)
+                .order_by(bundles.c.created_at.desc())
+                .limit(1)
+            )
+            if digest is None:
+                raise NotFound(f"{name[:64]!r} has no deployed version {version[:64]!r}")
+            changed = functions.update().where(*where).values(digest=digest, updated_at=max(now, issued_at))
+            await connection.execute(changed)
+            return str(digest)
+
+        return await self._db.run(work, what=f"change function {name[:64]}")
+
     async def function_versions(self, owner_key_id: str, name: str) -> list[FunctionRow]:
         """Every version the owner deployed under `name`, oldest first (`updated_at`: when stored)."""
         query = (

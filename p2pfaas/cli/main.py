@@ -159,6 +159,19 @@ def cmd_fn_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fn_change(args: argparse.Namespace) -> int:
+    """`fn rollback NAME VERSION` and `fn rm NAME`: signed by the function's owner key."""
+    from p2pfaas.client import AsyncClient
+
+    async def change() -> None:
+        async with AsyncClient(args.anchor, _lessee_keys(args)) as client:
+            version = getattr(args, "version", None)
+            print(await (client.rollback(args.name, version) if version else client.remove(args.name)))
+
+    _run(change())
+    return 0
+
+
 # --- daemons ------------------------------------------------------------------------------------
 
 
@@ -308,6 +321,16 @@ def build_parser() -> argparse.ArgumentParser:
         sub = command(fn, name, cmd_fn_list, text)
         if name == "versions":
             sub.add_argument("name")
+        sub.add_argument("--key", type=Path, default=default_key(), help="lessee key (default: %(default)s)")
+        sub.add_argument("--anchor", default=default_anchor(), help="anchor URL (default: %(default)s)")
+    for name, text in (
+        ("rollback", "point function NAME at its deployed VERSION again"),
+        ("rm", "remove function NAME: invoking it is 'not found' from then on"),
+    ):
+        sub = command(fn, name, cmd_fn_change, text)
+        sub.add_argument("name")
+        if name == "rollback":
+            sub.add_argument("version")
         sub.add_argument("--key", type=Path, default=default_key(), help="lessee key (default: %(default)s)")
         sub.add_argument("--anchor", default=default_anchor(), help="anchor URL (default: %(default)s)")
     invoke = command(fn, "invoke", cmd_fn_invoke, "run a deployed function and print its result")

@@ -43,6 +43,7 @@ from p2pfaas.errors import (
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import (
     Ack,
+    FunctionChange,
     FunctionInfo,
     FunctionList,
     FunctionVersion,
@@ -154,6 +155,22 @@ class AsyncClient:
         url = f"{self.anchor_url}/v1/functions/{self.keys.key_id}/{name}/versions"
         listed = await rpc.call(self.session, "GET", url, FunctionList, timeout_s=self.request_timeout_s)
         return list(listed.functions)
+
+    async def rollback(self, name: str, version: str) -> str:
+        """Point function `name` at its deployed `version` again (or a later one); the anchor's answer."""
+        return await self._change(name, version)
+
+    async def remove(self, name: str) -> str:
+        """Remove function `name`: invoking it is NotFound from now on (its bundles stay fetchable)."""
+        return await self._change(name, "")
+
+    async def _change(self, name: str, version: str) -> str:
+        unsigned = FunctionChange(name, version, wall_time(), signer=b"", signature=b"")
+        change = signing.sign(unsigned, self.keys)
+        url = f"{self.anchor_url}/v1/functions/changes"
+        ack = await rpc.call(self.session, "POST", url, Ack, change, timeout_s=self.request_timeout_s)
+        self._functions.pop(name, None)
+        return ack.detail
 
     async def nodes(self, *, refresh: bool = False) -> list[NodeInfo]:
         """The anchor's live nodes, cached for `node_list_ttl_s` (the loop's clock)."""

@@ -99,6 +99,12 @@ def test_devnet_up_demo_down_runs_separate_processes(tmp_path: Path) -> None:
         assert versions.returncode == 0 and versions.stdout.split()[:3] == ["*", "hello", "1.0.0"], versions
         missing = p2pfaas("fn", "versions", "nothing", "--key", key, "--anchor", anchor)
         assert missing.returncode == 1 and "no function named 'nothing'" in missing.stderr, missing
+        back = p2pfaas("fn", "rollback", "hello", "1.0.0", "--key", key, "--anchor", anchor)
+        assert back.returncode == 0 and "hello now runs" in back.stdout, back
+        gone = p2pfaas("fn", "rm", "hello", "--key", key, "--anchor", anchor)
+        assert gone.returncode == 0 and "hello removed" in gone.stdout, gone
+        invoked = p2pfaas("fn", "invoke", "hello", "--key", key, "--anchor", anchor)
+        assert invoked.returncode == 1 and "no function named 'hello'" in invoked.stderr, invoked
         if "UNSANDBOXED" in up.stdout:
             assert "NO SANDBOX" in (directory / "node-0.log").read_text()
     finally:

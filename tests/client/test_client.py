@@ -5,15 +5,18 @@ from __future__ import annotations
 import random
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
+from p2pfaas import rpc, signing
 from p2pfaas.anchor.server import AnchorServer
 from p2pfaas.client import AsyncClient, Client
-from p2pfaas.errors import LocalError, NotFound, Unreachable
+from p2pfaas.errors import LocalError, NotFound, Refused, Unreachable
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
+from p2pfaas.messages import Ack, FunctionChange
 from p2pfaas.node.daemon import NodeDaemon
 from p2pfaas.node.settings import NodeConfig
 from tests.functions import write_function
@@ -126,3 +129,39 @@ async def test_functions_and_their_versions_are_listed(tmp_path: Path) -> None:
         ]
         with pytest.raises(NotFound, match="no function named"):
             await client.versions("nothing")
+
+
+async def test_a_function_rolls_back_and_is_removed_by_its_owners_signed_word(tmp_path: Path) -> None:
+    """Issue #16 item 5: `fn rollback NAME VERSION`, `fn rm NAME`; a replayed change undoes nothing."""
+    async with (
+        AnchorServer(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", port=0) as anchor,
+        AsyncClient(anchor.url, KeyPair.generate()) as client,
+        _node(anchor.url, tmp_path, "n", tmp_path / "run") as node,
+    ):
+        await node.announce()
+        directory = write_function(tmp_path, "echo")
+        first = await client.deploy(directory)
+        manifest = directory / "p2pfaas.toml"
+        manifest.write_text(manifest.read_text().replace('"1.0.0"', '"2.0.0"'))
+        (directory / "main.py").write_text("def handle(event):\n    return {'v2': event}\n")
+        await client.deploy(directory)
+        assert (await client.invoke("echo", 1)).value == {"v2": 1}
+        assert first.header.digest[:16] in await client.rollback("echo", "1.0.0")
+        assert (await client.invoke("echo", 1)).value == {"echo": 1}
+        with pytest.raises(NotFound, match="no deployed version"):
+            await client.rollback("echo", "3.0.0")
+        # Someone replays the owner's signed rollback after a later change: refused.
+        replay = signing.sign(FunctionChange("echo", "1.0.0", time.time() - 1, b"", b""), client.keys)
+        await client.rollback("echo", "2.0.0")
+        with pytest.raises(Refused, match="before its last change"):
+            await rpc.call(
+                client.session, "POST", f"{anchor.url}/v1/functions/changes", Ack, replay, timeout_s=10
+            )
+        stranger = AsyncClient(anchor.url, KeyPair.generate())
+        async with stranger:
+            with pytest.raises(NotFound):  # a stranger's removal touches only its own (absent) function
+                await stranger.remove("echo")
+        assert "removed" in await client.remove("echo")
+        with pytest.raises(NotFound):
+            await client.invoke("echo", 1)
+        assert await client.functions() == []
