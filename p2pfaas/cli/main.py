@@ -115,6 +115,7 @@ def cmd_fn_deploy(args: argparse.Namespace) -> int:
 def cmd_fn_invoke(args: argparse.Namespace) -> int:
     from p2pfaas.client import AsyncClient
     from p2pfaas.client.replication import verified_invoke
+    from p2pfaas.errors import FunctionFailed
 
     try:
         payload = json.loads(args.payload)
@@ -124,16 +125,22 @@ def cmd_fn_invoke(args: argparse.Namespace) -> int:
     async def invoke() -> None:
         client = AsyncClient(args.anchor, _lessee_keys(args), dht_seeds=dht_seeds(args))
         async with client, pay_cli.paying(args, client):
-            if args.verify == "off":
-                outcome = await client.invoke(args.name, payload, timeout_s=args.timeout)
-            else:  # replicas on distinct nodes, result hashes voted (issue #5, trust)
-                outcome = await verified_invoke(
-                    client, args.name, payload, timeout_s=args.timeout, mode=args.verify
-                )
+            try:
+                if args.verify == "off":
+                    outcome = await client.invoke(args.name, payload, timeout_s=args.timeout)
+                else:  # replicas on distinct nodes, result hashes voted (issue #5, trust)
+                    outcome = await verified_invoke(
+                        client, args.name, payload, timeout_s=args.timeout, mode=args.verify
+                    )
+            except FunctionFailed as failed:  # the function's own traceback, then the one-line error
+                if failed.traceback:
+                    print(failed.traceback.rstrip(), file=sys.stderr)
+                raise
             print(json.dumps(outcome.value, indent=2))
+            price = f", {outcome.price_micro} micro-credits" if outcome.price_micro else ""
             print(
                 f"# node {outcome.node_id[:12]} ({outcome.node_url}), {outcome.duration_s * 1000:.1f} ms"
-                f"{', cold start' if outcome.cold else ''}",
+                f"{', cold start' if outcome.cold else ''}{price}",
                 file=sys.stderr,
             )
 

@@ -99,6 +99,9 @@ def test_devnet_up_demo_down_runs_separate_processes(tmp_path: Path) -> None:
         assert versions.returncode == 0 and versions.stdout.split()[:3] == ["*", "hello", "1.0.0"], versions
         missing = p2pfaas("fn", "versions", "nothing", "--key", key, "--anchor", anchor)
         assert missing.returncode == 1 and "no function named 'nothing'" in missing.stderr, missing
+        failed = p2pfaas("fn", "invoke", "hello", '{"fail": true}', "--key", key, "--anchor", anchor)
+        assert failed.returncode == 1 and "Traceback" in failed.stderr, failed  # the function's own
+        assert failed.stderr.strip().splitlines()[-1].startswith("p2pfaas: error: "), failed.stderr
         back = p2pfaas("fn", "rollback", "hello", "1.0.0", "--key", key, "--anchor", anchor)
         assert back.returncode == 0 and "hello now runs" in back.stdout, back
         gone = p2pfaas("fn", "rm", "hello", "--key", key, "--anchor", anchor)
