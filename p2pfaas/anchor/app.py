@@ -6,7 +6,7 @@ Routes:
     POST /v1/bundles      Bundle          -> FunctionInfo      (signed by a registered lessee key)
     GET  /v1/bundles/{digest}             -> Bundle
     GET  /v1/functions/{owner}            -> FunctionList      (the current version of each)
-    GET  /v1/functions/{owner}/{name}     -> FunctionInfo
+    GET  /v1/functions/{owner}/{name}[?version=V] -> FunctionInfo (the current version, or V)
     GET  /v1/functions/{owner}/{name}/versions -> FunctionList (every version, oldest first)
     POST /v1/functions/changes FunctionChange -> Ack            (signed by the owner: rollback, removal)
     POST /v1/nodes        NodeAnnouncement -> Ack              (signed by the node key)
@@ -201,10 +201,12 @@ class AnchorApi:
     async def get_function(self, request: web.Request) -> web.Response:
         owner = _path_param(request, "owner", _HEX40)
         name = request.match_info["name"]
-        digest = await self.store.resolve_function(owner, name)
+        version = request.query.get("version", "")[:64]  # `NAME@VERSION`: that version, not the current
+        digest = await self.store.resolve_function(owner, name, version)
         header_bytes = await self.store.bundle_header(digest) if digest else None
         if header_bytes is None:
-            raise NotFound(f"lessee {owner[:12]}… has no function named {name[:64]!r}")
+            what = f"{name[:64]!r} at version {version!r}" if version else f"{name[:64]!r}"
+            raise NotFound(f"lessee {owner[:12]}… has no function named {what}")
         return reply(FunctionInfo(owner_key_id=owner, name=name, header=_decode_header(header_bytes)))
 
     async def list_functions(self, request: web.Request) -> web.Response:

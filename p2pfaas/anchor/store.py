@@ -194,11 +194,24 @@ class RegistryStore:
         query = sa.select(bundles.c.archive).where(bundles.c.digest == digest)
         return await self._scalar(query, what="read bundle archive")
 
-    async def resolve_function(self, owner_key_id: str, name: str) -> str | None:
-        """The digest that the owner's function `name` currently points at, or None."""
+    async def resolve_function(self, owner_key_id: str, name: str, version: str = "") -> str | None:
+        """The digest that the owner's function `name` currently points at (with `version`: that
+        deployed version's, while the name exists), or None."""
         query = sa.select(functions.c.digest).where(
             functions.c.owner_key_id == owner_key_id, functions.c.name == name
         )
+        if version:
+            query = (
+                sa.select(bundles.c.digest)
+                .where(
+                    bundles.c.owner_key_id == owner_key_id,
+                    bundles.c.name == name,
+                    bundles.c.version == version,
+                    sa.exists(query),
+                )
+                .order_by(bundles.c.created_at.desc())
+                .limit(1)
+            )
         return await self._scalar(query, what="resolve function")
 
     async def list_functions(self, owner_key_id: str) -> list[FunctionRow]:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import random
+import urllib.parse
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -137,8 +138,12 @@ class AsyncClient:
         return info
 
     async def function(self, name: str, *, refresh: bool = False) -> FunctionInfo:
+        """Function `name` at its current version, or `name@version` at that deployed version."""
         if refresh or name not in self._functions:
-            url = f"{self.anchor_url}/v1/functions/{self.keys.key_id}/{name}"
+            base, _, version = name.partition("@")
+            url = f"{self.anchor_url}/v1/functions/{self.keys.key_id}/{base}"
+            if version:
+                url += f"?version={urllib.parse.quote(version)}"
             self._functions[name] = await rpc.call(
                 self.session, "GET", url, FunctionInfo, timeout_s=self.request_timeout_s
             )
@@ -169,7 +174,8 @@ class AsyncClient:
         change = signing.sign(unsigned, self.keys)
         url = f"{self.anchor_url}/v1/functions/changes"
         ack = await rpc.call(self.session, "POST", url, Ack, change, timeout_s=self.request_timeout_s)
-        self._functions.pop(name, None)
+        for cached in [n for n in self._functions if n == name or n.startswith(f"{name}@")]:
+            del self._functions[cached]
         return ack.detail
 
     async def nodes(self, *, refresh: bool = False) -> list[NodeInfo]:

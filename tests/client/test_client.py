@@ -132,7 +132,8 @@ async def test_functions_and_their_versions_are_listed(tmp_path: Path) -> None:
 
 
 async def test_a_function_rolls_back_and_is_removed_by_its_owners_signed_word(tmp_path: Path) -> None:
-    """Issue #16 item 5: `fn rollback NAME VERSION`, `fn rm NAME`; a replayed change undoes nothing."""
+    """Issue #16 items 5 and 8: `fn rollback NAME VERSION`, `fn rm NAME`, `NAME@VERSION`; a replayed
+    change undoes nothing."""
     async with (
         AnchorServer(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", port=0) as anchor,
         AsyncClient(anchor.url, KeyPair.generate()) as client,
@@ -146,6 +147,9 @@ async def test_a_function_rolls_back_and_is_removed_by_its_owners_signed_word(tm
         (directory / "main.py").write_text("def handle(event):\n    return {'v2': event}\n")
         await client.deploy(directory)
         assert (await client.invoke("echo", 1)).value == {"v2": 1}
+        assert (await client.invoke("echo@1.0.0", 1)).value == {"echo": 1}  # a version by name
+        with pytest.raises(NotFound, match=r"at version '9\.9'"):
+            await client.invoke("echo@9.9", 1)
         assert first.header.digest[:16] in await client.rollback("echo", "1.0.0")
         assert (await client.invoke("echo", 1)).value == {"echo": 1}
         with pytest.raises(NotFound, match="no deployed version"):
@@ -162,6 +166,7 @@ async def test_a_function_rolls_back_and_is_removed_by_its_owners_signed_word(tm
             with pytest.raises(NotFound):  # a stranger's removal touches only its own (absent) function
                 await stranger.remove("echo")
         assert "removed" in await client.remove("echo")
-        with pytest.raises(NotFound):
-            await client.invoke("echo", 1)
+        for removed in ("echo", "echo@1.0.0"):
+            with pytest.raises(NotFound):
+                await client.invoke(removed, 1)
         assert await client.functions() == []
