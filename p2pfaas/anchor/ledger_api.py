@@ -9,6 +9,9 @@ Routes (MessagePack bodies; token scopes from `p2pfaas.anchor.tokens.Scope`):
     GET  /v1/vouchers/{id}                          -> VoucherInfo   (account:read; the caller's own)
     POST /v1/receipts           ReceiptBatch        -> BatchResult   (signed by the node key; no token;
                                                                       each receipt needs its lessee's ticket)
+    POST /v1/channels           ChannelTickets      -> Ack           (anyone: each ticket signed by its
+                                                                      voucher's lessee; tickets the lessee
+                                                                      could not hand the node itself)
     POST /v1/payouts            PayoutRequest       -> PayoutInfo    (payouts:write; own accounts only)
     GET  /v1/payouts/{id}                           -> PayoutInfo    (the owner, or an operator)
     POST /v1/payouts/{id}/state PayoutUpdate        -> PayoutInfo    (operator: the provider said paid/failed)
@@ -38,6 +41,7 @@ from p2pfaas.db import Database
 from p2pfaas.db.schema import key_owners, users
 from p2pfaas.errors import LocalError, NotFound, SignatureError, StorageError
 from p2pfaas.identity import KeyPair, PublicKey
+from p2pfaas.ledger.channels import record_tickets
 from p2pfaas.ledger.earnings import claw_back
 from p2pfaas.ledger.issuer import VoucherIssuer, load_anchor_keys
 from p2pfaas.ledger.payments import Payments, TopUp
@@ -61,7 +65,7 @@ from p2pfaas.ledger.wire import (
     VoucherRequest,
 )
 from p2pfaas.lifecycle import TaskSet
-from p2pfaas.messages import ReceiptBatch
+from p2pfaas.messages import Ack, ChannelTickets, ReceiptBatch
 from p2pfaas.rpc import Forbidden, read_message, reply
 
 __all__ = ["LEDGER", "LedgerApi", "setup"]
@@ -184,6 +188,13 @@ class LedgerApi:
             if why not in (Refusal.DUPLICATE, Refusal.UNSIGNED)
         )
         return reply(BatchResult(paid=done.paid, duplicate=duplicate, refused=refused, unsigned=unsigned))
+
+    async def channels(self, request: web.Request) -> web.Response:
+        """A lessee's channel tickets for nodes it could not reach: the nodes' receipts are paid
+        within them (`record_tickets`) although the tickets never reached the nodes."""
+        offer = await read_message(request, ChannelTickets)
+        raised = await record_tickets(self.db, offer.tickets, now=wall_time())
+        return reply(Ack(f"raised {raised} of {len(offer.tickets)} channels"))
 
     # --- payouts ----------------------------------------------------------------------------------
 
@@ -334,6 +345,7 @@ def setup(
             web.post("/v1/vouchers", api.request_voucher),
             web.get("/v1/vouchers/{voucher_id}", api.voucher_info),
             web.post("/v1/receipts", api.receipts),
+            web.post("/v1/channels", api.channels),
             web.post("/v1/payouts", api.request_payout),
             web.get("/v1/payouts/{payout_id}", api.payout_info),
             web.post("/v1/payouts/{payout_id}/state", api.update_payout),

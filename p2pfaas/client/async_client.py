@@ -318,7 +318,7 @@ class AsyncClient:
         if self.wallet is not None:
             self.wallet.spent(receipt)
         if self._courier is None:  # made on the first paid result (a wallet may be set after entry)
-            self._courier = ChannelCourier(self.keys, self.session)
+            self._courier = ChannelCourier(self.keys, self.session, self.anchor_url)
         self._courier.accept(receipt, request.voucher, node_id=node.node_id, node_url=node.url)
 
     async def _candidates(self, invocation_id: str, node_url: str | None) -> AsyncGenerator[NodeInfo, None]:

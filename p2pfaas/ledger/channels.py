@@ -1,22 +1,27 @@
 """Payment-channel rows (`p2pfaas.channels`, revision 0006), for `settlement`: per voucher and node,
 the highest total the lessee signed (`signed_micro`) and what the node's paid receipts took of it
-(`paid_micro`). Every function runs inside a settlement transaction that holds the voucher's row
-lock, so for one voucher these rows move one transaction at a time.
+(`paid_micro`). Every function runs inside a transaction that holds the voucher's row lock
+(`lock_vouchers`), so for one voucher these rows move one transaction at a time. The rows rise
+with the tickets a node sends with its receipts, or that the lessee hands the anchor itself
+(`record_tickets`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from p2pfaas.db.schema import channels
+from p2pfaas.channels import channel_problem
+from p2pfaas.db import Database
+from p2pfaas.db.schema import accounts, channels, vouchers
+from p2pfaas.errors import NotFound, SignatureError
 from p2pfaas.ledger.policy import VoucherView
 from p2pfaas.messages import ChannelTicket
 
-__all__ = ["Lane", "add_paid", "lock_channels", "raise_channels"]
+__all__ = ["Lane", "add_paid", "lock_channels", "lock_vouchers", "raise_channels", "record_tickets"]
 
 
 @dataclass(frozen=True)
@@ -90,3 +95,77 @@ async def add_paid(
         .where(channels.c.voucher_id == voucher_id, channels.c.node_id == node_id)
         .values(paid_micro=channels.c.paid_micro + amount, updated_at=now)
     )
+
+
+async def lock_vouchers(
+    connection: AsyncConnection, voucher_ids: Iterable[str]
+) -> tuple[dict[str, VoucherView], dict[str, int]]:
+    """Lock the voucher rows, then their holds (in id order), and read them: the views and the
+    hold account of each voucher that exists."""
+    # Each by primary key only: a join here may scan (and so lock) unrelated accounts, such as
+    # the fee account every batch updates.
+    locked = (
+        await connection.execute(
+            sa.select(
+                vouchers.c.voucher_id,
+                vouchers.c.lessee_key,
+                vouchers.c.expires_at,
+                vouchers.c.state,
+                vouchers.c.hold_account_id,
+            )
+            .where(vouchers.c.voucher_id.in_(sorted(set(voucher_ids))))
+            .order_by(vouchers.c.voucher_id)
+            .with_for_update()
+        )
+    ).all()
+    hold_ids = sorted(int(row.hold_account_id) for row in locked)
+    held_rows = await connection.execute(
+        sa.select(accounts.c.account_id, accounts.c.balance_micro)
+        .where(accounts.c.account_id.in_(hold_ids))
+        .order_by(accounts.c.account_id)
+        .with_for_update()
+    )
+    held = {int(account_id): int(balance) for account_id, balance in held_rows}
+    views = {
+        row.voucher_id: VoucherView(
+            row.voucher_id,
+            bytes(row.lessee_key),
+            int(held[row.hold_account_id]),
+            row.expires_at,
+            row.state == "open",
+        )
+        for row in locked
+    }
+    return views, {row.voucher_id: int(row.hold_account_id) for row in locked}
+
+
+async def record_tickets(db: Database, tickets: Sequence[ChannelTicket], *, now: float) -> int:
+    """Raise the channel rows to `tickets` that a lessee hands the anchor itself (when it could not
+    reach the node, or on closing), so that a node is paid for results whose ticket never reached
+    it. Each ticket must verify and be signed by its voucher's lessee; older or lower ones change
+    nothing. Returns how many rows rose."""
+    best: dict[tuple[str, str], ChannelTicket] = {}
+    for ticket in tickets:
+        problem = channel_problem(ticket, node_id=ticket.node_id)
+        if problem is not None:
+            raise SignatureError(f"channel ticket for voucher {ticket.voucher_id[:64]!r} {problem}")
+        key = (ticket.voucher_id, ticket.node_id)
+        if key not in best or ticket.total_micro > best[key].total_micro:
+            best[key] = ticket
+
+    async def work(connection: AsyncConnection) -> int:
+        views, _ = await lock_vouchers(connection, {voucher_id for voucher_id, _ in best})
+        raised = 0
+        for (voucher_id, node_id), ticket in sorted(best.items()):
+            view = views.get(voucher_id)
+            if view is None:
+                raise NotFound(f"no voucher {voucher_id[:64]!r}")
+            if ticket.signer != view.lessee_key:
+                raise SignatureError(f"channel ticket for voucher {voucher_id[:64]!r} is not its lessee's")
+            before = await lock_channels(connection, voucher_id, [node_id])
+            await raise_channels(connection, node_id, {voucher_id: view}, {voucher_id: ticket}, now)
+            lane = before.get(node_id)
+            raised += lane is None or ticket.total_micro > lane.signed
+        return raised
+
+    return await db.run(work, what=f"record {len(best)} channel tickets")

@@ -54,7 +54,7 @@ from p2pfaas.db import Database
 from p2pfaas.db.schema import accounts, key_owners, settlements, transfers, users, vouchers
 from p2pfaas.db.upsert import insert_ignore_many
 from p2pfaas.identity import PublicKey
-from p2pfaas.ledger.channels import add_paid, lock_channels, raise_channels
+from p2pfaas.ledger.channels import add_paid, lock_channels, lock_vouchers, raise_channels
 from p2pfaas.ledger.earnings import SUPERSEDE_REF, credited_account
 from p2pfaas.ledger.policy import (
     AccountKind,
@@ -377,42 +377,7 @@ class Settler:
         channel_tickets: Mapping[str, ChannelTicket] | None,
     ) -> SettledBatch:
         attempt = secrets.token_hex(16)  # new per attempt: a retried transaction gets its own
-        voucher_ids = sorted({claim.voucher_id for claim in claims})
-        # Lock the voucher rows, then their holds, each by primary key only: a join here may
-        # scan (and so lock) unrelated accounts, such as the fee account every batch updates.
-        locked = (
-            await connection.execute(
-                sa.select(
-                    vouchers.c.voucher_id,
-                    vouchers.c.lessee_key,
-                    vouchers.c.expires_at,
-                    vouchers.c.state,
-                    vouchers.c.hold_account_id,
-                )
-                .where(vouchers.c.voucher_id.in_(voucher_ids))
-                .order_by(vouchers.c.voucher_id)
-                .with_for_update()
-            )
-        ).all()
-        hold_ids = sorted(int(row.hold_account_id) for row in locked)
-        held_rows = await connection.execute(
-            sa.select(accounts.c.account_id, accounts.c.balance_micro)
-            .where(accounts.c.account_id.in_(hold_ids))
-            .order_by(accounts.c.account_id)
-            .with_for_update()
-        )
-        held = {int(account_id): int(balance) for account_id, balance in held_rows}
-        views = {
-            row.voucher_id: VoucherView(
-                row.voucher_id,
-                bytes(row.lessee_key),
-                int(held[row.hold_account_id]),
-                row.expires_at,
-                row.state == "open",
-            )
-            for row in locked
-        }
-        holds = {row.voucher_id: int(row.hold_account_id) for row in locked}
+        views, holds = await lock_vouchers(connection, {claim.voucher_id for claim in claims})
         room: dict[str, int] | None = None
         if channel_tickets is not None:  # under the voucher locks: no other batch moves these rows
             room = await raise_channels(connection, node_id, views, channel_tickets, now)

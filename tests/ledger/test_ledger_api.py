@@ -18,6 +18,7 @@ from p2pfaas.anchor import ledger_api
 from p2pfaas.anchor.accounts import AccountStore
 from p2pfaas.anchor.auth import ACCOUNTS
 from p2pfaas.anchor.tokens import encode_scopes, mint_token, role_scopes
+from p2pfaas.channels import sign_channel
 from p2pfaas.codec import Message
 from p2pfaas.db import Database
 from p2pfaas.errors import NotFound, Refused
@@ -36,7 +37,7 @@ from p2pfaas.ledger.wire import (
     VoucherInfo,
     VoucherRequest,
 )
-from p2pfaas.messages import ReceiptBatch, Voucher
+from p2pfaas.messages import Ack, ChannelTickets, ReceiptBatch, Voucher
 from p2pfaas.rpc import call, error_middleware
 from tests.ledger.conftest import T0, keys, receipt, signed_for, voucher
 
@@ -200,6 +201,51 @@ async def test_grant_voucher_settle_and_payout_end_to_end(anchor: Anchor, db: Da
     assert (await a.call("GET", "/v1/ledger/balance", Balances, as_user="bob")).accounts[
         0
     ].balance_micro == 1_000
+    assert await audit(db) == []
+
+
+async def test_a_lessee_hands_the_anchor_tickets_its_node_never_got(anchor: Anchor, db: Database) -> None:
+    """The node ran two calls, but the lessee's tickets never reached it (the node's home went dark):
+    its receipts wait `unsigned` until the lessee hands the anchor the tickets (POST /v1/channels).
+    Forged, foreign and older tickets change nothing."""
+    a = anchor
+    lessee, node = keys("alice-key"), keys("bob-node")
+    await a.call(
+        "POST", "/v1/ledger/grants", TransferDone, GrantRequest("alice", 10_000, "g1", ""), as_user="root"
+    )
+    await a.accounts.bind_key(a.user_ids["alice"], lessee.public.raw, kind="lessee", label="", now=T0)
+    request = VoucherRequest(lessee.public.raw, 5_000, 600.0, "req-1")
+    voucher = await a.call("POST", "/v1/vouchers", Voucher, request, as_user="alice")
+    receipts = tuple(
+        receipt(f"inv-{n}", node=node, lessee=lessee, voucher_id=voucher.voucher_id, price_micro=1_000)
+        for n in range(2)
+    )
+    batch = signing.sign(ReceiptBatch(receipts, b"", b""), node)
+    result = await a.call("POST", "/v1/receipts", BatchResult, batch)
+    assert result.paid == () and sorted(result.unsigned) == ["inv-0", "inv-1"]
+
+    node_id, vid = node.public.key_id, voucher.voucher_id
+    first = sign_channel(vid, node_id, seq=1, total_micro=1_000, keys=lessee)
+    both = sign_channel(vid, node_id, seq=2, total_micro=2_000, keys=lessee)
+    foreign = sign_channel(vid, node_id, seq=3, total_micro=5_000, keys=keys("mallory"))
+    with pytest.raises(Refused) as refused:  # someone else signs for alice's voucher: refused, whole
+        await a.call("POST", "/v1/channels", Ack, ChannelTickets((both, foreign), (voucher,)))
+    assert refused.value.status == 403
+    with pytest.raises(Refused) as refused:  # a ticket altered after signing
+        await a.call("POST", "/v1/channels", Ack, ChannelTickets((replace(both, total_micro=4_000),), ()))
+    assert refused.value.status == 403
+    with pytest.raises(NotFound):
+        await a.call("POST", "/v1/channels", Ack, ChannelTickets((sign_channel("v-none", node_id, seq=1,
+                     total_micro=1, keys=lessee),), ()))  # fmt: skip
+    assert (await a.call("POST", "/v1/receipts", BatchResult, batch)).unsigned == result.unsigned
+
+    assert (
+        "raised 1 of 2"
+        in (await a.call("POST", "/v1/channels", Ack, ChannelTickets((first, both), ()))).detail
+    )
+    assert "raised 0 of 1" in (await a.call("POST", "/v1/channels", Ack, ChannelTickets((first,), ()))).detail
+    again = await a.call("POST", "/v1/receipts", BatchResult, batch)
+    assert sorted(again.paid) == ["inv-0", "inv-1"] and again.unsigned == ()
     assert await audit(db) == []
 
 
