@@ -125,6 +125,11 @@ class FunctionFailed(InvokeError):
         self.traceback = traceback
 
 
+class UnencodableResult(FunctionFailed):
+    """A packed Python callable returned a value that cannot travel safely back (results are never
+    pickled: `p2pfaas.client.values` says which types can); `error_message` names the type."""
+
+
 class InvokeTimeout(InvokeError, TimeoutError):
     """The function ran past its timeout and was killed."""
 

@@ -1,12 +1,15 @@
 """The lessee client library: deploy functions and invoke them.
 
-`AsyncClient` is the real client; `Client` is a thread-safe synchronous wrapper for scripts, notebooks
-and the CLI; `Executor` is the network as a `concurrent.futures.Executor` over a `Client`.
+`AsyncClient` is the real client; `Client` is a thread-safe synchronous wrapper for scripts,
+notebooks and the CLI; `Executor` is the network as a `concurrent.futures.Executor` over a `Client`;
+`Callables` runs plain Python callables (packed by value, results never unpickled) over an
+`AsyncClient`.
 """
 
 from p2pfaas.client.async_client import AsyncClient
+from p2pfaas.client.callables import Callables
 from p2pfaas.client.executor import Executor
 from p2pfaas.client.outcome import InvokeOutcome
 from p2pfaas.client.sync import Client
 
-__all__ = ["AsyncClient", "Client", "Executor", "InvokeOutcome"]
+__all__ = ["AsyncClient", "Callables", "Client", "Executor", "InvokeOutcome"]

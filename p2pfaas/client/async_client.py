@@ -44,6 +44,7 @@ from p2pfaas.errors import (
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import (
     Ack,
+    Bundle,
     FunctionChange,
     FunctionInfo,
     FunctionList,
@@ -123,7 +124,10 @@ class AsyncClient:
 
     async def deploy(self, directory: Path) -> FunctionInfo:
         """Pack, sign and upload `directory`; the function's name now points at this version."""
-        upload = bundle.make_bundle(Path(directory), self.keys)
+        return await self.deploy_bundle(bundle.make_bundle(Path(directory), self.keys))
+
+    async def deploy_bundle(self, upload: Bundle) -> FunctionInfo:
+        """Upload a bundle signed with this client's keys; its name now points at its version."""
         if not self._registered:
             await self.register_key(label="p2pfaas client")
         info = await rpc.call(

@@ -6,14 +6,16 @@
             ...
 
 `submit(name, payload)` invokes the deployed function `name` and returns a
-`concurrent.futures.Future` of its `InvokeOutcome`, so `as_completed` and `wait` work on them;
+`concurrent.futures.Future` of its `InvokeOutcome`, so `as_completed` and `wait` work on them.
+`submit(f, *args, **kwargs)` with a plain Python callable `f` (of a script or a notebook) packs it
+by value into a bundle (`p2pfaas.client.callables`), deploys that once per version, and runs
+`f(*args, **kwargs)` on the network: the future's result is `f`'s return value, decoded from a safe
+encoding and never unpickled (`UnencodableResult` when `f` returned a type that cannot travel);
 `map(name, payloads)` yields outcomes in order, submitting lazily, never more than the in-flight
 window ahead. At most `max_in_flight` invocations run at once (the rest wait on the client's loop,
 not in threads). A call that found no node, was refused (busy, draining) or timed out is tried
 again after a pause with jitter, up to `retries` times; a function that failed (`FunctionFailed`)
 is never retried. Payment goes through the client's wallet, as for any call.
-
-Not yet: plain Python callables packed by value (issue #16 item 2); `name` must be deployed.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import functools
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any
 
+from p2pfaas.client.callables import Callables, call_payload, outcome_value
 from p2pfaas.client.outcome import InvokeOutcome
 from p2pfaas.client.sync import Client
 from p2pfaas.errors import FunctionFailed, InvokeTimeout, LocalError, Refused, Unreachable
@@ -47,9 +51,12 @@ class Executor(concurrent.futures.Executor):
         retries: int = 3,
         backoff_s: float = 0.2,
         timeout_s: float | None = None,
+        memory_mb: int = 128,
         rng: random.Random | None = None,
         close_client: bool = False,
     ) -> None:
+        """`timeout_s` bounds each call (and is a packed callable's timeout, 10 s when None);
+        `memory_mb` is a packed callable's memory limit."""
         if max_in_flight < 1:
             raise LocalError("max_in_flight must be at least 1")
         self.client = client
@@ -57,6 +64,7 @@ class Executor(concurrent.futures.Executor):
         self.retries = retries
         self.backoff_s = backoff_s
         self.timeout_s = timeout_s
+        self.memory_mb = memory_mb
         self.rng = rng or random.Random()
         self.close_client = close_client
         self.attempts = 0  # invocations sent, retries included (for tests and progress)
@@ -64,25 +72,33 @@ class Executor(concurrent.futures.Executor):
         self._lock = threading.Lock()
         self._futures: set[concurrent.futures.Future[Any]] = set()
         self._shutdown = False
+        self._callables: Callables | None = None  # Python callables packed and deployed so far
 
     def submit(
         self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> concurrent.futures.Future[Any]:
-        """Invoke deployed function `fn` (its name) on `args[0]` (the JSON payload, default None);
-        keyword `timeout_s` overrides the executor's."""
-        if not isinstance(fn, str):
-            raise LocalError("give the name of a deployed function (Python callables are not packed yet)")
-        if len(args) > 1:
-            raise LocalError("a function takes one payload: pass a list or a dict for several values")
-        timeout_s = kwargs.pop("timeout_s", self.timeout_s)
-        if kwargs:
-            raise LocalError(
-                f"unknown options {sorted(kwargs)}: pass the function's arguments in the payload"
-            )
+        """Invoke deployed function `fn` (its name) on `args[0]` (the JSON payload, default None;
+        keyword `timeout_s` overrides the executor's), or run the Python callable `fn` on `args`
+        and `kwargs` (all of them its own)."""
+        work: Callable[[], Coroutine[Any, Any, Any]]  # made once the executor takes the call
+        if isinstance(fn, str):
+            if len(args) > 1:
+                raise LocalError("a function takes one payload: pass a list or a dict for several values")
+            timeout_s = kwargs.pop("timeout_s", self.timeout_s)
+            if kwargs:
+                raise LocalError(
+                    f"unknown options {sorted(kwargs)}: pass the function's arguments in the payload"
+                )
+            name, payload = fn, args[0] if args else None
+            work = functools.partial(self._invoke, name, payload, timeout_s)
+        elif callable(fn):
+            work = functools.partial(self._call, fn, call_payload(args, kwargs))
+        else:
+            raise LocalError(f"give a deployed function's name or a Python callable, not {type(fn).__name__}")
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new invocations after shutdown")
-            future = self.client.spawn(self._invoke(fn, args[0] if args else None, timeout_s))
+            future = self.client.spawn(work())
             self._futures.add(future)
         future.add_done_callback(self._forget)
         return future
@@ -94,13 +110,17 @@ class Executor(concurrent.futures.Executor):
         timeout: float | None = None,
         chunksize: int = 1,
     ) -> Iterator[Any]:
-        """Outcomes of `fn` on each payload of `iterables[0]` (with several iterables, on the tuple
-        of their items), in order. Payloads are consumed lazily: at most `max_in_flight` (rounded up
-        to whole `chunksize` groups) are submitted ahead of the one being yielded. `timeout` bounds
-        the whole iteration, as in `concurrent.futures`."""
+        """Outcomes of deployed function `fn` on each payload of `iterables[0]` (with several
+        iterables, on the tuple of their items), or the values of the callable `fn` on the items of
+        `iterables` (`fn(a, b)` for each pair), in order. Payloads are consumed lazily: at most
+        `max_in_flight` (rounded up to whole `chunksize` groups) are submitted ahead of the one
+        being yielded. `timeout` bounds the whole iteration, as in `concurrent.futures`."""
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1")
-        payloads: Iterator[Any] = iter(iterables[0]) if len(iterables) == 1 else zip(*iterables, strict=False)
+        spread = not isinstance(fn, str)  # a callable takes the items as its arguments
+        payloads: Iterator[Any] = (
+            zip(*iterables, strict=False) if spread or len(iterables) > 1 else iter(iterables[0])
+        )
         end = None if timeout is None else time.monotonic() + timeout
 
         def results() -> Iterator[Any]:
@@ -115,7 +135,7 @@ class Executor(concurrent.futures.Executor):
                             except StopIteration:
                                 exhausted = True
                                 break
-                            ahead.append(self.submit(fn, payload))
+                            ahead.append(self.submit(fn, *payload) if spread else self.submit(fn, payload))
                     if not ahead:
                         return
                     left = None if end is None else max(0.0, end - time.monotonic())
@@ -141,6 +161,14 @@ class Executor(concurrent.futures.Executor):
     def _forget(self, future: concurrent.futures.Future[Any]) -> None:
         with self._lock:
             self._futures.discard(future)
+
+    async def _call(self, fn: Callable[..., Any], payload: dict[str, str]) -> Any:
+        if self._callables is None:  # made on the client's loop
+            self._callables = Callables(
+                self.client.async_client, memory_mb=self.memory_mb, timeout_s=self.timeout_s or 10.0
+            )
+        ref = await self._callables.ref(fn)
+        return await outcome_value(self._invoke(ref, payload, self.timeout_s))
 
     async def _invoke(self, name: str, payload: Any, timeout_s: float | None) -> InvokeOutcome:
         if self._window is None:

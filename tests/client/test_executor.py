@@ -16,7 +16,7 @@ import pytest
 
 from p2pfaas.anchor.server import AnchorServer
 from p2pfaas.client import Client, Executor
-from p2pfaas.errors import FunctionFailed, InvokeTimeout, LocalError
+from p2pfaas.errors import FunctionFailed, InvokeTimeout, LocalError, UnencodableResult
 from p2pfaas.identity import KeyPair
 from tests.client.test_client import _node
 from tests.functions import write_function
@@ -111,3 +111,44 @@ def test_shutdown_can_cancel_what_has_not_run(client: Client) -> None:
     assert all(f.done() for f in futures)
     assert any(f.cancelled() for f in futures)
     assert all(f.result().value == {"echo": i} for i, f in enumerate(futures) if not f.cancelled())
+
+
+def _hostile_result() -> object:
+    class Opaque:  # defined inside: only a pickle could carry it back
+        pass
+
+    return Opaque()
+
+
+def test_a_notebook_style_closure_runs_packed_by_value_and_deployed_once(client: Client) -> None:
+    """Issue #16 item 2: `submit(f, *args, **kwargs)` with a plain function, a closure over local
+    state, and a lambda; the result travels back in the safe encoding (tuples, bytes, sets)."""
+    offset = 10
+
+    def shifted(x: int, *, times: int = 1) -> tuple[int, bytes, frozenset[int]]:
+        return (x + offset) * times, bytes([x]), frozenset({x, offset})
+
+    with Executor(client, max_in_flight=8) as pool:
+        futures = [pool.submit(shifted, i, times=2) for i in range(12)]
+        assert [f.result() for f in futures] == [
+            ((i + 10) * 2, bytes([i]), frozenset({i, 10})) for i in range(12)
+        ]
+        assert list(pool.map(lambda a, b: {"sum": a + b}, range(5), range(5, 10))) == [
+            {"sum": 5 + 2 * i} for i in range(5)
+        ]
+        assert pool.attempts == 12 + 5
+    versions = client.spawn(client.async_client.versions("py-shifted")).result()
+    assert len(versions) == 1  # twelve calls in flight, one deploy
+
+
+def test_a_callable_that_raises_or_returns_what_cannot_travel_fails_typed(client: Client) -> None:
+    def divide(a: int, b: int) -> float:
+        return a / b
+
+    with Executor(client, retries=2, backoff_s=0.01) as pool:
+        with pytest.raises(FunctionFailed) as failed:
+            pool.submit(divide, 1, 0).result()
+        assert failed.value.error_type == "ZeroDivisionError" and "in divide" in failed.value.traceback
+        with pytest.raises(UnencodableResult, match="Opaque cannot travel back"):
+            pool.submit(_hostile_result).result()
+        assert pool.attempts == 2  # neither is retried

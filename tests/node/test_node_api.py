@@ -21,8 +21,8 @@ import pytest
 
 from p2pfaas import codec, signing
 from p2pfaas.anchor.server import AnchorServer
-from p2pfaas.client import AsyncClient
-from p2pfaas.errors import FunctionFailed, InvokeTimeout, MemoryExceeded, NotFound
+from p2pfaas.client import AsyncClient, Callables
+from p2pfaas.errors import FunctionFailed, InvokeTimeout, MemoryExceeded, NotFound, UnencodableResult
 from p2pfaas.exec.base import Executor
 from p2pfaas.exec.docker_exec import LABEL_OWNER, DockerExecutor
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
@@ -96,6 +96,22 @@ async def test_a_function_that_raises_returns_its_type_and_traceback(net: Net) -
     assert "in helper" in caught.value.traceback
     await net.client.deploy(write_function(net.root, "echo"))
     assert (await net.client.invoke("echo", 1)).value == {"echo": 1}
+
+
+async def test_a_python_closure_runs_in_the_sandbox_and_its_result_comes_back_unpickled(net: Net) -> None:
+    """Issue #16 item 2: a closure packed by value (with cloudpickle and msgpack's pure-Python code
+    in its bundle) runs in the runtime's container; its result travels as MessagePack."""
+    base = 3
+
+    def powers(n: int, *, label: str) -> dict[str, Any]:
+        import sys
+
+        return {"label": label, "powers": tuple(base**i for i in range(n)), "py": tuple(sys.version_info[:2])}
+
+    runner = Callables(net.client, timeout_s=5.0)
+    assert await runner.run(powers, 4, label="x") == {"label": "x", "powers": (1, 3, 9, 27), "py": (3, 11)}
+    with pytest.raises(UnencodableResult, match="cannot travel back"):
+        await runner.run(lambda: object())
 
 
 async def test_a_timeout_kills_the_instance_and_the_node_serves_on(net: Net) -> None:

@@ -1,0 +1,162 @@
+"""Python values that travel safely from an untrusted node: MessagePack with typed extensions.
+
+STANDARD LIBRARY AND MSGPACK ONLY (numpy when the value holds arrays): this file is copied as it is
+into every bundle that `p2pfaas.client.callables` packs, where `encode` turns the callable's return
+value into bytes inside the sandbox; the lessee's client turns them back with `decode`.
+
+Results come from strangers' machines, so they are never unpickled: `decode` builds only the types
+below, from plain data, and a hostile node can make it raise `ValueError` (the caller turns that
+into a typed error), never run code. `encode` refuses any other type with `UnencodableResult`,
+naming the type and where in the value it sits.
+
+    None, bool, int, float, str, bytes, list, dict    MessagePack's own (dicts may have any of
+                                                      these keys, and tuples)
+    tuple, set, frozenset, complex, int beyond 64 bits  extensions 1-5
+    numpy.ndarray (numeric and bool dtypes), numpy scalars   extensions 6-7
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import msgpack
+
+__all__ = ["UnencodableResult", "decode", "encode"]
+
+TUPLE, SET, FROZENSET, COMPLEX, BIG_INT, NDARRAY, NUMPY_SCALAR = range(1, 8)
+MAX_BIG_INT_DIGITS = 10_000
+MAX_EXT_DEPTH = 100  # tuples, sets and arrays nested in each other
+# Dtypes an array may have: numbers and booleans, little- or big-endian. Never object ("O"), whose
+# items would be pickled, nor structured or string dtypes.
+_KINDS = frozenset("biufc")
+_MAX_ITEMSIZE = 16
+
+
+class UnencodableResult(TypeError):
+    """The function returned a value that cannot travel safely (raised inside the sandbox)."""
+
+
+def encode(value: Any) -> bytes:
+    """`value` as MessagePack bytes; raises `UnencodableResult` for a type outside the table."""
+    data: bytes = msgpack.packb(value, default=_default, strict_types=True, use_bin_type=True)
+    return data
+
+
+def decode(data: bytes, *, _depth: int = 0) -> Any:
+    """The value `encode` made; raises `ValueError` for bytes that are not one."""
+    if _depth > MAX_EXT_DEPTH:  # each level is a C call into Python: bound it before the C stack
+        raise ValueError(f"the value nests more than {MAX_EXT_DEPTH} tuples, sets or arrays")
+    try:
+        return msgpack.unpackb(
+            data, ext_hook=functools.partial(_ext, _depth + 1), raw=False, strict_map_key=False
+        )
+    except RecursionError:
+        raise ValueError("the value is nested too deeply") from None
+    except ValueError:
+        raise
+    except Exception as error:  # msgpack raises several types; unhashable keys raise TypeError
+        raise ValueError(f"not a p2pfaas value: {type(error).__name__}: {error}") from None
+
+
+def _default(value: Any) -> Any:
+    numpy = _numpy_of(value)  # first: numpy.float64 is a float, numpy.bool_ is not a bool
+    if numpy is not None:
+        if isinstance(value, numpy.ndarray) and value.dtype.kind in _KINDS:
+            array = numpy.ascontiguousarray(value)
+            return msgpack.ExtType(NDARRAY, encode([array.dtype.str, list(array.shape), array.tobytes()]))
+        if isinstance(value, numpy.generic) and value.dtype.kind in _KINDS:
+            return msgpack.ExtType(NUMPY_SCALAR, encode([value.dtype.str, value.tobytes()]))
+    if isinstance(value, tuple):
+        return msgpack.ExtType(TUPLE, encode(list(value)))
+    if isinstance(value, frozenset):
+        return msgpack.ExtType(FROZENSET, encode(list(value)))
+    if isinstance(value, set):
+        return msgpack.ExtType(SET, encode(list(value)))
+    if isinstance(value, complex):
+        return msgpack.ExtType(COMPLEX, encode([value.real, value.imag]))
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        if -(2**63) <= value < 2**64:
+            return int(value)  # an int subclass, such as an IntEnum: its plain value
+        return msgpack.ExtType(BIG_INT, str(int(value)).encode())
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, list):
+        return list(value)
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    raise UnencodableResult(
+        f"a {kind} cannot travel back from a node (results are never pickled): return None, bool, int, "
+        "float, str, bytes, lists, tuples, sets, dicts, complex numbers or numeric numpy arrays"
+    )
+
+
+def _numpy_of(value: Any) -> Any:
+    if type(value).__module__.split(".")[0] != "numpy":
+        return None
+    import numpy
+
+    return numpy
+
+
+def _ext(depth: int, code: int, data: bytes) -> Any:
+    if code == BIG_INT:
+        return _big_int(data)
+    inner = decode(data, _depth=depth)
+    if code in (TUPLE, SET, FROZENSET):
+        if not isinstance(inner, list):
+            raise ValueError(f"extension {code} holds {type(inner).__name__}, not a list")
+        return tuple(inner) if code == TUPLE else set(inner) if code == SET else frozenset(inner)
+    if code == COMPLEX:
+        if not (isinstance(inner, list) and len(inner) == 2 and all(isinstance(x, float) for x in inner)):
+            raise ValueError("a complex number is two floats")
+        return complex(inner[0], inner[1])
+    if code in (NDARRAY, NUMPY_SCALAR):
+        return _array(code, inner)
+    raise ValueError(f"unknown extension type {code}")
+
+
+def _big_int(data: bytes) -> int:
+    text = data.decode("ascii", "replace")
+    digits = text[1:] if text[:1] == "-" else text
+    if not (0 < len(digits) <= MAX_BIG_INT_DIGITS and digits.isdigit() and digits.isascii()):
+        raise ValueError("a big integer is up to 10,000 decimal digits")
+    return int(text)
+
+
+def _array(code: int, inner: Any) -> Any:
+    import numpy
+
+    if code == NDARRAY:
+        if not (isinstance(inner, list) and len(inner) == 3):
+            raise ValueError("an array is [dtype, shape, bytes]")
+        dtype_str, shape, raw = inner
+        if not (
+            isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape) and len(shape) <= 32
+        ):
+            raise ValueError("an array's shape is up to 32 non-negative integers")
+    else:
+        if not (isinstance(inner, list) and len(inner) == 2):
+            raise ValueError("a numpy scalar is [dtype, bytes]")
+        dtype_str, raw = inner
+        shape = []
+    if not (isinstance(dtype_str, str) and len(dtype_str) <= 8 and isinstance(raw, bytes)):
+        raise ValueError("an array's dtype is a short string and its data bytes")
+    try:
+        dtype = numpy.dtype(dtype_str)
+    except TypeError:
+        raise ValueError(f"unknown dtype {dtype_str!r}") from None
+    if dtype.kind not in _KINDS or dtype.itemsize > _MAX_ITEMSIZE or dtype.fields is not None:
+        raise ValueError(f"dtype {dtype_str!r} is not a number or a boolean")
+    if math.prod(shape) * dtype.itemsize != len(raw):
+        raise ValueError(f"{len(raw)} bytes do not make an array of shape {shape} and dtype {dtype_str}")
+    array = numpy.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+    return array if code == NDARRAY else array[()]
