@@ -257,7 +257,10 @@ def test_twelve_nodes_pay_replicate_forward_and_survive_drain_kill_and_a_partiti
     counts = settled(db, ids)
     phase("settled")
     unsettled = [(i, entry, ran) for i, entry, ran in streamed["ok"] if i not in counts]
-    assert not unsettled, f"{len(unsettled)} completed calls never settled ({phases} s): {unsettled[:5]}"
+    assert not unsettled, (
+        f"{len(unsettled)} completed calls never settled ({phases} s): {unsettled[:5]}\n"
+        + why_unsettled(directory, [i for i, _, _ in unsettled[:3]], {r for _, _, r in unsettled[:3]})
+    )
     assert all_paid(counts), "a replicated call's agreeing replicas were not paid"
     assert set(counts.values()) == {1}
     assert json.loads(procs.python("pub1", AUDIT, f"sqlite+aiosqlite:///{db}")) == []
@@ -269,6 +272,21 @@ def test_twelve_nodes_pay_replicate_forward_and_survive_drain_kill_and_a_partiti
         f"settled ({len(counts) - len(stream_ids)} of them replicas), each once; ledger audit clean; "
         f"phases (s): {phases}"
     )
+
+
+def why_unsettled(directory: Path, invocation_ids: list[str], node_ids: set[str]) -> str:
+    """What the logs and the ledger say of calls that were never settled (for the failure message)."""
+    lines = []
+    for log in sorted(directory.glob("*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if any(i in line for i in invocation_ids) or ("channel tickets" in line and log.stem == "stream"):
+                lines.append(f"{log.stem}: {line[:300]}")
+    with sqlite3.connect(f"file:{directory / 'anchor.db'}?mode=ro", uri=True) as conn:
+        rows = conn.execute(
+            "SELECT voucher_id, node_id, seq, signed_micro, paid_micro FROM channels"
+        ).fetchall()
+    lines += [f"channel {row}" for row in rows if row[1] in node_ids]
+    return "\n".join(lines[-60:])
 
 
 def all_joined_but_drained(nodes: dict[str, str]) -> bool:
