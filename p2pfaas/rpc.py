@@ -11,6 +11,7 @@ This module knows no routes; those live with the anchor and node apps.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
@@ -142,24 +143,50 @@ async def call(
     error): a peer must not steer our requests elsewhere.
     `headers` adds request headers (e.g. `Authorization: Bearer ...` for the anchor's account routes).
     """
-    if session.closed:  # this process is shutting down (a draining node's last forwards): not a bug
-        raise Unreachable(f"{method} {url}: not sent, this process is closing its connections")
     data = codec.encode(msg) if msg is not None else None
     sent = dict(headers or {})
     if data is not None:
         sent["Content-Type"] = CONTENT_TYPE
+    body = await request_bytes(session, method, url, data, timeout_s=timeout_s, headers=sent)
+    return codec.decode_as(expect, body)
+
+
+async def request_bytes(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    data: bytes | None = None,
+    *,
+    timeout_s: float,
+    headers: Mapping[str, str] | None = None,
+    max_bytes: int | None = None,
+) -> bytes:
+    """Send raw `data` (or nothing) to `url` and return the raw answer, read as it streams in and
+    refused (DecodeError) past `max_bytes`. Errors as for `call`."""
+    if session.closed:  # this process is shutting down (a draining node's last forwards): not a bug
+        raise Unreachable(f"{method} {url}: not sent, this process is closing its connections")
     try:
         async with session.request(
             method,
             url,
-            data=data,
-            headers=sent,
+            # Large bodies (wheels) as a stream: aiohttp would otherwise copy them on the loop.
+            data=io.BytesIO(data) if data is not None and len(data) > 1 << 20 else data,
+            headers=dict(headers or {}),
             timeout=aiohttp.ClientTimeout(total=timeout_s),
             allow_redirects=False,
             ssl=tls.ssl_for(url),  # an https node URL pins the identity it names
         ) as response:
-            body = await response.read()
             status = response.status
+            if max_bytes is None or status >= 300:
+                body = await response.read()
+            else:
+                parts, received = [], 0
+                async for part in response.content.iter_chunked(1 << 20):
+                    received += len(part)
+                    if received > max_bytes:
+                        raise DecodeError(f"{method} {url}: the answer is larger than {max_bytes} bytes")
+                    parts.append(part)
+                body = b"".join(parts)
     except aiohttp.ServerFingerprintMismatch:
         raise IdentityMismatch(
             f"{method} {url}: the peer could not prove it is node {tls.identity_of(url)}; nothing was sent"
@@ -168,4 +195,4 @@ async def call(
         raise Unreachable(f"{method} {url}: {type(exc).__name__}: {exc}") from None
     if status >= 300:
         raise _error_from_reply(status, body, url)
-    return codec.decode_as(expect, body)
+    return body

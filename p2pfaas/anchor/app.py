@@ -3,7 +3,8 @@
 Routes:
     GET  /v1/health                       -> Ack
     POST /v1/lessees      LesseeKeyRegistration -> Ack        (proof of key possession)
-    POST /v1/bundles      Bundle          -> FunctionInfo      (signed by a registered lessee key)
+    POST /v1/bundles      Bundle          -> FunctionInfo      (signed by a registered lessee key; the
+                                                                wheels its lock names uploaded first)
     GET  /v1/bundles/{digest}             -> Bundle
     GET  /v1/functions/{owner}            -> FunctionList      (the current version of each)
     GET  /v1/functions/{owner}/{name}[?version=V] -> FunctionInfo (the current version, or V)
@@ -11,8 +12,9 @@ Routes:
     POST /v1/functions/changes FunctionChange -> Ack            (signed by the owner: rollback, removal)
     POST /v1/nodes        NodeAnnouncement -> Ack              (signed by the node key)
     GET  /v1/nodes                        -> NodeList          (nodes seen in the last NODE_TTL_S)
-    ... and the routes of `accounts_api.py` (sign up, log in, tokens, key claims), `ledger_api.py`
-    (credits, vouchers, receipts, payouts) and `reputation.py` (replication votes, reputations).
+    ... and the routes of `wheels.py` (dependency-layer wheels), `accounts_api.py` (sign up, log
+    in, tokens, key claims), `ledger_api.py` (credits, vouchers, receipts, payouts) and
+    `reputation.py` (replication votes, reputations).
 
 Who may do what: account routes take a bearer token (`auth.py`); lessee keys and nodes prove
 themselves by signatures. With `AnchorSettings.require_accounts` (production), a lessee key must be
@@ -42,12 +44,14 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from p2pfaas import bundle as bundles
 from p2pfaas import codec, rpc, signing, tls
-from p2pfaas.anchor import accounts_api, auth, ledger_api, reputation
+from p2pfaas.anchor import accounts_api, auth, ledger_api, reputation, wheels
 from p2pfaas.anchor.accounts import AccountStore, KeyKind
 from p2pfaas.anchor.passwords import PasswordHasher
 from p2pfaas.anchor.store import RegistryStore
+from p2pfaas.anchor.wheels import WheelStore
+from p2pfaas.bundle.lock import lock_in_tar
+from p2pfaas.bundle.verify import verified_tar
 from p2pfaas.clock import wall_time
 from p2pfaas.db import Database
 from p2pfaas.errors import DecodeError, LocalError, NotFound, P2PFaaSError, Refused
@@ -137,6 +141,7 @@ class AnchorApi:
     store: RegistryStore
     accounts: AccountStore
     settings: AnchorSettings
+    wheels: WheelStore
     announcements: TokenBuckets = field(default_factory=lambda: TokenBuckets(burst=5, per_s=0.2))
     reachability: OrderedDict[str, str] = field(default_factory=OrderedDict)  # node id -> URL checked
     session: aiohttp.ClientSession | None = None  # for the reachability checks
@@ -166,13 +171,15 @@ class AnchorApi:
         upload = await read_message(request, Bundle)
         header = upload.header
         owner = PublicKey(header.signer)
-        if await self.store.lessee_key(owner.key_id) is None:
-            raise Forbidden(f"lessee key {owner.key_id} is not registered; register it first")
-        if self.settings.require_accounts:
-            bound = await self.accounts.key_owner(owner.key_id)
-            if bound is None or bound[1] != KeyKind.LESSEE:
-                raise Forbidden(f"lessee key {owner.key_id[:12]} is not bound to a lessee account")
-        bundles.verify_bundle(upload)
+        await self.may_deploy(owner)
+        lock = lock_in_tar(verified_tar(upload))  # verifies the bundle; BundleError -> 400
+        missing = [] if lock is None else await self.wheels.missing(lock)
+        if missing:
+            raise Refused(
+                "upload the wheels of the bundle's lock first (PUT /v1/wheels/{sha256}): "
+                + ", ".join(w.filename for w in missing[:10]),
+                status=409,
+            )
         m = header.manifest
         await self.store.put_bundle(
             digest=header.digest,
@@ -189,6 +196,16 @@ class AnchorApi:
             now=wall_time(),
         )
         return reply(FunctionInfo(owner_key_id=owner.key_id, name=m.name, header=header))
+
+    async def may_deploy(self, key: PublicKey) -> None:
+        """Raise Forbidden unless `key` may deploy (and upload wheels): registered, and bound to a
+        lessee account where the anchor requires accounts."""
+        if await self.store.lessee_key(key.key_id) is None:
+            raise Forbidden(f"lessee key {key.key_id} is not registered; register it first")
+        if self.settings.require_accounts:
+            bound = await self.accounts.key_owner(key.key_id)
+            if bound is None or bound[1] != KeyKind.LESSEE:
+                raise Forbidden(f"lessee key {key.key_id[:12]} is not bound to a lessee account")
 
     async def get_bundle(self, request: web.Request) -> web.Response:
         digest = _path_param(request, "digest", _HEX64)
@@ -386,7 +403,7 @@ def make_app(db: Database, *, settings: AnchorSettings | None = None) -> web.App
     """The anchor's aiohttp application. The caller owns `db` and closes it after the app."""
     settings = settings or AnchorSettings()
     accounts = AccountStore(db)
-    api = AnchorApi(RegistryStore(db), accounts, settings)
+    api = AnchorApi(RegistryStore(db), accounts, settings, WheelStore(db))
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_ARCHIVE_BYTES + 64 * 1024)
     app[auth.ACCOUNTS] = accounts
     accounts_api.add_routes(
@@ -419,6 +436,7 @@ def make_app(db: Database, *, settings: AnchorSettings | None = None) -> web.App
         await api.aclose()
 
     app.cleanup_ctx.append(close_checks)
+    wheels.add_routes(app, api.wheels, may_upload=api.may_deploy)
     # Nodes behind NAT may dial out to the anchor and be reached through it (p2pfaas/relay).
     hub = RelayHub()
     app[RELAY_HUB], app[ANCHOR_API] = hub, api

@@ -43,7 +43,9 @@ _DEFAULTS: dict[str, Any] = {
     "deterministic": False,
     "concurrency": 1,
 }
-_KEYS = frozenset(_REQUIRED) | _DEFAULTS.keys()
+# Read at pack time only (`bundle.lock.requirements_of`): the lock they resolve to travels in the bundle.
+_PACK_TIME_KEYS = frozenset({"requirements"})
+_KEYS = frozenset(_REQUIRED) | _DEFAULTS.keys() | _PACK_TIME_KEYS
 
 
 def load_manifest(directory: Path) -> Manifest:

@@ -90,12 +90,16 @@ def _lessee_keys(args: argparse.Namespace) -> Any:
 
 def cmd_fn_pack(args: argparse.Namespace) -> int:
     from p2pfaas.bundle import make_bundle
+    from p2pfaas.bundle.resolve import lock_directory
 
+    lock = lock_directory(Path(args.directory))  # the requirements, resolved into p2pfaas.lock
     bundle = make_bundle(Path(args.directory), _lessee_keys(args))
     m = bundle.header.manifest
     out = Path(args.out or f"{m.name}-{m.version}.p2pfaas")
     out.write_bytes(codec.encode(bundle))
     print(f"{out}: {m.name} {m.version}, {bundle.header.size_bytes} bytes, sha256 {bundle.header.digest}")
+    if lock is not None:
+        print(f"  dependency layer {lock.layer_digest[:12]}: {len(lock.wheels)} wheels, {lock.size} bytes")
     return 0
 
 

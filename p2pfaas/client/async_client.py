@@ -27,9 +27,12 @@ from typing import Any
 import aiohttp
 
 from p2pfaas import bundle, codec, rpc, signing, tickets
+from p2pfaas.bundle.lock import Lock
+from p2pfaas.bundle.resolve import lock_directory
 from p2pfaas.client import jobs
 from p2pfaas.client.channels import ChannelCourier
 from p2pfaas.client.discovery import Discovery
+from p2pfaas.client.layers import upload_missing
 from p2pfaas.client.outcome import InvokeOutcome, decode_outcome
 from p2pfaas.client.wallet import Wallet
 from p2pfaas.clock import wall_time
@@ -123,13 +126,18 @@ class AsyncClient:
         return ack.detail
 
     async def deploy(self, directory: Path) -> FunctionInfo:
-        """Pack, sign and upload `directory`; the function's name now points at this version."""
-        return await self.deploy_bundle(bundle.make_bundle(Path(directory), self.keys))
+        """Lock its requirements (pip, for the runtime's platform), pack, sign and upload `directory`
+        and the wheels the anchor lacks; the function's name now points at this version."""
+        lock = await asyncio.to_thread(lock_directory, Path(directory))
+        return await self.deploy_bundle(bundle.make_bundle(Path(directory), self.keys), lock=lock)
 
-    async def deploy_bundle(self, upload: Bundle) -> FunctionInfo:
-        """Upload a bundle signed with this client's keys; its name now points at its version."""
+    async def deploy_bundle(self, upload: Bundle, *, lock: Lock | None = None) -> FunctionInfo:
+        """Upload a bundle signed with this client's keys (after the wheels of its `lock` that the
+        anchor lacks); its name now points at its version."""
         if not self._registered:
             await self.register_key(label="p2pfaas client")
+        if lock is not None:
+            await upload_missing(self.session, self.anchor_url, self.keys, lock)
         info = await rpc.call(
             self.session,
             "POST",

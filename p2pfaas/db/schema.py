@@ -111,6 +111,29 @@ bundles = sa.Table(
     **MYSQL_TABLE_OPTIONS,
 )
 
+# Wheels of dependency layers (revision 0007, `p2pfaas.bundle.lock`), by SHA-256, uploaded by a
+# lessee before a bundle whose lock names them. Stored in chunks (`WHEEL_CHUNK_BYTES`): a wheel may be
+# larger than a server's max_allowed_packet (16 MiB by default), a chunk never is.
+wheels = sa.Table(
+    "wheels",
+    metadata,
+    sa.Column("sha256", sa.CHAR(64), primary_key=True),
+    sa.Column("filename", sa.String(200), nullable=False),
+    sa.Column("size_bytes", sa.BigInteger(), nullable=False),
+    key_id_column("uploader_key_id", nullable=False),
+    timestamp_column("created_at", nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+wheel_chunks = sa.Table(
+    "wheel_chunks",
+    metadata,
+    sa.Column("sha256", sa.CHAR(64), primary_key=True),
+    sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("data", sa.LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb"), nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+
 # The name a lessee deploys under points at one bundle; deploying another version moves the pointer.
 functions = sa.Table(
     "functions",

@@ -28,6 +28,7 @@ class FunctionSpec:
     timeout_s: float
     cpus: float = 1.0
     concurrency: int = 1  # invocations one instance may serve at once (the manifest allows it)
+    deps_dir: Path | None = None  # the unpacked dependency layer (`p2pfaas.node.layers`), read-only
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ LABEL_DIGEST = "p2pfaas.digest"
 LABEL_INSTANCE = "p2pfaas.instance"
 RUNTIME_UID = 65534  # nobody:nogroup in every Debian base
 CONTAINER_CODE_DIR = "/fn"
+CONTAINER_DEPS_DIR = "/deps"  # the function's dependency layer, read-only (`p2pfaas.node.layers`)
 CONTAINER_SOCKET_DIR = "/run/p2pfaas"
 
 _OWNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -126,6 +127,11 @@ class _ContainerInstance(ShimInstance):
             binds={
                 str(self._fn.code_dir.absolute()): {"bind": CONTAINER_CODE_DIR, "mode": "ro"},
                 str(socket_dir): {"bind": CONTAINER_SOCKET_DIR, "mode": "rw"},
+                **(
+                    {str(self._fn.deps_dir.absolute()): {"bind": CONTAINER_DEPS_DIR, "mode": "ro"}}
+                    if self._fn.deps_dir is not None
+                    else {}
+                ),
             },
             network_mode="none",
             cap_drop=["ALL"],
@@ -150,6 +156,7 @@ class _ContainerInstance(ShimInstance):
                 *("--socket", f"{CONTAINER_SOCKET_DIR}/{SOCKET_NAME}"),
                 *("--code-dir", CONTAINER_CODE_DIR),
                 *("--handler", self._fn.handler),
+                *(("--deps-dir", CONTAINER_DEPS_DIR) if self._fn.deps_dir is not None else ()),
                 *(("--concurrency", str(self._fn.concurrency)) if self._fn.concurrency > 1 else ()),
                 *(("--orphan-exit-ms", str(executor.orphan_exit_ms)) if executor.orphan_exit_ms else ()),
             ],

@@ -83,6 +83,7 @@ class _ProcessInstance(ShimInstance):
                 self._fn.handler,
                 "--rlimit-as-mb",
                 str(self._fn.memory_mb),
+                *(("--deps-dir", str(self._fn.deps_dir.absolute())) if self._fn.deps_dir is not None else ()),
                 *(("--concurrency", str(self._fn.concurrency)) if self._fn.concurrency > 1 else ()),
                 stdin=subprocess.DEVNULL,
                 stdout=output,

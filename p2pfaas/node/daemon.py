@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import signal
@@ -33,6 +34,7 @@ from p2pfaas.node import reachability
 from p2pfaas.node.admission import peer_with_room
 from p2pfaas.node.app import make_app, make_internal_app
 from p2pfaas.node.executors import make_executor
+from p2pfaas.node.layers import LayerCache, fetch_wheel
 from p2pfaas.node.overlay import Overlay, overlay_for
 from p2pfaas.node.payments.node_payments import NodePayments
 from p2pfaas.node.placement import NodePlacement, PlacementConfig
@@ -110,6 +112,12 @@ class NodeDaemon(StackService):
                 max_bytes=share(self.config.bundle_cache_mb, self.config.workers, 0) << 20,
             ),
             fetch_bundle=self._fetch_bundle,
+            layers=LayerCache(
+                self.config.work_dir / "layers",
+                fetch_wheel=functools.partial(fetch_wheel, self.session, self.config.anchor_url),
+                max_bytes=share(self.config.layer_cache_mb, self.config.workers, 0) << 20,
+                max_layer_bytes=self.config.max_layer_mb << 20,
+            ),
             authorize=self.payments.authorize,
             on_receipt=self.payments.on_receipt,
             offer_channels=self.payments.offer_channels,

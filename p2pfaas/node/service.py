@@ -27,6 +27,7 @@ from pathlib import Path
 
 from p2pfaas import signing
 from p2pfaas.bundle import BundleCache
+from p2pfaas.bundle.lock import Lock, read_lock
 from p2pfaas.clock import wall_time
 from p2pfaas.errors import (
     BundleError,
@@ -55,6 +56,7 @@ from p2pfaas.messages import (
     request_sha256,
 )
 from p2pfaas.node.admission import Admission, Limits
+from p2pfaas.node.layers import LayerCache
 from p2pfaas.pricing import Prices
 from p2pfaas.rpc import Forbidden
 
@@ -109,6 +111,8 @@ class NodeService:
     rng: random.Random = field(default_factory=random.Random)
     stats: NodeStats = field(default_factory=NodeStats)
     _known: dict[str, tuple[BundleHeader, Path]] = field(default_factory=dict)
+    layers: LayerCache | None = None  # dependency layers (`p2pfaas.node.layers`); None: none taken
+    _layers: dict[str, Path | None] = field(default_factory=dict)  # digest -> its unpacked layer
     _verified: dict[int, tuple[weakref.ref[InvokeRequest], PublicKey]] = field(default_factory=dict)
     _fetches: dict[str, asyncio.Future[tuple[BundleHeader, Path]]] = field(default_factory=dict)
     _fetch_tasks: TaskSet = field(default_factory=TaskSet)  # fetches outlive the caller that started them
@@ -142,7 +146,7 @@ class NodeService:
         header, code_dir = await self._bundle(request.digest)
         (self.authorize or owner_only)(request, header, caller.raw, delegations)
         manifest = header.manifest
-        spec = self._spec(request.digest, header, code_dir)
+        spec = self._spec(request.digest, header, code_dir, await self._layer(request.digest, code_dir))
         timeout_s = min(request.timeout_s, manifest.timeout_s)
         loop = asyncio.get_running_loop()
         try:
@@ -185,13 +189,44 @@ class NodeService:
     async def spec_for(self, digest: str) -> FunctionSpec:
         """What the executor needs to run `digest` (fetched and verified if need be): for pre-warming
         an instance exactly as an invocation would start it. Raises NotFound/BundleError like invoke."""
-        return self._spec(digest, *await self._bundle(digest))
+        header, code_dir = await self._bundle(digest)
+        return self._spec(digest, header, code_dir, await self._layer(digest, code_dir))
 
-    def _spec(self, digest: str, header: BundleHeader, code_dir: Path) -> FunctionSpec:
+    async def _layer(self, digest: str, code_dir: Path) -> Path | None:
+        """The unpacked dependency layer of `digest`'s lock (fetched the first time), or None when
+        it has none. Raises BundleError when this node cannot take it."""
+        if digest in self._layers:
+            site = self._layers[digest]
+            if site is None or site.is_dir():  # a layer evicted since is fetched again
+                return site
+        lock = read_lock(code_dir)
+        if lock is None:
+            self._layers[digest] = None
+            return None
+        if self.layers is None:
+            raise BundleError("this node does not run functions with dependencies")
+        pinned = {lk.layer_digest for lk in self._locks_in_use()}
+        site = await self.layers.ensure(lock, pinned=pinned)
+        self._layers[digest] = site
+        return site
+
+    def _locks_in_use(self) -> list[Lock]:
+        """The locks of functions that run or are warm here: their layers are mounted."""
+        in_use = {*self.admission.running_digests(), *_warm_digests(self.executor)}
+        locks = []
+        for digest in in_use:
+            known = self._known.get(digest)
+            lock = read_lock(known[1]) if known is not None else None
+            if lock is not None:
+                locks.append(lock)
+        return locks
+
+    def _spec(self, digest: str, header: BundleHeader, code_dir: Path, deps_dir: Path | None) -> FunctionSpec:
         manifest = header.manifest
         return FunctionSpec(
             digest=digest,
             code_dir=code_dir,
+            deps_dir=deps_dir,
             handler=manifest.handler,
             memory_mb=manifest.memory_mb,
             timeout_s=manifest.timeout_s,

@@ -10,6 +10,8 @@ A config file holds what a volunteer lends and charges; command-line options ove
     price_per_cpu_s_micro = 20
     price_per_gb_s_micro = 2
     bundle_cache_mb = 1024
+    layer_cache_mb = 4096  # unpacked dependency layers (numpy and friends), least recently used go
+    max_layer_mb = 1024    # a function whose wheels are larger is refused here
     workers = 2            # processes serving invocations on one port (at most one per core)
     unpaid_keys = ["3f2a..."]  # lessee key ids that may run here without paying (default: none)
     unpaid_owners = false  # a function's owner may run it unpaid (a devnet; default false)
@@ -47,6 +49,8 @@ _KEYS: dict[str, tuple[type, ...]] = {
     "price_per_cpu_s_micro": (int,),
     "price_per_gb_s_micro": (int,),
     "bundle_cache_mb": (int,),
+    "layer_cache_mb": (int,),
+    "max_layer_mb": (int,),
     "workers": (int,),
     "unpaid_keys": (list,),
     "unpaid_owners": (bool,),
@@ -76,6 +80,8 @@ class NodeConfig:
     price_per_cpu_s_micro: int = 20
     price_per_gb_s_micro: int = 2
     bundle_cache_mb: int = 1024  # 0: unbounded
+    layer_cache_mb: int = 4096  # unpacked dependency layers (`node/layers.py`); 0: unbounded
+    max_layer_mb: int = 1024  # the wheels of one function's lock, at most
     runtime_image: str = ""  # "" -> the default runtime image tag
     announce_interval_s: float = 30.0
     dht_port: int | None = None  # None: no overlay; 0: any free UDP port
@@ -169,6 +175,11 @@ def check(config: NodeConfig) -> None:
     CallbackPolicy.from_cidrs(config.callback_allow)  # a ConfigError names a bad range
     if config.bundle_cache_mb < 0:
         raise ConfigError(f"bundle cache size must not be negative, got {config.bundle_cache_mb}")
+    if config.layer_cache_mb < 0 or config.max_layer_mb < 1:
+        raise ConfigError(
+            f"layer_cache_mb must not be negative and max_layer_mb must be at least 1, got "
+            f"{config.layer_cache_mb} and {config.max_layer_mb}"
+        )
     if not 1 <= config.workers <= min(config.slots, MAX_WORKERS):
         raise ConfigError(
             f"workers must be between 1 and the slots ({config.slots}, at most {MAX_WORKERS}): each "

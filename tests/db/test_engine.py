@@ -27,7 +27,7 @@ from p2pfaas.errors import ConfigError, StorageError
 from tests.conftest import mysql_url_or_skip
 
 NO_WAIT = RetryPolicy(attempts=4, base_delay_s=0.0, max_delay_s=0.0)
-REGISTRY_TABLES = {"lessee_keys", "bundles", "functions", "nodes", "alembic_version"}
+REGISTRY_TABLES = {"lessee_keys", "bundles", "functions", "nodes", "wheels", "wheel_chunks", "alembic_version"}
 LEDGER_TABLES = {"channels",
     "users",
     "api_tokens",
@@ -88,7 +88,7 @@ async def count_keys(db: Database) -> int:
 
 async def test_open_migrates_an_empty_database_to_head(url: str) -> None:
     async with open_database(url) as db:
-        assert await db.schema_revision() == head_revision() == "0006"
+        assert await db.schema_revision() == head_revision() == "0007"
         assert await table_names(db) == REGISTRY_TABLES | LEDGER_TABLES | TRUST_TABLES
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ import pytest
 
 from p2pfaas import codec, signing
 from p2pfaas.anchor.server import AnchorServer
+from p2pfaas.bundle.lock import read_lock
 from p2pfaas.client import AsyncClient, Callables
 from p2pfaas.errors import FunctionFailed, InvokeTimeout, MemoryExceeded, NotFound, UnencodableResult
 from p2pfaas.exec.base import Executor
@@ -112,6 +114,45 @@ async def test_a_python_closure_runs_in_the_sandbox_and_its_result_comes_back_un
     assert await runner.run(powers, 4, label="x") == {"label": "x", "powers": (1, 3, 9, 27), "py": (3, 11)}
     with pytest.raises(UnencodableResult, match="cannot travel back"):
         await runner.run(lambda: object())
+
+
+def numpy_function(root: Path, name: str) -> Path:
+    directory = root / name
+    directory.mkdir()
+    (directory / "p2pfaas.toml").write_text(
+        f'name = "{name}"\nversion = "1"\nhandler = "main:handle"\nmemory_mb = 256\ntimeout_s = 20\n'
+        'requirements = ["numpy>=1.26"]\n'
+    )
+    (directory / "main.py").write_text(
+        "import numpy as np\n"
+        "def handle(event):\n"
+        "    a = np.arange(event['n'], dtype=np.int64)\n"
+        "    return {'sum': int(a.sum()), 'dot': float(np.dot(a, a)), 'file': np.__file__}\n"
+    )
+    return directory
+
+
+async def test_numpy_runs_from_a_dependency_layer_fetched_once_and_mounted_read_only(
+    net: Net, executor_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #16 item 1: requirements resolved at pack time into locked wheels, uploaded to the
+    anchor, fetched and verified by the node, unpacked once, mounted read-only (no network in the
+    container); two functions with the same lock share one layer."""
+    monkeypatch.setenv("P2PFAAS_WHEEL_CACHE", str(net.root / "wheels"))
+    await net.client.deploy(numpy_function(net.root, "np-a"))
+    await net.client.deploy(numpy_function(net.root, "np-b"))
+    first = await net.client.invoke("np-a", {"n": 10})
+    assert first.value["sum"] == 45 and first.value["dot"] == 285.0
+    if executor_kind == "docker":
+        assert first.value["file"].startswith("/deps/numpy/")
+    assert (await net.client.invoke("np-b", {"n": 4})).value["sum"] == 6
+    layers = net.node.service.layers
+    assert layers is not None
+    [layer] = [p for p in layers.root.iterdir() if not p.name.startswith(".")]
+    lock = read_lock(net.root / "np-a")
+    assert lock is not None and layer.name == lock.layer_digest
+    assert layers.fetched_bytes == lock.size  # once for both functions
+    assert stat.S_IMODE((layer / "site" / "numpy").stat().st_mode) == 0o555  # and mounted read-only
 
 
 async def test_a_timeout_kills_the_instance_and_the_node_serves_on(net: Net) -> None:

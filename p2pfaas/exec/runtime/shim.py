@@ -447,7 +447,7 @@ _INT_OPTIONS = (
     "--max-result-bytes",
     "--orphan-exit-ms",
 )
-_STR_OPTIONS = ("--socket", "--code-dir", "--handler")
+_STR_OPTIONS = ("--socket", "--code-dir", "--handler", "--deps-dir")
 
 
 def _parse_args(argv: Sequence[str] | None) -> SimpleNamespace:
@@ -463,6 +463,7 @@ def _parse_fast(argv: list[str]) -> SimpleNamespace | None:
         "socket": env("P2PFAAS_SOCKET", "/run/p2pfaas/shim.sock"),
         "code_dir": env("P2PFAAS_CODE_DIR", "/fn"),
         "handler": env("P2PFAAS_HANDLER"),
+        "deps_dir": "",
         "rlimit_as_mb": 0,
         "orphan_exit_ms": 0,
         "concurrency": env("P2PFAAS_CONCURRENCY", "1"),
@@ -495,6 +496,7 @@ def _parse_with_argparse(argv: Sequence[str] | None) -> SimpleNamespace:
     parser.add_argument("--socket", default=env("P2PFAAS_SOCKET", "/run/p2pfaas/shim.sock"))
     parser.add_argument("--code-dir", default=env("P2PFAAS_CODE_DIR", "/fn"))
     parser.add_argument("--handler", default=env("P2PFAAS_HANDLER"))
+    parser.add_argument("--deps-dir", default="", help="the function's dependency layer (site-packages)")
     parser.add_argument("--rlimit-as-mb", type=int, default=0, help="address-space limit (0: none)")
     parser.add_argument(
         "--orphan-exit-ms",
@@ -535,6 +537,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.chdir(code_dir)  # so a function can open its bundle's data files by relative path
     # Listen first, import the function on the first request (`Function`): the host seals the
     # socket's directory between the two.
+    if args.deps_dir:
+        # After the code directory (`load_handler` puts it first). A plain path entry, not
+        # site.addsitedir: a layer's .pth files would run its code before the host seals the socket.
+        sys.path.append(args.deps_dir)
     function = Function(code_dir, args.handler)
     socket_path = args.socket
     server = listen(socket_path, backlog=max(4, args.concurrency))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -24,6 +25,7 @@ from p2pfaas.lifecycle import StackService
 from p2pfaas.messages import MAX_PAYLOAD_BYTES, Bundle, Delegation, InvokeRequest, InvokeResult
 from p2pfaas.node.app import CHAIN_HEADER, encode_chain
 from p2pfaas.node.executors import make_executor
+from p2pfaas.node.layers import LayerCache, fetch_wheel
 from p2pfaas.node.payments.node_payments import NodePayments
 from p2pfaas.node.reachability import server_context, tls_enabled
 from p2pfaas.node.router import Router
@@ -149,6 +151,12 @@ class WorkerNode(StackService):
                 max_bytes=share(config.bundle_cache_mb, config.workers, self.index) << 20,
             ),
             fetch_bundle=self._fetch_bundle,
+            layers=LayerCache(
+                self.dir / "layers",
+                fetch_wheel=functools.partial(fetch_wheel, self.session, config.anchor_url),
+                max_bytes=share(config.layer_cache_mb, config.workers, self.index) << 20,
+                max_layer_bytes=config.max_layer_mb << 20,
+            ),
             authorize=payments.authorize,
             on_receipt=payments.on_receipt,
             offer_channels=payments.offer_channels,

@@ -1,0 +1,217 @@
+"""The node's dependency layers: the wheels of a function's lock, fetched, verified, unpacked once.
+
+A verified bundle may carry `p2pfaas.lock` (`p2pfaas.bundle.lock`): the wheels it needs, each
+pinned by SHA-256 in a file the lessee signed. `LayerCache.ensure(lock)` returns a read-only
+directory holding those wheels unpacked (what pip would install into site-packages), which the
+executor mounts read-only into the function's container (`FunctionSpec.deps_dir`): functions with
+the same lock share it. The first call fetches every wheel (`fetch_wheel`, the anchor's
+`GET /v1/wheels/{sha256}`), checks its size and hash against the lock before keeping a byte, unpacks
+all of them into a fresh directory and renames it into place, so a layer on disk is always whole;
+concurrent first calls share one fetch. A layer over `max_layer_bytes` (the lock says its size) is
+refused before anything is fetched.
+
+Unpacking trusts nothing in the wheel either: absolute names, `..`, links and special files are
+refused, and the unpacked size is bounded. The cache keeps layers under `max_bytes`, evicting the
+least recently used ones that no warm or running function uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import logging
+import os
+import shutil
+import stat
+import tempfile
+import zipfile
+from collections.abc import Awaitable, Callable, Collection
+from pathlib import Path, PurePosixPath
+
+import aiohttp
+
+from p2pfaas import rpc
+from p2pfaas.bundle.lock import Lock, LockedWheel
+from p2pfaas.errors import BundleError, DecodeError
+
+__all__ = ["LayerCache", "fetch_wheel", "unpack_wheel"]
+
+log = logging.getLogger(__name__)
+
+SITE = "site"
+UNPACK_FACTOR = 8  # a layer may unpack to this many times its wheels' size, no more
+MAX_MEMBERS = 100_000
+
+FetchWheel = Callable[[LockedWheel], Awaitable[bytes]]
+FETCH_TIMEOUT_S = 300.0
+
+
+async def fetch_wheel(session: aiohttp.ClientSession, base_url: str, wheel: LockedWheel) -> bytes:
+    """`wheel`'s bytes from `base_url`'s `GET /v1/wheels/{sha256}`, never more than the lock says."""
+    url = f"{base_url}/v1/wheels/{wheel.sha256}"
+    return await rpc.request_bytes(session, "GET", url, timeout_s=FETCH_TIMEOUT_S, max_bytes=wheel.size)
+
+
+class LayerCache:
+    """Unpacked dependency layers under `root`, by layer digest."""
+
+    def __init__(
+        self, root: Path, *, fetch_wheel: FetchWheel, max_bytes: int = 0, max_layer_bytes: int = 0
+    ) -> None:
+        self.root = Path(root)
+        self.fetch_wheel = fetch_wheel
+        self.max_bytes = max_bytes  # 0: unbounded
+        self.max_layer_bytes = max_layer_bytes or max_bytes  # the wheels of one lock, compressed
+        self.fetched_bytes = 0  # wheel bytes fetched so far (for tests and benchmarks)
+        self._fetches: dict[str, asyncio.Task[Path]] = {}
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, layer_digest: str) -> Path | None:
+        site = self.root / layer_digest / SITE
+        return site if site.is_dir() else None
+
+    async def ensure(self, lock: Lock, *, pinned: Collection[str] = ()) -> Path:
+        """The unpacked layer of `lock` (fetched the first time); raises BundleError when it is over
+        this node's limit or its wheels are not what the lock says, NotFound/Unreachable from the
+        fetch."""
+        digest = lock.layer_digest
+        site = self.path_for(digest)
+        if site is not None:
+            os.utime(site.parent)  # recently used
+            return site
+        if self.max_layer_bytes and lock.size > self.max_layer_bytes:
+            raise BundleError(
+                f"the function's dependency layer is {lock.size >> 20} MiB of wheels; this node takes "
+                f"layers up to {self.max_layer_bytes >> 20} MiB"
+            )
+        task = self._fetches.get(digest)
+        if task is None:
+            task = asyncio.ensure_future(self._fetch(lock))
+            self._fetches[digest] = task
+            task.add_done_callback(lambda done: self._fetches.pop(digest, None))
+        site = await asyncio.shield(task)
+        await asyncio.to_thread(self.evict_over_cap, {digest, *pinned})
+        return site
+
+    async def _fetch(self, lock: Lock) -> Path:
+        wheels: list[tuple[LockedWheel, bytes]] = []
+        for wheel in lock.wheels:
+            data = await self.fetch_wheel(wheel)
+            if len(data) != wheel.size or hashlib.sha256(data).hexdigest() != wheel.sha256:
+                raise BundleError(f"{wheel.filename}: the bytes fetched are not the wheel the lock names")
+            self.fetched_bytes += len(data)
+            wheels.append((wheel, data))
+        limit = UNPACK_FACTOR * max(lock.size, 1 << 20)
+        return await asyncio.to_thread(self._install, lock.layer_digest, wheels, limit)
+
+    def _install(self, digest: str, wheels: list[tuple[LockedWheel, bytes]], limit: int) -> Path:
+        final = self.root / digest
+        if (final / SITE).is_dir():
+            return final / SITE
+        staging = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=self.root))
+        try:
+            used = 0
+            for wheel, data in wheels:
+                used += unpack_wheel(data, staging / SITE, limit=limit - used, name=wheel.filename)
+            _read_only(staging)
+            staging.rename(final)
+        except BaseException:
+            _remove(staging)
+            raise
+        log.info("dependency layer %s: %d wheels, %d bytes unpacked", digest[:12], len(wheels), used)
+        return final / SITE
+
+    def evict_over_cap(self, pinned: Collection[str]) -> list[str]:
+        """Remove least recently used layers not in `pinned` until the total is under `max_bytes`."""
+        if not self.max_bytes:
+            return []
+        layers = [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        sizes = {p: _tree_bytes(p) for p in layers}
+        total = sum(sizes.values())
+        evicted = []
+        for path in sorted(layers, key=lambda p: p.stat().st_mtime):
+            if total <= self.max_bytes:
+                break
+            if path.name in pinned:
+                continue
+            _remove(path)
+            total -= sizes[path]
+            evicted.append(path.name)
+        return evicted
+
+
+def unpack_wheel(data: bytes, site: Path, *, limit: int, name: str = "wheel") -> int:
+    """Unpack the wheel `data` into `site` as pip would install it (purelib and platlib; scripts,
+    headers and data dropped); returns the bytes written. Raises BundleError for a wheel that is
+    not a zip, names a path outside `site`, holds a link or special file, or unpacks past `limit`."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError) as error:
+        raise BundleError(f"{name}: not a wheel: {error}") from None
+    members = archive.infolist()
+    if len(members) > MAX_MEMBERS:
+        raise BundleError(f"{name}: more than {MAX_MEMBERS} files")
+    declared = sum(m.file_size for m in members)
+    if declared > limit:
+        raise BundleError(f"{name}: unpacks to {declared} bytes, over the layer's limit of {limit}")
+    written = 0
+    for member in members:
+        target = _target(member.filename, name)
+        if target is None:
+            continue
+        mode = member.external_attr >> 16
+        if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):  # 0: a zip that says nothing
+            raise BundleError(f"{name}: {member.filename[:100]!r} is a link or a special file")
+        path = site.joinpath(*target.parts)
+        if member.is_dir():
+            path.mkdir(parents=True, exist_ok=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with archive.open(member) as source, path.open("xb") as out:
+                while chunk := source.read(1 << 20):
+                    written += len(chunk)
+                    if written > limit:  # a size the zip lied about
+                        raise BundleError(f"{name}: unpacks past the layer's limit of {limit} bytes")
+                    out.write(chunk)
+        except FileExistsError:
+            raise BundleError(f"{name}: {member.filename[:100]!r} is in the layer twice") from None
+        except (zipfile.BadZipFile, OSError, EOFError, DecodeError) as error:
+            raise BundleError(f"{name}: cannot unpack {member.filename[:100]!r}: {error}") from None
+        if mode & 0o111:
+            path.chmod(0o755)
+    return written
+
+
+def _target(filename: str, name: str) -> PurePosixPath | None:
+    """Where a wheel member goes under site-packages, None for what a node never installs."""
+    path = PurePosixPath(filename)
+    if "\\" in filename or path.is_absolute() or ".." in path.parts or not path.parts:
+        raise BundleError(f"{name}: the member {filename[:100]!r} would land outside the layer")
+    top = path.parts[0]
+    if top.endswith(".data"):  # name-version.data/{purelib,platlib,scripts,headers,data}/...
+        if len(path.parts) > 2 and path.parts[1] in ("purelib", "platlib"):
+            return PurePosixPath(*path.parts[2:])
+        return None
+    return path
+
+
+def _read_only(root: Path) -> None:
+    for directory, _, files in os.walk(root):
+        for file in files:
+            path = Path(directory, file)
+            path.chmod(0o555 if path.stat().st_mode & 0o111 else 0o444)
+        Path(directory).chmod(0o555)
+
+
+def _remove(root: Path) -> None:
+    if not root.exists():
+        return
+    for directory, _, _ in os.walk(root):
+        Path(directory).chmod(0o755)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _tree_bytes(root: Path) -> int:
+    return sum(Path(d, f).stat().st_size for d, _, files in os.walk(root) for f in files)
