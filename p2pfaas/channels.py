@@ -121,6 +121,10 @@ class LesseeChannels:
             receipt.voucher_id, node_id, seq=channel.seq, total_micro=channel.total_micro, keys=self.keys
         )
 
+    def totals(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(seq, total) of each channel's latest ticket, by (voucher id, node id)."""
+        return {key: (channel.seq, channel.total_micro) for key, channel in self._channels.items()}
+
     def total_micro(self, voucher_id: str, node_id: str) -> int:
         channel = self._channels.get((voucher_id, node_id))
         return 0 if channel is None else channel.total_micro

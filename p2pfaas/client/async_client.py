@@ -319,6 +319,10 @@ class AsyncClient:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
 
+    def signed_channels(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(seq, total) of the latest ticket this client signed on each (voucher, node) channel."""
+        return {} if self._courier is None else self._courier.book.totals()
+
     def paid_for(self, request: InvokeRequest, result: InvokeResult, node: NodeInfo) -> None:
         """The lessee received `result` of paid `request` from `node` (which signed it): count its
         receipt against the voucher, and sign for it on the node's payment channel."""

@@ -27,11 +27,12 @@ import asyncio
 import base64
 import hashlib
 import importlib.util
+import json
 import re
 import sys
 import sysconfig
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ import cloudpickle
 import msgpack
 
 from p2pfaas.bundle import make_bundle
+from p2pfaas.bundle.lock import Lock
+from p2pfaas.bundle.resolve import lock_directory
 from p2pfaas.client import values
 from p2pfaas.client.async_client import AsyncClient
 from p2pfaas.client.outcome import InvokeOutcome
@@ -97,13 +100,21 @@ class CallableResultError(DecodeError):
 class Packed:
     bundle: Bundle
     ref: str  # "name@version", what to invoke
+    lock: Lock | None = None  # the wheels of its requirements, uploaded before the bundle
 
 
 def pack_callable(
-    fn: Callable[..., Any], keys: KeyPair, *, memory_mb: int = 128, timeout_s: float = 10.0
+    fn: Callable[..., Any],
+    keys: KeyPair,
+    *,
+    memory_mb: int = 128,
+    timeout_s: float = 10.0,
+    requirements: Sequence[str] = (),
 ) -> Packed:
-    """A signed bundle that runs `fn` (see the module's docstring); raises `LocalError` when it
-    cannot be packed (another Python than the runtime's, or a value cloudpickle cannot pickle)."""
+    """A signed bundle that runs `fn` (see the module's docstring), with the wheels of
+    `requirements` (resolved by pip, `p2pfaas.bundle.resolve`) as its dependency layer; raises
+    `LocalError` when it cannot be packed (another Python than the runtime's, or a value cloudpickle
+    cannot pickle), `BundleError` for requirements with no wheel for the runtime."""
     if not callable(fn):
         raise LocalError(f"{fn!r:.80} is not callable")
     if sys.version_info[:2] != RUNTIME_PYTHON:
@@ -118,19 +129,22 @@ def pack_callable(
         except Exception as error:  # cloudpickle raises what the value's __reduce__ raises
             raise LocalError(f"cannot pickle {_name(fn)}: {type(error).__name__}: {error}") from error
     name = "py-" + (re.sub(r"[^a-z0-9_-]+", "-", _name(fn).lower()).strip("-_") or "function")[:60]
-    version = hashlib.sha256(pickled).hexdigest()[:16]
+    listed = sorted(str(r) for r in requirements)
+    version = hashlib.sha256(pickled + json.dumps(listed).encode()).hexdigest()[:16]
     with tempfile.TemporaryDirectory(prefix="p2pfaas-callable-") as tmp:
         root = Path(tmp)
         (root / "p2pfaas.toml").write_text(
             f'name = "{name}"\nversion = "{version}"\nhandler = "_p2pfaas_entry:handle"\n'
             f"memory_mb = {int(memory_mb)}\ntimeout_s = {float(timeout_s)!r}\n"
+            + (f"requirements = {json.dumps(listed)}\n" if listed else "")
         )
         (root / "_p2pfaas_entry.py").write_text(ENTRY.format(python=RUNTIME_PYTHON, key=RESULT_KEY))
         (root / "_p2pfaas_values.py").write_bytes(Path(values.__file__).read_bytes())
         (root / "function.pkl").write_bytes(pickled)
         for package in (cloudpickle, msgpack):
             _copy_sources(package, root)
-        return Packed(make_bundle(root, keys), f"{name}@{version}")
+        lock = lock_directory(root)
+        return Packed(make_bundle(root, keys), f"{name}@{version}", lock)
 
 
 def call_payload(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, str]:
@@ -178,6 +192,7 @@ class Callables:
     client: AsyncClient
     memory_mb: int = 128
     timeout_s: float = 10.0
+    requirements: Sequence[str] = ()  # of every callable: their wheels form its dependency layer
     _refs: dict[Callable[..., Any], str] = field(default_factory=dict)  # callable -> "name@version"
     _deploying: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -187,9 +202,14 @@ class Callables:
             ref = self._refs.get(fn)
             if ref is None:
                 packed = await asyncio.to_thread(
-                    pack_callable, fn, self.client.keys, memory_mb=self.memory_mb, timeout_s=self.timeout_s
+                    pack_callable,
+                    fn,
+                    self.client.keys,
+                    memory_mb=self.memory_mb,
+                    timeout_s=self.timeout_s,
+                    requirements=self.requirements,
                 )
-                await self.client.deploy_bundle(packed.bundle)
+                await self.client.deploy_bundle(packed.bundle, lock=packed.lock)
                 ref = self._refs[fn] = packed.ref
             return ref
 

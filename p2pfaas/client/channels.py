@@ -8,8 +8,9 @@ its way are coalesced into the next (each supersedes the last, so only the newes
 failed delivery is retried a few times with a pause; a ticket the node could not be given (it
 vanished, or its home went dark) goes to the anchor instead (`POST /v1/channels` there), which
 pays the node's receipts within it. `aclose` delivers what is pending within `flush_timeout_s`,
-and hands the anchor every ticket no node acknowledged, so an honest lessee that leaves never
-leaves a node unpaid for results it received.
+and hands the anchor the latest ticket of every channel (one request per 64 channels), so an
+honest lessee that leaves never leaves a node unpaid for results it received, whatever became of
+the tickets the node acknowledged.
 """
 
 from __future__ import annotations
@@ -90,15 +91,15 @@ class ChannelCourier:
         await self._tasks.wait()
 
     async def aclose(self) -> None:
-        """Deliver what is pending (within `flush_timeout_s`), hand the anchor what no node
-        acknowledged, then stop."""
+        """Deliver what is pending (within `flush_timeout_s`), hand the anchor every channel's
+        latest ticket (a node that acknowledged one may still lose it, or leave), then stop."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.flush_timeout_s):
                 await self._tasks.wait()
         await self._tasks.cancel()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.flush_timeout_s):
-                await self._to_anchor(self._due())
+                await self._to_anchor(list(self._outboxes.values()))
 
     def _due(self, node_id: str | None = None) -> list[_Outbox]:
         """The outboxes (of node `node_id`, or of every node) whose latest ticket no node acknowledged."""

@@ -27,7 +27,7 @@ import functools
 import random
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import Any
 
 from p2pfaas.client.callables import Callables, call_payload, outcome_value
@@ -52,11 +52,13 @@ class Executor(concurrent.futures.Executor):
         backoff_s: float = 0.2,
         timeout_s: float | None = None,
         memory_mb: int = 128,
+        requirements: Sequence[str] = (),
         rng: random.Random | None = None,
         close_client: bool = False,
     ) -> None:
         """`timeout_s` bounds each call (and is a packed callable's timeout, 10 s when None);
-        `memory_mb` is a packed callable's memory limit."""
+        `memory_mb` is a packed callable's memory limit, `requirements` the packages it needs
+        (wheels from the index, resolved when it is packed: `["numpy>=2"]`)."""
         if max_in_flight < 1:
             raise LocalError("max_in_flight must be at least 1")
         self.client = client
@@ -65,6 +67,7 @@ class Executor(concurrent.futures.Executor):
         self.backoff_s = backoff_s
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
+        self.requirements = tuple(requirements)
         self.rng = rng or random.Random()
         self.close_client = close_client
         self.attempts = 0  # invocations sent, retries included (for tests and progress)
@@ -165,7 +168,10 @@ class Executor(concurrent.futures.Executor):
     async def _call(self, fn: Callable[..., Any], payload: dict[str, str]) -> Any:
         if self._callables is None:  # made on the client's loop
             self._callables = Callables(
-                self.client.async_client, memory_mb=self.memory_mb, timeout_s=self.timeout_s or 10.0
+                self.client.async_client,
+                memory_mb=self.memory_mb,
+                timeout_s=self.timeout_s or 10.0,
+                requirements=self.requirements,
             )
         ref = await self._callables.ref(fn)
         return await outcome_value(self._invoke(ref, payload, self.timeout_s))

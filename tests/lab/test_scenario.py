@@ -71,7 +71,8 @@ async def main():
                         ok.append([out.invocation_id, out.entry_node_id, out.node_id])
                     log.write(f"{i}\\n"); log.flush()
             await asyncio.gather(*(worker() for _ in range(int(in_flight))))
-    print(json.dumps({"ok": ok, "failed": failed}))
+        signed = [[v, n, seq, total] for (v, n), (seq, total) in client.signed_channels().items()]
+    print(json.dumps({"ok": ok, "failed": failed, "signed": signed}))
 asyncio.run(main())
 """
 
@@ -260,6 +261,7 @@ def test_twelve_nodes_pay_replicate_forward_and_survive_drain_kill_and_a_partiti
     assert not unsettled, (
         f"{len(unsettled)} completed calls never settled ({phases} s): {unsettled[:5]}\n"
         + why_unsettled(directory, [i for i, _, _ in unsettled[:3]], {r for _, _, r in unsettled[:3]})
+        + f"\nthe lessee signed: {[s for s in streamed['signed'] if s[1] in {r for _, _, r in unsettled}]}"
     )
     assert all_paid(counts), "a replicated call's agreeing replicas were not paid"
     assert set(counts.values()) == {1}
@@ -279,7 +281,8 @@ def why_unsettled(directory: Path, invocation_ids: list[str], node_ids: set[str]
     lines = []
     for log in sorted(directory.glob("*.log")):
         for line in log.read_text(errors="replace").splitlines():
-            if any(i in line for i in invocation_ids) or ("channel tickets" in line and log.stem == "stream"):
+            mentions = any(i in line for i in invocation_ids) or any(n[:12] in line for n in node_ids)
+            if mentions or "channel ticket" in line or "unsigned" in line:
                 lines.append(f"{log.stem}: {line[:300]}")
     with sqlite3.connect(f"file:{directory / 'anchor.db'}?mode=ro", uri=True) as conn:
         rows = conn.execute(

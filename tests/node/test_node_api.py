@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 
 from p2pfaas import codec, signing
@@ -153,6 +154,25 @@ async def test_numpy_runs_from_a_dependency_layer_fetched_once_and_mounted_read_
     assert lock is not None and layer.name == lock.layer_digest
     assert layers.fetched_bytes == lock.size  # once for both functions
     assert stat.S_IMODE((layer / "site" / "numpy").stat().st_mode) == 0o555  # and mounted read-only
+
+
+async def test_a_closure_that_needs_numpy_returns_an_array_without_pickle(
+    net: Net, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A notebook user's function with requirements: its layer is resolved when it is packed, and
+    the array it returns travels as MessagePack, never as a pickle."""
+    monkeypatch.setenv("P2PFAAS_WHEEL_CACHE", str(net.root / "wheels"))
+    scale = 2.5
+
+    def scaled(n: int) -> Any:
+        import numpy
+
+        return numpy.arange(n, dtype=numpy.float64).reshape(2, -1) * scale
+
+    runner = Callables(net.client, timeout_s=20.0, memory_mb=256, requirements=["numpy>=1.26"])
+    array = await runner.run(scaled, 6)
+    assert isinstance(array, np.ndarray) and array.shape == (2, 3)
+    assert array.tolist() == [[0.0, 2.5, 5.0], [7.5, 10.0, 12.5]]
 
 
 async def test_a_timeout_kills_the_instance_and_the_node_serves_on(net: Net) -> None:
