@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from p2pfaas.client.account import AccountClient
 from p2pfaas.clock import wall_time
+from p2pfaas.environment import default_key, load_token, token_path
 from p2pfaas.errors import ConfigError, LocalError
 from p2pfaas.identity import KeyPair
 
@@ -45,12 +46,6 @@ __all__ = ["add_anchor_options", "anchor_settings", "register"]
 MICRO = 1_000_000
 
 
-def _home() -> Path:
-    return Path(os.environ.get("P2PFAAS_HOME", Path.home() / ".p2pfaas"))
-
-
-def token_path() -> Path:
-    return _home() / "token"
 
 
 def save_token(token: str) -> Path:
@@ -62,17 +57,6 @@ def save_token(token: str) -> Path:
         out.write(token + "\n")
     os.chmod(path, 0o600)
     return path
-
-
-def load_token() -> str:
-    from_env = os.environ.get("P2PFAAS_TOKEN")
-    if from_env:
-        return from_env.strip()
-    path = token_path()
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        raise LocalError("not logged in: `p2pfaas account login NAME` (or set P2PFAAS_TOKEN)") from None
 
 
 def credits_to_micro(text: str) -> int:
@@ -374,7 +358,7 @@ def register(groups: Any, *, default_anchor: str) -> None:
     revoke.add_argument("token_id")
 
     claim_key = command(sub, "claim-key", cmd_claim, "bind your lessee key to your account")
-    claim_key.add_argument("--key", default=str(_home() / "lessee.key"), help="lessee key file")
+    claim_key.add_argument("--key", default=str(default_key()), help="lessee key file")
     claim_key.add_argument("--label", default="", help="a note to recognise it by")
     claim_node = command(sub, "claim-node", cmd_claim, "bind your node to your account (its key signs)")
     claim_node.add_argument("--node-key", required=True, help="the node's key file (node run's work dir)")

@@ -33,24 +33,11 @@ from p2pfaas import codec
 from p2pfaas.cli import account as account_cli
 from p2pfaas.cli import pay as pay_cli
 from p2pfaas.dht import DEFAULT_ANCHOR_DHT_PORT, parse_peer
+from p2pfaas.environment import default_anchor, default_key, home
 from p2pfaas.errors import LocalError, P2PFaaSError
 from p2pfaas.lab import cli as lab_cli
 from p2pfaas.node import drain as drain_cli
 from p2pfaas.placement import scenarios
-
-DEFAULT_ANCHOR = "http://127.0.0.1:8700"
-
-
-def home() -> Path:
-    return Path(os.environ.get("P2PFAAS_HOME", Path.home() / ".p2pfaas"))
-
-
-def default_key() -> Path:
-    return Path(os.environ.get("P2PFAAS_KEY", home() / "lessee.key"))
-
-
-def default_anchor() -> str:
-    return os.environ.get("P2PFAAS_ANCHOR", DEFAULT_ANCHOR)
 
 
 def _run(coro: Coroutine[Any, Any, Any], *, daemon: bool = False) -> Any:

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
 __all__ = ["add_pay_option", "paying"]
 
-VOUCHER_TTL_S = 3600.0
 
 
 def add_pay_option(parser: Any) -> None:
@@ -47,13 +46,14 @@ async def paying(args: argparse.Namespace, client: AsyncClient) -> AsyncIterator
     if not getattr(args, "pay", ""):
         yield
         return
-    from p2pfaas.cli.account import credits_to_micro, load_token, token_path
+    from p2pfaas.cli.account import credits_to_micro
     from p2pfaas.client.account import AccountClient
     from p2pfaas.client.wallet import Wallet
+    from p2pfaas.environment import VOUCHER_TTL_S, load_token, voucher_state_path
     from p2pfaas.errors import LocalError
 
     budget_micro = credits_to_micro(args.pay)
-    state = token_path().parent / f"voucher-{client.keys.key_id[:16]}.json"
+    state = voucher_state_path(client.keys.key_id)
     async with AccountClient(client.anchor_url, token=load_token()) as account:
         if not 0 <= args.max_price <= 10**9:
             raise LocalError("--max-price must be between 0 and 10^9 micro-credits per CPU-second")

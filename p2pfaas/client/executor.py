@@ -45,7 +45,7 @@ class Executor(concurrent.futures.Executor):
 
     def __init__(
         self,
-        client: Client,
+        client: Client | None = None,
         *,
         max_in_flight: int = 64,
         retries: int = 3,
@@ -56,11 +56,14 @@ class Executor(concurrent.futures.Executor):
         rng: random.Random | None = None,
         close_client: bool = False,
     ) -> None:
-        """`timeout_s` bounds each call (and is a packed callable's timeout, 10 s when None);
+        """`client` defaults to `Client.from_environment()` (closed with the executor).
+        `timeout_s` bounds each call (and is a packed callable's timeout, 10 s when None);
         `memory_mb` is a packed callable's memory limit, `requirements` the packages it needs
         (wheels from the index, resolved when it is packed: `["numpy>=2"]`)."""
         if max_in_flight < 1:
             raise LocalError("max_in_flight must be at least 1")
+        if client is None:  # what `p2pfaas keys new` and `account login` left: this executor's own
+            client, close_client = Client.from_environment(), True
         self.client = client
         self.max_in_flight = max_in_flight
         self.retries = retries
@@ -112,14 +115,18 @@ class Executor(concurrent.futures.Executor):
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int = 1,
+        progress: bool | Any = False,
     ) -> Iterator[Any]:
         """Outcomes of deployed function `fn` on each payload of `iterables[0]` (with several
         iterables, on the tuple of their items), or the values of the callable `fn` on the items of
         `iterables` (`fn(a, b)` for each pair), in order. Payloads are consumed lazily: at most
         `max_in_flight` (rounded up to whole `chunksize` groups) are submitted ahead of the one
-        being yielded. `timeout` bounds the whole iteration, as in `concurrent.futures`."""
+        being yielded. `timeout` bounds the whole iteration, as in `concurrent.futures`.
+        `progress=True` shows a tqdm progress bar of the results yielded (`pip install tqdm`), or
+        pass a tqdm-like object with `update(n)` and `close()` to drive your own."""
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1")
+        bar = _progress_bar(progress, iterables)
         spread = not isinstance(fn, str)  # a callable takes the items as its arguments
         payloads: Iterator[Any] = (
             zip(*iterables, strict=False) if spread or len(iterables) > 1 else iter(iterables[0])
@@ -142,10 +149,15 @@ class Executor(concurrent.futures.Executor):
                     if not ahead:
                         return
                     left = None if end is None else max(0.0, end - time.monotonic())
-                    yield ahead.popleft().result(timeout=left)
+                    value = ahead.popleft().result(timeout=left)
+                    if bar is not None:
+                        bar.update(1)
+                    yield value
             finally:
                 for future in ahead:
                     future.cancel()
+                if bar is not None:
+                    bar.close()
 
         return results()
 
@@ -191,3 +203,17 @@ class Executor(concurrent.futures.Executor):
                         raise
                 await asyncio.sleep(self.backoff_s * 2**attempt * self.rng.uniform(0.5, 1.0))
         raise AssertionError("unreachable")
+
+
+def _progress_bar(progress: bool | Any, iterables: tuple[Iterable[Any], ...]) -> Any:
+    """A progress bar for `map` (None for none): tqdm's, sized when the inputs have a length."""
+    if progress is False or progress is None:
+        return None
+    if progress is not True:
+        return progress  # the caller's own bar
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        raise LocalError("progress=True needs tqdm: pip install tqdm") from None
+    sizes = [len(it) for it in iterables if hasattr(it, "__len__")]  # type: ignore[arg-type]
+    return tqdm(total=min(sizes) if len(sizes) == len(iterables) else None, unit="call")

@@ -17,14 +17,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from p2pfaas.client.account import AccountClient
 from p2pfaas.client.async_client import AsyncClient
 from p2pfaas.client.outcome import InvokeOutcome
 from p2pfaas.client.wallet import Wallet
+from p2pfaas.environment import VOUCHER_TTL_S, default_anchor, default_key, saved_token, voucher_state_path
 from p2pfaas.errors import LocalError
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import FunctionInfo, NodeInfo
 
 T = TypeVar("T")
+DEFAULT_BUDGET_MICRO = 1_000_000  # a voucher of one credit, by default
 
 
 class Client:
@@ -42,12 +45,41 @@ class Client:
         self._thread = threading.Thread(target=self._loop.run_forever, name="p2pfaas client", daemon=True)
         self._thread.start()
         self._client = AsyncClient(anchor_url, keys, wallet=wallet, **options)
+        self._account: AccountClient | None = None  # the logged-in account a wallet buys vouchers from
         self._closed = False
         try:
             self._run(self._client.__aenter__())
         except BaseException:
             self._stop_loop()
             raise
+
+    @classmethod
+    def from_environment(cls, *, budget_micro: int = DEFAULT_BUDGET_MICRO, **options: Any) -> Client:
+        """A client of what `p2pfaas keys new` and `p2pfaas account login` left (`p2pfaas.environment`:
+        the anchor from P2PFAAS_ANCHOR, the key from P2PFAAS_KEY or ~/.p2pfaas/lessee.key), paying
+        with vouchers of `budget_micro` from the logged-in account when there is one."""
+        path = default_key()
+        if not path.exists():
+            raise LocalError(f"no key at {path}; make one with `p2pfaas keys new` (or set P2PFAAS_KEY)")
+        keys = KeyPair.load(path)
+        client = cls(default_anchor(), keys, **options)
+        token = saved_token()
+        if token is not None:
+            try:
+                account = AccountClient(client.async_client.anchor_url, token=token)
+                client._run(account.__aenter__())
+                client._account = account
+                client.async_client.wallet = Wallet(
+                    keys,
+                    account.voucher,
+                    budget_micro=budget_micro,
+                    ttl_s=VOUCHER_TTL_S,
+                    state_path=voucher_state_path(keys.key_id),
+                )
+            except BaseException:
+                client.close()
+                raise
+        return client
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -73,6 +105,10 @@ class Client:
         self._closed = True
         try:
             asyncio.run_coroutine_threadsafe(self._client.__aexit__(None, None, None), self._loop).result()
+            if self._account is not None:
+                asyncio.run_coroutine_threadsafe(
+                    self._account.__aexit__(None, None, None), self._loop
+                ).result()
         finally:
             self._stop_loop()
 

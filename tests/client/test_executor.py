@@ -152,3 +152,41 @@ def test_a_callable_that_raises_or_returns_what_cannot_travel_fails_typed(client
         with pytest.raises(UnencodableResult, match="Opaque cannot travel back"):
             pool.submit(_hostile_result).result()
         assert pool.attempts == 2  # neither is retried
+
+
+def test_an_executor_with_no_arguments_uses_what_keys_new_left(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #16 item 3: `Executor()` after `p2pfaas keys new`, the anchor from P2PFAAS_ANCHOR; no
+    account logged in, so it runs the key's own functions unpaid where nodes allow it."""
+    monkeypatch.setenv("P2PFAAS_HOME", str(tmp_path))
+    monkeypatch.setenv("P2PFAAS_ANCHOR", client.async_client.anchor_url)
+    monkeypatch.delenv("P2PFAAS_KEY", raising=False)
+    monkeypatch.delenv("P2PFAAS_TOKEN", raising=False)
+    with pytest.raises(LocalError, match="p2pfaas keys new"):
+        Executor()
+    KeyPair.generate().save(tmp_path / "lessee.key")
+    with Executor() as pool:
+        assert pool.client.async_client.wallet is None
+        assert pool.submit(pow, 2, 10).result() == 1024
+    with pytest.raises(LocalError, match="closed"):  # the executor's own client closed with it
+        pool.client.invoke("echo", 1)
+
+
+def test_map_can_show_progress(client: Client, capsys: pytest.CaptureFixture[str]) -> None:
+    class Bar:
+        def __init__(self) -> None:
+            self.done, self.closed = 0, False
+
+        def update(self, n: int) -> None:
+            self.done += n
+
+        def close(self) -> None:
+            self.closed = True
+
+    bar = Bar()
+    with Executor(client, max_in_flight=4) as pool:
+        assert [o.value["echo"] for o in pool.map("echo", range(7), progress=bar)] == list(range(7))
+        assert (bar.done, bar.closed) == (7, True)
+        assert len(list(pool.map("echo", range(5), progress=True))) == 5
+    assert "5/5" in capsys.readouterr().err  # tqdm's own bar, sized from the input's length
