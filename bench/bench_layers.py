@@ -104,6 +104,8 @@ async def main(rounds: int, warm: int, executor_kind: str) -> None:
                 else:
                     executor = UnsandboxedProcessExecutor(work_dir=run_dir)
                 async with NodeDaemon(config, executor=executor) as node:
+                    await node.announce()
+                    await client.nodes(refresh=True)
                     url = node.url
                     samples["plain cold"].append(await timed(client, "plain", url))
                     samples["np-a cold"].append(await timed(client, "np-a", url))

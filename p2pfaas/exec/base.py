@@ -16,6 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+# Every instance's environment: numeric libraries (OpenBLAS, OpenMP, MKL: numpy's and friends') run
+# single-threaded. Their thread pools would outlive each call, unmetered, and an instance that runs
+# more than its shim after a call is replaced (`warm_pool`): with a pool, every call would be cold.
+INSTANCE_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
 
 @dataclass(frozen=True)
 class FunctionSpec:

@@ -46,7 +46,7 @@ import docker.types
 
 from p2pfaas.errors import ConfigError, ExecutorError, InvokeError, MemoryExceeded
 from p2pfaas.exec import node_cgroup
-from p2pfaas.exec.base import FunctionSpec
+from p2pfaas.exec.base import INSTANCE_ENV, FunctionSpec
 from p2pfaas.exec.forecast import ArrivalForecast
 from p2pfaas.exec.metering import CgroupMeter
 from p2pfaas.exec.node_cgroup import NodeCgroup
@@ -168,6 +168,7 @@ class _ContainerInstance(ShimInstance):
                 LABEL_INSTANCE: self.instance_id,
             },
             user=f"{RUNTIME_UID}:{RUNTIME_UID}",
+            environment=INSTANCE_ENV,
             host_config=host_config,
         )
         created = api.create_container(**create_args)

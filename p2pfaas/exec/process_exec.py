@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from p2pfaas.errors import ExecutorError, InvokeError, MemoryExceeded
-from p2pfaas.exec.base import FunctionSpec
+from p2pfaas.exec.base import INSTANCE_ENV, FunctionSpec
 from p2pfaas.exec.forecast import ArrivalForecast
 from p2pfaas.exec.metering import ProcMeter
 from p2pfaas.exec.pool_policy import KeepAlivePolicy
@@ -86,6 +86,7 @@ class _ProcessInstance(ShimInstance):
                 *(("--deps-dir", str(self._fn.deps_dir.absolute())) if self._fn.deps_dir is not None else ()),
                 *(("--concurrency", str(self._fn.concurrency)) if self._fn.concurrency > 1 else ()),
                 stdin=subprocess.DEVNULL,
+                env={**os.environ, **INSTANCE_ENV},
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 # Its own process group, so destroy() also kills whatever the function forked.

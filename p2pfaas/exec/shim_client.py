@@ -79,9 +79,7 @@ class ShimConnection:
                 reader, writer = await asyncio.open_unix_connection(str(path))
         except (OSError, TimeoutError) as exc:
             raise ExecutorError(f"cannot connect to the runtime at {path}: {exc!r}") from exc
-        return cls(
-            reader, writer, max_response_bytes=max_response_bytes, max_payload_bytes=max_payload_bytes
-        )
+        return cls(reader, writer, max_response_bytes=max_response_bytes, max_payload_bytes=max_payload_bytes)
 
     async def invoke(self, payload: bytes, *, timeout_s: float) -> ExecResult:
         """Run the function on `payload`. `InvokeTimeout` after `timeout_s`; `ExecutorError` if the

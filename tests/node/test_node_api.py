@@ -147,6 +147,10 @@ async def test_numpy_runs_from_a_dependency_layer_fetched_once_and_mounted_read_
     if executor_kind == "docker":
         assert first.value["file"].startswith("/deps/numpy/")
     assert (await net.client.invoke("np-b", {"n": 4})).value["sum"] == 6
+    # numpy's BLAS runs single-threaded (INSTANCE_ENV): no thread pool outlives a call, so the
+    # instance stays warm rather than being replaced after every call.
+    again = await net.client.invoke("np-a", {"n": 3})
+    assert again.value["sum"] == 3 and not again.cold
     layers = net.node.service.layers
     assert layers is not None
     [layer] = [p for p in layers.root.iterdir() if not p.name.startswith(".")]
