@@ -135,7 +135,20 @@ def test_same_directory_gives_same_bytes_whatever_its_history(tmp_path: Path) ->
     manifest, archive = pack_directory(first)
     assert pack_directory(first) == (manifest, archive)
     assert pack_directory(second) == (manifest, archive)
-    assert make_bundle(second, LESSEE).header.digest == hashlib.sha256(archive).hexdigest()
+    _, owned = pack_directory(first, owner_key_id=LESSEE.key_id)
+    assert make_bundle(second, LESSEE).header.digest == hashlib.sha256(owned).hexdigest()
+
+
+def test_two_owners_of_the_same_code_get_two_addresses(tmp_path: Path) -> None:
+    """Issue #16 item 8: a second lessee could not deploy a byte-identical bundle ("already registered
+    under another owner"): the archive now names its owner, so each has its own digest."""
+    root = write_tree(tmp_path, FILES)
+    other = KeyPair.generate()
+    mine, theirs = make_bundle(root, LESSEE), make_bundle(root, other)
+    assert mine.header.digest != theirs.header.digest
+    assert make_bundle(root, LESSEE) == mine  # still deterministic per owner
+    (root / ".p2pfaas-owner").write_text(other.key_id)  # a planted marker is skipped, not packed
+    assert make_bundle(root, LESSEE).header.digest == mine.header.digest
 
 
 def test_archive_format_is_normalised(tmp_path: Path) -> None:

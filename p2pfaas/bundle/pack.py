@@ -37,14 +37,17 @@ from p2pfaas.messages import MAX_ARCHIVE_BYTES, Bundle, BundleHeader, Manifest
 __all__ = ["make_bundle", "pack_directory"]
 
 _SKIPPED_DIRS = frozenset({"__pycache__", ".git"})
-_SKIPPED_FILES = frozenset({".DS_Store", DIGEST_MARKER})
+OWNER_MARKER = ".p2pfaas-owner"  # in every signed bundle: its owner's key id (see `make_bundle`)
+_SKIPPED_FILES = frozenset({".DS_Store", DIGEST_MARKER, OWNER_MARKER})
 
 
 # --- packing ------------------------------------------------------------------------------------
 
 
-def pack_directory(directory: Path) -> tuple[Manifest, bytes]:
-    """Archive `directory` deterministically; return its manifest and the tar.gz bytes.
+def pack_directory(directory: Path, *, owner_key_id: str = "") -> tuple[Manifest, bytes]:
+    """Archive `directory` deterministically; return its manifest and the tar.gz bytes. With
+    `owner_key_id`, the archive also holds it (`OWNER_MARKER`), so two owners' bundles of the same
+    code have two addresses.
 
     Raises `BundleError` for symlinks, devices, sockets or fifos (naming the path), for a directory
     over the caps, and `ManifestError` for a missing or invalid manifest.
@@ -57,18 +60,14 @@ def pack_directory(directory: Path) -> tuple[Manifest, bytes]:
     manifest: Manifest | None = None
     total_bytes = 0
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        if owner_key_id:
+            _add(tar, OWNER_MARKER, owner_key_id.encode(), executable=False)
         for name, path, executable in files:
             data = _read_regular(path, limit=MAX_UNCOMPRESSED_BYTES - total_bytes)
             total_bytes += len(data)
             if name == MANIFEST_FILE:
                 manifest = parse_manifest(data, source=str(path))
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o755 if executable else 0o644
-            info.mtime = 0
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            tar.addfile(info, io.BytesIO(data))
+            _add(tar, name, data, executable=executable)
     if manifest is None:
         raise ManifestError(f"{root}: no manifest; a function directory needs a {MANIFEST_FILE}")
     tar_bytes = buffer.getvalue()
@@ -78,6 +77,16 @@ def pack_directory(directory: Path) -> tuple[Manifest, bytes]:
     if len(archive) > MAX_ARCHIVE_BYTES:
         raise BundleError(f"{root}: archive of {len(archive)} bytes is over {MAX_ARCHIVE_BYTES}")
     return manifest, archive
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes, *, executable: bool) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o755 if executable else 0o644
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
 
 
 def _collect_files(root: Path) -> list[tuple[str, Path, bool]]:
@@ -163,7 +172,9 @@ def _gzip(data: bytes) -> bytes:
 
 def make_bundle(directory: Path, keys: KeyPair) -> Bundle:
     """Pack `directory` and sign its manifest and digest with the lessee's `keys`."""
-    manifest, archive = pack_directory(directory)
+    # The owner inside the archive: a second lessee deploying byte-identical code gets a bundle of
+    # its own (the anchor stores one owner per address, and nodes run a bundle for its owner).
+    manifest, archive = pack_directory(directory, owner_key_id=keys.key_id)
     header = BundleHeader(
         manifest=manifest,
         digest=hashlib.sha256(archive).hexdigest(),

@@ -190,3 +190,12 @@ def test_map_can_show_progress(client: Client, capsys: pytest.CaptureFixture[str
         assert (bar.done, bar.closed) == (7, True)
         assert len(list(pool.map("echo", range(5), progress=True))) == 5
     assert "5/5" in capsys.readouterr().err  # tqdm's own bar, sized from the input's length
+
+
+def test_a_second_lessee_deploys_byte_identical_code_and_runs_its_own(client: Client, tmp_path: Path) -> None:
+    """Issue #16 item 8: the same directory deployed by two keys is two bundles, each its owner's."""
+    with Client(client.async_client.anchor_url, KeyPair.generate()) as other:
+        info = other.deploy(write_function(tmp_path, "echo"))
+        mine = client.spawn(client.async_client.function("echo")).result()
+        assert info.header.digest != mine.header.digest
+        assert other.invoke("echo", 5).value == {"echo": 5}  # run unpaid: it owns this bundle
