@@ -151,6 +151,9 @@ async def call(
     return codec.decode_as(expect, body)
 
 
+MAX_ERROR_BYTES = 64 * 1024
+
+
 async def request_bytes(
     session: aiohttp.ClientSession,
     method: str,
@@ -177,7 +180,9 @@ async def request_bytes(
             ssl=tls.ssl_for(url),  # an https node URL pins the identity it names
         ) as response:
             status = response.status
-            if max_bytes is None or status >= 300:
+            if status >= 300:
+                body = await response.content.read(MAX_ERROR_BYTES)  # an error says why in a line
+            elif max_bytes is None:
                 body = await response.read()
             else:
                 parts, received = [], 0

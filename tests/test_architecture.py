@@ -32,6 +32,7 @@ FLOOR = (
     "codec",
     "money",
     "clock",
+    "environment",
     "errors",
 )
 

@@ -16,7 +16,10 @@ is asked to fetch exists.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import io
+import zipfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,22 +33,23 @@ from p2pfaas.clock import wall_time
 from p2pfaas.db import Database
 from p2pfaas.db.schema import wheel_chunks, wheels
 from p2pfaas.db.upsert import insert_ignore
-from p2pfaas.errors import DecodeError, NotFound, SignatureError
+from p2pfaas.errors import DecodeError, NotFound, Refused, SignatureError
 from p2pfaas.identity import PublicKey
 from p2pfaas.messages import Ack
-from p2pfaas.rpc import Forbidden, reply
+from p2pfaas.rpc import reply
 
 __all__ = ["WHEEL_CHUNK_BYTES", "WheelStore", "add_routes"]
 
 WHEEL_CHUNK_BYTES = 4 * 1024 * 1024  # below a MySQL server's default max_allowed_packet (16 MiB)
 WHEEL_QUOTA_BYTES = 4 * 1024 * 1024 * 1024  # per uploading key
+UPLOADS_AT_ONCE = 4  # wheel bodies in the anchor's memory at once (64 MiB each at most)
+UPLOAD_TIMEOUT_S = 300.0  # to receive one wheel's body: a slow sender does not hold a slot forever
 _HEX64 = frozenset("0123456789abcdef")
 
 
-class QuotaExceeded(Forbidden):
+class QuotaExceeded(Refused):
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.status = 413
+        super().__init__(message, status=413)
 
 
 @dataclass
@@ -138,22 +142,29 @@ def add_routes(
         await may_upload(key)
         if await store.has(sha256) is not None:
             return reply(Ack("have it"))
-        used = await store.uploaded_by(key.key_id)
-        if used + size > WHEEL_QUOTA_BYTES:
-            raise QuotaExceeded(
-                f"key {key.key_id[:12]} has uploaded {used} bytes of wheels; the quota is {WHEEL_QUOTA_BYTES}"
-            )
-        hasher, parts, received = hashlib.sha256(), [], 0
-        async for part in request.content.iter_chunked(1 << 20):
-            received += len(part)
-            if received > size:
-                raise DecodeError("the body is longer than its Content-Length")
-            hasher.update(part)
-            parts.append(part)
-        if received != size or hasher.hexdigest() != sha256:
-            raise SignatureError(f"the body does not hash to {sha256[:12]}… (or is cut short)")
-        await store.put(sha256, filename, b"".join(parts), uploader_key_id=key.key_id)
+        if uploads.locked():
+            raise Refused(f"{UPLOADS_AT_ONCE} wheel uploads are on their way; try again shortly", status=503)
+        # One upload per key at a time, so its quota is checked against what is stored, not raced.
+        per_key = key_locks.setdefault(key.key_id, asyncio.Lock())
+        if per_key.locked():
+            raise Refused("this key already has a wheel upload on its way", status=429)
+        async with uploads, per_key:
+            used = await store.uploaded_by(key.key_id)
+            if used + size > WHEEL_QUOTA_BYTES:
+                raise QuotaExceeded(
+                    f"key {key.key_id[:12]} has uploaded {used} bytes of wheels; "
+                    f"the quota is {WHEEL_QUOTA_BYTES}"
+                )
+            async with asyncio.timeout(UPLOAD_TIMEOUT_S):
+                data = await _read_body(request, size, sha256)
+            _check_zip(data, filename)
+            await store.put(sha256, filename, data, uploader_key_id=key.key_id)
+        if len(key_locks) > 10_000:
+            key_locks.clear()
         return reply(Ack("stored"))
+
+    uploads = asyncio.Semaphore(UPLOADS_AT_ONCE)
+    key_locks: dict[str, asyncio.Lock] = {}
 
     async def get_wheel(request: web.Request) -> web.StreamResponse:
         sha256 = _sha_param(request)
@@ -170,6 +181,28 @@ def add_routes(
         return response
 
     app.add_routes([web.put("/v1/wheels/{sha256}", put_wheel), web.get("/v1/wheels/{sha256}", get_wheel)])
+
+
+async def _read_body(request: web.Request, size: int, sha256: str) -> bytes:
+    body, hasher = bytearray(), hashlib.sha256()
+    async for part in request.content.iter_chunked(1 << 20):
+        if len(body) + len(part) > size:
+            raise DecodeError("the body is longer than its Content-Length")
+        hasher.update(part)
+        body += part
+    if len(body) != size or hasher.hexdigest() != sha256:
+        raise SignatureError(f"the body does not hash to {sha256[:12]}… (or is cut short)")
+    return bytes(body)
+
+
+def _check_zip(data: bytes, filename: str) -> None:
+    """A wheel is a zip with a central directory: junk would only make nodes fetch it for nothing."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            if not archive.namelist():
+                raise zipfile.BadZipFile("no members")
+    except (zipfile.BadZipFile, ValueError, OSError) as error:
+        raise DecodeError(f"{filename} is not a wheel: {error}") from None
 
 
 def _sha_param(request: web.Request) -> str:

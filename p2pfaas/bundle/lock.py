@@ -75,11 +75,10 @@ class Lock:
 
     @property
     def layer_digest(self) -> str:
-        """The layer's address: the SHA-256 of what the wheels are (not of what asked for them)."""
-        canonical = json.dumps(
-            [self.platform, [[w.name, w.version, w.filename, w.sha256, w.size] for w in self.wheels]],
-            separators=(",", ":"),
-        )
+        """The layer's address: the SHA-256 of the platform and the wheels' own hashes, sorted.
+        Nothing a lessee can vary without changing the bytes: names and versions are labels, and
+        one set of wheels under other labels is the same layer, fetched once."""
+        canonical = json.dumps([self.platform, sorted(w.sha256 for w in self.wheels)], separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def to_json(self) -> str:

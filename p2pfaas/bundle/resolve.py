@@ -155,4 +155,8 @@ def _keep(cache: Path, path: Path) -> LockedWheel:
 
 def _cached(cache: Path, wheel: LockedWheel) -> bool:
     path = wheel_path(cache, wheel)
-    return path.is_file() and path.stat().st_size == wheel.size
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    return len(data) == wheel.size and hashlib.sha256(data).hexdigest() == wheel.sha256

@@ -64,6 +64,7 @@ __all__ = [
 ]
 
 RUNTIME_PYTHON = (3, 11)  # the runtime image's CPython (`bundle.manifest.SUPPORTED_RUNTIMES`)
+OFF_LOOP_BYTES = 64 * 1024  # results larger than this are decoded in a thread
 RESULT_KEY = "p2pfaas-values"  # the entry's answer: {RESULT_KEY: 1, "data": base64 of values.encode}
 
 ENTRY = '''"""Runs a Python callable packed by value by a lessee's client (p2pfaas.client.callables)."""
@@ -182,6 +183,8 @@ async def outcome_value(pending: Awaitable[InvokeOutcome]) -> Any:
             invocation_id=error.invocation_id,
             node_id=error.node_id,
         ) from None
+    if isinstance(outcome.value, dict) and len(str(outcome.value.get("data", ""))) > OFF_LOOP_BYTES:
+        return await asyncio.to_thread(result_of, outcome.value)  # a big value: not on the loop
     return result_of(outcome.value)
 
 

@@ -26,8 +26,9 @@ import msgpack
 __all__ = ["UnencodableResult", "decode", "encode"]
 
 TUPLE, SET, FROZENSET, COMPLEX, BIG_INT, NDARRAY, NUMPY_SCALAR = range(1, 8)
-MAX_BIG_INT_DIGITS = 10_000
-MAX_EXT_DEPTH = 100  # tuples, sets and arrays nested in each other
+MAX_BIG_INT_HEX = 8192  # hex digits of an integer beyond 64 bits (32,768 bits)
+MAX_EXT_DEPTH = 32  # tuples, sets and arrays nested in each other
+MAX_SET_ITEMS = 10_000  # colliding hashes make a set quadratic to build: keep it short
 # Dtypes an array may have: numbers and booleans, little- or big-endian. Never object ("O"), whose
 # items would be pickled, nor structured or string dtypes.
 _KINDS = frozenset("biufc")
@@ -44,20 +45,74 @@ def encode(value: Any) -> bytes:
     return data
 
 
-def decode(data: bytes, *, _depth: int = 0) -> Any:
+def decode(data: bytes) -> Any:
     """The value `encode` made; raises `ValueError` for bytes that are not one."""
-    if _depth > MAX_EXT_DEPTH:  # each level is a C call into Python: bound it before the C stack
-        raise ValueError(f"the value nests more than {MAX_EXT_DEPTH} tuples, sets or arrays")
-    try:
-        return msgpack.unpackb(
-            data, ext_hook=functools.partial(_ext, _depth + 1), raw=False, strict_map_key=False
-        )
-    except RecursionError:
-        raise ValueError("the value is nested too deeply") from None
-    except ValueError:
-        raise
-    except Exception as error:  # msgpack raises several types; unhashable keys raise TypeError
-        raise ValueError(f"not a p2pfaas value: {type(error).__name__}: {error}") from None
+    value = _Decoder(budget=2 * len(data) + 1024).decode(data, depth=0)
+    _check_types(value)
+    return value
+
+
+class _Decoder:
+    """One decode: extensions nest at most MAX_EXT_DEPTH deep (each level is a C call into Python:
+    bounded before the C stack is), and their payloads, which nesting makes the decoder read once per
+    level, total at most `budget` bytes (so nesting cannot multiply memory)."""
+
+    def __init__(self, *, budget: int) -> None:
+        self.budget = budget
+
+    def decode(self, data: bytes, *, depth: int) -> Any:
+        if depth > MAX_EXT_DEPTH:
+            raise ValueError(f"the value nests more than {MAX_EXT_DEPTH} tuples, sets or arrays")
+        try:
+            return msgpack.unpackb(
+                data, ext_hook=functools.partial(self.ext, depth + 1), raw=False, strict_map_key=False
+            )
+        except RecursionError:
+            raise ValueError("the value is nested too deeply") from None
+        except ValueError:
+            raise
+        except Exception as error:  # msgpack raises several types; unhashable keys raise TypeError
+            raise ValueError(f"not a p2pfaas value: {type(error).__name__}: {error}") from None
+
+    def ext(self, depth: int, code: int, data: bytes) -> Any:
+        self.budget -= len(data)
+        if self.budget < 0:
+            raise ValueError("the value's extensions hold more bytes than the value itself")
+        if code == BIG_INT:
+            return _big_int(data)
+        inner = self.decode(data, depth=depth)
+        if code in (TUPLE, SET, FROZENSET):
+            if not isinstance(inner, list):
+                raise ValueError(f"extension {code} holds {type(inner).__name__}, not a list")
+            if code != TUPLE and len(inner) > MAX_SET_ITEMS:  # hashing colliding keys is quadratic
+                raise ValueError(f"a set of more than {MAX_SET_ITEMS} items")
+            return tuple(inner) if code == TUPLE else set(inner) if code == SET else frozenset(inner)
+        if code == COMPLEX:
+            if not (isinstance(inner, list) and len(inner) == 2 and all(isinstance(x, float) for x in inner)):
+                raise ValueError("a complex number is two floats")
+            return complex(inner[0], inner[1])
+        if code in (NDARRAY, NUMPY_SCALAR):
+            return _array(code, inner)
+        raise ValueError(f"unknown extension type {code}")
+
+
+_PLAIN = (type(None), bool, int, float, str, bytes, complex)
+
+
+def _check_types(value: Any) -> None:
+    """Only the table's types came back (MessagePack's own timestamps, for one, are not in it)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _PLAIN) and type(item) in _PLAIN:
+            continue
+        if type(item) in (list, tuple, set, frozenset):
+            stack.extend(item)
+        elif type(item) is dict:
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif type(item).__module__.split(".")[0] != "numpy":  # arrays were checked by `_array`
+            raise ValueError(f"a {type(item).__name__} is not a p2pfaas value")
 
 
 def _default(value: Any) -> Any:
@@ -81,7 +136,9 @@ def _default(value: Any) -> Any:
     if isinstance(value, int):
         if -(2**63) <= value < 2**64:
             return int(value)  # an int subclass, such as an IntEnum: its plain value
-        return msgpack.ExtType(BIG_INT, str(int(value)).encode())
+        if int(value).bit_length() > 4 * MAX_BIG_INT_HEX:
+            raise UnencodableResult(f"an integer of {int(value).bit_length()} bits is too large to travel")
+        return msgpack.ExtType(BIG_INT, format(int(value), "x").encode())
     if isinstance(value, float):
         return float(value)
     if isinstance(value, str):
@@ -107,29 +164,15 @@ def _numpy_of(value: Any) -> Any:
     return numpy
 
 
-def _ext(depth: int, code: int, data: bytes) -> Any:
-    if code == BIG_INT:
-        return _big_int(data)
-    inner = decode(data, _depth=depth)
-    if code in (TUPLE, SET, FROZENSET):
-        if not isinstance(inner, list):
-            raise ValueError(f"extension {code} holds {type(inner).__name__}, not a list")
-        return tuple(inner) if code == TUPLE else set(inner) if code == SET else frozenset(inner)
-    if code == COMPLEX:
-        if not (isinstance(inner, list) and len(inner) == 2 and all(isinstance(x, float) for x in inner)):
-            raise ValueError("a complex number is two floats")
-        return complex(inner[0], inner[1])
-    if code in (NDARRAY, NUMPY_SCALAR):
-        return _array(code, inner)
-    raise ValueError(f"unknown extension type {code}")
-
-
 def _big_int(data: bytes) -> int:
     text = data.decode("ascii", "replace")
     digits = text[1:] if text[:1] == "-" else text
-    if not (0 < len(digits) <= MAX_BIG_INT_DIGITS and digits.isdigit() and digits.isascii()):
-        raise ValueError("a big integer is up to 10,000 decimal digits")
-    return int(text)
+    if not (0 < len(digits) <= MAX_BIG_INT_HEX and all(c in "0123456789abcdef" for c in digits)):
+        raise ValueError(f"a big integer is up to {MAX_BIG_INT_HEX} lowercase hex digits")
+    value = int(text, 16)
+    if -(2**63) <= value < 2**64:
+        raise ValueError("a big integer extension holds an integer MessagePack carries itself")
+    return value
 
 
 def _array(code: int, inner: Any) -> Any:

@@ -127,12 +127,16 @@ class _ContainerInstance(ShimInstance):
             binds={
                 str(self._fn.code_dir.absolute()): {"bind": CONTAINER_CODE_DIR, "mode": "ro"},
                 str(socket_dir): {"bind": CONTAINER_SOCKET_DIR, "mode": "rw"},
-                **(
-                    {str(self._fn.deps_dir.absolute()): {"bind": CONTAINER_DEPS_DIR, "mode": "ro"}}
-                    if self._fn.deps_dir is not None
-                    else {}
-                ),
             },
+            # A mount, not a bind: dockerd refuses a source that is gone (a layer evicted meanwhile)
+            # rather than creating an empty directory in its place.
+            mounts=[]
+            if self._fn.deps_dir is None
+            else [
+                docker.types.Mount(
+                    CONTAINER_DEPS_DIR, str(self._fn.deps_dir.absolute()), type="bind", read_only=True
+                )
+            ],
             network_mode="none",
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],

@@ -18,6 +18,7 @@ least recently used ones that no warm or running function uses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import logging
@@ -25,6 +26,8 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
+import time
 import zipfile
 from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path, PurePosixPath
@@ -33,7 +36,7 @@ import aiohttp
 
 from p2pfaas import rpc
 from p2pfaas.bundle.lock import Lock, LockedWheel
-from p2pfaas.errors import BundleError, DecodeError
+from p2pfaas.errors import BundleError
 
 __all__ = ["LayerCache", "fetch_wheel", "unpack_wheel"]
 
@@ -42,6 +45,12 @@ log = logging.getLogger(__name__)
 SITE = "site"
 UNPACK_FACTOR = 8  # a layer may unpack to this many times its wheels' size, no more
 MAX_MEMBERS = 100_000
+ENTRY_BYTES = 4096  # what each file and directory is charged beyond its bytes (a block, an inode)
+MAX_DEPTH = 32  # path components of a member
+MAX_NAME = 200  # bytes of one component
+FETCHES_AT_ONCE = 2  # layers fetched at once by one node
+RETRY_FAILED_S = 60.0  # a layer whose fetch failed is refused this long before it is fetched again
+IN_USE_GRACE_S = 600.0  # a layer used this recently is not evicted (a call may be about to mount it)
 
 FetchWheel = Callable[[LockedWheel], Awaitable[bytes]]
 FETCH_TIMEOUT_S = 300.0
@@ -57,44 +66,78 @@ class LayerCache:
     """Unpacked dependency layers under `root`, by layer digest."""
 
     def __init__(
-        self, root: Path, *, fetch_wheel: FetchWheel, max_bytes: int = 0, max_layer_bytes: int = 0
+        self,
+        root: Path,
+        *,
+        fetch_wheel: FetchWheel,
+        max_bytes: int = 0,
+        max_layer_bytes: int = 0,
+        pinned: Callable[[], Collection[str]] = frozenset,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.root = Path(root)
         self.fetch_wheel = fetch_wheel
         self.max_bytes = max_bytes  # 0: unbounded
         self.max_layer_bytes = max_layer_bytes or max_bytes  # the wheels of one lock, compressed
+        self.pinned = pinned  # the layers mounted now (asked at each eviction, not before a fetch)
+        self.clock = clock
         self.fetched_bytes = 0  # wheel bytes fetched so far (for tests and benchmarks)
         self._fetches: dict[str, asyncio.Task[Path]] = {}
+        self._failed: dict[str, tuple[float, BaseException]] = {}  # layer -> (when, why): not refetched
+        self._fetching = asyncio.Semaphore(FETCHES_AT_ONCE)
+        self._disk = threading.Lock()  # installs and evictions, one at a time
         self.root.mkdir(parents=True, exist_ok=True)
+        for stale in self.root.glob(".*-*"):  # staging directories of a run that crashed
+            _remove(stale)
 
     def path_for(self, layer_digest: str) -> Path | None:
         site = self.root / layer_digest / SITE
         return site if site.is_dir() else None
 
-    async def ensure(self, lock: Lock, *, pinned: Collection[str] = ()) -> Path:
+    def used(self, layer_digest: str) -> None:
+        """A call is about to run on this layer: it is recently used (evicted last, and never
+        within `IN_USE_GRACE_S`)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self.root / layer_digest)
+
+    async def ensure(self, lock: Lock) -> Path:
         """The unpacked layer of `lock` (fetched the first time); raises BundleError when it is over
         this node's limit or its wheels are not what the lock says, NotFound/Unreachable from the
-        fetch."""
+        fetch. A layer whose fetch failed is not fetched again for `RETRY_FAILED_S`."""
         digest = lock.layer_digest
         site = self.path_for(digest)
         if site is not None:
-            os.utime(site.parent)  # recently used
+            self.used(digest)
             return site
         if self.max_layer_bytes and lock.size > self.max_layer_bytes:
             raise BundleError(
                 f"the function's dependency layer is {lock.size >> 20} MiB of wheels; this node takes "
                 f"layers up to {self.max_layer_bytes >> 20} MiB"
             )
+        failed = self._failed.get(digest)
+        if failed is not None and self.clock() - failed[0] < RETRY_FAILED_S:
+            raise BundleError(f"dependency layer {digest[:12]} failed here recently: {failed[1]}")
         task = self._fetches.get(digest)
         if task is None:
             task = asyncio.ensure_future(self._fetch(lock))
             self._fetches[digest] = task
-            task.add_done_callback(lambda done: self._fetches.pop(digest, None))
+            task.add_done_callback(lambda done: self._fetch_done(digest, done))
         site = await asyncio.shield(task)
-        await asyncio.to_thread(self.evict_over_cap, {digest, *pinned})
+        await asyncio.to_thread(self.evict_over_cap, {digest})
         return site
 
+    def _fetch_done(self, digest: str, done: asyncio.Task[Path]) -> None:
+        self._fetches.pop(digest, None)
+        if not done.cancelled() and done.exception() is not None:
+            self._failed[digest] = (self.clock(), done.exception())  # type: ignore[assignment]
+            while len(self._failed) > 1024:
+                del self._failed[next(iter(self._failed))]
+
     async def _fetch(self, lock: Lock) -> Path:
+        async with self._fetching:  # a few layers at a time, whatever the lessees ask
+            return await self._fetch_now(lock)
+
+    async def _fetch_now(self, lock: Lock) -> Path:
         wheels: list[tuple[LockedWheel, bytes]] = []
         for wheel in lock.wheels:
             data = await self.fetch_wheel(wheel)
@@ -106,6 +149,10 @@ class LayerCache:
         return await asyncio.to_thread(self._install, lock.layer_digest, wheels, limit)
 
     def _install(self, digest: str, wheels: list[tuple[LockedWheel, bytes]], limit: int) -> Path:
+        with self._disk:
+            return self._install_locked(digest, wheels, limit)
+
+    def _install_locked(self, digest: str, wheels: list[tuple[LockedWheel, bytes]], limit: int) -> Path:
         final = self.root / digest
         if (final / SITE).is_dir():
             return final / SITE
@@ -122,18 +169,26 @@ class LayerCache:
         log.info("dependency layer %s: %d wheels, %d bytes unpacked", digest[:12], len(wheels), used)
         return final / SITE
 
-    def evict_over_cap(self, pinned: Collection[str]) -> list[str]:
-        """Remove least recently used layers not in `pinned` until the total is under `max_bytes`."""
+    def evict_over_cap(self, pinned: Collection[str] = ()) -> list[str]:
+        """Remove least recently used layers until the total is under `max_bytes`, sparing `pinned`,
+        the ones mounted now (`self.pinned()`, asked here) and any used in the last
+        `IN_USE_GRACE_S` (a call admitted but not started yet)."""
         if not self.max_bytes:
             return []
-        layers = [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        sizes = {p: _tree_bytes(p) for p in layers}
+        with self._disk:
+            keep = {*pinned, *self.pinned()}
+            layers = [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+            sizes = {p: _tree_bytes(p) for p in layers}
+            return self._evict(layers, sizes, keep)
+
+    def _evict(self, layers: list[Path], sizes: dict[Path, int], keep: set[str]) -> list[str]:
         total = sum(sizes.values())
         evicted = []
-        for path in sorted(layers, key=lambda p: p.stat().st_mtime):
+        recent = time.time() - IN_USE_GRACE_S
+        for path in sorted(layers, key=_mtime):
             if total <= self.max_bytes:
                 break
-            if path.name in pinned:
+            if path.name in keep or _mtime(path) > recent:
                 continue
             _remove(path)
             total -= sizes[path]
@@ -152,9 +207,20 @@ def unpack_wheel(data: bytes, site: Path, *, limit: int, name: str = "wheel") ->
     members = archive.infolist()
     if len(members) > MAX_MEMBERS:
         raise BundleError(f"{name}: more than {MAX_MEMBERS} files")
-    declared = sum(m.file_size for m in members)
+    declared = sum(m.file_size + ENTRY_BYTES for m in members)
     if declared > limit:
         raise BundleError(f"{name}: unpacks to {declared} bytes, over the layer's limit of {limit}")
+    try:
+        return _unpack(archive, members, site, limit=limit, name=name)
+    except BundleError:
+        raise
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError, ValueError) as error:
+        raise BundleError(f"{name}: cannot unpack: {type(error).__name__}: {error}") from None
+
+
+def _unpack(
+    archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], site: Path, *, limit: int, name: str
+) -> int:
     written = 0
     for member in members:
         target = _target(member.filename, name)
@@ -164,6 +230,9 @@ def unpack_wheel(data: bytes, site: Path, *, limit: int, name: str = "wheel") ->
         if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):  # 0: a zip that says nothing
             raise BundleError(f"{name}: {member.filename[:100]!r} is a link or a special file")
         path = site.joinpath(*target.parts)
+        written += ENTRY_BYTES * len(target.parts)  # directories cost disk too (and inodes)
+        if written > limit:
+            raise BundleError(f"{name}: unpacks past the layer's limit of {limit} bytes")
         if member.is_dir():
             path.mkdir(parents=True, exist_ok=True)
             continue
@@ -177,8 +246,6 @@ def unpack_wheel(data: bytes, site: Path, *, limit: int, name: str = "wheel") ->
                     out.write(chunk)
         except FileExistsError:
             raise BundleError(f"{name}: {member.filename[:100]!r} is in the layer twice") from None
-        except (zipfile.BadZipFile, OSError, EOFError, DecodeError) as error:
-            raise BundleError(f"{name}: cannot unpack {member.filename[:100]!r}: {error}") from None
         if mode & 0o111:
             path.chmod(0o755)
     return written
@@ -189,6 +256,8 @@ def _target(filename: str, name: str) -> PurePosixPath | None:
     path = PurePosixPath(filename)
     if "\\" in filename or path.is_absolute() or ".." in path.parts or not path.parts:
         raise BundleError(f"{name}: the member {filename[:100]!r} would land outside the layer")
+    if len(path.parts) > MAX_DEPTH or any(len(part) > MAX_NAME for part in path.parts):
+        raise BundleError(f"{name}: the member {filename[:100]!r} is nested too deep or named too long")
     top = path.parts[0]
     if top.endswith(".data"):  # name-version.data/{purelib,platlib,scripts,headers,data}/...
         if len(path.parts) > 2 and path.parts[1] in ("purelib", "platlib"):
@@ -214,4 +283,17 @@ def _remove(root: Path) -> None:
 
 
 def _tree_bytes(root: Path) -> int:
-    return sum(Path(d, f).stat().st_size for d, _, files in os.walk(root) for f in files)
+    """The disk a tree takes, directories included (a layer of empty directories is not free)."""
+    total = 0
+    for directory, _, files in os.walk(root):
+        for entry in (directory, *(os.path.join(directory, f) for f in files)):
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(entry).st_blocks * 512
+    return total
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from p2pfaas import signing
 from p2pfaas.bundle import BundleCache
-from p2pfaas.bundle.lock import Lock, read_lock
+from p2pfaas.bundle.lock import read_lock
 from p2pfaas.clock import wall_time
 from p2pfaas.errors import (
     BundleError,
@@ -117,6 +117,10 @@ class NodeService:
     _fetches: dict[str, asyncio.Future[tuple[BundleHeader, Path]]] = field(default_factory=dict)
     _fetch_tasks: TaskSet = field(default_factory=TaskSet)  # fetches outlive the caller that started them
 
+    def __post_init__(self) -> None:
+        if self.layers is not None:
+            self.layers.pinned = self.mounted_layers  # asked at each eviction
+
     @property
     def node_id(self) -> str:
         return self.keys.key_id
@@ -197,7 +201,11 @@ class NodeService:
         it has none. Raises BundleError when this node cannot take it."""
         if digest in self._layers:
             site = self._layers[digest]
-            if site is None or site.is_dir():  # a layer evicted since is fetched again
+            if site is None:
+                return None
+            if site.is_dir():  # a layer evicted since is fetched again
+                assert self.layers is not None
+                self.layers.used(site.parent.name)
                 return site
         lock = read_lock(code_dir)
         if lock is None:
@@ -205,21 +213,14 @@ class NodeService:
             return None
         if self.layers is None:
             raise BundleError("this node does not run functions with dependencies")
-        pinned = {lk.layer_digest for lk in self._locks_in_use()}
-        site = await self.layers.ensure(lock, pinned=pinned)
+        site = await self.layers.ensure(lock)
         self._layers[digest] = site
         return site
 
-    def _locks_in_use(self) -> list[Lock]:
-        """The locks of functions that run or are warm here: their layers are mounted."""
+    def mounted_layers(self) -> set[str]:
+        """The layers of functions that run or are warm here (mounted in their instances)."""
         in_use = {*self.admission.running_digests(), *_warm_digests(self.executor)}
-        locks = []
-        for digest in in_use:
-            known = self._known.get(digest)
-            lock = read_lock(known[1]) if known is not None else None
-            if lock is not None:
-                locks.append(lock)
-        return locks
+        return {site.parent.name for d in in_use if (site := self._layers.get(d)) is not None}
 
     def _spec(self, digest: str, header: BundleHeader, code_dir: Path, deps_dir: Path | None) -> FunctionSpec:
         manifest = header.manifest

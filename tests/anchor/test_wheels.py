@@ -5,7 +5,9 @@ whose lock names a wheel the anchor lacks refused."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import zipfile
 from pathlib import Path
 
 import aiohttp
@@ -21,7 +23,15 @@ from p2pfaas.client.layers import upload_missing
 from p2pfaas.errors import NotFound, Refused
 from p2pfaas.identity import KeyPair
 
-DATA = os.urandom(wheels.WHEEL_CHUNK_BYTES + 12345)  # two chunks
+
+def _wheel(size: int) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("blob/data.bin", os.urandom(size))
+    return buffer.getvalue()
+
+
+DATA = _wheel(wheels.WHEEL_CHUNK_BYTES + 12345)  # two chunks
 SHA = hashlib.sha256(DATA).hexdigest()
 FILENAME = "blob-1.0-py3-none-any.whl"
 
@@ -66,6 +76,14 @@ async def test_a_registered_key_uploads_a_wheel_that_anyone_can_fetch(tmp_path: 
                 headers=headers(keys, sha=wrong),
             )
         assert refused.value.status == 403
+        junk = b"junk" * 100
+        junk_sha = hashlib.sha256(junk).hexdigest()
+        with pytest.raises(Refused, match="not a wheel") as refused:  # only wheels: nodes would fetch it
+            await rpc.request_bytes(
+                session, "PUT", f"{anchor.url}/v1/wheels/{junk_sha}", junk, timeout_s=30,
+                headers=headers(keys, sha=junk_sha, size=len(junk)),
+            )  # fmt: skip
+        assert refused.value.status == 400
         await rpc.request_bytes(session, "PUT", url, DATA, timeout_s=30, headers=headers(keys))
         await rpc.request_bytes(session, "HEAD", url, timeout_s=10)
         assert await rpc.request_bytes(session, "GET", url, timeout_s=30) == DATA

@@ -103,7 +103,10 @@ def test_a_pickle_is_never_unpickled(tmp_path: Path) -> None:
         msgpack.packb(msgpack.ExtType(values.NDARRAY, msgpack.packb(["<U4", [1], b"\0" * 16]))),  # strings
         msgpack.packb(msgpack.ExtType(values.NDARRAY, msgpack.packb(["<f8", [-1], b""]))),  # negative shape
         msgpack.packb(msgpack.ExtType(values.BIG_INT, b"1" * 10_001)),  # too many digits
-        msgpack.packb(msgpack.ExtType(values.BIG_INT, b"12a")),
+        msgpack.packb(msgpack.ExtType(values.BIG_INT, b"12a")),  # fits 64 bits: not a big int
+        msgpack.packb(msgpack.ExtType(values.BIG_INT, b"12G")),
+        b"\xd6\xff\x00\x00\x00\x01",  # a MessagePack timestamp: not in the table
+        msgpack.packb(msgpack.ExtType(values.SET, msgpack.packb(list(range(10_001))))),  # too long a set
         msgpack.packb(msgpack.ExtType(values.COMPLEX, msgpack.packb([1]))),
         msgpack.packb(msgpack.ExtType(values.SET, msgpack.packb({"a": 1}))),
         msgpack.packb({msgpack.ExtType(values.SET, msgpack.packb([[1]])): 1}),  # unhashable set item
@@ -114,6 +117,17 @@ def test_a_pickle_is_never_unpickled(tmp_path: Path) -> None:
 def test_hostile_bytes_raise_value_error(data: bytes) -> None:
     with pytest.raises(ValueError):
         decode(data)
+
+
+def test_nesting_cannot_multiply_memory_and_huge_ints_do_not_travel() -> None:
+    data = encode(b"x" * 100_000)
+    for _ in range(30):  # within the depth bound, but each level re-reads the whole payload
+        data = msgpack.packb(msgpack.ExtType(values.TUPLE, b"\x91" + data))
+    with pytest.raises(ValueError, match="more bytes than the value itself"):
+        decode(data)
+    assert decode(encode(-(2**5000))) == -(2**5000)  # past Python's 4,300-digit str limit: hex
+    with pytest.raises(UnencodableResult, match="too large"):
+        encode(2**40_000)
 
 
 def test_deep_nesting_raises_value_error() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import os
 import stat
 import zipfile
 from pathlib import Path
@@ -90,28 +91,46 @@ async def test_a_layer_over_the_nodes_limit_is_refused_before_any_fetch(tmp_path
     assert source.fetches == 0
 
 
+def deep(levels: int) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for i in range(30):
+            archive.writestr(f"d{i}/" + "b/" * levels, b"")  # directories only: no bytes, all disk
+    return buffer.getvalue()
+
+
 @pytest.mark.parametrize(
-    ("data", "message"),
+    ("data", "message", "limit"),
     [
-        (wheel({"../escape.py": b""}), "outside the layer"),
-        (wheel({"/abs.py": b""}), "outside the layer"),
-        (wheel({"ok.py": b""}, links=("pkg/link",)), "link or a special file"),
-        (wheel({"big.bin": b"\0" * 10_000}), "over the layer's limit"),
-        (b"not a zip", "not a wheel"),
+        (wheel({"../escape.py": b""}), "outside the layer", 1 << 20),
+        (wheel({"/abs.py": b""}), "outside the layer", 1 << 20),
+        (wheel({"ok.py": b""}, links=("pkg/link",)), "link or a special file", 1 << 20),
+        (wheel({"big.bin": b"\0" * 100_000}), "over the layer's limit", 50_000),
+        (deep(900), "nested too deep", 1 << 30),
+        (deep(20), "past the layer's limit", 1 << 20),  # 30 x 20 directories, charged as disk
+        (wheel({"a": b"x", "a/b": b"y"}), "cannot unpack", 1 << 20),
+        (b"not a zip", "not a wheel", 1 << 20),
     ],
 )
-def test_hostile_wheels_are_refused(tmp_path: Path, data: bytes, message: str) -> None:
+def test_hostile_wheels_are_refused(tmp_path: Path, data: bytes, message: str, limit: int) -> None:
     with pytest.raises(BundleError, match=message):
-        unpack_wheel(data, tmp_path / "site", limit=1000)
+        unpack_wheel(data, tmp_path / "site", limit=limit)
 
 
-async def test_least_recently_used_layers_go_first_and_pinned_ones_stay(tmp_path: Path) -> None:
-    wheels = [wheel({f"m{i}.py": bytes(400)}) for i in range(3)]
-    cache = LayerCache(tmp_path / "layers", fetch_wheel=Source(*wheels), max_bytes=900)
+async def test_least_recently_used_layers_go_first_and_pinned_and_recent_ones_stay(tmp_path: Path) -> None:
+    wheels = [wheel({f"m{i}.py": bytes(400)}) for i in range(4)]
+    mounted: set[str] = set()
+    cache = LayerCache(tmp_path / "layers", fetch_wheel=Source(*wheels), pinned=lambda: mounted)
     locks = [Lock((locked(f"m{i}", w),), "0" * 64) for i, w in enumerate(wheels)]
-    await cache.ensure(locks[0])
-    await cache.ensure(locks[1])
-    await cache.ensure(locks[2], pinned={locks[0].layer_digest})  # over 900: the oldest unpinned goes
+    for i, lock in enumerate(locks[:3]):
+        site = await cache.ensure(lock)
+        os.utime(site.parent, (1_000_000 + i, 1_000_000 + i))  # used long ago, in this order
+    one = sum(
+        os.lstat(os.path.join(d, f)).st_blocks * 512 for d, _, fs in os.walk(site.parent) for f in [*fs, "."]
+    )
+    cache.max_bytes = int(2.5 * one)
+    mounted.add(locks[0].layer_digest)  # the oldest is mounted in a warm instance: it stays
+    await cache.ensure(locks[3])  # over the cap: the oldest unmounted ones go, the new one stays
     assert cache.path_for(locks[0].layer_digest) is not None
     assert cache.path_for(locks[1].layer_digest) is None
-    assert cache.path_for(locks[2].layer_digest) is not None
+    assert cache.path_for(locks[3].layer_digest) is not None
