@@ -48,9 +48,10 @@ async def raise_channels(
     views: Mapping[str, VoucherView],
     offered: Mapping[str, ChannelTicket],
     now: float,
-) -> dict[str, int]:
+) -> tuple[dict[str, int], set[str]]:
     """Raise node `node_id`'s channel rows to the tickets `offered` that the vouchers' lessees
-    signed (older or lower ones change nothing); return what each channel has signed and unpaid."""
+    signed (older or lower ones change nothing); return what each channel has signed and unpaid,
+    and the vouchers whose row rose."""
     rows = await connection.execute(
         sa.select(channels.c.voucher_id, channels.c.seq, channels.c.signed_micro, channels.c.paid_micro)
         .where(channels.c.node_id == node_id, channels.c.voucher_id.in_(sorted(views)))
@@ -59,6 +60,7 @@ async def raise_channels(
     )
     lanes = {row.voucher_id: Lane(int(row.signed_micro), int(row.paid_micro)) for row in rows}
     room: dict[str, int] = {}
+    raised: set[str] = set()
     for voucher_id, view in sorted(views.items()):
         lane = lanes.get(voucher_id)
         ticket = offered.get(voucher_id)
@@ -76,6 +78,7 @@ async def raise_channels(
                 )
             )
             lane = Lane(ticket.total_micro, 0)
+            raised.add(voucher_id)
         elif ticket is not None and lane is not None and ticket.total_micro > lane.signed:
             await connection.execute(
                 channels.update()
@@ -83,8 +86,9 @@ async def raise_channels(
                 .values(seq=ticket.seq, signed_micro=ticket.total_micro, updated_at=now)
             )
             lane = Lane(ticket.total_micro, lane.paid)
+            raised.add(voucher_id)
         room[voucher_id] = 0 if lane is None else lane.signed - lane.paid
-    return room
+    return room, raised
 
 
 async def add_paid(
@@ -153,19 +157,22 @@ async def record_tickets(db: Database, tickets: Sequence[ChannelTicket], *, now:
         if key not in best or ticket.total_micro > best[key].total_micro:
             best[key] = ticket
 
+    by_node: dict[str, dict[str, ChannelTicket]] = {}
+    for (voucher_id, node_id), ticket in best.items():
+        by_node.setdefault(node_id, {})[voucher_id] = ticket
+
     async def work(connection: AsyncConnection) -> int:
         views, _ = await lock_vouchers(connection, {voucher_id for voucher_id, _ in best})
-        raised = 0
-        for (voucher_id, node_id), ticket in sorted(best.items()):
+        for voucher_id, node_id in sorted(best):
             view = views.get(voucher_id)
             if view is None:
                 raise NotFound(f"no voucher {voucher_id[:64]!r}")
-            if ticket.signer != view.lessee_key:
+            if best[voucher_id, node_id].signer != view.lessee_key:
                 raise SignatureError(f"channel ticket for voucher {voucher_id[:64]!r} is not its lessee's")
-            before = await lock_channels(connection, voucher_id, [node_id])
-            await raise_channels(connection, node_id, {voucher_id: view}, {voucher_id: ticket}, now)
-            lane = before.get(node_id)
-            raised += lane is None or ticket.total_micro > lane.signed
+        raised = 0
+        for node_id, offered in sorted(by_node.items()):  # node by node, in the order settlement locks
+            mine = {voucher_id: views[voucher_id] for voucher_id in offered}
+            raised += len((await raise_channels(connection, node_id, mine, offered, now))[1])
         return raised
 
     return await db.run(work, what=f"record {len(best)} channel tickets")

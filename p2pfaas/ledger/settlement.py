@@ -380,7 +380,7 @@ class Settler:
         views, holds = await lock_vouchers(connection, {claim.voucher_id for claim in claims})
         room: dict[str, int] | None = None
         if channel_tickets is not None:  # under the voucher locks: no other batch moves these rows
-            room = await raise_channels(connection, node_id, views, channel_tickets, now)
+            room, _ = await raise_channels(connection, node_id, views, channel_tickets, now)
         admission = admit_batch(
             claims,
             vouchers=views,
