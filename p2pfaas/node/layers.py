@@ -51,6 +51,7 @@ MAX_NAME = 200  # bytes of one component
 FETCHES_AT_ONCE = 2  # layers fetched at once by one node
 RETRY_FAILED_S = 60.0  # a layer whose fetch failed is refused this long before it is fetched again
 IN_USE_GRACE_S = 600.0  # a layer used this recently is not evicted (a call may be about to mount it)
+TOUCH_EVERY_S = 60.0  # how often a layer in use has its mtime updated (not on every call)
 
 FetchWheel = Callable[[LockedWheel], Awaitable[bytes]]
 FETCH_TIMEOUT_S = 300.0
@@ -86,29 +87,38 @@ class LayerCache:
         self._failed: dict[str, tuple[float, BaseException]] = {}  # layer -> (when, why): not refetched
         self._fetching = asyncio.Semaphore(FETCHES_AT_ONCE)
         self._disk = threading.Lock()  # installs and evictions, one at a time
+        self._touched: dict[str, float] = {}  # layer -> `clock()` of its last mtime update
         self.root.mkdir(parents=True, exist_ok=True)
         for stale in self.root.glob(".*-*"):  # staging directories of a run that crashed
             _remove(stale)
+        # The layers on disk, kept in memory: this process alone installs and evicts under `root`.
+        self._installed = {
+            p.name for p in self.root.iterdir() if not p.name.startswith(".") and (p / SITE).is_dir()
+        }
 
     def path_for(self, layer_digest: str) -> Path | None:
-        site = self.root / layer_digest / SITE
-        return site if site.is_dir() else None
+        return self.root / layer_digest / SITE if layer_digest in self._installed else None
 
-    def used(self, layer_digest: str) -> None:
+    def used(self, layer_digest: str) -> bool:
         """A call is about to run on this layer: it is recently used (evicted last, and never
-        within `IN_USE_GRACE_S`)."""
-        with contextlib.suppress(FileNotFoundError):
-            os.utime(self.root / layer_digest)
+        within `IN_USE_GRACE_S`; its mtime says so, updated at most every `TOUCH_EVERY_S`). False
+        when it is not here (evicted)."""
+        if layer_digest not in self._installed:
+            return False
+        now = self.clock()
+        if now - self._touched.get(layer_digest, -TOUCH_EVERY_S) >= TOUCH_EVERY_S:
+            self._touched[layer_digest] = now
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(self.root / layer_digest)
+        return True
 
     async def ensure(self, lock: Lock) -> Path:
         """The unpacked layer of `lock` (fetched the first time); raises BundleError when it is over
         this node's limit or its wheels are not what the lock says, NotFound/Unreachable from the
         fetch. A layer whose fetch failed is not fetched again for `RETRY_FAILED_S`."""
         digest = lock.layer_digest
-        site = self.path_for(digest)
-        if site is not None:
-            self.used(digest)
-            return site
+        if self.used(digest):
+            return self.root / digest / SITE
         if self.max_layer_bytes and lock.size > self.max_layer_bytes:
             raise BundleError(
                 f"the function's dependency layer is {lock.size >> 20} MiB of wheels; this node takes "
@@ -155,6 +165,7 @@ class LayerCache:
     def _install_locked(self, digest: str, wheels: list[tuple[LockedWheel, bytes]], limit: int) -> Path:
         final = self.root / digest
         if (final / SITE).is_dir():
+            self._installed.add(digest)
             return final / SITE
         staging = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=self.root))
         try:
@@ -163,6 +174,7 @@ class LayerCache:
                 used += unpack_wheel(data, staging / SITE, limit=limit - used, name=wheel.filename)
             _read_only(staging)
             staging.rename(final)
+            self._installed.add(digest)
         except BaseException:
             _remove(staging)
             raise
@@ -190,6 +202,8 @@ class LayerCache:
                 break
             if path.name in keep or _mtime(path) > recent:
                 continue
+            self._installed.discard(path.name)
+            self._touched.pop(path.name, None)
             _remove(path)
             total -= sizes[path]
             evicted.append(path.name)

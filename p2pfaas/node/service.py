@@ -150,7 +150,7 @@ class NodeService:
         header, code_dir = await self._bundle(request.digest)
         (self.authorize or owner_only)(request, header, caller.raw, delegations)
         manifest = header.manifest
-        spec = self._spec(request.digest, header, code_dir, await self._layer(request.digest, code_dir))
+        spec = await self._spec(request.digest, header, code_dir)
         timeout_s = min(request.timeout_s, manifest.timeout_s)
         loop = asyncio.get_running_loop()
         try:
@@ -193,8 +193,7 @@ class NodeService:
     async def spec_for(self, digest: str) -> FunctionSpec:
         """What the executor needs to run `digest` (fetched and verified if need be): for pre-warming
         an instance exactly as an invocation would start it. Raises NotFound/BundleError like invoke."""
-        header, code_dir = await self._bundle(digest)
-        return self._spec(digest, header, code_dir, await self._layer(digest, code_dir))
+        return await self._spec(digest, *await self._bundle(digest))
 
     async def _layer(self, digest: str, code_dir: Path) -> Path | None:
         """The unpacked dependency layer of `digest`'s lock (fetched the first time), or None when
@@ -203,9 +202,8 @@ class NodeService:
             site = self._layers[digest]
             if site is None:
                 return None
-            if site.is_dir():  # a layer evicted since is fetched again
-                assert self.layers is not None
-                self.layers.used(site.parent.name)
+            assert self.layers is not None
+            if self.layers.used(site.parent.name):  # else evicted since: fetched again
                 return site
         lock = read_lock(code_dir)
         if lock is None:
@@ -222,12 +220,12 @@ class NodeService:
         in_use = {*self.admission.running_digests(), *_warm_digests(self.executor)}
         return {site.parent.name for d in in_use if (site := self._layers.get(d)) is not None}
 
-    def _spec(self, digest: str, header: BundleHeader, code_dir: Path, deps_dir: Path | None) -> FunctionSpec:
+    async def _spec(self, digest: str, header: BundleHeader, code_dir: Path) -> FunctionSpec:
         manifest = header.manifest
         return FunctionSpec(
             digest=digest,
             code_dir=code_dir,
-            deps_dir=deps_dir,
+            deps_dir=await self._layer(digest, code_dir),
             handler=manifest.handler,
             memory_mb=manifest.memory_mb,
             timeout_s=manifest.timeout_s,
