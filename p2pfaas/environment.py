@@ -15,14 +15,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from p2pfaas.errors import LocalError
+
+if TYPE_CHECKING:
+    from p2pfaas.identity import KeyPair
 
 __all__ = [
     "DEFAULT_ANCHOR",
     "default_anchor",
     "default_key",
     "home",
+    "lessee_keys",
     "load_token",
     "saved_token",
     "token_path",
@@ -43,6 +48,16 @@ def default_key() -> Path:
 
 def default_anchor() -> str:
     return os.environ.get("P2PFAAS_ANCHOR", DEFAULT_ANCHOR)
+
+
+def lessee_keys(path: Path, *, otherwise: str) -> KeyPair:
+    """The lessee key at `path`, or LocalError saying how to make one (`otherwise`: the other way,
+    such as "pass --key")."""
+    from p2pfaas.identity import KeyPair  # its crypto is loaded only when a key is
+
+    if not Path(path).exists():
+        raise LocalError(f"no key at {path}; make one with `p2pfaas keys new` (or {otherwise})")
+    return KeyPair.load(path)
 
 
 def token_path() -> Path:

@@ -46,8 +46,6 @@ __all__ = ["add_anchor_options", "anchor_settings", "register"]
 MICRO = 1_000_000
 
 
-
-
 def save_token(token: str) -> Path:
     """Write the token so that only its owner can read it (created 600, never widened)."""
     path = token_path()

@@ -33,7 +33,7 @@ from p2pfaas import codec
 from p2pfaas.cli import account as account_cli
 from p2pfaas.cli import pay as pay_cli
 from p2pfaas.dht import DEFAULT_ANCHOR_DHT_PORT, parse_peer
-from p2pfaas.environment import default_anchor, default_key, home
+from p2pfaas.environment import default_anchor, default_key, home, lessee_keys
 from p2pfaas.errors import LocalError, P2PFaaSError
 from p2pfaas.lab import cli as lab_cli
 from p2pfaas.node import drain as drain_cli
@@ -68,11 +68,7 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
 
 
 def _lessee_keys(args: argparse.Namespace) -> Any:
-    from p2pfaas.identity import KeyPair
-
-    if not Path(args.key).exists():
-        raise LocalError(f"no key at {args.key}; make one with `p2pfaas keys new` (or pass --key)")
-    return KeyPair.load(args.key)
+    return lessee_keys(Path(args.key), otherwise="pass --key")
 
 
 def cmd_fn_pack(args: argparse.Namespace) -> int:

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 __all__ = ["add_pay_option", "paying"]
 
 
-
 def add_pay_option(parser: Any) -> None:
     parser.add_argument(
         "--pay",
@@ -49,21 +48,14 @@ async def paying(args: argparse.Namespace, client: AsyncClient) -> AsyncIterator
     from p2pfaas.cli.account import credits_to_micro
     from p2pfaas.client.account import AccountClient
     from p2pfaas.client.wallet import Wallet
-    from p2pfaas.environment import VOUCHER_TTL_S, load_token, voucher_state_path
+    from p2pfaas.environment import load_token
     from p2pfaas.errors import LocalError
 
     budget_micro = credits_to_micro(args.pay)
-    state = voucher_state_path(client.keys.key_id)
     async with AccountClient(client.anchor_url, token=load_token()) as account:
         if not 0 <= args.max_price <= 10**9:
             raise LocalError("--max-price must be between 0 and 10^9 micro-credits per CPU-second")
-        client.wallet = Wallet(
-            client.keys,
-            account.voucher,
-            budget_micro=budget_micro,
-            ttl_s=VOUCHER_TTL_S,
-            state_path=state,
-            max_price_per_cpu_s_micro=args.max_price,
-            max_price_per_gb_s_micro=args.max_price // 10,
+        client.wallet = Wallet.of_account(
+            client.keys, account.voucher, budget_micro=budget_micro, max_price_per_cpu_s_micro=args.max_price
         )
         yield

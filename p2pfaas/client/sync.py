@@ -21,7 +21,7 @@ from p2pfaas.client.account import AccountClient
 from p2pfaas.client.async_client import AsyncClient
 from p2pfaas.client.outcome import InvokeOutcome
 from p2pfaas.client.wallet import Wallet
-from p2pfaas.environment import VOUCHER_TTL_S, default_anchor, default_key, saved_token, voucher_state_path
+from p2pfaas.environment import default_anchor, default_key, lessee_keys, saved_token
 from p2pfaas.errors import LocalError
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import FunctionInfo, NodeInfo
@@ -58,10 +58,7 @@ class Client:
         """A client of what `p2pfaas keys new` and `p2pfaas account login` left (`p2pfaas.environment`:
         the anchor from P2PFAAS_ANCHOR, the key from P2PFAAS_KEY or ~/.p2pfaas/lessee.key), paying
         with vouchers of `budget_micro` from the logged-in account when there is one."""
-        path = default_key()
-        if not path.exists():
-            raise LocalError(f"no key at {path}; make one with `p2pfaas keys new` (or set P2PFAAS_KEY)")
-        keys = KeyPair.load(path)
+        keys = lessee_keys(default_key(), otherwise="set P2PFAAS_KEY")
         client = cls(default_anchor(), keys, **options)
         token = saved_token()
         if token is not None:
@@ -69,12 +66,8 @@ class Client:
                 account = AccountClient(client.async_client.anchor_url, token=token)
                 client._run(account.__aenter__())
                 client._account = account
-                client.async_client.wallet = Wallet(
-                    keys,
-                    account.voucher,
-                    budget_micro=budget_micro,
-                    ttl_s=VOUCHER_TTL_S,
-                    state_path=voucher_state_path(keys.key_id),
+                client.async_client.wallet = Wallet.of_account(
+                    keys, account.voucher, budget_micro=budget_micro
                 )
             except BaseException:
                 client.close()

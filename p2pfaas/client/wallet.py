@@ -25,6 +25,7 @@ from pathlib import Path
 
 from p2pfaas import codec
 from p2pfaas.clock import wall_time
+from p2pfaas.environment import VOUCHER_TTL_S, voucher_state_path
 from p2pfaas.errors import DecodeError, LocalError
 from p2pfaas.identity import KeyPair
 from p2pfaas.ledger.policy import FeePolicy
@@ -59,6 +60,22 @@ class Wallet:
     _spent_micro: int = 0
     _request_id: str | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @classmethod
+    def of_account(
+        cls, keys: KeyPair, source: VoucherSource, *, budget_micro: int, max_price_per_cpu_s_micro: int = 100
+    ) -> Wallet:
+        """The wallet of a logged-in account (`source` buys its vouchers), its voucher kept between
+        runs beside the token (`environment.voucher_state_path`); a GB-second at a tenth of a CPU-second."""
+        return cls(
+            keys,
+            source,
+            budget_micro=budget_micro,
+            ttl_s=VOUCHER_TTL_S,
+            state_path=voucher_state_path(keys.key_id),
+            max_price_per_cpu_s_micro=max_price_per_cpu_s_micro,
+            max_price_per_gb_s_micro=max_price_per_cpu_s_micro // 10,
+        )
 
     def __post_init__(self) -> None:
         if self.budget_micro <= 0 or self.ttl_s <= 0:
