@@ -33,6 +33,7 @@ from p2pfaas.errors import (
 from p2pfaas.messages import ErrorReply
 
 CONTENT_TYPE = "application/x-msgpack"
+MAX_ERROR_BYTES = 64 * 1024  # of an error reply read (it says why in a line)
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=codec.Message)
@@ -151,9 +152,6 @@ async def call(
     return codec.decode_as(expect, body)
 
 
-MAX_ERROR_BYTES = 64 * 1024
-
-
 async def request_bytes(
     session: aiohttp.ClientSession,
     method: str,
@@ -181,7 +179,7 @@ async def request_bytes(
         ) as response:
             status = response.status
             if status >= 300:
-                body = await response.content.read(MAX_ERROR_BYTES)  # an error says why in a line
+                body = await response.content.read(MAX_ERROR_BYTES)
             elif max_bytes is None:
                 body = await response.read()
             else:

@@ -47,11 +47,6 @@ UPLOAD_TIMEOUT_S = 300.0  # to receive one wheel's body: a slow sender does not 
 _HEX64 = frozenset("0123456789abcdef")
 
 
-class QuotaExceeded(Refused):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, status=413)
-
-
 @dataclass
 class WheelStore:
     db: Database
@@ -151,9 +146,10 @@ def add_routes(
         async with uploads, per_key:
             used = await store.uploaded_by(key.key_id)
             if used + size > WHEEL_QUOTA_BYTES:
-                raise QuotaExceeded(
+                raise Refused(
                     f"key {key.key_id[:12]} has uploaded {used} bytes of wheels; "
-                    f"the quota is {WHEEL_QUOTA_BYTES}"
+                    f"the quota is {WHEEL_QUOTA_BYTES}",
+                    status=413,
                 )
             async with asyncio.timeout(UPLOAD_TIMEOUT_S):
                 data = await _read_body(request, size, sha256)

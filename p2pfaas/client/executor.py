@@ -126,7 +126,6 @@ class Executor(concurrent.futures.Executor):
         pass a tqdm-like object with `update(n)` and `close()` to drive your own."""
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1")
-        bar = _progress_bar(progress, iterables)
         spread = not isinstance(fn, str)  # a callable takes the items as its arguments
         payloads: Iterator[Any] = (
             zip(*iterables, strict=False) if spread or len(iterables) > 1 else iter(iterables[0])
@@ -134,6 +133,7 @@ class Executor(concurrent.futures.Executor):
         end = None if timeout is None else time.monotonic() + timeout
 
         def results() -> Iterator[Any]:
+            bar = _progress_bar(progress, iterables)  # drawn once the results are asked for
             ahead: collections.deque[concurrent.futures.Future[Any]] = collections.deque()
             exhausted = False
             try:
