@@ -24,9 +24,9 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from p2pfaas import codec
@@ -38,6 +38,9 @@ from p2pfaas.errors import LocalError, P2PFaaSError
 from p2pfaas.lab import cli as lab_cli
 from p2pfaas.node import drain as drain_cli
 from p2pfaas.placement import scenarios
+
+if TYPE_CHECKING:  # for the annotations only: the commands import the client when they run
+    from p2pfaas.client import AsyncClient
 
 
 def _run(coro: Coroutine[Any, Any, Any], *, daemon: bool = False) -> Any:
@@ -86,17 +89,25 @@ def cmd_fn_pack(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_fn_deploy(args: argparse.Namespace) -> int:
+def _with_client(args: argparse.Namespace, work: Callable[[AsyncClient], Awaitable[None]]) -> int:
+    """Run `work` with a client of the lessee's key (`--key`) and anchor (`--anchor`)."""
     from p2pfaas.client import AsyncClient
 
-    async def deploy() -> None:
+    async def run() -> None:
         async with AsyncClient(args.anchor, _lessee_keys(args)) as client:
-            info = await client.deploy(Path(args.directory))
-            m = info.header.manifest
-            print(f"deployed {m.name} {m.version} (sha256 {info.header.digest}) to {args.anchor}")
+            await work(client)
 
-    _run(deploy())
+    _run(run())
     return 0
+
+
+def cmd_fn_deploy(args: argparse.Namespace) -> int:
+    async def deploy(client: AsyncClient) -> None:
+        info = await client.deploy(Path(args.directory))
+        m = info.header.manifest
+        print(f"deployed {m.name} {m.version} (sha256 {info.header.digest}) to {args.anchor}")
+
+    return _with_client(args, deploy)
 
 
 def cmd_fn_invoke(args: argparse.Namespace) -> int:
@@ -137,33 +148,27 @@ def cmd_fn_invoke(args: argparse.Namespace) -> int:
 
 def cmd_fn_list(args: argparse.Namespace) -> int:
     """The key's functions at their current versions; with NAME, every version of that function."""
-    from p2pfaas.client import AsyncClient
 
-    async def listing() -> None:
-        async with AsyncClient(args.anchor, _lessee_keys(args)) as client:
-            name = getattr(args, "name", None)
-            rows = await (client.versions(name) if name else client.functions())
-            if not rows:
-                print("no functions deployed with this key", file=sys.stderr)
-            for row in rows:
-                mark = "*" if row.current and name else " "
-                print(f"{mark} {row.name:24} {row.version:12} {row.digest[:16]}  {row.runtime}")
+    async def listing(client: AsyncClient) -> None:
+        name = getattr(args, "name", None)
+        rows = await (client.versions(name) if name else client.functions())
+        if not rows:
+            print("no functions deployed with this key", file=sys.stderr)
+        for row in rows:
+            mark = "*" if row.current and name else " "
+            print(f"{mark} {row.name:24} {row.version:12} {row.digest[:16]}  {row.runtime}")
 
-    _run(listing())
-    return 0
+    return _with_client(args, listing)
 
 
 def cmd_fn_change(args: argparse.Namespace) -> int:
     """`fn rollback NAME VERSION` and `fn rm NAME`: signed by the function's owner key."""
-    from p2pfaas.client import AsyncClient
 
-    async def change() -> None:
-        async with AsyncClient(args.anchor, _lessee_keys(args)) as client:
-            version = getattr(args, "version", None)
-            print(await (client.rollback(args.name, version) if version else client.remove(args.name)))
+    async def change(client: AsyncClient) -> None:
+        version = getattr(args, "version", None)
+        print(await (client.rollback(args.name, version) if version else client.remove(args.name)))
 
-    _run(change())
-    return 0
+    return _with_client(args, change)
 
 
 # --- daemons ------------------------------------------------------------------------------------
@@ -290,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
+    def as_lessee(sub: Any) -> None:  # the key that signs, and the anchor it talks to
+        sub.add_argument("--key", type=Path, default=default_key(), help="lessee key (default: %(default)s)")
+        sub.add_argument("--anchor", default=default_anchor(), help="anchor URL (default: %(default)s)")
+
     keys = groups.add_parser("keys", help="Ed25519 keys").add_subparsers(dest="keys_command", required=True)
     new = command(keys, "new", cmd_keys_new, "make a key pair, stored with owner-only permissions")
     new.add_argument(
@@ -304,8 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub = command(fn, name, handler, text)
         sub.add_argument("directory", help="a function directory with a p2pfaas.toml manifest")
-        sub.add_argument("--key", type=Path, default=default_key(), help="lessee key (default: %(default)s)")
-        sub.add_argument("--anchor", default=default_anchor(), help="anchor URL (default: %(default)s)")
+        as_lessee(sub)
         if name == "pack":
             sub.add_argument("--out", help="bundle file (default: NAME-VERSION.p2pfaas)")
     for name, text in (
@@ -315,8 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub = command(fn, name, cmd_fn_list, text)
         if name == "versions":
             sub.add_argument("name")
-        sub.add_argument("--key", type=Path, default=default_key(), help="lessee key (default: %(default)s)")
-        sub.add_argument("--anchor", default=default_anchor(), help="anchor URL (default: %(default)s)")
+        as_lessee(sub)
     for name, text in (
         ("rollback", "point function NAME at its deployed VERSION again"),
         ("rm", "remove function NAME: invoking it is 'not found' from then on"),
@@ -325,8 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("name")
         if name == "rollback":
             sub.add_argument("version")
-        sub.add_argument("--key", type=Path, default=default_key(), help="lessee key (default: %(default)s)")
-        sub.add_argument("--anchor", default=default_anchor(), help="anchor URL (default: %(default)s)")
+        as_lessee(sub)
     invoke = command(fn, "invoke", cmd_fn_invoke, "run a deployed function and print its result")
     invoke.add_argument("name")
     invoke.add_argument("payload", nargs="?", default="null", help="JSON payload (default: null)")
@@ -338,7 +344,6 @@ def build_parser() -> argparse.ArgumentParser:
         default="off",
         help="deterministic functions: check the result on other nodes (adaptive: spot-check trusted nodes)",
     )
-    invoke.add_argument("--key", type=Path, default=default_key(), help="lessee key (default: %(default)s)")
     invoke.add_argument(
         "--dht-seed",
         type=peer_arg,
@@ -347,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="find entry nodes through the DHT via this peer (repeatable; env P2PFAAS_DHT_SEEDS, comma-"
         "separated); without one, the anchor's node list",
     )
-    invoke.add_argument("--anchor", default=default_anchor(), help="anchor URL (default: %(default)s)")
+    as_lessee(invoke)
 
     anchor = groups.add_parser("anchor", help="the anchor server").add_subparsers(
         dest="anchor_command", required=True
