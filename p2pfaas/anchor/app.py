@@ -56,6 +56,7 @@ from p2pfaas.clock import wall_time
 from p2pfaas.db import Database
 from p2pfaas.errors import DecodeError, LocalError, NotFound, P2PFaaSError, Refused
 from p2pfaas.identity import PublicKey
+from p2pfaas.ledger.rounds import DEFAULT_QUIET_S
 from p2pfaas.messages import (
     MAX_ARCHIVE_BYTES,
     Ack,
@@ -125,6 +126,7 @@ class AnchorSettings:
 
     require_accounts: bool = False  # lessee keys must be bound to an account to register or deploy
     earnings_mature_s: float = ledger_api.DEFAULT_MATURE_AFTER_S  # payouts only of earnings this old
+    channel_quiet_s: float = DEFAULT_QUIET_S  # a channel this quiet is paid the rest its lessee signed
     allow_signup: bool = True  # anyone may sign up as a lessee or volunteer
     hasher: PasswordHasher = field(default_factory=PasswordHasher)
     # The URL clients reach this anchor by (key claims must name it); "" for http://HOST:PORT as
@@ -447,7 +449,7 @@ def make_app(db: Database, *, settings: AnchorSettings | None = None) -> web.App
 
     app.on_shutdown.append(close_links)
     ledger_api.setup(
-        app, db, mature_after_s=settings.earnings_mature_s
+        app, db, mature_after_s=settings.earnings_mature_s, channel_quiet_s=settings.channel_quiet_s
     )  # grants, top-ups, vouchers, receipts, balances, payouts (issue #5)
     reputation.add_routes(app, db)  # replication votes, advert lies, reputations (issue #5, trust)
     return app

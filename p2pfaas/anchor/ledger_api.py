@@ -47,6 +47,7 @@ from p2pfaas.ledger.issuer import VoucherIssuer, load_anchor_keys
 from p2pfaas.ledger.payments import Payments, TopUp
 from p2pfaas.ledger.policy import FeePolicy, PayoutState, Refusal
 from p2pfaas.ledger.postings import AccountRow, InsufficientFunds
+from p2pfaas.ledger.rounds import DEFAULT_QUIET_S, settle_rests
 from p2pfaas.ledger.settlement import Settler
 from p2pfaas.ledger.store import LedgerStore, PayoutRow
 from p2pfaas.ledger.wire import (
@@ -89,6 +90,8 @@ class LedgerApi:
     # Earnings may be paid out once they have stood this long: until then a proven lie about them
     # is clawed back from them (`claw_back`).
     mature_after_s: float = DEFAULT_MATURE_AFTER_S
+    # A payment channel this long quiet has the rest of what its lessee signed paid (`rounds`).
+    channel_quiet_s: float = DEFAULT_QUIET_S
     _keys: KeyPair | None = None
     _keys_lock: asyncio.Lock | None = None
 
@@ -293,7 +296,9 @@ class LedgerApi:
         return await self.db.run(work, what="find key owner", write=False)
 
     async def release_due(self) -> int:
-        """Return every voucher's unspent budget that is due now; how many vouchers were closed."""
+        """Pay the channels that are due the rest their lessees signed (`rounds.settle_rests`),
+        then return every voucher's unspent budget that is due now; how many vouchers were closed."""
+        await settle_rests(self.settler, now=wall_time(), quiet_s=self.channel_quiet_s)
         closed = 0
         while True:
             page = await self.store.release_expired(
@@ -303,14 +308,16 @@ class LedgerApi:
             if len(page) < RELEASE_PAGE:
                 return closed
 
-    async def release_forever(self, *, every_s: float = RELEASE_EVERY_S) -> None:
-        """`release_due` every `every_s`; a failed round (the database away) is logged and retried."""
+    async def release_forever(self) -> None:
+        """`release_due` every round (`RELEASE_EVERY_S`, or half the channels' quiet time when that
+        is shorter); a failed round (the database away) is logged and retried."""
+        every_s = min(RELEASE_EVERY_S, max(0.5, self.channel_quiet_s / 2))
         while True:
             await asyncio.sleep(every_s)
             try:
                 await self.release_due()
             except StorageError as error:
-                log.warning("releasing expired vouchers failed; will retry: %s", error)
+                log.warning("a settlement round failed; will retry: %s", error)
 
 
 def _balance(row: AccountRow) -> AccountBalance:
@@ -330,11 +337,14 @@ def setup(
     *,
     fees: FeePolicy | None = None,
     mature_after_s: float = DEFAULT_MATURE_AFTER_S,
+    channel_quiet_s: float = DEFAULT_QUIET_S,
 ) -> LedgerApi:
     """Add the ledger's routes to the anchor `app`, and its voucher-release task to the app's lifetime."""
     store = LedgerStore(db)
     settler = Settler(db, fees=fees, gate=replica_gate)  # replicas are paid once their vote says so
-    api = LedgerApi(db, store, settler, Payments(store), mature_after_s=mature_after_s)
+    api = LedgerApi(
+        db, store, settler, Payments(store), mature_after_s=mature_after_s, channel_quiet_s=channel_quiet_s
+    )
     app[LEDGER] = api
     app.add_routes(
         [
@@ -354,7 +364,7 @@ def setup(
 
     async def releaser(app: web.Application) -> AsyncIterator[None]:
         tasks = TaskSet()
-        tasks.spawn(api.release_forever(), name="release expired vouchers")
+        tasks.spawn(api.release_forever(), name="settlement rounds")
         yield
         await tasks.cancel()
 

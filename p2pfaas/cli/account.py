@@ -300,6 +300,14 @@ def add_anchor_options(serve: Any) -> None:
         help="volunteers' earnings can be paid out once this old, so that a proven lie can still be "
         "clawed back from them (default: %(default)s)",
     )
+    serve.add_argument(
+        "--channel-quiet",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="a payment channel with no new ticket or paid receipt for this long is paid the rest "
+        "its lessee signed, receipts or not (default: %(default)s)",
+    )
 
 
 def anchor_settings(args: argparse.Namespace) -> AnchorSettings:
@@ -307,6 +315,8 @@ def anchor_settings(args: argparse.Namespace) -> AnchorSettings:
 
     if not 0 <= args.earnings_mature_hours <= 24 * 365:
         raise LocalError("--earnings-mature-hours must be between 0 and a year")
+    if not 1 <= args.channel_quiet <= 86400:
+        raise LocalError("--channel-quiet must be between 1 second and a day")
     if bool(args.tls_cert) != bool(args.tls_key):
         raise LocalError("--tls-cert and --tls-key go together")
     return AnchorSettings(
@@ -314,6 +324,7 @@ def anchor_settings(args: argparse.Namespace) -> AnchorSettings:
         allow_signup=not args.no_signup,
         public_url=args.public_url,
         earnings_mature_s=args.earnings_mature_hours * 3600.0,
+        channel_quiet_s=args.channel_quiet,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
     )

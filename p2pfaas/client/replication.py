@@ -12,6 +12,8 @@
    those go to nodes not used yet, up to `max_replicas`. No majority by then: `ReplicationInconclusive`.
 3. The node-signed receipts of the answers go to the anchor (`POST /v1/replication`), which decides
    the vote again itself, pays only the majority's replicas and moves the nodes' reputations.
+   The lessee signs for the majority's results only (`AsyncClient.paid_for`, after the vote), so a
+   channel round (`p2pfaas.ledger.rounds`) never pays an outvoted replica either.
 
 The returned value is the output of a node whose output hashes to the winning result. A node that
 does not answer, answers for another invocation, or signs with another key is skipped and costs a
@@ -126,6 +128,7 @@ class ReplicatedInvoker:
                     first, group, info.header.digest, body, timeout, _by_key(nodes), manifest.memory_mb
                 )
                 if alone is not None:
+                    self.client.paid_for(alone.request, alone.result, alone.node)
                     outcome = decode_outcome(alone.request, alone.result, alone.node)
                     only = frozenset({alone.node.node_id})
                     return ReplicatedOutcome(
@@ -188,6 +191,8 @@ class ReplicatedInvoker:
             before = self._records.get(node_id, Record())
             self._records[node_id] = self.policy.after_vote(before, agreed=node_id in decision.agreeing)
         winners = [a for a in answers.values() if a.ballot.node_id in decision.agreeing]
+        for winner in winners:  # the lessee signs for the results that won the vote, and no other
+            self.client.paid_for(winner.request, winner.result, winner.node)
         chosen = winners[0]  # each answer's output matches its receipt's hash (checked in `_one`)
         outcome = decode_outcome(chosen.request, chosen.result, chosen.node)  # raises the agreed error
         verdict = await self._report(group, list(answers.values())) if self.report else None
@@ -256,7 +261,6 @@ class ReplicatedInvoker:
                 if receipt.request_sha256 != request_sha256(request):
                     # The anchor votes only on replicas that name one request: this one would spoil it.
                     raise SignatureError("its receipt names another request than the one sent")
-            self.client.paid_for(request, result, node)
         except (P2PFaaSError, OSError) as error:
             log.info(
                 "replica %s on node %s gave no usable answer: %s", invocation_id, node.node_id[:12], error

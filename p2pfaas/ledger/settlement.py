@@ -354,6 +354,24 @@ class Settler:
         gives them; None, for the ledger's own tests and benchmarks of batch cost: not gated)."""
         # Trust: a replica is paid only once its vote says so; outvoted ones never (the gate).
         claims, outvoted = await self.gate(self.db, node_id, claims, now=now)
+        done = await self._settle_ungated(node_id, claims, now=now, channel_tickets=channel_tickets)
+        done.refused.update(dict.fromkeys(outvoted, Refusal.OUTVOTED))
+        return done
+
+    async def settle_rests(self, node_id: str, claims: Sequence[ReceiptClaim], *, now: float) -> SettledBatch:
+        """Pay node `node_id` the rests of its channels (`claims` from `p2pfaas.ledger.rounds`, one
+        per voucher), each within what the channel has signed and unpaid under the voucher's lock
+        (UNSIGNED when a receipt took that room first). No vote gates them: they are no replicas."""
+        return await self._settle_ungated(node_id, claims, now=now, channel_tickets={})
+
+    async def _settle_ungated(
+        self,
+        node_id: str,
+        claims: Sequence[ReceiptClaim],
+        *,
+        now: float,
+        channel_tickets: Mapping[str, ChannelTicket] | None,
+    ) -> SettledBatch:
         node_account = await self.earning_account(node_id, now=now)
         fees_account = await self._account_id(FEES_ACCOUNT, AccountKind.ANCHOR, now)
 
@@ -362,9 +380,7 @@ class Settler:
                 connection, node_id, node_account, fees_account, claims, now, channel_tickets
             )
 
-        done = await self.db.run(work, what=f"settle {len(claims)} receipts")
-        done.refused.update(dict.fromkeys(outvoted, Refusal.OUTVOTED))
-        return done
+        return await self.db.run(work, what=f"settle {len(claims)} receipts")
 
     async def _settle_once(
         self,

@@ -74,7 +74,7 @@ def start_anchor(procs: LabProcesses) -> None:
     db = f"sqlite+aiosqlite:///{procs.directory / 'anchor.db'}"
     procs.p2pfaas(
         "pub1", "anchor", "anchor", "serve", "--host", "0.0.0.0", "--port", "8700", "--dht-port", "8700",
-        "--db", db, "--public-url", ANCHOR,
+        "--db", db, "--public-url", ANCHOR, "--channel-quiet", "5",
     )  # fmt: skip
     procs.wait_http("pub1", f"{ANCHOR}/v1/health", name="anchor")
 

@@ -1,0 +1,126 @@
+"""Channel rounds: the anchor pays each payment channel the rest of what its lessee signed.
+
+Receipts are paid as they arrive, within what the lessee signed on the node's channel and is not
+paid yet (`settlement`). Whatever the lessee signed that no receipt took would stay unpaid: the node
+stopped or vanished before the ticket reached it (the lessee handed the anchor the ticket instead),
+its receipt was given up, or a receipt the lessee never signed for (the losing copy of a hedged
+call) took the room of one it did sign for. A round pays that rest to the node: one settlement row
+per channel and round, `invocation_id` `rest_id(...)`, from the voucher's hold, with the anchor's
+fee, under the voucher's lock and within the channel's signed room read under it, so a node is
+paid what its lessee signed for it, never more (the row's CHECK, as for receipts).
+
+A channel is due once it has been quiet for `quiet_s` (no ticket raised it, no receipt was paid
+from it), so receipts on their way are paid as receipts first; and once its voucher has expired,
+so that the release (`LedgerStore.release_expired`, after its grace) returns to the lessee only what
+it did not sign away. The ticket's total is the lessee's signed word of what it owes that node.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from p2pfaas.db import Database
+from p2pfaas.db.schema import accounts, channels, vouchers
+from p2pfaas.ledger.policy import MICRO, FeePolicy, ReceiptClaim
+from p2pfaas.ledger.settlement import Settler
+
+__all__ = ["DEFAULT_QUIET_S", "affordable_micro", "rest_id", "settle_rests"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QUIET_S = 60.0  # a channel this long without a ticket or a paid receipt has its rest paid
+ROUND_PAGE = 256  # channels read per query
+
+
+def rest_id(voucher_id: str, node_id: str, seq: int) -> str:
+    """The settlement id of the rest of channel (voucher, node) up to its ticket `seq` (64 chars at
+    most: the node id is cut to 16 hex digits, enough to tell a voucher's nodes apart)."""
+    return f"ch:{voucher_id[:32]}:{node_id[:16]}:{seq}"
+
+
+def affordable_micro(rest_micro: int, hold_micro: int, fees: FeePolicy) -> int:
+    """The most of `rest_micro` whose price and fee a hold of `hold_micro` can pay."""
+    amount = min(rest_micro, hold_micro * MICRO // (MICRO + fees.fee_ppm))
+    while amount > 0 and fees.charge_micro(amount) > hold_micro:  # the fee rounds up: a step or two
+        amount -= 1
+    return max(amount, 0)
+
+
+async def _due(db: Database, *, now: float, quiet_s: float, limit: int) -> Sequence[Any]:
+    async def work(connection: AsyncConnection) -> Sequence[Any]:
+        query = (
+            sa.select(
+                channels.c.voucher_id,
+                channels.c.node_id,
+                channels.c.seq,
+                channels.c.signed_micro,
+                channels.c.paid_micro,
+                vouchers.c.lessee_key,
+                vouchers.c.expires_at,
+                accounts.c.balance_micro,
+            )
+            .select_from(
+                channels.join(vouchers, vouchers.c.voucher_id == channels.c.voucher_id).join(
+                    accounts, accounts.c.account_id == vouchers.c.hold_account_id
+                )
+            )
+            .where(
+                channels.c.signed_micro > channels.c.paid_micro,
+                vouchers.c.state == "open",
+                sa.or_(channels.c.updated_at <= now - quiet_s, vouchers.c.expires_at <= now),
+            )
+            .order_by(channels.c.node_id, channels.c.voucher_id)
+            .limit(limit)
+        )
+        return (await connection.execute(query)).all()
+
+    return await db.run(work, what="find channels with a rest to pay", write=False)
+
+
+async def settle_rests(settler: Settler, *, now: float, quiet_s: float = DEFAULT_QUIET_S) -> int:
+    """One round: pay every due channel its rest (at most `ROUND_PAGE` a query, until none is left
+    that this round can pay); returns the node price paid in all."""
+    paid_micro = 0
+    skipped: set[tuple[str, str]] = set()  # refused this round (the hold ran dry, or a receipt won)
+    while True:
+        rows = [
+            row
+            for row in await _due(settler.db, now=now, quiet_s=quiet_s, limit=ROUND_PAGE + len(skipped))
+            if (row.voucher_id, row.node_id) not in skipped
+        ]
+        if not rows:
+            return paid_micro
+        by_node: dict[str, list[ReceiptClaim]] = {}
+        for row in rows:
+            amount = affordable_micro(
+                int(row.signed_micro) - int(row.paid_micro), int(row.balance_micro), settler.fees
+            )
+            if amount <= 0:
+                skipped.add((row.voucher_id, row.node_id))
+                continue
+            claim = ReceiptClaim(
+                invocation_id=rest_id(row.voucher_id, row.node_id, int(row.seq)),
+                voucher_id=row.voucher_id,
+                lessee_key=bytes(row.lessee_key),
+                price_micro=amount,
+                issued_at=min(now, float(row.expires_at)),  # signed for work done while it was valid
+            )
+            by_node.setdefault(row.node_id, []).append(claim)
+        for node_id, claims in by_node.items():
+            done = await settler.settle_rests(node_id, claims, now=now)
+            paid_micro += done.paid_micro
+            for claim in claims:
+                if claim.invocation_id not in done.paid:
+                    skipped.add((claim.voucher_id, node_id))
+                    log.info(
+                        "channel rest %s not paid: %s",
+                        claim.invocation_id,
+                        done.refused.get(claim.invocation_id),
+                    )
+        if len(rows) < ROUND_PAGE:
+            return paid_micro

@@ -1,0 +1,121 @@
+"""Channel rounds (`p2pfaas.ledger.rounds`) on SQLite and MariaDB: what a lessee signed and no receipt
+claimed is paid to the node once, within the hold, and never beyond what was signed."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pfaas.channels import sign_channel
+from p2pfaas.db import Database
+from p2pfaas.ledger.audit import audit
+from p2pfaas.ledger.channels import record_tickets
+from p2pfaas.ledger.policy import AccountKind, FeePolicy, Refusal
+from p2pfaas.ledger.rounds import affordable_micro, rest_id, settle_rests
+from p2pfaas.ledger.settlement import Settler, node_account_name
+from p2pfaas.ledger.store import LedgerStore
+from tests.ledger.conftest import T0, keys, receipt, signed_for, voucher
+
+NODE, LESSEE, ANCHOR = keys("node"), keys("lessee"), keys("anchor")
+QUIET_S = 60.0
+
+
+async def funded(store: LedgerStore, budget: int, *, expires_at: float = T0 + 3600) -> None:
+    account = await store.user_account(1, AccountKind.LESSEE, now=T0)
+    await store.grant(ref="g-v1", account_id=account, amount_micro=10_000, now=T0)
+    v = voucher("v1", LESSEE, budget, expires_at=expires_at, anchor=ANCHOR)
+    await store.open_voucher(v, lessee_account_id=account, owner_user_id=1, now=T0)
+
+
+async def earned(store: LedgerStore) -> int:
+    name = node_account_name(NODE.key_id)
+    return (await store.account(await store.open_account(name, AccountKind.NODE, now=T0))).balance_micro
+
+
+@pytest.fixture
+def store(db: Database) -> LedgerStore:
+    return LedgerStore(db)
+
+
+async def test_a_signed_result_whose_receipt_never_came_is_paid_once_the_channel_is_quiet(
+    store: LedgerStore, db: Database
+) -> None:
+    await funded(store, 1000)
+    settler = Settler(db, fees=FeePolicy(fee_ppm=100_000))
+    results = [
+        receipt(f"inv-{n}", node=NODE, lessee=LESSEE, voucher_id="v1", price_micro=100) for n in range(3)
+    ]
+    # The node sent two receipts, then stopped; the lessee handed the anchor its ticket for all three.
+    (ticket,) = signed_for(results, LESSEE)
+    await settler.settle_receipts(NODE.key_id, results[:2], now=T0 + 1, channel_tickets=[])
+    assert await record_tickets(db, [ticket], now=T0 + 2) == 1
+    first = await settler.settle_receipts(NODE.key_id, results[:2], now=T0 + 3, channel_tickets=[])
+    assert sorted(first.paid) == ["inv-0", "inv-1"]
+    # Not quiet yet: receipts on their way are paid as receipts first.
+    assert await settle_rests(settler, now=T0 + 3 + QUIET_S / 2, quiet_s=QUIET_S) == 0
+    assert await settle_rests(settler, now=T0 + 3 + QUIET_S, quiet_s=QUIET_S) == 100
+    assert await earned(store) == 300
+    assert await store.voucher_remaining("v1") == (1000 - 330, "open")
+    # Nothing is paid twice: a second round pays nothing, the late receipt finds no room left.
+    assert await settle_rests(settler, now=T0 + 10 * QUIET_S, quiet_s=QUIET_S) == 0
+    late = await settler.settle_receipts(
+        NODE.key_id, results[2:], now=T0 + 11 * QUIET_S, channel_tickets=[ticket]
+    )
+    assert late.paid == () and late.refused == {"inv-2": Refusal.UNSIGNED}
+    assert await earned(store) == 300
+    assert await audit(db) == []
+
+
+async def test_an_unsigned_receipt_that_took_a_signed_ones_room_leaves_no_node_short(
+    store: LedgerStore, db: Database
+) -> None:
+    """A hedged call ran on two nodes; the lessee used B's result. A's copy was paid first from room
+    the lessee signed for A's other result, so A's own signed receipt waits, and B's is a duplicate:
+    the channels still pay each node exactly what its lessee signed for it."""
+    await funded(store, 1000)
+    settler = Settler(db, fees=FeePolicy(fee_ppm=0))
+    other = keys("node-b")
+    hedged_a = receipt("hedged", node=NODE, lessee=LESSEE, voucher_id="v1", price_micro=40)
+    hedged_b = receipt("hedged", node=other, lessee=LESSEE, voucher_id="v1", price_micro=40)
+    own_a = receipt("own", node=NODE, lessee=LESSEE, voucher_id="v1", price_micro=40)
+    (a_ticket,) = signed_for([own_a], LESSEE)
+    (b_ticket,) = signed_for([hedged_b], LESSEE)
+    a = await settler.settle_receipts(NODE.key_id, [hedged_a, own_a], now=T0 + 1, channel_tickets=[a_ticket])
+    assert a.paid == ("hedged",) and a.refused == {"own": Refusal.UNSIGNED}
+    b = await settler.settle_receipts(other.key_id, [hedged_b], now=T0 + 1, channel_tickets=[b_ticket])
+    assert b.paid == () and b.refused == {"hedged": Refusal.DUPLICATE}
+    assert await settle_rests(settler, now=T0 + 1 + QUIET_S, quiet_s=QUIET_S) == 40  # B's rest
+    assert await earned(store) == 40
+    assert await store.voucher_remaining("v1") == (1000 - 80, "open")  # what the lessee signed, in all
+    assert await audit(db) == []
+
+
+async def test_an_expired_voucher_pays_its_rests_at_once_and_never_beyond_its_hold(
+    store: LedgerStore, db: Database
+) -> None:
+    await funded(store, 200, expires_at=T0 + 100)
+    fees = FeePolicy(fee_ppm=50_000)
+    settler = Settler(db, fees=fees)
+    # A ticket over the budget (a lessee may sign more than its voucher holds): the hold is the cap.
+    ticket = sign_channel("v1", NODE.key_id, seq=7, total_micro=500, keys=LESSEE)
+    await record_tickets(db, [ticket], now=T0 + 99)
+    paid = await settle_rests(settler, now=T0 + 101, quiet_s=QUIET_S)  # expired: due though not quiet
+    assert paid == affordable_micro(500, 200, fees) == 190
+    assert await store.voucher_remaining("v1") == (200 - fees.charge_micro(190), "open")
+    assert await settle_rests(settler, now=T0 + 102, quiet_s=QUIET_S) == 0  # the hold cannot pay more
+    assert await store.release_expired(now=T0 + 300, grace_s=120) == ["v1"]
+    assert await audit(db) == []
+
+
+def test_a_rest_id_fits_the_settlement_key_and_names_its_channel() -> None:
+    rid = rest_id("f" * 32, "a" * 40, 2**31)
+    assert len(rid) <= 64 and rid.startswith("ch:" + "f" * 32 + ":" + "a" * 16)
+
+
+@given(st.integers(0, 10**9), st.integers(0, 10**9), st.integers(0, 1_000_000))
+def test_affordable_is_the_most_the_hold_can_pay(rest: int, hold: int, ppm: int) -> None:
+    fees = FeePolicy(fee_ppm=ppm)
+    amount = affordable_micro(rest, hold, fees)
+    assert 0 <= amount <= rest and fees.charge_micro(amount) <= hold
+    assert amount == rest or fees.charge_micro(amount + 1) > hold
