@@ -29,6 +29,7 @@ __all__ = [
     "home",
     "lessee_keys",
     "load_token",
+    "logs_dir",
     "saved_token",
     "token_path",
     "voucher_state_path",
@@ -58,6 +59,11 @@ def lessee_keys(path: Path, *, otherwise: str) -> KeyPair:
     if not Path(path).exists():
         raise LocalError(f"no key at {path}; make one with `p2pfaas keys new` (or {otherwise})")
     return KeyPair.load(path)
+
+
+def logs_dir() -> Path:
+    """Where the client keeps what its calls printed (`p2pfaas.client.logbook`, `fn logs`)."""
+    return home() / "logs"
 
 
 def token_path() -> Path:

@@ -106,6 +106,7 @@ class InvokeError(RemoteError):
         super().__init__(message)
         self.invocation_id = invocation_id
         self.node_id = node_id
+        self.logs = ""  # what the call printed before it failed, when a node reported it
 
 
 class FunctionFailed(InvokeError):

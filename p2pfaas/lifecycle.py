@@ -46,6 +46,12 @@ class TaskSet:
         while self._tasks:
             self._log_failures(await asyncio.gather(*list(self._tasks), return_exceptions=True))
 
+    def cancel_soon(self) -> None:
+        """Cancel every task without waiting (for owners whose close is synchronous, such as an
+        asyncio protocol's); the loop runs each to its end."""
+        for task in list(self._tasks):
+            task.cancel()
+
     async def cancel(self) -> None:
         """Cancel every task and wait until each has ended; errors other than the cancellation are logged."""
         tasks = list(self._tasks)

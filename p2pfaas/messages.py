@@ -23,6 +23,7 @@ from p2pfaas.money import check_amount
 MAX_PAYLOAD_BYTES = 6 * MiB  # like a commercial FaaS's synchronous payload cap
 MAX_ARCHIVE_BYTES = 8 * MiB
 MAX_TRACEBACK_CHARS = 64 * KiB
+MAX_LOG_CHARS = 64 * KiB + 256  # a call's printed output, as the runtime caps it, and its truncation note
 MAX_DELEGATIONS = 4  # forwards one invocation may take (the router's hop limit is lower)
 
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -440,6 +441,11 @@ class InvokeResult(Message):
     receipt: Receipt | None  # usage and price (issue #4 meters it; issue #5 settles it)
     signer: PublicKeyBytes
     signature: SignatureBytes
+    # What the call printed (stdout and stderr, interleaved), as the runtime captured it: at most
+    # 64 KiB and a line on what was dropped (`exec/runtime/shim.py`). Left off the wire when empty.
+    logs: Annotated[str, MaxLen(MAX_LOG_CHARS)] = ""
+
+    OPTIONAL_TAIL: ClassVar[int] = 1
 
 
 @message(40)

@@ -32,8 +32,9 @@ from urllib.parse import urlsplit
 from p2pfaas import codec
 from p2pfaas.cli import account as account_cli
 from p2pfaas.cli import pay as pay_cli
+from p2pfaas.cli.fn_logs import add_logs_command
 from p2pfaas.dht import DEFAULT_ANCHOR_DHT_PORT, parse_peer
-from p2pfaas.environment import default_anchor, default_key, home, lessee_keys
+from p2pfaas.environment import default_anchor, default_key, home, lessee_keys, logs_dir
 from p2pfaas.errors import LocalError, P2PFaaSError
 from p2pfaas.lab import cli as lab_cli
 from p2pfaas.node import drain as drain_cli
@@ -112,8 +113,9 @@ def cmd_fn_deploy(args: argparse.Namespace) -> int:
 
 def cmd_fn_invoke(args: argparse.Namespace) -> int:
     from p2pfaas.client import AsyncClient
+    from p2pfaas.client.logbook import LogBook
     from p2pfaas.client.replication import verified_invoke
-    from p2pfaas.errors import FunctionFailed
+    from p2pfaas.errors import FunctionFailed, InvokeError
 
     try:
         payload = json.loads(args.payload)
@@ -121,7 +123,8 @@ def cmd_fn_invoke(args: argparse.Namespace) -> int:
         raise LocalError(f"payload is not JSON: {exc}") from None
 
     async def invoke() -> None:
-        client = AsyncClient(args.anchor, _lessee_keys(args), dht_seeds=dht_seeds(args))
+        logbook = LogBook(logs_dir())  # for `fn logs`
+        client = AsyncClient(args.anchor, _lessee_keys(args), dht_seeds=dht_seeds(args), logbook=logbook)
         async with client, pay_cli.paying(args, client):
             try:
                 if args.verify == "off":
@@ -130,10 +133,14 @@ def cmd_fn_invoke(args: argparse.Namespace) -> int:
                     outcome = await verified_invoke(
                         client, args.name, payload, timeout_s=args.timeout, mode=args.verify
                     )
-            except FunctionFailed as failed:  # the function's own traceback, then the one-line error
-                if failed.traceback:
+            except InvokeError as failed:  # what it printed, its own traceback, then the one-line error
+                if args.logs and failed.logs:
+                    print(failed.logs.rstrip(), file=sys.stderr)
+                if isinstance(failed, FunctionFailed) and failed.traceback:
                     print(failed.traceback.rstrip(), file=sys.stderr)
                 raise
+            if args.logs and outcome.logs:
+                print(outcome.logs.rstrip(), file=sys.stderr)
             print(json.dumps(outcome.value, indent=2))
             price = f", {outcome.price_micro} micro-credits" if outcome.price_micro else ""
             print(
@@ -337,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("name")
     invoke.add_argument("payload", nargs="?", default="null", help="JSON payload (default: null)")
     invoke.add_argument("--timeout", type=float, default=None, help="seconds (default: the manifest's)")
+    invoke.add_argument("--logs", action="store_true", help="print what the call printed (to stderr)")
     pay_cli.add_pay_option(invoke)  # --pay CREDITS: vouchers from the logged-in account (issue #5)
     invoke.add_argument(
         "--verify",
@@ -353,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
         "separated); without one, the anchor's node list",
     )
     as_lessee(invoke)
+    add_logs_command(fn, command)
 
     anchor = groups.add_parser("anchor", help="the anchor server").add_subparsers(
         dest="anchor_command", required=True

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import urllib.parse
 from collections.abc import AsyncGenerator
@@ -33,6 +34,7 @@ from p2pfaas.client import jobs
 from p2pfaas.client.channels import ChannelCourier
 from p2pfaas.client.discovery import Discovery
 from p2pfaas.client.layers import upload_missing
+from p2pfaas.client.logbook import LogBook, LogEntry
 from p2pfaas.client.outcome import InvokeOutcome, decode_outcome
 from p2pfaas.client.wallet import Wallet
 from p2pfaas.clock import wall_time
@@ -60,6 +62,8 @@ from p2pfaas.messages import (
 )
 from p2pfaas.trust.wire import AdvertLieReport
 
+log = logging.getLogger(__name__)
+
 PAYMENT_REQUIRED = 402  # a node's answer when the voucher cannot pay (p2pfaas.node.payments)
 NETWORK_SLACK_S = 10.0  # how much longer than the function's timeout we wait for a node's answer
 ENTRY_TRIES_IN_TIME = 2  # an invocation's whole deadline: this many entry nodes' full waits
@@ -79,6 +83,7 @@ class AsyncClient:
     node_list_ttl_s: float = 10.0  # how long a fetched node list is used before asking again
     dht_seeds: tuple[tuple[str, int], ...] = ()  # DHT peers: entry nodes come from adverts, nearest first
     wallet: Wallet | None = None  # pays with vouchers (issue #5); None: run own functions unpaid
+    logbook: LogBook | None = None  # keeps what calls printed (`fn logs`); None: only in the outcome
     _discovery: Discovery | None = None
     _session: aiohttp.ClientSession | None = None
     _courier: ChannelCourier | None = None  # signs for paid results and delivers the channel tickets
@@ -310,7 +315,10 @@ class AsyncClient:
                             continue
                         sent, result = answer
                         executed_by = await self.executing_node(result, node)
-                        outcome = decode_outcome(sent, result, executed_by)
+                        try:
+                            outcome = decode_outcome(sent, result, executed_by)
+                        finally:  # what a failed call printed is kept too (once its signature held)
+                            self._keep_logs(name, result, executed_by)
                         self.paid_for(sent, result, executed_by)
                         await self._check_advert(name, result)
                         return replace(outcome, entry_node_id=node.node_id)
@@ -318,6 +326,16 @@ class AsyncClient:
                 for task in pending:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
+
+    def _keep_logs(self, name: str, result: InvokeResult, node: NodeInfo) -> None:
+        if self.logbook is None or not result.logs or result.signer != node.public_key:
+            return
+        ok = result.ok
+        entry = LogEntry(wall_time(), name, result.invocation_id, node.node_id, ok, result.logs)
+        try:
+            self.logbook.record(entry)
+        except OSError as error:  # a full or read-only disk must not fail the call
+            log.warning("could not keep the output of %s: %s", result.invocation_id, error)
 
     def signed_channels(self) -> dict[tuple[str, str], tuple[int, int]]:
         """(seq, total) of the latest ticket this client signed on each (voucher, node) channel."""

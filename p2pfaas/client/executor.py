@@ -5,8 +5,9 @@
         for outcome in pool.map("square", range(10_000)):
             ...
 
-`submit(name, payload)` invokes the deployed function `name` and returns a
-`concurrent.futures.Future` of its `InvokeOutcome`, so `as_completed` and `wait` work on them.
+`submit(name, payload)` invokes the deployed function `name` and returns a `CallFuture` (a
+`concurrent.futures.Future`) of its `InvokeOutcome`, so `as_completed` and `wait` work on them;
+`future.logs()` is what the call printed, failed or not.
 `submit(f, *args, **kwargs)` with a plain Python callable `f` (of a script or a notebook) packs it
 by value into a bundle (`p2pfaas.client.callables`), deploys that once per version, and runs
 `f(*args, **kwargs)` on the network: the future's result is `f`'s return value, decoded from a safe
@@ -35,9 +36,38 @@ from p2pfaas.client.outcome import InvokeOutcome
 from p2pfaas.client.sync import Client
 from p2pfaas.errors import FunctionFailed, InvokeTimeout, LocalError, Refused, Unreachable
 
-__all__ = ["Executor"]
+__all__ = ["CallFuture", "Executor"]
 
 RETRYABLE = (Unreachable, Refused, InvokeTimeout)  # nothing ran, or we cannot know: try again
+
+
+class CallFuture(concurrent.futures.Future[Any]):
+    """The future of one call: `result()` as any future's, and `logs()`, what the call printed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.printed = ""  # set on the client's loop before the future completes
+
+    def logs(self, timeout: float | None = None) -> str:
+        """What the call printed (stdout and stderr, as its node signed it, 64 KiB at most); waits
+        for the call like `result()` (TimeoutError after `timeout`), whether it failed or not."""
+        concurrent.futures.wait([self], timeout)
+        if not self.done():
+            raise TimeoutError("the call has not finished")
+        return self.printed
+
+
+def _settle(outer: CallFuture, inner: concurrent.futures.Future[Any]) -> None:
+    """`inner` (the coroutine's future on the client's loop) is done: so is `outer`, the same way."""
+    if inner.cancelled():
+        outer.cancel()
+    if not outer.set_running_or_notify_cancel():  # cancelled: wakes `wait` and `as_completed`
+        return
+    error = inner.exception()
+    if error is not None:
+        outer.set_exception(error)
+    else:
+        outer.set_result(inner.result())
 
 
 class Executor(concurrent.futures.Executor):
@@ -80,12 +110,11 @@ class Executor(concurrent.futures.Executor):
         self._shutdown = False
         self._callables: Callables | None = None  # Python callables packed and deployed so far
 
-    def submit(
-        self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any
-    ) -> concurrent.futures.Future[Any]:
+    def submit(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> CallFuture:
         """Invoke deployed function `fn` (its name) on `args[0]` (the JSON payload, default None;
         keyword `timeout_s` overrides the executor's), or run the Python callable `fn` on `args`
         and `kwargs` (all of them its own)."""
+        future = CallFuture()
         work: Callable[[], Coroutine[Any, Any, Any]]  # made once the executor takes the call
         if isinstance(fn, str):
             if len(args) > 1:
@@ -95,17 +124,18 @@ class Executor(concurrent.futures.Executor):
                 raise LocalError(
                     f"unknown options {sorted(kwargs)}: pass the function's arguments in the payload"
                 )
-            name, payload = fn, args[0] if args else None
-            work = functools.partial(self._invoke, name, payload, timeout_s)
+            work = functools.partial(self._invoke, fn, args[0] if args else None, timeout_s, future)
         elif callable(fn):
-            work = functools.partial(self._call, fn, call_payload(args, kwargs))
+            work = functools.partial(self._call, fn, call_payload(args, kwargs), future)
         else:
             raise LocalError(f"give a deployed function's name or a Python callable, not {type(fn).__name__}")
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new invocations after shutdown")
-            future = self.client.spawn(work())
+            inner = self.client.spawn(work())
             self._futures.add(future)
+        inner.add_done_callback(functools.partial(_settle, future))
+        future.add_done_callback(lambda done: inner.cancel() if done.cancelled() else None)
         future.add_done_callback(self._forget)
         return future
 
@@ -177,7 +207,7 @@ class Executor(concurrent.futures.Executor):
         with self._lock:
             self._futures.discard(future)
 
-    async def _call(self, fn: Callable[..., Any], payload: dict[str, str]) -> Any:
+    async def _call(self, fn: Callable[..., Any], payload: dict[str, str], sink: CallFuture) -> Any:
         if self._callables is None:  # made on the client's loop
             self._callables = Callables(
                 self.client.async_client,
@@ -186,21 +216,28 @@ class Executor(concurrent.futures.Executor):
                 requirements=self.requirements,
             )
         ref = await self._callables.ref(fn)
-        return await outcome_value(self._invoke(ref, payload, self.timeout_s))
+        return await outcome_value(self._invoke(ref, payload, self.timeout_s, sink))
 
-    async def _invoke(self, name: str, payload: Any, timeout_s: float | None) -> InvokeOutcome:
+    async def _invoke(
+        self, name: str, payload: Any, timeout_s: float | None, sink: CallFuture
+    ) -> InvokeOutcome:
         if self._window is None:
             self._window = asyncio.Semaphore(self.max_in_flight)
         async with self._window:
             for attempt in range(self.retries + 1):
                 self.attempts += 1
                 try:
-                    return await self.client.async_client.invoke(name, payload, timeout_s=timeout_s)
-                except FunctionFailed:
+                    outcome = await self.client.async_client.invoke(name, payload, timeout_s=timeout_s)
+                except FunctionFailed as failed:
+                    sink.printed = failed.logs
                     raise  # the function ran and failed: running it again would only fail again
-                except RETRYABLE:
+                except RETRYABLE as error:
                     if attempt == self.retries:
+                        sink.printed = getattr(error, "logs", "")
                         raise
+                else:
+                    sink.printed = outcome.logs
+                    return outcome
                 await asyncio.sleep(self.backoff_s * 2**attempt * self.rng.uniform(0.5, 1.0))
         raise AssertionError("unreachable")
 

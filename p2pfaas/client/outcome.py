@@ -43,6 +43,7 @@ class InvokeOutcome:
     cold: bool
     price_micro: int = 0  # what the node's signed receipt charges (0 when unpaid or free)
     entry_node_id: str = ""  # the node the call was sent to: another than node_id when it forwarded
+    logs: str = ""  # what the call printed (stdout and stderr), as the node signed it (64 KiB at most)
 
 
 def decode_outcome(request: InvokeRequest, result: InvokeResult, node: NodeInfo) -> InvokeOutcome:
@@ -71,6 +72,7 @@ def decode_outcome(request: InvokeRequest, result: InvokeResult, node: NodeInfo)
                 traceback=result.traceback,
                 **ids,
             )
+        error.logs = result.logs
         raise error
     try:
         value = json.loads(result.output) if result.output else None
@@ -84,4 +86,5 @@ def decode_outcome(request: InvokeRequest, result: InvokeResult, node: NodeInfo)
         duration_s=result.duration_s,
         cold=result.cold,
         price_micro=result.receipt.price_micro if result.receipt is not None else 0,
+        logs=result.logs,
     )

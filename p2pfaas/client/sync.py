@@ -19,9 +19,10 @@ from typing import Any, TypeVar
 
 from p2pfaas.client.account import AccountClient
 from p2pfaas.client.async_client import AsyncClient
+from p2pfaas.client.logbook import LogBook
 from p2pfaas.client.outcome import InvokeOutcome
 from p2pfaas.client.wallet import Wallet
-from p2pfaas.environment import default_anchor, default_key, lessee_keys, saved_token
+from p2pfaas.environment import default_anchor, default_key, lessee_keys, logs_dir, saved_token
 from p2pfaas.errors import LocalError
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import FunctionInfo, NodeInfo
@@ -59,6 +60,7 @@ class Client:
         the anchor from P2PFAAS_ANCHOR, the key from P2PFAAS_KEY or ~/.p2pfaas/lessee.key), paying
         with vouchers of `budget_micro` from the logged-in account when there is one."""
         keys = lessee_keys(default_key(), otherwise="set P2PFAAS_KEY")
+        options.setdefault("logbook", LogBook(logs_dir()))  # for `p2pfaas fn logs`
         client = cls(default_anchor(), keys, **options)
         token = saved_token()
         if token is not None:

@@ -34,6 +34,7 @@ from p2pfaas.dht.protocol import ProtocolConfig, SecureProtocol
 from p2pfaas.dht.store import PutResult, RecordStore, StoreLimits
 from p2pfaas.dht.wire import Capacity, Record
 from p2pfaas.identity import KeyPair
+from p2pfaas.lifecycle import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class DhtNode(Server):  # type: ignore[misc]
         self.own: dict[bytes, _Own] = {}
         self.refreshes = 0
         self._address: tuple[str, int] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet()
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def _create_protocol(self) -> SecureProtocol:
@@ -122,13 +123,10 @@ class DhtNode(Server):  # type: ignore[misc]
             self._spawn(self._maintain())
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
 
     def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel_soon()
         if self.protocol is not None:
             self.protocol.close()
 

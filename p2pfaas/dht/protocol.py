@@ -36,6 +36,7 @@ from p2pfaas.dht.store import PutResult, RecordStore
 from p2pfaas.dht.vivaldi import Coordinate, Vivaldi
 from p2pfaas.errors import DecodeError, SignatureError
 from p2pfaas.identity import KeyPair, PublicKey, node_id_of
+from p2pfaas.lifecycle import TaskSet
 
 REQUEST_COST = {wire.Ping: 1.0, wire.FindNode: 1.0, wire.FindValue: 1.0, wire.Store: 4.0}
 CONTACTS_WITH_RECORDS = 6  # a FindValue reply carrying records shortens its contact list to fit one datagram
@@ -146,7 +147,7 @@ class SecureProtocol(KademliaProtocol):  # type: ignore[misc]
         self._pending: dict[bytes, _Pending] = {}
         self.peer_coords: OrderedDict[bytes, Coordinate] = OrderedDict()
         self._unresponsive: OrderedDict[tuple[str, int], float] = OrderedDict()  # address -> skip until
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet()
         self._handlers: dict[type[codec.Message], Callable[[Any, Node], wire.Reply]] = {
             wire.Ping: self._on_ping,
             wire.FindNode: self._on_find_node,
@@ -173,13 +174,10 @@ class SecureProtocol(KademliaProtocol):  # type: ignore[misc]
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run `coro` as a task this protocol owns (cancelled by `close`)."""
-        task = self.loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
 
     def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel_soon()
         for pending in self._pending.values():
             pending.future.cancel()
         self._pending.clear()

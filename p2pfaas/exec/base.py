@@ -49,6 +49,7 @@ class ExecResult:
     cold: bool = False  # True if this invocation had to start a new instance
     cpu_s: float = 0.0  # CPU time the instance used during the invocation (cgroup or /proc)
     peak_memory_bytes: int = 0  # the instance's peak memory during the invocation
+    logs: str = ""  # what the call printed (stdout and stderr), capped by the shim (64 KiB)
 
 
 class Executor(Protocol):

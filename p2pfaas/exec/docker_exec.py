@@ -48,13 +48,14 @@ from p2pfaas.errors import ConfigError, ExecutorError, InvokeError, MemoryExceed
 from p2pfaas.exec import node_cgroup
 from p2pfaas.exec.base import INSTANCE_ENV, FunctionSpec
 from p2pfaas.exec.forecast import ArrivalForecast
+from p2pfaas.exec.instance import ShimInstance
 from p2pfaas.exec.metering import CgroupMeter
 from p2pfaas.exec.node_cgroup import NodeCgroup
 from p2pfaas.exec.pool_policy import KeepAlivePolicy
 from p2pfaas.exec.run_dir import SOCKET_NAME, RunDir
 from p2pfaas.exec.runtime_image import RUNTIME_IMAGE_TAG
 from p2pfaas.exec.shim_client import connect_when_ready
-from p2pfaas.exec.warm_pool import PooledExecutor, ShimInstance, WarmPool
+from p2pfaas.exec.warm_pool import PooledExecutor, WarmPool
 
 log = logging.getLogger(__name__)
 

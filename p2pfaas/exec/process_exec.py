@@ -27,13 +27,14 @@ from pathlib import Path
 from p2pfaas.errors import ExecutorError, InvokeError, MemoryExceeded
 from p2pfaas.exec.base import INSTANCE_ENV, FunctionSpec
 from p2pfaas.exec.forecast import ArrivalForecast
+from p2pfaas.exec.instance import ShimInstance
 from p2pfaas.exec.metering import ProcMeter
 from p2pfaas.exec.pool_policy import KeepAlivePolicy
 from p2pfaas.exec.run_dir import RunDir
 from p2pfaas.exec.runtime import SHIM_PATH
 from p2pfaas.exec.runtime.shim import EXIT_MEMORY
 from p2pfaas.exec.shim_client import connect_when_ready
-from p2pfaas.exec.warm_pool import PooledExecutor, ShimInstance, WarmPool
+from p2pfaas.exec.warm_pool import PooledExecutor, WarmPool
 
 _EXIT_WAIT_S = 2.0
 _PID_FILE = "pid"

@@ -30,6 +30,7 @@ DEFAULT_MAX_RESPONSE_BYTES = 6 * 1024 * 1024
 DEFAULT_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 # The shim caps tracebacks at 32k characters; JSON escaping can grow that a few times over.
 MAX_HEADER_BYTES = 256 * 1024
+MAX_LOG_BYTES = 64 * 1024 + 256  # the shim keeps 64 KiB of a call's output, then a line on what it dropped
 _CLOSE_TIMEOUT_S = 1.0
 
 _LENGTH = struct.Struct(">I")
@@ -119,6 +120,10 @@ class ShimConnection:
                 await self._writer.drain()
                 raw_header = await self._read_frame(MAX_HEADER_BYTES, what="response header")
                 raw_body = await self._read_frame(self._max_response_bytes, what="result")
+                header = _header(raw_header)
+                logs = b""
+                if header.get("logs"):  # the call printed: its output follows
+                    logs = await self._read_frame(MAX_LOG_BYTES, what="call's output")
         except TimeoutError:
             raise InvokeTimeout(f"no answer from the runtime within {timeout_s:g} s") from None
         except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
@@ -126,7 +131,7 @@ class ShimConnection:
             raise ExecutorError(f"the runtime closed the connection during {op}: {exc!r}") from exc
         finally:
             self._in_flight = False
-        result = parse_response(raw_header, raw_body)
+        result = parse_response(header, raw_body, logs)
         self.broken = False
         return result
 
@@ -137,19 +142,26 @@ class ShimConnection:
         return await self._reader.readexactly(size)
 
 
-def parse_response(raw_header: bytes, body: bytes) -> ExecResult:
-    """Validate a response header from an untrusted shim and build the result."""
+def _header(raw_header: bytes) -> dict[str, Any]:
     try:
         header: Any = json.loads(raw_header)
     except ValueError as exc:
         raise ExecutorError(f"runtime sent a response header that is not JSON: {exc}") from None
     if not isinstance(header, dict) or header.get("v") != PROTOCOL_VERSION:
         raise ExecutorError(f"runtime sent an unsupported response header: {raw_header[:200]!r}")
+    return header
+
+
+def parse_response(header: dict[str, Any] | bytes, body: bytes, logs: bytes = b"") -> ExecResult:
+    """Validate a response header from an untrusted shim (decoded, or its raw bytes) and build the
+    result; `logs` is what the call printed (kept as text, undecodable bytes replaced)."""
+    if isinstance(header, bytes):
+        header = _header(header)
     ok = header.get("ok")
     duration_s = header.get("duration_s")
     texts = [header.get(name, "") for name in _TEXT_FIELDS]
     if not isinstance(ok, bool) or not all(isinstance(text, str) for text in texts):
-        raise ExecutorError(f"runtime sent a malformed response header: {raw_header[:200]!r}")
+        raise ExecutorError(f"runtime sent a malformed response header: {json.dumps(header)[:200]}")
     if (
         not isinstance(duration_s, int | float)
         or isinstance(duration_s, bool)
@@ -158,14 +170,16 @@ def parse_response(raw_header: bytes, body: bytes) -> ExecResult:
     ):
         raise ExecutorError(f"runtime sent an invalid duration_s: {duration_s!r:.50}")
     error_type, error_message, traceback = texts
+    printed = logs.decode("utf-8", "replace")
     if ok:
-        return ExecResult(ok=True, output=body, duration_s=float(duration_s))
+        return ExecResult(ok=True, output=body, duration_s=float(duration_s), logs=printed)
     return ExecResult(
         ok=False,
         error_type=error_type or "Exception",
         error_message=error_message,
         traceback=traceback,
         duration_s=float(duration_s),
+        logs=printed,
     )
 
 

@@ -1,6 +1,7 @@
 """Warm instances of functions and the invocation flow shared by the Docker and process executors.
 
-`WarmPool` owns instances (containers or processes, behind the small `Instance` protocol), asks
+`WarmPool` owns instances (containers or processes, behind the small `Instance` protocol of
+`exec/instance.py`), asks
 `WarmPoolPolicy` which one serves an invocation, runs it over a shim connection and turns failures
 into the `Executor` error contract (see `exec/base.py`):
 - no answer within `timeout_s`: the instance is destroyed, `InvokeTimeout`;
@@ -37,86 +38,19 @@ import logging
 import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from p2pfaas.clock import off_loop
-from p2pfaas.errors import ExecutorError, InvokeError, InvokeTimeout, LocalError, MemoryExceeded
+from p2pfaas.errors import ExecutorError, InvokeTimeout, LocalError, MemoryExceeded
 from p2pfaas.exec.base import ExecResult, FunctionSpec
 from p2pfaas.exec.forecast import ArrivalForecast
-from p2pfaas.exec.metering import NO_USAGE, Meter, NullMeter, Usage
+from p2pfaas.exec.instance import Instance
+from p2pfaas.exec.metering import NO_USAGE, Meter, Usage
 from p2pfaas.exec.pool_policy import Decision, KeepAlivePolicy, WarmPoolPolicy, node_defaults
-from p2pfaas.exec.run_dir import RunDir
 from p2pfaas.exec.shim_client import ShimConnection
+from p2pfaas.lifecycle import TaskSet
 
 log = logging.getLogger(__name__)
-
-
-class Instance(Protocol):
-    """One runtime (a container, a process) serving one function over a shim connection."""
-
-    @property
-    def instance_id(self) -> str: ...
-
-    @property
-    def connection(self) -> ShimConnection:
-        """The open connection; only valid after `boot` returned."""
-        ...
-
-    def meter(self) -> Meter:
-        """The instance's usage counters; only valid after `boot` returned."""
-        ...
-
-    async def open_connection(self, *, timeout_s: float) -> ShimConnection:
-        """Another connection to the booted instance's shim, for one more concurrent invocation."""
-        ...
-
-    async def boot(self, *, timeout_s: float) -> None:
-        """Start the runtime and connect to its shim; `ExecutorError` if not up within `timeout_s`."""
-        ...
-
-    def strays(self, *, connections: int) -> int:
-        """With no invocation running on it and `connections` shim connections open: how many
-        tasks (processes or threads) it runs beyond its shim's own; 0 where that cannot be told."""
-        ...
-
-    async def diagnose(self, error: ExecutorError) -> InvokeError:
-        """After the connection failed with `error`: `MemoryExceeded` if the runtime was killed
-        for memory, else an `ExecutorError` saying what happened. Must not raise."""
-        ...
-
-    async def destroy(self) -> None:
-        """Kill and remove the runtime and its files. Idempotent; fine on a dead or unbooted one."""
-        ...
-
-
-class ShimInstance:
-    """What every `Instance` kind shares: its id, its shim's socket in the run directory, and the
-    connection and meter its `boot` sets. Subclasses add `boot`, `diagnose` and `destroy`."""
-
-    def __init__(self, instance_id: str, run_dir: RunDir) -> None:
-        self.instance_id = instance_id
-        self.run_dir = run_dir
-        self._connection: ShimConnection | None = None
-        self._meter: Meter = NullMeter()
-
-    @property
-    def socket_path(self) -> Path:
-        return self.run_dir.socket_path(self.instance_id)
-
-    @property
-    def connection(self) -> ShimConnection:
-        assert self._connection is not None, "boot() first"
-        return self._connection
-
-    def meter(self) -> Meter:
-        return self._meter
-
-    async def open_connection(self, *, timeout_s: float) -> ShimConnection:
-        return await ShimConnection.open(self.socket_path, timeout_s=timeout_s)
-
-    def strays(self, *, connections: int) -> int:
-        return 0
 
 
 InstanceFactory = Callable[[FunctionSpec, str], Instance]  # (function, instance id) -> unbooted instance
@@ -163,22 +97,21 @@ class WarmPool:
         self._booted: dict[str, asyncio.Future[None]] = {}  # instance id -> done once up (or failed)
         self._slots: dict[str, _Slots] = {}  # booted instances only
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._cleanups: set[asyncio.Task[None]] = set()
-        self._reaper: asyncio.Task[None] | None = None
+        self._cleanups = TaskSet()  # instances being destroyed: `aclose` waits for them
+        self._reaper = TaskSet()  # the loop that expires idle instances: `aclose` ends it
+        self._started = False
         self._closed = False
 
     async def start(self) -> None:
-        if self._reaper is not None:
+        if self._started:
             raise LocalError("WarmPool.start() called twice")
-        self._reaper = asyncio.create_task(self._reap_forever(), name="warm-pool-reaper")
+        self._started = True
+        self._reaper.spawn(self._reap_forever(), name="warm-pool-reaper")
 
     async def aclose(self) -> None:
         """Destroy every instance, including ones in use (their invocations fail with ExecutorError)."""
         self._closed = True
-        if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
+        await self._reaper.cancel()
         for waiters in self._waiters.values():
             for waiter in waiters:
                 if not waiter.done():
@@ -187,8 +120,7 @@ class WarmPool:
         self._instances.clear()
         for instance in instances:
             self._spawn(_destroy(instance, self._forget(instance.instance_id)))
-        while self._cleanups:
-            await asyncio.gather(*self._cleanups)
+        await self._cleanups.wait()
 
     def instance(self, instance_id: str) -> Instance | None:
         return self._instances.get(instance_id)
@@ -282,7 +214,7 @@ class WarmPool:
         return result
 
     def _check_open(self) -> None:
-        if self._reaper is None or self._closed:
+        if not self._started or self._closed:
             raise LocalError("the executor is not started, or already closed")
 
     async def _checkout(self, fn: FunctionSpec, *, timeout_s: float) -> tuple[Instance, bool]:
@@ -452,10 +384,7 @@ class WarmPool:
                     waiter.set_result(None)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._quietly(coro))
-        self._cleanups.add(task)
-        task.add_done_callback(self._cleanups.discard)
-        return task
+        return self._cleanups.spawn(self._quietly(coro), name="destroy an instance")
 
     @staticmethod
     async def _quietly(coro: Coroutine[Any, Any, None]) -> None:

@@ -30,11 +30,8 @@ prices fit what is signed and not yet paid (UNSIGNED otherwise, resent by the no
 pays is added to the row's `paid_micro`, which a CHECK keeps within `signed_micro`. So a node is
 never paid more on a voucher than the lessee signed for that node's results.
 
-A payee that forwarded an invocation and also billed it was paid first (its receipt arrived
-first): when the executor's receipt arrives with a delegation signed by that payee, the payee has
-signed that it passed the call on, so `supersede` moves that payment (within the lessee's cap and
-the executor's channel) from the payee's earnings to the executor's, and gives the payee's
-channel back the room it used.
+A payee that forwarded an invocation and also billed it, and was paid first, gives that payment to
+the executor whose receipt carries the payee's delegation (`p2pfaas.ledger.supersede`).
 """
 
 from __future__ import annotations
@@ -51,11 +48,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2pfaas.channels import channel_problem
 from p2pfaas.db import Database
-from p2pfaas.db.schema import accounts, key_owners, settlements, transfers, users, vouchers
+from p2pfaas.db.schema import settlements, transfers
 from p2pfaas.db.upsert import insert_ignore_many
-from p2pfaas.identity import PublicKey
-from p2pfaas.ledger.channels import add_paid, lock_channels, lock_vouchers, raise_channels
-from p2pfaas.ledger.earnings import SUPERSEDE_REF, credited_account
+from p2pfaas.ledger.channels import add_paid, lock_vouchers, raise_channels
+from p2pfaas.ledger.earners import AccountIds, node_account_name
 from p2pfaas.ledger.policy import (
     AccountKind,
     Admission,
@@ -67,12 +63,10 @@ from p2pfaas.ledger.policy import (
 )
 from p2pfaas.ledger.postings import (
     FEES_ACCOUNT,
-    InsufficientFunds,
-    ensure_account,
     is_duplicate_key,
     move,
-    post_transfer,
 )
+from p2pfaas.ledger.supersede import UNSIGNED_MOVE, supersede
 from p2pfaas.messages import ChannelTicket, Receipt
 from p2pfaas.tickets import (
     chain_problem,
@@ -86,12 +80,6 @@ __all__ = ["SettledBatch", "Settler", "claim_of", "node_account_name"]
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPIRY_SKEW_S = 60.0
-UNCLAIMED_RECHECK_S = 30.0
-UNSIGNED_MOVE = -1  # `supersede`'s answer when the executor's channel does not cover the move yet
-
-
-def node_account_name(node_id: str) -> str:
-    return f"node:{node_id}"
 
 
 def _refusal(receipt: Receipt, node_id: str) -> Refusal | None:
@@ -149,7 +137,7 @@ async def pay_every_claim(
 
 
 class Settler:
-    """Settles batches for one anchor; stateless apart from a cache of account ids (never change)."""
+    """Settles batches for one anchor; stateless apart from its cache of account ids (`accounts`)."""
 
     def __init__(
         self,
@@ -163,63 +151,11 @@ class Settler:
         self.gate = gate
         self.fees = fees or FeePolicy()
         self.expiry_skew_s = expiry_skew_s
-        self._account_ids: dict[str, int] = {}
-        self._unclaimed: dict[str, tuple[int, float]] = {}  # node id -> (its own account, recheck at)
-
-    async def _account_id(self, name: str, kind: AccountKind, now: float) -> int:
-        # Created in a transaction of its own, so the settlement's first read is its voucher lock
-        # (under REPEATABLE READ the snapshot then starts after the lock is ours).
-        if name not in self._account_ids:
-
-            async def work(connection: AsyncConnection) -> int:
-                return await ensure_account(connection, name, kind, owner_user_id=None, now=now)
-
-            self._account_ids[name] = await self.db.run(work, what=f"open account {name}")
-        return self._account_ids[name]
+        self.accounts = AccountIds(db)
 
     async def earning_account(self, node_id: str, *, now: float) -> int:
-        """Where node `node_id` earns: its claiming volunteer's account, else an account of its own.
-
-        A claim is permanent (`key_owners` is first-come), so a claimed node's account is cached for
-        good; an unclaimed node's for `UNCLAIMED_RECHECK_S`, after which a new claim takes effect.
-        """
-        cached = self._account_ids.get(node_account_name(node_id))
-        if cached is not None:
-            return cached
-        unclaimed = self._unclaimed.get(node_id)
-        if unclaimed is not None and now < unclaimed[1]:
-            return unclaimed[0]
-
-        async def owner_account(connection: AsyncConnection) -> int | None:
-            query = (
-                sa.select(users.c.user_id, users.c.account_id)
-                .select_from(key_owners.join(users, users.c.user_id == key_owners.c.user_id))
-                .where(key_owners.c.key_id == node_id, key_owners.c.kind == "node")
-            )
-            owner = (await connection.execute(query)).first()
-            if owner is None:
-                return None
-            # What the node earned before its claim is its volunteer's too: hand over that account
-            # (listed with the volunteer's balances, paid out like them).
-            await connection.execute(
-                accounts.update()
-                .where(accounts.c.name == node_account_name(node_id), accounts.c.owner_user_id.is_(None))
-                .values(owner_user_id=owner.user_id)
-            )
-            return int(owner.account_id)
-
-        claimed = await self.db.run(owner_account, what="find the node's owner")
-        if claimed is not None:
-            self._account_ids[node_account_name(node_id)] = int(claimed)
-            return int(claimed)
-
-        async def own(connection: AsyncConnection) -> int:
-            name = node_account_name(node_id)
-            return await ensure_account(connection, name, AccountKind.NODE, owner_user_id=None, now=now)
-
-        account_id = await self.db.run(own, what="open the node's account")
-        self._unclaimed[node_id] = (account_id, now + UNCLAIMED_RECHECK_S)
-        return account_id
+        """Where node `node_id` earns (`AccountIds.earning_account`)."""
+        return await self.accounts.earning_account(node_id, now=now)
 
     async def settle_receipts(
         self,
@@ -269,7 +205,8 @@ class Settler:
         paid = list(done.paid)
         paid_micro = done.paid_micro
         for receipt in superseded:
-            moved = await self.supersede(node_id, receipt, now=now)
+            executor_account = await self.earning_account(node_id, now=now)  # before the transaction
+            moved = await supersede(self.db, node_id, executor_account, receipt, now=now)
             if moved is UNSIGNED_MOVE:
                 done.refused[receipt.invocation_id] = Refusal.UNSIGNED
             elif moved is not None:
@@ -277,69 +214,6 @@ class Settler:
                 paid_micro += moved
                 del done.refused[receipt.invocation_id]
         return SettledBatch(tuple(paid), done.refused, paid_micro, done.fee_micro)
-
-    async def supersede(self, node_id: str, receipt: Receipt, *, now: float) -> int | None:
-        """Move the payment of `receipt`'s invocation to node `node_id` (its executor) from a node
-        that billed it although it signed one of the receipt's delegations; what moved, or None
-        when the payment stays (it went to a node that did not pass the call on, or to this one),
-        or UNSIGNED_MOVE when the executor's channel does not cover it yet.
-
-        The executor gets at most its own receipt's price; the rest of what the voucher paid goes
-        back to the lessee. The money is taken from the account the payment went into (whoever
-        owns it now), in the same transaction that reads where it went."""
-        forwarders = {PublicKey(hop.signer).key_id for hop in receipt.delegations}
-        executor_account = await self.earning_account(node_id, now=now)  # before the transaction
-
-        async def work(connection: AsyncConnection) -> int | None:
-            row = (
-                await connection.execute(
-                    sa.select(settlements.c.node_id, settlements.c.price_micro, vouchers.c.lessee_account_id)
-                    .select_from(
-                        settlements.join(vouchers, vouchers.c.voucher_id == settlements.c.voucher_id)
-                    )
-                    .where(settlements.c.invocation_id == receipt.invocation_id)
-                    .with_for_update()
-                )
-            ).first()
-            if row is None or row.node_id == node_id or row.node_id not in forwarders:
-                return None
-            held = await credited_account(connection, receipt.invocation_id)
-            if held is None or held[0] == executor_account:
-                return None
-            holder, paid = held  # what the voucher paid for it (within the lessee's cap), or moved since
-            moved = min(paid, receipt.price_micro)
-            lanes = await lock_channels(connection, receipt.voucher_id, [node_id, row.node_id])
-            mine = lanes.get(node_id)
-            if mine is None or mine.signed - mine.paid < moved:
-                return UNSIGNED_MOVE  # the lessee has not signed for this result of the executor yet
-            memo = f"node {row.node_id} forwarded {receipt.invocation_id} to {node_id} and billed it"
-            ref = f"{SUPERSEDE_REF}{receipt.invocation_id}:{row.node_id}"
-            legs = {holder: -moved, executor_account: moved}
-            if (
-                await post_transfer(connection, kind="supersede", ref=ref, memo=memo, legs=legs, now=now)
-                is None
-            ):
-                return None  # moved from that node before
-            if paid > moved:  # the executor charged less than was billed: the rest is the lessee's
-                refund = {holder: moved - paid, int(row.lessee_account_id): paid - moved}
-                await post_transfer(
-                    connection, kind="refund", ref=f"refund:{ref}", memo=memo, legs=refund, now=now
-                )
-            await connection.execute(
-                settlements.update()
-                .where(settlements.c.invocation_id == receipt.invocation_id)
-                .values(node_id=node_id, result_sha256=receipt.result_sha256)
-            )
-            await add_paid(connection, receipt.voucher_id, node_id, moved, now)
-            if row.node_id in lanes:
-                await add_paid(connection, receipt.voucher_id, row.node_id, -int(row.price_micro), now)
-            return moved
-
-        try:
-            return await self.db.run(work, what=f"supersede {receipt.invocation_id}")
-        except InsufficientFunds as error:  # the forwarder was paid out already: it keeps its debt
-            log.error("cannot move the payment of %s to its executor: %s", receipt.invocation_id, error)
-            return None
 
     async def settle(
         self,
@@ -373,7 +247,7 @@ class Settler:
         channel_tickets: Mapping[str, ChannelTicket] | None,
     ) -> SettledBatch:
         node_account = await self.earning_account(node_id, now=now)
-        fees_account = await self._account_id(FEES_ACCOUNT, AccountKind.ANCHOR, now)
+        fees_account = await self.accounts.account_id(FEES_ACCOUNT, AccountKind.ANCHOR, now=now)
 
         async def work(connection: AsyncConnection) -> SettledBatch:
             return await self._settle_once(

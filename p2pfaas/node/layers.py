@@ -37,6 +37,7 @@ import aiohttp
 from p2pfaas import rpc
 from p2pfaas.bundle.lock import Lock, LockedWheel
 from p2pfaas.errors import BundleError
+from p2pfaas.lifecycle import TaskSet
 
 __all__ = ["LayerCache", "fetch_wheel", "unpack_wheel"]
 
@@ -84,6 +85,7 @@ class LayerCache:
         self.clock = clock
         self.fetched_bytes = 0  # wheel bytes fetched so far (for tests and benchmarks)
         self._fetches: dict[str, asyncio.Task[Path]] = {}
+        self._fetch_tasks = TaskSet()  # a fetch outlives the call that started it; `aclose` ends them
         self._failed: dict[str, tuple[float, BaseException]] = {}  # layer -> (when, why): not refetched
         self._fetching = asyncio.Semaphore(FETCHES_AT_ONCE)
         self._disk = threading.Lock()  # installs and evictions, one at a time
@@ -129,12 +131,16 @@ class LayerCache:
             raise BundleError(f"dependency layer {digest[:12]} failed here recently: {failed[1]}")
         task = self._fetches.get(digest)
         if task is None:
-            task = asyncio.ensure_future(self._fetch(lock))
+            task = self._fetch_tasks.spawn(self._fetch(lock), name=f"fetch layer {digest[:12]}")
             self._fetches[digest] = task
             task.add_done_callback(lambda done: self._fetch_done(digest, done))
         site = await asyncio.shield(task)
         await asyncio.to_thread(self.evict_over_cap, {digest})
         return site
+
+    async def aclose(self) -> None:
+        """Cancel the layer fetches still running (their callers wait on them no more)."""
+        await self._fetch_tasks.cancel()
 
     def _fetch_done(self, digest: str, done: asyncio.Task[Path]) -> None:
         self._fetches.pop(digest, None)

@@ -7,9 +7,9 @@ refused or failed forward is tried elsewhere. An invocation forwarded to us runs
 when the sender allowed that and we have no free slot). Forwards reuse the lessee's signed request
 unchanged, wrapped in a `ForwardRequest` signed by this node.
 
-Exactly once per node: an invocation id runs at most once here. A second arrival while it is in
-progress (a client retrying, or a peer forwarding it back) shares the same future; one that arrives
-after it finished gets the cached, node-signed result (bounded by count and age).
+Exactly once per node: an invocation id runs at most once here (`p2pfaas.node.once`). A second
+arrival while it is in progress (a client retrying) shares the same future; one that arrives after it
+finished gets the cached, node-signed result (bounded by count and age).
 
 Work that waits for a local slot waits in the router's own FIFO queue, so that it can still leave:
 
@@ -26,11 +26,11 @@ Work that waits for a local slot waits in the router's own FIFO queue, so that i
 
 A node that runs several worker processes on one port (p2pfaas/node/workers/) has one router per
 process. Exactly once then holds node-wide through the shared table of invocation ids
-(p2pfaas/node/shared/): an id claimed by a sibling is waited for there and its result read from the
-table. A worker's router runs what fits in its share of the slots and hands the rest to the primary
-process's router when the primary has room or knows a peer with room (`primary`), which places it
-with the node's gossiped view; the primary reports the whole node's load and drains its siblings with
-itself (`siblings`).
+(p2pfaas/node/shared/, `once.claim_node_wide`): an id claimed by a sibling is waited for there and
+its result read from the table. A worker's router runs what fits in its share of the slots and
+hands the rest to the primary process's router when the primary has room or knows a peer with room
+(`primary`), which places it with the node's gossiped view; the primary reports the whole node's
+load and drains its siblings with itself (`siblings`).
 """
 
 from __future__ import annotations
@@ -39,17 +39,17 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from p2pfaas import codec, signing, tickets
-from p2pfaas.errors import Busy, P2PFaaSError, Refused, RemoteError, SignatureError, Unreachable
+from p2pfaas.errors import Busy, P2PFaaSError, Refused, RemoteError, Unreachable
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import Delegation, InvokeRequest, InvokeResult
+from p2pfaas.node.once import OnceTable, Phase, claim_node_wide, same_invocation
 from p2pfaas.node.service import NodeService
-from p2pfaas.node.shared.invocations import ClaimKind, InvocationTable
+from p2pfaas.node.shared.invocations import InvocationTable
 from p2pfaas.node.slots import HandOff, LocalSlots
 from p2pfaas.placement.policy import Decision, Gossip, Kind, LocalState, Policy, ProbeAnswer
 from p2pfaas.placement.view import LoadView
@@ -61,8 +61,6 @@ log = logging.getLogger(__name__)
 SendForward = Callable[[str, ForwardRequest], Awaitable[InvokeResult]]
 # url -> the peer's exact load now (a gossip exchange), or None when it does not answer
 Probe = Callable[[str], Awaitable[ProbeAnswer | None]]
-SIBLING_POLL_S = (0.002, 0.05)  # waiting for an id a sibling process runs: first and longest pause
-SIBLING_GRACE_S = 30.0  # ... and how long past the invocation's timeout before giving up
 
 
 class Primary(Protocol):
@@ -129,10 +127,7 @@ class Router:
     worker: int = 0
     primary: Primary | None = None
     siblings: Siblings | None = None
-    _in_flight: dict[str, asyncio.Future[InvokeResult]] = field(default_factory=dict)
-    _done: OrderedDict[str, tuple[InvokeResult, float]] = field(default_factory=OrderedDict)
-    _owners: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # id -> (lessee key, digest)
-    _forwarding: set[str] = field(default_factory=set)  # ids out on a forward from here right now
+    once: OnceTable = field(init=False)
     # A paid invocation forwarded to us: the delegations that brought it (its receipt carries them).
     _chains: dict[str, tuple[Delegation, ...]] = field(default_factory=dict)
     _tasks: set[asyncio.Task[InvokeResult]] = field(default_factory=set)
@@ -141,6 +136,7 @@ class Router:
 
     def __post_init__(self) -> None:
         self.slots = LocalSlots(capacity=lambda: self.capacity)
+        self.once = OnceTable(cache_size=self.result_cache_size, ttl_s=self.result_ttl_s)
 
     # --- load, as gossip reports it ----------------------------------------------------------------
 
@@ -168,11 +164,11 @@ class Router:
         return self.slots.by_digest()
 
     def in_progress(self) -> int:
-        return len(self._in_flight)
+        return len(self.once)
 
     def knows(self, invocation_id: str) -> bool:
         """Whether this invocation id is running, waiting or done here."""
-        return invocation_id in self._in_flight or invocation_id in self._done
+        return self.once.knows(invocation_id)
 
     # --- entry points ----------------------------------------------------------------------------
 
@@ -192,29 +188,26 @@ class Router:
     ) -> InvokeResult:
         # Never place or forward a request the lessee did not sign (checked once; the service reuses it).
         self.service.verify_request(request)
-        self._expire_cache()
-        known_here = request.invocation_id in self._in_flight or request.invocation_id in self._done
-        if self.shared is not None and not known_here:
-            settled = await self._claim_shared(request, hops)
+        loop = asyncio.get_running_loop()
+        if self.shared is not None and not self.once.knows(request.invocation_id):
+            settled, joined = await claim_node_wide(self.shared, request, worker=self.worker, hops=hops)
+            self.stats.joined += joined
             if settled is not None:
+                self.stats.cached += 1
                 return settled
-        owner = self._owners.get(request.invocation_id)
-        if owner is not None and owner != (request.signer, request.digest):
-            # Only the lessee who chose the id gets its result (ids are 128 random bits, but a
-            # node that saw one must not be able to read or replay another lessee's invocation).
-            raise Refused("invocation id already used by another request", status=409)
-        done = self._done.get(request.invocation_id)
-        if done is not None:
+        entry = self.once.lookup(request, now=loop.time())
+        if entry is not None and entry.phase is Phase.DONE:
+            assert entry.result is not None
             self.stats.cached += 1
-            return _same_invocation(request, done[0])
-        running = self._in_flight.get(request.invocation_id)
-        if running is not None and hops > 0 and request.invocation_id in self._forwarding:
+            return same_invocation(request, entry.result)
+        if entry is not None and entry.phase is Phase.FORWARDING and hops > 0:
             # We are waiting on a peer for this very invocation, and it (or a node it passed it to,
             # e.g. by work pulling) sends it back: joining would wait on ourselves.
             raise Busy("invocation is being placed from this node")
-        if running is not None:
+        if entry is not None:
+            assert entry.task is not None
             self.stats.joined += 1
-            return _same_invocation(request, await asyncio.shield(running))
+            return same_invocation(request, await asyncio.shield(entry.task))
         refusal = ""
         if hops > 0 and self.draining:
             refusal = "node is draining"
@@ -222,35 +215,25 @@ class Router:
             refusal = f"no free slot ({self.capacity} busy, {self.queue_length()} queued)"
         if refusal:
             if self.shared is not None:  # the id claimed above is free again: a sibling may run it
-                now = asyncio.get_running_loop().time()
-                self.shared.finish(request.invocation_id, None, worker=self.worker, now=now)
+                self.shared.finish(request.invocation_id, None, worker=self.worker, now=loop.time())
             raise Busy(refusal)
         if chain:
             self._chains[request.invocation_id] = chain
-        task = asyncio.get_running_loop().create_task(self._handle(request, hops))
-        self._owners[request.invocation_id] = (request.signer, request.digest)
-        self._in_flight[request.invocation_id] = task
+        task = loop.create_task(self._handle(request, hops))
+        self.once.start(request, task)
         self._track(task)
         task.add_done_callback(lambda t: self._finished(request.invocation_id, t))
         return await asyncio.shield(task)
 
     def _finished(self, invocation_id: str, task: asyncio.Task[InvokeResult]) -> None:
-        self._in_flight.pop(invocation_id, None)
         self._chains.pop(invocation_id, None)
-        succeeded = not task.cancelled() and task.exception() is None
+        result = task.result() if not task.cancelled() and task.exception() is None else None
+        now = asyncio.get_running_loop().time()
         if self.shared is not None:  # the sibling processes' copy of the outcome
             self.shared.finish(
-                invocation_id,
-                codec.encode(task.result()) if succeeded else None,
-                worker=self.worker,
-                now=asyncio.get_running_loop().time(),
+                invocation_id, None if result is None else codec.encode(result), worker=self.worker, now=now
             )
-        if succeeded:
-            self._done[invocation_id] = (task.result(), asyncio.get_running_loop().time())
-            while len(self._done) > self.result_cache_size:
-                self._owners.pop(self._done.popitem(last=False)[0], None)
-        else:
-            self._owners.pop(invocation_id, None)  # it may be tried again
+        self.once.finish(invocation_id, result, now=now)
         self._untrack(task)
 
     def _track(self, task: asyncio.Task[InvokeResult]) -> None:
@@ -262,45 +245,6 @@ class Router:
         self._tasks.discard(task)
         if not self._tasks:
             self._idle.set()
-
-    def _expire_cache(self) -> None:
-        now = asyncio.get_running_loop().time()
-        while self._done:
-            _, (_, at) = next(iter(self._done.items()))
-            if now - at <= self.result_ttl_s:
-                break
-            self._owners.pop(self._done.popitem(last=False)[0], None)
-
-    async def _claim_shared(self, request: InvokeRequest, hops: int) -> InvokeResult | None:
-        """Claim the id node-wide. None: it is ours to run (or already runs in this process); else
-        the result a sibling process produced for it (waited for, when it still runs)."""
-        assert self.shared is not None
-        loop = asyncio.get_running_loop()
-        owner = request.signer + request.digest.encode()
-        pause_s, joined = SIBLING_POLL_S[0], False
-        give_up_at = loop.time() + request.timeout_s + SIBLING_GRACE_S
-        while True:
-            claim = self.shared.claim(request.invocation_id, owner, worker=self.worker, now=loop.time())
-            if claim.kind is ClaimKind.NEW or (
-                claim.kind is ClaimKind.RUNNING and claim.worker == self.worker
-            ):
-                return None
-            if claim.kind is ClaimKind.WRONG_OWNER:
-                raise Refused("invocation id already used by another request", status=409)
-            if claim.kind is ClaimKind.LOST:
-                raise Refused("this invocation ran here but its result was lost; use a new id", status=410)
-            if claim.kind is ClaimKind.DONE:
-                self.stats.cached += 1
-                return _same_invocation(request, codec.decode_as(InvokeResult, claim.result))
-            if hops > 0:  # a forward of an id a sibling runs (or places): joining could wait on ourselves
-                raise Busy("invocation is being placed from this node")
-            if not joined:
-                self.stats.joined += 1
-                joined = True
-            if loop.time() > give_up_at:  # its process hangs (or died and was not yet replaced)
-                raise Busy(f"invocation still runs in worker process {claim.worker} of this node")
-            await asyncio.sleep(pause_s)  # duplicates are rare: polling the table costs nothing else
-            pause_s = min(2 * pause_s, SIBLING_POLL_S[1])
 
     async def place_for_sibling(
         self, request: InvokeRequest, hops: int, chain: tuple[Delegation, ...] = ()
@@ -442,9 +386,9 @@ class Router:
                 self.keys,
             )
             self.view.note_sent(target)
-            self._forwarding.add(request.invocation_id)
             try:
-                result = await self.send_forward(url, forward)
+                with self.once.forwarding(request.invocation_id):
+                    result = await self.send_forward(url, forward)
             except Refused as exc:
                 self.stats.refused_forwards += 1
                 self.view.note_refused(target)
@@ -459,10 +403,8 @@ class Router:
                 self.stats.refused_forwards += 1
                 log.warning("forward of %s to %s went wrong: %s", request.invocation_id, url, exc)
                 continue
-            finally:
-                self._forwarding.discard(request.invocation_id)
             self.stats.forwarded += 1
-            return _same_invocation(request, result)
+            return same_invocation(request, result)
         return None
 
     # --- the local queue -------------------------------------------------------------------------
@@ -503,8 +445,7 @@ class Router:
         queued = self.slots.take_all()
         for item in queued:
             self.stats.handed_off += 1
-            task = self._in_flight.get(item.request.invocation_id)
-            if task is not None and not item.future.done():
+            if not item.future.done():
                 # Its waiter re-runs placement (which now never picks this node).
                 item.future.set_exception(HandOff())
         waits: list[Awaitable[object]] = [asyncio.wait_for(self._idle_wait(), deadline_s)]
@@ -517,10 +458,3 @@ class Router:
         while self._tasks:
             self._idle.clear()
             await self._idle.wait()
-
-
-def _same_invocation(request: InvokeRequest, result: InvokeResult) -> InvokeResult:
-    signing.verify(result)
-    if result.invocation_id != request.invocation_id or result.digest != request.digest:
-        raise SignatureError("a peer answered a different invocation")
-    return result

@@ -46,6 +46,7 @@ from p2pfaas.messages import (
     ERROR_EXECUTOR,
     ERROR_MEMORY,
     ERROR_TIMEOUT,
+    MAX_LOG_CHARS,
     Bundle,
     BundleHeader,
     ChannelTickets,
@@ -126,8 +127,10 @@ class NodeService:
         return self.keys.key_id
 
     async def aclose(self) -> None:
-        """Cancel the bundle fetches still running (their callers wait on them no more)."""
+        """Cancel the bundle and layer fetches still running (their callers wait on them no more)."""
         await self._fetch_tasks.cancel()
+        if self.layers is not None:
+            await self.layers.aclose()
 
     def verify_request(self, request: InvokeRequest) -> PublicKey:
         """The request's signer, its signature checked once per request object: the router checks
@@ -186,6 +189,7 @@ class NodeService:
                 receipt=receipt,
                 signer=b"",
                 signature=b"",
+                logs=result.logs[-MAX_LOG_CHARS:],
             ),
             self.keys,
         )

@@ -413,9 +413,9 @@ async def test_a_lie_made_before_the_node_was_claimed_is_still_clawed_back(
     """Found in review: the clawback debited the node's earning account as it is now (its new
     volunteer's, empty), not the account the payment went into, and the lie could not be reported
     again."""
-    from p2pfaas.ledger import settlement
+    from p2pfaas.ledger import earners
 
-    monkeypatch.setattr(settlement, "UNCLAIMED_RECHECK_S", 0.0)  # the claim is seen at once
+    monkeypatch.setattr(earners, "UNCLAIMED_RECHECK_S", 0.0)  # the claim is seen at once
     advert = await _greedy_advert(live)
     voucher = await funded_voucher(live)
     greedy = receipt("c" * 32, N2, voucher.voucher_id, b"x", price=5_000)

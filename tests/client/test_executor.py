@@ -16,6 +16,7 @@ import pytest
 
 from p2pfaas.anchor.server import AnchorServer
 from p2pfaas.client import Client, Executor
+from p2pfaas.client.logbook import LogBook
 from p2pfaas.errors import FunctionFailed, InvokeTimeout, LocalError, UnencodableResult
 from p2pfaas.identity import KeyPair
 from tests.client.test_client import _node
@@ -199,3 +200,29 @@ def test_a_second_lessee_deploys_byte_identical_code_and_runs_its_own(client: Cl
         mine = client.spawn(client.async_client.function("echo")).result()
         assert info.header.digest != mine.header.digest
         assert other.invoke("echo", 5).value == {"echo": 5}  # run unpaid: it owns this bundle
+
+
+def test_what_a_call_printed_comes_with_its_future_and_into_the_logbook(
+    client: Client, tmp_path: Path
+) -> None:
+    def chatty(n: int) -> int:
+        print(f"working on {n}")
+        return n * 2
+
+    def failing() -> None:
+        print("about to fail")
+        raise ValueError("no")
+
+    book = LogBook(tmp_path / "logs")
+    own = Client(client.async_client.anchor_url, client.async_client.keys, logbook=book)
+    with own, Executor(own) as pool:
+        done = pool.submit(chatty, 21)
+        assert done.result(timeout=60) == 42 and done.logs() == "working on 21\n"
+        failed = pool.submit(failing)
+        with pytest.raises(FunctionFailed):
+            failed.result(timeout=60)
+        assert failed.logs() == "about to fail\n"
+        quiet = pool.submit("echo", {"x": 1})
+        assert quiet.result(timeout=60).logs == "" and quiet.logs() == ""
+    kept = book.entries("py-chatty") + book.entries("py-failing")
+    assert [(e.ok, e.logs) for e in kept] == [(True, "working on 21\n"), (False, "about to fail\n")]

@@ -13,7 +13,7 @@ import pytest
 from p2pfaas.exec.base import FunctionSpec
 
 # One handler with many behaviours, chosen by the payload's "op".
-HANDLER_SOURCE = '''
+HANDLER_SOURCE = """
 import os, socket, sys, time
 
 calls = 0
@@ -32,6 +32,11 @@ def main(request):
         return len(hoard)
     if op == "calls":
         return calls
+    if op == "print":  # `times` lines on stdout, one on stderr
+        for _ in range(request.get("times", 1)):
+            print(request["text"])
+        print("to stderr", file=sys.stderr)
+        return "printed"
     if op == "exit":
         sys.exit(3)
     if op == "die":
@@ -56,7 +61,7 @@ def main(request):
     if op == "big":
         return "x" * request["n"]
     return request
-'''
+"""
 
 
 def make_function(directory: Path, *, memory_mb: int = 128, source: str = HANDLER_SOURCE) -> FunctionSpec:

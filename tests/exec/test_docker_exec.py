@@ -88,6 +88,20 @@ async def test_function_error_returns_type_and_traceback(
     assert (await executor.invoke(function, _body(1), timeout_s=30)).cold is False
 
 
+async def test_what_a_call_prints_is_its_own_output_and_capped(
+    executor: DockerExecutor, function: FunctionSpec
+) -> None:
+    printed = await executor.invoke(
+        function, _body({"op": "print", "text": "hello", "times": 2}), timeout_s=30
+    )
+    assert printed.ok and printed.logs == "hello\nhello\nto stderr\n"
+    # 100 MB printed: the call keeps 64 KiB of it, and a line on the rest; the node's memory never sees it.
+    flood = {"op": "print", "text": "y" * 999, "times": 100_000}
+    flooded = await executor.invoke(function, _body(flood), timeout_s=120)
+    assert flooded.ok and len(flooded.logs) <= 64 * 1024 + 256 and "more bytes dropped" in flooded.logs
+    assert (await executor.invoke(function, _body(1), timeout_s=30)).logs == ""
+
+
 async def test_timeout_kills_and_replaces(
     executor: DockerExecutor, function: FunctionSpec, docker_client: Any, owner_id: str
 ) -> None:

@@ -323,3 +323,62 @@ def test_the_fast_command_line_parser_agrees_with_argparse() -> None:
 )
 def test_handler_specs(spec: str, valid: bool) -> None:
     assert shim._valid_handler(spec) is valid
+
+
+# --- a call's output ------------------------------------------------------------------------------
+
+
+def _printer(value: Any) -> Any:
+    print(value["text"] * value.get("times", 1), end="")
+    print("!", file=sys.stderr)
+    return "done"
+
+
+def test_a_calls_output_is_its_own_and_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdout", shim.RoutedStream(sys.stdout))
+    monkeypatch.setattr(sys, "stderr", shim.RoutedStream(sys.stderr))
+    header, body, logs = shim.invoke_capturing(_printer, b'{"text": "hi "}', max_result_bytes=1024)
+    assert (header["ok"], body, logs) == (True, b'"done"', b"hi !\n")
+    # A call that prints a megabyte keeps its cap and says how much it dropped (the MiB less 1000,
+    # and "!\n").
+    payload = json.dumps({"text": "x", "times": 1 << 20}).encode()
+    _, _, capped = shim.invoke_capturing(_printer, payload, max_result_bytes=1024, max_log_bytes=1000)
+    assert capped.startswith(b"x" * 1000) and b"1047578 more bytes dropped" in capped and len(capped) < 1100
+    # Nothing printed: nothing sent.
+    assert shim.invoke_capturing(_handler, b"1", max_result_bytes=1024)[2] == b""
+
+
+def test_concurrent_calls_keep_their_own_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    monkeypatch.setattr(sys, "stdout", shim.RoutedStream(sys.stdout))
+    barrier = threading.Barrier(8)
+    got: dict[int, bytes] = {}
+
+    def chatty(value: Any) -> Any:
+        barrier.wait()
+        for _ in range(200):
+            print(f"<{value}>", end="")
+        return value
+
+    def call(n: int) -> None:
+        got[n] = shim.invoke_capturing(chatty, str(n).encode(), max_result_bytes=1024)[2]
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert got == {n: f"<{n}>".encode() * 200 for n in range(8)}
+
+
+async def test_the_output_travels_with_the_result(shim_process: Path) -> None:
+    connection = await ShimConnection.open(shim_process, timeout_s=5)
+    printed = await connection.invoke(b'{"op": "print", "text": "hello", "times": 2}', timeout_s=5)
+    assert printed.ok and printed.logs == "hello\nhello\nto stderr\n"
+    assert (await connection.invoke(b"[]", timeout_s=5)).logs == ""  # the next call's output is its own
+    flood = await connection.invoke(
+        b'{"op": "print", "text": "%s", "times": 20000}' % (b"y" * 99), timeout_s=30
+    )
+    assert flood.ok and len(flood.logs) < 64 * 1024 + 256 and "more bytes dropped" in flood.logs
+    await connection.aclose()

@@ -202,8 +202,7 @@ async def test_a_payment_moves_along_a_chain_of_billing_forwarders_once_each(
     assert (await _send(a, ENTRY, kit.rebill(ran, node=ENTRY, price_micro=300))).paid == ("hop2",)
     b_bill = signing.sign(dataclasses.replace(ran, delegations=(first,), price_micro=300), middle)
     assert (await _send(a, middle, b_bill)).paid == ("hop2",)  # moved from ENTRY to B
-    a.api.settler._unclaimed.clear()  # what UNCLAIMED_RECHECK_S, or an anchor restart, does
-    a.api.settler._account_ids.clear()
+    a.api.settler.accounts.forget()  # what UNCLAIMED_RECHECK_S, or an anchor restart, does
     other = kit.paid_receipt("other", node=EXECUTOR, price_micro=50, **common)
     async with asyncio.timeout(60):  # a hang guard, not a speed bound
         result = await _send(a, EXECUTOR, ran, other)

@@ -12,8 +12,13 @@ no code of the function (import-time code included) can write to the host's disk
 Framing, both directions: a frame is a 4-byte big-endian length followed by that many bytes; a
 message is two frames, a JSON header then a raw body.
 - request header `{"v": 1, "op": "invoke" | "ping"}`; body: the payload, JSON bytes.
-- response header `{"v": 1, "ok", "error_type", "error_message", "traceback", "duration_s"}`;
-  body: the JSON of the return value when ok, else empty.
+- response header `{"v": 1, "ok", "error_type", "error_message", "traceback", "duration_s"}`, and
+  `"logs": N` when the call printed anything; body: the JSON of the return value when ok, else
+  empty; with `"logs"`, a third frame of N bytes: what the call wrote to `sys.stdout` and
+  `sys.stderr`, interleaved, UTF-8, at most `--max-log-bytes` (64 KiB) and a line that says how
+  much more was dropped. Only writes made by the thread running the call are its output (the
+  shim routes them by thread, so concurrent calls keep their own); writes below Python's streams
+  (`os.write(1, ...)`, a child process, `sys.stdout.buffer`) go to the container's own log.
 
 Concurrency: one request at a time per connection. With `--concurrency 1` (the default) one
 connection at a time, too: a second client waits in the listen backlog until the first disconnects,
@@ -72,6 +77,7 @@ DEFAULT_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 DEFAULT_MAX_RESULT_BYTES = 6 * 1024 * 1024
 MAX_TRACEBACK_CHARS = 32_000
 MAX_MESSAGE_CHARS = 4_000
+DEFAULT_MAX_LOG_BYTES = 64 * 1024  # a call's output kept; the rest is counted and dropped
 EXIT_MEMORY = 86  # the shim itself ran out of memory: the host reports MemoryExceeded
 EXIT_USAGE = 2
 EXIT_ORPHANED = 0  # no connection from the node for the grace period (`Watchdog`): a clean exit
@@ -130,14 +136,76 @@ class Receiver:
         return data
 
 
-def send_message(conn: socket.socket, header: Header, body: bytes) -> None:
+def send_message(conn: socket.socket, header: Header, body: bytes, logs: bytes = b"") -> None:
+    if logs:
+        header["logs"] = len(logs)
     raw = json.dumps(header, separators=(",", ":")).encode()
     framed = _LENGTH.pack(len(raw)) + raw + _LENGTH.pack(len(body))
+    tail = _LENGTH.pack(len(logs)) + logs if logs else b""
     if len(body) <= _CHUNK:
-        conn.sendall(framed + body)  # one send: one wakeup of the host
+        conn.sendall(framed + body + tail)  # one send: one wakeup of the host
     else:
         conn.sendall(framed)
         conn.sendall(body)  # separately, so a large result is not copied once more
+        if tail:
+            conn.sendall(tail)
+
+
+# --- a call's output ----------------------------------------------------------------------------
+
+
+class Output:
+    """What one call printed: up to `limit` bytes kept, the rest counted and dropped, so a call
+    that prints a gigabyte costs its own time, not the shim's memory."""
+
+    __slots__ = ("data", "dropped", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.data = bytearray()
+        self.dropped = 0
+        self.limit = limit
+
+    def add(self, text: str) -> None:
+        raw = text.encode("utf-8", "replace")
+        room = max(self.limit - len(self.data), 0)
+        if len(raw) <= room:
+            self.data += raw
+        else:
+            self.data += raw[:room]
+            self.dropped += len(raw) - room
+
+    def encoded(self) -> bytes:
+        if not self.dropped:
+            return bytes(self.data)
+        note = f"\n[p2pfaas: output truncated at {self.limit} bytes; {self.dropped} more bytes dropped]\n"
+        return bytes(self.data) + note.encode()
+
+
+_calls_output = threading.local()  # .out: the `Output` of the call this thread runs, if any
+
+
+class RoutedStream:
+    """`sys.stdout` and `sys.stderr` in the shim: a write from a thread running a call goes to that
+    call's `Output`; any other write to the real stream."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def write(self, text: str) -> int:
+        out = getattr(_calls_output, "out", None)
+        if out is None:
+            return int(self._real.write(text))
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        out.add(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if getattr(_calls_output, "out", None) is None:
+            self._real.flush()
+
+    def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding, buffer: the real stream's
+        return getattr(self._real, name)
 
 
 # --- running the function -----------------------------------------------------------------------
@@ -203,6 +271,20 @@ def invoke(handler: Handler, payload: bytes, *, max_result_bytes: int) -> tuple[
     header = {"v": PROTOCOL_VERSION, "ok": True, "error_type": "", "error_message": "", "traceback": ""}
     header["duration_s"] = duration_s
     return header, body
+
+
+def invoke_capturing(
+    handler: Handler, payload: bytes, *, max_result_bytes: int, max_log_bytes: int = DEFAULT_MAX_LOG_BYTES
+) -> tuple[Header, bytes, bytes]:
+    """Run the handler on a JSON payload: the response header, body and what the call printed.
+    Never raises Exception."""
+    output = Output(max_log_bytes)
+    _calls_output.out = output
+    try:
+        header, body = invoke(handler, payload, max_result_bytes=max_result_bytes)
+    finally:
+        _calls_output.out = None
+    return header, body, output.encoded()
 
 
 # --- serving ------------------------------------------------------------------------------------
@@ -295,6 +377,7 @@ def serve_connection(
     calls: Calls,
     max_payload_bytes: int,
     max_result_bytes: int,
+    max_log_bytes: int = DEFAULT_MAX_LOG_BYTES,
 ) -> None:
     """Answer requests on one connection until the peer closes it."""
     receiver = Receiver(conn)
@@ -306,6 +389,7 @@ def serve_connection(
         payload = receiver.frame(max_bytes=max_payload_bytes)
         assert payload is not None
         calls.begin()  # a ping too: it may import the function, whose import-time code may fork
+        logs = b""
         try:
             function.load()  # the host pings once, at boot, so the import counts as startup
             if op == "ping":
@@ -316,10 +400,12 @@ def serve_connection(
                 assert function.load_error is not None
                 header, body = function.load_error, b""
             else:
-                header, body = invoke(function.handler, payload, max_result_bytes=max_result_bytes)
+                header, body, logs = invoke_capturing(
+                    function.handler, payload, max_result_bytes=max_result_bytes, max_log_bytes=max_log_bytes
+                )
         finally:
             calls.end()
-        send_message(conn, header, body)
+        send_message(conn, header, body, logs)
 
 
 def listen(path: str | os.PathLike[str], *, backlog: int = 4) -> socket.socket:
@@ -445,6 +531,7 @@ _INT_OPTIONS = (
     "--concurrency",
     "--max-payload-bytes",
     "--max-result-bytes",
+    "--max-log-bytes",
     "--orphan-exit-ms",
 )
 _STR_OPTIONS = ("--socket", "--code-dir", "--handler", "--deps-dir")
@@ -469,6 +556,7 @@ def _parse_fast(argv: list[str]) -> SimpleNamespace | None:
         "concurrency": env("P2PFAAS_CONCURRENCY", "1"),
         "max_payload_bytes": DEFAULT_MAX_PAYLOAD_BYTES,
         "max_result_bytes": DEFAULT_MAX_RESULT_BYTES,
+        "max_log_bytes": DEFAULT_MAX_LOG_BYTES,
     }
     if len(argv) % 2:
         return None
@@ -512,6 +600,7 @@ def _parse_with_argparse(argv: Sequence[str] | None) -> SimpleNamespace:
     )
     parser.add_argument("--max-payload-bytes", type=int, default=DEFAULT_MAX_PAYLOAD_BYTES)
     parser.add_argument("--max-result-bytes", type=int, default=DEFAULT_MAX_RESULT_BYTES)
+    parser.add_argument("--max-log-bytes", type=int, default=DEFAULT_MAX_LOG_BYTES)
     args = parser.parse_args(argv)
     if not args.handler:
         parser.error("--handler (or P2PFAAS_HANDLER) is required")
@@ -531,6 +620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         limit = args.rlimit_as_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    sys.stdout, sys.stderr = RoutedStream(sys.stdout), RoutedStream(sys.stderr)  # a call's output is its own
     # As PID 1 in a container SIGTERM is ignored unless handled; exit promptly instead.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     code_dir = args.code_dir
@@ -552,6 +642,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             watchdog=Watchdog(args.orphan_exit_ms / 1000) if args.orphan_exit_ms > 0 else None,
             max_payload_bytes=args.max_payload_bytes,
             max_result_bytes=args.max_result_bytes,
+            max_log_bytes=args.max_log_bytes,
         )
     except MemoryError:
         # Even the reply failed: die with a status the host maps to MemoryExceeded.

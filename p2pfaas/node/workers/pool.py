@@ -14,6 +14,7 @@ from multiprocessing.process import BaseProcess
 from types import TracebackType
 
 from p2pfaas.errors import ConfigError
+from p2pfaas.lifecycle import TaskSet
 from p2pfaas.node.router import Router
 from p2pfaas.node.settings import NodeConfig
 from p2pfaas.node.shared.tables import SharedTables
@@ -54,8 +55,7 @@ class WorkerPool:
         self._started_at: dict[int, float] = {}
         self._stopping = False
         self._context = multiprocessing.get_context("spawn")
-        self._watcher: asyncio.Task[None] | None = None
-        self._writer: asyncio.Task[None] | None = None
+        self._tasks = TaskSet()  # the watcher of the workers and the writer of the primary's load
 
     async def __aenter__(self) -> WorkerPool:
         try:
@@ -65,20 +65,15 @@ class WorkerPool:
         except BaseException:
             await self._stop_all(timeout_s=5.0)
             raise
-        loop = asyncio.get_running_loop()
-        self._watcher = loop.create_task(self._watch(), name="worker watcher")
-        self._writer = loop.create_task(self._write_load_forever(), name="primary load writer")
+        self._tasks.spawn(self._watch(), name="worker watcher")
+        self._tasks.spawn(self._write_load_forever(), name="primary load writer")
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._stopping = True
-        for task in (self._watcher, self._writer):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await self._tasks.cancel()
         await self._stop_all(timeout_s=30.0)
 
     def pids(self) -> list[int]:

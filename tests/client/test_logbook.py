@@ -1,0 +1,77 @@
+"""`LogBook`, the lessee's record of what its calls printed, and `p2pfaas fn logs` reading it."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from p2pfaas.cli.main import main
+from p2pfaas.client import logbook
+from p2pfaas.client.logbook import LogBook, LogEntry
+from p2pfaas.errors import LocalError
+
+
+def entry(n: int, function: str = "resize", logs: str = "line\n") -> LogEntry:
+    return LogEntry(1_800_000_000.0 + n, function, f"inv-{n}", "ab" * 20, n % 2 == 0, logs)
+
+
+def test_calls_are_kept_per_function_and_read_back_oldest_first(tmp_path: Path) -> None:
+    book = LogBook(tmp_path)
+    for n in range(3):
+        book.record(entry(n))
+    book.record(entry(9, function="other@1.0.0"))  # a version belongs to its function's file
+    book.record(entry(10, logs=""))  # a call that printed nothing is not kept
+    assert [e.invocation_id for e in book.entries("resize")] == ["inv-0", "inv-1", "inv-2"]
+    assert book.entries("resize", invocation_id="inv-1") == [entry(1)]
+    assert book.entries("other") == [entry(9, function="other@1.0.0")]
+    with (tmp_path / "resize.jsonl").open("a") as file:
+        file.write('{"torn": \n')  # a torn line is skipped, the rest still reads
+    assert len(book.entries("resize")) == 3
+    with pytest.raises(LocalError):
+        book.path("../../etc/passwd")
+
+
+def test_a_full_file_is_rotated_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logbook, "MAX_FILE_BYTES", 1000)
+    book = LogBook(tmp_path)
+    for n in range(40):
+        book.record(entry(n, logs="x" * 100))
+    kept = book.entries("resize")
+    assert kept[-1].invocation_id == "inv-39" and 1 < len(kept) < 40
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["resize.jsonl", "resize.jsonl.1"]
+    assert all(p.stat().st_size <= 1000 for p in tmp_path.iterdir())
+
+
+def test_follow_yields_calls_recorded_after_it_started(tmp_path: Path) -> None:
+    book = LogBook(tmp_path)
+    book.record(entry(0))
+    followed = book.follow("resize", poll_s=0.01)
+    got: list[LogEntry] = []
+
+    def read_two() -> None:
+        got.extend([next(followed), next(followed)])
+
+    reader = threading.Thread(target=read_two, daemon=True)
+    reader.start()
+    book.record(entry(1))
+    book.record(entry(2))
+    reader.join(30)
+    assert [e.invocation_id for e in got] == ["inv-1", "inv-2"]
+
+
+def test_fn_logs_prints_the_kept_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("P2PFAAS_HOME", str(tmp_path))
+    book = LogBook(tmp_path / "logs")
+    book.record(entry(0, logs="hello\n"))
+    book.record(entry(1, logs="world\n"))
+    assert main(["fn", "logs", "resize"]) == 0
+    out = capsys.readouterr().out
+    assert "inv-0" in out and "hello" in out and "inv-1" in out and "world" in out
+    assert main(["fn", "logs", "resize", "--invocation", "inv-1"]) == 0
+    assert "hello" not in capsys.readouterr().out
+    assert main(["fn", "logs", "resize", "--invocation", "nope"]) == 1
+    assert "no output kept for call nope" in capsys.readouterr().err
