@@ -6,6 +6,7 @@ unpaid; `max_price_micro`: that worst case at the node's prices. See the package
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,6 +28,8 @@ from p2pfaas.rpc import Forbidden
 from p2pfaas.tickets import request_ticket_problem
 
 log = logging.getLogger(__name__)
+
+VOUCHERS_PER_LESSEE = 256  # a lessee's latest vouchers counted together against its channels' credit
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,9 @@ class VoucherBook:
     # book does not hold lessees to their channels (its own unit tests only).
     signed_micro: Callable[[str], int] | None = None
     _holds: dict[str, _Hold] = field(default_factory=dict)  # invocation id -> its reservation
+    # Each lessee key's vouchers served here, latest last (at most `VOUCHERS_PER_LESSEE`): the
+    # credit a lessee behind on its channels gets is one, across all of them.
+    _vouchers_of: dict[bytes, OrderedDict[str, None]] = field(default_factory=dict)
     _invocations: dict[str, str] = field(default_factory=dict)  # invocation id -> voucher id
     _forget_at: float = 0.0  # `now` of the next look for long-expired vouchers
 
@@ -125,7 +131,7 @@ class VoucherBook:
             # new payload, once the router's cache of results has forgotten it) would be free.
             raise Refused("this invocation id already ran on this node; use a new id", status=409)
         cost = self.fees.charge_micro(max_price_micro)
-        self._check_channel(voucher.voucher_id, cost)
+        self._check_channels(voucher, cost)
         left = self.spends.reserve(
             voucher.voucher_id,
             budget_micro=voucher.budget_micro,
@@ -174,17 +180,24 @@ class VoucherBook:
         spend = self.spends.get(voucher_id)
         return None if spend is None else spend.remaining_micro
 
-    def _check_channel(self, voucher_id: str, cost_micro: int) -> None:
-        """Refuse (402) a lessee whose channel here is more than `CREDIT_CALLS` worst-case calls
-        behind what this node charged its voucher: it is not paying for the results it gets."""
-        spend = self.spends.get(voucher_id)
-        if self.signed_micro is None or spend is None:
+    def _check_channels(self, voucher: Voucher, cost_micro: int) -> None:
+        """Refuse (402) a lessee whose channels here, over all its vouchers, are more than
+        `CREDIT_CALLS` worst-case calls behind what this node charged them: it is not paying for
+        the results it gets, and a fresh voucher does not give it a fresh credit."""
+        if self.signed_micro is None:
             return
-        problem = behind_problem(
-            owed_micro=spend.charged_micro,
-            signed_micro=self.fees.charge_micro(self.signed_micro(voucher_id)),
-            credit_micro=CREDIT_CALLS * cost_micro,
-        )
+        served = self._vouchers_of.setdefault(voucher.lessee_key, OrderedDict())
+        served[voucher.voucher_id] = None
+        served.move_to_end(voucher.voucher_id)
+        while len(served) > VOUCHERS_PER_LESSEE:
+            served.popitem(last=False)
+        owed = signed = 0
+        for voucher_id in served:
+            spend = self.spends.get(voucher_id)
+            if spend is not None:
+                owed += spend.charged_micro
+                signed += self.fees.charge_micro(self.signed_micro(voucher_id))
+        problem = behind_problem(owed_micro=owed, signed_micro=signed, credit_micro=CREDIT_CALLS * cost_micro)
         if problem is not None:
             raise PaymentRequired(problem)
 

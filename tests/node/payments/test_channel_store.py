@@ -130,3 +130,28 @@ async def test_a_nodes_payments_take_tickets_and_resend_what_they_cover(tmp_path
         with pytest.raises(Forbidden, match="came without it"):
             payments.offer_channels(ChannelTickets((ticket(6),), ()))
         assert signing.verify(payments.channels.tickets(["v1"])[0]).raw == LESSEE.public.raw
+
+
+def test_a_fresh_voucher_gives_a_lessee_that_does_not_sign_no_fresh_credit() -> None:
+    """#18: the credit was per voucher, so a lessee churning vouchers got CREDIT_CALLS free calls
+    from each node per voucher. It is one credit per lessee key, across its vouchers."""
+    signed: dict[str, int] = {}
+    b = book(signed_micro=lambda voucher_id: signed.get(voucher_id, 0))
+    worst, ran = 1_000, 0
+
+    def fresh(n: int, lessee: KeyPair = LESSEE) -> Voucher:
+        unsigned = Voucher(f"v{n}", lessee.public.raw, 10**9, T0 + 600, signer=b"", signature=b"")
+        return signing.sign(unsigned, ANCHOR)
+
+    def run_one(v: Voucher, invocation_id: str) -> None:
+        b.authorize(request(invocation_id, v), header(), LESSEE.public.raw, max_price_micro=worst, now=T0)
+        b.charged(dataclasses.replace(receipt(invocation_id, worst), voucher_id=v.voucher_id))
+
+    for n in range(10):
+        with pytest.raises(PaymentRequired, match="behind"):
+            for k in range(10 * CREDIT_CALLS):
+                run_one(fresh(n), f"v{n}-{k}")
+                ran += 1
+    assert CREDIT_CALLS <= ran <= CREDIT_CALLS + 1  # one credit's worth in all, not one per voucher
+    signed.update({f"v{n}": worst * 10 for n in range(10)})  # it signs for what it received
+    run_one(fresh(10), "v10-0")
