@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -50,6 +51,7 @@ from p2pfaas.ledger.postings import AccountRow, InsufficientFunds
 from p2pfaas.ledger.rounds import DEFAULT_QUIET_S, settle_rests
 from p2pfaas.ledger.settlement import Settler
 from p2pfaas.ledger.store import LedgerStore, PayoutRow
+from p2pfaas.ledger.usage import usage
 from p2pfaas.ledger.wire import (
     AccountBalance,
     AnchorKey,
@@ -62,6 +64,8 @@ from p2pfaas.ledger.wire import (
     RefusedReceipt,
     TopUpRequest,
     TransferDone,
+    UsageLine,
+    UsageReport,
     VoucherInfo,
     VoucherRequest,
 )
@@ -133,6 +137,24 @@ class LedgerApi:
         caller = await require(request, Scope.ACCOUNT_READ)
         rows = await self._accounts_of(caller)
         return reply(Balances(tuple(_balance(row) for row in rows)))
+
+    async def usage(self, request: web.Request) -> web.Response:
+        """The caller's bill (`p2pfaas.ledger.usage`): `?since=UNIX_TIME&by=function|day`."""
+        caller = await require(request, Scope.ACCOUNT_READ)
+        try:
+            since = float(request.query.get("since", "0"))
+        except ValueError:
+            raise LocalError("since must be a Unix time in seconds") from None
+        if not math.isfinite(since) or since < 0:
+            raise LocalError("since must be a Unix time in seconds")
+        bill = await usage(self.db, caller.account_id, since=since, by=request.query.get("by", "function"))
+        lines = tuple(
+            UsageLine(line.key[:272], line.calls, line.cpu_ms, line.mb_ms, line.charged_micro)
+            for line in bill.lines
+        )
+        return reply(
+            UsageReport(lines, bill.bought_micro, bill.spent_micro, bill.returned_micro, bill.held_micro)
+        )
 
     # --- vouchers ---------------------------------------------------------------------------------
 
@@ -352,6 +374,7 @@ def setup(
             web.post("/v1/ledger/grants", api.grant),
             web.post("/v1/ledger/topups", api.top_up),
             web.get("/v1/ledger/balance", api.balance),
+            web.get("/v1/ledger/usage", api.usage),
             web.post("/v1/vouchers", api.request_voucher),
             web.get("/v1/vouchers/{voucher_id}", api.voucher_info),
             web.post("/v1/receipts", api.receipts),

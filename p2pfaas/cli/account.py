@@ -32,6 +32,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from p2pfaas.cli.usage import add_usage_command
 from p2pfaas.client.account import AccountClient
 from p2pfaas.clock import wall_time
 from p2pfaas.environment import default_key, load_token, token_path
@@ -376,6 +377,7 @@ def register(groups: Any, *, default_anchor: str) -> None:
     reputation = command(sub, "reputation", cmd_reputation, "nodes' records at the anchor (default: yours)")
     reputation.add_argument("node_id", nargs="*", help="node ids (default: the nodes you claimed)")
     command(sub, "balance", cmd_balance, "your accounts and their balances")
+    add_usage_command(sub, command, _run)
     payouts = sub.add_parser("payout", help="payouts of earnings").add_subparsers(
         dest="payout_command", required=True
     )

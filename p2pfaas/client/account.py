@@ -10,6 +10,7 @@ owner alone (`p2pfaas/cli/account.py`).
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TypeVar
@@ -39,6 +40,7 @@ from p2pfaas.ledger.wire import (
     PayoutUpdate,
     TopUpRequest,
     TransferDone,
+    UsageReport,
     VoucherRequest,
 )
 from p2pfaas.messages import Ack, Voucher
@@ -149,6 +151,11 @@ class AccountClient:
 
     async def balances(self) -> Balances:
         return await self._call("GET", "/v1/ledger/balance", Balances)
+
+    async def usage(self, *, since: float = 0.0, by: str = "function") -> UsageReport:
+        """This account's bill: calls, CPU, memory-time and credits by function or by UTC day."""
+        query = urllib.parse.urlencode({"since": repr(since), "by": by})
+        return await self._call("GET", f"/v1/ledger/usage?{query}", UsageReport)
 
     async def voucher(self, keys: KeyPair, *, budget_micro: int, ttl_s: float, request_id: str) -> Voucher:
         """A spending voucher for lessee key `keys` (bound to this account); idempotent by `request_id`."""

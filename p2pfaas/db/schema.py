@@ -304,6 +304,11 @@ settlements = sa.Table(
     sa.Column("attempt", sa.CHAR(32), nullable=False),  # which transaction inserted it
     sa.Column("transfer_id", sa.BigInteger(), nullable=True),
     timestamp_column("settled_at", nullable=False),
+    # What it paid for (revision 0008, `account usage`): the function (NULL: a channel's rest,
+    # `ledger/rounds.py`, or a row from before), and the receipt's CPU and memory-time.
+    sa.Column("digest", sa.CHAR(64), nullable=True),
+    sa.Column("cpu_ms", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("mb_ms", sa.BigInteger(), nullable=False, server_default="0"),
     *bounded_amount("settlements", "price_micro", 0),
     *bounded_amount("settlements", "fee_micro", 0),
     **MYSQL_TABLE_OPTIONS,

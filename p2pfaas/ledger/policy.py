@@ -140,6 +140,9 @@ class ReceiptClaim:
     price_micro: int
     issued_at: float
     result_sha256: bytes = b""
+    digest: str | None = None  # the function it ran (None: a channel's rest, `rounds`)
+    cpu_ms: int = 0
+    mb_ms: int = 0  # peak memory (MB) x wall time (ms)
 
 
 @dataclass

@@ -37,6 +37,7 @@ the executor whose receipt carries the payee's delegation (`p2pfaas.ledger.super
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ from p2pfaas.ledger.postings import (
 )
 from p2pfaas.ledger.supersede import UNSIGNED_MOVE, supersede
 from p2pfaas.messages import ChannelTicket, Receipt
+from p2pfaas.money import MAX_AMOUNT_MICRO
 from p2pfaas.tickets import (
     chain_problem,
     price_problem,
@@ -78,6 +80,8 @@ from p2pfaas.tickets import (
 __all__ = ["SettledBatch", "Settler", "claim_of", "node_account_name"]
 
 log = logging.getLogger(__name__)
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 DEFAULT_EXPIRY_SKEW_S = 60.0
 
@@ -104,6 +108,11 @@ def claim_of(receipt: Receipt) -> ReceiptClaim:
         price_micro=receipt.price_micro,
         issued_at=receipt.issued_at,
         result_sha256=receipt.result_sha256,
+        # What it ran and used, for the lessee's bill (`usage`), as the node signed it; bounded, so
+        # a hostile node's numbers cannot break the row (a digest is 64 hex digits or nothing).
+        digest=receipt.digest if _HEX64.fullmatch(receipt.digest) else None,
+        cpu_ms=min(max(receipt.cpu_ms, 0), MAX_AMOUNT_MICRO),
+        mb_ms=min(max(receipt.peak_memory_mb, 0) * max(receipt.wall_ms, 0), MAX_AMOUNT_MICRO),
     )
 
 
@@ -300,6 +309,9 @@ class Settler:
                     "price_micro": claim.price_micro,
                     "fee_micro": fee,
                     "result_sha256": claim.result_sha256,
+                    "digest": claim.digest,
+                    "cpu_ms": claim.cpu_ms,
+                    "mb_ms": claim.mb_ms,
                     "attempt": attempt,
                     "transfer_id": transfer_id,
                     "settled_at": now,

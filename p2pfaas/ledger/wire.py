@@ -26,6 +26,8 @@ __all__ = [
     "RefusedReceipt",
     "TopUpRequest",
     "TransferDone",
+    "UsageLine",
+    "UsageReport",
     "VoucherInfo",
     "VoucherRequest",
 ]
@@ -185,3 +187,29 @@ class AnchorKey(Message):
 
     public_key: PublicKeyBytes
     fee_ppm: int
+
+
+@message(135)
+@dataclass(frozen=True)
+class UsageLine(Message):
+    """One line of a lessee's bill (`p2pfaas.ledger.usage`): a function (`name@version`), a day, or
+    what channel rounds paid."""
+
+    key: Annotated[str, MaxLen(272)]
+    calls: int
+    cpu_ms: int
+    mb_ms: int  # peak MB x wall ms
+    charged_micro: int  # prices and fees
+
+
+@message(136)
+@dataclass(frozen=True)
+class UsageReport(Message):
+    """`GET /v1/ledger/usage?since=T&by=function|day`: the lines, and where the account's voucher
+    credits went, ever (`bought = spent + returned + held`)."""
+
+    lines: Annotated[tuple[UsageLine, ...], MaxLen(10_000)]
+    bought_micro: int
+    spent_micro: int
+    returned_micro: int
+    held_micro: int

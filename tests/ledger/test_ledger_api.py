@@ -5,6 +5,7 @@ Who may do what is part of what is tested: an account never reads or spends anot
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -19,11 +20,14 @@ from p2pfaas.anchor.accounts import AccountStore
 from p2pfaas.anchor.auth import ACCOUNTS
 from p2pfaas.anchor.tokens import encode_scopes, mint_token, role_scopes
 from p2pfaas.channels import sign_channel
+from p2pfaas.cli.main import main
+from p2pfaas.clock import wall_time
 from p2pfaas.codec import Message
 from p2pfaas.db import Database
 from p2pfaas.errors import NotFound, Refused
 from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.policy import FeePolicy
+from p2pfaas.ledger.rounds import settle_rests
 from p2pfaas.ledger.wire import (
     AnchorKey,
     Balances,
@@ -34,10 +38,11 @@ from p2pfaas.ledger.wire import (
     PayoutUpdate,
     TopUpRequest,
     TransferDone,
+    UsageReport,
     VoucherInfo,
     VoucherRequest,
 )
-from p2pfaas.messages import Ack, ChannelTickets, ReceiptBatch, Voucher
+from p2pfaas.messages import Ack, ChannelTickets, Receipt, ReceiptBatch, Voucher
 from p2pfaas.rpc import call, error_middleware
 from tests.ledger.conftest import T0, keys, receipt, signed_for, voucher
 
@@ -305,4 +310,71 @@ async def test_the_anchor_returns_expired_vouchers_unspent_budgets(anchor: Ancho
         0
     ].balance_micro == 1_000
     assert await a.api.store.voucher_remaining("long-gone") == (0, "closed")
+    assert await audit(db) == []
+
+
+async def test_a_lessees_bill_comes_from_the_ledger_and_adds_up(
+    anchor: Anchor, db: Database, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = anchor
+    lessee, node = keys("alice-key"), keys("bob-node")
+    await a.call(
+        "POST", "/v1/ledger/grants", TransferDone, GrantRequest("alice", 10_000, "g1", ""), as_user="root"
+    )
+    await a.accounts.bind_key(a.user_ids["alice"], lessee.public.raw, kind="lessee", label="", now=T0)
+    request = VoucherRequest(lessee.public.raw, 5_000, 600.0, "req-1")
+    voucher = await a.call("POST", "/v1/vouchers", Voucher, request, as_user="alice")
+    other_function = "cd" * 32
+
+    def paid(n: int, price: int, digest: str | None = None) -> Receipt:
+        r = receipt(f"inv-{n}", node=node, lessee=lessee, voucher_id=voucher.voucher_id, price_micro=price)
+        return (
+            r if digest is None else signing.sign(replace(r, digest=digest, signer=b"", signature=b""), node)
+        )
+
+    receipts = (paid(0, 1_000), paid(1, 1_000), paid(2, 1_000), paid(3, 500, other_function))
+    batch = signing.sign(ReceiptBatch(receipts, b"", b"", channels=signed_for(receipts, lessee)), node)
+    assert len((await a.call("POST", "/v1/receipts", BatchResult, batch)).paid) == 4
+    # The lessee signed for one more result whose receipt never came: a round pays it as a rest.
+    (more,) = signed_for((*receipts, paid(4, 200)), lessee)
+    await a.call("POST", "/v1/channels", Ack, ChannelTickets((more,), (voucher,)))
+    assert await settle_rests(a.api.settler, now=wall_time() + 3600, quiet_s=60) == 200
+
+    bill = await a.call("GET", "/v1/ledger/usage", UsageReport, as_user="alice")
+    assert [(line.key, line.calls, line.cpu_ms, line.mb_ms, line.charged_micro) for line in bill.lines] == [
+        ("(channel rests)", 0, 0, 0, 220),
+        (f"(function {'ab' * 6})", 3, 30, 3 * 20 * 12, 3_300),  # its bundle is not in this registry
+        (f"(function {'cd' * 6})", 1, 10, 20 * 12, 550),
+    ]
+    spent = sum(line.charged_micro for line in bill.lines)
+    assert (bill.bought_micro, bill.spent_micro, bill.returned_micro) == (5_000, spent, 0)
+    assert bill.bought_micro == bill.spent_micro + bill.returned_micro + bill.held_micro
+    by_day = await a.call("GET", "/v1/ledger/usage?by=day", UsageReport, as_user="alice")
+    assert (
+        sum(line.calls for line in by_day.lines) == 4 and sum(x.charged_micro for x in by_day.lines) == spent
+    )
+    later = await a.call("GET", f"/v1/ledger/usage?since={wall_time() + 7200}", UsageReport, as_user="alice")
+    assert later.lines == () and later.spent_micro == spent  # the totals are all-time
+    stranger = await a.call("GET", "/v1/ledger/usage", UsageReport, as_user="mallory")
+    assert stranger.lines == () and stranger.bought_micro == 0
+    for bad in ("by=week", "since=-1", "since=soon", "since=nan"):
+        with pytest.raises(Refused) as refused:
+            await a.call("GET", f"/v1/ledger/usage?{bad}", UsageReport, as_user="alice")
+        assert refused.value.status == 400
+    with pytest.raises(Refused):
+        await a.call("GET", "/v1/ledger/usage", UsageReport)  # no token: no bill
+
+    # The CLI prints the same lines, and a CSV.
+    monkeypatch.setenv("P2PFAAS_TOKEN", a.tokens["alice"])
+    assert await asyncio.to_thread(main, ["account", "usage", "--anchor", a.url, "--csv"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert (
+        rows[0] == "function,calls,cpu_s,gb_s,credits"
+        and rows[1] == "(channel rests),0,0.000,0.000000,0.000220"
+    )
+    assert (
+        await asyncio.to_thread(main, ["account", "usage", "--anchor", a.url, "--since", "2000-01-01"]) == 0
+    )
+    out, err = capsys.readouterr()
+    assert "0.004070" in out and "bought 0.005000 = spent 0.004070" in err
     assert await audit(db) == []

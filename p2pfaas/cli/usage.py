@@ -1,0 +1,75 @@
+"""`p2pfaas account usage [--since DATE] [--by function|day] [--csv]`: a lessee's bill, from the ledger.
+
+Calls, CPU seconds, GB-seconds and credits per function (`name@version`) or per UTC day, then where
+the account's voucher credits went: bought = spent + returned + held. Without `--since`, the lines
+sum to what was spent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from p2pfaas.errors import LocalError
+from p2pfaas.money import MICRO
+
+__all__ = ["add_usage_command", "cmd_usage", "parse_since"]
+
+
+def parse_since(text: str) -> float:
+    """`YYYY-MM-DD` (UTC midnight) or an ISO date and time (UTC unless it says otherwise)."""
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise LocalError(
+            f"--since wants a date like 2026-12-01 or 2026-12-01T08:00, not {text[:40]!r}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return max(moment.timestamp(), 0.0)
+
+
+def _credits(micro: int) -> str:
+    return f"{micro / MICRO:.6f}"
+
+
+def cmd_usage(args: argparse.Namespace, run: Callable[..., int]) -> int:
+    since = parse_since(args.since) if args.since else 0.0
+
+    async def work(client: Any) -> int:
+        report = await client.usage(since=since, by=args.by)
+        rows = [
+            (line.key, line.calls, line.cpu_ms / 1000, line.mb_ms / 1024 / 1000, line.charged_micro)
+            for line in report.lines
+        ]
+        if args.csv:
+            out = csv.writer(sys.stdout)
+            out.writerow([args.by, "calls", "cpu_s", "gb_s", "credits"])
+            for key, calls, cpu_s, gb_s, charged in rows:
+                out.writerow([key, calls, f"{cpu_s:.3f}", f"{gb_s:.6f}", _credits(charged)])
+            return 0
+        print(f"{args.by:32} {'calls':>8} {'CPU s':>10} {'GB s':>12} {'credits':>16}")
+        for key, calls, cpu_s, gb_s, charged in rows:
+            print(f"{key[:32]:32} {calls:>8} {cpu_s:>10.3f} {gb_s:>12.6f} {_credits(charged):>16}")
+        total = sum(row[4] for row in rows)
+        print(f"{'total':32} {sum(r[1] for r in rows):>8} {'':>10} {'':>12} {_credits(total):>16}")
+        print(
+            f"vouchers: bought {_credits(report.bought_micro)} = spent {_credits(report.spent_micro)}"
+            f" + returned {_credits(report.returned_micro)} + still held {_credits(report.held_micro)}",
+            file=sys.stderr,
+        )
+        return 0
+
+    return run(args, work)
+
+
+def add_usage_command(sub: Any, command: Callable[..., Any], run: Callable[..., int]) -> None:
+    """`account usage` among the `account` commands (`run` is the account CLI's `_run`)."""
+    usage = command(sub, "usage", lambda args: cmd_usage(args, run), "what your calls cost, from the ledger")
+    usage.add_argument("--since", default="", help="from this UTC date (YYYY-MM-DD) or ISO time on")
+    usage.add_argument("--by", choices=("function", "day"), default="function", help="one line per")
+    usage.add_argument("--csv", action="store_true", help="comma-separated values, for a spreadsheet")

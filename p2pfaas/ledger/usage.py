@@ -1,0 +1,118 @@
+"""A lessee's bill, straight from the ledger: what its vouchers paid, per function or per day.
+
+`usage(db, account_id, since=..., by=...)` sums the settlements drawn on the account's vouchers:
+calls, CPU seconds and GB-seconds (as the nodes' signed receipts metered them) and credits (the
+nodes' prices and the anchor's fee), grouped by function (`name@version` of the bundle that ran) or
+by UTC day. What a channel round paid (`rounds`: results the lessee signed for whose receipts never
+came) has no function: it is its own line, `(channel rests)`, with no calls. The report also says
+where every credit the account put into vouchers went: `bought = spent + returned + held` (spent
+on calls, returned by the release of expired vouchers, still held by open ones), the ledger's own
+invariant (`audit`, 4), so the lines of a report with no `since` sum exactly to the balance's
+movements into and out of vouchers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from p2pfaas.db import Database
+from p2pfaas.db.schema import accounts, bundles, entries, settlements, transfers, vouchers
+from p2pfaas.errors import LocalError
+
+__all__ = ["BY", "REST_LINE", "Usage", "UsageLine", "usage"]
+
+BY = ("function", "day")
+REST_LINE = "(channel rests)"
+MAX_LINES = 10_000
+
+
+@dataclass(frozen=True)
+class UsageLine:
+    key: str  # `name@version`, a day (YYYY-MM-DD, UTC), or REST_LINE
+    calls: int
+    cpu_ms: int
+    mb_ms: int  # peak MB x wall ms: / 1024 / 1000 for GB-seconds
+    charged_micro: int  # prices and fees
+
+
+@dataclass(frozen=True)
+class Usage:
+    lines: tuple[UsageLine, ...]
+    bought_micro: int  # put into the account's vouchers, ever
+    spent_micro: int  # paid from them to nodes and fees, ever
+    returned_micro: int  # given back to the account when they expired
+    held_micro: int  # still in open vouchers
+
+
+async def usage(db: Database, account_id: int, *, since: float = 0.0, by: str = "function") -> Usage:
+    """The bill of lessee account `account_id` for settlements since `since` (wall time)."""
+    if by not in BY:
+        raise LocalError(f"usage is by {' or '.join(BY)}, not {by[:32]!r}")
+
+    async def work(connection: AsyncConnection) -> Usage:
+        mine = sa.select(vouchers.c.voucher_id).where(vouchers.c.lessee_account_id == account_id)
+        rows = (
+            await connection.execute(
+                sa.select(
+                    settlements.c.digest,
+                    settlements.c.settled_at,
+                    settlements.c.cpu_ms,
+                    settlements.c.mb_ms,
+                    settlements.c.price_micro,
+                    settlements.c.fee_micro,
+                    bundles.c.name,
+                    bundles.c.version,
+                )
+                .select_from(settlements.outerjoin(bundles, bundles.c.digest == settlements.c.digest))
+                .where(settlements.c.voucher_id.in_(mine), settlements.c.settled_at >= since)
+            )
+        ).all()
+        grouped: dict[str, list[int]] = {}
+        for row in rows:
+            if row.digest is None:
+                key = REST_LINE
+            elif by == "day":
+                key = time.strftime("%Y-%m-%d", time.gmtime(float(row.settled_at)))
+            elif row.name is None:
+                key = f"(function {row.digest[:12]})"  # its bundle is not in this registry
+            else:
+                key = f"{row.name}@{row.version}"
+            sums = grouped.setdefault(key, [0, 0, 0, 0])
+            sums[0] += row.digest is not None
+            sums[1] += int(row.cpu_ms)
+            sums[2] += int(row.mb_ms)
+            sums[3] += int(row.price_micro) + int(row.fee_micro)
+        lines = tuple(UsageLine(key, *sums) for key, sums in sorted(grouped.items()))[:MAX_LINES]
+        return Usage(lines, *await _movements(connection, account_id))
+
+    return await db.run(work, what="a lessee's usage", write=False)
+
+
+async def _movements(connection: AsyncConnection, account_id: int) -> tuple[int, int, int, int]:
+    """(bought, spent, returned, held) of the account's vouchers, all time."""
+    bought = await connection.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(vouchers.c.budget_micro), 0)).where(
+            vouchers.c.lessee_account_id == account_id
+        )
+    )
+    spent = await connection.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(settlements.c.price_micro + settlements.c.fee_micro), 0))
+        .select_from(settlements.join(vouchers, vouchers.c.voucher_id == settlements.c.voucher_id))
+        .where(vouchers.c.lessee_account_id == account_id)
+    )
+    holds = sa.select(vouchers.c.hold_account_id).where(vouchers.c.lessee_account_id == account_id)
+    returned = await connection.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(entries.c.amount_micro), 0))
+        .select_from(entries.join(transfers, transfers.c.transfer_id == entries.c.transfer_id))
+        .where(transfers.c.kind == "release", entries.c.account_id == account_id, entries.c.amount_micro > 0)
+    )
+    held = await connection.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(accounts.c.balance_micro), 0)).where(
+            accounts.c.account_id.in_(holds)
+        )
+    )
+    return int(bought or 0), int(spent or 0), int(returned or 0), int(held or 0)
