@@ -25,6 +25,7 @@ from p2pfaas.clock import wall_time
 from p2pfaas.codec import Message
 from p2pfaas.db import Database
 from p2pfaas.errors import NotFound, Refused
+from p2pfaas.identity import KeyPair
 from p2pfaas.ledger.audit import audit
 from p2pfaas.ledger.policy import FeePolicy
 from p2pfaas.ledger.rounds import settle_rests
@@ -209,18 +210,23 @@ async def test_grant_voucher_settle_and_payout_end_to_end(anchor: Anchor, db: Da
     assert await audit(db) == []
 
 
+async def alices_voucher(a: Anchor, lessee: KeyPair) -> Voucher:
+    """Alice granted 10,000 micro-credits, `lessee` bound to her, and a voucher of 5,000 for it."""
+    await a.call(
+        "POST", "/v1/ledger/grants", TransferDone, GrantRequest("alice", 10_000, "g1", ""), as_user="root"
+    )
+    await a.accounts.bind_key(a.user_ids["alice"], lessee.public.raw, kind="lessee", label="", now=T0)
+    request = VoucherRequest(lessee.public.raw, 5_000, 600.0, "req-1")
+    return await a.call("POST", "/v1/vouchers", Voucher, request, as_user="alice")
+
+
 async def test_a_lessee_hands_the_anchor_tickets_its_node_never_got(anchor: Anchor, db: Database) -> None:
     """The node ran two calls, but the lessee's tickets never reached it (the node's home went dark):
     its receipts wait `unsigned` until the lessee hands the anchor the tickets (POST /v1/channels).
     Forged, foreign and older tickets change nothing."""
     a = anchor
     lessee, node = keys("alice-key"), keys("bob-node")
-    await a.call(
-        "POST", "/v1/ledger/grants", TransferDone, GrantRequest("alice", 10_000, "g1", ""), as_user="root"
-    )
-    await a.accounts.bind_key(a.user_ids["alice"], lessee.public.raw, kind="lessee", label="", now=T0)
-    request = VoucherRequest(lessee.public.raw, 5_000, 600.0, "req-1")
-    voucher = await a.call("POST", "/v1/vouchers", Voucher, request, as_user="alice")
+    voucher = await alices_voucher(a, lessee)
     receipts = tuple(
         receipt(f"inv-{n}", node=node, lessee=lessee, voucher_id=voucher.voucher_id, price_micro=1_000)
         for n in range(2)
@@ -318,12 +324,7 @@ async def test_a_lessees_bill_comes_from_the_ledger_and_adds_up(
 ) -> None:
     a = anchor
     lessee, node = keys("alice-key"), keys("bob-node")
-    await a.call(
-        "POST", "/v1/ledger/grants", TransferDone, GrantRequest("alice", 10_000, "g1", ""), as_user="root"
-    )
-    await a.accounts.bind_key(a.user_ids["alice"], lessee.public.raw, kind="lessee", label="", now=T0)
-    request = VoucherRequest(lessee.public.raw, 5_000, 600.0, "req-1")
-    voucher = await a.call("POST", "/v1/vouchers", Voucher, request, as_user="alice")
+    voucher = await alices_voucher(a, lessee)
     other_function = "cd" * 32
 
     def paid(n: int, price: int, digest: str | None = None) -> Receipt:
