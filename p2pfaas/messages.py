@@ -155,6 +155,17 @@ class FunctionChange(Message):
     signature: SignatureBytes
 
 
+@message(137)
+@dataclass(frozen=True)
+class RevokedBundles(Message):
+    """`GET /v1/revoked?after=SEQ` on the anchor: bundles whose owner removed their function, each
+    with its place in the order revoked (`seqs`, ascending). Nodes drop them and run them no more.
+    Public: a digest says nothing but that its function is gone."""
+
+    seqs: Annotated[tuple[int, ...], MaxLen(1000)]
+    digests: Annotated[tuple[str, ...], MaxLen(1000)]
+
+
 @message(15)
 @dataclass(frozen=True)
 class FunctionList(Message):

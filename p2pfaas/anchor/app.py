@@ -10,6 +10,7 @@ Routes:
     GET  /v1/functions/{owner}/{name}[?version=V] -> FunctionInfo (the current version, or V)
     GET  /v1/functions/{owner}/{name}/versions -> FunctionList (every version, oldest first)
     POST /v1/functions/changes FunctionChange -> Ack            (signed by the owner: rollback, removal)
+    GET  /v1/revoked?after=SEQ             -> RevokedBundles    (bundles of removed functions, in order)
     POST /v1/nodes        NodeAnnouncement -> Ack              (signed by the node key)
     GET  /v1/nodes                        -> NodeList          (nodes seen in the last NODE_TTL_S)
     ... and the routes of `wheels.py` (dependency-layer wheels), `accounts_api.py` (sign up, log
@@ -72,6 +73,7 @@ from p2pfaas.messages import (
     NodeList,
     NodeStatus,
     Observed,
+    RevokedBundles,
 )
 from p2pfaas.relay import RelayHub, relay_path
 from p2pfaas.rpc import Forbidden, error_middleware, read_message, reply
@@ -211,6 +213,8 @@ class AnchorApi:
 
     async def get_bundle(self, request: web.Request) -> web.Response:
         digest = _path_param(request, "digest", _HEX64)
+        if await self.store.is_revoked(digest):
+            raise NotFound(f"bundle {digest} was removed with its function by its owner")
         header_bytes = await self.store.bundle_header(digest)
         archive = await self.store.bundle_archive(digest)
         if header_bytes is None or archive is None:
@@ -222,6 +226,8 @@ class AnchorApi:
         name = request.match_info["name"]
         version = request.query.get("version", "")[:64]  # `NAME@VERSION`: that version, not the current
         digest = await self.store.resolve_function(owner, name, version)
+        if digest and await self.store.is_revoked(digest):  # `NAME@VERSION` of a removed function
+            digest = None
         header_bytes = await self.store.bundle_header(digest) if digest else None
         if header_bytes is None:
             what = f"{name[:64]!r} at version {version!r}" if version else f"{name[:64]!r}"
@@ -259,6 +265,15 @@ class AnchorApi:
             owner.key_id, msg.name, msg.version, issued_at=msg.issued_at, now=now
         )
         return reply(Ack(f"{msg.name} now runs {digest[:16]}" if digest else f"{msg.name} removed"))
+
+    async def revoked(self, request: web.Request) -> web.Response:
+        """The bundles revoked after `?after=SEQ` (1,000 at most: ask again after the last)."""
+        try:
+            after = int(request.query.get("after", "0"))
+        except ValueError:
+            raise LocalError("after must be a whole number") from None
+        rows = await self.store.revoked_after(max(after, 0))
+        return reply(RevokedBundles(tuple(seq for seq, _ in rows), tuple(digest for _, digest in rows)))
 
     async def announce_node(self, request: web.Request) -> web.Response:
         """A node's announcement is listed only when it is fresh, within the node's rate, from a
@@ -428,6 +443,7 @@ def make_app(db: Database, *, settings: AnchorSettings | None = None) -> web.App
             web.get("/v1/functions/{owner}/{name}", api.get_function),
             web.get("/v1/functions/{owner}/{name}/versions", api.function_versions),
             web.post("/v1/functions/changes", api.change_function),
+            web.get("/v1/revoked", api.revoked),
             web.post("/v1/nodes", api.announce_node),
             web.get("/v1/nodes", api.list_nodes),
         ]

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2pfaas.db import Database
-from p2pfaas.db.schema import bundles, functions, lessee_keys, nodes
+from p2pfaas.db.schema import bundles, functions, lessee_keys, nodes, revoked_bundles
 from p2pfaas.db.upsert import insert_ignore, upsert
 from p2pfaas.errors import NotFound, Refused, SignatureError
 from p2pfaas.identity import node_id_of
@@ -146,6 +146,11 @@ class RegistryStore:
             )
             if owner_known is None:
                 raise Refused(f"unknown lessee key {owner_key_id[:12]!r}: register it first", status=403)
+            if await connection.scalar(sa.select(sa.literal(1)).where(revoked_bundles.c.digest == digest)):
+                raise Refused(
+                    f"bundle {digest[:12]} was removed with its function: deploy the code as a new version",
+                    status=409,
+                )
             # A plain read first, so a re-deploy does not ship the archive to the server again.
             existing = (await connection.execute(stored_as)).one_or_none()
             if existing is None:
@@ -256,8 +261,14 @@ class RegistryStore:
                 )
             where = (functions.c.owner_key_id == owner_key_id, functions.c.name == name)
             mine = (bundles.c.owner_key_id == owner_key_id, bundles.c.name == name)
-            if not version:
+            if not version:  # removed: its bundles are revoked, nodes drop them (`revoked_after`)
                 await connection.execute(functions.delete().where(*where))
+                digests = await connection.scalars(sa.select(bundles.c.digest).where(*mine))
+                rows = [{"digest": d, "revoked_at": now} for d in sorted(digests)]
+                if rows:
+                    await connection.execute(
+                        insert_ignore(self._db.dialect, revoked_bundles, rows, key=["digest"])
+                    )
                 return ""
             digest = await connection.scalar(
                 sa.select(bundles.c.digest)
@@ -272,6 +283,22 @@ class RegistryStore:
             return str(digest)
 
         return await self._db.run(work, what=f"change function {name[:64]}")
+
+    async def is_revoked(self, digest: str) -> bool:
+        query = sa.select(revoked_bundles.c.seq).where(revoked_bundles.c.digest == digest)
+        return bool(await self._rows(query, what="is a bundle revoked"))
+
+    async def revoked_after(self, seq: int, *, limit: int = 1000) -> list[tuple[int, str]]:
+        """(seq, digest) of the bundles revoked after `seq`, oldest first, at most `limit`."""
+        query = (
+            sa.select(revoked_bundles.c.seq, revoked_bundles.c.digest)
+            .where(revoked_bundles.c.seq > seq)
+            .order_by(revoked_bundles.c.seq)
+            .limit(limit)
+        )
+        return [
+            (int(row.seq), str(row.digest)) for row in await self._rows(query, what="list revoked bundles")
+        ]
 
     async def function_versions(self, owner_key_id: str, name: str) -> list[FunctionRow]:
         """Every version the owner deployed under `name`, oldest first (`updated_at`: when stored)."""

@@ -177,6 +177,15 @@ class BundleCache:
             mtime = 0.0
         return used, mtime
 
+    def remove(self, digest: str) -> bool:
+        """Drop `digest`'s archive and tree (its function was removed); whether it was held."""
+        if not _HEX_DIGEST.fullmatch(digest):  # never build a path from a malformed string
+            return False
+        held = self.path_for(digest) is not None or (self.root / f"{digest}.bundle").exists()
+        if held:
+            self._remove(digest)
+        return held
+
     def _remove(self, digest: str) -> None:
         self._last_use.pop(digest, None)
         tree = self.root / digest

@@ -187,6 +187,18 @@ def serial_column(name: str) -> sa.Column[int]:
     )
 
 
+# Bundles whose owner removed their function (`fn rm`, revision 0009), in the order revoked: nodes
+# poll for new rows, drop those bundles and run them no more.
+revoked_bundles = sa.Table(
+    "revoked_bundles",
+    metadata,
+    serial_column("seq"),
+    sa.Column("digest", sa.CHAR(64), nullable=False),
+    timestamp_column("revoked_at", nullable=False),
+    sa.UniqueConstraint("digest"),
+    **MYSQL_TABLE_OPTIONS,
+)
+
 # People who sign up: lessees, volunteers and operators. The password hash is a self-describing
 # scrypt string (see p2pfaas.anchor.passwords); `account_id` is the user's own ledger account.
 users = sa.Table(

@@ -39,6 +39,7 @@ from p2pfaas.node.overlay import Overlay, overlay_for
 from p2pfaas.node.payments.node_payments import NodePayments
 from p2pfaas.node.placement import NodePlacement, PlacementConfig
 from p2pfaas.node.reachability import Reach
+from p2pfaas.node.revocations import follow_revocations
 from p2pfaas.node.service import NodeService
 from p2pfaas.node.settings import NodeConfig, check, service_options, share
 from p2pfaas.node.shared.tables import SharedTables
@@ -200,6 +201,12 @@ class NodeDaemon(StackService):
         await stack.enter_async_context(self.placement)  # gossip starts; leaving stops it
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
         tasks.create_task(self._announce_forever())
+        tasks.create_task(
+            follow_revocations(
+                self.session, self.config.anchor_url, service.revoke, self._stop,
+                poll_s=self.config.revocation_poll_s,
+            )
+        )  # fmt: skip
         # Leaving the stack sets _stop first so the announcer ends before the TaskGroup is awaited.
         stack.callback(self.stop)
         log.info("node %s serving on %s with executor %s", self.node_id[:12], self.url, self.executor.kind)

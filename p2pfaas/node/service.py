@@ -117,6 +117,7 @@ class NodeService:
     _verified: dict[int, tuple[weakref.ref[InvokeRequest], PublicKey]] = field(default_factory=dict)
     _fetches: dict[str, asyncio.Future[tuple[BundleHeader, Path]]] = field(default_factory=dict)
     _fetch_tasks: TaskSet = field(default_factory=TaskSet)  # fetches outlive the caller that started them
+    revoked: set[str] = field(default_factory=set)  # bundles of functions their owners removed
 
     def __post_init__(self) -> None:
         if self.layers is not None:
@@ -295,8 +296,25 @@ class NodeService:
         price = self.prices.charge_micro(cpu_ms=cpu_ms, peak_memory_mb=peak_memory_mb, wall_ms=wall_ms)
         return price if request.ticket is None else min(price, request.ticket.max_price_micro)
 
+    def revoke(self, digest: str) -> None:
+        """Its owner removed the function (`p2pfaas.node.revocations`): refuse it from now on (404),
+        drop its bundle (no peer fetches it from here) and its idle warm instances."""
+        if digest in self.revoked:
+            return
+        self.revoked.add(digest)
+        self._known.pop(digest, None)
+        self._layers.pop(digest, None)
+        release = getattr(self.executor, "release", None)  # optional part of the executor contract
+        if release is not None:
+            release(digest)
+        if self.cache.remove(digest) and self.on_bundle_evicted is not None:
+            self.on_bundle_evicted(digest)
+        log.info("function bundle %s was removed by its owner: dropped", digest[:12])
+
     async def _bundle(self, digest: str) -> tuple[BundleHeader, Path]:
         """The verified header and extracted code of `digest`: from memory, the disk cache or a fetch."""
+        if digest in self.revoked:
+            raise NotFound(f"function bundle {digest[:12]} was removed by its owner")
         known = self._known.get(digest)
         if known is not None:
             self.cache.touch(digest)

@@ -84,6 +84,7 @@ class NodeConfig:
     max_layer_mb: int = 1024  # the wheels of one function's lock, at most
     runtime_image: str = ""  # "" -> the default runtime image tag
     announce_interval_s: float = 30.0
+    revocation_poll_s: float = 30.0  # how often to ask the anchor which functions their owners removed
     dht_port: int | None = None  # None: no overlay; 0: any free UDP port
     dht_host: str = ""  # "" -> host
     peers: tuple[tuple[str, int], ...] = ()  # DHT peers to join through (the anchor's bootstrap node)

@@ -89,7 +89,7 @@ async def count_keys(db: Database) -> int:
 
 async def test_open_migrates_an_empty_database_to_head(url: str) -> None:
     async with open_database(url) as db:
-        assert await db.schema_revision() == head_revision() == "0008"
+        assert await db.schema_revision() == head_revision() == "0009"
         assert await table_names(db) == REGISTRY_TABLES | LEDGER_TABLES | TRUST_TABLES
 
 

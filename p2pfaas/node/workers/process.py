@@ -28,6 +28,7 @@ from p2pfaas.node.executors import make_executor
 from p2pfaas.node.layers import LayerCache, fetch_wheel
 from p2pfaas.node.payments.node_payments import NodePayments
 from p2pfaas.node.reachability import server_context, tls_enabled
+from p2pfaas.node.revocations import follow_revocations
 from p2pfaas.node.router import Router
 from p2pfaas.node.service import NodeService
 from p2pfaas.node.settings import NodeConfig, service_options, share
@@ -187,6 +188,12 @@ class WorkerNode(StackService):
         self._stop = asyncio.Event()
         stack.callback(self._stop.set)  # runs first on leaving: the load writer ends
         tasks.create_task(self._write_load_forever())
+        tasks.create_task(
+            follow_revocations(
+                self.session, config.anchor_url, self.service.revoke, self._stop,
+                poll_s=config.revocation_poll_s,
+            )
+        )  # fmt: skip
         write_load(self.tables, self.index, self.router)
         log.info("worker %d serving on port %d", self.index, self.spec.port)
 
