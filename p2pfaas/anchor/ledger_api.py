@@ -320,7 +320,10 @@ class LedgerApi:
     async def release_due(self) -> int:
         """Pay the channels that are due the rest their lessees signed (`rounds.settle_rests`),
         then return every voucher's unspent budget that is due now; how many vouchers were closed."""
-        await settle_rests(self.settler, now=wall_time(), quiet_s=self.channel_quiet_s)
+        try:
+            await settle_rests(self.settler, now=wall_time(), quiet_s=self.channel_quiet_s)
+        except StorageError as error:  # one bad round must not keep every voucher from its release
+            log.warning("a channel round failed; the release goes on: %s", error)
         closed = 0
         while True:
             page = await self.store.release_expired(

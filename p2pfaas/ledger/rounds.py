@@ -17,6 +17,7 @@ it did not sign away. The ticket's total is the lessee's signed word of what it 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -26,10 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2pfaas.db import Database
 from p2pfaas.db.schema import accounts, channels, vouchers
+from p2pfaas.errors import StorageError
 from p2pfaas.ledger.policy import MICRO, FeePolicy, ReceiptClaim
 from p2pfaas.ledger.settlement import Settler
 
-__all__ = ["DEFAULT_QUIET_S", "affordable_micro", "rest_id", "settle_rests"]
+__all__ = ["DEFAULT_QUIET_S", "REST_PREFIX", "affordable_micro", "rest_id", "settle_rests"]
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +39,14 @@ DEFAULT_QUIET_S = 60.0  # a channel this long without a ticket or a paid receipt
 ROUND_PAGE = 256  # channels read per query
 
 
-def rest_id(voucher_id: str, node_id: str, seq: int) -> str:
-    """The settlement id of the rest of channel (voucher, node) up to its ticket `seq` (64 chars at
-    most: the node id is cut to 16 hex digits, enough to tell a voucher's nodes apart)."""
-    return f"ch:{voucher_id[:32]}:{node_id[:16]}:{seq}"
+REST_PREFIX = "ch:"  # no receipt may use it (`settlement._refusal`): rests have ids of their own
+
+
+def rest_id(voucher_id: str, node_id: str, signed_micro: int) -> str:
+    """The settlement id of the rest of channel (voucher, node) up to what its lessee signed: 64
+    characters whatever the inputs, and a new one whenever the signed total rises."""
+    digest = hashlib.sha256(f"{voucher_id}\0{node_id}\0{signed_micro}".encode()).hexdigest()
+    return REST_PREFIX + digest[:61]
 
 
 def affordable_micro(rest_micro: int, hold_micro: int, fees: FeePolicy) -> int:
@@ -104,7 +110,7 @@ async def settle_rests(settler: Settler, *, now: float, quiet_s: float = DEFAULT
                 skipped.add((row.voucher_id, row.node_id))
                 continue
             claim = ReceiptClaim(
-                invocation_id=rest_id(row.voucher_id, row.node_id, int(row.seq)),
+                invocation_id=rest_id(row.voucher_id, row.node_id, int(row.signed_micro)),
                 voucher_id=row.voucher_id,
                 lessee_key=bytes(row.lessee_key),
                 price_micro=amount,
@@ -112,7 +118,12 @@ async def settle_rests(settler: Settler, *, now: float, quiet_s: float = DEFAULT
             )
             by_node.setdefault(row.node_id, []).append(claim)
         for node_id, claims in by_node.items():
-            done = await settler.settle_rests(node_id, claims, now=now)
+            try:
+                done = await settler.settle_rests(node_id, claims, now=now)
+            except StorageError as error:  # one node's rests must not stop the others, or the release
+                log.warning("paying the rests of node %s failed: %s", node_id[:12], error)
+                skipped.update((claim.voucher_id, node_id) for claim in claims)
+                continue
             paid_micro += done.paid_micro
             for claim in claims:
                 if claim.invocation_id not in done.paid:

@@ -88,6 +88,8 @@ DEFAULT_EXPIRY_SKEW_S = 60.0
 
 def _refusal(receipt: Receipt, node_id: str) -> Refusal | None:
     """Why the anchor must not pay `receipt` from node `node_id`, judged from the receipt alone."""
+    if receipt.invocation_id.startswith("ch:"):  # the channel rounds' ids (`rounds.REST_PREFIX`)
+        return Refusal.BAD_TICKET
     if receipt_signature_problem(receipt, node_id) is not None:
         return Refusal.BAD_SIGNATURE
     if receipt_ticket_problem(receipt) is not None:

@@ -68,7 +68,7 @@ class OnceTable:
         """The entry of `request`'s id, or None when it is new here. Raises Refused (409) when the
         id is another lessee's or another function's (ids are 128 random bits, but a node that saw
         one must not be able to read or replay another lessee's invocation)."""
-        self._expire(now)
+        self.expire(now)
         entry = self._live.get(request.invocation_id) or self._done.get(request.invocation_id)
         if entry is not None and entry.owner != (request.signer, request.digest):
             raise Refused("invocation id already used by another request", status=409)
@@ -100,7 +100,8 @@ class OnceTable:
         while len(self._done) > self.cache_size:
             self._done.popitem(last=False)
 
-    def _expire(self, now: float) -> None:
+    def expire(self, now: float) -> None:
+        """Forget the DONE ids kept longer than `ttl_s`."""
         while self._done:
             entry = next(iter(self._done.values()))
             if now - entry.finished_at <= self.ttl_s:

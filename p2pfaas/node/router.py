@@ -189,6 +189,7 @@ class Router:
         # Never place or forward a request the lessee did not sign (checked once; the service reuses it).
         self.service.verify_request(request)
         loop = asyncio.get_running_loop()
+        self.once.expire(loop.time())  # before `knows`: an id past its TTL is claimed node-wide again
         if self.shared is not None and not self.once.knows(request.invocation_id):
             settled, joined = await claim_node_wide(self.shared, request, worker=self.worker, hops=hops)
             self.stats.joined += joined
