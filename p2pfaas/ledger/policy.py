@@ -119,6 +119,10 @@ class Refusal(enum.StrEnum):
     UNSIGNED = "unsigned"
 
 
+# The settlement ids of channel rounds' rests (`rounds.rest_id`): no receipt may use them.
+REST_PREFIX = "ch:"
+
+
 @dataclass(frozen=True)
 class VoucherView:
     """What admission needs to know of a voucher, read under its row lock."""

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from p2pfaas.db import Database
 from p2pfaas.db.schema import accounts, channels, vouchers
 from p2pfaas.errors import StorageError
-from p2pfaas.ledger.policy import MICRO, FeePolicy, ReceiptClaim
+from p2pfaas.ledger.policy import MICRO, REST_PREFIX, FeePolicy, ReceiptClaim
 from p2pfaas.ledger.settlement import Settler
 
 __all__ = ["DEFAULT_QUIET_S", "REST_PREFIX", "affordable_micro", "rest_id", "settle_rests"]
@@ -37,9 +37,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_QUIET_S = 60.0  # a channel this long without a ticket or a paid receipt has its rest paid
 ROUND_PAGE = 256  # channels read per query
-
-
-REST_PREFIX = "ch:"  # no receipt may use it (`settlement._refusal`): rests have ids of their own
 
 
 def rest_id(voucher_id: str, node_id: str, signed_micro: int) -> str:

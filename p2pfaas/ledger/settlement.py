@@ -54,6 +54,7 @@ from p2pfaas.db.upsert import insert_ignore_many
 from p2pfaas.ledger.channels import add_paid, lock_vouchers, raise_channels
 from p2pfaas.ledger.earners import AccountIds, node_account_name
 from p2pfaas.ledger.policy import (
+    REST_PREFIX,
     AccountKind,
     Admission,
     FeePolicy,
@@ -88,7 +89,7 @@ DEFAULT_EXPIRY_SKEW_S = 60.0
 
 def _refusal(receipt: Receipt, node_id: str) -> Refusal | None:
     """Why the anchor must not pay `receipt` from node `node_id`, judged from the receipt alone."""
-    if receipt.invocation_id.startswith("ch:"):  # the channel rounds' ids (`rounds.REST_PREFIX`)
+    if receipt.invocation_id.startswith(REST_PREFIX):  # the channel rounds' own ids
         return Refusal.BAD_TICKET
     if receipt_signature_problem(receipt, node_id) is not None:
         return Refusal.BAD_SIGNATURE
