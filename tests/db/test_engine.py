@@ -27,9 +27,18 @@ from p2pfaas.errors import ConfigError, StorageError
 from tests.conftest import mysql_url_or_skip
 
 NO_WAIT = RetryPolicy(attempts=4, base_delay_s=0.0, max_delay_s=0.0)
-REGISTRY_TABLES = {"lessee_keys", "bundles", "functions", "nodes", "wheels", "wheel_chunks", "revoked_bundles"}
+REGISTRY_TABLES = {
+    "lessee_keys",
+    "bundles",
+    "functions",
+    "nodes",
+    "wheels",
+    "wheel_chunks",
+    "revoked_bundles",
+}
 REGISTRY_TABLES |= {"alembic_version"}
-LEDGER_TABLES = {"channels",
+LEDGER_TABLES = {
+    "channels",
     "users",
     "api_tokens",
     "key_owners",
