@@ -147,6 +147,7 @@ class VoucherBook:
             )
         self._holds[request.invocation_id] = _Hold(voucher.voucher_id, cost, voucher.expires_at)
         self._invocations[request.invocation_id] = voucher.voucher_id
+        self._served(voucher)
 
     def charged(self, receipt: Receipt) -> int:
         """The invocation ran and its receipt says what it costs: settle the reservation to that.
@@ -183,23 +184,49 @@ class VoucherBook:
     def _check_channels(self, voucher: Voucher, cost_micro: int) -> None:
         """Refuse (402) a lessee whose channels here, over all its vouchers, are more than
         `CREDIT_CALLS` worst-case calls behind what this node charged them: it is not paying for
-        the results it gets, and a fresh voucher does not give it a fresh credit."""
+        the results it gets, and a fresh voucher does not give it a fresh credit. Nor do many: a
+        voucher joins the lessee's set only once a call on it is reserved (`_served`), and a
+        voucher still behind is never dropped from the set to make room."""
+        if self.signed_micro is None:
+            return
+        served = self._vouchers_of.get(voucher.lessee_key, OrderedDict())
+        owed = signed = 0
+        for voucher_id in (*served, *(() if voucher.voucher_id in served else (voucher.voucher_id,))):
+            voucher_owed, voucher_signed = self._channel(voucher_id)
+            owed += voucher_owed
+            signed += voucher_signed
+        problem = behind_problem(owed_micro=owed, signed_micro=signed, credit_micro=CREDIT_CALLS * cost_micro)
+        if problem is not None:
+            raise PaymentRequired(problem)
+        if voucher.voucher_id not in served and len(served) >= VOUCHERS_PER_LESSEE:
+            if not any(self._settled_up(voucher_id) for voucher_id in served):
+                raise PaymentRequired(
+                    f"this lessee has {len(served)} vouchers here with results it has not signed for: "
+                    "send their channel tickets to POST /v1/channels, or use one of them"
+                )
+
+    def _served(self, voucher: Voucher) -> None:
+        """A call on `voucher` is reserved: count it among its lessee's vouchers (latest last),
+        dropping the oldest ones whose channels are settled up beyond `VOUCHERS_PER_LESSEE`."""
         if self.signed_micro is None:
             return
         served = self._vouchers_of.setdefault(voucher.lessee_key, OrderedDict())
         served[voucher.voucher_id] = None
         served.move_to_end(voucher.voucher_id)
-        while len(served) > VOUCHERS_PER_LESSEE:
-            served.popitem(last=False)
-        owed = signed = 0
-        for voucher_id in served:
-            spend = self.spends.get(voucher_id)
-            if spend is not None:
-                owed += spend.charged_micro
-                signed += self.fees.charge_micro(self.signed_micro(voucher_id))
-        problem = behind_problem(owed_micro=owed, signed_micro=signed, credit_micro=CREDIT_CALLS * cost_micro)
-        if problem is not None:
-            raise PaymentRequired(problem)
+        if len(served) > VOUCHERS_PER_LESSEE:
+            for voucher_id in [v for v in served if self._settled_up(v)][: len(served) - VOUCHERS_PER_LESSEE]:
+                del served[voucher_id]
+
+    def _channel(self, voucher_id: str) -> tuple[int, int]:
+        """(charged here, signed for, with the anchor's fee) of the voucher's channel with this node."""
+        spend = self.spends.get(voucher_id)
+        if spend is None or self.signed_micro is None:  # forgotten: long expired, the anchor released it
+            return 0, 0
+        return spend.charged_micro, self.fees.charge_micro(self.signed_micro(voucher_id))
+
+    def _settled_up(self, voucher_id: str) -> bool:
+        owed, signed = self._channel(voucher_id)
+        return owed <= signed
 
     def _check(self, voucher: Voucher, caller_key: bytes) -> None:
         if voucher.signer != self.anchor_key:
@@ -219,6 +246,11 @@ class VoucherBook:
             for invocation_id in stale:
                 del self._holds[invocation_id]
                 self._invocations.pop(invocation_id, None)
+            for lessee_key, served in list(self._vouchers_of.items()):  # drop the forgotten vouchers
+                for voucher_id in [v for v in served if self.spends.get(v) is None]:
+                    del served[voucher_id]
+                if not served:
+                    del self._vouchers_of[lessee_key]
         if len(self._invocations) > 100_000:  # ids of settled invocations: only for dedupe
             for invocation_id in list(self._invocations)[:50_000]:
                 del self._invocations[invocation_id]

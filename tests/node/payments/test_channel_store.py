@@ -13,6 +13,7 @@ from p2pfaas import signing
 from p2pfaas.channels import CREDIT_CALLS, sign_channel
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import ChannelTicket, ChannelTickets, Voucher
+from p2pfaas.node.payments.book import VOUCHERS_PER_LESSEE
 from p2pfaas.node.payments.channel_store import ChannelStore
 from p2pfaas.node.payments.node_payments import NodePayments
 from p2pfaas.node.payments.receipts import MAX_UNSIGNED_TRIES, ReceiptQueue
@@ -155,3 +156,37 @@ def test_a_fresh_voucher_gives_a_lessee_that_does_not_sign_no_fresh_credit() -> 
     assert CREDIT_CALLS <= ran <= CREDIT_CALLS + 1  # one credit's worth in all, not one per voucher
     signed.update({f"v{n}": worst * 10 for n in range(10)})  # it signs for what it received
     run_one(fresh(10), "v10-0")
+
+
+def test_many_refused_or_settled_vouchers_do_not_wipe_a_lessees_debt() -> None:
+    """Review of #18: the lessee's set of vouchers took each voucher before its reservation and
+    dropped the oldest past VOUCHERS_PER_LESSEE, so 256 refused requests on fresh vouchers pushed
+    the one in debt out of the set, and with it the debt."""
+    signed: dict[str, int] = {}
+    b = book(signed_micro=lambda voucher_id: signed.get(voucher_id, 0))
+    worst = 1_000
+
+    def fresh(name: str, budget: int = 10**9) -> Voucher:
+        unsigned = Voucher(name, LESSEE.public.raw, budget, T0 + 600, signer=b"", signature=b"")
+        return signing.sign(unsigned, ANCHOR)
+
+    def run_one(v: Voucher, invocation_id: str) -> None:
+        b.authorize(request(invocation_id, v), header(), LESSEE.public.raw, max_price_micro=worst, now=T0)
+        b.charged(dataclasses.replace(receipt(invocation_id, worst), voucher_id=v.voucher_id))
+
+    debtor = fresh("debt")
+    with pytest.raises(PaymentRequired, match="behind"):
+        for k in range(10 * CREDIT_CALLS):
+            run_one(debtor, f"debt-{k}")
+    for n in range(VOUCHERS_PER_LESSEE + 44):  # refused: behind, and too small to hold a call anyway
+        with pytest.raises(PaymentRequired):
+            run_one(fresh(f"tiny{n}", budget=1), f"tiny-{n}")
+    with pytest.raises(PaymentRequired, match="behind"):
+        run_one(fresh("new"), "new-0")
+
+    # Settled-up vouchers make room: a lessee that signs keeps working over any number of them.
+    signed["debt"] = 10**9
+    for n in range(VOUCHERS_PER_LESSEE + 10):
+        name = f"paid{n}"
+        run_one(fresh(name), f"{name}-0")
+        signed[name] = 10**9
