@@ -198,12 +198,12 @@ class VoucherBook:
         problem = behind_problem(owed_micro=owed, signed_micro=signed, credit_micro=CREDIT_CALLS * cost_micro)
         if problem is not None:
             raise PaymentRequired(problem)
-        if voucher.voucher_id not in served and len(served) >= VOUCHERS_PER_LESSEE:
-            if not any(self._settled_up(voucher_id) for voucher_id in served):
-                raise PaymentRequired(
-                    f"this lessee has {len(served)} vouchers here with results it has not signed for: "
-                    "send their channel tickets to POST /v1/channels, or use one of them"
-                )
+        full = voucher.voucher_id not in served and len(served) >= VOUCHERS_PER_LESSEE
+        if full and not any(self._settled_up(voucher_id) for voucher_id in served):
+            raise PaymentRequired(
+                f"this lessee has {len(served)} vouchers here with results it has not signed for: "
+                "send their channel tickets to POST /v1/channels, or use one of them"
+            )
 
     def _served(self, voucher: Voucher) -> None:
         """A call on `voucher` is reserved: count it among its lessee's vouchers (latest last),
