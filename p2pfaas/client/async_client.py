@@ -341,6 +341,11 @@ class AsyncClient:
         """(seq, total) of the latest ticket this client signed on each (voucher, node) channel."""
         return {} if self._courier is None else self._courier.book.totals()
 
+    async def channels_delivered(self) -> None:
+        """Wait until every channel ticket signed so far is on its node (or handed to the anchor)."""
+        if self._courier is not None:
+            await self._courier.idle()
+
     def paid_for(self, request: InvokeRequest, result: InvokeResult, node: NodeInfo) -> None:
         """The lessee received `result` of paid `request` from `node` (which signed it): count its
         receipt against the voucher, and sign for it on the node's payment channel."""

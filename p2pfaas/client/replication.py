@@ -13,7 +13,8 @@
 3. The node-signed receipts of the answers go to the anchor (`POST /v1/replication`), which decides
    the vote again itself, pays only the majority's replicas and moves the nodes' reputations.
    The lessee signs for the majority's results only (`AsyncClient.paid_for`, after the vote), so a
-   channel round (`p2pfaas.ledger.rounds`) never pays an outvoted replica either.
+   channel round (`p2pfaas.ledger.rounds`) never pays an outvoted replica either. With no majority
+   nobody was proven wrong: it signs for every answer it received, and reports the vote.
 
 The returned value is the output of a node whose output hashes to the winning result. A node that
 does not answer, answers for another invocation, or signs with another key is skipped and costs a
@@ -156,12 +157,14 @@ class ReplicatedInvoker:
             if isinstance(decision, Agreed):
                 break
             if not isinstance(decision, NeedMore):
+                await self._inconclusive(group, answers)
                 raise ReplicationInconclusive(
                     f"no result won among {len(answers)} answers from {sent} replicas"
                     f" (cap {self.max_replicas})",
                     invocation_id=group,
                 )
             if len(fresh) < decision.count:
+                await self._inconclusive(group, answers)
                 raise ReplicationInconclusive(
                     f"only {len(fresh)} more distinct nodes for the {decision.count} replicas still needed",
                     invocation_id=group,
@@ -199,6 +202,15 @@ class ReplicatedInvoker:
         return ReplicatedOutcome(
             outcome, decision.result_sha256, sent, decision.agreeing, decision.dissenting, True, verdict
         )
+
+    async def _inconclusive(self, group: str, answers: dict[str, _Answer]) -> None:
+        """No majority: nobody was proven wrong, and the lessee received every answer, so it signs
+        for each of them (the anchor pays an inconclusive vote's replicas, `trust.gate`) and reports
+        the vote, so that their receipts are paid at once rather than after the anchor's hold."""
+        for answer in answers.values():
+            self.client.paid_for(answer.request, answer.result, answer.node)
+        if self.report and answers:
+            await self._report(group, list(answers.values()))
 
     async def _one(
         self,

@@ -6,6 +6,7 @@ The dishonest node is a real node whose executor rewrites every result before th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import random
@@ -19,15 +20,21 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from p2pfaas.anchor.accounts import AccountStore
+from p2pfaas.anchor.app import AnchorSettings
+from p2pfaas.anchor.passwords import PasswordHasher
 from p2pfaas.anchor.server import AnchorServer
 from p2pfaas.client import AsyncClient
+from p2pfaas.client.account import AccountClient
 from p2pfaas.client.replication import ReplicatedInvoker, ReplicationInconclusive
+from p2pfaas.client.wallet import Wallet
 from p2pfaas.db import open_database
 from p2pfaas.db.schema import reputation
 from p2pfaas.errors import LocalError
 from p2pfaas.exec.base import ExecResult, FunctionSpec
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
+from p2pfaas.ledger.audit import audit
 from p2pfaas.node.daemon import NodeDaemon
 from p2pfaas.node.settings import NodeConfig
 from p2pfaas.rpc import call
@@ -222,16 +229,27 @@ async def test_fn_invoke_verify_from_the_command_line(
     assert '"sum": 9' in out and "# verified: 2 of 2 replicas agreed" in err
 
 
-async def test_paid_replication_pays_the_majority_and_never_the_liar(tmp_path: Path) -> None:
-    """Vouchers, receipts and the vote together: volunteers who ran agreeing replicas are paid; the
-    volunteer whose node lied is paid nothing for its outvoted replicas; the ledger stays balanced."""
-    from p2pfaas.anchor.accounts import AccountStore
-    from p2pfaas.anchor.app import AnchorSettings
-    from p2pfaas.anchor.passwords import PasswordHasher
-    from p2pfaas.client.account import AccountClient
-    from p2pfaas.client.wallet import Wallet
-    from p2pfaas.ledger.audit import audit
+@dataclass
+class PaidNet:
+    nodes: list[NodeDaemon]
+    volunteers: list[AccountClient]
+    client: AsyncClient
+    db_url: str
 
+    async def earned(self) -> list[int]:
+        """What each node's volunteer has earned, once every node's receipts have been answered."""
+        for node in self.nodes:
+            await node.payments.sender.flush()
+            await node.payments.sender.drained()  # held replicas are answered once their vote is in
+        return [sum(a.balance_micro for a in (await v.balances()).accounts) for v in self.volunteers]
+
+
+@contextlib.asynccontextmanager
+async def paid_network(
+    tmp_path: Path, executors: list[type[UnsandboxedProcessExecutor]]
+) -> AsyncIterator[PaidNet]:
+    """Dear nodes (one per executor class), each claimed by a volunteer, and a lessee paying with a
+    wallet for a deterministic function that uses tens of ms of CPU (so every call has a price)."""
     password = "a long enough password"
     run_dir = Path(tempfile.mkdtemp(prefix="p2pq-", dir="/tmp"))
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'a.db'}"
@@ -246,7 +264,7 @@ async def test_paid_replication_pays_the_majority_and_never_the_liar(tmp_path: P
             await operator.login("root", password)
             nodes: list[NodeDaemon] = []
             volunteers: list[AccountClient] = []
-            for i in range(4):  # the last one lies
+            for i, kind in enumerate(executors):
                 config = NodeConfig(
                     unpaid_owners=True,  # among friends: owners run their own functions unpaid
                     anchor_url=anchor.url,
@@ -256,10 +274,9 @@ async def test_paid_replication_pays_the_majority_and_never_the_liar(tmp_path: P
                     price_per_cpu_s_micro=1_000_000,
                     price_per_gb_s_micro=1_000_000,
                 )
-                executor = (LyingExecutor if i == 3 else UnsandboxedProcessExecutor)(
-                    work_dir=run_dir / f"n{i}"
+                node = await stack.enter_async_context(
+                    NodeDaemon(config, executor=kind(work_dir=run_dir / f"n{i}"))
                 )
-                node = await stack.enter_async_context(NodeDaemon(config, executor=executor))
                 await node.announce()
                 await node.payments.ready()
                 volunteer = await stack.enter_async_context(AccountClient(anchor.url))
@@ -280,25 +297,47 @@ async def test_paid_replication_pays_the_majority_and_never_the_liar(tmp_path: P
                 AsyncClient(anchor.url, keys, rng=random.Random(5), wallet=wallet)
             )
             await client.deploy(write_sum(tmp_path, busy_loop=2_000_000))  # tens of ms of CPU: priced
-            invoker = ReplicatedInvoker(client, quorum=2, max_replicas=4, adaptive=False)
-            liar = nodes[3].node_id
-            caught = 0
-            for i in range(6):
-                done = await invoker.invoke("sum", [i, 1])
-                assert done.outcome.value == {"sum": i + 1}
-                caught += liar in done.dissenting
-                assert done.verdict is not None and done.verdict.outcome == "agreed"
-            assert caught >= 1
-            for node in nodes:
-                await node.payments.sender.flush()
-                await node.payments.sender.drained()  # held replicas are answered once their vote is in
-            earned = [sum(a.balance_micro for a in (await v.balances()).accounts) for v in volunteers]
-            assert earned[3] == 0  # every replica the liar ran was outvoted
-            assert all(e > 0 for e in earned[:3])  # every honest node agreed in some vote, and was paid
-            async with open_database(db_url) as db:
-                assert await audit(db) == []
+            yield PaidNet(nodes, volunteers, client, db_url)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+async def test_paid_replication_pays_the_majority_and_never_the_liar(tmp_path: Path) -> None:
+    """Vouchers, receipts and the vote together: volunteers who ran agreeing replicas are paid; the
+    volunteer whose node lied is paid nothing for its outvoted replicas; the ledger stays balanced."""
+    async with paid_network(tmp_path, [UnsandboxedProcessExecutor] * 3 + [LyingExecutor]) as net:
+        invoker = ReplicatedInvoker(net.client, quorum=2, max_replicas=4, adaptive=False)
+        liar = net.nodes[3].node_id
+        caught = 0
+        for i in range(6):
+            done = await invoker.invoke("sum", [i, 1])
+            assert done.outcome.value == {"sum": i + 1}
+            caught += liar in done.dissenting
+            assert done.verdict is not None and done.verdict.outcome == "agreed"
+        assert caught >= 1
+        earned = await net.earned()
+        assert earned[3] == 0  # every replica the liar ran was outvoted
+        assert all(e > 0 for e in earned[:3])  # every honest node agreed in some vote, and was paid
+        async with open_database(net.db_url) as db:
+            assert await audit(db) == []
+
+
+async def test_an_inconclusive_vote_pays_every_replica_that_answered(tmp_path: Path) -> None:
+    """Review of #18: with no majority the lessee signed for no replica, so the nodes that ran them
+    (receipts, channel rounds) were never paid, though the lessee got every answer. Nobody was
+    proven wrong, so the lessee, who chose the cap, pays for what it received (`trust.gate`)."""
+    async with paid_network(tmp_path, [UnsandboxedProcessExecutor, LyingExecutor]) as net:
+        invoker = ReplicatedInvoker(net.client, quorum=2, max_replicas=2, adaptive=False)
+        with pytest.raises(ReplicationInconclusive):
+            await invoker.invoke("sum", [1, 2])
+        signed = net.client.signed_channels()
+        assert {node for _, node in signed} == {n.node_id for n in net.nodes}
+        assert all(total > 0 for _, total in signed.values())
+        await net.client.channels_delivered()
+        earned = await net.earned()
+        assert all(e > 0 for e in earned)
+        async with open_database(net.db_url) as db:
+            assert await audit(db) == []
 
 
 async def test_a_forwarded_replica_votes_as_the_node_that_ran_it(three_honest: Net) -> None:
