@@ -54,13 +54,17 @@ def affordable_micro(rest_micro: int, hold_micro: int, fees: FeePolicy) -> int:
     return max(amount, 0)
 
 
-async def _due(db: Database, *, now: float, quiet_s: float, limit: int) -> Sequence[Any]:
+async def _due(
+    db: Database, *, now: float, quiet_s: float, after: tuple[str, str], limit: int
+) -> Sequence[Any]:
+    """The next `limit` due channels past `after` (node id, voucher id), with their hold's balance."""
+    node_after, voucher_after = after
+
     async def work(connection: AsyncConnection) -> Sequence[Any]:
         query = (
             sa.select(
                 channels.c.voucher_id,
                 channels.c.node_id,
-                channels.c.seq,
                 channels.c.signed_micro,
                 channels.c.paid_micro,
                 vouchers.c.lessee_key,
@@ -75,7 +79,12 @@ async def _due(db: Database, *, now: float, quiet_s: float, limit: int) -> Seque
             .where(
                 channels.c.signed_micro > channels.c.paid_micro,
                 vouchers.c.state == "open",
+                accounts.c.balance_micro > 0,  # a dry hold pays nothing: not read again every round
                 sa.or_(channels.c.updated_at <= now - quiet_s, vouchers.c.expires_at <= now),
+                sa.or_(
+                    channels.c.node_id > node_after,
+                    sa.and_(channels.c.node_id == node_after, channels.c.voucher_id > voucher_after),
+                ),
             )
             .order_by(channels.c.node_id, channels.c.voucher_id)
             .limit(limit)
@@ -86,26 +95,25 @@ async def _due(db: Database, *, now: float, quiet_s: float, limit: int) -> Seque
 
 
 async def settle_rests(settler: Settler, *, now: float, quiet_s: float = DEFAULT_QUIET_S) -> int:
-    """One round: pay every due channel its rest (at most `ROUND_PAGE` a query, until none is left
-    that this round can pay); returns the node price paid in all."""
+    """One round: pay every due channel its rest, one pass over them in (node, voucher) order,
+    `ROUND_PAGE` at a time; returns the node price paid in all."""
     paid_micro = 0
-    skipped: set[tuple[str, str]] = set()  # refused this round (the hold ran dry, or a receipt won)
+    after = ("", "")
+    hold_left: dict[str, int] = {}  # per voucher: its hold, less what this round has paid from it
     while True:
-        rows = [
-            row
-            for row in await _due(settler.db, now=now, quiet_s=quiet_s, limit=ROUND_PAGE + len(skipped))
-            if (row.voucher_id, row.node_id) not in skipped
-        ]
+        rows = await _due(settler.db, now=now, quiet_s=quiet_s, after=after, limit=ROUND_PAGE)
         if not rows:
             return paid_micro
+        after = (rows[-1].node_id, rows[-1].voucher_id)
         by_node: dict[str, list[ReceiptClaim]] = {}
         for row in rows:
-            amount = affordable_micro(
-                int(row.signed_micro) - int(row.paid_micro), int(row.balance_micro), settler.fees
-            )
+            # A voucher's channels with several nodes share its hold: the rows were all read before
+            # any of them was paid, so each rest is sized from what the earlier ones left.
+            hold = min(int(row.balance_micro), hold_left.get(row.voucher_id, int(row.balance_micro)))
+            amount = affordable_micro(int(row.signed_micro) - int(row.paid_micro), hold, settler.fees)
             if amount <= 0:
-                skipped.add((row.voucher_id, row.node_id))
                 continue
+            hold_left[row.voucher_id] = hold - settler.fees.charge_micro(amount)
             claim = ReceiptClaim(
                 invocation_id=rest_id(row.voucher_id, row.node_id, int(row.signed_micro)),
                 voucher_id=row.voucher_id,
@@ -119,12 +127,10 @@ async def settle_rests(settler: Settler, *, now: float, quiet_s: float = DEFAULT
                 done = await settler.settle_rests(node_id, claims, now=now)
             except StorageError as error:  # one node's rests must not stop the others, or the release
                 log.warning("paying the rests of node %s failed: %s", node_id[:12], error)
-                skipped.update((claim.voucher_id, node_id) for claim in claims)
                 continue
             paid_micro += done.paid_micro
             for claim in claims:
-                if claim.invocation_id not in done.paid:
-                    skipped.add((claim.voucher_id, node_id))
+                if claim.invocation_id not in done.paid:  # a receipt took the room first: next round
                     log.info(
                         "channel rest %s not paid: %s",
                         claim.invocation_id,

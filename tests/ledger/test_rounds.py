@@ -133,3 +133,50 @@ def test_affordable_is_the_most_the_hold_can_pay(rest: int, hold: int, ppm: int)
     amount = affordable_micro(rest, hold, fees)
     assert 0 <= amount <= rest and fees.charge_micro(amount) <= hold
     assert amount == rest or fees.charge_micro(amount + 1) > hold
+
+
+async def test_a_hold_shared_by_several_channels_pays_each_rest_from_what_the_last_left(
+    store: LedgerStore, db: Database
+) -> None:
+    """Review of #18: every channel of a voucher was sized from the hold read before the round,
+    so when the hold could not pay all of them, the second rest asked for more than was left and
+    was refused whole, leaving the rest of the hold unpaid to the node it was signed for."""
+    await funded(store, 1000)
+    settler = Settler(db, fees=FeePolicy(fee_ppm=0))
+    nodes = [keys(f"node-{n}") for n in range(3)]
+    tickets = [sign_channel("v1", n.key_id, seq=1, total_micro=400, keys=LESSEE) for n in nodes]
+    await record_tickets(db, tickets, now=T0 + 1)
+    assert await settle_rests(settler, now=T0 + 1 + QUIET_S, quiet_s=QUIET_S) == 1000  # 400 + 400 + 200
+    assert await store.voucher_remaining("v1") == (0, "open")
+    assert await settle_rests(settler, now=T0 + 2 + QUIET_S, quiet_s=QUIET_S) == 0
+    assert await audit(db) == []
+
+
+async def test_a_round_reads_each_due_channel_once(
+    store: LedgerStore, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of #18: the round re-read its page from the start, plus every channel it skipped, so
+    channels it could not pay made a round quadratic. It pages on (node, voucher) and skips dry holds."""
+    from p2pfaas.ledger import rounds
+
+    await funded(store, 10)
+    settler = Settler(db, fees=FeePolicy(fee_ppm=0))
+    nodes = [keys(f"node-{n}") for n in range(12)]
+    await record_tickets(
+        db, [sign_channel("v1", n.key_id, seq=1, total_micro=5, keys=LESSEE) for n in nodes], now=T0 + 1
+    )
+    monkeypatch.setattr(rounds, "ROUND_PAGE", 4)
+    read: list[int] = []
+    due = rounds._due
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        rows = await due(*args, **kwargs)  # type: ignore[arg-type]
+        read.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(rounds, "_due", counted)
+    assert await settle_rests(settler, now=T0 + 1 + QUIET_S, quiet_s=QUIET_S) == 10  # two channels' worth
+    assert sum(read) <= len(nodes)
+    read.clear()
+    assert await settle_rests(settler, now=T0 + 2 + QUIET_S, quiet_s=QUIET_S) == 0
+    assert read == [0]  # the hold is dry: nothing is read at all
