@@ -6,6 +6,7 @@ Who may do what is part of what is tested: an account never reads or spends anot
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -354,6 +355,8 @@ async def test_a_lessees_bill_comes_from_the_ledger_and_adds_up(
     assert (
         sum(line.calls for line in by_day.lines) == 4 and sum(x.charged_micro for x in by_day.lines) == spent
     )
+    days = {time.strftime("%Y-%m-%d", time.gmtime(wall_time() - lag)) for lag in (0, 600)}  # near midnight
+    assert {line.key for line in by_day.lines} - {"(channel rests)"} <= days
     later = await a.call("GET", f"/v1/ledger/usage?since={wall_time() + 7200}", UsageReport, as_user="alice")
     assert later.lines == () and later.spent_micro == spent  # the totals are all-time
     stranger = await a.call("GET", "/v1/ledger/usage", UsageReport, as_user="mallory")
