@@ -33,6 +33,7 @@ from p2pfaas import codec
 from p2pfaas.cli import account as account_cli
 from p2pfaas.cli import pay as pay_cli
 from p2pfaas.cli.fn_logs import add_logs_command
+from p2pfaas.client.logbook import terminal_safe
 from p2pfaas.dht import DEFAULT_ANCHOR_DHT_PORT, parse_peer
 from p2pfaas.environment import default_anchor, default_key, home, lessee_keys, logs_dir
 from p2pfaas.errors import LocalError, P2PFaaSError
@@ -135,12 +136,12 @@ def cmd_fn_invoke(args: argparse.Namespace) -> int:
                     )
             except InvokeError as failed:  # what it printed, its own traceback, then the one-line error
                 if args.logs and failed.logs:
-                    print(failed.logs.rstrip(), file=sys.stderr)
+                    print(terminal_safe(failed.logs.rstrip()), file=sys.stderr)
                 if isinstance(failed, FunctionFailed) and failed.traceback:
-                    print(failed.traceback.rstrip(), file=sys.stderr)
+                    print(terminal_safe(failed.traceback.rstrip()), file=sys.stderr)
                 raise
             if args.logs and outcome.logs:
-                print(outcome.logs.rstrip(), file=sys.stderr)
+                print(terminal_safe(outcome.logs.rstrip()), file=sys.stderr)
             print(json.dumps(outcome.value, indent=2))
             price = f", {outcome.price_micro} micro-credits" if outcome.price_micro else ""
             print(
@@ -496,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except P2PFaaSError as exc:
-        print(f"p2pfaas: error: {exc}", file=sys.stderr)
+        print(f"p2pfaas: error: {terminal_safe(str(exc))}", file=sys.stderr)  # may quote a stranger
         return 1
     except KeyboardInterrupt:
         return 130

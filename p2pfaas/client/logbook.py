@@ -36,10 +36,23 @@ class LogEntry:
     logs: str
 
     def render(self) -> str:
+        """For a terminal: a header line, then the output with its control characters shown as
+        escapes (`terminal_safe`)."""
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.at))
         outcome = "ok" if self.ok else "failed"
         head = f"--- {when} {self.invocation_id} on node {self.node_id[:12]} ({outcome})"
-        return f"{head}\n{self.logs.rstrip()}\n"
+        return terminal_safe(f"{head}\n{self.logs.rstrip()}") + "\n"
+
+
+# C0 controls but tab and newline, DEL, and C1 controls (0x9b is a CSI on its own in some terminals).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """`text` (a function's output: a stranger's bytes, relayed by a stranger's node) with every
+    control character but tab and newline written as an escape, so that printing it cannot move
+    the cursor, rewrite the screen, set the window title or answer for the terminal."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 class LogBook:

@@ -75,3 +75,18 @@ def test_fn_logs_prints_the_kept_output(
     assert "hello" not in capsys.readouterr().out
     assert main(["fn", "logs", "resize", "--invocation", "nope"]) == 1
     assert "no output kept for call nope" in capsys.readouterr().err
+
+
+def test_printed_output_cannot_drive_the_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review of #16: a function's output (a stranger's bytes) went to the lessee's terminal raw,
+    so it could clear the screen, set the title, or rewrite earlier lines with escape sequences."""
+    monkeypatch.setenv("P2PFAAS_HOME", str(tmp_path))
+    hostile = "ok\tdone\n\x1b[2J\x1b]0;pwned\x07\rfake line\x9b31m\x7f\n"
+    LogBook(tmp_path / "logs").record(entry(0, logs=hostile))
+    assert main(["fn", "logs", "resize"]) == 0
+    out = capsys.readouterr().out
+    assert "ok\tdone\n" in out and "\\x1b[2J\\x1b]0;pwned\\x07\\x0dfake line\\x9b31m\\x7f" in out
+    assert not any(ch in out for ch in "\x1b\x07\r\x9b\x7f")
+    assert logbook.terminal_safe("plain text, é and 日本\n") == "plain text, é and 日本\n"
