@@ -33,7 +33,7 @@ wait_for() {  # wait_for SECONDS COMMAND...
 setup_services() {
     if [ "${P2PFAAS_SERVICES:-1}" = 0 ]; then log "P2PFAAS_SERVICES=0: not touching system services"; return; fi
     if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-        log "not root on Debian: install docker.io, mariadb-server, debootstrap, iproute2, iptables and tcpdump yourself for the full test suite"
+        log "not root on Debian: install docker.io, mariadb-server, debootstrap, iproute2, iptables, tcpdump and tmux yourself for the full test suite"
         return
     fi
     local need=()
@@ -43,6 +43,7 @@ setup_services() {
     command -v ip >/dev/null || need+=(iproute2)  # the network lab (p2pfaas/lab)
     command -v iptables >/dev/null || need+=(iptables)
     command -v tcpdump >/dev/null || need+=(tcpdump)  # the lab's capture of what an on-path observer sees
+    command -v tmux >/dev/null || need+=(tmux)  # `p2pfaas top` is tested in a real terminal
     if [ ${#need[@]} -gt 0 ]; then
         log "installing ${need[*]} from Debian's packages"
         apt-get update -qq

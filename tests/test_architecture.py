@@ -17,12 +17,13 @@ LAYERS: list[tuple[str, ...]] = [
     ("client",),
     ("anchor", "node"),
     ("ledger",),
-    ("dht", "trust", "placement", "exec", "db", "bundle", "relay"),
+    ("dht", "trust", "placement", "exec", "db", "bundle", "relay", "metrics"),
 ]
 FLOOR = (
     "rpc",
     "tls",
     "lifecycle",
+    "logfmt",
     "messages",
     "channels",
     "tickets",

@@ -34,6 +34,7 @@ bootstrap node (issue #3) starts beside this app.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import socket
@@ -44,6 +45,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import generate_latest
 
 from p2pfaas import codec, rpc, signing, tls
 from p2pfaas.anchor import accounts_api, auth, ledger_api, reputation, wheels
@@ -75,6 +77,8 @@ from p2pfaas.messages import (
     Observed,
     RevokedBundles,
 )
+from p2pfaas.metrics.catalog import AnchorMetrics
+from p2pfaas.metrics.http import DEFAULT_ALLOW, Exposure, Network
 from p2pfaas.relay import RelayHub, relay_path
 from p2pfaas.rpc import Forbidden, error_middleware, read_message, reply
 
@@ -136,6 +140,8 @@ class AnchorSettings:
     public_url: str = ""
     tls_cert: str = ""  # PEM certificate (and chain) to serve HTTPS with; "" serves plain HTTP
     tls_key: str = ""
+    metrics: bool = True  # GET /metrics (p2pfaas.metrics); `anchor serve --no-metrics` turns it off
+    metrics_allow: tuple[Network, ...] = DEFAULT_ALLOW  # who may scrape it (`--metrics-allow`)
 
 
 @dataclass
@@ -421,7 +427,14 @@ def make_app(db: Database, *, settings: AnchorSettings | None = None) -> web.App
     settings = settings or AnchorSettings()
     accounts = AccountStore(db)
     api = AnchorApi(RegistryStore(db), accounts, settings, WheelStore(db))
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_ARCHIVE_BYTES + 64 * 1024)
+    metrics = AnchorMetrics() if settings.metrics else None
+    exposure = (
+        None
+        if metrics is None
+        else Exposure(metrics.http, lambda: generate_latest(metrics.registry), settings.metrics_allow)
+    )
+    middlewares = [*(exposure.middlewares() if exposure else ()), error_middleware]
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_ARCHIVE_BYTES + 64 * 1024)
     app[auth.ACCOUNTS] = accounts
     accounts_api.add_routes(
         app,
@@ -468,4 +481,23 @@ def make_app(db: Database, *, settings: AnchorSettings | None = None) -> web.App
         app, db, mature_after_s=settings.earnings_mature_s, channel_quiet_s=settings.channel_quiet_s
     )  # grants, top-ups, vouchers, receipts, balances, payouts (issue #5)
     reputation.add_routes(app, db)  # replication votes, advert lies, reputations (issue #5, trust)
+    if metrics is not None and exposure is not None:  # GET /metrics (p2pfaas.metrics, docs/metrics.md)
+        ledger = app[ledger_api.LEDGER]
+        ledger.observe_lag = metrics.settlement_lag.observe
+        metrics.set_readings(functools.partial(_readings, db, ledger))
+        app.add_routes([exposure.route()])
     return app
+
+
+def _readings(db: Database, ledger: ledger_api.LedgerApi) -> dict[str, float | dict[str, float]]:
+    """The figures the anchor's /metrics reads when scraped (`metrics.catalog.ANCHOR_READINGS`)."""
+    figures: dict[str, float | dict[str, float]] = {
+        "receipts_settled": dict(ledger.settled),
+        "settled_micro": ledger.settled_micro,
+        "channel_rounds": ledger.rounds,
+    }
+    pool = db.engine.pool
+    checked_out, checked_in = getattr(pool, "checkedout", None), getattr(pool, "checkedin", None)
+    if callable(checked_out) and callable(checked_in):  # a QueuePool (MariaDB); SQLite's keeps none
+        figures["db_connections"] = {"in_use": checked_out(), "idle": checked_in()}
+    return figures

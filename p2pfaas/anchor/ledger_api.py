@@ -26,8 +26,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from aiohttp import web
@@ -98,6 +98,14 @@ class LedgerApi:
     channel_quiet_s: float = DEFAULT_QUIET_S
     _keys: KeyPair | None = None
     _keys_lock: asyncio.Lock | None = None
+    # For the anchor's metrics (`p2pfaas.metrics`): receipts settled by result, the node price paid
+    # (receipts and rests), channel rounds run, and each paid receipt's lag from its signing.
+    settled: dict[str, int] = field(
+        default_factory=lambda: {"paid": 0, "duplicate": 0, "refused": 0, "unsigned": 0}
+    )
+    settled_micro: int = 0
+    rounds: int = 0
+    observe_lag: Callable[[float], None] | None = None
 
     async def keys(self) -> KeyPair:
         if self._keys is None:
@@ -212,6 +220,7 @@ class LedgerApi:
             for i, why in done.refused.items()
             if why not in (Refusal.DUPLICATE, Refusal.UNSIGNED)
         )
+        self._count(batch, done.paid, done.paid_micro, len(duplicate), len(unsigned), len(refused))
         return reply(BatchResult(paid=done.paid, duplicate=duplicate, refused=refused, unsigned=unsigned))
 
     async def channels(self, request: web.Request) -> web.Response:
@@ -317,11 +326,29 @@ class LedgerApi:
 
         return await self.db.run(work, what="find key owner", write=False)
 
+    def _count(
+        self, batch: ReceiptBatch, paid: Sequence[str], paid_micro: int, duplicate: int, unsigned: int,
+        refused: int,
+    ) -> None:  # fmt: skip
+        self.settled["paid"] += len(paid)
+        self.settled["duplicate"] += duplicate
+        self.settled["unsigned"] += unsigned
+        self.settled["refused"] += refused
+        self.settled_micro += paid_micro
+        if self.observe_lag is not None and paid:
+            now, ids = wall_time(), set(paid)
+            for receipt in batch.receipts:
+                if receipt.invocation_id in ids:
+                    self.observe_lag(max(0.0, now - receipt.issued_at))
+
     async def release_due(self) -> int:
         """Pay the channels that are due the rest their lessees signed (`rounds.settle_rests`),
         then return every voucher's unspent budget that is due now; how many vouchers were closed."""
         try:
-            await settle_rests(self.settler, now=wall_time(), quiet_s=self.channel_quiet_s)
+            self.settled_micro += await settle_rests(
+                self.settler, now=wall_time(), quiet_s=self.channel_quiet_s
+            )
+            self.rounds += 1
         except StorageError as error:  # one bad round must not keep every voucher from its release
             log.warning("a channel round failed; the release goes on: %s", error)
         closed = 0

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from p2pfaas.dht.node import DhtNode, running_node
 from p2pfaas.lifecycle import StackService
 
 DEFAULT_PORT = 8700
+
+log = logging.getLogger(__name__)
 
 
 class AnchorServer(StackService):
@@ -70,6 +73,7 @@ async def serve_anchor(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with AnchorServer(db_url, host=host, port=port, settings=settings, dht_port=dht_port) as anchor:
+        log.info("anchor serving on %s as %s", anchor.url, anchor.public_url)  # for --log-format json
         print(
             f"anchor serving on {anchor.url} as {anchor.public_url} (database: {_redact(db_url)})", flush=True
         )

@@ -309,15 +309,28 @@ def add_anchor_options(serve: Any) -> None:
         help="a payment channel with no new ticket or paid receipt for this long is paid the rest "
         "its lessee signed, receipts or not (default: %(default)s)",
     )
+    serve.add_argument("--no-metrics", action="store_true", help="serve no GET /metrics")
+    serve.add_argument(
+        "--metrics-allow",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="let this range scrape GET /metrics too (repeatable; default: loopback only)",
+    )
 
 
 def anchor_settings(args: argparse.Namespace) -> AnchorSettings:
     from p2pfaas.anchor.app import AnchorSettings
+    from p2pfaas.metrics.http import DEFAULT_ALLOW, parse_allow
 
     if not 0 <= args.earnings_mature_hours <= 24 * 365:
         raise LocalError("--earnings-mature-hours must be between 0 and a year")
     if not 1 <= args.channel_quiet <= 86400:
         raise LocalError("--channel-quiet must be between 1 second and a day")
+    try:
+        allow = parse_allow(args.metrics_allow)
+    except ValueError as exc:
+        raise LocalError(f"--metrics-allow: {exc}") from None
     if bool(args.tls_cert) != bool(args.tls_key):
         raise LocalError("--tls-cert and --tls-key go together")
     return AnchorSettings(
@@ -328,6 +341,8 @@ def anchor_settings(args: argparse.Namespace) -> AnchorSettings:
         channel_quiet_s=args.channel_quiet,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        metrics=not args.no_metrics,
+        metrics_allow=DEFAULT_ALLOW + allow,
     )
 
 

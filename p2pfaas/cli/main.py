@@ -11,6 +11,7 @@
     p2pfaas devnet up|demo|down           a local network: anchor + N nodes, each its own process
     p2pfaas sim run SCENARIO              a research simulation (placement, placement-faults)
     p2pfaas lab up|exec|cut|heal|down     a network lab: hosts in namespaces, home NATs (root)
+    p2pfaas top [--node URL] [--once]     a live view of nodes' load, latency and earnings
 
 This module parses arguments and prints; the work is done by the library modules it calls.
 Errors from the library are printed as one line and exit with status 1 (2 for usage errors).
@@ -29,10 +30,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from p2pfaas import codec
+from p2pfaas import codec, logfmt
 from p2pfaas.cli import account as account_cli
 from p2pfaas.cli import pay as pay_cli
 from p2pfaas.cli.fn_logs import add_logs_command
+from p2pfaas.cli.top import add_top_command
 from p2pfaas.client.logbook import terminal_safe
 from p2pfaas.dht import DEFAULT_ANCHOR_DHT_PORT, parse_peer
 from p2pfaas.environment import default_anchor, default_key, home, lessee_keys, logs_dir
@@ -260,6 +262,8 @@ def cmd_node_run(args: argparse.Namespace) -> int:
             unpaid_owners=args.unpaid_owners,
             unpaid_keys=unpaid_keys(args.unpaid_key, where="--unpaid-key") if args.unpaid_key else None,
             callback_allow=tuple(args.callback_allow) or None,
+            metrics=False if args.no_metrics else None,
+            metrics_allow=tuple(args.metrics_allow) or None,
         ),
     )
     _run(run_node(config), daemon=True)
@@ -293,9 +297,21 @@ def cmd_devnet(args: argparse.Namespace) -> int:
 # --- parser -------------------------------------------------------------------------------------
 
 
+def add_log_format(parser: argparse.ArgumentParser, *, default: str | None = None) -> None:
+    """`--log-format text|json`, on the top parser and again on the daemons' own commands (where
+    users look for it); the command's, when given, wins."""
+    parser.add_argument(
+        "--log-format",
+        choices=logfmt.FORMS,
+        default=argparse.SUPPRESS if default is None else default,
+        help="text, or json: one object a line with the invocation, function and node ids",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="p2pfaas", description="A peer-to-peer FaaS volunteer cloud.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    add_log_format(parser, default="text")
     groups = parser.add_subparsers(dest="group", required=True)
 
     def command(group: Any, name: str, handler: Callable[[argparse.Namespace], int], help: str) -> Any:
@@ -375,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dht-port", type=int, default=DEFAULT_ANCHOR_DHT_PORT, help="bootstrap DHT node (udp)"
     )
     account_cli.add_anchor_options(serve)  # --require-accounts, --no-signup
+    add_log_format(serve)
 
     node = groups.add_parser("node", help="a volunteer node").add_subparsers(
         dest="node_command", required=True
@@ -434,6 +451,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="let a function's owner run it here without paying (a devnet among friends)",
     )
+    run.add_argument("--no-metrics", action="store_true", help="serve no GET /metrics, record no figures")
+    add_log_format(run)
+    run.add_argument(
+        "--metrics-allow",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="let this range scrape GET /metrics too (repeatable; default: loopback only)",
+    )
     run.add_argument(
         "--callback-allow",
         action="append",
@@ -483,15 +509,13 @@ def build_parser() -> argparse.ArgumentParser:
     account_cli.register(groups, default_anchor=default_anchor())  # accounts, tokens, payouts (issue #5)
     scenarios.register(groups)  # p2pfaas sim run SCENARIO (placement scenarios, issue #6)
     lab_cli.register(groups)  # p2pfaas lab up|exec|cut|heal|down (network namespaces, issue #12)
+    add_top_command(groups, default_anchor=default_anchor)  # p2pfaas top (nodes' /metrics, issue #20)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logfmt.setup(logging.DEBUG if args.verbose else logging.INFO, args.log_format)
     if not args.verbose:  # Alembic narrates every migration step at INFO: only its problems matter here
         logging.getLogger("alembic").setLevel(logging.WARNING)
     try:

@@ -11,6 +11,8 @@ Routes:
                                         node/placement.py
     GET  /v1/bundles/{digest}        -> Bundle, as stored (peers fetch bundles from each other and
                                         verify them), or 404
+    GET  /metrics                    -> the Prometheus text format (docs/metrics.md), to loopback
+                                        and `--metrics-allow` callers only (403 otherwise)
 
 A node with several worker processes (node/workers/) serves the same port from each. A worker
 answers /v1/invoke itself and passes every other request to the primary process, over a unix socket
@@ -30,6 +32,7 @@ from aiohttp import web
 from p2pfaas import codec, tls
 from p2pfaas.errors import DecodeError, NotFound
 from p2pfaas.messages import MAX_PAYLOAD_BYTES, Ack, ChannelTickets, Delegation, InvokeRequest, NodeStatus
+from p2pfaas.metrics.http import TRUSTED_PROXY, Exposure
 from p2pfaas.node.placement import NodePlacement
 from p2pfaas.node.service import NodeService
 from p2pfaas.placement.wire import MAX_HOPS
@@ -110,18 +113,28 @@ def decode_chain(text: str) -> tuple[Delegation, ...]:
         raise DecodeError("the delegation chain header is not hex") from None
 
 
-def make_internal_app(service: NodeService, placement: NodePlacement) -> web.Application:
+def make_internal_app(
+    service: NodeService, placement: NodePlacement, *, exposure: Exposure | None = None
+) -> web.Application:
     """The primary's app for its sibling worker processes (on a unix socket only the node's user
-    can open): every public route, and the hand-off of invocations a worker has no slot for."""
-    app = make_app(service, placement)
+    can open): every public route, and the hand-off of invocations a worker has no slot for. The
+    requests workers pass on are counted here; /metrics trusts the client address they name."""
+    app = make_app(service, placement, exposure=exposure)
+    app[TRUSTED_PROXY] = True
     app.add_routes([web.post("/internal/v1/place", place_for_sibling)])
     return app
 
 
 def make_app(
-    service: NodeService, placement: NodePlacement | None = None, *, relay: RelayHub | None = None
+    service: NodeService,
+    placement: NodePlacement | None = None,
+    *,
+    relay: RelayHub | None = None,
+    exposure: Exposure | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_PAYLOAD_BYTES + 64 * 1024)
+    """`exposure`: count and time the requests, and serve GET /metrics (`p2pfaas.metrics`)."""
+    middlewares = [*(exposure.middlewares() if exposure else ()), error_middleware]
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_PAYLOAD_BYTES + 64 * 1024)
     app[SERVICE_KEY] = service
     routes: list[web.RouteDef] = []
     if relay is not None:  # relaying for nodes behind NAT (p2pfaas/relay); refused until we are reachable
@@ -139,6 +152,7 @@ def make_app(
         web.get("/v1/status", status),
         web.post("/v1/channels", channels),
         web.get("/v1/bundles/{digest}", bundle),
+        *((exposure.route(),) if exposure else ()),
     ]
     app.add_routes(routes + _under(tls.identity_path(service.node_id), routes))
     return app

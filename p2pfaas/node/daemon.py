@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from p2pfaas import rpc, signing
+from p2pfaas import logfmt, rpc, signing
 from p2pfaas.bundle import BundleCache
 from p2pfaas.clock import wall_time
 from p2pfaas.errors import P2PFaaSError, Refused
@@ -30,6 +30,9 @@ from p2pfaas.exec.base import Executor
 from p2pfaas.identity import KeyPair
 from p2pfaas.lifecycle import StackService
 from p2pfaas.messages import Ack, Bundle, NodeAnnouncement
+from p2pfaas.metrics import files as metrics_files
+from p2pfaas.metrics.catalog import NodeMetrics
+from p2pfaas.metrics.http import Exposure
 from p2pfaas.node import reachability
 from p2pfaas.node.admission import peer_with_room
 from p2pfaas.node.app import make_app, make_internal_app
@@ -41,10 +44,11 @@ from p2pfaas.node.placement import NodePlacement, PlacementConfig
 from p2pfaas.node.reachability import Reach
 from p2pfaas.node.revocations import follow_revocations
 from p2pfaas.node.service import NodeService
-from p2pfaas.node.settings import NodeConfig, check, service_options, share
+from p2pfaas.node.settings import NodeConfig, check, metrics_networks, service_options, share
 from p2pfaas.node.shared.tables import SharedTables
-from p2pfaas.node.workers.paths import LOCAL_SOCKET, PRIMARY_SOCKET, adopt_worker_journals
+from p2pfaas.node.workers.paths import LOCAL_SOCKET, METRICS_DIR, PRIMARY_SOCKET, adopt_worker_journals
 from p2pfaas.node.workers.pool import WorkerPool
+from p2pfaas.node.workers.process import warm_instances
 from p2pfaas.relay import RelayHub, RelayLink, is_relayed
 
 log = logging.getLogger(__name__)
@@ -105,7 +109,12 @@ class NodeDaemon(StackService):
                 spends=self.tables.spends if self.tables else None, unpaid=self.config.unpaid(),
             )
         )  # fmt: skip
+        self.metrics = NodeMetrics() if self.config.metrics else None
+        metrics_dir = self.config.work_dir / METRICS_DIR if self.metrics and self.tables else None
+        if metrics_dir is not None:  # the worker processes' figures (p2pfaas.metrics.files)
+            await asyncio.to_thread(metrics_files.reset, metrics_dir)
         service = NodeService(
+            metrics=self.metrics,
             keys=self.keys,
             executor=self.executor,
             cache=BundleCache(
@@ -142,7 +151,17 @@ class NodeDaemon(StackService):
         if self.tables is not None:
             router.shared, router.worker = self.tables.invocations, 0
         self.relay_hub = RelayHub()  # relays for nodes behind NAT once we are known to be reachable
-        runner = web.AppRunner(make_app(service, self.placement, relay=self.relay_hub), access_log=None)
+        self.exposure: Exposure | None = None
+        if self.metrics is not None:
+            registry = self.metrics.registry
+            self.exposure = Exposure(
+                self.metrics.http,
+                functools.partial(metrics_files.exposition, registry, metrics_dir),
+                metrics_networks(self.config),
+            )
+            self.metrics.set_readings(self._readings)
+        app = make_app(service, self.placement, relay=self.relay_hub, exposure=self.exposure)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         self.tls_id = (
@@ -196,6 +215,8 @@ class NodeDaemon(StackService):
                 )
             )
         self.placement.url = self.url
+        if self.overlay is not None and self.metrics is not None:
+            self.overlay.observe_lookup = self.metrics.dht_lookup.observe
         if self.overlay is not None and self.reach is Reach.RELAYED:
             self.overlay.set_url(self.url, relayed=True)
         await stack.enter_async_context(self.placement)  # gossip starts; leaving stops it
@@ -209,12 +230,45 @@ class NodeDaemon(StackService):
         )  # fmt: skip
         # Leaving the stack sets _stop first so the announcer ends before the TaskGroup is awaited.
         stack.callback(self.stop)
+        logfmt.set_process(node=self.node_id)  # in every line of `--log-format json`
         log.info("node %s serving on %s with executor %s", self.node_id[:12], self.url, self.executor.kind)
+
+    def _readings(self) -> dict[str, float | dict[str, float]]:
+        """The figures /metrics reads when it is scraped (`p2pfaas.metrics.catalog.NODE_READINGS`),
+        for the whole node: this process's, plus its worker processes' rows on the load board."""
+        router, admission = self.placement.router, self.service.admission
+        slots, free, queued = router.node_load()
+        warm, reserved = warm_instances(self.executor), admission.capacity.memory_used_mb
+        if self.tables is not None:
+            siblings = self.tables.loads.totals(exclude=0)
+            warm, reserved = warm + siblings.warm, reserved + siblings.memory_mb
+        stats, sender = router.stats, self.payments.sender
+        now = asyncio.get_running_loop().time()
+        ages = [now - load.received_at for load in router.view.loads(now)]
+        figures: dict[str, float | dict[str, float]] = {
+            "slots": {"total": slots, "busy": slots - free},
+            "queue_length": queued,
+            "memory_mb": {"lent": self.config.memory_mb, "reserved": reserved},
+            "warm_instances": warm,
+            "forwards": {"accepted": stats.forwarded, "refused": stats.refused_forwards},
+            "pulls": {"accepted": stats.pulled, "refused": stats.pull_refused},
+            "gossip_peers": len(ages),
+            "gossip_report_age_seconds": max(ages, default=0.0),
+            "receipts_pending": len(sender.queue.pending) + len(sender.queue.waiting),
+            "receipts_settled": dict(sender.answered),
+            "earned_micro": sender.earned_micro,
+            "voucher_budget_left_micro": self.payments.spends.left_micro(now=wall_time()),
+        }
+        if self.overlay is not None:
+            figures["dht_contacts"] = len(self.overlay.contacts())
+        return figures
 
     async def _start_workers(self, port: int, tables: SharedTables) -> None:
         """Serve the siblings on a unix socket, then start them on our port (node/workers/)."""
         stack = self._stack
-        internal = web.AppRunner(make_internal_app(self.service, self.placement), access_log=None)
+        internal = web.AppRunner(
+            make_internal_app(self.service, self.placement, exposure=self.exposure), access_log=None
+        )
         await internal.setup()
         stack.push_async_callback(internal.cleanup)
         path = self.config.work_dir / PRIMARY_SOCKET

@@ -26,6 +26,7 @@ from kademlia.node import Node
 
 from p2pfaas.clock import wall_time
 from p2pfaas.dht import adverts, records
+from p2pfaas.dht.lookup import LookupResult
 from p2pfaas.dht.node import DhtConfig, DhtNode
 from p2pfaas.dht.vivaldi import Coordinate
 from p2pfaas.dht.wire import Capacity
@@ -90,6 +91,7 @@ class Overlay:
         self._tasks = TaskSet()
         self.relayed = False
         self._http = _host_port(offer.url)
+        self.observe_lookup: Callable[[float], None] | None = None  # each lookup's seconds (metrics)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -187,7 +189,7 @@ class Overlay:
         self, runtime: str, count: int = 8, max_price: int | None = None
     ) -> list[adverts.Advert]:
         """Live peers offering `runtime`, ordered by predicted RTT (see `adverts.rank`); not this node."""
-        found = await self.dht.get_records(records.advert_key(runtime))
+        found = await self._lookup(records.advert_key(runtime))
         return adverts.rank(
             found.records.values(),
             own=self.coordinate(),
@@ -200,13 +202,23 @@ class Overlay:
 
     async def providers(self, digest: str) -> list[str]:
         """Base URLs of peers that announced they hold bundle `digest` (not this node)."""
-        found = await self.dht.get_records(records.provider_key(bytes.fromhex(digest)))
+        found = await self._lookup(records.provider_key(bytes.fromhex(digest)))
         now = wall_time()
         return [
             adverts.url_of(r)
             for publisher, r in sorted(found.records.items())
             if publisher != self.keys.node_id and r.expires_at > now
         ]
+
+    async def _lookup(self, key: bytes) -> LookupResult:
+        """The DHT's records under `key`, the lookup's time told to `observe_lookup` (metrics)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            return await self.dht.get_records(key)
+        finally:
+            if self.observe_lookup is not None:
+                self.observe_lookup(loop.time() - started)
 
     def contacts(self) -> list[Node]:
         return list(self.dht.proto.router.contacts())

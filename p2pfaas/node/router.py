@@ -43,7 +43,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from p2pfaas import codec, signing, tickets
+from p2pfaas import codec, logfmt, signing, tickets
 from p2pfaas.errors import Busy, P2PFaaSError, Refused, RemoteError, Unreachable
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import Delegation, InvokeRequest, InvokeResult
@@ -174,14 +174,16 @@ class Router:
 
     async def invoke(self, request: InvokeRequest) -> InvokeResult:
         """An invocation from a client: place it."""
-        return await self._once(request, hops=0, must_accept=True)
+        with logfmt.bind(invocation=request.invocation_id):
+            return await self._once(request, hops=0, must_accept=True)
 
     async def forwarded(self, forward: ForwardRequest) -> InvokeResult:
         """An invocation a peer forwarded to us. Raises Busy to refuse it."""
         signing.verify(forward)  # the forwarding node vouches for the hop count
-        return await self._once(
-            forward.request, hops=forward.hops, must_accept=forward.must_accept, chain=forward.chain
-        )
+        with logfmt.bind(invocation=forward.request.invocation_id, hops=str(forward.hops)):
+            return await self._once(
+                forward.request, hops=forward.hops, must_accept=forward.must_accept, chain=forward.chain
+            )
 
     async def _once(
         self, request: InvokeRequest, *, hops: int, must_accept: bool, chain: tuple[Delegation, ...] = ()

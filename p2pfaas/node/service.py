@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from p2pfaas import signing
+from p2pfaas import logfmt, signing
 from p2pfaas.bundle import BundleCache
 from p2pfaas.bundle.lock import read_lock
 from p2pfaas.clock import wall_time
@@ -36,6 +36,7 @@ from p2pfaas.errors import (
     InvokeTimeout,
     MemoryExceeded,
     NotFound,
+    P2PFaaSError,
     RemoteError,
     Unreachable,
 )
@@ -56,6 +57,7 @@ from p2pfaas.messages import (
     Receipt,
     request_sha256,
 )
+from p2pfaas.metrics.catalog import NodeMetrics
 from p2pfaas.node.admission import Admission, Limits
 from p2pfaas.node.layers import LayerCache
 from p2pfaas.pricing import Prices
@@ -111,6 +113,7 @@ class NodeService:
     admission: Admission = field(default_factory=lambda: Admission(Limits()))
     rng: random.Random = field(default_factory=random.Random)
     stats: NodeStats = field(default_factory=NodeStats)
+    metrics: NodeMetrics | None = None  # Prometheus figures (`p2pfaas.metrics`); None: not recorded
     _known: dict[str, tuple[BundleHeader, Path]] = field(default_factory=dict)
     layers: LayerCache | None = None  # dependency layers (`p2pfaas.node.layers`); None: none taken
     _layers: dict[str, Path | None] = field(default_factory=dict)  # digest -> its unpacked layer
@@ -150,13 +153,21 @@ class NodeService:
         self, request: InvokeRequest, *, delegations: tuple[Delegation, ...] = ()
     ) -> InvokeResult:
         """Run `request` here; `delegations` are the forwards that brought a paid one (its receipt's)."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         caller = self.verify_request(request)  # SignatureError -> 403
         header, code_dir = await self._bundle(request.digest)
-        (self.authorize or owner_only)(request, header, caller.raw, delegations)
         manifest = header.manifest
+        logfmt.annotate(invocation=request.invocation_id, function=manifest.name)
+        try:
+            (self.authorize or owner_only)(request, header, caller.raw, delegations)
+        except P2PFaaSError:
+            if self.metrics is not None:
+                self.metrics.not_run(manifest.name, "refused")
+            raise
         spec = await self._spec(request.digest, header, code_dir)
         timeout_s = min(request.timeout_s, manifest.timeout_s)
-        loop = asyncio.get_running_loop()
+        queued = loop.time()
         try:
             async with self.admission.slot(request.digest, manifest.memory_mb, timeout_s=timeout_s):
                 self.stats.invocations += 1
@@ -170,13 +181,15 @@ class NodeService:
         except RemoteError as exc:
             if getattr(exc, "status", 0) == 503:
                 self.stats.busy += 1
+                if self.metrics is not None:
+                    self.metrics.not_run(manifest.name, "busy")
             raise
         if not result.ok:
             self.stats.failures += 1
         receipt = self._receipt(request, caller.raw, result, wall_s, delegations)
         if receipt is not None and self.on_receipt is not None:
             self.on_receipt(receipt)
-        return signing.sign(
+        signed = signing.sign(
             InvokeResult(
                 invocation_id=request.invocation_id,
                 digest=request.digest,
@@ -194,6 +207,13 @@ class NodeService:
             ),
             self.keys,
         )
+        if self.metrics is not None:
+            self.metrics.invoked(
+                manifest.name, "ok" if result.ok else "failed", queue_s=started - queued, run_s=wall_s,
+                total_s=loop.time() - began, cold=result.cold,
+                cold_start_s=max(0.0, wall_s - result.duration_s),
+            )  # fmt: skip
+        return signed
 
     async def spec_for(self, digest: str) -> FunctionSpec:
         """What the executor needs to run `digest` (fetched and verified if need be): for pre-warming

@@ -16,6 +16,8 @@ A config file holds what a volunteer lends and charges; command-line options ove
     unpaid_keys = ["3f2a..."]  # lessee key ids that may run here without paying (default: none)
     unpaid_owners = false  # a function's owner may run it unpaid (a devnet; default false)
     callback_allow = ["127.0.0.0/8"]   # job callbacks may reach these too (default: public only)
+    metrics = true         # GET /metrics in the Prometheus format (docs/metrics.md)
+    metrics_allow = ["192.0.2.0/24"]   # who may scrape it, beside loopback (default: loopback only)
 
 Unknown keys and wrong types are refused with a `ConfigError` naming them: a typo must not silently
 lend more than the volunteer meant.
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from p2pfaas.errors import ConfigError
+from p2pfaas.metrics.http import DEFAULT_ALLOW, Network, parse_allow
 from p2pfaas.node.admission import Admission, Limits
 from p2pfaas.node.callbacks import CallbackPolicy
 from p2pfaas.node.payments.book import UnpaidPolicy
@@ -55,6 +58,8 @@ _KEYS: dict[str, tuple[type, ...]] = {
     "unpaid_keys": (list,),
     "unpaid_owners": (bool,),
     "callback_allow": (list,),
+    "metrics": (bool,),
+    "metrics_allow": (list,),
 }
 MAX_WORKERS = 64
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?", re.IGNORECASE)
@@ -102,6 +107,8 @@ class NodeConfig:
         return UnpaidPolicy(owners=self.unpaid_owners, keys=frozenset(self.unpaid_keys))
 
     callback_allow: tuple[str, ...] = ()  # CIDRs job callbacks may reach beyond public addresses
+    metrics: bool = True  # serve GET /metrics (p2pfaas.metrics) and record its figures
+    metrics_allow: tuple[str, ...] = ()  # CIDRs that may scrape /metrics beside loopback
 
 
 def memory_mb(text: str | int) -> int:
@@ -149,10 +156,10 @@ def load_config_file(path: Path) -> dict[str, Any]:
             fields[key] = float(cast(float, value))
         elif key == "unpaid_keys":
             fields[key] = unpaid_keys(cast(list[Any], value), where=str(path))
-        elif key == "callback_allow":
+        elif key in ("callback_allow", "metrics_allow"):
             items = cast(list[object], value)
             if not all(isinstance(item, str) for item in items):
-                raise ConfigError(f"{path}: callback_allow must be a list of CIDR strings, got {value!r}")
+                raise ConfigError(f"{path}: {key} must be a list of CIDR strings, got {value!r}")
             fields[key] = tuple(cast(list[str], items))
         else:
             fields[key] = value
@@ -167,6 +174,14 @@ def node_resources(config_file: str | Path | None, **options: Any) -> dict[str, 
     return fields
 
 
+def metrics_networks(config: NodeConfig) -> tuple[Network, ...]:
+    """Who may scrape the node's /metrics: loopback, and `metrics_allow`."""
+    try:
+        return DEFAULT_ALLOW + parse_allow(config.metrics_allow)
+    except ValueError as exc:
+        raise ConfigError(f"metrics_allow: {exc} (e.g. 192.0.2.0/24)") from None
+
+
 def check(config: NodeConfig) -> None:
     """Refuse settings no node can run with."""
     if not 0 < config.cpus <= 1024:
@@ -174,6 +189,7 @@ def check(config: NodeConfig) -> None:
     Limits(slots=config.slots, memory_mb=config.memory_mb, queue_size=config.queue_size)
     Prices(config.price_per_cpu_s_micro, config.price_per_gb_s_micro)
     CallbackPolicy.from_cidrs(config.callback_allow)  # a ConfigError names a bad range
+    metrics_networks(config)
     if config.bundle_cache_mb < 0:
         raise ConfigError(f"bundle cache size must not be negative, got {config.bundle_cache_mb}")
     if config.layer_cache_mb < 0 or config.max_layer_mb < 1:

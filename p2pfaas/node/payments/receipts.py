@@ -230,6 +230,9 @@ class ReceiptSender:
         self.flush_timeout_s = flush_timeout_s
         self.channel_tickets = channel_tickets  # the latest ticket of each voucher, from the node's store
         self.sent_batches = 0
+        # What the anchor answered, for the node's metrics: receipts by result, and the node price paid.
+        self.answered: dict[str, int] = {"paid": 0, "duplicate": 0, "refused": 0, "given_up": 0}
+        self.earned_micro = 0
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
         self._tasks = TaskSet()
@@ -318,8 +321,14 @@ class ReceiptSender:
         answered = {*result.paid, *result.duplicate, *(r.invocation_id for r in result.refused)}
         for refused in result.refused:
             log.warning("the anchor will not pay invocation %s: %s", refused.invocation_id, refused.reason)
+        paid = set(result.paid)
+        self.earned_micro += sum(r.price_micro for r in batch if r.invocation_id in paid)
+        self.answered["paid"] += len(paid)
+        self.answered["duplicate"] += len(result.duplicate)
+        self.answered["refused"] += len(result.refused)
         now = self._now()
         for receipt in self.queue.unsigned(result.unsigned, now):
+            self.answered["given_up"] += 1
             log.warning(
                 "giving up invocation %s: its lessee never signed for it on this node's channel",
                 receipt.invocation_id,

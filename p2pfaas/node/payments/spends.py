@@ -81,6 +81,10 @@ class SpendStore(Protocol):
         """Drop vouchers expired more than FORGET_AFTER_S before `now`; how many."""
         ...
 
+    def left_micro(self, *, now: float) -> int:
+        """What the vouchers still valid at `now` can pay this node beyond what they committed."""
+        ...
+
 
 @dataclass
 class _Total:
@@ -136,6 +140,13 @@ class LocalSpends:
             return None
         committed = total.charged_micro + total.reserved_micro
         return VoucherSpend(total.budget_micro, total.expires_at, committed, total.charged_micro)
+
+    def left_micro(self, *, now: float) -> int:
+        return sum(
+            t.budget_micro - t.charged_micro - t.reserved_micro
+            for t in self._totals.values()
+            if t.expires_at > now
+        )
 
     def forget(self, *, now: float) -> int:
         stale = [vid for vid, total in self._totals.items() if total.expires_at + FORGET_AFTER_S < now]

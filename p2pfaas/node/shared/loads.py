@@ -16,6 +16,8 @@ class LoadRow(NamedTuple):
     running: int = 0
     invocations: int = 0
     peer_room: int = 0  # the primary's row: free slots its gossip view sees at peers
+    warm: int = 0  # function instances the process keeps started (its metrics)
+    memory_mb: int = 0  # memory its running invocations hold (its metrics)
 
 
 class LoadBoard:

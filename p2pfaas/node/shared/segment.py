@@ -12,7 +12,7 @@ SLOT_BYTES = 1024  # one invocation slot
 # worker process of what it has reserved, so that a dead worker's reservations can be dropped.
 VOUCHER_HEADER = struct.Struct("<B7x16sqdq")
 MICRO = struct.Struct("<q")
-LOAD_ROW = struct.Struct("<6q")  # one worker's load counters
+LOAD_ROW = struct.Struct("<8q")  # one worker's load counters (`loads.LoadRow`)
 
 
 @dataclass(frozen=True)

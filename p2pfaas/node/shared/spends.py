@@ -105,6 +105,19 @@ class SharedSpends:
             reserved = sum(self._reserved.unpack_from(self._buf, at + VOUCHER_HEADER.size))
         return VoucherSpend(budget, expires, charged + reserved, charged)
 
+    def left_micro(self, *, now: float) -> int:
+        left = 0
+        with self._lock:
+            for at in range(self._offset, self._end, self._entry_bytes):
+                used, _, budget, expires, charged = VOUCHER_HEADER.unpack_from(self._buf, at)
+                if used and expires > now:
+                    left += (
+                        budget
+                        - charged
+                        - sum(self._reserved.unpack_from(self._buf, at + VOUCHER_HEADER.size))
+                    )
+        return left
+
     def forget(self, *, now: float) -> int:
         forgotten = 0
         with self._lock:

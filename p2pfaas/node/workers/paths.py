@@ -15,6 +15,7 @@ from p2pfaas.node.payments.receipts import ReceiptJournal
 log = logging.getLogger(__name__)
 
 PRIMARY_SOCKET = "primary.sock"
+METRICS_DIR = "metrics"  # the worker processes' metrics files (p2pfaas.metrics.files)
 LOCAL_SOCKET = "node.sock"  # the node's public routes for this machine only (its relay link's hop)
 
 

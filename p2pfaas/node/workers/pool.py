@@ -13,6 +13,7 @@ import signal
 from multiprocessing.process import BaseProcess
 from types import TracebackType
 
+from p2pfaas import logfmt
 from p2pfaas.errors import ConfigError
 from p2pfaas.lifecycle import TaskSet
 from p2pfaas.node.router import Router
@@ -101,6 +102,7 @@ class WorkerPool:
             shared=self.tables.handle,
             parent_pid=os.getpid(),
             log_level=logging.getLogger().getEffectiveLevel(),
+            log_format=logfmt.current_form(),
         )
         process = self._context.Process(target=run_worker, args=(spec,), name=f"p2pfaas-worker-{index}")
         process.start()

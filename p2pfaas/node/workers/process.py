@@ -16,13 +16,17 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
-from p2pfaas import rpc, tls
+from p2pfaas import logfmt, rpc, tls
 from p2pfaas.bundle import BundleCache
 from p2pfaas.errors import NotFound, P2PFaaSError, Unreachable
 from p2pfaas.identity import KeyPair
 from p2pfaas.lifecycle import StackService
 from p2pfaas.messages import MAX_PAYLOAD_BYTES, Bundle, Delegation, InvokeRequest, InvokeResult
+from p2pfaas.metrics import files as metrics_files
+from p2pfaas.metrics.catalog import NodeMetrics
+from p2pfaas.metrics.http import CLIENT_HEADER, middleware
 from p2pfaas.node.app import CHAIN_HEADER, encode_chain
 from p2pfaas.node.executors import make_executor
 from p2pfaas.node.layers import LayerCache, fetch_wheel
@@ -35,7 +39,7 @@ from p2pfaas.node.settings import NodeConfig, service_options, share
 from p2pfaas.node.shared.loads import LoadRow
 from p2pfaas.node.shared.segment import SharedHandle
 from p2pfaas.node.shared.tables import SharedTables
-from p2pfaas.node.workers.paths import PRIMARY_SOCKET, worker_dir
+from p2pfaas.node.workers.paths import METRICS_DIR, PRIMARY_SOCKET, worker_dir
 from p2pfaas.placement.view import LoadView
 from p2pfaas.placement.wire import ForwardRequest
 from p2pfaas.rpc import error_middleware, read_message, reply
@@ -44,6 +48,7 @@ log = logging.getLogger(__name__)
 
 
 PRIMARY = "http://primary"  # the host part is ignored on a unix socket
+PROXIED = "/{tail}"  # the route template (as the metrics name it) of everything passed on to the primary
 
 
 LOAD_WRITE_S = 0.05  # how often a worker writes its load to the board (gossip runs every ~2 s)
@@ -64,8 +69,16 @@ def write_load(tables: SharedTables, index: int, router: Router, *, peer_room: i
         running=router.in_progress(),
         invocations=router.service.stats.invocations,
         peer_room=peer_room,
+        warm=warm_instances(router.service.executor),
+        memory_mb=router.service.admission.capacity.memory_used_mb,
     )
     tables.loads.write(index, row)
+
+
+def warm_instances(executor: object) -> int:
+    """How many function instances `executor` keeps started (0 for executors that keep none)."""
+    warm_digests = getattr(executor, "warm_digests", None)
+    return 0 if warm_digests is None else sum(warm_digests().values())
 
 
 @dataclass(frozen=True)
@@ -79,13 +92,13 @@ class WorkerSpec:
     shared: SharedHandle
     parent_pid: int
     log_level: int
+    log_format: str = "text"  # `--log-format` (p2pfaas.logfmt)
 
 
 def run_worker(spec: WorkerSpec) -> None:
     """The entry point of a worker process."""
-    logging.basicConfig(
-        level=spec.log_level, format=f"%(asctime)s %(levelname)s worker-{spec.index} %(name)s: %(message)s"
-    )
+    logfmt.setup(spec.log_level, spec.log_format, prefix=f"worker-{spec.index} ")
+    logfmt.set_process(worker=str(spec.index), node=KeyPair.load(spec.config.key_path).key_id)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio works too
@@ -144,7 +157,12 @@ class WorkerNode(StackService):
         )  # fmt: skip
         with contextlib.suppress(TimeoutError):  # serve paid work from the start, when the anchor answers
             await asyncio.wait_for(payments.ready(), ANCHOR_KEY_WAIT_S)
+        self.metrics: NodeMetrics | None = None
+        if config.metrics:  # summed with the primary's and the siblings' at the primary's /metrics
+            metrics_files.record_to_files(config.work_dir / METRICS_DIR)
+            self.metrics = NodeMetrics()
         self.service = NodeService(
+            metrics=self.metrics,
             keys=self.keys,
             executor=self.executor,
             cache=BundleCache(
@@ -207,7 +225,13 @@ class WorkerNode(StackService):
     # --- serving ---------------------------------------------------------------------------------
 
     def _app(self) -> web.Application:
-        app = web.Application(middlewares=[error_middleware], client_max_size=MAX_PAYLOAD_BYTES + 64 * 1024)
+        # Its own routes are counted here; what it passes on, by the primary's internal app.
+        measure: list[Middleware] = []
+        if self.metrics is not None:
+            measure.append(middleware(self.metrics.http, skip=(PROXIED,)))
+        app = web.Application(
+            middlewares=[*measure, error_middleware], client_max_size=MAX_PAYLOAD_BYTES + 64 * 1024
+        )
         mine = tls.identity_path(self.keys.key_id)  # the https base URL names the node (p2pfaas.tls)
         app.add_routes(
             [
@@ -225,6 +249,7 @@ class WorkerNode(StackService):
         """Any other route: the primary answers it (gossip, forwards, drain, jobs, bundles, status)."""
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k in ("Content-Type", "Authorization")}
+        headers[CLIENT_HEADER] = request.remote or ""  # who asks, for the primary's /metrics check
         try:
             async with self.primary.request(
                 request.method,

@@ -209,3 +209,23 @@ async def _post(session: aiohttp.ClientSession, url: str, body: bytes) -> bytes:
     async with session.post(url, data=body, headers={"Content-Type": CONTENT_TYPE}) as answer:
         assert answer.status == 200, await answer.read()
         return await answer.read()
+
+
+@pytest.mark.parametrize("executor_kind", ["process"], indirect=True)
+async def test_metrics_cover_every_process_of_the_node(net: Net) -> None:
+    """#20: one scrape of the node's port, whichever process takes it, counts the invocations
+    that every process ran, and the slots of all of them."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    await net.client.deploy(write_function(net.root, "echo"))
+    await asyncio.gather(*(net.client.invoke("echo", {"i": i}, node_url=net.node.url) for i in range(30)))
+    await _settle()
+    assert net.pool.tables.loads.row(1).invocations > 0, "no connection reached the second process"
+    for _ in range(4):  # new connections: the scrape lands on either process
+        async with aiohttp.ClientSession() as session, session.get(f"{net.node.url}/metrics") as answer:
+            assert answer.status == 200
+            samples = [s for f in text_string_to_metric_families(await answer.text()) for s in f.samples]
+        ran = sum(s.value for s in samples if s.name == "p2pfaas_node_invocations_total")
+        assert ran == invocations(net) >= 30
+        slots = [s.value for s in samples if s.name == "p2pfaas_node_slots" and s.labels["state"] == "total"]
+        assert slots == [4]
