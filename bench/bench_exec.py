@@ -20,7 +20,7 @@ Also shown: create+start until the shim answers (Docker plus the Python runtime'
 A benchmark, not a test: it asserts no figure. Wall time is `time.perf_counter`.
 
     .venv/bin/python -m bench.bench_exec throughput [--seconds 5] [--clients 1,8,32,64] [--procs 2]
-        [--client lean|aiohttp] [--workers 1,2]
+        [--client lean|aiohttp] [--workers 1,2] [--metrics on|off|off,on]
     .venv/bin/python -m bench.bench_exec coldstart [--n 15]
 """
 
@@ -371,7 +371,7 @@ async def wait_for_port(port: int) -> None:
 
 @contextlib.asynccontextmanager
 async def node_process(
-    anchor_url: str, work_dir: Path, slots: int, workers: int = 1
+    anchor_url: str, work_dir: Path, slots: int, workers: int = 1, *, metrics: bool = True
 ) -> AsyncIterator[tuple[int, str]]:
     port = free_port()
     process = await asyncio.create_subprocess_exec(
@@ -380,6 +380,7 @@ async def node_process(
         *("--work-dir", str(work_dir), "--port", str(port), "--peer", "127.0.0.1:9"),
         *("--cpus", "2", "--memory", "4g", "--slots", str(slots), "--queue-size", "1024"),
         *("--workers", str(workers)),
+        *(() if metrics else ("--no-metrics",)),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
@@ -394,10 +395,11 @@ async def node_process(
 async def throughput(args: argparse.Namespace) -> None:
     levels = [int(c) for c in args.clients.split(",")]
     worker_counts = [int(w) for w in args.workers.split(",")]
+    metric_modes = [m == "on" for m in args.metrics.split(",")]
     root = Path(tempfile.mkdtemp(prefix="bex-", dir="/tmp"))
     keys = KeyPair.generate()
     needed = requests_needed(args.seconds)
-    rows: dict[tuple[int, int], Row] = {}  # (worker processes, clients) -> the node's row
+    rows: dict[tuple[int, bool, int], Row] = {}  # (worker processes, metrics, clients) -> the node's row
     echo_rows: dict[int, Row] = {}
     try:
         async with (
@@ -415,13 +417,13 @@ async def throughput(args: argparse.Namespace) -> None:
                 echo_rows[level] = await _level(args, f"http://127.0.0.1:{echo_port}/echo", bodies, level)
             echo_server.terminate()
             echo_server.join()
-            for workers in worker_counts:
+            for workers, metrics in itertools.product(worker_counts, metric_modes):
                 for level, row in (
                     await _node_levels(
-                        args, anchor.url, client, info.header.digest, keys, root, workers, levels
+                        args, anchor.url, client, info.header.digest, keys, root, workers, levels, metrics
                     )
                 ).items():
-                    rows[workers, level] = row
+                    rows[workers, metrics, level] = row
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(
@@ -430,19 +432,22 @@ async def throughput(args: argparse.Namespace) -> None:
         f"load average {os.getloadavg()[0]:.1f}"
     )
     header = (
-        f"{'workers':>7} {'clients':>7} {'node inv/s':>10} {'vs 1 worker':>11} {'err':>3} {'p50 ms':>7} "
+        f"{'workers':>7} {'metrics':>7} {'clients':>7} {'node inv/s':>10} {'vs 1 worker':>11} "
+        f"{'vs no metrics':>13} {'err':>3} {'p50 ms':>7} "
         f"{'p99 ms':>7} {'CPU us/inv: node':>16} {'shim':>5} {'client':>6} {'2-core bound/s':>14} "
         f"{'echo req/s':>10}"
     )
     print(header)
     print("-" * len(header))
-    for (workers, level), node in rows.items():
+    for (workers, metrics, level), node in rows.items():
         # What 2 cores could answer if all they did was this: node + containers + load generator.
         bound = 2e6 / (node.node_cpu_us + node.shim_cpu_us + node.client_cpu_us)
-        one = rows.get((1, level))
+        one, off = rows.get((1, metrics, level)), rows.get((workers, False, level))
         ratio = f"{node.per_s / one.per_s:.2f}x" if one is not None and one.per_s > 0 else "-"
+        vs_off = f"{node.per_s / off.per_s:.3f}x" if off is not None and off.per_s > 0 else "-"
         print(
-            f"{workers:>7} {node.clients:>7} {node.per_s:>10.0f} {ratio:>11} {node.errors:>3} "
+            f"{workers:>7} {'on' if metrics else 'off':>7} {node.clients:>7} {node.per_s:>10.0f} "
+            f"{ratio:>11} {vs_off:>13} {node.errors:>3} "
             f"{node.p50_s * 1e3:>7.2f} {node.p99_s * 1e3:>7.2f} {node.node_cpu_us:>16.0f} "
             f"{node.shim_cpu_us:>5.0f} {node.client_cpu_us:>6.0f} {bound:>14.0f} "
             f"{echo_rows[level].per_s:>10.0f}"
@@ -474,13 +479,14 @@ async def _node_levels(
     root: Path,
     workers: int,
     levels: list[int],
+    metrics: bool = True,
 ) -> dict[int, Row]:
     """One node process with `workers` worker processes, loaded at each level in turn."""
     needed = requests_needed(args.seconds)
-    work_dir = root / f"node-{workers}"
+    work_dir = root / f"node-{workers}-{'m' if metrics else 'n'}"
     owner = KeyPair.load_or_create(work_dir / "node.key").key_id
     rows: dict[int, Row] = {}
-    async with node_process(anchor_url, work_dir, args.slots, workers) as (pid, url):
+    async with node_process(anchor_url, work_dir, args.slots, workers, metrics=metrics) as (pid, url):
         for _ in range(100):  # the node announces itself to the anchor just after it binds
             if url in [n.url for n in await client.nodes(refresh=True)]:
                 break
@@ -490,7 +496,7 @@ async def _node_levels(
                 warm = await fresh.invoke("noop", {"n": 1}, node_url=url)
             assert warm.value == {"n": 1}
         for level in levels:
-            bodies = signed_requests(keys, digest, needed, f"w{workers}c{level}")
+            bodies = signed_requests(keys, digest, needed, f"w{workers}c{level}m{metrics:d}")
             ticks, shim_ns = cpu_ticks(pid), containers_cpu_ns(owner)
             node = await _level(args, f"{url}/v1/invoke", bodies, level, check_node=True)
             used_s = (cpu_ticks(pid) - ticks) / os.sysconf("SC_CLK_TCK")
@@ -651,6 +657,10 @@ def main(argv: list[str] | None = None) -> int:
     tp.add_argument("--clients", default="1,8,32,64")
     tp.add_argument("--procs", type=int, default=2, help="load-generating processes")
     tp.add_argument("--slots", type=int, default=8, help="the node's --slots")
+    tp.add_argument(
+        "--metrics", default="on", choices=("on", "off", "on,off", "off,on"),
+        help="the node's /metrics figures recorded or not (--no-metrics); both: one node each",
+    )  # fmt: skip
     tp.add_argument(
         "--workers", default="1,2", help="the node's --workers (processes on its port), one node per value"
     )

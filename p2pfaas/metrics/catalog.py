@@ -36,6 +36,7 @@ LATENCY_BUCKETS = (
 MAX_FUNCTIONS = 64  # distinct `function` label values per process; the rest count as "other"
 OUTCOMES = ("ok", "failed", "busy", "refused")
 STAGES = ("queue", "run", "total")
+_KIND = {True: "cold", False: "warm"}
 
 
 @dataclass(frozen=True)
@@ -194,18 +195,24 @@ class NodeMetrics(_Metrics):
         )  # fmt: skip
         # Bound once: a label lookup per observation is the dearest part of recording.
         self._stage = {stage: self.latency.labels(stage) for stage in STAGES}
+        self._children: dict[tuple[str, str, bool], tuple[Counter, Counter]] = {}
 
     def invoked(
         self, function: str, outcome: str, *, queue_s: float, run_s: float, total_s: float,
         cold: bool, cold_start_s: float,
     ) -> None:  # fmt: skip
         """One invocation that got a slot and ran (ok or failed)."""
-        label = self.function_label(function)
-        self.invocations.labels(label, outcome).inc()
+        key = (function, outcome, cold)
+        children = self._children.get(key)
+        if children is None:  # once per function and outcome: `labels()` is the dearest call here
+            label = self.function_label(function)
+            children = self.invocations.labels(label, outcome), self.starts.labels(label, _KIND[cold])
+            self._children[key] = children
+        children[0].inc()
+        children[1].inc()
         self._stage["queue"].observe(queue_s)
         self._stage["run"].observe(run_s)
         self._stage["total"].observe(total_s)
-        self.starts.labels(label, "cold" if cold else "warm").inc()
         if cold:
             self.cold_start.observe(cold_start_s)
 
@@ -231,6 +238,16 @@ class AnchorMetrics(_Metrics):
 class HttpFigures:
     """Requests by route template and status, and their latency by route (`http.middleware`)."""
 
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        counter = self._requests.get((route, status))
+        if counter is None:  # once per route and status (both bounded)
+            counter = self._requests[route, status] = self.requests.labels(route, str(status))
+        histogram = self._latency.get(route)
+        if histogram is None:
+            histogram = self._latency[route] = self.latency.labels(route)
+        counter.inc()
+        histogram.observe(seconds)
+
     def __init__(self, prefix: str, registry: CollectorRegistry) -> None:
         self.requests = Counter(
             f"{prefix}_http_requests", "HTTP requests by route template and status code.",
@@ -240,3 +257,5 @@ class HttpFigures:
             f"{prefix}_http_request_seconds", "HTTP request handling time by route template.",
             ["route"], buckets=LATENCY_BUCKETS, registry=registry,
         )  # fmt: skip
+        self._requests: dict[tuple[str, int], Counter] = {}
+        self._latency: dict[str, Histogram] = {}

@@ -11,6 +11,7 @@ and, behind a node's worker process, to the client address the worker vouches fo
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -62,7 +63,12 @@ def route_of(request: web.Request) -> str:
     resource = request.match_info.route.resource
     if resource is None:
         return "unmatched"
-    return _IDENTITY_PREFIX.sub("", resource.canonical)
+    return _template(resource.canonical)
+
+
+@functools.lru_cache(maxsize=1024)  # route templates are few: the regex runs once for each
+def _template(canonical: str) -> str:
+    return _IDENTITY_PREFIX.sub("", canonical)
 
 
 def middleware(figures: HttpFigures, *, skip: tuple[str, ...] = ()) -> Middleware:
@@ -84,8 +90,7 @@ def middleware(figures: HttpFigures, *, skip: tuple[str, ...] = ()) -> Middlewar
             status = exc.status
             raise
         finally:
-            figures.requests.labels(route, str(status)).inc()
-            figures.latency.labels(route).observe(loop.time() - started)
+            figures.observe(route, status, loop.time() - started)
 
     return measure
 
