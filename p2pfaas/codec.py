@@ -6,7 +6,8 @@ Field types are limited to `int`, `float`, `bool`, `str`, `bytes`, `X | None`, `
 other registered messages; `Annotated[str | bytes | tuple, MaxLen(n)]` caps a field's length.
 
 Decoding untrusted bytes checks the overall size, the MessagePack limits, the tag, the version, every
-field's type and every length cap, and raises only `DecodeError`. It never executes anything chosen by
+field's type and every length cap (floats must be finite: no NaN, no infinity), and raises only
+`DecodeError`. It never executes anything chosen by
 the peer: no pickle, no extension types, no `getattr` on remote names.
 
 This module knows nothing of HTTP, signatures or the meaning of any message (see `messages.py`).
@@ -15,6 +16,7 @@ This module knows nothing of HTTP, signatures or the meaning of any message (see
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -68,6 +70,9 @@ def _scalar(kind: type[Any], cap: int | None) -> Checker:
             value = float(value)  # MessagePack may carry an integral float as int
         if type(value) is not kind:
             raise DecodeError(f"{path}: expected {kind.__name__}, got {type(value).__name__}")
+        if kind is float and not math.isfinite(value):
+            # NaN compares false with everything: a NaN time or amount would slip past every bound.
+            raise DecodeError(f"{path}: {value!r} is not a finite number")
         if cap is not None and len(value) > cap:  # only str and bytes carry a cap here
             raise DecodeError(f"{path}: length {len(value)} exceeds {cap}")
         return value

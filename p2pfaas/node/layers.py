@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import io
 import logging
+import lzma
 import os
 import shutil
 import stat
@@ -29,6 +30,7 @@ import tempfile
 import threading
 import time
 import zipfile
+import zlib
 from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path, PurePosixPath
 
@@ -216,14 +218,19 @@ class LayerCache:
         return evicted
 
 
+# What zipfile raises for a malformed archive (its own, and those of the streams it reads).
+ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError, ValueError)
+
+
 def unpack_wheel(data: bytes, site: Path, *, limit: int, name: str = "wheel") -> int:
     """Unpack the wheel `data` into `site` as pip would install it (purelib and platlib; scripts,
     headers and data dropped); returns the bytes written. Raises BundleError for a wheel that is
     not a zip, names a path outside `site`, holds a link or special file, or unpacks past `limit`."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, ValueError) as error:
-        raise BundleError(f"{name}: not a wheel: {error}") from None
+    except ZIP_ERRORS as error:
+        # NotImplementedError: a "version needed to extract" zipfile does not know (found by fuzzing)
+        raise BundleError(f"{name}: not a wheel: {type(error).__name__}: {error}") from None
     members = archive.infolist()
     if len(members) > MAX_MEMBERS:
         raise BundleError(f"{name}: more than {MAX_MEMBERS} files")
@@ -234,7 +241,7 @@ def unpack_wheel(data: bytes, site: Path, *, limit: int, name: str = "wheel") ->
         return _unpack(archive, members, site, limit=limit, name=name)
     except BundleError:
         raise
-    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError, ValueError) as error:
+    except (*ZIP_ERRORS, zlib.error, lzma.LZMAError) as error:  # a member's data does not inflate (fuzzing)
         raise BundleError(f"{name}: cannot unpack: {type(error).__name__}: {error}") from None
 
 

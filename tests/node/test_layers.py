@@ -99,9 +99,31 @@ def deep(levels: int) -> bytes:
     return buffer.getvalue()
 
 
+def future_zip() -> bytes:
+    """Found by fuzzing (#22, fuzz/targets.py `wheel`): a zip whose central directory asks for a
+    newer "version needed to extract" made zipfile raise NotImplementedError, which escaped."""
+    data = bytearray(wheel({"a.py": b"x"}))
+    entry = data.index(b"PK\x01\x02")
+    data[entry + 6 : entry + 8] = (169).to_bytes(2, "little")  # version 16.9
+    return bytes(data)
+
+
+def corrupt_deflate() -> bytes:
+    """Found by fuzzing: a deflated member whose data does not inflate raised zlib.error."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("a.py", b"x = 1\n" * 100)
+    data = bytearray(buffer.getvalue())
+    start = data.index(b"PK\x03\x04") + 30 + len("a.py")  # the member's compressed bytes
+    data[start] = 0xFF  # an invalid deflate block type
+    return bytes(data)
+
+
 @pytest.mark.parametrize(
     ("data", "message", "limit"),
     [
+        (corrupt_deflate(), "cannot unpack: error", 1 << 20),
+        (future_zip(), "not a wheel: NotImplementedError", 1 << 20),
         (wheel({"../escape.py": b""}), "outside the layer", 1 << 20),
         (wheel({"/abs.py": b""}), "outside the layer", 1 << 20),
         (wheel({"ok.py": b""}, links=("pkg/link",)), "link or a special file", 1 << 20),
