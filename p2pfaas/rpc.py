@@ -78,13 +78,25 @@ async def read_message(request: web.Request, cls: type[M]) -> M:
     return codec.decode_as(cls, body)
 
 
+_HTTP_CODES = {
+    400: "malformed", 403: "forbidden", 404: "not-found", 405: "method-not-allowed", 413: "too-large",
+}  # fmt: skip
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map our exceptions to ErrorReply answers; nothing a peer sends may crash the server."""
+    """Map our exceptions, and aiohttp's HTTP errors, to ErrorReply answers (one shape for every
+    error a peer gets); nothing a peer sends may crash the server."""
     try:
         return await handler(request)
-    except web.HTTPException:
-        raise
+    except web.HTTPException as exc:  # aiohttp's own: no route (404), wrong method (405), too large (413)
+        if exc.status < 400:
+            raise
+        response = error_reply(exc.status, _HTTP_CODES.get(exc.status, "refused"), exc.reason)
+        for name in ("Allow", "WWW-Authenticate"):  # what the status needs said beside the body
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
+        return response
     except DecodeError as exc:
         return error_reply(400, "malformed", str(exc))
     except SignatureError as exc:

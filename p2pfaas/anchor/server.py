@@ -47,7 +47,7 @@ class AnchorServer(StackService):
 
     async def _start(self) -> None:
         db = await self._stack.enter_async_context(open_database(self.db_url))
-        app = make_app(db, settings=self.settings)
+        app = self.app = make_app(db, settings=self.settings)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)

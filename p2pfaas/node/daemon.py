@@ -160,7 +160,7 @@ class NodeDaemon(StackService):
                 metrics_networks(self.config),
             )
             self.metrics.set_readings(self._readings)
-        app = make_app(service, self.placement, relay=self.relay_hub, exposure=self.exposure)
+        app = self.app = make_app(service, self.placement, relay=self.relay_hub, exposure=self.exposure)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
