@@ -6,6 +6,7 @@
     p2pfaas fn invoke NAME [JSON]         run it and print the result
     p2pfaas anchor serve                  run an anchor (registry, node list)
     p2pfaas node run                      run a volunteer node
+    p2pfaas node join --anchor URL        key, claim for your account, settings file, run: in one step
     p2pfaas node drain                    drain a running node: hand work over, then stop it
     p2pfaas runtime build                 build the Python runtime image locally
     p2pfaas devnet up|demo|down           a local network: anchor + N nodes, each its own process
@@ -37,7 +38,7 @@ from p2pfaas.cli.fn_logs import add_logs_command
 from p2pfaas.cli.top import add_top_command
 from p2pfaas.client.logbook import terminal_safe
 from p2pfaas.dht import DEFAULT_ANCHOR_DHT_PORT, parse_peer
-from p2pfaas.environment import default_anchor, default_key, home, lessee_keys, logs_dir
+from p2pfaas.environment import default_anchor, default_key, home, lessee_keys, load_token, logs_dir
 from p2pfaas.errors import LocalError, P2PFaaSError
 from p2pfaas.lab import cli as lab_cli
 from p2pfaas.node import drain as drain_cli
@@ -270,6 +271,41 @@ def cmd_node_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_node_join(args: argparse.Namespace) -> int:
+    """`node run`, after what a new volunteer must do once: the node's key, its claim for the
+    logged-in account (so the anchor pays it there), and a settings file to run it from next time."""
+    import socket
+
+    from p2pfaas.client.account import AccountClient
+    from p2pfaas.identity import KeyPair
+    from p2pfaas.node.settings import node_resources, write_config_file
+
+    work_dir = Path(args.work_dir or home() / "node")
+    keys = KeyPair.load_or_create(Path(args.key or work_dir / "node.key"))
+    token = load_token()  # the volunteer's: `p2pfaas account login NAME`
+
+    async def claim() -> bool:
+        async with AccountClient(args.anchor, token=token) as account:
+            if keys.key_id in {k.key_id for k in (await account.me()).keys}:
+                return False
+            await account.claim_key(keys, kind="node", label=args.label or socket.gethostname()[:100])
+            return True
+
+    claimed = asyncio.run(claim())
+    config_path = Path(args.config) if args.config else work_dir / "node.toml"
+    if not config_path.exists():
+        given = {
+            "cpus": args.cpus, "memory_mb": args.memory, "slots": args.slots, "queue_size": args.queue_size,
+            "workers": args.workers, "unpaid_owners": args.unpaid_owners or None,
+        }  # fmt: skip
+        write_config_file(config_path, node_resources(None, **given))
+    args.config = str(config_path)
+    what = "claimed for your account" if claimed else "already bound to your account"
+    print(f"node {keys.key_id} {what}; settings in {config_path}", flush=True)
+    print(f"next time: p2pfaas node run --work-dir {work_dir} --config {config_path}", flush=True)
+    return cmd_node_run(args)
+
+
 def cmd_runtime_build(args: argparse.Namespace) -> int:
     from p2pfaas.exec.runtime_image import build_runtime_image
 
@@ -396,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     node = groups.add_parser("node", help="a volunteer node").add_subparsers(
         dest="node_command", required=True
     )
-    run = command(node, "run", cmd_node_run, "lend this machine: serve invocations")
+    run = argparse.ArgumentParser(add_help=False)  # the options of `node run`, and of `node join`
     run.add_argument("--anchor", default=default_anchor(), help="anchor URL (default: %(default)s)")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=0, help="0: any free port")
@@ -479,6 +515,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="DHT peer HOST:PORT to join through (repeatable; default: the anchor's bootstrap node)",
     )
     drain_cli.add_placement_arguments(run)  # --placement, --gossip-period, ... (issue #6)
+    options = run
+    run = node.add_parser("run", parents=[options], help="lend this machine: serve invocations")
+    run.set_defaults(handler=cmd_node_run)
+    join = node.add_parser(
+        "join",
+        parents=[options],
+        help="join a network in one step: make the node's key, claim it for your account (log in "
+        "first), write its settings to WORK_DIR/node.toml, and run it",
+    )
+    join.add_argument("--label", default="", help="what your account lists the node as (default: host name)")
+    join.set_defaults(handler=cmd_node_join)
     drain_cli.register(node, home=home())  # p2pfaas node drain (issue #6)
 
     runtime = groups.add_parser("runtime", help="the function runtime image").add_subparsers(

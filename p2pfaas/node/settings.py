@@ -25,6 +25,7 @@ lend more than the volunteer meant.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import tomllib
@@ -132,15 +133,46 @@ def unpaid_keys(values: list[Any] | tuple[Any, ...], *, where: str) -> tuple[str
     return tuple(values)
 
 
+def write_config_file(path: Path, fields: dict[str, Any]) -> None:
+    """Write the `NodeConfig` `fields` a config file holds (`memory_mb` as `memory`) as TOML that
+    `load_config_file` reads back; fields a config file does not hold are left out."""
+    lines = ["# p2pfaas node settings (written by `p2pfaas node join`; docs in p2pfaas/node/settings.py)"]
+    for name, value in sorted(fields.items()):
+        key = "memory" if name == "memory_mb" else name
+        if key not in _KEYS or value is None:
+            continue
+        if key == "memory":
+            value = f"{int(value)}m"
+        if isinstance(value, tuple):
+            value = list(value)
+        lines.append(f"{key} = {json.dumps(value)}")  # JSON's strings, numbers, lists, booleans are TOML
+    text = "\n".join(lines) + "\n"
+    load_config_file_text(text, where=str(path))  # never write what would not load
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def load_config_file_text(text: str, *, where: str) -> dict[str, Any]:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {where} is not valid TOML: {exc}") from None
+    return _fields_of(raw, where)
+
+
 def load_config_file(path: Path) -> dict[str, Any]:
     """The `NodeConfig` fields a TOML file sets. Raises ConfigError for unreadable files, unknown
     keys or wrong types."""
     try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return load_config_file_text(text, where=str(path))
+
+
+def _fields_of(raw: dict[str, Any], path: str) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for key, value in raw.items():
         types = _KEYS.get(key)
