@@ -56,6 +56,15 @@ async def test_a_logged_in_volunteer_joins_in_one_command_and_the_node_serves(tm
             await lessee.deploy(write_function(tmp_path, "echo"))
             outcome = await lessee.invoke("echo", {"hi": 1}, node_url=listed.url)
             assert outcome.value == {"echo": {"hi": 1}} and outcome.node_id == node_id
+            # `node status` (#21 item 3) reports it from the node and the anchor.
+            status = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "p2pfaas", "node", "status", "--anchor", anchor.url,
+                env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+            out = (await asyncio.wait_for(status.communicate(), 60))[0].decode()
+            assert status.returncode == 0, out
+            for expected in (f"node {node_id}", "listed by the anchor", "1 since it started", "0/2 busy"):
+                assert expected in out, out
         finally:
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)
