@@ -42,6 +42,7 @@ from p2pfaas.db import Database
 from p2pfaas.db.schema import key_owners, users
 from p2pfaas.errors import LocalError, NotFound, SignatureError, StorageError
 from p2pfaas.identity import KeyPair, PublicKey
+from p2pfaas.ledger import usage as usage_lines
 from p2pfaas.ledger.channels import record_tickets
 from p2pfaas.ledger.earnings import claw_back
 from p2pfaas.ledger.issuer import VoucherIssuer, load_anchor_keys
@@ -51,12 +52,13 @@ from p2pfaas.ledger.postings import AccountRow, InsufficientFunds
 from p2pfaas.ledger.rounds import DEFAULT_QUIET_S, settle_rests
 from p2pfaas.ledger.settlement import Settler
 from p2pfaas.ledger.store import LedgerStore, PayoutRow
-from p2pfaas.ledger.usage import usage
+from p2pfaas.ledger.usage import earnings, usage
 from p2pfaas.ledger.wire import (
     AccountBalance,
     AnchorKey,
     Balances,
     BatchResult,
+    EarningsReport,
     GrantRequest,
     PayoutInfo,
     PayoutRequest,
@@ -149,20 +151,24 @@ class LedgerApi:
     async def usage(self, request: web.Request) -> web.Response:
         """The caller's bill (`p2pfaas.ledger.usage`): `?since=UNIX_TIME&by=function|day`."""
         caller = await require(request, Scope.ACCOUNT_READ)
-        try:
-            since = float(request.query.get("since", "0"))
-        except ValueError:
-            raise LocalError("since must be a Unix time in seconds") from None
-        if not math.isfinite(since) or since < 0:
-            raise LocalError("since must be a Unix time in seconds")
+        since = _since(request)
         bill = await usage(self.db, caller.account_id, since=since, by=request.query.get("by", "function"))
-        lines = tuple(
-            UsageLine(line.key[:272], line.calls, line.cpu_ms, line.mb_ms, line.charged_micro)
-            for line in bill.lines
-        )
         return reply(
-            UsageReport(lines, bill.bought_micro, bill.spent_micro, bill.returned_micro, bill.held_micro)
+            UsageReport(
+                _wire_lines(bill.lines),
+                bill.bought_micro,
+                bill.spent_micro,
+                bill.returned_micro,
+                bill.held_micro,
+            )
         )
+
+    async def earnings(self, request: web.Request) -> web.Response:
+        """What the caller's nodes were paid (`p2pfaas.ledger.usage.earnings`): `?since=&by=node|day`."""
+        caller = await require(request, Scope.ACCOUNT_READ)
+        since = _since(request)
+        lines = await earnings(self.db, caller.user_id, since=since, by=request.query.get("by", "node"))
+        return reply(EarningsReport(_wire_lines(lines)))
 
     # --- vouchers ---------------------------------------------------------------------------------
 
@@ -383,6 +389,23 @@ def _payout(row: PayoutRow) -> PayoutInfo:
 LEDGER = web.AppKey("p2pfaas.ledger", LedgerApi)
 
 
+def _wire_lines(lines: Sequence[usage_lines.UsageLine]) -> tuple[UsageLine, ...]:
+    return tuple(
+        UsageLine(line.key[:272], line.calls, line.cpu_ms, line.mb_ms, line.charged_micro) for line in lines
+    )
+
+
+def _since(request: web.Request) -> float:
+    """The `since` query parameter: a Unix time in seconds, 0 when absent."""
+    try:
+        since = float(request.query.get("since", "0"))
+    except ValueError:
+        raise LocalError("since must be a Unix time in seconds") from None
+    if not math.isfinite(since) or since < 0:
+        raise LocalError("since must be a Unix time in seconds")
+    return since
+
+
 def setup(
     app: web.Application,
     db: Database,
@@ -405,6 +428,7 @@ def setup(
             web.post("/v1/ledger/topups", api.top_up),
             web.get("/v1/ledger/balance", api.balance),
             web.get("/v1/ledger/usage", api.usage),
+            web.get("/v1/ledger/earnings", api.earnings),
             web.post("/v1/vouchers", api.request_voucher),
             web.get("/v1/vouchers/{voucher_id}", api.voucher_info),
             web.post("/v1/receipts", api.receipts),

@@ -42,7 +42,7 @@ from p2pfaas.identity import KeyPair
 if TYPE_CHECKING:
     from p2pfaas.anchor.app import AnchorSettings
 
-__all__ = ["add_anchor_options", "anchor_settings", "register"]
+__all__ = ["add_anchor_options", "anchor_settings", "register", "run_logged_in"]
 
 MICRO = 1_000_000
 
@@ -89,6 +89,11 @@ def _run(
             return await work(client)
 
     return asyncio.run(main())
+
+
+def run_logged_in(args: argparse.Namespace, work: Callable[[AccountClient], Awaitable[int]]) -> int:
+    """`work` with an AccountClient that sends the saved token (`account login`), at `args.anchor`."""
+    return _run(args, work)
 
 
 # --- commands ------------------------------------------------------------------------------------

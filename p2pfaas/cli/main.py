@@ -37,6 +37,7 @@ from p2pfaas.cli import pay as pay_cli
 from p2pfaas.cli.fn_logs import add_logs_command
 from p2pfaas.cli.node_status import add_status_command
 from p2pfaas.cli.top import add_top_command
+from p2pfaas.cli.usage import add_earnings_command
 from p2pfaas.client.logbook import terminal_safe
 from p2pfaas.dht import DEFAULT_ANCHOR_DHT_PORT, parse_peer
 from p2pfaas.environment import default_anchor, default_key, home, lessee_keys, load_token, logs_dir
@@ -529,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     join.set_defaults(handler=cmd_node_join)
     drain_cli.register(node, home=home())  # p2pfaas node drain (issue #6)
     add_status_command(node, home=home(), default_anchor=default_anchor())  # p2pfaas node status (#21)
+    add_earnings_command(node, account_cli.run_logged_in, default_anchor=default_anchor())
 
     runtime = groups.add_parser("runtime", help="the function runtime image").add_subparsers(
         dest="runtime_command", required=True

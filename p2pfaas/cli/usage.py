@@ -17,7 +17,7 @@ from typing import Any
 from p2pfaas.errors import LocalError
 from p2pfaas.money import MICRO
 
-__all__ = ["add_usage_command", "cmd_usage", "parse_since"]
+__all__ = ["add_earnings_command", "add_usage_command", "cmd_earnings", "cmd_usage", "parse_since"]
 
 
 def parse_since(text: str) -> float:
@@ -42,29 +42,47 @@ def cmd_usage(args: argparse.Namespace, run: Callable[..., int]) -> int:
 
     async def work(client: Any) -> int:
         report = await client.usage(since=since, by=args.by)
-        rows = [
-            (line.key, line.calls, line.cpu_ms / 1000, line.mb_ms / 1024 / 1000, line.charged_micro)
-            for line in report.lines
-        ]
-        if args.csv:
-            out = csv.writer(sys.stdout)
-            out.writerow([args.by, "calls", "cpu_s", "gb_s", "credits"])
-            for key, calls, cpu_s, gb_s, charged in rows:
-                out.writerow([key, calls, f"{cpu_s:.3f}", f"{gb_s:.6f}", _credits(charged)])
-            return 0
-        print(f"{args.by:32} {'calls':>8} {'CPU s':>10} {'GB s':>12} {'credits':>16}")
-        for key, calls, cpu_s, gb_s, charged in rows:
-            print(f"{key[:32]:32} {calls:>8} {cpu_s:>10.3f} {gb_s:>12.6f} {_credits(charged):>16}")
-        total = sum(row[4] for row in rows)
-        print(f"{'total':32} {sum(r[1] for r in rows):>8} {'':>10} {'':>12} {_credits(total):>16}")
-        print(
-            f"vouchers: bought {_credits(report.bought_micro)} = spent {_credits(report.spent_micro)}"
-            f" + returned {_credits(report.returned_micro)} + still held {_credits(report.held_micro)}",
-            file=sys.stderr,
-        )
+        _print_lines(args.by, report.lines, as_csv=args.csv)
+        if not args.csv:
+            print(
+                f"vouchers: bought {_credits(report.bought_micro)} = spent {_credits(report.spent_micro)}"
+                f" + returned {_credits(report.returned_micro)} + still held {_credits(report.held_micro)}",
+                file=sys.stderr,
+            )
         return 0
 
     return run(args, work)
+
+
+def cmd_earnings(args: argparse.Namespace, run: Callable[..., int]) -> int:
+    """`node earnings`: what the account's nodes were paid, from the ledger."""
+    since = parse_since(args.since) if args.since else 0.0
+
+    async def work(client: Any) -> int:
+        report = await client.earnings(since=since, by=args.by)
+        _print_lines(args.by, report.lines, as_csv=args.csv)
+        return 0
+
+    return run(args, work)
+
+
+def _print_lines(by: str, lines: Any, *, as_csv: bool) -> None:
+    rows = [
+        (line.key, line.calls, line.cpu_ms / 1000, line.mb_ms / 1024 / 1000, line.charged_micro)
+        for line in lines
+    ]
+    if as_csv:
+        out = csv.writer(sys.stdout)
+        out.writerow([by, "calls", "cpu_s", "gb_s", "credits"])
+        for key, calls, cpu_s, gb_s, charged in rows:
+            out.writerow([key, calls, f"{cpu_s:.3f}", f"{gb_s:.6f}", _credits(charged)])
+        return
+    width = 40 if by == "node" else 32
+    print(f"{by:{width}} {'calls':>8} {'CPU s':>10} {'GB s':>12} {'credits':>16}")
+    for key, calls, cpu_s, gb_s, charged in rows:
+        print(f"{key[:width]:{width}} {calls:>8} {cpu_s:>10.3f} {gb_s:>12.6f} {_credits(charged):>16}")
+    total = sum(row[4] for row in rows)
+    print(f"{'total':{width}} {sum(r[1] for r in rows):>8} {'':>10} {'':>12} {_credits(total):>16}")
 
 
 def add_usage_command(sub: Any, command: Callable[..., Any], run: Callable[..., int]) -> None:
@@ -73,3 +91,13 @@ def add_usage_command(sub: Any, command: Callable[..., Any], run: Callable[..., 
     usage.add_argument("--since", default="", help="from this UTC date (YYYY-MM-DD) or ISO time on")
     usage.add_argument("--by", choices=("function", "day"), default="function", help="one line per")
     usage.add_argument("--csv", action="store_true", help="comma-separated values, for a spreadsheet")
+
+
+def add_earnings_command(node_commands: Any, run: Callable[..., int], *, default_anchor: str) -> None:
+    """`node earnings` among the `node` commands (`run` is the account CLI's: it sends the token)."""
+    earnings = node_commands.add_parser("earnings", help="what your nodes were paid, from the ledger")
+    earnings.set_defaults(handler=lambda args: cmd_earnings(args, run))
+    earnings.add_argument("--anchor", default=default_anchor, help="anchor URL (default: %(default)s)")
+    earnings.add_argument("--since", default="", help="from this UTC date (YYYY-MM-DD) or ISO time on")
+    earnings.add_argument("--by", choices=("node", "day"), default="node", help="one line per")
+    earnings.add_argument("--csv", action="store_true", help="comma-separated values, for a spreadsheet")

@@ -34,6 +34,7 @@ from p2pfaas.errors import LocalError
 from p2pfaas.identity import KeyPair
 from p2pfaas.ledger.wire import (
     Balances,
+    EarningsReport,
     GrantRequest,
     PayoutInfo,
     PayoutRequest,
@@ -156,6 +157,11 @@ class AccountClient:
         """This account's bill: calls, CPU, memory-time and credits by function or by UTC day."""
         query = urllib.parse.urlencode({"since": repr(since), "by": by})
         return await self._call("GET", f"/v1/ledger/usage?{query}", UsageReport)
+
+    async def earnings(self, *, since: float = 0.0, by: str = "node") -> EarningsReport:
+        """What this account's nodes were paid: calls, CPU, memory-time and credits by node or UTC day."""
+        query = urllib.parse.urlencode({"since": repr(since), "by": by})
+        return await self._call("GET", f"/v1/ledger/earnings?{query}", EarningsReport)
 
     async def voucher(self, keys: KeyPair, *, budget_micro: int, ttl_s: float, request_id: str) -> Voucher:
         """A spending voucher for lessee key `keys` (bound to this account); idempotent by `request_id`."""

@@ -1,4 +1,5 @@
-"""A lessee's bill, straight from the ledger: what its vouchers paid, per function or per day.
+"""A lessee's bill, straight from the ledger: what its vouchers paid, per function or per day; and
+a volunteer's earnings (`earnings`): what its nodes were paid, per node or per day.
 
 `usage(db, account_id, since=..., by=...)` sums the settlements drawn on the account's vouchers:
 calls, CPU seconds and GB-seconds (as the nodes' signed receipts metered them) and credits (the
@@ -14,17 +15,19 @@ movements into and out of vouchers.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2pfaas.db import Database
-from p2pfaas.db.schema import accounts, bundles, entries, settlements, transfers, vouchers
+from p2pfaas.db.schema import accounts, bundles, entries, key_owners, settlements, transfers, vouchers
 from p2pfaas.errors import LocalError
 from p2pfaas.ledger.policy import REST_PREFIX
 
-__all__ = ["BY", "REST_LINE", "Usage", "UsageLine", "usage"]
+__all__ = ["BY", "EARNINGS_BY", "REST_LINE", "Usage", "UsageLine", "earnings", "usage"]
 
 BY = ("function", "day")
 REST_LINE = "(channel rests)"
@@ -54,44 +57,80 @@ async def usage(db: Database, account_id: int, *, since: float = 0.0, by: str = 
     the database (a lessee of a million calls is a few lines, not a million rows, to the anchor)."""
     if by not in BY:
         raise LocalError(f"usage is by {' or '.join(BY)}, not {by[:32]!r}")
-    is_rest = settlements.c.invocation_id.startswith(REST_PREFIX)
-    key = _utc_day(db.dialect, settlements.c.settled_at) if by == "day" else settlements.c.digest
-    rest = sa.case((is_rest, 1), else_=0)
-    group_key = sa.case((is_rest, sa.null()), else_=key)  # every rest on its one line, whatever `by`
 
     async def work(connection: AsyncConnection) -> Usage:
         mine = sa.select(vouchers.c.voucher_id).where(vouchers.c.lessee_account_id == account_id)
-        rows = (
-            await connection.execute(
-                sa.select(
-                    rest.label("rest"),
-                    group_key.label("key"),
-                    sa.func.sum(1 - rest).label("calls"),
-                    sa.func.sum(settlements.c.cpu_ms).label("cpu_ms"),
-                    sa.func.sum(settlements.c.mb_ms).label("mb_ms"),
-                    sa.func.sum(settlements.c.price_micro + settlements.c.fee_micro).label("charged"),
-                )
-                .where(settlements.c.voucher_id.in_(mine), settlements.c.settled_at >= since)
-                .group_by(rest, group_key)
-                .limit(MAX_LINES)
-            )
-        ).all()
+        key = _utc_day(db.dialect, settlements.c.settled_at) if by == "day" else settlements.c.digest
+        charged = settlements.c.price_micro + settlements.c.fee_micro
+        rows = await _grouped(connection, settlements.c.voucher_id.in_(mine), key, charged, since=since)
         names = await _names(connection, [row.key for row in rows if by == "function" and row.key])
-        lines = [
-            UsageLine(
-                _line_key(bool(row.rest), row.key, by, names),
-                int(row.calls or 0),
-                int(row.cpu_ms or 0),
-                int(row.mb_ms or 0),
-                int(row.charged or 0),
-            )
-            for row in rows
-        ]
-        return Usage(
-            tuple(sorted(lines, key=lambda line: line.key)), *await _movements(connection, account_id)
-        )
+        lines = _lines(rows, lambda row: _line_key(bool(row.rest), row.key, by, names))
+        return Usage(lines, *await _movements(connection, account_id))
 
     return await db.run(work, what="a lessee's usage", write=False)
+
+
+EARNINGS_BY = ("node", "day")
+
+
+async def earnings(
+    db: Database, user_id: int, *, since: float = 0.0, by: str = "node"
+) -> tuple[UsageLine, ...]:
+    """What the nodes bound to user `user_id` were paid (node price, without the anchor's fee) for
+    settlements since `since`, per node or per UTC day; channel rests on their own line. A payment
+    moved to the node that ran a call (`supersede`) counts for the node its settlement names."""
+    if by not in EARNINGS_BY:
+        raise LocalError(f"earnings are by {' or '.join(EARNINGS_BY)}, not {by[:32]!r}")
+
+    async def work(connection: AsyncConnection) -> tuple[UsageLine, ...]:
+        nodes = sa.select(key_owners.c.key_id).where(
+            key_owners.c.user_id == user_id, key_owners.c.kind == "node"
+        )
+        key = _utc_day(db.dialect, settlements.c.settled_at) if by == "day" else settlements.c.node_id
+        rows = await _grouped(
+            connection, settlements.c.node_id.in_(nodes), key, settlements.c.price_micro, since=since
+        )
+        return _lines(rows, lambda row: _line_key(bool(row.rest), row.key, by, {}))
+
+    return await db.run(work, what="a volunteer's earnings", write=False)
+
+
+async def _grouped(
+    connection: AsyncConnection,
+    which: sa.ColumnElement[bool],
+    key: sa.ColumnElement[Any],
+    charged: sa.ColumnElement[Any],
+    *,
+    since: float,
+) -> Sequence[Any]:
+    """The settlements `which` since `since`, summed per `key` (every rest on its one line)."""
+    is_rest = settlements.c.invocation_id.startswith(REST_PREFIX)
+    rest = sa.case((is_rest, 1), else_=0)
+    group_key = sa.case((is_rest, sa.null()), else_=key)
+    query = (
+        sa.select(
+            rest.label("rest"),
+            group_key.label("key"),
+            sa.func.sum(1 - rest).label("calls"),
+            sa.func.sum(settlements.c.cpu_ms).label("cpu_ms"),
+            sa.func.sum(settlements.c.mb_ms).label("mb_ms"),
+            sa.func.sum(charged).label("charged"),
+        )
+        .where(which, settlements.c.settled_at >= since)
+        .group_by(rest, group_key)
+        .limit(MAX_LINES)
+    )
+    return (await connection.execute(query)).all()
+
+
+def _lines(rows: Sequence[Any], key_of: Callable[[Any], str]) -> tuple[UsageLine, ...]:
+    lines = [
+        UsageLine(
+            key_of(row), int(row.calls or 0), int(row.cpu_ms or 0), int(row.mb_ms or 0), int(row.charged or 0)
+        )
+        for row in rows
+    ]
+    return tuple(sorted(lines, key=lambda line: line.key))
 
 
 def _utc_day(dialect: str, column: sa.ColumnElement[float]) -> sa.ColumnElement[int]:
@@ -117,6 +156,8 @@ def _line_key(rest: bool, key: object, by: str, names: dict[str, str]) -> str:
         return REST_LINE
     if by == "day":
         return time.strftime("%Y-%m-%d", time.gmtime(int(key) * 86400))  # type: ignore[call-overload]
+    if by == "node":
+        return str(key)
     if key is None:
         return "(function unknown)"  # settled before revision 0008 recorded the function
     return names.get(str(key), f"(function {str(key)[:12]})")  # its bundle is not in this registry

@@ -213,3 +213,12 @@ class UsageReport(Message):
     spent_micro: int
     returned_micro: int
     held_micro: int
+
+
+@message(138)
+@dataclass(frozen=True)
+class EarningsReport(Message):
+    """`GET /v1/ledger/earnings?since=T&by=node|day`: what the caller's nodes were paid (node
+    price; `UsageLine.charged_micro`), per node or UTC day, channel rests on their own line."""
+
+    lines: Annotated[tuple[UsageLine, ...], MaxLen(10_000)]

@@ -34,6 +34,7 @@ from p2pfaas.ledger.wire import (
     AnchorKey,
     Balances,
     BatchResult,
+    EarningsReport,
     GrantRequest,
     PayoutInfo,
     PayoutRequest,
@@ -382,3 +383,20 @@ async def test_a_lessees_bill_comes_from_the_ledger_and_adds_up(
     out, err = capsys.readouterr()
     assert "0.004070" in out and "bought 0.005000 = spent 0.004070" in err
     assert await audit(db) == []
+
+    # The volunteer's side (#21, `node earnings`): what bob's node was paid, by node and by day.
+    await a.accounts.bind_key(a.user_ids["bob"], node.public.raw, kind="node", label="", now=T0)
+    earned = await a.call("GET", "/v1/ledger/earnings", EarningsReport, as_user="bob")
+    assert [(line.key, line.calls, line.charged_micro) for line in earned.lines] == [
+        ("(channel rests)", 0, 200),
+        (node.public.key_id, 4, 3_500),  # the node price, without the anchor's fee
+    ]
+    daily = await a.call("GET", "/v1/ledger/earnings?by=day", EarningsReport, as_user="bob")
+    assert sum(line.charged_micro for line in daily.lines) == 3_700
+    assert (await a.call("GET", "/v1/ledger/earnings", EarningsReport, as_user="alice")).lines == ()
+    with pytest.raises(Refused):
+        await a.call("GET", "/v1/ledger/earnings?by=function", EarningsReport, as_user="bob")
+    monkeypatch.setenv("P2PFAAS_TOKEN", a.tokens["bob"])
+    assert await asyncio.to_thread(main, ["node", "earnings", "--anchor", a.url, "--csv"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0] == "node,calls,cpu_s,gb_s,credits" and rows[2].startswith(node.public.key_id + ",4,")
