@@ -139,6 +139,7 @@ class _Schema:
     checkers: tuple[Checker, ...]
     tail_defaults: tuple[Any, ...] = ()  # defaults of the last OPTIONAL_TAIL fields, in wire form
     plain: tuple[bool, ...] = ()  # per field: a scalar that goes on the wire as it is
+    floats: tuple[bool, ...] = ()  # per field: declared `float` (an int given for it goes as a float)
 
 
 _BY_TAG: dict[int, _Schema] = {}
@@ -166,6 +167,7 @@ def message(tag: int) -> Callable[[type[M]], type[M]]:
             if cls.OPTIONAL_TAIL
             else (),
             plain=tuple(_is_plain(hints[f.name]) for f in fields),
+            floats=tuple(_unannotated(hints[f.name]) is float for f in fields),
         )
         if any(d is dataclasses.MISSING for d in schema.tail_defaults):
             raise TypeError(f"{cls.__name__}: its last {cls.OPTIONAL_TAIL} fields need defaults")
@@ -179,11 +181,13 @@ def message(tag: int) -> Callable[[type[M]], type[M]]:
 # --- encoding ----------------------------------------------------------------------------------
 
 
+def _unannotated(hint: Any) -> Any:
+    return get_args(hint)[0] if get_origin(hint) is typing.Annotated else hint
+
+
 def _is_plain(hint: Any) -> bool:
     """Whether a field of this type is a scalar (str, bytes, int, float, bool) MessagePack takes as is."""
-    if get_origin(hint) is typing.Annotated:
-        hint = get_args(hint)[0]
-    return hint in (str, bytes, int, float, bool)
+    return _unannotated(hint) in (str, bytes, int, float, bool)
 
 
 _WIRE = "_codec_wire"  # where an instance keeps its wire form (messages are immutable)
@@ -201,8 +205,12 @@ def _to_wire(msg: Message) -> list[Any]:
     schema = _BY_CLASS[type(msg)]
     out: list[Any] = [schema.cls.TAG, schema.cls.VERSION]  # fields follow in declaration order
     values = msg.__dict__
-    for name, plain in zip(schema.names, schema.plain, strict=True):
+    for name, plain, is_float in zip(schema.names, schema.plain, schema.floats, strict=True):
         value = values[name]
+        if is_float and type(value) is int:
+            # Canonical: the decoder makes it a float, so a signature over an int here would never
+            # verify again once the message is decoded (a lessee's `timeout_s=5` did just that).
+            value = float(value)
         out.append(value if plain else _value_to_wire(value))
     for default in reversed(schema.tail_defaults):
         if out[-1] != default or type(out[-1]) is not type(default):

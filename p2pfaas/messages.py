@@ -471,6 +471,9 @@ class NodeStatus(Message):
     invocations: int
     in_flight: int
     cached_bundles: int
+    away: Annotated[str, MaxLen(256)] = ""  # why it does not lend now (node/lending.py); "": it lends
+
+    OPTIONAL_TAIL: ClassVar[int] = 1
 
 
 @message(41)

@@ -286,3 +286,18 @@ def test_a_float_field_must_be_finite(bad: float) -> None:
     assert forged != wire
     with pytest.raises(DecodeError, match="not a finite number"):
         codec.decode(forged)
+
+
+def test_an_int_given_for_a_float_field_is_encoded_as_the_float_it_decodes_to() -> None:
+    """Found by tests/node/test_lending.py: `client.invoke(..., timeout_s=5)` signed `5` as an int;
+    the node decodes every float field as a float and re-encodes `5.0`, so the lessee's signature
+    never verified (403). The encoding of a float field is now a float whatever it was given."""
+    from p2pfaas import signing
+    from p2pfaas.identity import KeyPair
+
+    keys = KeyPair.generate()
+    request = messages.InvokeRequest("i", "ab" * 32, b"{}", 5, None, signer=b"", signature=b"")
+    signed = signing.sign(request, keys)
+    received = codec.decode(codec.encode(signed))
+    assert signing.verify(received).key_id == keys.key_id
+    assert codec.encode(received) == codec.encode(signed)

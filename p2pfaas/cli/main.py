@@ -267,6 +267,8 @@ def cmd_node_run(args: argparse.Namespace) -> int:
             callback_allow=tuple(args.callback_allow) or None,
             metrics=False if args.no_metrics else None,
             metrics_allow=tuple(args.metrics_allow) or None,
+            lend_hours=tuple(args.lend_hours) or None,
+            pause_load=args.pause_load,
         ),
     )
     _run(run_node(config), daemon=True)
@@ -299,6 +301,7 @@ def cmd_node_join(args: argparse.Namespace) -> int:
         given = {
             "cpus": args.cpus, "memory_mb": args.memory, "slots": args.slots, "queue_size": args.queue_size,
             "workers": args.workers, "unpaid_owners": args.unpaid_owners or None,
+            "lend_hours": tuple(args.lend_hours) or None, "pause_load": args.pause_load,
         }  # fmt: skip
         write_config_file(config_path, node_resources(None, **given))
     args.config = str(config_path)
@@ -490,6 +493,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="let a function's owner run it here without paying (a devnet among friends)",
     )
     run.add_argument("--no-metrics", action="store_true", help="serve no GET /metrics, record no figures")
+    run.add_argument(
+        "--lend-hours", action="append", default=[], metavar="SPAN",
+        help="lend only in these weekly hours, local time, e.g. 'mon-fri 18:00-08:00' (repeatable)",
+    )  # fmt: skip
+    run.add_argument(
+        "--pause-load", type=float, metavar="LOAD",
+        help="pause while the owner's own load per core stays above this for a minute (0: never)",
+    )  # fmt: skip
     add_log_format(run)
     run.add_argument(
         "--metrics-allow",

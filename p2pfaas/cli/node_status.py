@@ -1,4 +1,5 @@
-"""`p2pfaas node status [--work-dir D | --url U]`: what a volunteer's running node is doing.
+"""`p2pfaas node status [--work-dir D | --url U]`: what a volunteer's running node is doing; and
+`p2pfaas node pause [--reason R]` / `node resume` (node/lending.py).
 
 It asks the node itself (its `/v1/status` and `/metrics`, served to this machine: loopback) and the
 anchor (whether it lists the node, and the node's reputation): state, slots, queue, warm
@@ -20,23 +21,18 @@ import aiohttp
 
 from p2pfaas import rpc
 from p2pfaas.errors import LocalError, P2PFaaSError
-from p2pfaas.messages import NodeList, NodeStatus
+from p2pfaas.messages import Ack, NodeList, NodeStatus
 from p2pfaas.metrics.top import node_row, scrape
 from p2pfaas.node.drain import URL_FILE
 from p2pfaas.relay import is_relayed
 from p2pfaas.trust.wire import NodeReputation
 
-__all__ = ["add_status_command", "cmd_node_status", "status_lines"]
+__all__ = ["add_status_command", "cmd_node_lending", "cmd_node_status", "status_lines"]
 
 
 def cmd_node_status(args: argparse.Namespace) -> int:
     work_dir = Path(args.work_dir or Path(args.home) / "node")
-    url = args.url
-    if not url:
-        try:
-            url = (work_dir / URL_FILE).read_text().strip()
-        except FileNotFoundError:
-            raise LocalError(f"no --url given and no {work_dir / URL_FILE}: is the node running?") from None
+    url = args.url or _url_of(work_dir)
     lines, running = asyncio.run(status_lines(url, args.anchor))
     print("\n".join(lines))
     return 0 if running else 1
@@ -55,9 +51,10 @@ async def status_lines(url: str, anchor_url: str) -> tuple[list[str], bool]:
         how = "through a relay (behind NAT)"
     else:
         how = "directly, TLS pinned to its key" if status.url.startswith("https") else "directly, plain HTTP"
+    state = f"away: {status.away}" if status.away else "serving"
     lines = [
         f"node {status.node_id} at {status.url}",
-        f"  state        serving ({status.executor}{'' if status.sandboxed else ', UNSANDBOXED'})",
+        f"  state        {state} ({status.executor}{'' if status.sandboxed else ', UNSANDBOXED'})",
         f"  reached      {how}; {'listed' if listed else 'NOT listed'} by the anchor at {anchor_url}",
         f"  invocations  {status.invocations} since it started, {status.in_flight} running now",
     ]
@@ -91,9 +88,44 @@ async def _from_anchor(
     return listed, reputation
 
 
+def cmd_node_lending(args: argparse.Namespace) -> int:
+    """`node pause [--reason R]` / `node resume`: signed with the node's key, sent to the node."""
+    from p2pfaas.identity import KeyPair
+    from p2pfaas.node.lending import lending_change
+
+    work_dir = Path(args.work_dir or Path(args.home) / "node")
+    url = args.url or _url_of(work_dir)
+    keys = KeyPair.load(Path(args.key or work_dir / "node.key"))
+    change = lending_change(keys, paused=args.node_command == "pause", reason=getattr(args, "reason", ""))
+
+    async def send() -> str:
+        async with aiohttp.ClientSession() as session:
+            ack = await rpc.call(session, "POST", f"{url}/v1/lending", Ack, change, timeout_s=15.0)
+            return ack.detail
+
+    print(f"node {keys.key_id} at {url}: {asyncio.run(send())}")
+    return 0
+
+
+def _url_of(work_dir: Path) -> str:
+    try:
+        return (work_dir / URL_FILE).read_text().strip()
+    except FileNotFoundError:
+        raise LocalError(f"no --url given and no {work_dir / URL_FILE}: is the node running?") from None
+
+
 def add_status_command(node_commands: Any, *, home: Path, default_anchor: str) -> None:
     status = node_commands.add_parser("status", help="what your running node is doing")
     status.set_defaults(handler=cmd_node_status, home=str(home))
     status.add_argument("--work-dir", help="the node's work directory (default: ~/.p2pfaas/node)")
     status.add_argument("--url", help="the node's URL (default: read from WORK_DIR/node.url)")
     status.add_argument("--anchor", default=default_anchor, help="anchor URL (default: %(default)s)")
+    for name, what in (("pause", "stop taking work (running calls finish, the queue goes to peers)"),
+                       ("resume", "take work again after `node pause`")):  # fmt: skip
+        change = node_commands.add_parser(name, help=what)
+        change.set_defaults(handler=cmd_node_lending, home=str(home))
+        change.add_argument("--work-dir", help="the node's work directory (default: ~/.p2pfaas/node)")
+        change.add_argument("--url", help="the node's URL (default: read from WORK_DIR/node.url)")
+        change.add_argument("--key", help="the node's key (default: WORK_DIR/node.key)")
+        if name == "pause":
+            change.add_argument("--reason", default="", help="what `node status` says while paused")

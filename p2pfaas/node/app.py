@@ -11,6 +11,7 @@ Routes:
                                         node/placement.py
     GET  /v1/bundles/{digest}        -> Bundle, as stored (peers fetch bundles from each other and
                                         verify them), or 404
+    POST /v1/lending  LendingChange -> Ack: `node pause|resume`, signed by the node's own key
     GET  /metrics                    -> the Prometheus text format (docs/metrics.md), to loopback
                                         and `--metrics-allow` callers only (403 otherwise)
 
@@ -33,6 +34,7 @@ from p2pfaas import codec, tls
 from p2pfaas.errors import DecodeError, NotFound
 from p2pfaas.messages import MAX_PAYLOAD_BYTES, Ack, ChannelTickets, Delegation, InvokeRequest, NodeStatus
 from p2pfaas.metrics.http import TRUSTED_PROXY, Exposure
+from p2pfaas.node.lending import LendingControl
 from p2pfaas.node.placement import NodePlacement
 from p2pfaas.node.service import NodeService
 from p2pfaas.placement.wire import MAX_HOPS
@@ -40,6 +42,7 @@ from p2pfaas.relay import RelayHub
 from p2pfaas.rpc import CONTENT_TYPE, error_middleware, read_message, reply
 
 SERVICE_KEY = web.AppKey("service", NodeService)
+LENDING_KEY = web.AppKey("lending", LendingControl)  # when the node pauses on its owner's terms
 PLACEMENT_KEY = web.AppKey("placement", NodePlacement)  # when the daemon runs placement (issue #6)
 
 
@@ -64,6 +67,7 @@ async def status(request: web.Request) -> web.Response:
         invocations=service.stats.invocations,
         in_flight=service.stats.in_flight,
         cached_bundles=len(service.cache),
+        away=lending.lending.reason()[:256] if (lending := request.app.get(LENDING_KEY)) else "",
     )
     if "application/json" in request.headers.get("Accept", ""):
         return web.json_response(dataclasses.asdict(answer))
@@ -114,12 +118,16 @@ def decode_chain(text: str) -> tuple[Delegation, ...]:
 
 
 def make_internal_app(
-    service: NodeService, placement: NodePlacement, *, exposure: Exposure | None = None
+    service: NodeService,
+    placement: NodePlacement,
+    *,
+    exposure: Exposure | None = None,
+    lending: LendingControl | None = None,
 ) -> web.Application:
     """The primary's app for its sibling worker processes (on a unix socket only the node's user
     can open): every public route, and the hand-off of invocations a worker has no slot for. The
     requests workers pass on are counted here; /metrics trusts the client address they name."""
-    app = make_app(service, placement, exposure=exposure)
+    app = make_app(service, placement, exposure=exposure, lending=lending)
     app[TRUSTED_PROXY] = True
     app.add_routes([web.post("/internal/v1/place", place_for_sibling)])
     return app
@@ -131,6 +139,7 @@ def make_app(
     *,
     relay: RelayHub | None = None,
     exposure: Exposure | None = None,
+    lending: LendingControl | None = None,
 ) -> web.Application:
     """`exposure`: count and time the requests, and serve GET /metrics (`p2pfaas.metrics`)."""
     middlewares = [*(exposure.middlewares() if exposure else ()), error_middleware]
@@ -147,6 +156,9 @@ def make_app(
     if placement is not None:  # forward, gossip, drain and async-job routes (issue #6)
         app[PLACEMENT_KEY] = placement
         routes += placement.routes()
+    if lending is not None:  # POST /v1/lending: `node pause|resume` (node/lending.py)
+        app[LENDING_KEY] = lending
+        routes += lending.routes()
     routes += [
         web.post("/v1/invoke", invoke),
         web.get("/v1/status", status),

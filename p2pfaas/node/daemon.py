@@ -38,6 +38,7 @@ from p2pfaas.node.admission import peer_with_room
 from p2pfaas.node.app import make_app, make_internal_app
 from p2pfaas.node.executors import make_executor
 from p2pfaas.node.layers import LayerCache, fetch_wheel
+from p2pfaas.node.lending import ActivityGate, Lending, LendingControl, Schedule
 from p2pfaas.node.overlay import Overlay, overlay_for
 from p2pfaas.node.payments.node_payments import NodePayments
 from p2pfaas.node.placement import NodePlacement, PlacementConfig
@@ -160,7 +161,16 @@ class NodeDaemon(StackService):
                 metrics_networks(self.config),
             )
             self.metrics.set_readings(self._readings)
-        app = self.app = make_app(service, self.placement, relay=self.relay_hub, exposure=self.exposure)
+        lending = Lending(
+            Schedule.parse(self.config.lend_hours), ActivityGate(busy_load=self.config.pause_load)
+        )
+        self.lending = LendingControl(
+            self.placement, lending, self.keys, drain_deadline_s=self.config.drain_deadline_s,
+            cpus=self.config.cpus,
+        )  # fmt: skip
+        app = self.app = make_app(
+            service, self.placement, relay=self.relay_hub, exposure=self.exposure, lending=self.lending
+        )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
@@ -222,6 +232,7 @@ class NodeDaemon(StackService):
         await stack.enter_async_context(self.placement)  # gossip starts; leaving stops it
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
         tasks.create_task(self._announce_forever())
+        tasks.create_task(self.lending.run(self._stop))  # hours and the owner's use (node/lending.py)
         tasks.create_task(
             follow_revocations(
                 self.session, self.config.anchor_url, service.revoke, self._stop,
@@ -267,7 +278,8 @@ class NodeDaemon(StackService):
         """Serve the siblings on a unix socket, then start them on our port (node/workers/)."""
         stack = self._stack
         internal = web.AppRunner(
-            make_internal_app(self.service, self.placement, exposure=self.exposure), access_log=None
+            make_internal_app(self.service, self.placement, exposure=self.exposure, lending=self.lending),
+            access_log=None,
         )
         await internal.setup()
         stack.push_async_callback(internal.cleanup)

@@ -292,7 +292,7 @@ class NodePlacement:
         """Drain now; True if all work finished within the deadline. Then `on_drained` runs."""
         deadline = self.config.drain_deadline_s if deadline_s is None else deadline_s
         log.info("node %s draining (deadline %g s)", self.keys.key_id[:12], deadline)
-        finished = await self.router.drain(deadline_s=deadline, announce=self._announce_draining)
+        finished = await self.router.drain(deadline_s=deadline, announce=self.announce_draining)
         if finished:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.jobs.aclose(), max(0.1, deadline))
@@ -301,7 +301,7 @@ class NodePlacement:
             self.on_drained()
         return finished
 
-    async def _announce_draining(self) -> None:
+    async def announce_draining(self) -> None:
         """Gossip it to every neighbour, and republish the DHT advert with its draining flag set
         (so clients' discovery skips this node) when the node runs an overlay."""
         overlay = self.overlay()

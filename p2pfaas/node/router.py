@@ -118,6 +118,7 @@ class Router:
     result_ttl_s: float = 600.0
     stats: RouterStats = field(default_factory=RouterStats)
     draining: bool = False
+    paused: str = ""  # why its owner does not lend it now (node/lending.py); draining is set too
     # Called when a slot frees here and nothing waits, under a policy that pulls work (the placement
     # layer tells a loaded peer).
     on_room: Callable[[], None] | None = None
@@ -332,6 +333,8 @@ class Router:
                 result = await self._forward(request, hops, decision)
                 if result is not None:
                     return result
+        if self.paused and hops == 0:  # its lessee tries another node: refused, not lost
+            raise Busy(f"this node does not lend now ({self.paused}): try another")
         # Nobody else took it (or the hop limit is reached): it runs here, even while draining,
         # rather than being lost.
         return await self._run_local(request, hops)

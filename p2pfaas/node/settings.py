@@ -18,6 +18,8 @@ A config file holds what a volunteer lends and charges; command-line options ove
     callback_allow = ["127.0.0.0/8"]   # job callbacks may reach these too (default: public only)
     metrics = true         # GET /metrics in the Prometheus format (docs/metrics.md)
     metrics_allow = ["192.0.2.0/24"]   # who may scrape it, beside loopback (default: loopback only)
+    lend_hours = ["mon-fri 18:00-08:00", "sat-sun 00:00-24:00"]  # local time (default: always)
+    pause_load = 0.5       # pause while the owner's load per core stays above this (default 0: never)
 
 Unknown keys and wrong types are refused with a `ConfigError` naming them: a typo must not silently
 lend more than the volunteer meant.
@@ -37,6 +39,7 @@ from p2pfaas.errors import ConfigError
 from p2pfaas.metrics.http import DEFAULT_ALLOW, Network, parse_allow
 from p2pfaas.node.admission import Admission, Limits
 from p2pfaas.node.callbacks import CallbackPolicy
+from p2pfaas.node.lending import Schedule
 from p2pfaas.node.payments.book import UnpaidPolicy
 from p2pfaas.pricing import Prices
 
@@ -61,6 +64,8 @@ _KEYS: dict[str, tuple[type, ...]] = {
     "callback_allow": (list,),
     "metrics": (bool,),
     "metrics_allow": (list,),
+    "lend_hours": (list,),
+    "pause_load": (int, float),
 }
 MAX_WORKERS = 64
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?", re.IGNORECASE)
@@ -110,6 +115,10 @@ class NodeConfig:
     callback_allow: tuple[str, ...] = ()  # CIDRs job callbacks may reach beyond public addresses
     metrics: bool = True  # serve GET /metrics (p2pfaas.metrics) and record its figures
     metrics_allow: tuple[str, ...] = ()  # CIDRs that may scrape /metrics beside loopback
+    # When it lends (node/lending.py): weekly hours, local time ("mon-fri 18:00-08:00"; none:
+    # always), and the load per core of its owner's own use above which it pauses (0: never).
+    lend_hours: tuple[str, ...] = ()
+    pause_load: float = 0.0
 
 
 def memory_mb(text: str | int) -> int:
@@ -188,7 +197,9 @@ def _fields_of(raw: dict[str, Any], path: str) -> dict[str, Any]:
             fields[key] = float(cast(float, value))
         elif key == "unpaid_keys":
             fields[key] = unpaid_keys(cast(list[Any], value), where=str(path))
-        elif key in ("callback_allow", "metrics_allow"):
+        elif key == "pause_load":
+            fields[key] = float(cast(float, value))
+        elif key in ("callback_allow", "metrics_allow", "lend_hours"):
             items = cast(list[object], value)
             if not all(isinstance(item, str) for item in items):
                 raise ConfigError(f"{path}: {key} must be a list of CIDR strings, got {value!r}")
@@ -222,6 +233,13 @@ def check(config: NodeConfig) -> None:
     Prices(config.price_per_cpu_s_micro, config.price_per_gb_s_micro)
     CallbackPolicy.from_cidrs(config.callback_allow)  # a ConfigError names a bad range
     metrics_networks(config)
+    Schedule.parse(config.lend_hours)  # a ConfigError names a bad span
+    if (config.lend_hours or config.pause_load) and config.workers > 1:
+        raise ConfigError("lend_hours and pause_load work with one worker process for now (workers = 1)")
+    if not 0 <= config.pause_load <= 64:
+        raise ConfigError(
+            f"pause_load is a load per core from 0 (never pause) to 64, got {config.pause_load}"
+        )
     if config.bundle_cache_mb < 0:
         raise ConfigError(f"bundle cache size must not be negative, got {config.bundle_cache_mb}")
     if config.layer_cache_mb < 0 or config.max_layer_mb < 1:
