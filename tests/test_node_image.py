@@ -63,7 +63,8 @@ async def test_the_node_image_joins_a_network_and_serves(runtime_image: str, doc
                 cold = await lessee.invoke("echo", {"n": 1}, node_url=listed.url)
                 warm = await lessee.invoke("echo", {"n": 2}, node_url=listed.url)
             except P2PFaaSError as error:
-                raise AssertionError(f"{error}; the node's log:\n{container.logs()[-4000:].decode()}") from None
+                log = container.logs()[-4000:].decode()
+                raise AssertionError(f"{error}; the node's log:\n{log}") from None
             assert (cold.value, warm.value) == ({"echo": {"n": 1}}, {"echo": {"n": 2}})
             assert cold.cold and not warm.cold  # a real Docker instance, kept warm
     finally:
