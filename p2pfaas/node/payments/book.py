@@ -160,9 +160,11 @@ class VoucherBook:
         del self._holds[receipt.invocation_id]
         # The executor bounds usage by the timeout, so the real charge fits the reservation.
         charge = min(hold.cost_micro, self.fees.charge_micro(receipt.price_micro))
+        price = receipt.price_micro if charge == self.fees.charge_micro(receipt.price_micro) else charge
         self.spends.settle(
-            hold.voucher_id, reserved_micro=hold.cost_micro, charge_micro=charge, worker=self.worker
-        )
+            hold.voucher_id, reserved_micro=hold.cost_micro, charge_micro=charge, worker=self.worker,
+            price_micro=price,
+        )  # fmt: skip
         return charge
 
     def spend_of(self, voucher_id: str) -> tuple[int, float] | None:
@@ -190,12 +192,11 @@ class VoucherBook:
         if self.signed_micro is None:
             return
         served = self._vouchers_of.get(voucher.lessee_key, OrderedDict())
-        owed = signed = 0
+        behind = 0  # each voucher's own shortfall: a surplus signed on one pays for no other
         for voucher_id in (*served, *(() if voucher.voucher_id in served else (voucher.voucher_id,))):
             voucher_owed, voucher_signed = self._channel(voucher_id)
-            owed += voucher_owed
-            signed += voucher_signed
-        problem = behind_problem(owed_micro=owed, signed_micro=signed, credit_micro=CREDIT_CALLS * cost_micro)
+            behind += max(0, voucher_owed - voucher_signed)
+        problem = behind_problem(owed_micro=behind, signed_micro=0, credit_micro=CREDIT_CALLS * cost_micro)
         if problem is not None:
             raise PaymentRequired(problem)
         full = voucher.voucher_id not in served and len(served) >= VOUCHERS_PER_LESSEE
@@ -218,13 +219,20 @@ class VoucherBook:
                 del served[voucher_id]
 
     def _channel(self, voucher_id: str) -> tuple[int, int]:
-        """(charged here, signed for, with the anchor's fee) of the voucher's channel with this node."""
+        """(the node prices of its calls charged here, what its lessee signed for them) of the
+        voucher's channel with this node: both in node prices, as the lessee signs them (the
+        anchor's fee is rounded per receipt on one side and would be once on the other)."""
         spend = self.spends.get(voucher_id)
         if spend is None or self.signed_micro is None:  # forgotten: long expired, the anchor released it
             return 0, 0
-        return spend.charged_micro, self.fees.charge_micro(self.signed_micro(voucher_id))
+        return spend.priced_micro, self.signed_micro(voucher_id)
 
     def _settled_up(self, voucher_id: str) -> bool:
+        """Signed for everything charged, and nothing still running on it (a call in flight would
+        charge it again once its voucher had left the count)."""
+        spend = self.spends.get(voucher_id)
+        if spend is not None and spend.committed_micro > spend.charged_micro:
+            return False
         owed, signed = self._channel(voucher_id)
         return owed <= signed
 

@@ -32,6 +32,9 @@ class VoucherSpend:
     expires_at: float  # wall clock, as the voucher says
     committed_micro: int  # charged + reserved
     charged_micro: int
+    # The node prices of the calls charged (without the anchor's fee, each call's rounded up): what
+    # the lessee's channel tickets must cover (`VoucherBook._check_channels`).
+    priced_micro: int = 0
 
     @property
     def remaining_micro(self) -> int:
@@ -61,8 +64,11 @@ class SpendStore(Protocol):
         """Add `cost_micro` to `worker`'s reservation and return None, or return what is left (unchanged)."""
         ...
 
-    def settle(self, voucher_id: str, *, reserved_micro: int, charge_micro: int, worker: int) -> None:
-        """A reservation of `worker` became a charge (at most what was reserved)."""
+    def settle(
+        self, voucher_id: str, *, reserved_micro: int, charge_micro: int, worker: int, price_micro: int = 0
+    ) -> None:
+        """A reservation of `worker` became a charge (at most what was reserved), for a call whose
+        receipt prices it at `price_micro`."""
         ...
 
     def release(self, voucher_id: str, *, reserved_micro: int, worker: int) -> None:
@@ -92,6 +98,7 @@ class _Total:
     expires_at: float
     charged_micro: int = 0
     reserved_micro: int = 0
+    priced_micro: int = 0
 
 
 class LocalSpends:
@@ -118,13 +125,16 @@ class LocalSpends:
         total.reserved_micro += cost_micro
         return None
 
-    def settle(self, voucher_id: str, *, reserved_micro: int, charge_micro: int, worker: int) -> None:
+    def settle(
+        self, voucher_id: str, *, reserved_micro: int, charge_micro: int, worker: int, price_micro: int = 0
+    ) -> None:
         assert worker == 0 and 0 <= charge_micro <= reserved_micro, (worker, charge_micro, reserved_micro)
         total = self._totals.get(voucher_id)
         if total is not None:
             assert total.reserved_micro >= reserved_micro, (voucher_id, total, reserved_micro)
             total.reserved_micro -= reserved_micro
             total.charged_micro += charge_micro
+            total.priced_micro += price_micro
 
     def release(self, voucher_id: str, *, reserved_micro: int, worker: int) -> None:
         self.settle(voucher_id, reserved_micro=reserved_micro, charge_micro=0, worker=worker)
@@ -139,7 +149,9 @@ class LocalSpends:
         if total is None:
             return None
         committed = total.charged_micro + total.reserved_micro
-        return VoucherSpend(total.budget_micro, total.expires_at, committed, total.charged_micro)
+        return VoucherSpend(
+            total.budget_micro, total.expires_at, committed, total.charged_micro, total.priced_micro
+        )
 
     def left_micro(self, *, now: float) -> int:
         return sum(

@@ -10,7 +10,7 @@ from typing import Any
 SLOT_BYTES = 1024  # one invocation slot
 # A voucher entry: this header (in use, voucher id hash, budget, expires at, charged), then one column per
 # worker process of what it has reserved, so that a dead worker's reservations can be dropped.
-VOUCHER_HEADER = struct.Struct("<B7x16sqdq")
+VOUCHER_HEADER = struct.Struct("<B7x16sqdqq")  # used, id hash, budget, expiry, charged, priced
 MICRO = struct.Struct("<q")
 LOAD_ROW = struct.Struct("<8q")  # one worker's load counters (`loads.LoadRow`)
 

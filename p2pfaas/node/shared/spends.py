@@ -52,7 +52,7 @@ class SharedSpends:
         column = self._column(worker)
         with self._lock:
             at = self._entry(voucher_id, budget_micro, expires_at, now)
-            _, _, budget, _, charged = VOUCHER_HEADER.unpack_from(self._buf, at)
+            _, _, budget, _, charged, _ = VOUCHER_HEADER.unpack_from(self._buf, at)
             committed = charged + sum(self._reserved.unpack_from(self._buf, at + VOUCHER_HEADER.size))
             if committed + cost_micro > budget:
                 return int(budget - committed)
@@ -60,18 +60,22 @@ class SharedSpends:
             MICRO.pack_into(self._buf, at + column, reserved + cost_micro)
         return None
 
-    def settle(self, voucher_id: str, *, reserved_micro: int, charge_micro: int, worker: int) -> None:
+    def settle(
+        self, voucher_id: str, *, reserved_micro: int, charge_micro: int, worker: int, price_micro: int = 0
+    ) -> None:
         assert 0 <= charge_micro <= reserved_micro, (voucher_id, charge_micro, reserved_micro)
         column = self._column(worker)
         with self._lock:
             at = self._find(voucher_id)
             if at < 0:
                 return
-            used, key, budget, expires, charged = VOUCHER_HEADER.unpack_from(self._buf, at)
+            used, key, budget, expires, charged, priced = VOUCHER_HEADER.unpack_from(self._buf, at)
             (reserved,) = MICRO.unpack_from(self._buf, at + column)
             assert reserved >= reserved_micro, (voucher_id, worker, reserved, reserved_micro)
             MICRO.pack_into(self._buf, at + column, reserved - reserved_micro)
-            VOUCHER_HEADER.pack_into(self._buf, at, used, key, budget, expires, charged + charge_micro)
+            VOUCHER_HEADER.pack_into(
+                self._buf, at, used, key, budget, expires, charged + charge_micro, priced + price_micro
+            )
 
     def release(self, voucher_id: str, *, reserved_micro: int, worker: int) -> None:
         self.settle(voucher_id, reserved_micro=reserved_micro, charge_micro=0, worker=worker)
@@ -93,23 +97,25 @@ class SharedSpends:
     ) -> None:
         with self._lock:
             at = self._entry(voucher_id, budget_micro, expires_at, now)
-            used, key, budget, expires, charged = VOUCHER_HEADER.unpack_from(self._buf, at)
-            VOUCHER_HEADER.pack_into(self._buf, at, used, key, budget, expires, charged + charged_micro)
+            used, key, budget, expires, charged, priced = VOUCHER_HEADER.unpack_from(self._buf, at)
+            VOUCHER_HEADER.pack_into(
+                self._buf, at, used, key, budget, expires, charged + charged_micro, priced
+            )
 
     def get(self, voucher_id: str) -> VoucherSpend | None:
         with self._lock:
             at = self._find(voucher_id)
             if at < 0:
                 return None
-            _, _, budget, expires, charged = VOUCHER_HEADER.unpack_from(self._buf, at)
+            _, _, budget, expires, charged, priced = VOUCHER_HEADER.unpack_from(self._buf, at)
             reserved = sum(self._reserved.unpack_from(self._buf, at + VOUCHER_HEADER.size))
-        return VoucherSpend(budget, expires, charged + reserved, charged)
+        return VoucherSpend(budget, expires, charged + reserved, charged, priced)
 
     def left_micro(self, *, now: float) -> int:
         left = 0
         with self._lock:
             for at in range(self._offset, self._end, self._entry_bytes):
-                used, _, budget, expires, charged = VOUCHER_HEADER.unpack_from(self._buf, at)
+                used, _, budget, expires, charged, _ = VOUCHER_HEADER.unpack_from(self._buf, at)
                 if used and expires > now:
                     left += (
                         budget
@@ -122,7 +128,7 @@ class SharedSpends:
         forgotten = 0
         with self._lock:
             for at in range(self._offset, self._end, self._entry_bytes):
-                used, _, _, expires, _ = VOUCHER_HEADER.unpack_from(self._buf, at)
+                used, _, _, expires, _, _ = VOUCHER_HEADER.unpack_from(self._buf, at)
                 if used and expires + FORGET_AFTER_S < now:
                     self._buf[at : at + self._entry_bytes] = bytes(self._entry_bytes)
                     forgotten += 1
@@ -151,10 +157,10 @@ class SharedSpends:
         if key in keys:
             return base + keys.index(key) * self._entry_bytes
         for at in range(base, base + self._keys.size, self._entry_bytes):
-            used, _, _, expires, _ = VOUCHER_HEADER.unpack_from(self._buf, at)
+            used, _, _, expires, _, _ = VOUCHER_HEADER.unpack_from(self._buf, at)
             if not used or expires + FORGET_AFTER_S < now:
                 self._buf[at : at + self._entry_bytes] = bytes(self._entry_bytes)
-                VOUCHER_HEADER.pack_into(self._buf, at, 1, key, budget_micro, expires_at, 0)
+                VOUCHER_HEADER.pack_into(self._buf, at, 1, key, budget_micro, expires_at, 0, 0)
                 return at
         raise PaymentRequired(
             f"this node's voucher table is full ({VOUCHER_WAYS} vouchers in use share a slot set with "

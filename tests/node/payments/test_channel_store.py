@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from p2pfaas import signing
 from p2pfaas.channels import CREDIT_CALLS, sign_channel
 from p2pfaas.identity import KeyPair
+from p2pfaas.ledger.policy import FeePolicy
 from p2pfaas.messages import ChannelTicket, ChannelTickets, Voucher
 from p2pfaas.node.payments.book import VOUCHERS_PER_LESSEE
 from p2pfaas.node.payments.channel_store import ChannelStore
@@ -190,3 +192,64 @@ def test_many_refused_or_settled_vouchers_do_not_wipe_a_lessees_debt() -> None:
         name = f"paid{n}"
         run_one(fresh(name), f"{name}-0")
         signed[name] = 10**9
+
+
+def _paying_book(fee_ppm: int = 50_000) -> tuple[Any, dict[str, int]]:
+    signed: dict[str, int] = {}
+    b = book(signed_micro=lambda voucher_id: signed.get(voucher_id, 0))
+    b.fees = FeePolicy(fee_ppm=fee_ppm)
+    return b, signed
+
+
+def _fresh(name: str, budget: int = 10**9) -> Voucher:
+    unsigned = Voucher(name, LESSEE.public.raw, budget, T0 + 600, signer=b"", signature=b"")
+    return signing.sign(unsigned, ANCHOR)
+
+
+def _run(b: Any, v: Voucher, invocation_id: str, *, price: int, worst: int = 1_000) -> None:
+    b.authorize(request(invocation_id, v), header(), LESSEE.public.raw, max_price_micro=worst, now=T0)
+    b.charged(dataclasses.replace(receipt(invocation_id, price), voucher_id=v.voucher_id))
+
+
+def test_an_honest_lessee_signing_exact_prices_is_never_refused_for_fee_rounding() -> None:
+    """Review: the node compared its per-call fee-rounded charges with the fee on the signed sum,
+    so each call left up to 1 micro of debt no signature could clear: an honest lessee was refused
+    after a few thousand 1-micro calls, and at its 257th voucher on a node."""
+    b, signed = _paying_book()
+    v = _fresh("v-many")
+    for k in range(6_000):
+        _run(b, v, f"c{k}", price=1)
+        signed["v-many"] = signed.get("v-many", 0) + 1  # it signs exactly each result's price
+    for n in range(VOUCHERS_PER_LESSEE + 20):
+        name = f"w{n}"
+        _run(b, _fresh(name), f"{name}-a", price=3)
+        _run(b, _fresh(name), f"{name}-b", price=3)
+        signed[name] = 6
+
+
+def test_a_surplus_signed_on_one_voucher_pays_for_no_other() -> None:
+    """Review: debts were summed over the lessee's vouchers, so signing 10^12 on one small voucher
+    (which the anchor can pay only up to its hold) cancelled every other voucher's debt."""
+    b, signed = _paying_book()
+    _run(b, _fresh("small", budget=2_000), "s0", price=10)
+    signed["small"] = 10**12
+    big = _fresh("big")
+    with pytest.raises(PaymentRequired, match="behind"):
+        for k in range(200):
+            _run(b, big, f"b{k}", price=1_000)
+    assert k <= CREDIT_CALLS + 1
+
+
+def test_a_voucher_with_a_call_in_flight_stays_counted() -> None:
+    """Review: a voucher whose charges were all signed but with a call still running counted as
+    settled up and could leave the lessee's count; the call's charge then came unseen."""
+    b, signed = _paying_book()
+    slow = _fresh("slow")
+    _run(b, slow, "fast-0", price=5)
+    signed["slow"] = 5
+    b.authorize(request("long", slow), header(), LESSEE.public.raw, max_price_micro=1_000, now=T0)
+    assert not b._settled_up("slow")
+    b.charged(dataclasses.replace(receipt("long", 5), voucher_id="slow"))
+    assert not b._settled_up("slow")  # charged, not signed yet
+    signed["slow"] = 10
+    assert b._settled_up("slow")
