@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from p2pfaas import rpc
+from p2pfaas.client.logbook import terminal_safe
 from p2pfaas.errors import LocalError
 from p2pfaas.messages import NodeList
 from p2pfaas.metrics.top import Scrape, function_rows, node_row, scrape
@@ -87,12 +88,13 @@ def render(previous: Sequence[Scrape], current: Sequence[Scrape]) -> Group:
     ):  # fmt: skip
         nodes.add_column(name, justify=justify)  # type: ignore[arg-type]
     for row in rows:
+        url = Text(terminal_safe(row.url))  # a stranger's text: no markup, no escape sequences
         if row.error:
-            nodes.add_row(row.url, Text(f"unreachable: {row.error}"[:60], style="red"), *[""] * 6)
+            nodes.add_row(url, Text(terminal_safe(f"unreachable: {row.error}"[:60]), style="red"), *[""] * 6)
             continue
         load = "green" if row.busy < row.slots else "yellow"
         nodes.add_row(
-            row.url,
+            url,
             Text(f"{row.busy}/{row.slots}", style=load),
             str(row.queue),
             str(row.warm),
@@ -105,7 +107,9 @@ def render(previous: Sequence[Scrape], current: Sequence[Scrape]) -> Group:
     for name in ("function", "calls", "cold starts", "calls/s"):
         functions.add_column(name, justify="left" if name == "function" else "right")
     for f in function_rows(previous, current)[:MAX_FUNCTIONS]:
-        functions.add_row(f.name, str(f.calls), str(f.cold_starts), _number(f.per_s, "{:.1f}"))
+        functions.add_row(
+            Text(terminal_safe(f.name)), str(f.calls), str(f.cold_starts), _number(f.per_s, "{:.1f}")
+        )
     live = [r for r in rows if not r.error]
     total = sum(r.per_s or 0.0 for r in live)
     summary = Text(

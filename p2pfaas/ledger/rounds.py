@@ -105,24 +105,29 @@ async def settle_rests(settler: Settler, *, now: float, quiet_s: float = DEFAULT
         if not rows:
             return paid_micro
         after = (rows[-1].node_id, rows[-1].voucher_id)
-        by_node: dict[str, list[ReceiptClaim]] = {}
+        by_node: dict[str, list[Any]] = {}
         for row in rows:
-            # A voucher's channels with several nodes share its hold: the rows were all read before
-            # any of them was paid, so each rest is sized from what the earlier ones left.
-            hold = min(int(row.balance_micro), hold_left.get(row.voucher_id, int(row.balance_micro)))
-            amount = affordable_micro(int(row.signed_micro) - int(row.paid_micro), hold, settler.fees)
-            if amount <= 0:
+            by_node.setdefault(row.node_id, []).append(row)
+        for node_id, node_rows in by_node.items():
+            # A voucher's channels with several nodes share its hold, and the rows were all read
+            # before any was paid: each node's rests are sized from what the paid ones left.
+            claims = []
+            for row in node_rows:
+                hold = min(int(row.balance_micro), hold_left.get(row.voucher_id, int(row.balance_micro)))
+                amount = affordable_micro(int(row.signed_micro) - int(row.paid_micro), hold, settler.fees)
+                if amount > 0:
+                    claims.append(
+                        ReceiptClaim(
+                            invocation_id=rest_id(row.voucher_id, row.node_id, int(row.signed_micro)),
+                            voucher_id=row.voucher_id,
+                            lessee_key=bytes(row.lessee_key),
+                            price_micro=amount,
+                            issued_at=min(now, float(row.expires_at)),  # signed while it was valid
+                        )
+                    )
+                    hold_left[row.voucher_id] = hold
+            if not claims:
                 continue
-            hold_left[row.voucher_id] = hold - settler.fees.charge_micro(amount)
-            claim = ReceiptClaim(
-                invocation_id=rest_id(row.voucher_id, row.node_id, int(row.signed_micro)),
-                voucher_id=row.voucher_id,
-                lessee_key=bytes(row.lessee_key),
-                price_micro=amount,
-                issued_at=min(now, float(row.expires_at)),  # signed for work done while it was valid
-            )
-            by_node.setdefault(row.node_id, []).append(claim)
-        for node_id, claims in by_node.items():
             try:
                 done = await settler.settle_rests(node_id, claims, now=now)
             except StorageError as error:  # one node's rests must not stop the others, or the release
@@ -130,7 +135,9 @@ async def settle_rests(settler: Settler, *, now: float, quiet_s: float = DEFAULT
                 continue
             paid_micro += done.paid_micro
             for claim in claims:
-                if claim.invocation_id not in done.paid:  # a receipt took the room first: next round
+                if claim.invocation_id in done.paid:  # only what was paid leaves the hold
+                    hold_left[claim.voucher_id] -= settler.fees.charge_micro(claim.price_micro)
+                else:  # a receipt took the room first: next round
                     log.info(
                         "channel rest %s not paid: %s",
                         claim.invocation_id,

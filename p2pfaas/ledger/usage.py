@@ -118,6 +118,7 @@ async def _grouped(
         )
         .where(which, settlements.c.settled_at >= since)
         .group_by(rest, group_key)
+        .order_by(rest.desc(), group_key)  # past the cap, the rests' line and the first keys stay
         .limit(MAX_LINES)
     )
     return (await connection.execute(query)).all()

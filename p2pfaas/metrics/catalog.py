@@ -106,6 +106,10 @@ class FunctionLabels:
     limit: int = MAX_FUNCTIONS
     _seen: set[str] = field(default_factory=set)
 
+    def known(self, name: str) -> str:
+        """`name` if it has its own label already, else "other" (taking no place)."""
+        return name if name in self._seen else "other"
+
     def __call__(self, name: str) -> str:
         if name in self._seen:
             return name
@@ -202,10 +206,10 @@ class NodeMetrics(_Metrics):
         cold: bool, cold_start_s: float,
     ) -> None:  # fmt: skip
         """One invocation that got a slot and ran (ok or failed)."""
-        key = (function, outcome, cold)
+        label = self.function_label(function)
+        key = (label, outcome, cold)  # bounded: labels are
         children = self._children.get(key)
-        if children is None:  # once per function and outcome: `labels()` is the dearest call here
-            label = self.function_label(function)
+        if children is None:  # once per label and outcome: `labels()` is the dearest call here
             children = self.invocations.labels(label, outcome), self.starts.labels(label, _KIND[cold])
             self._children[key] = children
         children[0].inc()
@@ -217,8 +221,10 @@ class NodeMetrics(_Metrics):
             self.cold_start.observe(cold_start_s)
 
     def not_run(self, function: str, outcome: str) -> None:
-        """One invocation refused (busy, not paid for, not allowed) before it ran."""
-        self.invocations.labels(self.function_label(function), outcome).inc()
+        """One invocation refused (busy, not paid for, not allowed) before it ran. Only calls that
+        ran give a function its own label: refused ones, which cost a stranger nothing, cannot
+        take the 64 names."""
+        self.invocations.labels(self.function_label.known(function), outcome).inc()
 
 
 class AnchorMetrics(_Metrics):

@@ -21,6 +21,7 @@ __all__ = ["FunctionRow", "NodeRow", "Scrape", "function_rows", "node_row", "par
 
 P = "p2pfaas_node_"
 MAX_BYTES = 4 << 20  # a node's exposition is tens of KB; a bigger one is not read
+MAX_SAMPLES = 20_000
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -48,10 +49,16 @@ class Scrape:
 
 
 def parse(url: str, text: str, at: float) -> Scrape:
+    """A node's exposition as samples. Any node (a stranger's, listed by the anchor) may send
+    anything: non-finite values are dropped, and what does not parse is the Scrape's error."""
     samples: dict[Key, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if math.isfinite(sample.value) and len(samples) < MAX_SAMPLES:
+                    samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    except (ValueError, TypeError, IndexError) as exc:
+        return Scrape(url, at, {}, f"not the Prometheus text format: {exc}"[:200])
     return Scrape(url, at, samples)
 
 
@@ -66,7 +73,7 @@ async def scrape(session: aiohttp.ClientSession, url: str, *, at: float, timeout
                 return Scrape(url, at, {}, "exposition too large")
             return parse(url, body.decode("utf-8", "replace"), at)
     except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-        return Scrape(url, at, {}, str(exc) or type(exc).__name__)
+        return Scrape(url, at, {}, (str(exc) or type(exc).__name__)[:200])
 
 
 @dataclass(frozen=True)
@@ -123,7 +130,8 @@ def function_rows(previous: Sequence[Scrape], current: Sequence[Scrape]) -> list
             for (n, ls), v in s.samples.items():
                 d = dict(ls)
                 if n == name and labels.items() <= d.items():
-                    sums[d["function"]] = sums.get(d["function"], 0.0) + v
+                    key = d.get("function", "?")
+                    sums[key] = sums.get(key, 0.0) + v
         return sums
 
     calls = totals(current, P + "invocations_total")
@@ -165,8 +173,12 @@ def _buckets(scrape: Scrape) -> list[tuple[float, float]]:
     for (name, labels), value in scrape.samples.items():
         d = dict(labels)
         if name == P + "invocation_seconds_bucket" and d.get("stage") == "total":
-            bound = float(d["le"])
-            sums[bound] = sums.get(bound, 0.0) + value
+            try:
+                bound = float(d.get("le", ""))
+            except ValueError:
+                continue  # a hostile node's bucket: left out
+            if not math.isnan(bound):
+                sums[bound] = sums.get(bound, 0.0) + value
     return sorted(sums.items())
 
 

@@ -94,6 +94,7 @@ def test_function_labels_are_bounded() -> None:
     labels = FunctionLabels(limit=3)
     assert [labels(f"f{n}") for n in range(5)] == ["f0", "f1", "f2", "other", "other"]
     assert labels("f1") == "f1"
+    assert labels.known("f9") == "other" and labels.known("f0") == "f0"  # refused calls take no place
 
 
 async def test_only_allowed_callers_read_the_metrics() -> None:

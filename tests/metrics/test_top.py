@@ -54,3 +54,33 @@ def test_quantiles_interpolate_within_a_bucket() -> None:
     assert quantile(0.5, []) is None and quantile(0.5, [(1.0, 0.0)]) is None
     assert quantile(0.5, [(1.0, 0.0), (2.0, 10.0), (float("inf"), 10.0)]) == 1.5
     assert quantile(0.99, [(1.0, 1.0), (float("inf"), 100.0)]) == 1.0  # open-ended: its lower bound
+
+
+def test_a_hostile_nodes_exposition_cannot_crash_top_or_drive_the_terminal() -> None:
+    """Review: `top` scrapes every node the anchor lists, strangers' too. A sample without a
+    function label, a bucket bound that is not a number, NaN values, or escape sequences in labels
+    crashed it or reached the terminal through rich's markup."""
+    from rich.console import Console
+
+    from p2pfaas.cli.top import render
+
+    text = (
+        (
+            'p2pfaas_node_invocations_total{outcome="ok"} 3\n'
+            'p2pfaas_node_invocations_total{function="\\u001b]0;pwned\\u0007[bold]x",outcome="ok"} 2\n'
+            'p2pfaas_node_invocation_seconds_bucket{stage="total",le="abc"} 1\n'
+            'p2pfaas_node_slots{state="total"} NaN\n'
+            "p2pfaas_node_earned_micro_total +Inf\n"
+        )
+        .replace("\\u001b", "\x1b")
+        .replace("\\u0007", "\x07")
+    )
+    scrape = parse("http://n1/\x1b[2J", text, 1.0)
+    row = node_row(None, scrape)
+    assert row.slots == 0 and row.earned_micro == 0 and row.p50_s is None
+    assert {f.name for f in function_rows([], [scrape])} == {"?", "\x1b]0;pwned\x07[bold]x"}
+    console = Console(record=True, width=200, force_terminal=True, color_system=None)
+    console.print(render([], [scrape, parse("http://n2", "not { an exposition", 1.0)]))
+    shown = console.export_text()
+    assert "\x1b" not in shown and "\x07" not in shown and "[bold]x" in shown and "\\x1b" in shown
+    assert "unreachable: not the Prometheus text format" in shown
