@@ -122,6 +122,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 # --- client side ---------------------------------------------------------------------------------
 
 
+# On every request a relay link passes to its node (p2pfaas.relay.link): the node then knows a
+# stranger's request from its own host's, though both arrive from loopback (GET /metrics).
+RELAYED_HEADER = "X-P2PFaaS-Relayed"
+
 GATEWAY_FAILURES = (502, 504)  # Bad Gateway, Gateway Timeout: the peer behind a gateway is not there
 
 

@@ -58,7 +58,11 @@ def extract_bundle(bundle: Bundle, destination: Path) -> Path:
             if hasattr(tarfile, "data_filter"):
                 tar.extractall(staging, filter="data")
             else:  # pragma: no cover - only on Python < 3.11.4
-                tar.extractall(staging)  # every member was checked before
+                members = tar.getmembers()  # every one was checked before; owned by us, not by the tar
+                for member in members:
+                    member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""
+                    member.mode &= 0o755
+                tar.extractall(staging, members=members)
         (staging / DIGEST_MARKER).write_text(digest + "\n", encoding="ascii")
         _make_world_readable(staging)
         try:

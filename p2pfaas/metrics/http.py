@@ -22,6 +22,7 @@ from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from p2pfaas.metrics.catalog import HttpFigures
+from p2pfaas.rpc import RELAYED_HEADER
 
 __all__ = [
     "CLIENT_HEADER",
@@ -105,7 +106,9 @@ def metrics_handler(
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def serve(request: web.Request) -> web.Response:
         client = request.remote or ""
-        if request.app.get(TRUSTED_PROXY, False):
+        if RELAYED_HEADER in request.headers:  # came through a relay: from anywhere, however local
+            client = ""
+        elif request.app.get(TRUSTED_PROXY, False):
             client = request.headers.get(CLIENT_HEADER, "")
         if not _allowed(client, allow):
             raise web.HTTPForbidden(text="metrics are served to the addresses in --metrics-allow only\n")

@@ -28,7 +28,7 @@ from p2pfaas.lifecycle import TaskSet
 from p2pfaas.messages import ErrorReply
 from p2pfaas.relay import wire
 from p2pfaas.relay.hub import HEARTBEAT_S, HELLO_TIMEOUT_S
-from p2pfaas.rpc import CONTENT_TYPE
+from p2pfaas.rpc import CONTENT_TYPE, RELAYED_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,11 @@ class RelayLink:
                 req.method,
                 self.local_url + req.path,
                 data=req.body,
-                headers=wire.pairs(req.headers),
+                # Marked, so the node tells a relayed stranger from its own host (GET /metrics).
+                headers=[
+                    *((k, v) for k, v in wire.pairs(req.headers) if k.lower() != RELAYED_HEADER.lower()),
+                    (RELAYED_HEADER, "1"),
+                ],
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=LOCAL_TIMEOUT_S),
             ) as response:

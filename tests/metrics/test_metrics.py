@@ -18,6 +18,7 @@ from prometheus_client.samples import Sample
 from p2pfaas.errors import FunctionFailed
 from p2pfaas.metrics.catalog import ANCHOR_READINGS, NODE_READINGS, FunctionLabels
 from p2pfaas.metrics.http import CLIENT_HEADER, TRUSTED_PROXY, metrics_handler, parse_allow
+from p2pfaas.rpc import RELAYED_HEADER
 from tests.functions import write_function
 from tests.metrics.netkit import Net, metered_network
 
@@ -114,6 +115,7 @@ async def test_only_allowed_callers_read_the_metrics() -> None:
             return refused.status
 
     assert await status(public, {}, "127.0.0.1") == 200
+    assert await status(public, {RELAYED_HEADER: "1"}, "127.0.0.1") == 403  # a stranger, via a relay
     assert await status(public, {}, "198.51.100.7") == 200
     assert await status(public, {}, "203.0.113.7") == 403
     assert await status(public, {CLIENT_HEADER: "127.0.0.1"}, "203.0.113.7") == 403  # not a worker's app
