@@ -101,9 +101,13 @@ class NodePayments:
             now = wall_time()
             for voucher_id, (budget, expires_at, charged) in self.spend_log.load(now=now).items():
                 try:
+                    # Its calls' prices are not in the log: count them paid up to what the lessee
+                    # signed (a debt from before the restart is forgotten, a surplus pays nothing new).
+                    priced = min(charged, self.channels.signed_micro(voucher_id))
                     self.spends.restore(
-                        voucher_id, budget_micro=budget, expires_at=expires_at, charged_micro=charged, now=now
-                    )
+                        voucher_id, budget_micro=budget, expires_at=expires_at, charged_micro=charged,
+                        now=now, priced_micro=priced,
+                    )  # fmt: skip
                 except PaymentRequired as full:
                     log.error("cannot restore what voucher %s spent: %s", voucher_id, full.reason)
         await self.sender.__aenter__()

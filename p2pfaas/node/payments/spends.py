@@ -76,9 +76,16 @@ class SpendStore(Protocol):
         ...
 
     def restore(
-        self, voucher_id: str, *, budget_micro: int, expires_at: float, charged_micro: int, now: float
+        self,
+        voucher_id: str,
+        *,
+        budget_micro: int,
+        expires_at: float,
+        charged_micro: int,
+        now: float,
+        priced_micro: int = 0,
     ) -> None:
-        """Add what a previous run of this node charged to the voucher."""
+        """Add what a previous run of this node charged to the voucher (and the node prices of it)."""
         ...
 
     def get(self, voucher_id: str) -> VoucherSpend | None: ...
@@ -140,9 +147,18 @@ class LocalSpends:
         self.settle(voucher_id, reserved_micro=reserved_micro, charge_micro=0, worker=worker)
 
     def restore(
-        self, voucher_id: str, *, budget_micro: int, expires_at: float, charged_micro: int, now: float
+        self,
+        voucher_id: str,
+        *,
+        budget_micro: int,
+        expires_at: float,
+        charged_micro: int,
+        now: float,
+        priced_micro: int = 0,
     ) -> None:
-        self._totals.setdefault(voucher_id, _Total(budget_micro, expires_at)).charged_micro += charged_micro
+        total = self._totals.setdefault(voucher_id, _Total(budget_micro, expires_at))
+        total.charged_micro += charged_micro
+        total.priced_micro += priced_micro
 
     def get(self, voucher_id: str) -> VoucherSpend | None:
         total = self._totals.get(voucher_id)

@@ -93,13 +93,20 @@ class SharedSpends:
         return freed
 
     def restore(
-        self, voucher_id: str, *, budget_micro: int, expires_at: float, charged_micro: int, now: float
+        self,
+        voucher_id: str,
+        *,
+        budget_micro: int,
+        expires_at: float,
+        charged_micro: int,
+        now: float,
+        priced_micro: int = 0,
     ) -> None:
         with self._lock:
             at = self._entry(voucher_id, budget_micro, expires_at, now)
             used, key, budget, expires, charged, priced = VOUCHER_HEADER.unpack_from(self._buf, at)
             VOUCHER_HEADER.pack_into(
-                self._buf, at, used, key, budget, expires, charged + charged_micro, priced
+                self._buf, at, used, key, budget, expires, charged + charged_micro, priced + priced_micro
             )
 
     def get(self, voucher_id: str) -> VoucherSpend | None:
