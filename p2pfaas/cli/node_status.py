@@ -20,10 +20,10 @@ from typing import Any
 import aiohttp
 
 from p2pfaas import rpc
-from p2pfaas.errors import LocalError, P2PFaaSError
+from p2pfaas.errors import P2PFaaSError
 from p2pfaas.messages import Ack, NodeList, NodeStatus
 from p2pfaas.metrics.top import node_row, scrape
-from p2pfaas.node.drain import URL_FILE
+from p2pfaas.node.drain import read_url
 from p2pfaas.relay import is_relayed
 from p2pfaas.trust.wire import NodeReputation
 
@@ -32,7 +32,7 @@ __all__ = ["add_status_command", "cmd_node_lending", "cmd_node_status", "status_
 
 def cmd_node_status(args: argparse.Namespace) -> int:
     work_dir = Path(args.work_dir or Path(args.home) / "node")
-    url = args.url or _url_of(work_dir)
+    url = args.url or read_url(work_dir)
     lines, running = asyncio.run(status_lines(url, args.anchor))
     print("\n".join(lines))
     return 0 if running else 1
@@ -94,7 +94,7 @@ def cmd_node_lending(args: argparse.Namespace) -> int:
     from p2pfaas.node.lending import lending_change
 
     work_dir = Path(args.work_dir or Path(args.home) / "node")
-    url = args.url or _url_of(work_dir)
+    url = args.url or read_url(work_dir)
     keys = KeyPair.load(Path(args.key or work_dir / "node.key"))
     change = lending_change(keys, paused=args.node_command == "pause", reason=getattr(args, "reason", ""))
 
@@ -105,13 +105,6 @@ def cmd_node_lending(args: argparse.Namespace) -> int:
 
     print(f"node {keys.key_id} at {url}: {asyncio.run(send())}")
     return 0
-
-
-def _url_of(work_dir: Path) -> str:
-    try:
-        return (work_dir / URL_FILE).read_text().strip()
-    except FileNotFoundError:
-        raise LocalError(f"no --url given and no {work_dir / URL_FILE}: is the node running?") from None
 
 
 def add_status_command(node_commands: Any, *, home: Path, default_anchor: str) -> None:

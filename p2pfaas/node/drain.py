@@ -52,14 +52,17 @@ async def drain_node(url: str, keys: KeyPair, *, deadline_s: float, wait: bool =
     raise P2PFaaSError(f"node {url} was still answering {deadline_s + 30:g} s after it was asked to drain")
 
 
+def read_url(work_dir: Path) -> str:
+    """Where the node of `work_dir` serves (`write_url`), or LocalError when it has not said."""
+    try:
+        return (work_dir / URL_FILE).read_text().strip()
+    except OSError:
+        raise LocalError(f"no --url given and no {work_dir / URL_FILE}: is the node running?") from None
+
+
 def _cmd_drain(args: argparse.Namespace) -> int:
     work_dir = Path(args.work_dir or Path(args.home) / "node")
-    url = args.url
-    if not url:
-        try:
-            url = (work_dir / URL_FILE).read_text().strip()
-        except OSError:
-            raise LocalError(f"no --url given and no {work_dir / URL_FILE}: is the node running?") from None
+    url = args.url or read_url(work_dir)
     keys = KeyPair.load(Path(args.key or work_dir / "node.key"))
     started = time.monotonic()
     outcome = asyncio.run(drain_node(url, keys, deadline_s=args.deadline, wait=not args.no_wait))
