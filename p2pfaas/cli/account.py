@@ -326,7 +326,7 @@ def add_anchor_options(serve: Any) -> None:
 
 def anchor_settings(args: argparse.Namespace) -> AnchorSettings:
     from p2pfaas.anchor.app import AnchorSettings
-    from p2pfaas.metrics.http import DEFAULT_ALLOW, parse_allow
+    from p2pfaas.metrics.http import parse_allow
 
     if not 0 <= args.earnings_mature_hours <= 24 * 365:
         raise LocalError("--earnings-mature-hours must be between 0 and a year")
@@ -347,7 +347,7 @@ def anchor_settings(args: argparse.Namespace) -> AnchorSettings:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         metrics=not args.no_metrics,
-        metrics_allow=DEFAULT_ALLOW + allow,
+        metrics_allow=allow,
     )
 
 

@@ -97,8 +97,9 @@ def middleware(figures: HttpFigures, *, skip: tuple[str, ...] = ()) -> Middlewar
 
 
 def parse_allow(cidrs: Sequence[str]) -> tuple[Network, ...]:
-    """`--metrics-allow` values as networks (ValueError names the bad one)."""
-    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
+    """Who may scrape /metrics: loopback, and the `--metrics-allow` ranges `cidrs` (ValueError
+    names a bad one)."""
+    return DEFAULT_ALLOW + tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
 
 
 def metrics_handler(

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from p2pfaas.errors import ConfigError
-from p2pfaas.metrics.http import DEFAULT_ALLOW, Network, parse_allow
+from p2pfaas.metrics.http import Network, parse_allow
 from p2pfaas.node.admission import Admission, Limits
 from p2pfaas.node.callbacks import CallbackPolicy
 from p2pfaas.node.lending import Schedule
@@ -220,7 +220,7 @@ def node_resources(config_file: str | Path | None, **options: Any) -> dict[str, 
 def metrics_networks(config: NodeConfig) -> tuple[Network, ...]:
     """Who may scrape the node's /metrics: loopback, and `metrics_allow`."""
     try:
-        return DEFAULT_ALLOW + parse_allow(config.metrics_allow)
+        return parse_allow(config.metrics_allow)
     except ValueError as exc:
         raise ConfigError(f"metrics_allow: {exc} (e.g. 192.0.2.0/24)") from None
 

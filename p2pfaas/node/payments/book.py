@@ -159,8 +159,9 @@ class VoucherBook:
             return 0
         del self._holds[receipt.invocation_id]
         # The executor bounds usage by the timeout, so the real charge fits the reservation.
-        charge = min(hold.cost_micro, self.fees.charge_micro(receipt.price_micro))
-        price = receipt.price_micro if charge == self.fees.charge_micro(receipt.price_micro) else charge
+        full = self.fees.charge_micro(receipt.price_micro)
+        charge = min(hold.cost_micro, full)
+        price = receipt.price_micro if charge == full else charge  # capped: the price it covers
         self.spends.settle(
             hold.voucher_id, reserved_micro=hold.cost_micro, charge_micro=charge, worker=self.worker,
             price_micro=price,
