@@ -284,9 +284,9 @@ def cmd_node_join(args: argparse.Namespace) -> int:
     from p2pfaas.identity import KeyPair
     from p2pfaas.node.settings import node_resources, write_config_file
 
+    token = load_token()  # the volunteer's (`p2pfaas account login NAME`): before anything is made
     work_dir = Path(args.work_dir or home() / "node")
     keys = KeyPair.load_or_create(Path(args.key or work_dir / "node.key"))
-    token = load_token()  # the volunteer's: `p2pfaas account login NAME`
 
     async def claim() -> bool:
         async with AccountClient(args.anchor, token=token) as account:
