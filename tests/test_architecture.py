@@ -26,6 +26,7 @@ FLOOR = (
     "logfmt",
     "messages",
     "channels",
+    "ratelimit",
     "tickets",
     "pricing",
     "signing",

@@ -79,6 +79,7 @@ from p2pfaas.messages import (
 )
 from p2pfaas.metrics.catalog import AnchorMetrics
 from p2pfaas.metrics.http import DEFAULT_ALLOW, Exposure, Network
+from p2pfaas.ratelimit import TokenBuckets
 from p2pfaas.relay import RelayHub, relay_path
 from p2pfaas.rpc import Forbidden, error_middleware, read_message, reply
 
@@ -88,25 +89,6 @@ CHANGE_SKEW_S = 300.0  # a function change (rollback, removal) signed longer ago
 REACHABILITY_TIMEOUT_S = 3.0
 REACHABILITY_CHECKS = 8  # at once, for every announcer together
 MAX_TRACKED_NODES = 100_000
-
-
-@dataclass
-class TokenBuckets:
-    """A token bucket per key (sans-I/O): `burst` at once, then `per_s`; least recent keys forgotten."""
-
-    burst: float
-    per_s: float
-    capacity: int = 100_000
-    _buckets: OrderedDict[str, tuple[float, float]] = field(default_factory=OrderedDict)
-
-    def take(self, key: str, now: float) -> bool:
-        tokens, at = self._buckets.pop(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - at) * self.per_s)
-        allowed = tokens >= 1.0
-        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
-        while len(self._buckets) > self.capacity:
-            self._buckets.popitem(last=False)
-        return allowed
 
 
 async def _names_address(host: str, address: str) -> bool:
