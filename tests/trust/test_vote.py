@@ -7,7 +7,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pfaas.errors import LocalError
-from p2pfaas.trust.replica_ids import group_of, is_replica, replica_id
 from p2pfaas.trust.vote import Agreed, Ballot, DuplicateVoter, Inconclusive, NeedMore, Vote
 
 GOOD, BAD, UGLY = b"g" * 32, b"b" * 32, b"u" * 32
@@ -102,33 +101,3 @@ def test_decisions_are_sound(hashes: list[bytes], quorum: int, extra: int) -> No
         assert isinstance(vote.decide(), Agreed)
     else:
         assert isinstance(decision, Inconclusive)
-
-
-def test_replica_ids_name_their_group() -> None:
-    group = "0123456789abcdef" * 2
-    rid = replica_id(group, 3)
-    assert rid == f"{group}~r3" and len(rid) <= 64
-    assert is_replica(rid) and group_of(rid) == group
-    assert not is_replica(group) and group_of(group) is None
-    for bad in ("x" * 32, group + "0"):
-        with pytest.raises(ValueError):
-            replica_id(bad, 1)
-    with pytest.raises(ValueError):
-        replica_id(group, 0)
-
-
-def test_the_gate_pays_the_majority_refuses_dissent_and_holds_until_the_vote() -> None:
-    from p2pfaas.trust.gate import Gate, VerdictRow, gate_replica
-
-    agreed, dissent, inconclusive = (
-        VerdictRow("a", "agreed"),
-        VerdictRow("a", "dissent"),
-        VerdictRow("a", "open"),
-    )
-    assert gate_replica("a", agreed, first_seen_at=0, now=1) is Gate.PAY
-    assert gate_replica("a", inconclusive, first_seen_at=0, now=1) is Gate.PAY
-    assert gate_replica("a", dissent, first_seen_at=0, now=1) is Gate.OUTVOTED
-    assert gate_replica("b", agreed, first_seen_at=0, now=1) is Gate.OUTVOTED  # not the node that was voted
-    assert gate_replica("a", None, first_seen_at=100, now=150, hold_s=60) is Gate.HOLD
-    assert gate_replica("a", None, first_seen_at=100, now=160, hold_s=60) is Gate.PAY
-    assert gate_replica("a", dissent, first_seen_at=0, now=10**9) is Gate.OUTVOTED  # a vote is final
