@@ -26,6 +26,7 @@ FLOOR = (
     "logfmt",
     "messages",
     "channels",
+    "backoff",
     "ratelimit",
     "tickets",
     "pricing",

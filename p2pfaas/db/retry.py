@@ -1,10 +1,10 @@
 """Retrying database work through transient failures.
 
-`retry_transient` runs an attempt again, with capped exponential backoff and jitter, when it fails
-in a way that a later attempt can cure: a MySQL deadlock (1213) or lock wait timeout (1205), a lost
-or killed connection (2006, 2013, 1927, ...), a server that is restarting (2003, 1053), or SQLite's
-"database is locked". After a bounded number of attempts, or at once for any other database error,
-it raises `StorageError` chained to the driver's exception.
+`retry_transient` runs an attempt again, with capped exponential backoff and jitter
+(`p2pfaas.backoff`), when it fails in a way that a later attempt can cure: a MySQL deadlock (1213)
+or lock wait timeout (1205), a lost or killed connection (2006, 2013, 1927, ...), a server that is
+restarting (2003, 1053), or SQLite's "database is locked". After a bounded number of attempts, or
+at once for any other database error, it raises `StorageError` chained to the driver's exception.
 
 An attempt must be a whole transaction that is safe to run twice: a connection lost during COMMIT
 leaves it unknown whether the first run landed. Every store operation is idempotent for that reason.
@@ -24,6 +24,7 @@ from typing import TypeVar
 
 from sqlalchemy import exc as sa_exc
 
+from p2pfaas.backoff import Backoff
 from p2pfaas.errors import StorageError
 
 __all__ = ["RetryPolicy", "is_transient", "retry_transient"]
@@ -66,8 +67,7 @@ class RetryPolicy:
 
     def delay_s(self, failures: int, rng: random.Random) -> float:
         """The pause after the `failures`-th failure: half fixed, half random ("equal jitter")."""
-        ceiling = min(self.max_delay_s, self.base_delay_s * 2.0 ** (failures - 1))
-        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+        return Backoff(self.base_delay_s, self.max_delay_s).pause_s(failures, rng)
 
 
 def mysql_error_code(error: object) -> int | None:

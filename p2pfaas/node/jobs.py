@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from p2pfaas import signing
+from p2pfaas.backoff import Backoff
 from p2pfaas.clock import wall_time
 from p2pfaas.errors import Busy, NotFound, P2PFaaSError, Refused
 from p2pfaas.lifecycle import TaskSet
@@ -182,7 +183,7 @@ class Jobs:
                 job.callback_state = "delivered"
                 return
             if attempt + 1 < self.callback_tries:
-                await asyncio.sleep(self.callback_backoff_s * 2**attempt)
+                await asyncio.sleep(Backoff(self.callback_backoff_s).pause_s(attempt + 1))
 
     def _expire(self) -> None:
         now = asyncio.get_running_loop().time()

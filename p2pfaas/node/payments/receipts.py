@@ -30,6 +30,7 @@ from types import TracebackType
 import aiohttp
 
 from p2pfaas import codec, rpc, signing
+from p2pfaas.backoff import Backoff
 from p2pfaas.errors import DecodeError, P2PFaaSError
 from p2pfaas.identity import KeyPair
 from p2pfaas.ledger.wire import BatchResult
@@ -85,7 +86,7 @@ class ReceiptQueue:
                 self.waiting[invocation_id] = (receipt, tries)
         if self.waiting:
             tries = max(t for _, t in self.waiting.values())
-            at = now + min(60.0, UNSIGNED_PAUSE_S * 2.0 ** (tries - 1))
+            at = now + Backoff(UNSIGNED_PAUSE_S, 60.0).pause_s(tries)
             self._waiting_at = at if self._waiting_at is None else min(self._waiting_at, at)
         self._oldest_at = now if self.pending else None
         return given_up
@@ -141,8 +142,7 @@ class ReceiptQueue:
         """The send failed; returns the pause before the next try (capped exponential, jittered)."""
         self.in_flight = False
         self._failures += 1
-        ceiling = min(self.max_backoff_s, self.base_backoff_s * 2.0 ** (self._failures - 1))
-        pause = ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+        pause = Backoff(self.base_backoff_s, self.max_backoff_s).pause_s(self._failures, self.rng)
         self._retry_at = now + pause
         return pause
 
