@@ -11,9 +11,8 @@ Routes:
     GET  /v1/functions/{owner}/{name}/versions -> FunctionList (every version, oldest first)
     POST /v1/functions/changes FunctionChange -> Ack            (signed by the owner: rollback, removal)
     GET  /v1/revoked?after=SEQ             -> RevokedBundles    (bundles of removed functions, in order)
-    POST /v1/nodes        NodeAnnouncement -> Ack              (signed by the node key)
-    GET  /v1/nodes                        -> NodeList          (nodes seen in the last NODE_TTL_S)
-    ... and the routes of `wheels.py` (dependency-layer wheels), `accounts_api.py` (sign up, log
+    ... and the routes of `nodes_api.py` (nodes announce themselves, checked for reachability; the
+    node list), `wheels.py` (dependency-layer wheels), `accounts_api.py` (sign up, log
     in, tokens, key claims), `ledger_api.py` (credits, vouchers, receipts, payouts) and
     `reputation.py` (replication votes, reputations).
 
@@ -33,22 +32,15 @@ bootstrap node (issue #3) starts beside this app.
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import ipaddress
 import re
-import socket
-from collections import OrderedDict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
-import aiohttp
 from aiohttp import web
 from prometheus_client import generate_latest
 
-from p2pfaas import codec, rpc, signing, tls
-from p2pfaas.anchor import accounts_api, auth, ledger_api, reputation, wheels
+from p2pfaas import codec, signing
+from p2pfaas.anchor import accounts_api, auth, ledger_api, nodes_api, reputation, wheels
 from p2pfaas.anchor.accounts import AccountStore, KeyKind
 from p2pfaas.anchor.passwords import PasswordHasher
 from p2pfaas.anchor.store import RegistryStore
@@ -57,7 +49,7 @@ from p2pfaas.bundle.lock import lock_in_tar
 from p2pfaas.bundle.verify import verified_tar
 from p2pfaas.clock import wall_time
 from p2pfaas.db import Database
-from p2pfaas.errors import DecodeError, LocalError, NotFound, P2PFaaSError, Refused
+from p2pfaas.errors import LocalError, NotFound, Refused
 from p2pfaas.identity import PublicKey
 from p2pfaas.ledger.rounds import DEFAULT_QUIET_S
 from p2pfaas.messages import (
@@ -70,38 +62,15 @@ from p2pfaas.messages import (
     FunctionList,
     FunctionVersion,
     LesseeKeyRegistration,
-    NodeAnnouncement,
-    NodeInfo,
-    NodeList,
-    NodeStatus,
     Observed,
     RevokedBundles,
 )
 from p2pfaas.metrics.catalog import AnchorMetrics
 from p2pfaas.metrics.http import DEFAULT_ALLOW, Exposure, Network
-from p2pfaas.ratelimit import TokenBuckets
-from p2pfaas.relay import RelayHub, relay_path
+from p2pfaas.relay import RelayHub
 from p2pfaas.rpc import Forbidden, error_middleware, read_message, reply
 
-NODE_TTL_S = 90.0  # nodes re-announce every 30 s; three missed announcements and they drop out
-ANNOUNCE_SKEW_S = 120.0  # an announcement older (or newer) than this is refused: no replays
 CHANGE_SKEW_S = 300.0  # a function change (rollback, removal) signed longer ago (or ahead) is refused
-REACHABILITY_TIMEOUT_S = 3.0
-REACHABILITY_CHECKS = 8  # at once, for every announcer together
-MAX_TRACKED_NODES = 100_000
-
-
-async def _names_address(host: str, address: str) -> bool:
-    """Whether `host` (an IP literal or a name) is, or resolves to, `address`."""
-    try:
-        return ipaddress.ip_address(host) == ipaddress.ip_address(address)
-    except ValueError:
-        pass
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except OSError:
-        return False
-    return any(info[4][0] == address for info in infos)
 
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -134,11 +103,6 @@ class AnchorApi:
     accounts: AccountStore
     settings: AnchorSettings
     wheels: WheelStore
-    announcements: TokenBuckets = field(default_factory=lambda: TokenBuckets(burst=5, per_s=0.2))
-    reachability: OrderedDict[str, str] = field(default_factory=OrderedDict)  # node id -> URL checked
-    session: aiohttp.ClientSession | None = None  # for the reachability checks
-    checks: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(REACHABILITY_CHECKS))
-    public_url: str = ""  # set with `set_public_url` once the server is bound
 
     async def health(self, request: web.Request) -> web.Response:
         return reply(Ack("anchor ok"))
@@ -263,123 +227,6 @@ class AnchorApi:
         rows = await self.store.revoked_after(max(after, 0))
         return reply(RevokedBundles(tuple(seq for seq, _ in rows), tuple(digest for _, digest in rows)))
 
-    async def announce_node(self, request: web.Request) -> web.Response:
-        """A node's announcement is listed only when it is fresh, within the node's rate, from a
-        node bound to a volunteer account (with `require_accounts`), and the node answers at the
-        URL it gives with its own id: a flood of fresh keys pointing at a tarpit lists nothing."""
-        msg = await read_message(request, NodeAnnouncement)
-        key = signing.verify(msg)
-        now = wall_time()
-        if abs(now - msg.issued_at) > ANNOUNCE_SKEW_S:
-            raise LocalError(
-                f"the announcement was made {now - msg.issued_at:.0f} s from now: send a fresh one"
-            )
-        if self.settings.require_accounts:
-            owner = await self.accounts.key_owner(key.key_id)
-            if owner is None or owner[1] != KeyKind.NODE:
-                raise Forbidden(
-                    f"node {key.key_id[:12]} is not bound to a volunteer account: "
-                    "`p2pfaas account claim-node`"
-                )
-        loop_now = asyncio.get_running_loop().time()
-        if not self.announcements.take(key.key_id, loop_now):
-            raise Refused("too many announcements from this node; slow down", status=429)
-        if self.reachability.get(key.key_id) != msg.url:
-            await self._check_reachable(key.key_id, msg.url, request.remote or "")
-            self.reachability[key.key_id] = msg.url
-            while len(self.reachability) > MAX_TRACKED_NODES:
-                del self.reachability[next(iter(self.reachability))]
-        await self.store.upsert_node(
-            node_id=key.key_id,
-            public_key=key.raw,
-            url=msg.url,
-            runtimes=msg.runtimes,
-            cores=msg.cores,
-            memory_mb=msg.memory_mb,
-            now=now,
-        )
-        return reply(Ack(key.key_id))
-
-    async def _check_reachable(self, node_id: str, url: str, observed: str) -> None:
-        """Refuse (422) unless `url` answers `GET /v1/status` in time, naming node `node_id`.
-
-        The URL is a base the announcer cannot aim anywhere: either its own address as this anchor
-        sees it (`observed`: an IP literal, or a name that resolves to it) with no path, or the
-        relayed URL of its own id (`/v1/relay/<node_id>`) at this anchor's relay or at a node listed
-        here as directly reachable. No redirect is followed, at most REACHABILITY_CHECKS run at once,
-        and every failure gets the same answer, so the check tells an announcer nothing about what
-        answers where."""
-        parts = urlsplit(url)
-        if (
-            parts.scheme not in ("http", "https")
-            or not parts.hostname
-            or parts.username is not None
-            or (
-                parts.path not in ("", "/", tls.identity_path(node_id))
-                and not parts.path.endswith(relay_path(node_id))
-            )
-            or parts.query
-            or parts.fragment
-            or "#" in url
-            or "?" in url
-        ):
-            raise LocalError(
-                "a node's URL is http(s)://HOST:PORT, or a relay's http(s)://HOST:PORT/v1/relay/NODE_ID, "
-                "with no query or user"
-            )
-        base = f"{parts.scheme}://{parts.netloc}"
-        if parts.path.endswith(relay_path(node_id)):
-            relay = base + parts.path[: -len(relay_path(node_id))]
-            if not await self._is_relay(relay):
-                raise LocalError(f"{relay} is neither this anchor nor a node listed here: not a relay to use")
-            base += parts.path
-        elif not await _names_address(parts.hostname, observed):
-            raise LocalError(
-                f"a node announces its own address: this anchor sees you at {observed}, not {parts.hostname}"
-            )
-        else:
-            base += parts.path.rstrip("/")  # the identity an https node URL names, pinned by rpc.call
-        if self.session is None:
-            self.session = aiohttp.ClientSession()
-        unreachable = Refused(f"this anchor could not reach node {node_id[:12]} at its URL", status=422)
-        async with self.checks:
-            try:
-                status = await rpc.call(
-                    self.session, "GET", f"{base}/v1/status", NodeStatus, timeout_s=REACHABILITY_TIMEOUT_S
-                )
-            except (P2PFaaSError, DecodeError):
-                raise unreachable from None
-        if status.node_id != node_id:
-            raise unreachable
-
-    async def _is_relay(self, base: str) -> bool:
-        if self.public_url and base == self.public_url.rstrip("/"):
-            return True
-        rows = await self.store.live_nodes(now=wall_time(), max_age_s=NODE_TTL_S)
-        return any(row.url.rstrip("/") == base for row in rows)
-
-    async def aclose(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-
-    async def list_nodes(self, request: web.Request) -> web.Response:
-        rows = await self.store.live_nodes(now=wall_time(), max_age_s=NODE_TTL_S)
-        return reply(
-            NodeList(
-                nodes=tuple(
-                    NodeInfo(
-                        node_id=row.node_id,
-                        public_key=row.public_key,
-                        url=row.url,
-                        runtimes=tuple(row.runtimes),
-                        cores=float(row.cores or 0.0),
-                        memory_mb=int(row.memory_mb or 0),
-                    )
-                    for row in rows
-                )
-            )
-        )
-
 
 def _path_param(request: web.Request, name: str, pattern: re.Pattern[str]) -> str:
     value = request.match_info[name]
@@ -394,14 +241,14 @@ def _decode_header(data: bytes) -> BundleHeader:
 
 
 RELAY_HUB: web.AppKey[RelayHub] = web.AppKey("p2pfaas.relay_hub", RelayHub)
-ANCHOR_API: web.AppKey[AnchorApi] = web.AppKey("p2pfaas.anchor_api", AnchorApi)
+NODES_API: web.AppKey[nodes_api.NodesApi] = web.AppKey("p2pfaas.nodes_api", nodes_api.NodesApi)
 
 
 def set_public_url(app: web.Application, url: str) -> None:
     """Tell the routes of `app` the anchor's public URL: claims' audience, the relay's base, the relays
     nodes may name."""
     accounts_api.set_public_url(app, url)
-    app[RELAY_HUB].base_url = app[ANCHOR_API].public_url = url.rstrip("/")
+    app[RELAY_HUB].base_url = app[NODES_API].public_url = url.rstrip("/")
 
 
 def make_app(db: Database, *, settings: AnchorSettings | None = None) -> web.Application:
@@ -439,20 +286,15 @@ def make_app(db: Database, *, settings: AnchorSettings | None = None) -> web.App
             web.get("/v1/functions/{owner}/{name}/versions", api.function_versions),
             web.post("/v1/functions/changes", api.change_function),
             web.get("/v1/revoked", api.revoked),
-            web.post("/v1/nodes", api.announce_node),
-            web.get("/v1/nodes", api.list_nodes),
         ]
     )
 
-    async def close_checks(app: web.Application) -> AsyncIterator[None]:
-        yield
-        await api.aclose()
-
-    app.cleanup_ctx.append(close_checks)
+    nodes = nodes_api.NodesApi(api.store, accounts, settings.require_accounts)
+    nodes_api.add_routes(app, nodes)
     wheels.add_routes(app, api.wheels, may_upload=api.may_deploy)
     # Nodes behind NAT may dial out to the anchor and be reached through it (p2pfaas/relay).
     hub = RelayHub()
-    app[RELAY_HUB], app[ANCHOR_API] = hub, api
+    app[RELAY_HUB], app[NODES_API] = hub, nodes
     app.add_routes(hub.routes())
 
     async def close_links(app: web.Application) -> None:  # before the server waits for open handlers
