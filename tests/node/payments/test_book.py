@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import random
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from p2pfaas import signing, tickets
@@ -19,19 +15,15 @@ from p2pfaas.identity import KeyPair
 from p2pfaas.ledger.policy import FeePolicy
 from p2pfaas.messages import BundleHeader, InvokeRequest, Manifest, Receipt, Voucher
 from p2pfaas.node.payments.book import UnpaidPolicy, VoucherBook, max_price_micro
-from p2pfaas.node.payments.node_payments import NodePayments
 from p2pfaas.node.payments.spend_log import SpendLog
 from p2pfaas.node.payments.spends import LocalSpends, PaymentRequired, SpendStore
 from p2pfaas.node.shared.tables import SharedTables
 from p2pfaas.pricing import Prices
 from p2pfaas.rpc import Forbidden
+from tests.node.payments.conftest import keys
 
 T0 = 1_700_000_000.0
 DIGEST = "cd" * 32
-
-
-def keys(seed: str) -> KeyPair:
-    return KeyPair.from_seed(hashlib.sha256(seed.encode()).digest())
 
 
 ANCHOR, LESSEE, OWNER, NODE = keys("anchor"), keys("lessee"), keys("owner"), keys("node")
@@ -275,35 +267,6 @@ def test_a_full_voucher_table_refuses_with_payment_required(shared: SharedTables
         )
     with pytest.raises(PaymentRequired, match="voucher table is full"):
         b.authorize(request("i0", voucher(1000)), header(), LESSEE.public.raw, max_price_micro=300, now=T0)
-
-
-async def test_only_the_restoring_payments_load_the_spend_log(tmp_path: Path) -> None:
-    """Workers share the primary's store and log: only the primary loads the log, when it starts."""
-    expires_at = time.time() + 600
-    SpendLog(tmp_path / "voucher-spend.log").append(
-        "v1", budget_micro=1000, expires_at=expires_at, charge_micro=300
-    )
-    store = LocalSpends()
-    async with aiohttp.ClientSession() as session:
-        for restore in (False, True):
-            payments = NodePayments(
-                anchor_url="http://127.0.0.1:9",  # unreachable: the key is never learned
-                keys=NODE,
-                session=session,
-                work_dir=tmp_path,
-                prices=Prices(),
-                cpus_per_instance=1.0,
-                rng=random.Random(1),
-                spends=store,
-                restore=restore,
-            )
-            async with payments:
-                pass
-            spend = store.get("v1")
-            if restore:
-                assert spend is not None and spend.committed_micro == 300
-            else:
-                assert spend is None
 
 
 def test_a_ticket_capped_below_the_nodes_worst_case_is_refused() -> None:

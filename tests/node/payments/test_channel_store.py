@@ -22,6 +22,7 @@ from p2pfaas.node.payments.receipts import MAX_UNSIGNED_TRIES, ReceiptQueue
 from p2pfaas.node.payments.spends import PaymentRequired
 from p2pfaas.pricing import Prices
 from p2pfaas.rpc import Forbidden
+from tests.node.payments.conftest import keys
 from tests.node.payments.test_book import (
     ANCHOR,
     LESSEE,
@@ -29,7 +30,6 @@ from tests.node.payments.test_book import (
     T0,
     book,
     header,
-    keys,
     receipt,
     request,
     voucher,
