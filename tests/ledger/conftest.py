@@ -12,6 +12,7 @@ from p2pfaas import channels, signing
 from p2pfaas.db import Database, RetryPolicy, open_database
 from p2pfaas.db.testing import exclusive_mysql_database
 from p2pfaas.identity import KeyPair, PublicKey
+from p2pfaas.ledger.store import LedgerStore
 from p2pfaas.messages import ChannelTicket, Receipt, Voucher
 from tests.conftest import mysql_url_or_skip
 from tests.hostile import kit
@@ -81,3 +82,12 @@ def signed_for(receipts: Iterable[Receipt], lessee: KeyPair) -> tuple[ChannelTic
         channels.sign_channel(voucher_id, node_id, seq=1, total_micro=total, keys=lessee)
         for (voucher_id, node_id), total in sorted(totals.items())
     )
+
+
+@pytest.fixture
+def store(db: Database) -> LedgerStore:
+    return LedgerStore(db)
+
+
+async def balance(store: LedgerStore, account_id: int) -> int:
+    return (await store.account(account_id)).balance_micro

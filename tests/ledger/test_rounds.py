@@ -33,11 +33,6 @@ async def earned(store: LedgerStore) -> int:
     return (await store.account(await store.open_account(name, AccountKind.NODE, now=T0))).balance_micro
 
 
-@pytest.fixture
-def store(db: Database) -> LedgerStore:
-    return LedgerStore(db)
-
-
 async def test_a_signed_result_whose_receipt_never_came_is_paid_once_the_channel_is_quiet(
     store: LedgerStore, db: Database
 ) -> None:

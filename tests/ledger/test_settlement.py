@@ -6,7 +6,6 @@ import asyncio
 import random
 from dataclasses import replace
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2pfaas import signing
@@ -22,11 +21,6 @@ from p2pfaas.tickets import sign_ticket
 from tests.ledger.conftest import T0, keys, receipt, signed_for, voucher
 
 NODE, OTHER_NODE, LESSEE, ANCHOR = keys("node"), keys("node-2"), keys("lessee"), keys("anchor")
-
-
-@pytest.fixture
-def store(db: Database) -> LedgerStore:
-    return LedgerStore(db)
 
 
 async def funded_voucher(store: LedgerStore, voucher_id: str, budget: int, *, grant: int = 10_000) -> int:
