@@ -24,8 +24,9 @@ lessee's client delivers them (`p2pfaas.client.channels`). Sans-I/O: signatures 
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
+
+from cachetools import FIFOCache
 
 from p2pfaas import signing
 from p2pfaas.errors import SignatureError
@@ -81,7 +82,7 @@ def behind_problem(*, owed_micro: int, signed_micro: int, credit_micro: int) -> 
 class _Channel:
     seq: int = 0
     total_micro: int = 0
-    accepted: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    accepted: FIFOCache[str, None] = field(default_factory=lambda: FIFOCache(MAX_ACCEPTED_IDS))
 
 
 @dataclass
@@ -89,7 +90,8 @@ class LesseeChannels:
     """A lessee's side of its channels: which receipts it accepted, and the latest ticket of each."""
 
     keys: KeyPair
-    _channels: OrderedDict[tuple[str, str], _Channel] = field(default_factory=OrderedDict)
+    # Most recently used last (popped and put back on each receipt), the first forgotten beyond MAX_CHANNELS.
+    _channels: FIFOCache[tuple[str, str], _Channel] = field(default_factory=lambda: FIFOCache(MAX_CHANNELS))
 
     def accept(self, receipt: Receipt) -> ChannelTicket | None:
         """The new ticket for the node that signed `receipt`, or None when there is nothing to pay
@@ -104,17 +106,11 @@ class LesseeChannels:
         if receipt_ticket_problem(receipt) is not None or price_problem(receipt) is not None:
             return None
         key = (receipt.voucher_id, node_id)
-        channel = self._channels.get(key)
-        if channel is None:
-            channel = self._channels[key] = _Channel()
-            while len(self._channels) > MAX_CHANNELS:
-                self._channels.popitem(last=False)
-        self._channels.move_to_end(key)
+        channel = self._channels.pop(key) if key in self._channels else _Channel()
+        self._channels[key] = channel  # put back last
         if receipt.invocation_id in channel.accepted:
             return None
         channel.accepted[receipt.invocation_id] = None
-        if len(channel.accepted) > MAX_ACCEPTED_IDS:
-            channel.accepted.popitem(last=False)
         channel.seq += 1
         channel.total_micro += receipt.price_micro
         return sign_channel(

@@ -19,11 +19,11 @@ import asyncio
 import dataclasses
 import ipaddress
 import random
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, cast
 
+from cachetools import FIFOCache, TTLCache
 from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
 
@@ -145,8 +145,10 @@ class SecureProtocol(KademliaProtocol):  # type: ignore[misc]
         self.transport: asyncio.DatagramTransport | None = None
         self._limiter = RateLimiter(self.config.rate)
         self._pending: dict[bytes, _Pending] = {}
-        self.peer_coords: OrderedDict[bytes, Coordinate] = OrderedDict()
-        self._unresponsive: OrderedDict[tuple[str, int], float] = OrderedDict()  # address -> skip until
+        self.peer_coords: FIFOCache[bytes, Coordinate] = FIFOCache(MAX_PEER_COORDS)  # last heard last
+        self._unresponsive: TTLCache[tuple[str, int], bool] = TTLCache(  # addresses to skip for a while
+            MAX_PEER_COORDS, self.config.unresponsive_s, timer=loop.time
+        )
         self._tasks = TaskSet()
         self._handlers: dict[type[codec.Message], Callable[[Any, Node], wire.Reply]] = {
             wire.Ping: self._on_ping,
@@ -328,28 +330,17 @@ class SecureProtocol(KademliaProtocol):  # type: ignore[misc]
                             self.vivaldi.observe(self.loop.time() - sent_at, remote, reply.coord_error)
                     return reply, sender
             self.stats.timeouts += 1
-            self._unresponsive.pop(address, None)
-            self._unresponsive[address] = self.loop.time() + self.config.unresponsive_s
-            while len(self._unresponsive) > MAX_PEER_COORDS:
-                self._unresponsive.popitem(last=False)
+            self._unresponsive[address] = True
             return None
         finally:
             self._pending.pop(rpc_id, None)
 
     def is_unresponsive(self, address: tuple[str, int]) -> bool:
-        until = self._unresponsive.get(address)
-        if until is None:
-            return False
-        if until <= self.loop.time():
-            del self._unresponsive[address]
-            return False
-        return True
+        return address in self._unresponsive
 
     def _remember_coord(self, node_id: bytes, coord: Coordinate) -> None:
-        self.peer_coords.pop(node_id, None)
+        self.peer_coords.pop(node_id, None)  # put back last: the least recently heard is forgotten first
         self.peer_coords[node_id] = coord
-        while len(self.peer_coords) > MAX_PEER_COORDS:
-            self.peer_coords.popitem(last=False)
 
     def predicted_rtt_s(self, node_id: bytes) -> float | None:
         """Vivaldi's RTT estimate to a peer we have heard from, else None."""

@@ -98,6 +98,7 @@ class Jobs:
     callback_backoff_s: float = 0.5
     node_id: str = ""  # this node's id: the one a JobPoll must name ("" takes any, for tests)
     clock: Callable[[], float] = wall_time  # against which a JobPoll's issued_at is checked
+    # Not a cachetools TTLCache: only finished jobs expire or are evicted, never one still running.
     _jobs: OrderedDict[str, _Job] = field(default_factory=OrderedDict)
     _tasks: TaskSet = field(default_factory=TaskSet)
 

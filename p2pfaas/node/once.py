@@ -54,7 +54,9 @@ class OnceTable:
     cache_size: int = 10_000
     ttl_s: float = 600.0
     _live: dict[str, Entry] = field(default_factory=dict)
-    _done: OrderedDict[str, Entry] = field(default_factory=OrderedDict)  # oldest finished first
+    # Oldest finished first. Not cachetools' TTLCache: callers pass `now` (no timer to give it), and
+    # ids go in the order they finished, where TTLCache's size eviction would go by last lookup.
+    _done: OrderedDict[str, Entry] = field(default_factory=OrderedDict)
 
     def __len__(self) -> int:
         """How many ids are live here."""

@@ -76,3 +76,25 @@ def test_a_lost_datagram_is_retried_instead_of_evicting_the_peer() -> None:
     answered, retries, contacts = sim.run(main, seed=9)
     assert retries > 0 and answered >= 14  # each attempt gets through with p = 0.49, a call with 0.87
     assert contacts == 1  # never evicted for a lost datagram or two
+
+
+def test_an_address_that_let_every_attempt_time_out_is_skipped_for_unresponsive_s() -> None:
+    import asyncio
+
+    from p2pfaas import sim
+    from tests.dht.netkit import start_network, stop_all
+
+    async def main(net: sim.InMemoryNetwork) -> list[bool]:
+        (a,) = await start_network(net, 1, seed=4)
+        dead = ("10.99.0.1", 4000)  # nobody listens there
+        seen = [a.proto.is_unresponsive(dead)]
+        assert await a.proto.call_ping(Node(b"\x07" * 20, *dead)) is None
+        seen.append(a.proto.is_unresponsive(dead))
+        await asyncio.sleep(a.proto.config.unresponsive_s - 1.0)
+        seen.append(a.proto.is_unresponsive(dead))
+        await asyncio.sleep(1.0)
+        seen.append(a.proto.is_unresponsive(dead))  # on the loop's clock, not the wall's
+        stop_all([a])
+        return seen
+
+    assert sim.run(main, seed=4) == [False, True, True, False]

@@ -88,7 +88,8 @@ class VoucherBook:
     signed_micro: Callable[[str], int] | None = None
     _holds: dict[str, _Hold] = field(default_factory=dict)  # invocation id -> its reservation
     # Each lessee key's vouchers served here, latest last (at most `VOUCHERS_PER_LESSEE`): the
-    # credit a lessee behind on its channels gets is one, across all of them.
+    # credit a lessee behind on its channels gets is one, across all of them. Hand-written rather
+    # than a cachetools LRUCache: a voucher still behind must never be the one evicted.
     _vouchers_of: dict[bytes, OrderedDict[str, None]] = field(default_factory=dict)
     _invocations: dict[str, str] = field(default_factory=dict)  # invocation id -> voucher id
     _forget_at: float = 0.0  # `now` of the next look for long-expired vouchers
