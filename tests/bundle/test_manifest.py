@@ -1,12 +1,22 @@
-"""Manifest `concurrency`: read from TOML, checked, and added to the wire without breaking old bundles."""
+"""Manifests: `p2pfaas.toml` parsed and checked, its defaults and errors; `concurrency` read from TOML and
+added to the wire without breaking old bundles."""
 
 from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
 
 import msgpack
 import pytest
 
 from p2pfaas import codec, signing
-from p2pfaas.bundle.manifest import parse_manifest, validate_manifest
+from p2pfaas.bundle import (
+    MANIFEST_FILE,
+    load_manifest,
+    pack_directory,
+    validate_manifest,
+)
+from p2pfaas.bundle.manifest import parse_manifest
 from p2pfaas.errors import DecodeError, ManifestError
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import BundleHeader, Manifest
@@ -59,3 +69,62 @@ def test_a_header_signed_with_an_old_manifest_still_verifies() -> None:
     again = codec.decode_as(BundleHeader, codec.encode(header))
     assert signing.verify(again) == keys.public
     validate_manifest(again.manifest)
+
+
+BASE_TOML = 'name = "demo"\nversion = "1"\nhandler = "main:handle"\n'
+
+
+def test_manifest_defaults(tmp_path: Path) -> None:
+    (tmp_path / MANIFEST_FILE).write_text(BASE_TOML)
+    assert load_manifest(tmp_path) == Manifest("demo", "1", "python3.11", "main:handle", 128, 10.0, False)
+
+
+@pytest.mark.parametrize(
+    ("toml", "reason"),
+    [
+        (BASE_TOML + "colour = 'blue'\nsize = 1\n", "unknown key.*colour, size"),
+        ('version = "1"\nhandler = "m:f"\n', "missing required key.*name"),
+        (BASE_TOML.replace('"demo"', '"Demo"'), "name 'Demo' must match"),
+        (BASE_TOML.replace('"demo"', '"-demo"'), "name '-demo' must match"),
+        (BASE_TOML.replace('"demo"', '"' + "d" * 65 + '"'), "must match"),
+        (BASE_TOML.replace('"1"', '""'), "version '' must be"),
+        (BASE_TOML.replace('"1"', '"1 beta"'), "version '1 beta' must be"),
+        (BASE_TOML.replace('"1"', "1.0"), "version must be a string, got float"),
+        (BASE_TOML + 'runtime = "python2.7"\n', "runtime 'python2.7' is not supported"),
+        (BASE_TOML.replace("main:handle", "main"), "handler 'main' must look like"),
+        (BASE_TOML.replace("main:handle", "main:handle:x"), "must look like"),
+        (BASE_TOML.replace("main:handle", "../main:handle"), "must look like"),
+        (BASE_TOML.replace("main:handle", "import:handle"), "keyword 'import'"),
+        (BASE_TOML + "memory_mb = 16\n", "memory_mb 16 must be an integer in 32..4096"),
+        (BASE_TOML + "memory_mb = 8192\n", "memory_mb 8192"),
+        (BASE_TOML + 'memory_mb = "64"\n', "memory_mb must be an integer, got str"),
+        (BASE_TOML + "memory_mb = true\n", "memory_mb must be an integer, got bool"),
+        (BASE_TOML + "timeout_s = 0\n", r"timeout_s 0.0 must be a number in \(0, 900\]"),
+        (BASE_TOML + "timeout_s = 901\n", "timeout_s 901.0"),
+        (BASE_TOML + "timeout_s = nan\n", "timeout_s nan"),
+        (BASE_TOML + 'deterministic = "yes"\n', "deterministic must be true or false"),
+        (BASE_TOML + "name = 'twice'\n", "not valid TOML"),
+    ],
+)
+def test_manifest_errors(toml: str, reason: str, tmp_path: Path) -> None:
+    (tmp_path / MANIFEST_FILE).write_text(toml)
+    with pytest.raises(ManifestError, match=reason):
+        load_manifest(tmp_path)
+    with pytest.raises(ManifestError, match=reason):
+        pack_directory(tmp_path)
+
+
+def test_validate_manifest_checks_decoded_manifests() -> None:
+    good = Manifest("demo", "1", "python3.11", "a.b:c", 32, 900.0, True)
+    validate_manifest(good)
+    with pytest.raises(ManifestError, match="timeout_s"):
+        validate_manifest(dataclasses.replace(good, timeout_s=float("inf")))
+    with pytest.raises(ManifestError, match="memory_mb"):
+        validate_manifest(dataclasses.replace(good, memory_mb=True))
+
+
+def test_manifest_must_be_a_regular_file(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere.toml").write_text(BASE_TOML)
+    (tmp_path / MANIFEST_FILE).symlink_to(tmp_path / "elsewhere.toml")
+    with pytest.raises(ManifestError, match="regular file"):
+        load_manifest(tmp_path)
