@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
-from p2pfaas import codec
-from p2pfaas.bundle import verify_bundle
 from p2pfaas.identity import KeyPair
-from p2pfaas.messages import Bundle
-from tests.functions import write_function
+from tests.cli.clikit import p2pfaas
 from tests.ports import free_port_block
-
-
-def p2pfaas(
-    *args: str, env: dict[str, str] | None = None, timeout_s: float = 300
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "p2pfaas", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
 
 
 def test_keys_new_writes_an_owner_only_key_and_refuses_to_overwrite(tmp_path: Path) -> None:
@@ -39,39 +20,11 @@ def test_keys_new_writes_an_owner_only_key_and_refuses_to_overwrite(tmp_path: Pa
     assert again.returncode == 1 and "refusing to overwrite" in again.stderr
 
 
-def test_fn_pack_is_deterministic_and_signed(tmp_path: Path) -> None:
-    key = tmp_path / "lessee.key"
-    KeyPair.generate().save(key)
-    fn = write_function(tmp_path, "echo")
-    outs = []
-    for i in range(2):
-        out = tmp_path / f"echo{i}.p2pfaas"
-        done = p2pfaas("fn", "pack", str(fn), "--key", str(key), "--out", str(out))
-        assert done.returncode == 0, done.stderr
-        outs.append(out.read_bytes())
-    assert outs[0] == outs[1]
-    bundle = codec.decode_as(Bundle, outs[0])
-    verify_bundle(bundle, owner=KeyPair.load(key).public.raw)
-    assert bundle.header.digest in done.stdout
-
-
 def test_errors_are_one_line_and_exit_1(tmp_path: Path) -> None:
     done = p2pfaas("fn", "deploy", str(tmp_path), "--key", str(tmp_path / "missing.key"))
     assert done.returncode == 1
     assert done.stderr.startswith("p2pfaas: error: no key at")
     assert "Traceback" not in done.stderr
-
-
-def test_bad_dht_seeds_are_refused_with_the_reason(tmp_path: Path) -> None:
-    key = tmp_path / "lessee.key"
-    KeyPair.generate().save(key)
-    flag = p2pfaas("fn", "invoke", "hello", "--key", str(key), "--dht-seed", "nonsense")
-    assert flag.returncode == 2 and "peer 'nonsense' is not HOST:PORT" in flag.stderr
-    env = {"P2PFAAS_DHT_SEEDS": "127.0.0.1:8468, bad:port"}
-    from_env = p2pfaas("fn", "invoke", "hello", "--key", str(key), env=env)
-    assert from_env.returncode == 1, from_env.stderr
-    assert from_env.stderr.startswith("p2pfaas: error: P2PFAAS_DHT_SEEDS: peer 'bad:port'")
-    assert "Traceback" not in from_env.stderr
 
 
 def test_devnet_up_demo_down_runs_separate_processes(tmp_path: Path) -> None:
@@ -114,17 +67,6 @@ def test_devnet_up_demo_down_runs_separate_processes(tmp_path: Path) -> None:
         down = p2pfaas("devnet", "down", "--dir", str(directory))
     assert down.returncode == 0, down.stderr
     assert not (directory / "state.json").exists()
-
-
-def test_without_docker_a_node_refuses_to_run_unsandboxed_unless_allowed(tmp_path: Path) -> None:
-    no_engine = {"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
-    done = p2pfaas("node", "run", "--work-dir", str(tmp_path / "n"), env=no_engine, timeout_s=60)
-    assert done.returncode == 1
-    assert "refusing to run functions unsandboxed" in done.stderr
-    explicit = p2pfaas(
-        "node", "run", "--executor", "docker", "--work-dir", str(tmp_path / "n"), env=no_engine
-    )
-    assert explicit.returncode == 1 and "no Docker engine answers" in explicit.stderr
 
 
 def test_devnet_without_docker_falls_back_loudly(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
-"""`p2pfaas node join`: a volunteer who is logged in joins with one command, and the node serves.
+"""`p2pfaas node run` and `node join` (p2pfaas/cli/node.py): a volunteer who is logged in joins with one
+command, and the node serves; without Docker a node refuses to run functions unsandboxed.
 
-A real anchor in this process; the node is the CLI in its own process, on the process executor.
+A real anchor in this process; the node is the CLI in its own process.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from p2pfaas.client import AsyncClient
 from p2pfaas.client.account import AccountClient
 from p2pfaas.identity import KeyPair
 from p2pfaas.node.settings import load_config_file
+from tests.cli.clikit import p2pfaas
 from tests.functions import write_function
 
 
@@ -72,3 +74,14 @@ async def test_a_logged_in_volunteer_joins_in_one_command_and_the_node_serves(tm
         settings_file = load_config_file(work_dir / "node.toml")
         assert settings_file["slots"] == 2 and settings_file["memory_mb"] == 1024
         assert settings_file["unpaid_owners"] is True
+
+
+def test_without_docker_a_node_refuses_to_run_unsandboxed_unless_allowed(tmp_path: Path) -> None:
+    no_engine = {"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
+    done = p2pfaas("node", "run", "--work-dir", str(tmp_path / "n"), env=no_engine, timeout_s=60)
+    assert done.returncode == 1
+    assert "refusing to run functions unsandboxed" in done.stderr
+    explicit = p2pfaas(
+        "node", "run", "--executor", "docker", "--work-dir", str(tmp_path / "n"), env=no_engine
+    )
+    assert explicit.returncode == 1 and "no Docker engine answers" in explicit.stderr
