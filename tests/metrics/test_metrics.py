@@ -10,19 +10,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import make_mocked_request
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from p2pfaas.errors import FunctionFailed
-from p2pfaas.metrics.catalog import ANCHOR_READINGS, NODE_READINGS, FunctionLabels
-from p2pfaas.metrics.http import CLIENT_HEADER, TRUSTED_PROXY, metrics_handler, parse_allow
-from p2pfaas.rpc import RELAYED_HEADER
 from tests.functions import write_function
+from tests.metrics.conftest import documented
 from tests.metrics.netkit import Net, metered_network
-
-DOCS = Path(__file__).parents[2] / "docs" / "metrics.md"
 
 
 async def scrape(url: str) -> dict[str, list[Sample]]:
@@ -37,12 +31,6 @@ def value(samples: list[Sample], name: str, **labels: str) -> float:
     return sum(
         s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
     )
-
-
-def documented() -> dict[str, str]:
-    """Metric name -> type, from the table in docs/metrics.md."""
-    rows = re.findall(r"^\| `(p2pfaas_[a-z_]+)` \| (counter|gauge|histogram) \|", DOCS.read_text(), re.M)
-    return dict(rows)
 
 
 @pytest.fixture
@@ -81,47 +69,6 @@ async def test_a_node_and_its_anchor_expose_every_documented_metric(net: Net) ->
     # Routes are templates: the many digests fetched from the anchor are one series.
     bundles = [s for s in anchor["p2pfaas_anchor_http_requests"] if "bundles" in s.labels["route"]]
     assert {s.labels["route"] for s in bundles} <= {"/v1/bundles", "/v1/bundles/{digest}"}
-
-
-def test_reading_names_are_unique_and_documented() -> None:
-    names = documented()
-    for prefix, readings in (("p2pfaas_node", NODE_READINGS), ("p2pfaas_anchor", ANCHOR_READINGS)):
-        assert len({r.name for r in readings}) == len(readings)
-        for reading in readings:
-            assert names.get(f"{prefix}_{reading.name}") == reading.kind, reading.name
-
-
-def test_function_labels_are_bounded() -> None:
-    labels = FunctionLabels(limit=3)
-    assert [labels(f"f{n}") for n in range(5)] == ["f0", "f1", "f2", "other", "other"]
-    assert labels("f1") == "f1"
-    assert labels.known("f9") == "other" and labels.known("f0") == "f0"  # refused calls take no place
-
-
-async def test_only_allowed_callers_read_the_metrics() -> None:
-    """Figures name the functions that run on a node and what it earned: loopback and the ranges an
-    operator allows only; behind a worker process, the client address the worker names."""
-    serve = metrics_handler(lambda: b"# nothing\n", parse_allow(["127.0.0.0/8", "198.51.100.0/24"]))
-    public, internal = web.Application(), web.Application()
-    internal[TRUSTED_PROXY] = True
-
-    async def status(app: web.Application, headers: dict[str, str], peer: str | None) -> int:
-        request = make_mocked_request("GET", "/metrics", headers=headers, app=app)
-        if peer is not None:
-            request = request.clone(remote=peer)
-        try:
-            return (await serve(request)).status
-        except web.HTTPForbidden as refused:
-            return refused.status
-
-    assert await status(public, {}, "127.0.0.1") == 200
-    assert await status(public, {RELAYED_HEADER: "1"}, "127.0.0.1") == 403  # a stranger, via a relay
-    assert await status(public, {}, "198.51.100.7") == 200
-    assert await status(public, {}, "203.0.113.7") == 403
-    assert await status(public, {CLIENT_HEADER: "127.0.0.1"}, "203.0.113.7") == 403  # not a worker's app
-    assert await status(internal, {CLIENT_HEADER: "127.0.0.1"}, None) == 200
-    assert await status(internal, {CLIENT_HEADER: "203.0.113.7"}, None) == 403
-    assert await status(internal, {}, None) == 403
 
 
 def test_the_shipped_dashboard_and_scrape_config_name_only_documented_metrics() -> None:
