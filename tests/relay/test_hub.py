@@ -1,70 +1,21 @@
-"""A relay carries HTTP requests to a node that dialled out to it; a dead relay is replaced."""
+"""`RelayHub`: a relay carries HTTP requests to a node that dialled out to it, refuses forged hellos,
+answers 502, 503 and 504 for nodes it cannot reach in time, and drops a link that answers garbage."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from p2pfaas import codec, rpc, signing
 from p2pfaas.errors import Unreachable
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import NodeStatus
-from p2pfaas.relay import RelayHub, RelayLink, is_relayed, relay_path, wire
-from p2pfaas.rpc import error_middleware
-
-
-@asynccontextmanager
-async def serve(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
-@asynccontextmanager
-async def relay() -> AsyncIterator[tuple[str, RelayHub]]:
-    hub = RelayHub(request_timeout_s=5.0)
-    app = web.Application(middlewares=[error_middleware], client_max_size=wire.MAX_BODY_BYTES)
-    app.add_routes(hub.routes())
-    async with serve(app) as url:
-        hub.base_url = url
-        yield url, hub
-        await hub.aclose()
-
-
-def node_app() -> web.Application:
-    """A stand-in for the node's HTTP service: echoes what it got, and can be slow."""
-
-    async def echo(request: web.Request) -> web.Response:
-        body = await request.read()
-        if request.query.get("sleep"):
-            await asyncio.sleep(float(request.query["sleep"]))
-        return web.json_response(
-            {
-                "method": request.method,
-                "path": request.path_qs,
-                "body": body.decode(),
-                "x": request.headers.get("X-T"),
-            },
-            status=201,
-            headers={"X-Answer": "yes"},
-        )
-
-    app = web.Application()
-    app.add_routes([web.route("*", "/{tail:.*}", echo)])
-    return app
+from p2pfaas.relay import RelayLink, is_relayed, relay_path, wire
+from tests.relay.conftest import node_app, relay, serve
 
 
 async def test_a_request_to_the_relayed_url_reaches_the_node_and_comes_back() -> None:
@@ -128,34 +79,6 @@ async def test_a_hello_signed_by_another_key_or_for_another_nonce_is_refused() -
                 closing = await ws.receive()
                 assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         assert hub.stats.refused_handshakes == 3 and not hub.links
-
-
-async def test_a_dead_relay_is_replaced_by_the_next_candidate() -> None:
-    keys = KeyPair.generate()
-    urls: list[str | None] = []
-    async with relay() as (second_url, _), serve(node_app()) as local, aiohttp.ClientSession() as session:
-        first = relay()
-        first_url, _ = await first.__aenter__()
-        alive = {first_url, second_url}
-
-        async def candidates() -> list[str]:
-            return [u for u in (first_url, second_url) if u in alive]
-
-        async with RelayLink(
-            session=session, keys=keys, candidates=candidates, local_url=local, on_url=urls.append,
-            rng=random.Random(2), retry_s=0.1,
-        ) as link:  # fmt: skip
-            await asyncio.wait_for(link.connected.wait(), 10)
-            assert link.relay == first_url
-            await first.__aexit__(None, None, None)  # the relay dies
-            alive.discard(first_url)
-            for _ in range(200):
-                if link.relay == second_url:
-                    break
-                await asyncio.sleep(0.05)
-            assert link.relay == second_url and urls[-2:] == [None, second_url + relay_path(keys.key_id)]
-            async with session.get(f"{link.url}/v1/status") as r:
-                assert r.status == 201
 
 
 async def test_a_node_that_does_not_answer_in_time_is_a_504_and_too_many_is_a_503() -> None:
