@@ -32,6 +32,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from p2pfaas.cli.tables import print_table
 from p2pfaas.cli.usage import add_usage_command
 from p2pfaas.client.account import AccountClient
 from p2pfaas.clock import wall_time
@@ -210,8 +211,11 @@ def cmd_reputation(args: argparse.Namespace) -> int:
 
 def cmd_balance(args: argparse.Namespace) -> int:
     async def work(client: AccountClient) -> int:
-        for a in (await client.balances()).accounts:
-            print(f"{a.account_id:>8}  {a.kind:10}  {micro_to_credits(a.balance_micro):>18}  {a.name}")
+        rows = [
+            (str(a.account_id), a.kind, micro_to_credits(a.balance_micro), a.name)
+            for a in (await client.balances()).accounts
+        ]
+        print_table(("account", "kind", "credits", "name"), rows, align="rlr")
         return 0
 
     return _run(args, work)

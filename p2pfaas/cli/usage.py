@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from p2pfaas.cli.tables import print_table
 from p2pfaas.errors import LocalError
 from p2pfaas.money import MICRO
 
@@ -66,23 +67,22 @@ def cmd_earnings(args: argparse.Namespace, run: Callable[..., int]) -> int:
     return run(args, work)
 
 
+def _cells(line: Any) -> tuple[str, str, str, str, str]:
+    """A bill's line as text: its key, calls, CPU seconds, GB-seconds and credits."""
+    cpu_s, gb_s = line.cpu_ms / 1000, line.mb_ms / 1024 / 1000
+    return line.key, str(line.calls), f"{cpu_s:.3f}", f"{gb_s:.6f}", _credits(line.charged_micro)
+
+
 def _print_lines(by: str, lines: Any, *, as_csv: bool) -> None:
-    rows = [
-        (line.key, line.calls, line.cpu_ms / 1000, line.mb_ms / 1024 / 1000, line.charged_micro)
-        for line in lines
-    ]
+    cells = [_cells(line) for line in lines]
     if as_csv:
         out = csv.writer(sys.stdout)
         out.writerow([by, "calls", "cpu_s", "gb_s", "credits"])
-        for key, calls, cpu_s, gb_s, charged in rows:
-            out.writerow([key, calls, f"{cpu_s:.3f}", f"{gb_s:.6f}", _credits(charged)])
+        out.writerows(cells)
         return
-    width = 40 if by == "node" else 32
-    print(f"{by:{width}} {'calls':>8} {'CPU s':>10} {'GB s':>12} {'credits':>16}")
-    for key, calls, cpu_s, gb_s, charged in rows:
-        print(f"{key[:width]:{width}} {calls:>8} {cpu_s:>10.3f} {gb_s:>12.6f} {_credits(charged):>16}")
-    total = sum(row[4] for row in rows)
-    print(f"{'total':{width}} {sum(r[1] for r in rows):>8} {'':>10} {'':>12} {_credits(total):>16}")
+    calls, charged = sum(line.calls for line in lines), sum(line.charged_micro for line in lines)
+    total = ("total", str(calls), "", "", _credits(charged))
+    print_table((by, "calls", "CPU s", "GB s", "credits"), [*cells, total], align="lrrrr")
 
 
 def add_usage_command(sub: Any, command: Callable[..., Any], run: Callable[..., int]) -> None:
