@@ -43,14 +43,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from p2pfaas import codec, logfmt, signing, tickets
-from p2pfaas.errors import Busy, P2PFaaSError, Refused, RemoteError, Unreachable
+from p2pfaas import codec, logfmt, signing
+from p2pfaas.errors import Busy, P2PFaaSError, Refused, Unreachable
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import Delegation, InvokeRequest, InvokeResult
+from p2pfaas.node.forwarding import Forwarding
 from p2pfaas.node.once import OnceTable, Phase, claim_node_wide, same_invocation
 from p2pfaas.node.service import NodeService
 from p2pfaas.node.shared.invocations import InvocationTable
 from p2pfaas.node.slots import HandOff, LocalSlots
+from p2pfaas.node.stats import RouterStats
 from p2pfaas.placement.policy import Decision, Gossip, Kind, LocalState, Policy, ProbeAnswer
 from p2pfaas.placement.view import LoadView
 from p2pfaas.placement.wire import MAX_HOPS, ForwardRequest
@@ -88,20 +90,6 @@ class Siblings(Protocol):
 
 
 @dataclass
-class RouterStats:
-    local: int = 0
-    forwarded: int = 0  # forwards that a peer accepted
-    refused_forwards: int = 0  # forwards a peer refused or that failed
-    probes: int = 0
-    joined: int = 0  # arrivals of an id already in progress here
-    cached: int = 0  # arrivals of an id already done here
-    handed_off: int = 0  # queued invocations given to neighbours while draining
-    pulled: int = 0  # queued invocations handed to a peer that reported room (accepted there)
-    pull_refused: int = 0  # ... that the peer refused after all (they went back to the queue)
-    from_siblings: int = 0  # invocations a sibling worker process had no slot for, placed here
-
-
-@dataclass
 class Router:
     """Driven by the node app's /v1/invoke and /v1/forward handlers and by `drain()`."""
 
@@ -134,9 +122,11 @@ class Router:
     _tasks: set[asyncio.Task[InvokeResult]] = field(default_factory=set)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     slots: LocalSlots = field(init=False)
+    forwarding: Forwarding = field(init=False)
 
     def __post_init__(self) -> None:
         self.slots = LocalSlots(capacity=lambda: self.capacity)
+        self.forwarding = Forwarding(self)
         self.once = OnceTable(cache_size=self.result_cache_size, ttl_s=self.result_ttl_s)
 
     # --- load, as gossip reports it ----------------------------------------------------------------
@@ -289,7 +279,9 @@ class Router:
                 target = handoff.target
 
     async def _pull_to(self, request: InvokeRequest, hops: int, target: str) -> InvokeResult:
-        result = await self._forward(request, hops, Decision(Kind.FORWARD, (target,), conditional=True))
+        result = await self.forwarding.forward(
+            request, hops, Decision(Kind.FORWARD, (target,), conditional=True)
+        )
         if result is not None:
             self.stats.pulled += 1
             return result
@@ -326,11 +318,11 @@ class Router:
                 local, lambda: self.view.candidates(loop.time(), request.digest), self.rng
             )
             if decision.kind is Kind.PROBE:
-                decision = await self._probe(request, local, decision)
+                decision = await self.forwarding.probe(request, local, decision)
             if decision.kind is Kind.LOCAL and not self.draining:
                 return await self._run_local(request, hops)
             if decision.kind is Kind.FORWARD:
-                result = await self._forward(request, hops, decision)
+                result = await self.forwarding.forward(request, hops, decision)
                 if result is not None:
                     return result
         if self.paused and hops == 0:  # its lessee tries another node: refused, not lost
@@ -347,71 +339,6 @@ class Router:
             queued=self.queue_length(),
             draining=self.draining,
         )
-
-    async def _probe(self, request: InvokeRequest, local: LocalState, decision: Decision) -> Decision:
-        if self.probe is None:
-            return Decision(Kind.LOCAL)
-        answers: list[ProbeAnswer] = []
-        urls = [self._url(t) for t in decision.targets]
-        if decision.sequential:
-            for url in urls:
-                self.stats.probes += 1
-                answer = await self.probe(url) if url else None
-                if answer is not None:
-                    answers.append(answer)
-                    if self.policy.acceptable(answer):
-                        return Decision(Kind.FORWARD, (answer.node_id,))
-        else:
-            self.stats.probes += len(urls)
-            got = await asyncio.gather(*(self.probe(u) for u in urls if u))
-            answers = [a for a in got if a is not None]
-        return self.policy.after_probe(local, answers, self.rng)
-
-    def _url(self, node_id: str) -> str:
-        load = self.view.get(node_id)
-        return load.url if load is not None else ""
-
-    async def _forward(self, request: InvokeRequest, hops: int, decision: Decision) -> InvokeResult | None:
-        """Try the decision's targets in order; None when every one refused or failed."""
-        for target in decision.targets:
-            url = self._url(target)
-            if not url:
-                continue
-            chain = self.chain_of(request.invocation_id)
-            if request.voucher is not None:  # the next node is paid for it, not us
-                chain += (tickets.delegate(request.invocation_id, target, self.keys),)
-            forward = signing.sign(
-                ForwardRequest(
-                    request=request,
-                    hops=hops + 1,
-                    must_accept=not decision.conditional,
-                    signer=b"",
-                    signature=b"",
-                    chain=chain,
-                ),
-                self.keys,
-            )
-            self.view.note_sent(target)
-            try:
-                with self.once.forwarding(request.invocation_id):
-                    result = await self.send_forward(url, forward)
-            except Refused as exc:
-                self.stats.refused_forwards += 1
-                self.view.note_refused(target)
-                log.debug("forward of %s to %s refused: %s", request.invocation_id, url, exc)
-                continue
-            except Unreachable as exc:
-                self.stats.refused_forwards += 1
-                self.view.forget(target)
-                log.info("forward of %s to %s failed: %s", request.invocation_id, url, exc)
-                continue
-            except (RemoteError, P2PFaaSError) as exc:  # e.g. a malformed answer: try elsewhere
-                self.stats.refused_forwards += 1
-                log.warning("forward of %s to %s went wrong: %s", request.invocation_id, url, exc)
-                continue
-            self.stats.forwarded += 1
-            return same_invocation(request, result)
-        return None
 
     # --- the local queue -------------------------------------------------------------------------
 

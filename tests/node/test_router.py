@@ -19,7 +19,7 @@ from p2pfaas.messages import InvokeResult
 from p2pfaas.node.shared.invocations import ClaimKind
 from p2pfaas.node.shared.tables import SharedTables
 from p2pfaas.placement.wire import ForwardRequest
-from tests.cli.test_main import p2pfaas
+from tests.cli.clikit import p2pfaas
 from tests.functions import write_function
 from tests.placement.harness import placement_net
 from tests.ports import free_port_block
