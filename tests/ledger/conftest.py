@@ -12,6 +12,7 @@ from p2pfaas import channels, signing
 from p2pfaas.db import Database, RetryPolicy, open_database
 from p2pfaas.db.testing import exclusive_mysql_database
 from p2pfaas.identity import KeyPair, PublicKey
+from p2pfaas.ledger.policy import AccountKind
 from p2pfaas.ledger.store import LedgerStore
 from p2pfaas.messages import ChannelTicket, Receipt, Voucher
 from tests.conftest import mysql_url_or_skip
@@ -91,3 +92,16 @@ def store(db: Database) -> LedgerStore:
 
 async def balance(store: LedgerStore, account_id: int) -> int:
     return (await store.account(account_id)).balance_micro
+
+
+LESSEE, ANCHOR = keys("lessee"), keys("anchor")
+
+
+async def funded_voucher(store: LedgerStore, voucher_id: str, budget: int, *, grant: int = 10_000) -> int:
+    """User 1's lessee account, granted `grant`, holding `budget` in voucher `voucher_id` (LESSEE's,
+    signed by ANCHOR) for an hour from T0."""
+    account = await store.user_account(1, AccountKind.LESSEE, now=T0)
+    await store.grant(ref=f"g-{voucher_id}", account_id=account, amount_micro=grant, now=T0)
+    v = voucher(voucher_id, LESSEE, budget, expires_at=T0 + 3600, anchor=ANCHOR)
+    await store.open_voucher(v, lessee_account_id=account, owner_user_id=1, now=T0)
+    return account

@@ -6,29 +6,18 @@ import asyncio
 import random
 from dataclasses import replace
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from p2pfaas import signing
 from p2pfaas.db import Database
-from p2pfaas.db.schema import key_owners, users
 from p2pfaas.ledger.audit import audit
-from p2pfaas.ledger.policy import AccountKind, FeePolicy, ReceiptClaim, Refusal
+from p2pfaas.ledger.policy import AccountKind, FeePolicy, Refusal
 from p2pfaas.ledger.postings import FEES_ACCOUNT
 from p2pfaas.ledger.settlement import Settler, claim_of, node_account_name
 from p2pfaas.ledger.store import LedgerStore
 from p2pfaas.messages import Receipt
 from p2pfaas.tickets import sign_ticket
-from tests.ledger.conftest import T0, keys, receipt, signed_for, voucher
+from tests.ledger.conftest import T0, funded_voucher, keys, receipt, signed_for
 
 NODE, OTHER_NODE, LESSEE, ANCHOR = keys("node"), keys("node-2"), keys("lessee"), keys("anchor")
-
-
-async def funded_voucher(store: LedgerStore, voucher_id: str, budget: int, *, grant: int = 10_000) -> int:
-    account = await store.user_account(1, AccountKind.LESSEE, now=T0)
-    await store.grant(ref=f"g-{voucher_id}", account_id=account, amount_micro=grant, now=T0)
-    v = voucher(voucher_id, LESSEE, budget, expires_at=T0 + 3600, anchor=ANCHOR)
-    await store.open_voucher(v, lessee_account_id=account, owner_user_id=1, now=T0)
-    return account
 
 
 async def balance_of(store: LedgerStore, name: str, kind: AccountKind) -> int:
@@ -127,45 +116,6 @@ async def test_concurrent_batches_from_two_nodes_settle_each_invocation_once(
     )
     assert total == 60 * 50
     assert await balance_of(store, FEES_ACCOUNT, AccountKind.ANCHOR) == 60 * 1
-    assert await audit(db) == []
-
-
-async def test_a_node_earns_for_itself_until_claimed_then_for_its_volunteer(
-    store: LedgerStore, db: Database
-) -> None:
-    await funded_voucher(store, "v1", 10_000)
-    settler = Settler(db, fees=FeePolicy(fee_ppm=0))
-
-    def batch(*ids: str) -> list[ReceiptClaim]:
-        return [claim_of(receipt(i, node=NODE, lessee=LESSEE, voucher_id="v1", price_micro=100)) for i in ids]
-
-    await settler.settle(NODE.key_id, batch("a", "b"), now=T0)
-    own = await store.open_account(node_account_name(NODE.key_id), AccountKind.NODE, now=T0)
-    volunteer = await store.user_account(7, AccountKind.VOLUNTEER, now=T0)
-
-    async def claim(connection: AsyncConnection) -> None:
-        await connection.execute(
-            users.insert().values(
-                user_id=7,
-                username="vol",
-                password_hash="-",
-                role="volunteer",
-                account_id=volunteer,
-                created_at=T0,
-            )
-        )
-        await connection.execute(
-            key_owners.insert().values(
-                key_id=NODE.key_id, user_id=7, public_key=NODE.public.raw, kind="node", created_at=T0
-            )
-        )
-
-    await db.run(claim, what="claim the node")
-    await settler.settle(NODE.key_id, batch("c"), now=T0 + 1)  # not yet: the claim is seen within 30 s
-    await settler.settle(NODE.key_id, batch("d", "e"), now=T0 + 60)
-    assert (await store.account(own)).balance_micro == 300
-    assert (await store.account(volunteer)).balance_micro == 200
-    assert {a.account_id for a in await store.accounts_of(7)} == {own, volunteer}  # his to pay out
     assert await audit(db) == []
 
 
