@@ -66,7 +66,7 @@ async def status(request: web.Request) -> web.Response:
         sandboxed=service.executor.sandboxed,
         invocations=service.stats.invocations,
         in_flight=service.stats.in_flight,
-        cached_bundles=len(service.cache),
+        cached_bundles=len(service.bundles.cache),
         away=lending.lending.reason()[:256] if (lending := request.app.get(LENDING_KEY)) else "",
     )
     if "application/json" in request.headers.get("Accept", ""):
@@ -85,7 +85,7 @@ async def channels(request: web.Request) -> web.Response:
 async def bundle(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
     digest = request.match_info["digest"]
-    data = await asyncio.to_thread(service.cache.archive_bytes, digest)
+    data = await asyncio.to_thread(service.bundles.cache.archive_bytes, digest)
     if data is None:
         raise NotFound(f"this node does not hold bundle {digest[:80]}")
     return web.Response(body=data, content_type=CONTENT_TYPE)

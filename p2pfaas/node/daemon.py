@@ -36,6 +36,7 @@ from p2pfaas.metrics.http import Exposure
 from p2pfaas.node import reachability
 from p2pfaas.node.admission import peer_with_room
 from p2pfaas.node.app import make_app, make_internal_app
+from p2pfaas.node.bundles import BundleSource
 from p2pfaas.node.executors import make_executor
 from p2pfaas.node.layers import LayerCache, fetch_wheel
 from p2pfaas.node.lending import ActivityGate, Lending, LendingControl, Schedule
@@ -92,7 +93,7 @@ class NodeDaemon(StackService):
         await self.executor.start()
         stack.push_async_callback(self.executor.aclose)
         self.session = await stack.enter_async_context(aiohttp.ClientSession())
-        options = service_options(self.config, rng=self.rng, fetch_from_peer=self._fetch_bundle_from)
+        options = service_options(self.config, rng=self.rng)
         self.tables: SharedTables | None = None
         if self.config.workers > 1:  # node-wide state of the worker processes (node/workers/)
             self.tables = SharedTables.create(
@@ -118,11 +119,15 @@ class NodeDaemon(StackService):
             metrics=self.metrics,
             keys=self.keys,
             executor=self.executor,
-            cache=BundleCache(
-                self.config.work_dir / "bundles",
-                max_bytes=share(self.config.bundle_cache_mb, self.config.workers, 0) << 20,
+            bundles=BundleSource(
+                BundleCache(
+                    self.config.work_dir / "bundles",
+                    max_bytes=share(self.config.bundle_cache_mb, self.config.workers, 0) << 20,
+                ),
+                fetch_bundle=self._fetch_bundle,
+                fetch_from_peer=self._fetch_bundle_from,
+                rng=self.rng,
             ),
-            fetch_bundle=self._fetch_bundle,
             layers=LayerCache(
                 self.config.work_dir / "layers",
                 fetch_wheel=functools.partial(fetch_wheel, self.session, self.config.anchor_url),

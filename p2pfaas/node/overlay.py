@@ -279,11 +279,12 @@ def overlay_for(
     overlay = Overlay(
         keys, rng=rng, config=OverlayConfig(host=host, port=port, peers=peers), offer=offer, load=load
     )
-    # The NodeService hooks of the interface contract, where this service has them.
-    if hasattr(service, "find_providers"):
-        service.find_providers = overlay.providers
-    if hasattr(service, "on_bundle_cached"):
-        service.on_bundle_cached = overlay.on_bundle_cached
-    if hasattr(service, "on_bundle_evicted"):  # stop republishing: the record dies at its expiry
-        service.on_bundle_evicted = overlay.withdraw_provider
+    # The hooks of the service's bundles (`node.bundles.BundleSource`), where this service has them.
+    bundles = getattr(service, "bundles", None)
+    if bundles is not None:
+        bundles.find_providers = overlay.providers
+        bundles.on_bundle_cached = overlay.on_bundle_cached
+        bundles.on_bundle_evicted = (
+            overlay.withdraw_provider
+        )  # stop republishing: the record dies at its expiry
     return overlay

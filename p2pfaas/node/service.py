@@ -10,7 +10,8 @@ or the exception's error type; only requests that should not have been made (bad
 unknown function, not allowed) or cannot be served now (`errors.Busy`) raise.
 
 Hooks (all optional; see the helpers' contracts): `authorize` (vouchers, issue #5), `on_receipt`
-(receipt batching, issue #5), `find_providers` and `on_bundle_cached` (the DHT, issue #3).
+(receipt batching, issue #5); the bundles' own (`find_providers`, `on_bundle_cached`: the DHT,
+issue #3) are on its `BundleSource` (node/bundles.py).
 It does not place work elsewhere (the router does, issue #6).
 """
 
@@ -21,34 +22,28 @@ import hashlib
 import logging
 import random
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from p2pfaas import logfmt, signing
-from p2pfaas.bundle import BundleCache
 from p2pfaas.bundle.lock import read_lock
 from p2pfaas.clock import wall_time
 from p2pfaas.errors import (
     BundleError,
-    DecodeError,
     ExecutorError,
     InvokeTimeout,
     MemoryExceeded,
-    NotFound,
     P2PFaaSError,
     RemoteError,
-    Unreachable,
 )
 from p2pfaas.exec.base import ExecResult, Executor, FunctionSpec
 from p2pfaas.identity import KeyPair, PublicKey
-from p2pfaas.lifecycle import TaskSet
 from p2pfaas.messages import (
     ERROR_EXECUTOR,
     ERROR_MEMORY,
     ERROR_TIMEOUT,
     MAX_LOG_CHARS,
-    Bundle,
     BundleHeader,
     ChannelTickets,
     Delegation,
@@ -59,18 +54,16 @@ from p2pfaas.messages import (
 )
 from p2pfaas.metrics.catalog import NodeMetrics
 from p2pfaas.node.admission import Admission, Limits
+from p2pfaas.node.bundles import BundleSource
 from p2pfaas.node.layers import LayerCache
 from p2pfaas.pricing import Prices
 from p2pfaas.rpc import Forbidden
 
 log = logging.getLogger(__name__)
 
-BundleFetcher = Callable[[str], Awaitable[Bundle]]  # digest -> Bundle, raises NotFound
-PeerBundleFetcher = Callable[[str, str], Awaitable[Bundle]]  # (peer base URL, digest) -> Bundle
 # (request, its bundle's header, the caller's key, the delegations that brought it here); raises
 # Forbidden (or PaymentRequired) to refuse.
 Authorizer = Callable[[InvokeRequest, BundleHeader, bytes, tuple[Delegation, ...]], None]
-MAX_PEER_TRIES = 3  # providers asked before falling back to the anchor
 
 
 def owner_only(
@@ -87,8 +80,6 @@ class NodeStats:
     in_flight: int = 0
     failures: int = 0
     busy: int = 0
-    peer_fetches: int = 0
-    anchor_fetches: int = 0
 
 
 @dataclass
@@ -97,8 +88,7 @@ class NodeService:
 
     keys: KeyPair
     executor: Executor
-    cache: BundleCache
-    fetch_bundle: BundleFetcher  # from the anchor
+    bundles: BundleSource  # memory, the disk cache, peers, the anchor (`p2pfaas.node.bundles`)
     cpus_per_instance: float = 1.0
     url: str = ""  # where this node serves; set once its HTTP site is bound
     authorize: Authorizer | None = None  # None: `owner_only`
@@ -106,23 +96,18 @@ class NodeService:
     on_receipt: Callable[[Receipt], None] | None = None
     # Lessees' channel tickets (`POST /v1/channels`, `NodePayments.offer_channels`); None: unpaid node
     offer_channels: Callable[[ChannelTickets], int] | None = None
-    find_providers: Callable[[str], Awaitable[list[str]]] | None = None
-    fetch_from_peer: PeerBundleFetcher | None = None
-    on_bundle_cached: Callable[[str], None] | None = None
-    on_bundle_evicted: Callable[[str], None] | None = None
     admission: Admission = field(default_factory=lambda: Admission(Limits()))
     rng: random.Random = field(default_factory=random.Random)
     stats: NodeStats = field(default_factory=NodeStats)
     metrics: NodeMetrics | None = None  # Prometheus figures (`p2pfaas.metrics`); None: not recorded
-    _known: dict[str, tuple[BundleHeader, Path]] = field(default_factory=dict)
     layers: LayerCache | None = None  # dependency layers (`p2pfaas.node.layers`); None: none taken
     _layers: dict[str, Path | None] = field(default_factory=dict)  # digest -> its unpacked layer
     _verified: dict[int, tuple[weakref.ref[InvokeRequest], PublicKey]] = field(default_factory=dict)
-    _fetches: dict[str, asyncio.Future[tuple[BundleHeader, Path]]] = field(default_factory=dict)
-    _fetch_tasks: TaskSet = field(default_factory=TaskSet)  # fetches outlive the caller that started them
-    revoked: set[str] = field(default_factory=set)  # bundles of functions their owners removed
 
     def __post_init__(self) -> None:
+        self.bundles.own_url = lambda: self.url
+        # Never evict what runs or is warm: its container has the tree bind-mounted.
+        self.bundles.pinned = lambda: {*self.admission.running_digests(), *_warm_digests(self.executor)}
         if self.layers is not None:
             self.layers.pinned = self.mounted_layers  # asked at each eviction
 
@@ -131,8 +116,8 @@ class NodeService:
         return self.keys.key_id
 
     async def aclose(self) -> None:
-        """Cancel the bundle and layer fetches still running (their callers wait on them no more)."""
-        await self._fetch_tasks.cancel()
+        """Cancel the bundle fetches still running (their callers wait on them no more)."""
+        await self.bundles.aclose()
         if self.layers is not None:
             await self.layers.aclose()
 
@@ -156,7 +141,7 @@ class NodeService:
         loop = asyncio.get_running_loop()
         began = loop.time()
         caller = self.verify_request(request)  # SignatureError -> 403
-        header, code_dir = await self._bundle(request.digest)
+        header, code_dir = await self.bundles.get(request.digest)
         manifest = header.manifest
         logfmt.annotate(invocation=request.invocation_id, function=manifest.name)
         try:
@@ -218,7 +203,7 @@ class NodeService:
     async def spec_for(self, digest: str) -> FunctionSpec:
         """What the executor needs to run `digest` (fetched and verified if need be): for pre-warming
         an instance exactly as an invocation would start it. Raises NotFound/BundleError like invoke."""
-        return await self._spec(digest, *await self._bundle(digest))
+        return await self._spec(digest, *await self.bundles.get(digest))
 
     async def _layer(self, digest: str, code_dir: Path) -> Path | None:
         """The unpacked dependency layer of `digest`'s lock (fetched the first time), or None when
@@ -319,100 +304,13 @@ class NodeService:
     def revoke(self, digest: str) -> None:
         """Its owner removed the function (`p2pfaas.node.revocations`): refuse it from now on (404),
         drop its bundle (no peer fetches it from here) and its idle warm instances."""
-        if digest in self.revoked:
+        if not self.bundles.revoke(digest):
             return
-        self.revoked.add(digest)
-        self._known.pop(digest, None)
         self._layers.pop(digest, None)
         release = getattr(self.executor, "release", None)  # optional part of the executor contract
         if release is not None:
             release(digest)
-        if self.cache.remove(digest) and self.on_bundle_evicted is not None:
-            self.on_bundle_evicted(digest)
         log.info("function bundle %s was removed by its owner: dropped", digest[:12])
-
-    async def _bundle(self, digest: str) -> tuple[BundleHeader, Path]:
-        """The verified header and extracted code of `digest`: from memory, the disk cache or a fetch."""
-        if digest in self.revoked:
-            raise NotFound(f"function bundle {digest[:12]} was removed by its owner")
-        known = self._known.get(digest)
-        if known is not None:
-            self.cache.touch(digest)
-            return known
-        cached = self.cache.archive(digest)
-        if cached is not None:
-            path = self.cache.path_for(digest) or await self._store(cached)
-            self._known[digest] = (cached.header, path)
-            return self._known[digest]
-        # Concurrent first invocations of one function share a single fetch.
-        fetch = self._fetches.get(digest)
-        if fetch is None:
-            # The fetch outlives a cancelled first caller so later callers can still use it; its
-            # result is consumed in the callback so a failure nobody awaits is not reported twice.
-            fetch = self._fetch_tasks.spawn(self._fetch_and_store(digest), name=f"fetch {digest[:12]}")
-            self._fetches[digest] = fetch
-            fetch.add_done_callback(lambda done: self._fetch_done(digest, done))
-        return await asyncio.shield(fetch)
-
-    def _fetch_done(self, digest: str, done: asyncio.Future[tuple[BundleHeader, Path]]) -> None:
-        self._fetches.pop(digest, None)
-        if not done.cancelled():
-            done.exception()
-
-    async def _fetch_and_store(self, digest: str) -> tuple[BundleHeader, Path]:
-        """Fetch from a few providers (peers first, in random order: they spare the anchor), then
-        the anchor. Whatever arrives is verified; a peer that sends garbage is just skipped."""
-        problems: list[str] = []
-        for peer in await self._providers(digest):
-            assert self.fetch_from_peer is not None
-            try:
-                bundle = await self.fetch_from_peer(peer, digest)
-                stored = await self._accept(digest, bundle)
-            except (RemoteError, BundleError) as exc:
-                problems.append(f"{peer}: {exc}")
-                continue
-            self.stats.peer_fetches += 1
-            return stored
-        tried = "".join(f"; {problem}" for problem in problems)
-        try:
-            bundle = await self.fetch_bundle(digest)  # NotFound -> 404
-        except NotFound:
-            raise NotFound(f"no provider has bundle {digest}{tried}") from None
-        except Unreachable as exc:
-            raise Unreachable(f"bundle {digest}: the anchor is unreachable ({exc}){tried}") from None
-        self.stats.anchor_fetches += 1
-        return await self._accept(digest, bundle)
-
-    async def _providers(self, digest: str) -> list[str]:
-        if self.find_providers is None or self.fetch_from_peer is None:
-            return []
-        try:
-            peers = [p for p in await self.find_providers(digest) if p and p != self.url]
-        except (RemoteError, TimeoutError) as exc:
-            log.info("looking up providers of %s failed: %s", digest[:12], exc)
-            return []
-        self.rng.shuffle(peers)
-        return peers[:MAX_PEER_TRIES]
-
-    async def _accept(self, digest: str, bundle: Bundle) -> tuple[BundleHeader, Path]:
-        if bundle.header.digest != digest:
-            raise DecodeError(f"asked for bundle {digest}, got {bundle.header.digest}")
-        path = await self._store(bundle)  # verifies; BundleError -> refused
-        self._known[digest] = (bundle.header, path)
-        return self._known[digest]
-
-    async def _store(self, bundle: Bundle) -> Path:
-        digest = bundle.header.digest
-        path = await self.cache.store(bundle)
-        if self.on_bundle_cached is not None:
-            self.on_bundle_cached(digest)
-        # Never evict what runs or is warm: its container has the tree bind-mounted.
-        pinned = {digest, *self.admission.running_digests(), *_warm_digests(self.executor)}
-        for evicted in await asyncio.to_thread(self.cache.evict_over_cap, pinned):
-            self._known.pop(evicted, None)
-            if self.on_bundle_evicted is not None:
-                self.on_bundle_evicted(evicted)
-        return path
 
 
 def _warm_digests(executor: Executor) -> list[str]:

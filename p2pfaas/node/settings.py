@@ -33,7 +33,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from p2pfaas.errors import ConfigError
 from p2pfaas.metrics.http import Network, parse_allow
@@ -42,9 +42,6 @@ from p2pfaas.node.callbacks import CallbackPolicy
 from p2pfaas.node.lending import Schedule
 from p2pfaas.node.payments.book import UnpaidPolicy
 from p2pfaas.pricing import Prices
-
-if TYPE_CHECKING:
-    from p2pfaas.node.service import PeerBundleFetcher
 
 # key -> accepted types; `memory` is a size string converted to memory_mb.
 _KEYS: dict[str, tuple[type, ...]] = {
@@ -262,9 +259,7 @@ def share(total: int, workers: int, index: int) -> int:
     return total // workers + (1 if index < total % workers else 0)
 
 
-def service_options(
-    config: NodeConfig, *, rng: random.Random, fetch_from_peer: PeerBundleFetcher | None, worker: int = 0
-) -> dict[str, Any]:
+def service_options(config: NodeConfig, *, rng: random.Random, worker: int = 0) -> dict[str, Any]:
     """The `NodeService` keyword arguments that follow from `config`, for worker process `worker`."""
     check(config)
     n = config.workers
@@ -280,5 +275,4 @@ def service_options(
         ),
         "prices": Prices(config.price_per_cpu_s_micro, config.price_per_gb_s_micro),
         "rng": rng,
-        "fetch_from_peer": fetch_from_peer,
     }

@@ -80,8 +80,9 @@ async def test_the_client_finds_its_entry_nodes_through_the_dht(tmp_path: Path) 
                 digest = (await client.function("echo")).header.digest
                 ran = {n.url for n in nodes if n.service.stats.invocations}
                 asker = nodes[0].overlay
-                assert asker is not None and nodes[0].service.find_providers is not None
-                assert nodes[0].service.on_bundle_evicted == asker.withdraw_provider  # evicted: withdrawn
+                assert asker is not None and nodes[0].service.bundles.find_providers is not None
+                # an evicted bundle is withdrawn from the DHT
+                assert nodes[0].service.bundles.on_bundle_evicted == asker.withdraw_provider
                 async with asyncio.timeout(60):
                     while set(await asker.providers(digest)) | {nodes[0].url} < ran:  # noqa: ASYNC110
                         await asyncio.sleep(0.2)

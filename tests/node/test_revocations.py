@@ -44,11 +44,11 @@ async def test_a_removed_functions_bundle_is_dropped_by_nodes_and_runs_no_more(t
             directory = write_function(tmp_path, "echo")
             digest = (await client.deploy(directory)).header.digest
             assert (await client.invoke("echo", 1)).value == {"echo": 1}
-            assert executor.instance_ids(digest) and node.service.cache.path_for(digest) is not None
+            assert executor.instance_ids(digest) and node.service.bundles.cache.path_for(digest) is not None
 
             assert "removed" in await client.remove("echo")
-            await until(lambda: digest in node.service.revoked, "the node learns of the removal")
-            assert node.service.cache.path_for(digest) is None  # no peer can fetch it from here
+            await until(lambda: digest in node.service.bundles.revoked, "the node learns of the removal")
+            assert node.service.bundles.cache.path_for(digest) is None  # no peer can fetch it from here
             await until(lambda: not executor.instance_ids(digest), "its warm instance is gone")
             # A request for the bundle itself, signed by its owner: refused, not run.
             unsigned = InvokeRequest(

@@ -8,16 +8,9 @@ same service in tests/node/test_node_api.py and tests/exec.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
-import json
-import os
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -25,11 +18,10 @@ import pytest
 from p2pfaas import codec, signing
 from p2pfaas.anchor.server import AnchorServer
 from p2pfaas.client import AsyncClient
-from p2pfaas.errors import NotFound, Refused, Unreachable
+from p2pfaas.errors import NotFound, Refused
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import (
-    Bundle,
     BundleHeader,
     Delegation,
     ErrorReply,
@@ -38,69 +30,10 @@ from p2pfaas.messages import (
     Receipt,
     request_sha256,
 )
-from p2pfaas.node.daemon import NodeDaemon
-from p2pfaas.node.settings import NodeConfig
 from p2pfaas.pricing import Prices
 from p2pfaas.rpc import Forbidden
 from tests.functions import write_function
-
-
-@contextlib.asynccontextmanager
-async def running_node(anchor_url: str, root: Path, name: str, **config: Any) -> AsyncIterator[NodeDaemon]:
-    run_dir = Path(tempfile.mkdtemp(prefix="p2ps-", dir="/tmp"))  # unix socket paths are short
-    node_config = NodeConfig(
-        unpaid_owners=True,  # among friends: owners run their own functions unpaid
-        anchor_url=anchor_url,
-        key_path=root / name / "node.key",
-        work_dir=root / name,
-        executor="process",
-        allow_unsandboxed=True,
-        announce_interval_s=3600,
-        **config,
-    )
-    try:
-        async with NodeDaemon(node_config, executor=UnsandboxedProcessExecutor(work_dir=run_dir)) as node:
-            yield node
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
-
-
-@pytest.fixture
-async def anchor(tmp_path: Path) -> AsyncIterator[AnchorServer]:
-    async with AnchorServer(f"sqlite+aiosqlite:///{tmp_path / 'anchor.db'}", port=0) as server:
-        yield server
-
-
-@pytest.fixture
-async def client(anchor: AnchorServer) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(anchor.url, KeyPair.generate()) as lessee:
-        yield lessee
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait (a few seconds at most) for `condition`, polled: the state it watches has no event."""
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition never became true")
-
-
-def request_for(
-    digest: str, keys: KeyPair, payload: object, *, invocation_id: str = "inv-1"
-) -> InvokeRequest:
-    return signing.sign(
-        InvokeRequest(
-            invocation_id=invocation_id,
-            digest=digest,
-            payload=json.dumps(payload).encode(),
-            timeout_s=10.0,
-            voucher=None,
-            signer=b"",
-            signature=b"",
-        ),
-        keys,
-    )
+from tests.node.servicekit import request_for, running_node, until
 
 
 async def test_every_run_gets_a_signed_priced_receipt_handed_to_the_hook(
@@ -199,84 +132,6 @@ async def test_a_function_larger_than_the_node_is_refused_with_413(
     assert status == 413 and "lends 256 MB" in codec.decode_as(ErrorReply, answer).reason
 
 
-async def test_nodes_serve_bundles_to_peers_that_verify_them(
-    anchor: AnchorServer, client: AsyncClient, tmp_path: Path
-) -> None:
-    echo = await client.deploy(write_function(tmp_path, "echo"))
-    digest = echo.header.digest
-    async with (
-        running_node(anchor.url, tmp_path, "a") as first,
-        running_node(anchor.url, tmp_path, "b") as second,
-        running_node(anchor.url, tmp_path, "c") as third,
-    ):
-        cached: list[str] = []
-        first.service.on_bundle_cached = cached.append
-        assert (await first.service.invoke(request_for(digest, client.keys, 1))).ok
-        assert cached == [digest] and first.service.stats.anchor_fetches == 1
-        async with aiohttp.ClientSession() as session, session.get(f"{first.url}/v1/bundles/{digest}") as got:
-            assert got.status == 200 and codec.decode_as(Bundle, await got.read()).header == echo.header
-        async with session_get(f"{second.url}/v1/bundles/{digest}") as status:
-            assert status == 404  # second does not hold it (yet)
-
-        # With the anchor gone, second fetches from the providers: one lies, one holds nothing, one has it.
-        liar = await _lying_provider(digest)
-        looked_up: list[str] = []
-
-        async def providers(wanted: str) -> list[str]:
-            looked_up.append(wanted)
-            return [liar.url, third.url, first.url, second.url]  # itself is skipped
-
-        second.service.find_providers = providers
-        await anchor.__aexit__(None, None, None)
-        result = await second.service.invoke(request_for(digest, client.keys, 2))
-        await liar.close()
-        assert result.ok and looked_up == [digest]
-        assert second.service.stats.peer_fetches == 1 and second.service.stats.anchor_fetches == 0
-        # A bundle nobody holds, with the anchor gone: a clear error naming what was tried.
-        with pytest.raises(Unreachable, match=r"anchor is unreachable.*does not hold") as caught:
-            await second.service.invoke(request_for("cd" * 32, client.keys, 2))
-        assert first.url in str(caught.value) and third.url in str(caught.value)
-
-
-@contextlib.asynccontextmanager
-async def session_get(url: str) -> AsyncIterator[int]:
-    async with aiohttp.ClientSession() as session, session.get(url) as response:
-        yield response.status
-
-
-@dataclasses.dataclass
-class _Liar:
-    url: str
-    runner: Any
-
-    async def close(self) -> None:
-        await self.runner.cleanup()
-
-
-async def _lying_provider(digest: str) -> _Liar:
-    """A peer that claims `digest` and serves a different, validly encoded bundle's bytes."""
-    from aiohttp import web
-
-    from p2pfaas.bundle import make_bundle
-
-    root = Path(tempfile.mkdtemp(prefix="liar-"))
-    other = make_bundle(write_function(root, "boom"), KeyPair.generate())
-    shutil.rmtree(root, ignore_errors=True)
-    forged = dataclasses.replace(other, header=dataclasses.replace(other.header, digest=digest))
-
-    async def serve(request: web.Request) -> web.Response:
-        return web.Response(body=codec.encode(forged), content_type="application/x-msgpack")
-
-    app = web.Application()
-    app.add_routes([web.get("/v1/bundles/{digest}", serve)])
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return _Liar(f"http://127.0.0.1:{port}", runner)
-
-
 async def test_status_of_a_refusal_is_kept_for_the_router() -> None:
     # Busy is a Refused with status 503 (what the router and clients branch on).
     from p2pfaas.errors import Busy
@@ -302,29 +157,6 @@ async def test_a_request_is_verified_once_per_object_never_by_content(
         with pytest.raises(SignatureError):
             await node.service.invoke(tampered)
         assert (await node.service.invoke(request)).ok
-
-
-async def test_the_bundle_cache_stays_under_its_cap_sparing_warm_functions(
-    anchor: AnchorServer, client: AsyncClient, tmp_path: Path
-) -> None:
-    digests = []
-    for name in ("a", "b", "c"):
-        directory = write_function(tmp_path / "src", "echo", name=name)
-        (directory / "blob.bin").write_bytes(os.urandom(600_000))  # ~600 KB bundles, a 1 MB cache
-        digests.append((await client.deploy(directory)).header.digest)
-    a, b, c = digests
-    async with running_node(anchor.url, tmp_path, "n", bundle_cache_mb=1) as node:
-        evicted: list[str] = []
-        node.service.on_bundle_evicted = evicted.append
-        for digest in (a, b):
-            assert (await node.service.invoke(request_for(digest, client.keys, 1, invocation_id=digest))).ok
-        assert evicted == [] and len(node.service.cache) == 2  # over the cap, but both are warm
-        assert isinstance(node.executor, UnsandboxedProcessExecutor)
-        node.executor.release(a)  # a's instance goes: nothing pins its bundle any more
-        assert (await node.service.invoke(request_for(c, client.keys, 1, invocation_id=c))).ok
-        assert evicted == [a] and node.service.cache.path_for(a) is None
-        again = await node.service.invoke(request_for(a, client.keys, 2, invocation_id="again"))
-        assert again.ok and node.service.stats.anchor_fetches == 4  # a fetched a second time
 
 
 async def test_spec_for_builds_the_spec_an_invocation_runs_with_so_a_prewarm_serves_it(

@@ -10,7 +10,6 @@ import pytest
 
 from p2pfaas import cli
 from p2pfaas.errors import ConfigError
-from p2pfaas.messages import Bundle
 from p2pfaas.node.settings import (
     NodeConfig,
     load_config_file,
@@ -42,14 +41,10 @@ def test_a_config_file_sets_resources_and_the_command_line_overrides_it(tmp_path
     fields = node_resources(path, cpus=None, memory_mb=1024, slots=None, queue_size=None)
     config = NodeConfig(anchor_url="http://a", key_path=tmp_path / "k", work_dir=tmp_path, **fields)
     assert (config.cpus, config.memory_mb, config.slots, config.queue_size) == (1.5, 1024, 8, 3)
-    options = service_options(config, rng=random.Random(1), fetch_from_peer=_no_peer)
+    options = service_options(config, rng=random.Random(1))
     admission = options["admission"]
     assert admission.limits.slots == 8 and admission.limits.memory_mb == 1024
     assert options["cpus_per_instance"] == 1.0 and options["prices"].per_cpu_s_micro == 7
-
-
-async def _no_peer(url: str, digest: str) -> Bundle:
-    raise AssertionError("not called")
 
 
 @pytest.mark.parametrize(
@@ -80,7 +75,7 @@ def test_unusable_values_are_refused_before_the_node_starts(tmp_path: Path) -> N
     ):
         config = NodeConfig(anchor_url="http://a", key_path=tmp_path / "k", work_dir=tmp_path, **bad)
         with pytest.raises(ConfigError):
-            service_options(config, rng=random.Random(1), fetch_from_peer=_no_peer)
+            service_options(config, rng=random.Random(1))
 
 
 def test_node_run_reports_a_bad_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -103,8 +98,5 @@ def test_what_is_lent_is_split_between_worker_processes_without_losing_any() -> 
     config = NodeConfig(
         anchor_url="http://a", key_path=Path("k"), work_dir=Path("w"), slots=5, memory_mb=3000, workers=2
     )
-    limits = [
-        service_options(config, rng=random.Random(1), fetch_from_peer=_no_peer, worker=i)["admission"].limits
-        for i in (0, 1)
-    ]
+    limits = [service_options(config, rng=random.Random(1), worker=i)["admission"].limits for i in (0, 1)]
     assert [(lim.slots, lim.memory_mb) for lim in limits] == [(3, 1500), (2, 1500)]

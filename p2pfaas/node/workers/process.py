@@ -28,6 +28,7 @@ from p2pfaas.metrics import files as metrics_files
 from p2pfaas.metrics.catalog import NodeMetrics
 from p2pfaas.metrics.http import CLIENT_HEADER, middleware
 from p2pfaas.node.app import CHAIN_HEADER, encode_chain
+from p2pfaas.node.bundles import BundleSource
 from p2pfaas.node.executors import make_executor
 from p2pfaas.node.layers import LayerCache, fetch_wheel
 from p2pfaas.node.payments.node_payments import NodePayments
@@ -146,7 +147,7 @@ class WorkerNode(StackService):
         self.primary = await stack.enter_async_context(
             aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(config.work_dir / PRIMARY_SOCKET)))
         )
-        options = service_options(config, rng=self.rng, fetch_from_peer=None, worker=self.index)
+        options = service_options(config, rng=self.rng, worker=self.index)
         payments = await stack.enter_async_context(
             NodePayments(
                 anchor_url=config.anchor_url, keys=self.keys, session=self.session, work_dir=config.work_dir,
@@ -165,11 +166,14 @@ class WorkerNode(StackService):
             metrics=self.metrics,
             keys=self.keys,
             executor=self.executor,
-            cache=BundleCache(
-                self.dir / "bundles",
-                max_bytes=share(config.bundle_cache_mb, config.workers, self.index) << 20,
+            bundles=BundleSource(
+                BundleCache(
+                    self.dir / "bundles",
+                    max_bytes=share(config.bundle_cache_mb, config.workers, self.index) << 20,
+                ),
+                fetch_bundle=self._fetch_bundle,
+                rng=self.rng,
             ),
-            fetch_bundle=self._fetch_bundle,
             layers=LayerCache(
                 self.dir / "layers",
                 fetch_wheel=functools.partial(fetch_wheel, self.session, config.anchor_url),
