@@ -4,9 +4,10 @@ The base is `python:3.11-slim` when it is present or can be pulled; when the pul
 offline volunteer, no registry mirror) the base is a Debian bookworm root filesystem made with
 debootstrap from a Debian mirror, stripped of apt caches and docs, and imported as
 `p2pfaas/debian-python3:bookworm` (kept, so later shim changes rebuild only the top layer). The
-top layer is `runtime/Dockerfile`: the shim at /opt/p2pfaas/shim.py, run as uid 65534.
+top layer is `runtime/Dockerfile`: the shim's files in /opt/p2pfaas, its entry point
+/opt/p2pfaas/shim.py, run as uid 65534.
 
-The image is labelled with a hash of the shim and the Dockerfile, so a node whose image predates
+The image is labelled with a hash of the shim's files and the Dockerfile, so a node whose image predates
 a shim change rebuilds it, and a current image is returned at once (`image_is_current`).
 
 This module is synchronous (the docker SDK is): from async code call it through
@@ -27,7 +28,7 @@ import docker
 import docker.errors
 
 from p2pfaas.errors import ExecutorError
-from p2pfaas.exec.runtime import DOCKERFILE_PATH, SHIM_PATH
+from p2pfaas.exec.runtime import DOCKERFILE_PATH, SHIM_FILES
 
 RUNTIME_IMAGE_TAG = "p2pfaas/runtime-python:0.1"
 RUNTIME_VERSION = "0.1"
@@ -58,9 +59,9 @@ def _discard(line: str) -> None:
 
 
 def runtime_hash() -> str:
-    """SHA-256 over everything that defines the top layer: the Dockerfile and the shim."""
+    """SHA-256 over everything that defines the top layer: the Dockerfile and the shim's files."""
     digest = hashlib.sha256()
-    for path in (DOCKERFILE_PATH, SHIM_PATH):
+    for path in (DOCKERFILE_PATH, *SHIM_FILES):
         data = path.read_bytes()
         digest.update(f"{path.name}:{len(data)}:".encode())
         digest.update(data)
@@ -189,9 +190,10 @@ def _build_top_layer(client: docker.DockerClient, base: str, tag: str, log: Call
     }
     log(f"building {tag} on {base}")
     with tempfile.TemporaryDirectory(prefix="p2pfaas-build-") as context:
-        # A context of just these two files: the build sends nothing else to the engine.
+        # A context of just these files: the build sends nothing else to the engine.
         shutil.copy(DOCKERFILE_PATH, Path(context) / "Dockerfile")
-        shutil.copy(SHIM_PATH, Path(context) / "shim.py")
+        for path in SHIM_FILES:
+            shutil.copy(path, Path(context) / path.name)
         try:
             image, build_log = client.images.build(
                 path=context, tag=tag, buildargs={"BASE": base}, labels=labels, rm=True, forcerm=True

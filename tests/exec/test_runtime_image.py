@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import p2pfaas.exec.runtime_image as runtime_image_module
-from p2pfaas.exec.runtime import SHIM_PATH
+from p2pfaas.exec.runtime import RUNTIME_DIR, SHIM_FILES, SHIM_PATH
 from p2pfaas.exec.runtime_image import (
     LABEL_RUNTIME_HASH,
     RUNTIME_IMAGE_TAG,
@@ -19,13 +19,25 @@ from p2pfaas.exec.runtime_image import (
 )
 
 
-def test_hash_covers_the_shim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _changed(tmp_path: Path, name: str) -> tuple[Path, ...]:
+    """The shim's files with `name` changed (a copy in `tmp_path`)."""
+    changed = tmp_path / name
+    changed.write_text((RUNTIME_DIR / name).read_text() + "\n# a change\n")
+    return tuple(changed if path.name == name else path for path in SHIM_FILES)
+
+
+@pytest.mark.parametrize("name", [path.name for path in SHIM_FILES])
+def test_hash_covers_the_shim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     before = runtime_hash()
     assert runtime_hash() == before
-    changed = tmp_path / "shim.py"
-    changed.write_text(SHIM_PATH.read_text() + "\n# a change\n")
-    monkeypatch.setattr(runtime_image_module, "SHIM_PATH", changed)
+    monkeypatch.setattr(runtime_image_module, "SHIM_FILES", _changed(tmp_path, name))
     assert runtime_hash() != before
+
+
+def test_every_file_of_the_shim_goes_into_the_image() -> None:
+    """A module added beside the shim is in `SHIM_FILES`, so the image holds it and its hash covers it."""
+    assert SHIM_PATH in SHIM_FILES
+    assert set(SHIM_FILES) == set(RUNTIME_DIR.glob("*.py")) - {RUNTIME_DIR / "__init__.py"}
 
 
 @pytest.mark.docker
@@ -47,9 +59,7 @@ def test_shim_change_rebuilds(
 ) -> None:
     tag = f"p2pfaas/runtime-python:test-{uuid.uuid4().hex[:8]}"
     docker_client.images.get(runtime_image).tag(tag)  # an image built from the "old" shim
-    changed = tmp_path / "shim.py"
-    changed.write_text(SHIM_PATH.read_text() + "\n# a change\n")
-    monkeypatch.setattr(runtime_image_module, "SHIM_PATH", changed)
+    monkeypatch.setattr(runtime_image_module, "SHIM_FILES", _changed(tmp_path, "framing.py"))
     try:
         assert not image_is_current(docker_client, tag=tag)
         rebuilt = build_runtime_image(tag=tag, client=docker_client)
