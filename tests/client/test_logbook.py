@@ -1,4 +1,4 @@
-"""`LogBook`, the lessee's record of what its calls printed, and `p2pfaas fn logs` reading it."""
+"""`LogBook`, the lessee's record of what its calls printed (read by `p2pfaas fn logs`)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,7 @@ from p2pfaas.cli.main import main
 from p2pfaas.client import logbook
 from p2pfaas.client.logbook import LogBook, LogEntry
 from p2pfaas.errors import LocalError
-
-
-def entry(n: int, function: str = "resize", logs: str = "line\n") -> LogEntry:
-    return LogEntry(1_800_000_000.0 + n, function, f"inv-{n}", "ab" * 20, n % 2 == 0, logs)
+from tests.client.conftest import entry
 
 
 def test_calls_are_kept_per_function_and_read_back_oldest_first(tmp_path: Path) -> None:
@@ -59,22 +56,6 @@ def test_follow_yields_calls_recorded_after_it_started(tmp_path: Path) -> None:
     book.record(entry(2))
     reader.join(30)
     assert [e.invocation_id for e in got] == ["inv-1", "inv-2"]
-
-
-def test_fn_logs_prints_the_kept_output(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("P2PFAAS_HOME", str(tmp_path))
-    book = LogBook(tmp_path / "logs")
-    book.record(entry(0, logs="hello\n"))
-    book.record(entry(1, logs="world\n"))
-    assert main(["fn", "logs", "resize"]) == 0
-    out = capsys.readouterr().out
-    assert "inv-0" in out and "hello" in out and "inv-1" in out and "world" in out
-    assert main(["fn", "logs", "resize", "--invocation", "inv-1"]) == 0
-    assert "hello" not in capsys.readouterr().out
-    assert main(["fn", "logs", "resize", "--invocation", "nope"]) == 1
-    assert "no output kept for call nope" in capsys.readouterr().err
 
 
 def test_printed_output_cannot_drive_the_terminal(
