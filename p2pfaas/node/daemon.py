@@ -44,13 +44,13 @@ from p2pfaas.node.overlay import Overlay, overlay_for
 from p2pfaas.node.payments.node_payments import NodePayments
 from p2pfaas.node.placement import NodePlacement, PlacementConfig
 from p2pfaas.node.reachability import Reach
+from p2pfaas.node.readings import node_readings
 from p2pfaas.node.revocations import follow_revocations
 from p2pfaas.node.service import NodeService
 from p2pfaas.node.settings import NodeConfig, check, metrics_networks, service_options, share
 from p2pfaas.node.shared.tables import SharedTables
 from p2pfaas.node.workers.paths import LOCAL_SOCKET, METRICS_DIR, PRIMARY_SOCKET, adopt_worker_journals
 from p2pfaas.node.workers.pool import WorkerPool
-from p2pfaas.node.workers.process import warm_instances
 from p2pfaas.relay import RelayHub, RelayLink, is_relayed
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,12 @@ class NodeDaemon(StackService):
                 functools.partial(metrics_files.exposition, registry, metrics_dir),
                 metrics_networks(self.config),
             )
-            self.metrics.set_readings(self._readings)
+            self.metrics.set_readings(
+                lambda: node_readings(
+                    self.placement.router, self.service, self.payments, tables=self.tables,
+                    overlay=self.overlay, memory_lent_mb=self.config.memory_mb,
+                )
+            )  # fmt: skip
         lending = Lending(
             Schedule.parse(self.config.lend_hours), ActivityGate(busy_load=self.config.pause_load)
         )
@@ -191,7 +196,7 @@ class NodeDaemon(StackService):
             ssl_context=context,
         )
         await site.start()
-        host, port = _bound_address(runner, self.config)
+        host, port = self.config.host, reachability.bound_port(runner, self.config.port)
         # The same routes on a unix socket, for this machine's own use (the relay link's hop is
         # cheaper there than over loopback TCP); not where the path is too long for a socket.
         self.local_socket: Path | None = self.config.work_dir / LOCAL_SOCKET
@@ -204,7 +209,9 @@ class NodeDaemon(StackService):
         self.local_url = reachability.loopback_url(host, port)
         fixed = reachability.fixed_url(self.config.public_url, host, port, tls_id=self.tls_id)
         self.reach = Reach.FIXED if fixed else Reach.UNTESTED
-        self.url = fixed or await self._guess_url(host, port)
+        self.url = fixed or await reachability.guess_url(
+            self.session, self.config.anchor_url, host, port, tls_id=self.tls_id
+        )
         if self.reach is Reach.FIXED:
             self.relay_hub.base_url = self.url
         service.url = self.url
@@ -249,36 +256,6 @@ class NodeDaemon(StackService):
         logfmt.set_process(node=self.node_id)  # in every line of `--log-format json`
         log.info("node %s serving on %s with executor %s", self.node_id[:12], self.url, self.executor.kind)
 
-    def _readings(self) -> dict[str, float | dict[str, float]]:
-        """The figures /metrics reads when it is scraped (`p2pfaas.metrics.catalog.NODE_READINGS`),
-        for the whole node: this process's, plus its worker processes' rows on the load board."""
-        router, admission = self.placement.router, self.service.admission
-        slots, free, queued = router.node_load()
-        warm, reserved = warm_instances(self.executor), admission.capacity.memory_used_mb
-        if self.tables is not None:
-            siblings = self.tables.loads.totals(exclude=0)
-            warm, reserved = warm + siblings.warm, reserved + siblings.memory_mb
-        stats, sender = router.stats, self.payments.sender
-        now = asyncio.get_running_loop().time()
-        ages = [now - load.received_at for load in router.view.loads(now)]
-        figures: dict[str, float | dict[str, float]] = {
-            "slots": {"total": slots, "busy": slots - free},
-            "queue_length": queued,
-            "memory_mb": {"lent": self.config.memory_mb, "reserved": reserved},
-            "warm_instances": warm,
-            "forwards": {"accepted": stats.forwarded, "refused": stats.refused_forwards},
-            "pulls": {"accepted": stats.pulled, "refused": stats.pull_refused},
-            "gossip_peers": len(ages),
-            "gossip_report_age_seconds": max(ages, default=0.0),
-            "receipts_pending": len(sender.queue.pending) + len(sender.queue.waiting),
-            "receipts_settled": dict(sender.answered),
-            "earned_micro": sender.earned_micro,
-            "voucher_budget_left_micro": self.payments.spends.left_micro(now=wall_time()),
-        }
-        if self.overlay is not None:
-            figures["dht_contacts"] = len(self.overlay.contacts())
-        return figures
-
     async def _start_workers(self, port: int, tables: SharedTables) -> None:
         """Serve the siblings on a unix socket, then start them on our port (node/workers/)."""
         stack = self._stack
@@ -303,18 +280,6 @@ class NodeDaemon(StackService):
             )
         )
         self.placement.router.siblings = self.workers
-
-    async def _guess_url(self, host: str, port: int) -> str:
-        """Our address as the anchor sees it; without an answer, the interface towards the anchor."""
-        try:
-            seen = await reachability.observed_address(self.session, self.config.anchor_url)
-            return reachability.base_url(seen, port, tls_id=self.tls_id)
-        except (P2PFaaSError, ValueError) as exc:
-            log.warning("could not ask the anchor which address it sees us at: %s", exc)
-        if not reachability.is_wildcard(host):
-            return reachability.base_url(host, port, tls_id=self.tls_id)
-        guess = reachability.local_address_towards(self.config.anchor_url)
-        return reachability.base_url(guess, port, tls_id=self.tls_id)
 
     def _set_url(self, url: str, reach: Reach) -> None:
         """Answer at `url` from now on: in announcements, adverts, gossip and status."""
@@ -408,13 +373,6 @@ class NodeDaemon(StackService):
             # Jitter keeps a devnet's nodes from announcing in lockstep.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._reannounce.wait(), interval * self.rng.uniform(0.8, 1.2))
-
-
-def _bound_address(runner: web.AppRunner, config: NodeConfig) -> tuple[str, int]:
-    for address in runner.addresses:
-        if isinstance(address, tuple) and len(address) >= 2:
-            return config.host, int(address[1])
-    return config.host, config.port
 
 
 async def run_node(config: NodeConfig) -> None:

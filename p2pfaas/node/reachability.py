@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import logging
 import socket
 import ssl
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
+import aiohttp.web
 
 from p2pfaas import rpc, tls
 from p2pfaas.dht.adverts import plain_url
+from p2pfaas.errors import P2PFaaSError
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import Observed
 
@@ -36,6 +39,9 @@ class Reach(enum.Enum):
     UNTESTED = "untested"  # a guess: announced, not yet dialled back
     DIRECT = "direct"  # the anchor reached us at our own address
     RELAYED = "relayed"  # reached through a relay
+
+
+log = logging.getLogger(__name__)
 
 
 def base_url(host: str, port: int, *, tls_id: str | None) -> str:
@@ -98,3 +104,25 @@ def local_address_towards(url: str) -> str:
             return str(probe.getsockname()[0])
         except OSError:
             return "127.0.0.1"
+
+
+async def guess_url(
+    session: aiohttp.ClientSession, anchor_url: str, host: str, port: int, *, tls_id: str | None
+) -> str:
+    """Our address as the anchor sees it; without an answer, the bound host, or (bound to every
+    interface) the interface towards the anchor."""
+    try:
+        return base_url(await observed_address(session, anchor_url), port, tls_id=tls_id)
+    except (P2PFaaSError, ValueError) as exc:
+        log.warning("could not ask the anchor which address it sees us at: %s", exc)
+    if not is_wildcard(host):
+        return base_url(host, port, tls_id=tls_id)
+    return base_url(local_address_towards(anchor_url), port, tls_id=tls_id)
+
+
+def bound_port(runner: aiohttp.web.AppRunner, asked: int) -> int:
+    """The TCP port `runner` listens on (the one the OS chose when `asked` was 0)."""
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return asked

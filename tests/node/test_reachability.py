@@ -13,7 +13,9 @@ from p2pfaas import codec
 from p2pfaas.messages import Observed
 from p2pfaas.node.reachability import (
     base_url,
+    bound_port,
     fixed_url,
+    guess_url,
     is_loopback,
     local_address_towards,
     loopback_url,
@@ -66,3 +68,23 @@ async def anchor() -> AsyncIterator[str]:
 async def test_the_observed_address_is_what_the_anchor_says_if_it_is_an_address(anchor: str) -> None:
     async with aiohttp.ClientSession() as session:
         assert await observed_address(session, anchor) == "2001:db8::7"
+
+
+async def test_the_guessed_url_is_what_the_anchor_sees_else_the_bound_host(anchor: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        assert await guess_url(session, anchor, "0.0.0.0", 8800, tls_id=None) == "http://[2001:db8::7]:8800"
+        gone = "http://127.0.0.1:9"  # nothing answers: the bound host, else the way towards the anchor
+        assert await guess_url(session, gone, "192.0.2.7", 8800, tls_id=None) == "http://192.0.2.7:8800"
+        assert await guess_url(session, gone, "0.0.0.0", 8800, tls_id=None) == "http://127.0.0.1:8800"
+
+
+async def test_the_bound_port_is_the_one_the_os_chose() -> None:
+    runner = web.AppRunner(web.Application())
+    await runner.setup()
+    try:
+        assert bound_port(runner, 0) == 0  # nothing bound yet: what was asked
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = bound_port(runner, 0)
+        assert port > 0 and port == runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
