@@ -380,33 +380,6 @@ async def test_a_proven_lie_costs_the_node_the_payment_not_only_its_streak(live:
     assert await audit(live.db) == []
 
 
-async def test_trust_store_counts_a_group_once_under_concurrency(db: Database) -> None:
-    import asyncio
-
-    from p2pfaas.anchor.trust_store import Replica
-    from p2pfaas.trust.vote import Agreed
-
-    store = TrustStore(db)
-    decision = Agreed(b"h" * 32, frozenset({N1.key_id, N2.key_id}), frozenset({N3.key_id}))
-    replicas = [Replica(replica_id(GROUP, k + 1), n.key_id) for k, n in enumerate((N1, N2, N3))]
-    firsts = await asyncio.gather(
-        *(
-            store.record_vote(
-                group=GROUP,
-                lessee_key_id=LESSEE.key_id,
-                digest=DIGEST,
-                decision=decision,
-                replicas=replicas,
-                now=1.0,
-            )
-            for _ in range(5)
-        )
-    )
-    assert sorted(firsts) == [False] * 4 + [True]
-    records = await store.records([N1.key_id, N2.key_id, N3.key_id])
-    assert records[N1.key_id].agreements == 1 and records[N3.key_id].disagreements == 1
-
-
 async def test_a_lie_made_before_the_node_was_claimed_is_still_clawed_back(
     live: Live, monkeypatch: pytest.MonkeyPatch
 ) -> None:
