@@ -52,10 +52,11 @@ from p2pfaas.exec.instance import ShimInstance
 from p2pfaas.exec.metering import CgroupMeter
 from p2pfaas.exec.node_cgroup import NodeCgroup
 from p2pfaas.exec.pool_policy import KeepAlivePolicy
+from p2pfaas.exec.pooled import PooledExecutor
 from p2pfaas.exec.run_dir import SOCKET_NAME, RunDir
 from p2pfaas.exec.runtime_image import RUNTIME_IMAGE_TAG
 from p2pfaas.exec.shim_client import connect_when_ready
-from p2pfaas.exec.warm_pool import PooledExecutor, WarmPool
+from p2pfaas.exec.warm_pool import WarmPool
 
 log = logging.getLogger(__name__)
 

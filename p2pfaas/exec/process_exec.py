@@ -30,11 +30,12 @@ from p2pfaas.exec.forecast import ArrivalForecast
 from p2pfaas.exec.instance import ShimInstance
 from p2pfaas.exec.metering import ProcMeter
 from p2pfaas.exec.pool_policy import KeepAlivePolicy
+from p2pfaas.exec.pooled import PooledExecutor
 from p2pfaas.exec.run_dir import RunDir
 from p2pfaas.exec.runtime import SHIM_PATH
 from p2pfaas.exec.runtime.shim import EXIT_MEMORY
 from p2pfaas.exec.shim_client import connect_when_ready
-from p2pfaas.exec.warm_pool import PooledExecutor, WarmPool
+from p2pfaas.exec.warm_pool import WarmPool
 
 _EXIT_WAIT_S = 2.0
 _PID_FILE = "pid"

@@ -12,13 +12,14 @@ A destroyed instance is replaced by a fresh one on the next invocation. An insta
 whose manifest allows `concurrency` > 1 serves that many invocations at once, one shim connection
 each; destroying it fails the others running on it with `ExecutorError`.
 
-Pools grow from zero on demand and shrink to zero: a reaper task sleeps until the policy's next
-deadline, destroys the instances whose keep-alive (fixed, or learned by `keepalive.py`) has passed
-and boots the ones the policy pre-warms (the hybrid policy's pre-warm window, the arrival forecast
+Pools grow from zero on demand and shrink to zero: a reaper task (`reaper.py`) sleeps until the
+policy's next deadline, destroys the instances whose keep-alive (fixed, or learned by `keepalive.py`)
+has passed and boots the ones the policy pre-warms (the hybrid policy's pre-warm window, the arrival forecast
 of `forecast.py`). `prewarm`/`release`/`warm_digests` let local placement scale a function by hand.
 
 Each invocation is metered by the instance's `Meter` (cgroup or /proc counters, `metering.py`);
-invocations sharing an instance split its CPU time evenly and each reports its peak memory.
+invocations sharing an instance split its CPU time evenly and each reports its peak memory (an
+instance's connections and calls: `slots.py`).
 What a call starts ends with it: the shim kills every other process of its container when the
 last call in flight ends, before answering, so the call is metered until they are gone. The pool
 does not trust that (the function runs inside the shim): when an instance's last call has ended it
@@ -27,7 +28,7 @@ destroyed at once, never reused, so nothing a call left can run or be billed bes
 Invoking and destroying wait on another process, so they run under `clock.off_loop()`: on the
 simulator's virtual clock, time does not jump while they wait. Booting polls for the shim's socket
 on timers, so it cannot hold the clock: there, a boot takes some virtual time (about a minute for a
-process). Time is the running loop's clock.
+process). Time is the running loop's clock. The executors' shared face over a pool: `pooled.py`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from p2pfaas.clock import off_loop
@@ -45,24 +46,17 @@ from p2pfaas.errors import ExecutorError, InvokeTimeout, LocalError, MemoryExcee
 from p2pfaas.exec.base import ExecResult, FunctionSpec
 from p2pfaas.exec.forecast import ArrivalForecast
 from p2pfaas.exec.instance import Instance
-from p2pfaas.exec.metering import NO_USAGE, Meter, Usage
+from p2pfaas.exec.metering import Usage
 from p2pfaas.exec.pool_policy import Decision, KeepAlivePolicy, WarmPoolPolicy, node_defaults
+from p2pfaas.exec.reaper import Reaper
 from p2pfaas.exec.shim_client import ShimConnection
+from p2pfaas.exec.slots import Slots, shared_usage
 from p2pfaas.lifecycle import TaskSet
 
 log = logging.getLogger(__name__)
 
 
 InstanceFactory = Callable[[FunctionSpec, str], Instance]  # (function, instance id) -> unbooted instance
-
-
-@dataclass
-class _Slots:
-    """A booted instance's shim connections not in use, and the invocations running on it."""
-
-    free: list[ShimConnection]
-    extra: list[ShimConnection] = field(default_factory=list)  # opened beyond the boot one: ours to close
-    running: int = 0
 
 
 class WarmPool:
@@ -89,16 +83,15 @@ class WarmPool:
             memory_cap_mb=memory_cap_mb,
         )
         self._specs: dict[str, FunctionSpec] = {}  # the last spec seen per digest, for pre-warming
-        self._rearm = asyncio.Event()
-        self._wake_at = float("inf")  # when the sleeping reaper wakes anyway (loop time)
         self._startup_timeout_s = startup_timeout_s
         self._instances: dict[str, Instance] = {}
         self._digests: dict[str, str] = {}  # instance id -> digest
         self._booted: dict[str, asyncio.Future[None]] = {}  # instance id -> done once up (or failed)
-        self._slots: dict[str, _Slots] = {}  # booted instances only
+        self._slots: dict[str, Slots] = {}  # booted instances only
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._cleanups = TaskSet()  # instances being destroyed: `aclose` waits for them
-        self._reaper = TaskSet()  # the loop that expires idle instances: `aclose` ends it
+        self._reaper = Reaper(self._policy, drop=self._drop, prewarm=self._prewarm_decided)
+        self._reaper_task = TaskSet()  # the reaper's loop: `aclose` ends it
         self._started = False
         self._closed = False
 
@@ -106,12 +99,12 @@ class WarmPool:
         if self._started:
             raise LocalError("WarmPool.start() called twice")
         self._started = True
-        self._reaper.spawn(self._reap_forever(), name="warm-pool-reaper")
+        self._reaper_task.spawn(self._reaper.run(), name="warm-pool-reaper")
 
     async def aclose(self) -> None:
         """Destroy every instance, including ones in use (their invocations fail with ExecutorError)."""
         self._closed = True
-        await self._reaper.cancel()
+        await self._reaper_task.cancel()
         for waiters in self._waiters.values():
             for waiter in waiters:
                 if not waiter.done():
@@ -176,7 +169,7 @@ class WarmPool:
             await self._retire(instance)  # it cannot take another connection: it is not healthy
             raise
         started = loop.time()
-        cpu_base_s = self._meter_begin(instance)
+        cpu_base_s = self._slots[instance.instance_id].begin(instance)
         try:
             with off_loop():
                 result = await connection.invoke(payload, timeout_s=timeout_s)
@@ -281,7 +274,7 @@ class WarmPool:
             booted.exception()  # retrieved: callers packed onto it re-raise it themselves
             await self._retire(instance)
             raise
-        self._slots[instance_id] = _Slots(free=[instance.connection])
+        self._slots[instance_id] = Slots(free=[instance.connection])
         booted.set_result(None)
         return instance
 
@@ -296,53 +289,27 @@ class WarmPool:
         slots = self._slots.get(instance.instance_id)
         if slots is None:  # another invocation's failure retired it meanwhile
             raise ExecutorError("the instance was destroyed before the invocation could start")
-        if slots.free:
-            return slots.free.pop()
-        with off_loop():
-            connection = await instance.open_connection(timeout_s=self._startup_timeout_s)
-        slots.extra.append(connection)
-        return connection
-
-    def _meter_begin(self, instance: Instance) -> float:
-        """Start metering this invocation: the meter's CPU reading it starts from."""
-        slots = self._slots[instance.instance_id]
-        slots.running += 1
-        if slots.running == 1:  # a new busy period: reset the counters
-            with contextlib.suppress(OSError, ValueError):
-                instance.meter().begin()
-            return 0.0
-        return _read(instance.meter()).cpu_s
+        return await slots.connection(instance, timeout_s=self._startup_timeout_s)
 
     def _meter_end(self, instance: Instance, cpu_base_s: float) -> Usage:
         slots = self._slots.get(instance.instance_id)
-        usage = _read(instance.meter())
         sharing = slots.running if slots else 1  # this invocation included: `_release` counts it out
-        # Invocations running side by side share the instance's CPU time evenly.
-        return Usage(max(usage.cpu_s - cpu_base_s, 0.0) / max(sharing, 1), usage.peak_memory_bytes)
+        return shared_usage(instance.meter(), cpu_base_s, sharing=sharing)
 
     def _outlived(self, instance: Instance) -> bool:
-        """Whether the invocation that just ended was the instance's last in flight and left
-        something running (`Instance.strays`)."""
+        """Whether the invocation that just ended left something running (`Slots.left_running`)."""
         slots = self._slots.get(instance.instance_id)
-        if slots is None or slots.running != 1:
-            return False  # retired meanwhile, or others still run: their end is checked
-        try:
-            return instance.strays(connections=1 + len(slots.extra)) > 0
-        except (OSError, ValueError):  # the counters vanished with the instance
-            return False
+        return slots is not None and slots.left_running(instance)  # None: retired meanwhile
 
     def _release(self, instance: Instance, connection: ShimConnection | None, run_s: float) -> None:
         instance_id = instance.instance_id
         if self._closed or instance_id not in self._instances:
             return  # aclose is destroying it, or another invocation's failure retired it
-        slots = self._slots[instance_id]
         if connection is not None:
-            slots.running -= 1
-            if not connection.broken:
-                slots.free.append(connection)
+            self._slots[instance_id].give_back(connection)
         loop = asyncio.get_running_loop()
         self._policy.release(instance_id, loop.time(), run_s=run_s)
-        self._rearm_if_sooner()
+        self._reaper.rearm_if_sooner()
         self._wake(self._digests[instance_id])
 
     async def _retire(self, instance: Instance) -> None:
@@ -393,30 +360,9 @@ class WarmPool:
         except Exception:  # a failed cleanup must not crash the pool; the owner sweep catches leaks
             log.exception("destroying an instance failed")
 
-    async def _reap_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            # Sleep until the policy's next deadline; a release or reuse may bring it forward.
-            delay_s = min(max(self._policy.next_deadline() - loop.time(), 0.01), 5.0)
-            self._rearm.clear()
-            self._wake_at = loop.time() + delay_s
-            # (asyncio.timeout, not wait_for: on 3.11 cancelling wait_for while the event is set
-            # can leave the cancellation stuck.)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay_s):
-                    await self._rearm.wait()
-            self._wake_at = float("inf")
-            now = loop.time()
-            for instance_id in self._policy.expired(now):
-                self._drop(instance_id)
-            for digest, instance_id in self._policy.prewarm(now, lambda: secrets.token_hex(5)):
-                self._spawn_prewarm(self._specs[digest], instance_id)
-
-    def _rearm_if_sooner(self) -> None:
-        """Wake the reaper if the policy's next deadline comes before the reaper would wake: not
-        once per invocation (a release usually sets a keep-alive minutes away)."""
-        if self._policy.next_deadline() < self._wake_at:
-            self._rearm.set()
+    def _prewarm_decided(self, digest: str, instance_id: str) -> None:
+        """The reaper's pre-warm: the policy decided to boot `instance_id` of `digest`."""
+        self._spawn_prewarm(self._specs[digest], instance_id)
 
     def _spawn_prewarm(self, fn: FunctionSpec, instance_id: str) -> asyncio.Task[None]:
         # The policy counts the instance as booting from now on, so a call may claim it before the
@@ -437,7 +383,7 @@ class WarmPool:
                 await _destroy(instance, self._forget(instance_id))
         elif instance is not None:
             self._policy.booted(instance_id, asyncio.get_running_loop().time())
-            self._rearm.set()
+            self._reaper.rearm()
             self._wake(fn.digest)
 
 
@@ -446,45 +392,3 @@ async def _destroy(instance: Instance, extra: list[ShimConnection]) -> None:
         for connection in extra:
             await connection.aclose()
         await instance.destroy()
-
-
-def _read(meter: Meter) -> Usage:
-    try:
-        return meter.end()
-    except (OSError, ValueError):  # the counters vanished with the instance: the result still stands
-        return NO_USAGE
-
-
-class PooledExecutor:
-    """What the Docker and process executors share: invocations and introspection via a `WarmPool`.
-
-    Subclasses set `self._pool` and add their own `start`/`aclose` (what an instance *is* differs).
-    """
-
-    _pool: WarmPool
-
-    async def invoke(self, fn: FunctionSpec, payload: bytes, *, timeout_s: float) -> ExecResult:
-        return await self._pool.invoke(fn, payload, timeout_s=timeout_s)
-
-    def instance_ids(self, digest: str | None = None) -> list[str]:
-        return self._pool.instance_ids(digest)
-
-    def warm_digests(self) -> dict[str, int]:
-        """Digest -> booted instances, for placement (#6) and the capacity advert."""
-        return self._pool.warm_digests()
-
-    async def prewarm(self, spec: FunctionSpec, count: int) -> None:
-        """Have at least `count` warm instances of `spec` (within this node's pool limits)."""
-        await self._pool.prewarm(spec, count)
-
-    def release(self, digest: str) -> None:
-        """Destroy `digest`'s idle instances now."""
-        self._pool.release(digest)
-
-    def shim_connection(self, instance_id: str) -> ShimConnection | None:
-        """The live instance's own shim connection, for measuring the floor in benchmarks.
-
-        The pool sends on it too: use it only while nothing else invokes this function.
-        """
-        instance = self._pool.instance(instance_id)
-        return instance.connection if instance is not None else None
