@@ -1,11 +1,11 @@
 """The asynchronous lessee client.
 
-Deploying packs and signs a directory, registers the lessee key (idempotent) and uploads the bundle
-to the anchor. Invoking resolves the function's name to its current digest (cached), picks an entry
-node from the anchor's node list (until the DHT's `find_nearby`, issue #3), signs the request and
-sends it. A node that cannot be reached is skipped and the same invocation id is sent to the next,
-so a retry is recognisable as one (exactly-once charging: issues #5 and #6). The node's answer must
-carry a valid signature by that node's key.
+Deploying, resolving names, listing, rolling back and removing are the registry's calls
+(client/registry.py). Invoking resolves the function's name to its current digest (cached), picks
+entry nodes (nearest through the DHT, else the anchor's node list), signs the request and sends it,
+hedged across entry nodes (client/hedging.py). A node that cannot be reached is skipped and the
+same invocation id is sent to the next, so a retry is recognisable as one (exactly-once charging:
+issues #5 and #6). The node's answer must carry a valid signature by that node's key.
 
 Errors are typed (p2pfaas.errors): FunctionFailed (the function raised), InvokeTimeout,
 MemoryExceeded, ExecutorError, NotFound (unknown function), Refused, Unreachable.
@@ -18,24 +18,21 @@ import contextlib
 import json
 import logging
 import random
-import urllib.parse
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import aiohttp
 
-from p2pfaas import bundle, codec, rpc, signing, tickets
-from p2pfaas.bundle.lock import Lock
-from p2pfaas.bundle.resolve import lock_directory
+from p2pfaas import codec, rpc, tickets
 from p2pfaas.client import jobs
 from p2pfaas.client.channels import ChannelCourier
 from p2pfaas.client.discovery import Discovery
-from p2pfaas.client.layers import upload_missing
+from p2pfaas.client.hedging import first_answer
 from p2pfaas.client.logbook import LogBook, LogEntry
 from p2pfaas.client.outcome import InvokeOutcome, decode_outcome
+from p2pfaas.client.registry import RegistryCalls
 from p2pfaas.client.wallet import Wallet
 from p2pfaas.clock import wall_time
 from p2pfaas.errors import (
@@ -49,14 +46,9 @@ from p2pfaas.errors import (
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import (
     Ack,
-    Bundle,
-    FunctionChange,
     FunctionInfo,
-    FunctionList,
-    FunctionVersion,
     InvokeRequest,
     InvokeResult,
-    LesseeKeyRegistration,
     NodeInfo,
     NodeList,
 )
@@ -73,7 +65,7 @@ NO_PAYEE = "0" * 40  # a paid request's ticket before its entry node is chosen (
 
 
 @dataclass
-class AsyncClient:
+class AsyncClient(RegistryCalls):
     """A lessee's view of the network. Use as `async with AsyncClient(anchor_url, keys) as c:`."""
 
     anchor_url: str
@@ -117,83 +109,6 @@ class AsyncClient:
         if self._session is None:
             raise LocalError("use the client as `async with AsyncClient(...) as client:`")
         return self._session
-
-    # --- anchor ---------------------------------------------------------------------------------
-
-    async def register_key(self, *, label: str = "") -> str:
-        msg = signing.sign(
-            LesseeKeyRegistration(label=label, issued_at=wall_time(), signer=b"", signature=b""), self.keys
-        )
-        ack = await rpc.call(
-            self.session, "POST", f"{self.anchor_url}/v1/lessees", Ack, msg, timeout_s=self.request_timeout_s
-        )
-        self._registered = True
-        return ack.detail
-
-    async def deploy(self, directory: Path) -> FunctionInfo:
-        """Lock its requirements (pip, for the runtime's platform), pack, sign and upload `directory`
-        and the wheels the anchor lacks; the function's name now points at this version."""
-        lock = await asyncio.to_thread(lock_directory, Path(directory))
-        return await self.deploy_bundle(bundle.make_bundle(Path(directory), self.keys), lock=lock)
-
-    async def deploy_bundle(self, upload: Bundle, *, lock: Lock | None = None) -> FunctionInfo:
-        """Upload a bundle signed with this client's keys (after the wheels of its `lock` that the
-        anchor lacks); its name now points at its version."""
-        if not self._registered:
-            await self.register_key(label="p2pfaas client")
-        if lock is not None:
-            await upload_missing(self.session, self.anchor_url, self.keys, lock)
-        info = await rpc.call(
-            self.session,
-            "POST",
-            f"{self.anchor_url}/v1/bundles",
-            FunctionInfo,
-            upload,
-            timeout_s=max(self.request_timeout_s, 60.0),
-        )
-        self._functions[info.name] = info
-        return info
-
-    async def function(self, name: str, *, refresh: bool = False) -> FunctionInfo:
-        """Function `name` at its current version, or `name@version` at that deployed version."""
-        if refresh or name not in self._functions:
-            base, _, version = name.partition("@")
-            url = f"{self.anchor_url}/v1/functions/{self.keys.key_id}/{base}"
-            if version:
-                url += f"?version={urllib.parse.quote(version)}"
-            self._functions[name] = await rpc.call(
-                self.session, "GET", url, FunctionInfo, timeout_s=self.request_timeout_s
-            )
-        return self._functions[name]
-
-    async def functions(self) -> list[FunctionVersion]:
-        """This key's functions, each at its current version, by name."""
-        url = f"{self.anchor_url}/v1/functions/{self.keys.key_id}"
-        listed = await rpc.call(self.session, "GET", url, FunctionList, timeout_s=self.request_timeout_s)
-        return list(listed.functions)
-
-    async def versions(self, name: str) -> list[FunctionVersion]:
-        """Every version of function `name` deployed with this key, oldest first; NotFound if none."""
-        url = f"{self.anchor_url}/v1/functions/{self.keys.key_id}/{name}/versions"
-        listed = await rpc.call(self.session, "GET", url, FunctionList, timeout_s=self.request_timeout_s)
-        return list(listed.functions)
-
-    async def rollback(self, name: str, version: str) -> str:
-        """Point function `name` at its deployed `version` again (or a later one); the anchor's answer."""
-        return await self._change(name, version)
-
-    async def remove(self, name: str) -> str:
-        """Remove function `name`: invoking it is NotFound from now on (its bundles stay fetchable)."""
-        return await self._change(name, "")
-
-    async def _change(self, name: str, version: str) -> str:
-        unsigned = FunctionChange(name, version, wall_time(), signer=b"", signature=b"")
-        change = signing.sign(unsigned, self.keys)
-        url = f"{self.anchor_url}/v1/functions/changes"
-        ack = await rpc.call(self.session, "POST", url, Ack, change, timeout_s=self.request_timeout_s)
-        for cached in [n for n in self._functions if n == name or n.startswith(f"{name}@")]:
-            del self._functions[cached]
-        return ack.detail
 
     async def nodes(self, *, refresh: bool = False) -> list[NodeInfo]:
         """The anchor's live nodes, cached for `node_list_ttl_s` (the loop's clock)."""
@@ -277,55 +192,31 @@ class AsyncClient:
                 return None
             return None
 
-        pending: dict[asyncio.Task[tuple[InvokeRequest, InvokeResult] | None], NodeInfo] = {}
-        started_at = float("-inf")
         async with contextlib.aclosing(self._candidates(request.invocation_id, node_url)) as candidates:
             try:
-                more = True
-                while True:
-                    now = loop.time()
-                    hedge = len(pending) < MAX_HEDGED and now >= started_at + hedge_after_s
-                    if more and (not pending or hedge):
-                        node = await anext(candidates, None)
-                        if node is None:
-                            more = False
-                        else:
-                            pending[loop.create_task(attempt(node))] = node
-                            started_at = loop.time()
-                            continue
-                    if not pending:
-                        raise Unreachable(
-                            f"no node could run invocation {request.invocation_id}: "
-                            + ("; ".join(failures) or "no nodes")
-                        )
-                    left_s = deadline - loop.time()
-                    if left_s <= 0:
-                        raise InvokeTimeout(
-                            f"invocation {request.invocation_id} found no answer within "
-                            f"{ENTRY_TRIES_IN_TIME * per_node_s:g} s: " + ("; ".join(failures) or "no nodes"),
-                            invocation_id=request.invocation_id,
-                        )
-                    if more and len(pending) < MAX_HEDGED:
-                        left_s = min(left_s, max(0.0, started_at + hedge_after_s - loop.time()))
-                    done, _ = await asyncio.wait(pending, timeout=left_s, return_when=asyncio.FIRST_COMPLETED)
-                    for task in done:
-                        node = pending.pop(task)
-                        answer = task.result()  # a refusal that no other node would change raises
-                        if answer is None:
-                            continue
-                        sent, result = answer
-                        executed_by = await self.executing_node(result, node)
-                        try:
-                            outcome = decode_outcome(sent, result, executed_by)
-                        finally:  # what a failed call printed is kept too (once its signature held)
-                            self._keep_logs(name, result, executed_by)
-                        self.paid_for(sent, result, executed_by)
-                        await self._check_advert(name, result)
-                        return replace(outcome, entry_node_id=node.node_id)
-            finally:
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
+                won = await first_answer(
+                    candidates, attempt, deadline=deadline, hedge_after_s=hedge_after_s, max_hedged=MAX_HEDGED
+                )
+            except TimeoutError:
+                raise InvokeTimeout(
+                    f"invocation {request.invocation_id} found no answer within "
+                    f"{ENTRY_TRIES_IN_TIME * per_node_s:g} s: " + ("; ".join(failures) or "no nodes"),
+                    invocation_id=request.invocation_id,
+                ) from None
+        if won is None:
+            raise Unreachable(
+                f"no node could run invocation {request.invocation_id}: "
+                + ("; ".join(failures) or "no nodes")
+            )
+        node, (sent, result) = won
+        executed_by = await self.executing_node(result, node)
+        try:
+            outcome = decode_outcome(sent, result, executed_by)
+        finally:  # what a failed call printed is kept too (once its signature held)
+            self._keep_logs(name, result, executed_by)
+        self.paid_for(sent, result, executed_by)
+        await self._check_advert(name, result)
+        return replace(outcome, entry_node_id=node.node_id)
 
     def _keep_logs(self, name: str, result: InvokeResult, node: NodeInfo) -> None:
         if self.logbook is None or not result.logs or result.signer != node.public_key:

@@ -19,7 +19,7 @@ from p2pfaas.client import Client, Executor
 from p2pfaas.client.logbook import LogBook
 from p2pfaas.errors import FunctionFailed, InvokeTimeout, LocalError, UnencodableResult
 from p2pfaas.identity import KeyPair
-from tests.client.test_client import _node
+from tests.client.clientkit import node_daemon
 from tests.functions import write_function
 
 
@@ -35,8 +35,8 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
         stop.append(asyncio.Event())
         async with (
             AnchorServer(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", port=0) as anchor,
-            _node(anchor.url, tmp_path, "a", run_dir) as a,
-            _node(anchor.url, tmp_path, "b", run_dir) as b,
+            node_daemon(anchor.url, tmp_path, "a", run_dir) as a,
+            node_daemon(anchor.url, tmp_path, "b", run_dir) as b,
         ):
             await a.announce()
             await b.announce()

@@ -1,6 +1,6 @@
 """The synchronous client (`p2pfaas.client.sync`): its `AsyncClient` on a loop in a thread of its own,
 coroutines run there from any thread, closed once, refusing work after. Deploying and invoking against
-a real anchor and node: tests/client/test_client.py (`test_the_sync_client_deploys_and_invokes`)."""
+a real anchor and node: tests/client/test_async_client.py (`test_the_sync_client_deploys_and_invokes`)."""
 
 from __future__ import annotations
 
