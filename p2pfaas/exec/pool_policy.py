@@ -2,6 +2,7 @@
 
 Sans-I/O: no asyncio, no clock, no Docker. `WarmPool` (and the trace-replay benchmark, on a simulated
 clock) feed it events with `now` and act on its decisions, so it is testable alone.
+Its books (the instances, busy or idle, per function, and the memory they hold) are `pool_table.py`.
 
 Per function: instances start on demand from zero up to `max_per_function`; an invocation goes to
 an instance with a free slot (a function's manifest may let one instance serve `concurrency`
@@ -26,12 +27,13 @@ from __future__ import annotations
 import enum
 import heapq
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from p2pfaas.errors import LocalError
 from p2pfaas.exec.forecast import ArrivalForecast
 from p2pfaas.exec.keepalive import FixedKeepAlive, HybridHistogramPolicy, Windows
+from p2pfaas.exec.pool_table import FunctionInstances, InstanceState, PoolTable, Tracked
 
 
 class KeepAlivePolicy(Protocol):
@@ -57,41 +59,11 @@ class Decision(enum.Enum):
     WAIT = "wait"  # at the function's cap, or no memory: wait for a release or a discard
 
 
-class InstanceState(enum.Enum):
-    BUSY = "busy"  # booting, or running at least one invocation
-    IDLE = "idle"
-
-
 @dataclass(frozen=True)
 class Acquired:
     decision: Decision
     instance_id: str = ""
     evict: tuple[str, ...] = ()  # idle instances forgotten to make room: the caller destroys them
-
-
-@dataclass
-class _Tracked:
-    digest: str
-    state: InstanceState
-    since: float  # when it became busy or idle
-    memory_mb: int
-    in_use: int = 0  # invocations running on it (up to the function's concurrency)
-    prewarming: bool = False  # booting for a pre-warm, not for an invocation
-    expires_at: float = float("inf")
-
-
-@dataclass
-class _Function:
-    memory_mb: int = 0
-    concurrency: int = 1  # invocations one instance may serve at once (from the manifest)
-    count: int = 0  # busy + idle instances
-    invoking: int = 0  # invocations running, over all its instances
-    idle: list[str] = field(default_factory=list)  # a stack: most recently released last
-    partial: list[str] = field(default_factory=list)  # running some but fewer than `concurrency`
-    booting: list[str] = field(default_factory=list)  # pre-warms not booted nor claimed yet
-    last_end: float | None = None  # when its last invocation ended with none left running
-    prewarm_at: float | None = None
-    prewarm_until: float = 0.0
 
 
 class WarmPoolPolicy:
@@ -114,9 +86,7 @@ class WarmPoolPolicy:
         self.forecast = forecast
         self.extra_keep_alive_s = keep_alive_s
         self.memory_cap_mb = memory_cap_mb
-        self.memory_used_mb = 0
-        self._tracked: dict[str, _Tracked] = {}
-        self._functions: dict[str, _Function] = {}
+        self._table = PoolTable()
         self._expiries: list[tuple[float, str]] = []  # heap; stale entries are skipped
         self._prewarms: list[tuple[float, str]] = []  # heap of (when, digest); likewise
         self._next_forecast_at = 0.0 if forecast is not None else float("inf")
@@ -144,42 +114,42 @@ class WarmPoolPolicy:
         `arrival` is False when the same invocation asks again after waiting (observed once)."""
         if concurrency < 1:
             raise LocalError(f"concurrency must be >= 1, got {concurrency}")
-        fn = self._functions.setdefault(digest, _Function())
+        fn = self._table.functions.setdefault(digest, FunctionInstances())
         fn.memory_mb = memory_mb or fn.memory_mb
         fn.concurrency = concurrency
         if arrival:
             self._observe_arrival(digest, fn, now)
         if fn.partial:
             instance_id = fn.partial[-1]
-            self._busy(instance_id, fn, now)
+            self._table.busy(instance_id, fn, now)
             return Acquired(Decision.REUSE, instance_id)
         if fn.idle:
             instance_id = fn.idle.pop()
-            self._busy(instance_id, fn, now)
+            self._table.busy(instance_id, fn, now)
             return Acquired(Decision.REUSE, instance_id)
         if fn.booting:  # a pre-warm nearly up beats a cold start from nothing: wait for it
             instance_id = fn.booting.pop()
-            self._busy(instance_id, fn, now)
+            self._table.busy(instance_id, fn, now)
             return Acquired(Decision.REUSE, instance_id)
         if fn.count >= self.max_per_function:
             return Acquired(Decision.WAIT)
-        if new_id in self._tracked:
+        if new_id in self._table.tracked:
             raise LocalError(f"instance id {new_id!r} is already in use")
         evict = self._make_room(fn.memory_mb, keep=digest)
         if evict is None:
             return Acquired(Decision.WAIT)
-        self._add(new_id, digest, fn, now)
-        self._busy(new_id, fn, now)
+        self._table.add(new_id, digest, fn, now)
+        self._table.busy(new_id, fn, now)
         return Acquired(Decision.START, new_id, evict)
 
     def booted(self, instance_id: str, now: float) -> None:
         """A pre-warmed instance is up. Unless an invocation claimed it while it booted, it idles
         until the end of the window it was loaded for (or its keep-alive, if longer)."""
-        tracked = self._get(instance_id)
+        tracked = self._table.get(instance_id)
         if not tracked.prewarming:
             raise LocalError(f"booted() of {instance_id!r}, which was not pre-warming")
         tracked.prewarming = False
-        fn = self._functions[tracked.digest]
+        fn = self._table.functions[tracked.digest]
         if instance_id in fn.booting:
             fn.booting.remove(instance_id)
         if tracked.in_use:
@@ -190,10 +160,10 @@ class WarmPoolPolicy:
     def release(self, instance_id: str, now: float, *, run_s: float | None = None) -> None:
         """One invocation on the instance finished (it ran `run_s`; default: since the instance
         became busy) and the instance is healthy. Idle once nothing runs on it."""
-        tracked = self._get(instance_id)
+        tracked = self._table.get(instance_id)
         if tracked.state is not InstanceState.BUSY or not tracked.in_use:
             raise LocalError(f"release of {instance_id!r}, which runs nothing")
-        fn = self._functions[tracked.digest]
+        fn = self._table.functions[tracked.digest]
         if tracked.in_use:
             tracked.in_use -= 1
             fn.invoking -= 1
@@ -222,27 +192,27 @@ class WarmPoolPolicy:
         self._idle(instance_id, tracked, fn, now, expires_at)
 
     def _idle(
-        self, instance_id: str, tracked: _Tracked, fn: _Function, now: float, expires_at: float
+        self, instance_id: str, tracked: Tracked, fn: FunctionInstances, now: float, expires_at: float
     ) -> None:
         tracked.state = InstanceState.IDLE
         tracked.since = now
         tracked.expires_at = expires_at
         heapq.heappush(self._expiries, (expires_at, instance_id))
         fn.idle.append(instance_id)
-        if len(self._expiries) > 2 * len(self._tracked) + 64:
+        if len(self._expiries) > 2 * len(self._table.tracked) + 64:
             # Every release pushes an entry and a reuse makes it stale; under steady load stale
             # ones would pile up for a whole keep-alive (a million at 2,000 calls/s for 10 min).
             self._expiries = [
-                (t.expires_at, i) for i, t in self._tracked.items() if t.state is InstanceState.IDLE
+                (t.expires_at, i) for i, t in self._table.tracked.items() if t.state is InstanceState.IDLE
             ]
             heapq.heapify(self._expiries)
 
     def discard(self, instance_id: str, now: float | None = None) -> str:
         """Forget a busy instance (it failed, or was destroyed); returns its digest."""
-        tracked = self._get(instance_id)
+        tracked = self._table.get(instance_id)
         if tracked.state is not InstanceState.BUSY:
             raise LocalError(f"discard of {instance_id!r}, which is {tracked.state.value}")
-        fn = self._functions[tracked.digest]
+        fn = self._table.functions[tracked.digest]
         if instance_id in fn.booting:
             fn.booting.remove(instance_id)
         if tracked.in_use:
@@ -251,7 +221,7 @@ class WarmPoolPolicy:
                 fn.partial.remove(instance_id)
             if fn.invoking == 0 and now is not None:
                 fn.last_end = now
-        self._forget(instance_id, tracked)
+        self._table.forget(instance_id, tracked)
         return tracked.digest
 
     # --- timers ---------------------------------------------------------------------------------
@@ -270,16 +240,16 @@ class WarmPoolPolicy:
         gone: list[str] = []
         while self._expiries and self._expiries[0][0] <= now:
             expires_at, instance_id = heapq.heappop(self._expiries)
-            tracked = self._tracked.get(instance_id)
+            tracked = self._table.tracked.get(instance_id)
             if tracked is None or tracked.state is not InstanceState.IDLE or tracked.expires_at != expires_at:
                 continue  # stale: reused or gone since
-            fn = self._functions[tracked.digest]
+            fn = self._table.functions[tracked.digest]
             if self.forecast is not None and fn.count <= self._forecast_instances(tracked.digest, fn, now):
                 tracked.expires_at = now + self.forecast.interval_s  # the forecast still needs it
                 heapq.heappush(self._expiries, (tracked.expires_at, instance_id))
                 continue
             fn.idle.remove(instance_id)
-            self._forget(instance_id, tracked)
+            self._table.forget(instance_id, tracked)
             gone.append(instance_id)
         return gone
 
@@ -289,7 +259,7 @@ class WarmPoolPolicy:
         starts: list[tuple[str, str]] = []
         while self._prewarms and self._prewarms[0][0] <= now:
             at, digest = heapq.heappop(self._prewarms)
-            fn = self._functions.get(digest)
+            fn = self._table.functions.get(digest)
             if fn is None or fn.prewarm_at != at:
                 continue
             fn.prewarm_at = None
@@ -299,7 +269,7 @@ class WarmPoolPolicy:
             interval_s = self.forecast.interval_s
             self._next_forecast_at = (now // interval_s + 1) * interval_s
             for digest in self.forecast.digests():
-                fn = self._functions.get(digest)
+                fn = self._table.functions.get(digest)
                 if fn is None:
                     continue
                 wanted = min(self._forecast_instances(digest, fn, now), self.max_per_function)
@@ -323,7 +293,7 @@ class WarmPoolPolicy:
         evicting nothing); the caller `release`s each once booted, or `discard`s it."""
         if count < 0 or concurrency < 1:
             raise LocalError("need count >= 0 and concurrency >= 1")
-        fn = self._functions.setdefault(digest, _Function())
+        fn = self._table.functions.setdefault(digest, FunctionInstances())
         fn.memory_mb = memory_mb or fn.memory_mb
         fn.concurrency = concurrency
         wanted = min(count, self.max_per_function) - fn.count
@@ -331,39 +301,41 @@ class WarmPoolPolicy:
 
     def drop_idle(self, digest: str) -> list[str]:
         """Forget and return `digest`'s idle instances, and any pending pre-warm of it."""
-        fn = self._functions.get(digest)
+        fn = self._table.functions.get(digest)
         if fn is None:
             return []
         fn.prewarm_at = None
         gone = list(fn.idle)
         for instance_id in gone:
             fn.idle.remove(instance_id)
-            self._forget(instance_id, self._tracked[instance_id])
+            self._table.forget(instance_id, self._table.tracked[instance_id])
         return gone
 
     # --- introspection --------------------------------------------------------------------------
 
+    @property
+    def memory_used_mb(self) -> int:
+        """What the instances hold node-wide."""
+        return self._table.memory_used_mb
+
     def count(self, digest: str) -> int:
-        fn = self._functions.get(digest)
-        return fn.count if fn else 0
+        return self._table.count(digest)
 
     def idle_count(self, digest: str) -> int:
-        fn = self._functions.get(digest)
-        return len(fn.idle) if fn else 0
+        return self._table.idle_count(digest)
 
     def total_count(self) -> int:
-        return len(self._tracked)
+        return len(self._table.tracked)
 
     def state(self, instance_id: str) -> InstanceState | None:
-        tracked = self._tracked.get(instance_id)
-        return tracked.state if tracked else None
+        return self._table.state(instance_id)
 
     def digest_of(self, instance_id: str) -> str:
-        return self._get(instance_id).digest
+        return self._table.get(instance_id).digest
 
     # --- internals ------------------------------------------------------------------------------
 
-    def _observe_arrival(self, digest: str, fn: _Function, now: float) -> None:
+    def _observe_arrival(self, digest: str, fn: FunctionInstances, now: float) -> None:
         # An idle time is a gap with none of the function's invocations running (section 4.2 of the
         # paper: from the end of one execution to the start of the next); overlapping arrivals are
         # concurrency, which the forecast handles, not idleness.
@@ -373,82 +345,47 @@ class WarmPoolPolicy:
         if self.forecast is not None:
             self.forecast.observe_arrival(digest, now)
 
-    def _forecast_instances(self, digest: str, fn: _Function, now: float) -> int:
+    def _forecast_instances(self, digest: str, fn: FunctionInstances, now: float) -> int:
         assert self.forecast is not None
         return -(-self.forecast.wanted(digest, now) // fn.concurrency)
 
-    def _busy(self, instance_id: str, fn: _Function, now: float) -> None:
-        tracked = self._tracked[instance_id]
-        if tracked.state is InstanceState.IDLE:
-            tracked.state = InstanceState.BUSY
-            tracked.since = now
-        tracked.in_use += 1
-        fn.invoking += 1
-        # A manifest may lower the concurrency while an instance runs more: it just takes no more.
-        if tracked.in_use < fn.concurrency:
-            if instance_id not in fn.partial:
-                fn.partial.append(instance_id)
-        elif instance_id in fn.partial:
-            fn.partial.remove(instance_id)
-
-    def _add(self, instance_id: str, digest: str, fn: _Function, now: float) -> _Tracked:
-        tracked = self._tracked[instance_id] = _Tracked(digest, InstanceState.BUSY, now, fn.memory_mb)
-        fn.count += 1
-        self.memory_used_mb += fn.memory_mb
-        return tracked
-
     def _start_prewarmed(
-        self, digest: str, fn: _Function, n: int, now: float, new_id: Callable[[], str]
+        self, digest: str, fn: FunctionInstances, n: int, now: float, new_id: Callable[[], str]
     ) -> list[tuple[str, str]]:
         starts = []
         for _ in range(n):
-            if self.memory_cap_mb and self.memory_used_mb + fn.memory_mb > self.memory_cap_mb:
+            if self.memory_cap_mb and self._table.memory_used_mb + fn.memory_mb > self.memory_cap_mb:
                 break  # a pre-warm never evicts: only demand does
             instance_id = new_id()
-            if instance_id in self._tracked:
+            if instance_id in self._table.tracked:
                 raise LocalError(f"instance id {instance_id!r} is already in use")
-            self._add(instance_id, digest, fn, now).prewarming = True
+            self._table.add(instance_id, digest, fn, now).prewarming = True
             fn.booting.append(instance_id)
             starts.append((digest, instance_id))
         return starts
 
     def _make_room(self, memory_mb: int, *, keep: str) -> tuple[str, ...] | None:
         """Idle instances of other functions to evict so `memory_mb` fits, or None if it cannot."""
-        if not self.memory_cap_mb or self.memory_used_mb + memory_mb <= self.memory_cap_mb:
+        if not self.memory_cap_mb or self._table.memory_used_mb + memory_mb <= self.memory_cap_mb:
             return ()
         if memory_mb > self.memory_cap_mb:
             return None
         candidates = sorted(
             (t.expires_at, instance_id)
-            for instance_id, t in self._tracked.items()
+            for instance_id, t in self._table.tracked.items()
             if t.state is InstanceState.IDLE and t.digest != keep
         )
-        free = self.memory_cap_mb - self.memory_used_mb
+        free = self.memory_cap_mb - self._table.memory_used_mb
         chosen: list[str] = []
         for _, instance_id in candidates:
             if free >= memory_mb:
                 break
             chosen.append(instance_id)
-            free += self._tracked[instance_id].memory_mb
+            free += self._table.tracked[instance_id].memory_mb
         if free < memory_mb:
             return None
         for instance_id in chosen:
-            tracked = self._tracked[instance_id]
-            self._functions[tracked.digest].idle.remove(instance_id)
-            self._forget(instance_id, tracked)
+            tracked = self._table.tracked[instance_id]
+            self._table.functions[tracked.digest].idle.remove(instance_id)
+            self._table.forget(instance_id, tracked)
         return tuple(chosen)
-
-    def _get(self, instance_id: str) -> _Tracked:
-        tracked = self._tracked.get(instance_id)
-        if tracked is None:
-            raise LocalError(f"unknown instance {instance_id!r}")
-        return tracked
-
-    def _forget(self, instance_id: str, tracked: _Tracked) -> None:
-        del self._tracked[instance_id]
-        fn = self._functions[tracked.digest]
-        fn.count -= 1
-        self.memory_used_mb -= tracked.memory_mb
-        assert fn.count >= 0 and self.memory_used_mb >= 0
-        if fn.count == 0 and fn.prewarm_at is None and fn.last_end is None and not fn.invoking:
-            del self._functions[tracked.digest]

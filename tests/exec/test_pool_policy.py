@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from p2pfaas.errors import LocalError
 from p2pfaas.exec.forecast import ArrivalForecast
 from p2pfaas.exec.keepalive import FixedKeepAlive, HybridHistogramPolicy
-from p2pfaas.exec.pool_policy import Acquired, Decision, InstanceState, WarmPoolPolicy
+from p2pfaas.exec.pool_policy import Acquired, Decision, WarmPoolPolicy
+from p2pfaas.exec.pool_table import InstanceState
 
 
 def test_starts_up_to_the_cap_then_waits() -> None:
