@@ -16,26 +16,9 @@ from p2pfaas.client.discovery import Discovery
 from p2pfaas.clock import wall_time
 from p2pfaas.dht import adverts
 from p2pfaas.dht.wire import Capacity
-from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
-from p2pfaas.node.daemon import NodeDaemon
-from p2pfaas.node.settings import NodeConfig
+from tests.client.clientkit import node_daemon
 from tests.functions import write_function
-
-
-def _node(
-    anchor_url: str, root: Path, name: str, run_dir: Path, peers: tuple[tuple[str, int], ...]
-) -> NodeDaemon:
-    config = NodeConfig(
-        unpaid_owners=True,  # among friends: owners run their own functions unpaid
-        anchor_url=anchor_url,
-        key_path=root / name / "key",
-        work_dir=root / name,
-        port=0,
-        dht_port=0,
-        peers=peers,
-    )
-    return NodeDaemon(config, executor=UnsandboxedProcessExecutor(work_dir=run_dir / name))
 
 
 async def _wait_for_adverts(discovery: Discovery, count: int) -> None:
@@ -54,7 +37,9 @@ async def test_the_client_finds_its_entry_nodes_through_the_dht(tmp_path: Path) 
             assert anchor.dht is not None
             seeds = (anchor.dht.address,)
             nodes = [
-                await stack.enter_async_context(_node(anchor.url, tmp_path, name, run_dir, seeds))
+                await stack.enter_async_context(
+                    node_daemon(anchor.url, tmp_path, name, run_dir, dht_port=0, peers=seeds)
+                )
                 for name in ("a", "b", "c")
             ]
             async with Discovery(seeds, rng=random.Random(1)) as probe:
@@ -107,7 +92,7 @@ async def test_with_no_dht_answer_the_client_falls_back_to_the_anchor_list(tmp_p
     run_dir = Path(tempfile.mkdtemp(prefix="p2pd-", dir="/tmp"))
     try:
         async with AnchorServer(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", port=0) as anchor:
-            node = _node(anchor.url, tmp_path, "a", run_dir, ())
+            node = node_daemon(anchor.url, tmp_path, "a", run_dir, dht_port=0, peers=())
             dead = (("127.0.0.1", _dead_udp_port()),)
             async with node, AsyncClient(anchor.url, KeyPair.generate(), dht_seeds=dead) as client:
                 await node.announce()
@@ -163,7 +148,9 @@ async def test_a_node_that_charges_over_its_advert_is_dropped_and_proven_a_liar(
         ):
             assert anchor.dht is not None
             seeds = (anchor.dht.address,)
-            liar = await stack.enter_async_context(_node(anchor.url, tmp_path, "liar", run_dir, seeds))
+            liar = await stack.enter_async_context(
+                node_daemon(anchor.url, tmp_path, "liar", run_dir, dht_port=0, peers=seeds)
+            )
             async with Discovery(seeds, rng=random.Random(1)) as probe:
                 await _wait_for_adverts(probe, 1)
             liar.service.prices = Prices(
