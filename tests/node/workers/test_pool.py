@@ -10,78 +10,16 @@ orphan sweep.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
-import shutil
 import signal
-import tempfile
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 import pytest
 
 from p2pfaas import codec, signing
-from p2pfaas.anchor.server import AnchorServer
-from p2pfaas.client import AsyncClient
-from p2pfaas.identity import KeyPair
-from p2pfaas.messages import InvokeRequest, InvokeResult, NodeStatus
-from p2pfaas.node.daemon import NodeDaemon
-from p2pfaas.node.executors import make_executor
-from p2pfaas.node.settings import NodeConfig
-from p2pfaas.node.workers.pool import WorkerPool
-from p2pfaas.rpc import CONTENT_TYPE
+from p2pfaas.messages import InvokeResult, NodeStatus
 from tests.functions import write_function
-
-
-@dataclass
-class Net:
-    node: NodeDaemon
-    pool: WorkerPool
-    client: AsyncClient
-    keys: KeyPair
-    root: Path
-
-
-@pytest.fixture(params=["process", "docker"])
-def executor_kind(request: pytest.FixtureRequest) -> str:
-    if request.param == "docker":
-        request.getfixturevalue("runtime_image")  # skips (or fails in CI) without an engine
-    return str(request.param)
-
-
-@pytest.fixture
-async def net(executor_kind: str) -> AsyncIterator[Net]:
-    # Unix socket paths are limited to 107 bytes: keep the work directory short.
-    root = Path(tempfile.mkdtemp(prefix="p2pw-", dir="/tmp"))
-    keys = KeyPair.generate()
-    try:
-        async with AnchorServer(f"sqlite+aiosqlite:///{root / 'anchor.db'}", port=0) as anchor:
-            config = NodeConfig(
-                unpaid_owners=True,  # among friends: owners run their own functions unpaid
-                anchor_url=anchor.url,
-                key_path=root / "node" / "node.key",
-                work_dir=root / "node",
-                executor=executor_kind,
-                allow_unsandboxed=True,
-                slots=4,
-                workers=2,
-                drain_deadline_s=10.0,
-            )
-            node_id = KeyPair.load_or_create(config.key_path).key_id
-            executor = await asyncio.to_thread(make_executor, config, owner_id=node_id)
-            async with (
-                NodeDaemon(config, executor=executor) as node,
-                AsyncClient(anchor.url, keys) as client,
-            ):
-                assert node.workers is not None
-                await node.announce()
-                yield Net(node, node.workers, client, keys, root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+from tests.node.workers.conftest import Net, post, request_body
 
 
 async def post_on_new_connections(url: str, body: bytes, copies: int) -> list[bytes]:
@@ -89,7 +27,7 @@ async def post_on_new_connections(url: str, body: bytes, copies: int) -> list[by
 
     async def one() -> bytes:
         async with aiohttp.ClientSession() as session:
-            return await _post(session, url, body)
+            return await post(session, url, body)
 
     return list(await asyncio.gather(*(one() for _ in range(copies))))
 
@@ -105,7 +43,7 @@ async def test_an_invocation_sent_to_both_processes_runs_once(net: Net) -> None:
     url = f"{net.node.url}/v1/invoke"
     ids = 6
     for _ in range(ids):
-        body = await _request_body(net, info.header.digest, {"s": 0.3})
+        body = await request_body(net, info.header.digest, {"s": 0.3})
         # While it runs (joined in the same process, or waited for through the shared table) ...
         answers = await post_on_new_connections(url, body, copies=8)
         # ... and once it is done (the result read from the shared table, or the local cache).
@@ -116,23 +54,6 @@ async def test_an_invocation_sent_to_both_processes_runs_once(net: Net) -> None:
     await _settle()
     assert invocations(net) - before == ids
     assert net.pool.tables.loads.row(1).invocations > 0, "no connection reached the second process"
-
-
-async def _request_body(net: Net, digest: str, event: object) -> bytes:
-    request = InvokeRequest(
-        invocation_id=uuid.uuid4().hex,
-        digest=digest,
-        payload=_json(event),
-        timeout_s=30.0,
-        voucher=None,
-        signer=b"",
-        signature=b"",
-    )
-    return codec.encode(signing.sign(request, net.keys))
-
-
-def _json(event: object) -> bytes:
-    return json.dumps(event).encode()
 
 
 async def _settle() -> None:
@@ -177,38 +98,6 @@ async def test_a_killed_worker_is_restarted_and_the_node_keeps_serving(net: Net)
 async def test_draining_the_node_drains_its_workers(net: Net) -> None:
     assert await net.node.placement.drain(deadline_s=10.0)
     assert net.pool.pids() == []
-
-
-@pytest.mark.parametrize("executor_kind", ["process"], indirect=True)
-async def test_a_worker_without_a_free_slot_hands_invocations_to_the_primary(net: Net) -> None:
-    info = await net.client.deploy(write_function(net.root, "sleepy", timeout_s=10.0))
-    url = f"{net.node.url}/v1/invoke"
-    async with contextlib.AsyncExitStack() as stack:
-        # Keep-alive connections that the kernel gave to the worker process: a request on one
-        # does not count at the primary (whose counter is exact, in this process).
-        on_worker: list[aiohttp.ClientSession] = []
-        for _ in range(200):
-            session = await stack.enter_async_context(
-                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
-            )
-            before = net.node.service.stats.invocations
-            await _post(session, url, await _request_body(net, info.header.digest, {"s": 0}))
-            if net.node.service.stats.invocations == before:
-                on_worker.append(session)
-            if len(on_worker) == 3:
-                break
-        assert len(on_worker) == 3
-        # Three at once on the worker, which has 2 slots; the primary has 2 free: it takes one.
-        bodies = [await _request_body(net, info.header.digest, {"s": 0.5}) for _ in range(3)]
-        answers = await asyncio.gather(*(_post(s, url, b) for s, b in zip(on_worker, bodies, strict=True)))
-    assert all(codec.decode_as(InvokeResult, a).ok for a in answers)
-    assert net.node.placement.router.stats.from_siblings == 1
-
-
-async def _post(session: aiohttp.ClientSession, url: str, body: bytes) -> bytes:
-    async with session.post(url, data=body, headers={"Content-Type": CONTENT_TYPE}) as answer:
-        assert answer.status == 200, await answer.read()
-        return await answer.read()
 
 
 @pytest.mark.parametrize("executor_kind", ["process"], indirect=True)
