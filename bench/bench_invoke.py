@@ -42,7 +42,8 @@ from aiohttp import web
 from p2pfaas import codec, signing
 from p2pfaas.anchor.server import AnchorServer
 from p2pfaas.client import AsyncClient
-from p2pfaas.exec.docker_exec import LABEL_OWNER, DockerExecutor
+from p2pfaas.exec.container_config import LABEL_OWNER
+from p2pfaas.exec.docker_exec import DockerExecutor
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.exec.shim_client import ShimConnection
 from p2pfaas.identity import KeyPair

@@ -5,11 +5,8 @@ as PID 1, reached over a unix socket in a per-container host directory that is b
 /run/p2pfaas. That directory is writable for the shim only until the node's first connection, then
 sealed read-only (mode 0555, the node's own) before the shim imports the function: the function can
 write nothing on the host (`_ContainerInstance._seal`). The function's code is bind-mounted
-read-only at /fn. Every container gets: no
-network, all capabilities dropped, no-new-privileges, a read-only root with a small /tmp tmpfs,
-pids/memory (no swap)/CPU limits from the manifest, uid 65534, capped logs, and the labels
-`p2pfaas.owner` (this executor), `p2pfaas.group` (the node: all its worker processes' executors) and
-`p2pfaas.digest` (the function).
+read-only at /fn. What every container is created with (no network, no capabilities, a read-only
+root, the manifest's limits, uid 65534, the labels that say whose it is) is `container_config.py`.
 
 The docker SDK is synchronous, so every Docker call runs in a thread, and none is made on a warm
 invocation: the hot path is the persistent shim connection. Pooling, timeouts and the error
@@ -42,32 +39,23 @@ from typing import Any, TypeVar
 
 import docker
 import docker.errors
-import docker.types
 
 from p2pfaas.errors import ConfigError, ExecutorError, InvokeError, MemoryExceeded
 from p2pfaas.exec import node_cgroup
-from p2pfaas.exec.base import INSTANCE_ENV, FunctionSpec
+from p2pfaas.exec.base import FunctionSpec
+from p2pfaas.exec.container_config import LABEL_GROUP, LABEL_OWNER, container_args
 from p2pfaas.exec.forecast import ArrivalForecast
 from p2pfaas.exec.instance import ShimInstance
 from p2pfaas.exec.metering import CgroupMeter
 from p2pfaas.exec.node_cgroup import NodeCgroup
 from p2pfaas.exec.pool_policy import KeepAlivePolicy
 from p2pfaas.exec.pooled import PooledExecutor
-from p2pfaas.exec.run_dir import SOCKET_NAME, RunDir
+from p2pfaas.exec.run_dir import RunDir
 from p2pfaas.exec.runtime_image import RUNTIME_IMAGE_TAG
 from p2pfaas.exec.shim_client import connect_when_ready
 from p2pfaas.exec.warm_pool import WarmPool
 
 log = logging.getLogger(__name__)
-
-LABEL_OWNER = "p2pfaas.owner"
-LABEL_GROUP = "p2pfaas.group"
-LABEL_DIGEST = "p2pfaas.digest"
-LABEL_INSTANCE = "p2pfaas.instance"
-RUNTIME_UID = 65534  # nobody:nogroup in every Debian base
-CONTAINER_CODE_DIR = "/fn"
-CONTAINER_DEPS_DIR = "/deps"  # the function's dependency layer, read-only (`p2pfaas.node.layers`)
-CONTAINER_SOCKET_DIR = "/run/p2pfaas"
 
 _OWNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _EXIT_WAIT_S = 5.0  # how long a container whose connection broke gets to finish dying
@@ -78,7 +66,7 @@ _T = TypeVar("_T")
 
 
 def _shim_tasks(concurrency: int, connections: int, *, watchdog: bool) -> int:
-    """The threads an idle shim runs (see `runtime/shim.py`: `serve`, `Watchdog`)."""
+    """The threads an idle shim runs (see `runtime/serving.py` `serve`, `runtime/watchdog.py`)."""
     return 1 + watchdog + (connections if concurrency > 1 else 0)
 
 
@@ -125,57 +113,19 @@ class _ContainerInstance(ShimInstance):
         # The low-level API: the SDK's high-level create also inspects the new container, a round
         # trip on every cold start that nothing here needs.
         api = executor.client.api
-        host_config = api.create_host_config(
-            binds={
-                str(self._fn.code_dir.absolute()): {"bind": CONTAINER_CODE_DIR, "mode": "ro"},
-                str(socket_dir): {"bind": CONTAINER_SOCKET_DIR, "mode": "rw"},
-            },
-            # A mount, not a bind: dockerd refuses a source that is gone (a layer evicted meanwhile)
-            # rather than creating an empty directory in its place.
-            mounts=[]
-            if self._fn.deps_dir is None
-            else [
-                docker.types.Mount(
-                    CONTAINER_DEPS_DIR, str(self._fn.deps_dir.absolute()), type="bind", read_only=True
-                )
-            ],
-            network_mode="none",
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            read_only=True,
-            tmpfs={"/tmp": f"size={executor.tmpfs_mb}m,mode=1777"},
-            shm_size=f"{executor.tmpfs_mb}m",  # /dev/shm too (Docker's default is 64 MB)
-            pids_limit=executor.pids_limit,
-            mem_limit=f"{self._fn.memory_mb}m",
-            memswap_limit=f"{self._fn.memory_mb}m",  # equal to mem_limit: no swap
-            nano_cpus=int(executor.instance_cpus(self._fn.cpus) * 1e9),
-            ulimits=[docker.types.Ulimit(name="nofile", soft=1024, hard=1024)],
-            # Under host memory pressure, the kernel should kill a function before the volunteer's apps.
-            oom_score_adj=1000,
-            # Every container of this node shares the cores and memory its volunteer lends.
-            cgroup_parent=executor.node_cgroup.parent if executor.node_cgroup else None,
-            log_config=docker.types.LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
-        )
-        create_args = dict(
+        create_args = container_args(
+            api,
+            self._fn,
+            self.instance_id,
+            socket_dir,
             image=executor.image,
-            command=[
-                *("--socket", f"{CONTAINER_SOCKET_DIR}/{SOCKET_NAME}"),
-                *("--code-dir", CONTAINER_CODE_DIR),
-                *("--handler", self._fn.handler),
-                *(("--deps-dir", CONTAINER_DEPS_DIR) if self._fn.deps_dir is not None else ()),
-                *(("--concurrency", str(self._fn.concurrency)) if self._fn.concurrency > 1 else ()),
-                *(("--orphan-exit-ms", str(executor.orphan_exit_ms)) if executor.orphan_exit_ms else ()),
-            ],
-            name=f"p2pfaas-{executor.owner_id[:16]}-{self.instance_id}",
-            labels={
-                LABEL_OWNER: executor.owner_id,
-                LABEL_GROUP: executor.group,
-                LABEL_DIGEST: self._fn.digest,
-                LABEL_INSTANCE: self.instance_id,
-            },
-            user=f"{RUNTIME_UID}:{RUNTIME_UID}",
-            environment=INSTANCE_ENV,
-            host_config=host_config,
+            owner_id=executor.owner_id,
+            group=executor.group,
+            tmpfs_mb=executor.tmpfs_mb,
+            pids_limit=executor.pids_limit,
+            cpus=executor.instance_cpus(self._fn.cpus),
+            cgroup_parent=executor.node_cgroup.parent if executor.node_cgroup else None,
+            orphan_exit_ms=executor.orphan_exit_ms,
         )
         created = api.create_container(**create_args)
         self.container_id = created["Id"]

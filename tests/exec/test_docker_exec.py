@@ -20,7 +20,8 @@ import pytest
 import p2pfaas
 from p2pfaas.errors import ConfigError, ExecutorError, InvokeTimeout, MemoryExceeded
 from p2pfaas.exec.base import Executor, FunctionSpec
-from p2pfaas.exec.docker_exec import LABEL_DIGEST, LABEL_OWNER, DockerExecutor
+from p2pfaas.exec.container_config import LABEL_DIGEST, LABEL_OWNER
+from p2pfaas.exec.docker_exec import DockerExecutor
 
 from .conftest import make_function
 

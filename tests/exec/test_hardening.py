@@ -28,7 +28,8 @@ import pytest
 
 from p2pfaas.errors import MemoryExceeded
 from p2pfaas.exec.base import FunctionSpec
-from p2pfaas.exec.docker_exec import CONTAINER_CODE_DIR, CONTAINER_SOCKET_DIR, DockerExecutor
+from p2pfaas.exec.container_config import CONTAINER_CODE_DIR, CONTAINER_SOCKET_DIR
+from p2pfaas.exec.docker_exec import DockerExecutor
 from p2pfaas.exec.metering import CGROUP_ROOT, cgroup_dirs
 from p2pfaas.exec.run_dir import SOCKET_NAME
 

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from p2pfaas.exec import node_cgroup
-from p2pfaas.exec.docker_exec import LABEL_OWNER, DockerExecutor
+from p2pfaas.exec.container_config import LABEL_OWNER
+from p2pfaas.exec.docker_exec import DockerExecutor
 from p2pfaas.exec.metering import CGROUP_ROOT
 from p2pfaas.exec.node_cgroup import prepare
 

@@ -27,7 +27,8 @@ from p2pfaas.bundle.lock import read_lock
 from p2pfaas.client import AsyncClient, Callables
 from p2pfaas.errors import FunctionFailed, InvokeTimeout, MemoryExceeded, NotFound, UnencodableResult
 from p2pfaas.exec.base import Executor
-from p2pfaas.exec.docker_exec import LABEL_OWNER, DockerExecutor
+from p2pfaas.exec.container_config import LABEL_OWNER
+from p2pfaas.exec.docker_exec import DockerExecutor
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import ErrorReply, InvokeRequest, InvokeResult, NodeStatus
