@@ -12,9 +12,7 @@ Routes (MessagePack bodies; token scopes from `p2pfaas.anchor.tokens.Scope`):
     POST /v1/channels           ChannelTickets      -> Ack           (anyone: each ticket signed by its
                                                                       voucher's lessee; tickets the lessee
                                                                       could not hand the node itself)
-    POST /v1/payouts            PayoutRequest       -> PayoutInfo    (payouts:write; own accounts only)
-    GET  /v1/payouts/{id}                           -> PayoutInfo    (the owner, or an operator)
-    POST /v1/payouts/{id}/state PayoutUpdate        -> PayoutInfo    (operator: the provider said paid/failed)
+    ... and the payouts (`payouts_api.py`), added with these.
 
 One account never reads or spends another's: every handler resolves accounts from the caller's
 token and checks ownership before touching a row. `setup(app, db)` adds the routes and a
@@ -34,6 +32,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2pfaas import signing
+from p2pfaas.anchor import payouts_api
 from p2pfaas.anchor.accounts import normalize_username
 from p2pfaas.anchor.auth import Principal, Scope, require
 from p2pfaas.anchor.trust_store import replica_gate
@@ -47,11 +46,11 @@ from p2pfaas.ledger.channels import record_tickets
 from p2pfaas.ledger.earnings import claw_back
 from p2pfaas.ledger.issuer import VoucherIssuer, load_anchor_keys
 from p2pfaas.ledger.payments import Payments, TopUp
-from p2pfaas.ledger.policy import FeePolicy, PayoutState, Refusal
+from p2pfaas.ledger.policy import FeePolicy, Refusal
 from p2pfaas.ledger.postings import AccountRow, InsufficientFunds
 from p2pfaas.ledger.rounds import DEFAULT_QUIET_S, settle_rests
 from p2pfaas.ledger.settlement import Settler
-from p2pfaas.ledger.store import LedgerStore, PayoutRow
+from p2pfaas.ledger.store import LedgerStore
 from p2pfaas.ledger.usage import earnings, usage
 from p2pfaas.ledger.wire import (
     AccountBalance,
@@ -60,9 +59,6 @@ from p2pfaas.ledger.wire import (
     BatchResult,
     EarningsReport,
     GrantRequest,
-    PayoutInfo,
-    PayoutRequest,
-    PayoutUpdate,
     RefusedReceipt,
     TopUpRequest,
     TransferDone,
@@ -93,9 +89,6 @@ class LedgerApi:
     store: LedgerStore
     settler: Settler
     payments: Payments
-    # Earnings may be paid out once they have stood this long: until then a proven lie about them
-    # is clawed back from them (`claw_back`).
-    mature_after_s: float = DEFAULT_MATURE_AFTER_S
     # A payment channel this long quiet has the rest of what its lessee signed paid (`rounds`).
     channel_quiet_s: float = DEFAULT_QUIET_S
     _keys: KeyPair | None = None
@@ -108,6 +101,7 @@ class LedgerApi:
     settled_micro: int = 0
     rounds: int = 0
     observe_lag: Callable[[float], None] | None = None
+    payouts: payouts_api.PayoutsApi = field(init=False)  # its routes, set up with these
 
     async def keys(self) -> KeyPair:
         if self._keys is None:
@@ -238,23 +232,6 @@ class LedgerApi:
 
     # --- payouts ----------------------------------------------------------------------------------
 
-    async def request_payout(self, request: web.Request) -> web.Response:
-        caller = await require(request, Scope.PAYOUT)
-        msg = await read_message(request, PayoutRequest)
-        account_id = msg.account_id or caller.account_id
-        if account_id not in {row.account_id for row in await self._accounts_of(caller)}:
-            raise Forbidden(f"account {account_id} is not yours")
-        payout_id = f"{caller.user_id}:{msg.payout_id}"  # a user's ids never collide with another's
-        await self.store.request_payout(
-            payout_id=payout_id,
-            account_id=account_id,
-            amount_micro=msg.amount_micro,
-            destination=msg.destination,
-            now=wall_time(),
-            mature_after_s=self.mature_after_s,
-        )
-        return reply(_payout(await self.store.payout(payout_id)))
-
     async def claw_back(self, invocation_id: str, node_id: str, *, excess_micro: int, why: str) -> int:
         """Give the lessee back `excess_micro` of what node `node_id` was paid for `invocation_id`
         (what a proven lie overcharged); what moved. Earnings already paid out cannot be reached:
@@ -272,44 +249,11 @@ class LedgerApi:
             log.error("cannot claw back %s from node %s: %s", invocation_id[:64], node_id[:12], error)
             return 0
 
-    async def payout_info(self, request: web.Request) -> web.Response:
-        caller = await require(request, Scope.ACCOUNT_READ)
-        row = await self._own_payout(caller, request.match_info["payout_id"])
-        return reply(_payout(row))
-
-    async def update_payout(self, request: web.Request) -> web.Response:
-        await require(request, Scope.OPERATOR)
-        msg = await read_message(request, PayoutUpdate)
-        try:
-            state = PayoutState(msg.state)
-        except ValueError:
-            raise LocalError(f"payout state must be 'paid' or 'failed', not {msg.state!r}") from None
-        row = await self.store.settle_payout(request.match_info["payout_id"][:64], state, now=wall_time())
-        return reply(_payout(row))
-
     # --- helpers ----------------------------------------------------------------------------------
-
-    async def _own_payout(self, caller: Principal, payout_id: str) -> PayoutRow:
-        try:
-            row = await self.store.payout(payout_id[:64])
-        except NotFound:
-            row = None
-        owned = row is not None and row.account_id in {a.account_id for a in await self._accounts_of(caller)}
-        if row is None or not (owned or caller.is_operator):
-            raise NotFound("no such payout among yours")
-        return row
 
     async def _accounts_of(self, caller: Principal) -> list[AccountRow]:
         """The caller's own account first, then every other it owns (vouchers' holds, nodes')."""
-        own = await self.store.account(caller.account_id)
-        return [
-            own,
-            *(
-                row
-                for row in await self.store.accounts_of(caller.user_id)
-                if row.account_id != own.account_id
-            ),
-        ]
+        return await self.store.own_accounts(caller.account_id, caller.user_id)
 
     async def _transfer_done(self, account_id: int, *, repeat: bool) -> TransferDone:
         return TransferDone(account_id, (await self.store.account(account_id)).balance_micro, repeat)
@@ -382,10 +326,6 @@ def _balance(row: AccountRow) -> AccountBalance:
     return AccountBalance(row.account_id, row.name, row.kind, row.balance_micro)
 
 
-def _payout(row: PayoutRow) -> PayoutInfo:
-    return PayoutInfo(row.payout_id, row.account_id, row.amount_micro, row.state, row.destination)
-
-
 LEDGER = web.AppKey("p2pfaas.ledger", LedgerApi)
 
 
@@ -417,9 +357,7 @@ def setup(
     """Add the ledger's routes to the anchor `app`, and its voucher-release task to the app's lifetime."""
     store = LedgerStore(db)
     settler = Settler(db, fees=fees, gate=replica_gate)  # replicas are paid once their vote says so
-    api = LedgerApi(
-        db, store, settler, Payments(store), mature_after_s=mature_after_s, channel_quiet_s=channel_quiet_s
-    )
+    api = LedgerApi(db, store, settler, Payments(store), channel_quiet_s=channel_quiet_s)
     app[LEDGER] = api
     app.add_routes(
         [
@@ -433,9 +371,6 @@ def setup(
             web.get("/v1/vouchers/{voucher_id}", api.voucher_info),
             web.post("/v1/receipts", api.receipts),
             web.post("/v1/channels", api.channels),
-            web.post("/v1/payouts", api.request_payout),
-            web.get("/v1/payouts/{payout_id}", api.payout_info),
-            web.post("/v1/payouts/{payout_id}/state", api.update_payout),
         ]
     )
 
@@ -446,4 +381,8 @@ def setup(
         await tasks.cancel()
 
     app.cleanup_ctx.append(releaser)
+    # Earnings may be paid out once they have stood `mature_after_s`: until then a proven lie about
+    # them is clawed back from them (`claw_back`).
+    api.payouts = payouts_api.PayoutsApi(store, mature_after_s=mature_after_s)
+    payouts_api.add_routes(app, api.payouts)
     return api

@@ -108,6 +108,11 @@ class LedgerStore:
 
         return await self.db.run(work, what="list accounts", write=False)
 
+    async def own_accounts(self, account_id: int, user_id: int) -> list[AccountRow]:
+        """A caller's own account first (`account_id`), then every other that user owns."""
+        own = await self.account(account_id)
+        return [own, *(row for row in await self.accounts_of(user_id) if row.account_id != own.account_id)]
+
     async def set_owner(self, account_name: str, kind: AccountKind, owner_user_id: int, *, now: float) -> int:
         """Give the account called `account_name` (created if absent) to `owner_user_id`."""
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from p2pfaas import signing, tickets
-from p2pfaas.anchor import ledger_api
+from p2pfaas.anchor import payouts_api
 from p2pfaas.clock import wall_time
 from p2pfaas.db import Database
 from p2pfaas.errors import Refused
@@ -30,9 +30,9 @@ from p2pfaas.ledger.wire import (
     VoucherRequest,
 )
 from p2pfaas.messages import Receipt, Voucher
+from tests.anchor.ledgerkit import Anchor
 from tests.hostile import kit
 from tests.ledger.conftest import T0, keys
-from tests.ledger.test_ledger_api import Anchor
 
 LESSEE, ENTRY, EXECUTOR, STRANGER = keys("alice-key"), keys("entry"), keys("executor"), keys("stranger")
 
@@ -155,7 +155,7 @@ async def test_earnings_mature_before_they_can_be_paid_out(
 ) -> None:
     """Hole 9: what a node earned could be paid out at once, before a lie about it could be proven."""
     a = anchor
-    a.api.mature_after_s = 3 * 86400.0
+    a.api.payouts.mature_after_s = 3 * 86400.0
     voucher = await _voucher(a)
     await a.accounts.bind_key(a.user_ids["bob"], EXECUTOR.public.raw, kind="node", label="", now=T0)
     receipt = kit.paid_receipt(
@@ -172,7 +172,7 @@ async def test_earnings_mature_before_they_can_be_paid_out(
         await a.call("POST", "/v1/payouts", PayoutInfo, request, as_user="bob")
     assert refused.value.status == 409 and "matured" in str(refused.value)
     later = wall_time() + 3 * 86400.0 + 60
-    monkeypatch.setattr(ledger_api, "wall_time", lambda: later)
+    monkeypatch.setattr(payouts_api, "wall_time", lambda: later)
     payout = await a.call("POST", "/v1/payouts", PayoutInfo, request, as_user="bob")
     assert payout.state == "pending" and payout.amount_micro == 100
     assert await audit(db) == []

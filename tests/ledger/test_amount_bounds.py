@@ -34,11 +34,11 @@ from p2pfaas.ledger.wire import (
 )
 from p2pfaas.messages import Receipt, Voucher
 from p2pfaas.money import MAX_AMOUNT_MICRO
-from tests.ledger import test_ledger_api
+from tests.anchor import ledgerkit
+from tests.anchor.ledgerkit import Anchor
 from tests.ledger.conftest import DIGEST, T0, keys
-from tests.ledger.test_ledger_api import Anchor
 
-anchor = test_ledger_api.anchor  # the same fixture: a real anchor app on 127.0.0.1
+anchor = ledgerkit.anchor  # the same fixture: a real anchor app on 127.0.0.1
 
 M = TypeVar("M", bound=codec.Message)
 HUGE = (2**63 - 1, 2**63, 2**64 - 1, 10**18, MAX_AMOUNT_MICRO + 1)

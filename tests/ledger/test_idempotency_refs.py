@@ -22,11 +22,11 @@ from p2pfaas.ledger.policy import AccountKind
 from p2pfaas.ledger.postings import IdempotencyConflict
 from p2pfaas.ledger.store import LedgerStore
 from p2pfaas.ledger.wire import Balances, GrantRequest, PayoutInfo, PayoutRequest, TopUpRequest, TransferDone
-from tests.ledger import test_ledger_api
+from tests.anchor import ledgerkit
+from tests.anchor.ledgerkit import Anchor
 from tests.ledger.conftest import T0
-from tests.ledger.test_ledger_api import Anchor
 
-anchor = test_ledger_api.anchor  # the same fixture: a real anchor app on 127.0.0.1
+anchor = ledgerkit.anchor  # the same fixture: a real anchor app on 127.0.0.1
 
 
 async def balance_of(a: Anchor, user: str) -> int:
