@@ -81,7 +81,6 @@ NO_MIRRORED_TEST = {
     "anchor/app.py",
     "cli/account.py",
     "db/retry.py",
-    "exec/instance.py",
     # Test kits themselves, exercised by every test that uses them.
     "db/testing.py",  # the shared MariaDB test database, taken exclusively
     "sim/testbed.py",  # the real anchor and nodes on simulated hosts, for tests, benchmarks and scenarios
