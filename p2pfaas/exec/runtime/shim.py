@@ -6,7 +6,7 @@ code directory on the first request (the host's boot-time ping), then runs invoc
 
 The socket's directory is a host directory bind-mounted into the container. The Docker executor
 leaves it writable for uid 65534 only until its first connection and seals it (mode 0555, owned by
-the host) before sending that ping: only this file's own code ever runs while it is writable, and
+the host) before sending that ping: only the shim's own code ever runs while it is writable, and
 no code of the function (import-time code included) can write to the host's disk through it.
 
 Framing, both directions: a frame is a 4-byte big-endian length followed by that many bytes; a
