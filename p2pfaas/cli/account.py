@@ -30,7 +30,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from p2pfaas.cli.tables import print_table
 from p2pfaas.cli.usage import add_usage_command
@@ -40,10 +40,7 @@ from p2pfaas.environment import default_key, load_token, token_path
 from p2pfaas.errors import ConfigError, LocalError
 from p2pfaas.identity import KeyPair
 
-if TYPE_CHECKING:
-    from p2pfaas.anchor.app import AnchorSettings
-
-__all__ = ["add_anchor_options", "anchor_settings", "register", "run_logged_in"]
+__all__ = ["register", "run_logged_in"]
 
 MICRO = 1_000_000
 
@@ -284,75 +281,6 @@ def cmd_add_operator(args: argparse.Namespace) -> int:
 
 
 # --- argparse ------------------------------------------------------------------------------------
-
-
-def add_anchor_options(serve: Any) -> None:
-    """The accounts options of `p2pfaas anchor serve`."""
-    serve.add_argument(
-        "--require-accounts",
-        action="store_true",
-        help="lessee keys must be bound to an account to register or deploy (production)",
-    )
-    serve.add_argument("--no-signup", action="store_true", help="only operators create accounts")
-    serve.add_argument(
-        "--public-url",
-        default="",
-        help="the URL clients reach this anchor by, which key claims must name (default: http://HOST:PORT)",
-    )
-    serve.add_argument(
-        "--tls-cert", default="", help="serve HTTPS with this certificate (PEM, with its chain)"
-    )
-    serve.add_argument("--tls-key", default="", help="the private key of --tls-cert (PEM)")
-    serve.add_argument(
-        "--earnings-mature-hours",
-        type=float,
-        default=72.0,
-        help="volunteers' earnings can be paid out once this old, so that a proven lie can still be "
-        "clawed back from them (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--channel-quiet",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="a payment channel with no new ticket or paid receipt for this long is paid the rest "
-        "its lessee signed, receipts or not (default: %(default)s)",
-    )
-    serve.add_argument("--no-metrics", action="store_true", help="serve no GET /metrics")
-    serve.add_argument(
-        "--metrics-allow",
-        action="append",
-        default=[],
-        metavar="CIDR",
-        help="let this range scrape GET /metrics too (repeatable; default: loopback only)",
-    )
-
-
-def anchor_settings(args: argparse.Namespace) -> AnchorSettings:
-    from p2pfaas.anchor.app import AnchorSettings
-    from p2pfaas.metrics.http import parse_allow
-
-    if not 0 <= args.earnings_mature_hours <= 24 * 365:
-        raise LocalError("--earnings-mature-hours must be between 0 and a year")
-    if not 1 <= args.channel_quiet <= 86400:
-        raise LocalError("--channel-quiet must be between 1 second and a day")
-    try:
-        allow = parse_allow(args.metrics_allow)
-    except ValueError as exc:
-        raise LocalError(f"--metrics-allow: {exc}") from None
-    if bool(args.tls_cert) != bool(args.tls_key):
-        raise LocalError("--tls-cert and --tls-key go together")
-    return AnchorSettings(
-        require_accounts=args.require_accounts,
-        allow_signup=not args.no_signup,
-        public_url=args.public_url,
-        earnings_mature_s=args.earnings_mature_hours * 3600.0,
-        channel_quiet_s=args.channel_quiet,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        metrics=not args.no_metrics,
-        metrics_allow=allow,
-    )
 
 
 def register(groups: Any, *, default_anchor: str) -> None:

@@ -30,13 +30,13 @@ from pathlib import Path
 
 from p2pfaas import logfmt
 from p2pfaas.cli import account as account_cli
+from p2pfaas.cli import anchor as anchor_cli
 from p2pfaas.cli import fn as fn_cli
 from p2pfaas.cli import node as node_cli
-from p2pfaas.cli.common import add_log_format, command, run
+from p2pfaas.cli.common import add_log_format, command
 from p2pfaas.cli.top import add_top_command
 from p2pfaas.client.logbook import terminal_safe
-from p2pfaas.dht import DEFAULT_ANCHOR_DHT_PORT
-from p2pfaas.environment import default_anchor, default_key, home
+from p2pfaas.environment import default_anchor, default_key
 from p2pfaas.errors import P2PFaaSError
 from p2pfaas.lab import cli as lab_cli
 from p2pfaas.placement import scenarios
@@ -50,22 +50,6 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
     keys = KeyPair.generate()
     keys.save(args.out, overwrite=args.force)
     print(f"key id {keys.key_id}\nprivate key {args.out} (mode 600)\npublic key {args.out}.pub")
-    return 0
-
-
-# --- daemons ------------------------------------------------------------------------------------
-
-
-def cmd_anchor_serve(args: argparse.Namespace) -> int:
-    from p2pfaas.anchor.server import serve_anchor
-
-    db = args.db or f"sqlite+aiosqlite:///{home() / 'anchor.db'}"
-    if db.startswith("sqlite"):
-        Path(db.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
-    serving = serve_anchor(
-        db, host=args.host, port=args.port, dht_port=args.dht_port, settings=account_cli.anchor_settings(args)
-    )
-    run(serving, daemon=True)
     return 0
 
 
@@ -111,19 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fn_cli.register(groups)  # p2pfaas fn pack|deploy|invoke|list|versions|rollback|rm|logs
 
-    anchor = groups.add_parser("anchor", help="the anchor server").add_subparsers(
-        dest="anchor_command", required=True
-    )
-    serve = command(anchor, "serve", cmd_anchor_serve, "serve the anchor's registry and node list")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8700)
-    serve.add_argument("--db", help="SQLAlchemy URL, e.g. mysql+aiomysql://user:pw@host/db (default: SQLite)")
-    serve.add_argument(
-        "--dht-port", type=int, default=DEFAULT_ANCHOR_DHT_PORT, help="bootstrap DHT node (udp)"
-    )
-    account_cli.add_anchor_options(serve)  # --require-accounts, --no-signup
-    add_log_format(serve)
-
+    anchor_cli.register(groups)  # p2pfaas anchor serve
     node_cli.register(groups)  # p2pfaas node run|join|drain|status|pause|resume|earnings
     runtime = groups.add_parser("runtime", help="the function runtime image").add_subparsers(
         dest="runtime_command", required=True

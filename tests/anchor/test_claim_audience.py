@@ -16,7 +16,7 @@ from p2pfaas.anchor.accounts_api import same_anchor, set_public_url
 from p2pfaas.anchor.app import AnchorSettings, make_app
 from p2pfaas.anchor.server import AnchorServer
 from p2pfaas.anchor.wire import KeyClaim
-from p2pfaas.cli import account as account_cli
+from p2pfaas.cli import anchor as anchor_cli
 from p2pfaas.cli import build_parser
 from p2pfaas.client.account import AccountClient
 from p2pfaas.clock import wall_time
@@ -122,6 +122,6 @@ def test_same_anchor_compares_scheme_host_port_and_path() -> None:
 
 def test_anchor_serve_takes_a_public_url() -> None:
     args = build_parser().parse_args(["anchor", "serve", "--public-url", "https://anchor.example"])
-    assert account_cli.anchor_settings(args).public_url == "https://anchor.example"
+    assert anchor_cli.anchor_settings(args).public_url == "https://anchor.example"
     args = build_parser().parse_args(["anchor", "serve"])
-    assert account_cli.anchor_settings(args).public_url == ""  # then http://HOST:PORT as bound
+    assert anchor_cli.anchor_settings(args).public_url == ""  # then http://HOST:PORT as bound
