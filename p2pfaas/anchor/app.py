@@ -42,6 +42,7 @@ from prometheus_client import generate_latest
 from p2pfaas import codec, signing
 from p2pfaas.anchor import accounts_api, auth, ledger_api, nodes_api, reputation, wheels
 from p2pfaas.anchor.accounts import AccountStore, KeyKind
+from p2pfaas.anchor.node_store import NodeStore
 from p2pfaas.anchor.passwords import PasswordHasher
 from p2pfaas.anchor.store import RegistryStore
 from p2pfaas.anchor.wheels import WheelStore
@@ -289,7 +290,7 @@ def make_app(db: Database, *, settings: AnchorSettings | None = None) -> web.App
         ]
     )
 
-    nodes = nodes_api.NodesApi(api.store, accounts, settings.require_accounts)
+    nodes = nodes_api.NodesApi(NodeStore(db), accounts, settings.require_accounts)
     nodes_api.add_routes(app, nodes)
     wheels.add_routes(app, api.wheels, may_upload=api.may_deploy)
     # Nodes behind NAT may dial out to the anchor and be reached through it (p2pfaas/relay).

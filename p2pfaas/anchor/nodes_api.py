@@ -22,7 +22,7 @@ from aiohttp import web
 
 from p2pfaas import rpc, signing, tls
 from p2pfaas.anchor.accounts import AccountStore, KeyKind
-from p2pfaas.anchor.store import RegistryStore
+from p2pfaas.anchor.node_store import NodeStore
 from p2pfaas.clock import wall_time
 from p2pfaas.errors import DecodeError, LocalError, P2PFaaSError, Refused
 from p2pfaas.messages import Ack, NodeAnnouncement, NodeInfo, NodeList, NodeStatus
@@ -52,10 +52,10 @@ async def _names_address(host: str, address: str) -> bool:
 
 @dataclass
 class NodesApi:
-    """The node routes over a `RegistryStore`. The only state is what bounds the work a flood can
+    """The node routes over a `NodeStore`. The only state is what bounds the work a flood can
     cause: the announcements' rate and the URLs already checked (both rebuilt after a restart)."""
 
-    store: RegistryStore
+    store: NodeStore
     accounts: AccountStore
     require_accounts: bool  # a node must be bound to a volunteer account to be listed
     announcements: TokenBuckets = field(default_factory=lambda: TokenBuckets(burst=5, per_s=0.2))

@@ -1,4 +1,5 @@
-"""The anchor's registry store: lessee keys, function bundles, function names, volunteer nodes.
+"""The anchor's registry store: lessee keys, function bundles and function names (the volunteer
+nodes are `node_store.py`'s).
 
 `RegistryStore` is the only code that queries the registry tables (`p2pfaas.db.schema`). Each method
 is one transaction through `Database.run`, so it rides out deadlocks, lock timeouts and a database
@@ -13,7 +14,6 @@ the Unix epoch, passed in), or cache anything (anchors are stateless apart from 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -21,12 +21,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from p2pfaas.db import Database
-from p2pfaas.db.schema import bundles, functions, lessee_keys, nodes, revoked_bundles
+from p2pfaas.db.schema import bundles, functions, lessee_keys, revoked_bundles
 from p2pfaas.db.upsert import insert_ignore, upsert
 from p2pfaas.errors import NotFound, Refused, SignatureError
 from p2pfaas.identity import node_id_of
 
-__all__ = ["FunctionRow", "NodeRow", "RegistryStore"]
+__all__ = ["FunctionRow", "RegistryStore", "check_length", "key_id_of"]
 
 T = TypeVar("T")
 
@@ -44,20 +44,6 @@ class FunctionRow:
     updated_at: float
 
 
-@dataclass(frozen=True)
-class NodeRow:
-    """A volunteer node as last registered. `cores`/`memory_mb` are None when the node did not say."""
-
-    node_id: str
-    public_key: bytes
-    url: str
-    runtimes: tuple[str, ...]
-    cores: float | None
-    memory_mb: int | None
-    registered_at: float
-    last_seen_at: float
-
-
 class RegistryStore:
     """Registry queries over an open `Database`; driven by the anchor's HTTP handlers."""
 
@@ -71,8 +57,8 @@ class RegistryStore:
 
         Registering a known key again changes nothing (the first label and time stay).
         """
-        key_id = _key_id_of(public_key)
-        _check_length("label", label, lessee_keys.c.label)
+        key_id = key_id_of(public_key)
+        check_length("label", label, lessee_keys.c.label)
         row = {"key_id": key_id, "public_key": public_key, "label": label, "created_at": now}
 
         async def work(connection: AsyncConnection) -> None:
@@ -121,7 +107,7 @@ class RegistryStore:
             )
         texts = {"name": name, "version": version, "runtime": runtime, "handler": handler}
         for field, value in texts.items():
-            _check_length(field, value, bundles.c[field])
+            check_length(field, value, bundles.c[field])
         bundle = {
             "digest": digest,
             "owner_key_id": owner_key_id,
@@ -310,88 +296,6 @@ class RegistryStore:
         rows = await self._rows(query, what="list function versions")
         return [FunctionRow(name, row.digest, row.version, row.runtime, row.created_at) for row in rows]
 
-    # --- volunteer nodes ------------------------------------------------------------------------
-
-    async def upsert_node(
-        self,
-        *,
-        node_id: str,
-        public_key: bytes,
-        url: str,
-        runtimes: Sequence[str],
-        cores: float | None,
-        memory_mb: int | None,
-        now: float,
-    ) -> None:
-        """Register a node, or refresh what it offers; either way it was seen at `now`.
-
-        `registered_at` keeps the first registration's time. Refused (400) if `node_id` is not the
-        hex SHA-1 of `public_key`, or a field is malformed.
-        """
-        if _key_id_of(public_key) != node_id:
-            raise Refused(f"node id {node_id[:12]!r} is not the SHA-1 of its public key", status=400)
-        _check_length("url", url, nodes.c.url)
-        if isinstance(runtimes, str) or not all(isinstance(runtime, str) for runtime in runtimes):
-            raise Refused("runtimes must be a list of names", status=400)
-        row = {
-            "node_id": node_id,
-            "public_key": public_key,
-            "url": url,
-            "runtimes": list(runtimes),
-            "cores": cores,
-            "memory_mb": memory_mb,
-            "registered_at": now,
-            "last_seen_at": now,
-        }
-        refreshed = ["url", "runtimes", "cores", "memory_mb", "last_seen_at"]
-
-        async def work(connection: AsyncConnection) -> None:
-            await connection.execute(upsert(self._db.dialect, nodes, row, key=["node_id"], update=refreshed))
-
-        await self._db.run(work, what=f"upsert node {node_id[:12]}")
-
-    async def touch_node(self, node_id: str, now: float) -> None:
-        """Record that the node was seen at `now`. Raises `NotFound` for an unregistered node."""
-        update = sa.update(nodes).where(nodes.c.node_id == node_id).values(last_seen_at=now)
-
-        async def work(connection: AsyncConnection) -> int:
-            # MySQL reports matched (not changed) rows: SQLAlchemy connects with CLIENT.FOUND_ROWS.
-            return (await connection.execute(update)).rowcount
-
-        if await self._db.run(work, what=f"touch node {node_id[:12]}") == 0:
-            raise NotFound(f"node {node_id[:12]!r} is not registered")
-
-    async def live_nodes(self, *, now: float, max_age_s: float) -> list[NodeRow]:
-        """Nodes seen within `max_age_s` before `now` (inclusive), by node id."""
-        query = (
-            sa.select(
-                nodes.c.node_id,
-                nodes.c.public_key,
-                nodes.c.url,
-                nodes.c.runtimes,
-                nodes.c.cores,
-                nodes.c.memory_mb,
-                nodes.c.registered_at,
-                nodes.c.last_seen_at,
-            )
-            .where(nodes.c.last_seen_at >= now - max_age_s)
-            .order_by(nodes.c.node_id)
-        )
-        rows = await self._rows(query, what="list live nodes")
-        return [
-            NodeRow(
-                node_id=row.node_id,
-                public_key=row.public_key,
-                url=row.url,
-                runtimes=tuple(row.runtimes),
-                cores=row.cores,
-                memory_mb=row.memory_mb,
-                registered_at=row.registered_at,
-                last_seen_at=row.last_seen_at,
-            )
-            for row in rows
-        ]
-
     # --- plumbing -------------------------------------------------------------------------------
 
     async def _scalar(self, query: sa.Select[T], *, what: str) -> T | None:
@@ -407,14 +311,14 @@ class RegistryStore:
         return await self._db.run(work, what=what, write=False)
 
 
-def _key_id_of(public_key: bytes) -> str:
+def key_id_of(public_key: bytes) -> str:
     try:
         return node_id_of(public_key).hex()
     except SignatureError as error:
         raise Refused(str(error), status=400) from None
 
 
-def _check_length(field: str, value: str, column: sa.Column[Any]) -> None:
+def check_length(field: str, value: str, column: sa.Column[Any]) -> None:
     # The same limit on both backends: SQLite would store an over-long value, MySQL reject it.
     assert isinstance(column.type, sa.String) and column.type.length is not None, column
     limit = column.type.length
