@@ -77,10 +77,6 @@ def test_no_import_circle(graph: grimp.ImportGraph) -> None:
 
 # Modules with no tests/X/test_Y.py of their own, each for a reason. A module that gets one leaves the list.
 NO_MIRRORED_TEST = {
-    # Being split under #15; their tests move with the split.
-    "anchor/app.py",
-    "cli/account.py",
-    "db/retry.py",
     # Test kits themselves, exercised by every test that uses them.
     "db/testing.py",  # the shared MariaDB test database, taken exclusively
     "sim/testbed.py",  # the real anchor and nodes on simulated hosts, for tests, benchmarks and scenarios

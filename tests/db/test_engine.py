@@ -16,11 +16,10 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from p2pfaas.db import Database, RetryPolicy, head_revision, is_transient, open_database, retry_transient
+from p2pfaas.db import Database, RetryPolicy, head_revision, open_database
 from p2pfaas.db.schema import lessee_keys, metadata
 from p2pfaas.db.testing import exclusive_mysql_database
 from p2pfaas.errors import ConfigError, StorageError
@@ -177,82 +176,6 @@ async def test_mysql_connection_settings(mysql_url: str) -> None:
             return tuple((await connection.execute(sa.text("SELECT @@character_set_connection"))).one())
 
         assert await db.run(settings, what="settings", write=False) == ("utf8mb4",)
-
-
-# --- retrying -----------------------------------------------------------------------------------
-
-
-class DriverError(Exception):
-    """Shaped like PyMySQL's errors, whose args are (MySQL error code, message)."""
-
-
-def mysql_error(code: int) -> sa_exc.OperationalError:
-    return sa_exc.OperationalError("SELECT 1", {}, DriverError(code, "boom"))
-
-
-def test_transient_errors_are_recognised() -> None:
-    for code in (1205, 1213, 1927, 2003, 2006, 2013):
-        assert is_transient(mysql_error(code)), code
-    assert is_transient(sa_exc.OperationalError("x", {}, sqlite3.OperationalError("database is locked")))
-    duplicate = sa_exc.IntegrityError("x", {}, DriverError(1062, "Duplicate entry"))
-    assert not is_transient(duplicate)
-    assert not is_transient(sa_exc.OperationalError("x", {}, sqlite3.OperationalError("no such table: t")))
-    assert not is_transient(ValueError("not a database error"))
-
-
-async def test_retry_rides_out_transient_failures() -> None:
-    calls = 0
-
-    async def flaky() -> str:
-        nonlocal calls
-        calls += 1
-        if calls < 4:
-            raise mysql_error(1213)
-        return "done"
-
-    assert await retry_transient(flaky, what="flaky", policy=NO_WAIT, rng=random.Random(1)) == "done"
-    assert calls == 4
-
-
-async def test_retry_gives_up_with_a_clear_error() -> None:
-    calls = 0
-
-    async def down() -> None:
-        nonlocal calls
-        calls += 1
-        raise mysql_error(2003)
-
-    with pytest.raises(StorageError, match=r"write thing: .* after 4 attempts") as caught:
-        await retry_transient(down, what="write thing", policy=NO_WAIT, rng=random.Random(1))
-    assert calls == 4
-    assert isinstance(caught.value.__cause__, sa_exc.OperationalError)
-
-
-async def test_retry_does_not_repeat_permanent_errors_or_foreign_exceptions() -> None:
-    calls = 0
-
-    async def duplicate() -> None:
-        nonlocal calls
-        calls += 1
-        raise sa_exc.IntegrityError("x", {}, DriverError(1062, "Duplicate entry"))
-
-    with pytest.raises(StorageError, match="IntegrityError"):
-        await retry_transient(duplicate, what="dup", policy=NO_WAIT, rng=random.Random(1))
-    assert calls == 1
-
-    async def refuse() -> None:
-        raise LookupError("not ours to wrap")
-
-    with pytest.raises(LookupError):
-        await retry_transient(refuse, what="refuse", policy=NO_WAIT, rng=random.Random(1))
-
-
-def test_backoff_grows_to_its_cap_with_bounded_jitter() -> None:
-    policy = RetryPolicy(attempts=10, base_delay_s=0.1, max_delay_s=1.0)
-    rng = random.Random(7)
-    for failures, ceiling in ((1, 0.1), (2, 0.2), (3, 0.4), (4, 0.8), (5, 1.0), (9, 1.0)):
-        delay_s = policy.delay_s(failures, rng)
-        assert ceiling / 2 <= delay_s <= ceiling
 
 
 async def test_unreachable_server_ends_in_storage_error() -> None:
