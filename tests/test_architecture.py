@@ -82,7 +82,6 @@ NO_MIRRORED_TEST = {
     "sim/testbed.py",  # the real anchor and nodes on simulated hosts, for tests, benchmarks and scenarios
 }
 NO_MIRRORED_TEST_UNDER = (
-    "dht/",  # being split under #15; its tests move with the split
     "db/migrations/",  # by the migration tests (tests/db/test_engine.py; 0004, 0005 in tests/ledger/)
     "sample/",  # a sample function, packed and run by tests/bundle/test_pack.py
 )

@@ -5,7 +5,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from kademlia.node import Node
+
 from p2pfaas import sim
+from p2pfaas.clock import wall_time
+from p2pfaas.dht.lookup import DisjointLookup
 from p2pfaas.dht.node import DhtConfig, DhtNode
 from p2pfaas.identity import KeyPair
 
@@ -51,3 +55,38 @@ async def start_network(
 def stop_all(nodes: list[DhtNode]) -> None:
     for node in nodes:
         node.stop()
+
+
+def contact(node: DhtNode) -> Node:
+    """`node` as another node's routing table holds it: id and address."""
+    return Node(node.node.id, *node.address)
+
+
+def lookup(
+    node: DhtNode,
+    target: bytes,
+    seeds: list[Node],
+    *,
+    want_records: bool = False,
+    paths: int | None = None,
+    per_subnet: int | None = None,
+) -> DisjointLookup:
+    """A `DisjointLookup` from `node` with its config's k, alpha, paths and per-subnet limit, on the loop's
+    wall clock, as `DhtNode` runs its own."""
+    config = node.config
+    return DisjointLookup(
+        node.proto,
+        target,
+        seeds,
+        ksize=config.ksize,
+        alpha=config.alpha,
+        paths=config.paths if paths is None else paths,
+        per_subnet=config.per_subnet if per_subnet is None else per_subnet,
+        want_records=want_records,
+        wall_clock=wall_time,
+    )
+
+
+def closest(nodes: list[DhtNode], target: bytes, count: int) -> list[bytes]:
+    """The ids of the `count` nodes of `nodes` closest to `target`: what a perfect lookup returns."""
+    return [n.node.id for n in sorted(nodes, key=lambda n: n.node.distance_to(Node(target)))[:count]]
