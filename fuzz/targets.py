@@ -16,7 +16,7 @@ from pathlib import Path
 from p2pfaas import channels, codec, signing, tickets
 from p2pfaas.bundle import lock, manifest, verify
 from p2pfaas.client import values
-from p2pfaas.dht import protocol, records, wire
+from p2pfaas.dht import records, sealing, wire
 from p2pfaas.errors import BundleError, DecodeError, ExecutorError, SignatureError
 from p2pfaas.exec import shim_client
 from p2pfaas.messages import ChannelTicket, InvokeRequest
@@ -59,7 +59,7 @@ def dht_datagram(data: bytes) -> None:
     message = codec.decode(data)
     if hasattr(message, "signature"):
         with contextlib.suppress(SignatureError):
-            protocol.verify_datagram(message, data)
+            sealing.verify_datagram(message, data)
     if isinstance(message, wire.Record):
         with contextlib.suppress(SignatureError, DecodeError):
             records.check_record(message)

@@ -1,8 +1,9 @@
 """The overlay: Kademlia (the `kademlia` package, subclassed), signed capacity adverts, Vivaldi.
 
-Modules: `wire` (signed datagrams and records), `records` (keys, signing, checks), `store` (many records
-per key, expiry, quotas), `routing` (the fixed, Sybil-bounded table), `protocol` (signed RPCs),
-`lookup` (disjoint-path lookups), `node` (the `Server` subclass), `vivaldi`, `adverts` (ranking), `quota`.
+Modules: `wire` (signed datagrams and records), `sealing` (signing and checking a datagram, encoding once),
+`records` (keys, signing, checks), `store` (many records per key, expiry, quotas), `routing` (the fixed,
+Sybil-bounded table), `protocol` (signed RPCs), `lookup` (disjoint-path lookups), `node` (the `Server`
+subclass), `vivaldi`, `adverts` (ranking), `quota`, `adversary` (the hostile node of the simulations).
 This package root holds only what the CLI needs without importing the rest.
 """
 

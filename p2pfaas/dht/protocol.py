@@ -1,13 +1,13 @@
 """The DHT's datagram protocol: `kademlia.protocol.KademliaProtocol` subclassed onto typed, signed messages.
 
 Framing (replaces rpcudp's): each datagram is one `wire` message, encoded by `p2pfaas.codec` (C msgpack,
-fixing defect 10) and signed by its sender; incoming requests are dispatched by message class through a
-fixed table, never by a remote-chosen name (rpcudp's `__getattr__` RPC is switched off). A sender's id is
-the SHA-1 of its signing key; a reply whose signer is not the node we asked is dropped and counted, as are
-malformed, oversized, badly signed and rate-limited datagrams. Each RPC is retried with the same id
-(`rpc_attempts`, `rpc_timeout_s`) instead of rpcudp's single 5 s wait (defect 9), and a contact is evicted
-only after repeated timeouts (defect 4, in `routing.py`). `welcome_if_new` hands records to a new close
-node without hashing the key a second time (defect 2). RTTs of first-attempt replies feed Vivaldi.
+fixing defect 10) and signed by its sender (`sealing.py`); incoming requests are dispatched by message class
+through a fixed table, never by a remote-chosen name (rpcudp's `__getattr__` RPC is switched off). A
+sender's id is the SHA-1 of its signing key; a reply whose signer is not the node we asked is dropped and
+counted, as are malformed, oversized, badly signed and rate-limited datagrams. Each RPC is retried with the
+same id (`rpc_attempts`, `rpc_timeout_s`) instead of rpcudp's single 5 s wait (defect 9), and a contact is
+evicted only after repeated timeouts (defect 4, in `routing.py`). `welcome_if_new` hands records to a new
+close node without hashing the key a second time (defect 2). RTTs of first-attempt replies feed Vivaldi.
 
 It does not run lookups (`lookup.py`) or decide what to publish (`node.py`). Background sends are owned
 tasks that `close()` cancels.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import random
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -27,15 +26,16 @@ from cachetools import FIFOCache, TTLCache
 from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
 
-from p2pfaas import codec, signing
+from p2pfaas import codec
 from p2pfaas.dht import records as recs
 from p2pfaas.dht import wire
 from p2pfaas.dht.quota import RateLimiter, RateLimits
-from p2pfaas.dht.routing import SecureRoutingTable, range_key, subnet_of
+from p2pfaas.dht.routing import SecureRoutingTable, range_key
+from p2pfaas.dht.sealing import seal, verify_datagram
 from p2pfaas.dht.store import PutResult, RecordStore
 from p2pfaas.dht.vivaldi import Coordinate, Vivaldi
 from p2pfaas.errors import DecodeError, SignatureError
-from p2pfaas.identity import KeyPair, PublicKey, node_id_of
+from p2pfaas.identity import KeyPair, node_id_of
 from p2pfaas.lifecycle import TaskSet
 
 REQUEST_COST = {wire.Ping: 1.0, wire.FindNode: 1.0, wire.FindValue: 1.0, wire.Store: 4.0}
@@ -83,28 +83,6 @@ class _Pending:
     future: asyncio.Future[tuple[wire.Reply, bytes]]
     address: tuple[str, int]
     expected_id: bytes | None
-
-
-_EMPTY_BIN = b"\xc4\x00"  # MessagePack for b"": the signature field while signing
-_SIGNATURE_BIN = b"\xc4\x40"  # MessagePack header of a 64-byte bin: the signature field once signed
-
-
-def seal(msg: codec.Message, keys: KeyPair) -> bytes:
-    """`codec.encode(signing.sign(msg, keys))`, encoding once: the signature is the last field, so the
-    signed encoding is the unsigned one with its final empty bin replaced by the 64-byte signature."""
-    unsigned = codec.encode(dataclasses.replace(msg, signer=keys.public.raw, signature=b""))  # type: ignore[type-var]
-    assert unsigned.endswith(_EMPTY_BIN)
-    return unsigned[: -len(_EMPTY_BIN)] + _SIGNATURE_BIN + keys.sign(unsigned)
-
-
-def verify_datagram(msg: codec.Message, data: bytes) -> None:
-    """`signing.verify(msg)` for a message decoded from `data`, without encoding it again."""
-    signature: bytes = getattr(msg, "signature")  # noqa: B009
-    tail = _SIGNATURE_BIN + signature
-    if len(signature) != 64 or not data.endswith(tail):
-        signing.verify(msg)  # an unusual encoding: take the slow, general path
-        return
-    PublicKey(getattr(msg, "signer")).verify(signature, data[: -len(tail)] + _EMPTY_BIN)  # noqa: B009
 
 
 class SecureProtocol(KademliaProtocol):  # type: ignore[misc]
@@ -166,13 +144,8 @@ class SecureProtocol(KademliaProtocol):  # type: ignore[misc]
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def set_home(self, host: str) -> None:
-        """Our own address is `host`: its range counts per host from now on (`routing.range_key`)."""
-        try:
-            if ipaddress.ip_address(host).is_loopback:
-                return  # loopback endpoints count apart already
-        except ValueError:
-            return  # a name, not an address: no range to claim
-        self.router.home.add(subnet_of(host))
+        """Our own address is `host` (`routing.SecureRoutingTable.set_home`)."""
+        self.router.set_home(host)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run `coro` as a task this protocol owns (cancelled by `close`)."""

@@ -88,8 +88,17 @@ class SecureRoutingTable(RoutingTable):  # type: ignore[misc]
         self.max_per_subnet = max_per_subnet
         self.failures: dict[bytes, int] = {}
         self.rejected_subnet = 0
-        self.home: set[str] = set()  # our own address ranges (`range_key`), set by the protocol
+        self.home: set[str] = set()  # our own address ranges (`range_key`), claimed by `set_home`
         super().__init__(protocol, ksize, node)
+
+    def set_home(self, host: str) -> None:
+        """Our own address is `host`: its range counts per host from now on (`range_key`)."""
+        try:
+            if ipaddress.ip_address(host).is_loopback:
+                return  # loopback endpoints count apart already
+        except ValueError:
+            return  # a name, not an address: no range to claim
+        self.home.add(subnet_of(host))
 
     def flush(self) -> None:
         self.buckets = [ClockedKBucket(0, 2**160, self.ksize, self.clock)]

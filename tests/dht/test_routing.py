@@ -8,7 +8,7 @@ from typing import Any
 from kademlia.node import Node
 from kademlia.routing import RoutingTable
 
-from p2pfaas.dht.routing import SecureRoutingTable, subnet_of
+from p2pfaas.dht.routing import SecureRoutingTable, range_key, subnet_of
 
 
 class _NoPings:
@@ -111,3 +111,15 @@ def test_within_our_own_range_contacts_count_per_host_so_a_lan_of_volunteers_fit
     for node in crowd:
         ours.add_contact(node)
     assert sum(n.ip == "192.0.2.200" for n in ours.contacts()) <= 8
+
+
+def test_set_home_claims_an_addresss_range_but_not_loopback_or_a_name() -> None:
+    ours, _ = _tables(Node(bytes(20), "192.0.2.1", 4000))
+    for host in ("127.0.0.1", "::1", "node.example.org"):
+        ours.set_home(host)
+    assert ours.home == set()  # loopback endpoints count apart already; a name has no range
+    ours.set_home("192.0.2.1")
+    ours.set_home("2001:db8::1")
+    assert ours.home == {subnet_of("192.0.2.77"), subnet_of("2001:db8::ffff")}
+    assert range_key("192.0.2.7", 4000, ours.home) == "192.0.2.7"  # within our range: per host
+    assert range_key("203.0.113.7", 4000, ours.home) == subnet_of("203.0.113.7")
