@@ -43,9 +43,12 @@ def extract_bundle(bundle: Bundle, destination: Path) -> Path:
     tar_bytes = verified_tar(bundle)
     digest = bundle.header.digest
     destination = Path(destination)
-    if _holds(destination, digest):
-        return destination
+    # Whether it exists first, then what it holds: a renamed tree appears whole, marker included, so
+    # this order has no window (asked the other way round, another extraction's rename could land
+    # between the two questions and a bundle being extracted twice was refused).
     if os.path.lexists(destination):
+        if _holds(destination, digest):
+            return destination
         raise BundleError(f"{destination} exists and does not hold bundle {digest[:12]}")
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
