@@ -10,7 +10,6 @@ Concurrency on MariaDB's default REPEATABLE READ: balances change by conditional
 order: voucher rows (by id), then the transfer's unique reference, then accounts by ascending id.
 Entries are inserted after their accounts are locked, so the foreign-key checks' shared locks
 never upgrade. Settlement of receipt batches is in `settlement.py`; invariant checks in `audit.py`.
-
 The store reads no clock: every `now` is passed in (float seconds since the epoch).
 """
 
