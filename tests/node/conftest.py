@@ -1,4 +1,5 @@
-"""Fixtures of the node tests: an anchor on SQLite and a lessee's client of it."""
+"""Fixtures of the node tests: an anchor on SQLite, a lessee's client of it, and the executor a node
+runs its functions on (each test that asks runs on both)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,10 @@ async def anchor(tmp_path: Path) -> AsyncIterator[AnchorServer]:
 async def client(anchor: AnchorServer) -> AsyncIterator[AsyncClient]:
     async with AsyncClient(anchor.url, KeyPair.generate()) as lessee:
         yield lessee
+
+
+@pytest.fixture(params=["docker", "process"])
+def executor_kind(request: pytest.FixtureRequest) -> str:
+    if request.param == "docker":
+        request.getfixturevalue("runtime_image")  # skips (or fails in CI) without an engine
+    return str(request.param)

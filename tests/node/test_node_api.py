@@ -45,13 +45,6 @@ class Net:
     root: Path
 
 
-@pytest.fixture(params=["docker", "process"])
-def executor_kind(request: pytest.FixtureRequest) -> str:
-    if request.param == "docker":
-        request.getfixturevalue("runtime_image")  # skips (or fails in CI) without an engine
-    return str(request.param)
-
-
 @pytest.fixture
 async def net(tmp_path: Path, executor_kind: str) -> AsyncIterator[Net]:
     # Unix socket paths are limited to 107 bytes: keep the executor's run directory short.

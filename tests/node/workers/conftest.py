@@ -36,13 +36,6 @@ class Net:
     root: Path
 
 
-@pytest.fixture(params=["process", "docker"])
-def executor_kind(request: pytest.FixtureRequest) -> str:
-    if request.param == "docker":
-        request.getfixturevalue("runtime_image")  # skips (or fails in CI) without an engine
-    return str(request.param)
-
-
 @pytest.fixture
 async def net(executor_kind: str) -> AsyncIterator[Net]:
     # Unix socket paths are limited to 107 bytes: keep the work directory short.
