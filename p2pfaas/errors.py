@@ -91,7 +91,12 @@ class Unreachable(RemoteError, ConnectionError):
     """No peer could be reached to do the work."""
 
 
-class IdentityMismatch(Unreachable):
+class NotSent(Unreachable):
+    """The peer could not be reached, and nothing of the request left this process: no connection (refused,
+    no route), or a relay that opened no tunnel. Trying elsewhere cannot make it run twice."""
+
+
+class IdentityMismatch(NotSent):
     """The peer at a URL could not prove the identity the URL names (p2pfaas.tls): a man in the middle,
     or another machine at that address now. Nothing was sent to it."""
 

@@ -19,11 +19,12 @@ from typing import TypeVar
 import aiohttp
 from aiohttp import web
 
-from p2pfaas import codec, tls
+from p2pfaas import codec, tls, tunnel
 from p2pfaas.errors import (
     DecodeError,
     IdentityMismatch,
     NotFound,
+    NotSent,
     P2PFaaSError,
     Refused,
     RemoteError,
@@ -122,10 +123,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 # --- client side ---------------------------------------------------------------------------------
 
 
-# On every request a relay link passes to its node (p2pfaas.relay.link): the node then knows a
-# stranger's request from its own host's, though both arrive from loopback (GET /metrics).
-RELAYED_HEADER = "X-P2PFaaS-Relayed"
-
 GATEWAY_FAILURES = (502, 504)  # Bad Gateway, Gateway Timeout: the peer behind a gateway is not there
 
 
@@ -182,16 +179,22 @@ async def request_bytes(
     refused (DecodeError) past `max_bytes`. Errors as for `call`."""
     if session.closed:  # this process is shutting down (a draining node's last forwards): not a bug
         raise Unreachable(f"{method} {url}: not sent, this process is closing its connections")
+    target, relay = tunnel.route(url)  # a node behind NAT: TLS to it through its relay (p2pfaas.tunnel)
+    headers = dict(headers or {})
+    if relay is not None:
+        if not isinstance(session.connector, tunnel.PeerConnector):
+            raise Unreachable(f"{method} {url}: relayed, and this session cannot tunnel (tunnel.session)")
+        headers[tunnel.VIA_HEADER] = relay
     try:
         async with session.request(
             method,
-            url,
+            target,
             # Large bodies (wheels) as a stream: aiohttp would otherwise copy them on the loop.
             data=io.BytesIO(data) if data is not None and len(data) > 1 << 20 else data,
-            headers=dict(headers or {}),
+            headers=headers,
             timeout=aiohttp.ClientTimeout(total=timeout_s),
             allow_redirects=False,
-            ssl=tls.ssl_for(url),  # an https node URL pins the identity it names
+            ssl=tls.ssl_for(target),  # an https node URL pins the identity it names
         ) as response:
             status = response.status
             if status >= 300:
@@ -208,8 +211,10 @@ async def request_bytes(
                 body = b"".join(parts)
     except aiohttp.ServerFingerprintMismatch:
         raise IdentityMismatch(
-            f"{method} {url}: the peer could not prove it is node {tls.identity_of(url)}; nothing was sent"
+            f"{method} {url}: the peer could not prove it is node {tls.identity_of(target)}; nothing was sent"
         ) from None
+    except (aiohttp.ClientConnectorError, tunnel.TunnelRefused) as exc:  # no connection was made
+        raise NotSent(f"{method} {url}: {type(exc).__name__}: {exc}") from None
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise Unreachable(f"{method} {url}: {type(exc).__name__}: {exc}") from None
     if status >= 300:

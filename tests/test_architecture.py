@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
 ]
 FLOOR = (
     "rpc",
+    "tunnel",
     "tls",
     "lifecycle",
     "logfmt",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
 import aiohttp
 import pytest
 
 from p2pfaas import rpc
-from p2pfaas.errors import Unreachable
+from p2pfaas.errors import NotSent, Unreachable
 from p2pfaas.messages import Ack
 
 
@@ -17,3 +20,26 @@ async def test_a_closed_session_is_unreachable_not_an_internal_error() -> None:
     await session.close()
     with pytest.raises(Unreachable, match="closing its connections"):
         await rpc.call(session, "GET", "http://127.0.0.1:9/v1/status", Ack, timeout_s=1.0)
+
+
+async def test_a_refused_connection_is_not_sent_and_a_silent_peer_only_unreachable() -> None:
+    """`NotSent` tells callers that nothing left this process (so a vote need not count it); a peer
+    that took the request and went silent might have run it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(NotSent):
+            await rpc.call(session, "GET", f"http://127.0.0.1:{port}/v1/status", Ack, timeout_s=5.0)
+        taken: list[asyncio.StreamWriter] = []
+        silent = await asyncio.start_server(lambda _, writer: taken.append(writer), "127.0.0.1", 0)
+        try:
+            port = silent.sockets[0].getsockname()[1]
+            with pytest.raises(Unreachable) as raised:
+                await rpc.call(session, "GET", f"http://127.0.0.1:{port}/v1/status", Ack, timeout_s=0.3)
+            assert not isinstance(raised.value, NotSent)
+        finally:
+            for writer in taken:
+                writer.close()
+            silent.close()
+            await silent.wait_closed()

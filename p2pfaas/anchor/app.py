@@ -85,6 +85,9 @@ class AnchorSettings:
     require_accounts: bool = False  # lessee keys must be bound to an account to register or deploy
     earnings_mature_s: float = ledger_api.DEFAULT_MATURE_AFTER_S  # payouts only of earnings this old
     channel_quiet_s: float = DEFAULT_QUIET_S  # a channel this quiet is paid the rest its lessee signed
+    # A listed URL is dialled back again once its last check is this old: a node that lost its port
+    # forward is refused (and moves to a relay) instead of staying listed where nobody reaches it.
+    reachability_recheck_s: float = nodes_api.RECHECK_S
     allow_signup: bool = True  # anyone may sign up as a lessee or volunteer
     hasher: PasswordHasher = field(default_factory=PasswordHasher)
     # The URL clients reach this anchor by (key claims must name it); "" for http://HOST:PORT as
@@ -290,7 +293,9 @@ def make_app(db: Database, *, settings: AnchorSettings | None = None) -> web.App
         ]
     )
 
-    nodes = nodes_api.NodesApi(NodeStore(db), accounts, settings.require_accounts)
+    nodes = nodes_api.NodesApi(
+        NodeStore(db), accounts, settings.require_accounts, recheck_s=settings.reachability_recheck_s
+    )
     nodes_api.add_routes(app, nodes)
     wheels.add_routes(app, api.wheels, may_upload=api.may_deploy)
     # Nodes behind NAT may dial out to the anchor and be reached through it (p2pfaas/relay).

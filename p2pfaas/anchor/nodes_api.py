@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from p2pfaas import rpc, signing, tls
+from p2pfaas import rpc, signing, tls, tunnel
 from p2pfaas.anchor.accounts import AccountStore, KeyKind
 from p2pfaas.anchor.node_store import NodeStore
 from p2pfaas.clock import wall_time
@@ -34,6 +34,7 @@ NODE_TTL_S = 90.0  # nodes re-announce every 30 s; three missed announcements an
 ANNOUNCE_SKEW_S = 120.0  # an announcement older (or newer) than this is refused: no replays
 REACHABILITY_TIMEOUT_S = 3.0
 REACHABILITY_CHECKS = 8  # at once, for every announcer together
+RECHECK_S = 600.0  # a URL checked this long ago is dialled back again at the node's next announcement
 MAX_TRACKED_NODES = 100_000
 
 
@@ -59,7 +60,9 @@ class NodesApi:
     accounts: AccountStore
     require_accounts: bool  # a node must be bound to a volunteer account to be listed
     announcements: TokenBuckets = field(default_factory=lambda: TokenBuckets(burst=5, per_s=0.2))
-    reachability: OrderedDict[str, str] = field(default_factory=OrderedDict)  # node id -> URL checked
+    recheck_s: float = RECHECK_S
+    # node id -> (URL, loop time) of its last check that passed
+    reachability: OrderedDict[str, tuple[str, float]] = field(default_factory=OrderedDict)
     session: aiohttp.ClientSession | None = None  # for the reachability checks
     checks: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(REACHABILITY_CHECKS))
     public_url: str = ""  # set with `app.set_public_url` once the server is bound
@@ -85,9 +88,11 @@ class NodesApi:
         loop_now = asyncio.get_running_loop().time()
         if not self.announcements.take(key.key_id, loop_now):
             raise Refused("too many announcements from this node; slow down", status=429)
-        if self.reachability.get(key.key_id) != msg.url:
+        checked_url, checked_at = self.reachability.get(key.key_id, ("", float("-inf")))
+        if checked_url != msg.url or loop_now - checked_at >= self.recheck_s:
+            self.reachability.pop(key.key_id, None)
             await self._check_reachable(key.key_id, msg.url, request.remote or "")
-            self.reachability[key.key_id] = msg.url
+            self.reachability[key.key_id] = (msg.url, loop_now)
             while len(self.reachability) > MAX_TRACKED_NODES:
                 del self.reachability[next(iter(self.reachability))]
         await self.store.upsert_node(
@@ -141,7 +146,7 @@ class NodesApi:
         else:
             base += parts.path.rstrip("/")  # the identity an https node URL names, pinned by rpc.call
         if self.session is None:
-            self.session = aiohttp.ClientSession()
+            self.session = tunnel.session()
         unreachable = Refused(f"this anchor could not reach node {node_id[:12]} at its URL", status=422)
         async with self.checks:
             try:

@@ -62,6 +62,13 @@ def add_anchor_options(serve: Any) -> None:
         help="a payment channel with no new ticket or paid receipt for this long is paid the rest "
         "its lessee signed, receipts or not (default: %(default)s)",
     )
+    serve.add_argument(
+        "--reachability-recheck",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="dial a listed node's URL back again once its last check is this old (default: %(default)s)",
+    )
     serve.add_argument("--no-metrics", action="store_true", help="serve no GET /metrics")
     serve.add_argument(
         "--metrics-allow",
@@ -80,6 +87,8 @@ def anchor_settings(args: argparse.Namespace) -> AnchorSettings:
         raise LocalError("--earnings-mature-hours must be between 0 and a year")
     if not 1 <= args.channel_quiet <= 86400:
         raise LocalError("--channel-quiet must be between 1 second and a day")
+    if not 1 <= args.reachability_recheck <= 86400:
+        raise LocalError("--reachability-recheck must be between 1 second and a day")
     try:
         allow = parse_allow(args.metrics_allow)
     except ValueError as exc:
@@ -92,6 +101,7 @@ def anchor_settings(args: argparse.Namespace) -> AnchorSettings:
         public_url=args.public_url,
         earnings_mature_s=args.earnings_mature_hours * 3600.0,
         channel_quiet_s=args.channel_quiet,
+        reachability_recheck_s=args.reachability_recheck,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         metrics=not args.no_metrics,

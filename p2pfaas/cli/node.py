@@ -48,6 +48,7 @@ def cmd_node_run(args: argparse.Namespace) -> int:
         port=args.port,
         public_url=args.public_url,
         relays=tuple(args.relay),
+        direct_retest_s=args.direct_retest,
         tls=args.tls,
         executor=args.executor,
         allow_unsandboxed=args.allow_unsandboxed,
@@ -131,6 +132,13 @@ def register(groups: Any) -> None:
         default=[],
         metavar="URL",
         help="a relay to try first when behind NAT (repeatable; then public nodes, then the anchor)",
+    )
+    run.add_argument(
+        "--direct-retest",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="while relayed, ask every S seconds whether the node is reachable directly (default: 300)",
     )
     run.add_argument(
         "--tls",

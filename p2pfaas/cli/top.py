@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from p2pfaas import rpc
+from p2pfaas import rpc, tunnel
 from p2pfaas.client.logbook import terminal_safe
 from p2pfaas.errors import LocalError
 from p2pfaas.messages import NodeList
@@ -44,7 +44,7 @@ async def _top(args: argparse.Namespace) -> None:
     from rich.live import Live
 
     loop = asyncio.get_running_loop()
-    async with aiohttp.ClientSession() as session:
+    async with tunnel.session() as session:
         urls = list(args.node) or await _listed(session, args.anchor)
         if not urls:
             raise LocalError(f"the anchor at {args.anchor} lists no nodes; name some with --node URL")

@@ -25,7 +25,7 @@ from typing import Any
 
 import aiohttp
 
-from p2pfaas import codec, rpc, tickets
+from p2pfaas import codec, rpc, tickets, tunnel
 from p2pfaas.client import jobs
 from p2pfaas.client.channels import ChannelCourier
 from p2pfaas.client.discovery import Discovery
@@ -86,7 +86,7 @@ class AsyncClient(RegistryCalls):
     _nodes_refresh: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def __aenter__(self) -> AsyncClient:
-        self._session = aiohttp.ClientSession()
+        self._session = tunnel.session()
         if self.dht_seeds:
             self._discovery = await Discovery(self.dht_seeds, rng=self.rng).__aenter__()
         return self

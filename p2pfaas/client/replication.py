@@ -18,13 +18,15 @@
 
 The returned value is the output of a node whose output hashes to the winning result. A node that
 does not answer, answers for another invocation, or signs with another key is skipped and costs a
-replica from the cap. Nothing here runs on the anchor's path except the (cached) reputation lookup
-and the report after the vote.
+replica from the cap; one that could not be sent anything (`NotSent`: no connection, no tunnel, a
+peer that failed the identity pin) is skipped at no cost, since nothing could have run. Nothing here
+runs on the anchor's path except the (cached) reputation lookup and the report after the vote.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import hashlib
 import json
 import logging
@@ -36,7 +38,7 @@ from typing import Any
 from p2pfaas import rpc, signing, tickets
 from p2pfaas.client.async_client import NETWORK_SLACK_S, AsyncClient
 from p2pfaas.client.outcome import InvokeOutcome, decode_outcome
-from p2pfaas.errors import InvokeError, LocalError, P2PFaaSError, SignatureError
+from p2pfaas.errors import InvokeError, LocalError, NotSent, P2PFaaSError, SignatureError
 from p2pfaas.messages import InvokeRequest, InvokeResult, NodeInfo, Voucher, request_sha256
 from p2pfaas.trust.adaptive import AdaptivePolicy, Record
 from p2pfaas.trust.replica_ids import replica_id
@@ -56,6 +58,13 @@ __all__ = ["ReplicatedInvoker", "ReplicatedOutcome", "ReplicationInconclusive", 
 log = logging.getLogger(__name__)
 REPUTATION_TTL_S = 60.0
 REPUTATION_BATCH = 128  # records asked for at once (the anchor answers up to 256)
+
+
+class _Skip(enum.Enum):
+    NOT_SENT = "not sent"
+
+
+NOT_SENT = _Skip.NOT_SENT  # a replica that reached no node: it costs nothing from the cap
 
 
 class ReplicationInconclusive(InvokeError):
@@ -128,7 +137,7 @@ class ReplicatedInvoker:
                 alone = await self._one(
                     first, group, info.header.digest, body, timeout, _by_key(nodes), manifest.memory_mb
                 )
-                if alone is not None:
+                if isinstance(alone, _Answer):
                     self.client.paid_for(alone.request, alone.result, alone.node)
                     outcome = decode_outcome(alone.request, alone.result, alone.node)
                     only = frozenset({alone.node.node_id})
@@ -178,7 +187,9 @@ class ReplicatedInvoker:
                 )
             )
             for answer in results:
-                if answer is None:
+                if answer is NOT_SENT:
+                    continue  # nothing ran: the replica goes to the next fresh node
+                if not isinstance(answer, _Answer):
                     vote.no_answer()
                     continue
                 try:
@@ -221,7 +232,8 @@ class ReplicatedInvoker:
         function_timeout_s: float,
         known: dict[bytes, NodeInfo],
         memory_mb: int = 128,  # the function's: what its price cap is worked out from
-    ) -> _Answer | None:
+    ) -> _Answer | _Skip | None:
+        """The node's usable answer; NOT_SENT when nothing reached it; None when it gave no usable one."""
         voucher = self.voucher
         wallet = self.client.wallet
         if voucher is None and wallet is not None:  # each replica is paid like any invocation
@@ -273,6 +285,9 @@ class ReplicatedInvoker:
                 if receipt.request_sha256 != request_sha256(request):
                     # The anchor votes only on replicas that name one request: this one would spoil it.
                     raise SignatureError("its receipt names another request than the one sent")
+        except NotSent as error:
+            log.info("replica %s: nothing reached node %s: %s", invocation_id, node.node_id[:12], error)
+            return NOT_SENT
         except (P2PFaaSError, OSError) as error:
             log.info(
                 "replica %s on node %s gave no usable answer: %s", invocation_id, node.node_id[:12], error

@@ -22,7 +22,6 @@ from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from p2pfaas.metrics.catalog import HttpFigures
-from p2pfaas.rpc import RELAYED_HEADER
 
 __all__ = [
     "CLIENT_HEADER",
@@ -106,10 +105,8 @@ def metrics_handler(
     expose: Callable[[], bytes], allow: tuple[Network, ...] = DEFAULT_ALLOW
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def serve(request: web.Request) -> web.Response:
-        client = request.remote or ""
-        if RELAYED_HEADER in request.headers:  # came through a relay: from anywhere, however local
-            client = ""
-        elif request.app.get(TRUSTED_PROXY, False):
+        client = request.remote or ""  # "" through a relay's tunnel (a socket pair): a stranger
+        if request.app.get(TRUSTED_PROXY, False):
             client = request.headers.get(CLIENT_HEADER, "")
         if not _allowed(client, allow):
             raise web.HTTPForbidden(text="metrics are served to the addresses in --metrics-allow only\n")

@@ -17,12 +17,11 @@ import functools
 import logging
 import random
 import signal
-from pathlib import Path
+import socket
 
-import aiohttp
 from aiohttp import web
 
-from p2pfaas import logfmt, rpc, signing
+from p2pfaas import logfmt, rpc, signing, tunnel
 from p2pfaas.bundle import BundleCache
 from p2pfaas.clock import wall_time
 from p2pfaas.errors import P2PFaaSError, Refused
@@ -49,14 +48,13 @@ from p2pfaas.node.revocations import follow_revocations
 from p2pfaas.node.service import NodeService
 from p2pfaas.node.settings import NodeConfig, check, metrics_networks, service_options, share
 from p2pfaas.node.shared.tables import SharedTables
-from p2pfaas.node.workers.paths import LOCAL_SOCKET, METRICS_DIR, PRIMARY_SOCKET, adopt_worker_journals
+from p2pfaas.node.workers.paths import METRICS_DIR, PRIMARY_SOCKET, adopt_worker_journals
 from p2pfaas.node.workers.pool import WorkerPool
 from p2pfaas.relay import RelayHub, RelayLink, is_relayed
 
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("python3.11",)
-MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
 
 
 class NodeDaemon(StackService):
@@ -81,6 +79,8 @@ class NodeDaemon(StackService):
         self.reach = Reach.UNTESTED
         self.overlay: Overlay | None = None
         self.relay_link: RelayLink | None = None
+        self._relayed_at = 0.0  # when the node last started relaying or asked whether it still must
+        self._bound = ("", 0)  # the host and port it listens on
         self._stop = asyncio.Event()
         self._reannounce = asyncio.Event()  # the URL changed or we are stopping: wake the announcer
 
@@ -92,7 +92,7 @@ class NodeDaemon(StackService):
         stack = self._stack
         await self.executor.start()
         stack.push_async_callback(self.executor.aclose)
-        self.session = await stack.enter_async_context(aiohttp.ClientSession())
+        self.session = await stack.enter_async_context(tunnel.session())  # reaches relayed peers too
         options = service_options(self.config, rng=self.rng)
         self.tables: SharedTables | None = None
         if self.config.workers > 1:  # node-wide state of the worker processes (node/workers/)
@@ -181,7 +181,7 @@ class NodeDaemon(StackService):
         app = self.app = make_app(
             service, self.placement, relay=self.relay_hub, exposure=self.exposure, lending=self.lending
         )
-        runner = web.AppRunner(app, access_log=None)
+        runner = self._runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         self.tls_id = (
@@ -197,16 +197,8 @@ class NodeDaemon(StackService):
         )
         await site.start()
         host, port = self.config.host, reachability.bound_port(runner, self.config.port)
-        # The same routes on a unix socket, for this machine's own use (the relay link's hop is
-        # cheaper there than over loopback TCP); not where the path is too long for a socket.
-        self.local_socket: Path | None = self.config.work_dir / LOCAL_SOCKET
-        if len(str(self.local_socket)) < MAX_SOCKET_PATH:
-            self.local_socket.unlink(missing_ok=True)  # left by a crashed run
-            await web.UnixSite(runner, str(self.local_socket)).start()
-            self.local_socket.chmod(0o600)
-        else:
-            self.local_socket = None
-        self.local_url = reachability.loopback_url(host, port)
+        self._bound = (host, port)
+        stack.push_async_callback(self._stop_relaying)
         fixed = reachability.fixed_url(self.config.public_url, host, port, tls_id=self.tls_id)
         self.reach = Reach.FIXED if fixed else Reach.UNTESTED
         self.url = fixed or await reachability.guess_url(
@@ -298,18 +290,45 @@ class NodeDaemon(StackService):
                 log.info("reachable through a relay as %s", url)
                 self._set_url(url, Reach.RELAYED)
 
-        local, local_url = self.session, self.local_url
-        if self.local_socket is not None:
-            connector = aiohttp.UnixConnector(path=str(self.local_socket))
-            local = await self._stack.enter_async_context(aiohttp.ClientSession(connector=connector))
-            local_url = "http://node"  # the host is not used over a unix socket
-        self.relay_link = await self._stack.enter_async_context(
-            RelayLink(
-                session=self.session, keys=self.keys, candidates=self._relay_candidates,
-                local_url=local_url, local_session=local, on_url=on_url, rng=self.rng,
-            )
+        # Tunnels end in TLS on our own identity key (even with `--tls off` on the port): the relay
+        # passes records it cannot read (p2pfaas.tunnel).
+        context = reachability.server_context(self.keys, self.config.work_dir)
+        server, loop = self._runner.server, asyncio.get_running_loop()
+        assert server is not None  # the runner is set up before any relay is needed
+
+        async def serve(sock: socket.socket) -> None:
+            await loop.connect_accepted_socket(server, sock, ssl=context, ssl_handshake_timeout=10.0)
+
+        self.relay_link = link = RelayLink(
+            session=self.session, keys=self.keys, candidates=self._relay_candidates, serve=serve,
+            on_url=on_url, rng=self.rng,
         )  # fmt: skip
+        await link.__aenter__()
+        self._relayed_at = asyncio.get_running_loop().time()
         self.reach = Reach.RELAYED
+
+    async def _stop_relaying(self) -> None:
+        link, self.relay_link = self.relay_link, None
+        if link is not None:
+            await link.__aexit__(None, None, None)
+
+    async def _retest_direct(self) -> None:
+        """While relayed: can the node be reached directly now (a port forward, another network)? The
+        anchor dials the direct URL back; if it can, the node leaves its relay, else it stays relayed."""
+        host, port = self._bound
+        direct = await reachability.guess_url(
+            self.session, self.config.anchor_url, host, port, tls_id=self.tls_id
+        )
+        try:
+            await self.announce(url=direct)
+        except Refused as exc:
+            if exc.status != 422:
+                raise
+            log.debug("still not reachable directly at %s: %s", direct, exc.reason)
+            return
+        log.info("reachable directly again at %s: leaving the relay", direct)
+        await self._stop_relaying()
+        self._set_url(direct, Reach.DIRECT)
 
     async def _relay_candidates(self) -> list[str]:
         """Relays to try, in order: those configured, public nodes the DHT knows, the anchor last."""
@@ -334,10 +353,10 @@ class NodeDaemon(StackService):
     async def _fetch_bundle_from(self, base_url: str, digest: str) -> Bundle:
         return await rpc.call(self.session, "GET", f"{base_url}/v1/bundles/{digest}", Bundle, timeout_s=30.0)
 
-    async def announce(self) -> None:
+    async def announce(self, *, url: str | None = None) -> None:
         msg = signing.sign(
             NodeAnnouncement(
-                url=self.url,
+                url=url or self.url,
                 runtimes=RUNTIMES,
                 cores=self.config.cpus,
                 memory_mb=self.config.memory_mb,
@@ -351,9 +370,10 @@ class NodeDaemon(StackService):
         await rpc.call(self.session, "POST", f"{self.config.anchor_url}/v1/nodes", Ack, msg, timeout_s=10.0)
 
     async def _announce_forever(self) -> None:
-        """Announce now and then periodically; an unreachable anchor is logged, never fatal. The first
-        announcement that the anchor could not dial back sends an untested node to a relay."""
-        interval = self.config.announce_interval_s
+        """Announce now and then periodically; an unreachable anchor is logged, never fatal. An
+        announcement that the anchor could not dial back sends the node to a relay; a relayed node
+        asks again every `direct_retest_s` whether it is reachable directly."""
+        interval, loop = self.config.announce_interval_s, asyncio.get_running_loop()
         while not self._stop.is_set():
             self._reannounce.clear()
             try:
@@ -362,8 +382,15 @@ class NodeDaemon(StackService):
                     log.info("reachable directly at %s", self.url)
                     self._set_url(self.url, Reach.DIRECT)
                     self._reannounce.clear()
+                elif (
+                    self.reach is Reach.RELAYED
+                    and self.relay_link is not None
+                    and (loop.time() - self._relayed_at >= self.config.direct_retest_s)
+                ):
+                    self._relayed_at = loop.time()
+                    await self._retest_direct()
             except Refused as exc:
-                if exc.status == 422 and self.reach is Reach.UNTESTED:
+                if exc.status == 422 and self.reach in (Reach.UNTESTED, Reach.DIRECT):
                     log.warning("not reachable from outside at %s (%s): using a relay", self.url, exc)
                     await self._start_relaying()
                     continue  # announce again once a relay took us (`_set_url` wakes us)

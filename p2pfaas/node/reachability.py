@@ -71,13 +71,6 @@ def is_wildcard(host: str) -> bool:
     return host in ("", "0.0.0.0", "::")
 
 
-def loopback_url(host: str, port: int) -> str:
-    """Where this machine reaches the node's own HTTP service (what a relay's requests are run against)."""
-    if is_wildcard(host):
-        host = "::1" if host == "::" else "127.0.0.1"
-    return plain_url(host, port)
-
-
 def fixed_url(public_url: str, host: str, port: int, *, tls_id: str | None) -> str | None:
     """The URL to announce without asking anyone, or None when it must be learned."""
     if public_url:

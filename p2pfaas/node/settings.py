@@ -78,6 +78,7 @@ class NodeConfig:
     port: int = 0  # 0: any free port
     public_url: str = ""  # what to announce, untested; default: learned (node/reachability.py)
     relays: tuple[str, ...] = ()  # relays to try first if we turn out to be behind NAT
+    direct_retest_s: float = 300.0  # while relayed: how often to ask whether we are reachable directly
     tls: str = "auto"  # "on" | "off" | "auto": TLS on the node's identity key except on loopback
     executor: str = "auto"  # "docker" | "process" | "auto"
     allow_unsandboxed: bool = False
@@ -236,6 +237,10 @@ def check(config: NodeConfig) -> None:
     if not 0 <= config.pause_load <= 64:
         raise ConfigError(
             f"pause_load is a load per core from 0 (never pause) to 64, got {config.pause_load}"
+        )
+    if not config.direct_retest_s > 0:
+        raise ConfigError(
+            f"direct_retest_s must be a positive number of seconds, not {config.direct_retest_s}"
         )
     if config.bundle_cache_mb < 0:
         raise ConfigError(f"bundle cache size must not be negative, got {config.bundle_cache_mb}")

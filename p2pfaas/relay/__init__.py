@@ -2,16 +2,18 @@
 
 The node dials out to a public relay (a public node or the anchor) and keeps one WebSocket open
 (`link.RelayLink`); it proves its identity by signing the relay's challenge. The relay (`hub.RelayHub`)
-then answers for it at `RELAY/v1/relay/<node id>/...`: each HTTP request there is framed onto the
-WebSocket, the node runs it against its own HTTP service on loopback and frames the answer back.
-Callers need nothing new: the relayed URL is a base URL like any other (`/v1/invoke` appended).
+then carries tunnels for it: a caller opens `RELAY/v1/tunnel/<node id>` and runs TLS to the node inside
+(`p2pfaas.tunnel`, the caller's side), pinned to the node's key, so the relay passes bytes it cannot
+read or forge. Many tunnels share the node's socket as streams with a window each (`stream`).
+Callers need nothing new: the relayed URL `RELAY/v1/relay/<node id>` is a base URL like any other, and
+`rpc.call` turns it into a tunnel.
 
-`wire` declares the frames (codec tags 130-139). A relay sees what it carries (as a reverse proxy
-does) and can drop or delay it, but cannot answer as the node: answers are signed by the node where
-it matters (receipts, results' hashes), and a relay that fails is replaced by the node.
+`wire` declares the frames (codec tags 130-134, 139, 140). A relay can drop or delay what it
+carries, and a relay that fails is replaced by the node.
 """
 
-from p2pfaas.relay.hub import RelayHub, is_relayed, relay_path
+from p2pfaas.relay.hub import RelayHub
 from p2pfaas.relay.link import RelayLink
+from p2pfaas.tunnel import is_relayed, relay_path
 
 __all__ = ["RelayHub", "RelayLink", "is_relayed", "relay_path"]

@@ -1,12 +1,14 @@
-"""The relay's side: hold the WebSockets of nodes behind NAT and carry HTTP requests over them.
+"""The relay's side: hold the WebSockets of nodes behind NAT and carry callers' tunnels over them.
 
-`RelayHub.routes()` adds `GET /v1/relay/connect` (a node's WebSocket) and `/v1/relay/<node id>/<path>`
-(any method: a request for that node) to an aiohttp app. A node is bound to its socket by signing a
-fresh challenge that names this relay; a newer socket of the same key replaces the older one (a node
-that reconnected after a flap). Bounded: `max_links` nodes, `max_streams` requests in flight per node
-(then 503), a request waits at most `request_timeout_s` (then 504); a node not connected here is a 502.
+`RelayHub.routes()` adds `GET /v1/relay/connect` (a node's WebSocket) and `GET /v1/tunnel/<node id>`
+(a caller's WebSocket: a byte tunnel to that node) to an aiohttp app. A node is bound to its socket by
+signing a fresh challenge that names this relay; a newer socket of the same key replaces the older
+one (a node that reconnected after a flap). Each tunnel is a stream on the node's socket
+(`relay/stream.py`): the caller runs TLS to the node inside it, pinned to the node's identity, so the
+relay passes records it can neither read nor forge. Bounded: `max_links` nodes, `max_streams` tunnels
+per node (then 503), a window of bytes per stream; a node not connected here is a 502.
 
-It does not choose who may relay (the owner decides whether to mount the routes) or look inside bodies.
+It does not choose who may relay (the owner decides whether to mount the routes).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from p2pfaas import codec, signing
 from p2pfaas.clock import wall_time
 from p2pfaas.errors import DecodeError, Refused, SignatureError
 from p2pfaas.relay import wire
+from p2pfaas.relay.stream import Stream
+from p2pfaas.tunnel import relay_path, tunnel_path
 
 log = logging.getLogger(__name__)
 
@@ -35,29 +39,22 @@ HEARTBEAT_S = 10.0  # a silent peer is dropped after about twice this
 _NODE_ID = re.compile(r"[0-9a-f]{40}")
 
 
-def relay_path(node_id: str) -> str:
-    """The path below a relay's base URL where it answers for `node_id`."""
-    return f"/v1/relay/{node_id}"
-
-
-def is_relayed(url: str) -> bool:
-    """Whether a node URL reaches its node through a relay (`RELAY/v1/relay/<id>`)."""
-    return re.search(r"/v1/relay/[0-9a-f]{40}/?$", url) is not None
-
-
 @dataclass
 class _Link:
     node_id: str
     ws: web.WebSocketResponse
-    pending: dict[int, asyncio.Future[wire.RelayResponse]] = field(default_factory=dict)
+    streams: dict[int, Stream] = field(default_factory=dict)
     next_stream: int = 0
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    def fail_pending(self, why: str) -> None:
-        for future in self.pending.values():
-            if not future.done():
-                future.set_exception(Refused(why, status=502))
-        self.pending.clear()
+    async def put(self, frame: codec.Message) -> None:
+        async with self.send_lock:
+            await self.ws.send_bytes(codec.encode(frame))
+
+    def end_streams(self) -> None:
+        for stream in self.streams.values():
+            stream.ended()
+        self.streams.clear()
 
 
 @dataclass
@@ -67,10 +64,10 @@ class RelayStats:
     handshakes: int = 0
     refused_handshakes: int = 0
     replaced: int = 0
-    requests: int = 0
+    tunnels: int = 0
     not_connected: int = 0
     busy: int = 0
-    timeouts: int = 0
+    overruns: int = 0  # streams dropped because the node sent past the window
 
 
 class RelayHub:
@@ -82,13 +79,11 @@ class RelayHub:
         base_url: str = "",
         max_links: int = 1024,
         max_streams: int = 64,
-        request_timeout_s: float = 330.0,
         clock: Callable[[], float] = wall_time,
     ) -> None:
         self.base_url = base_url
         self.max_links = max_links
         self.max_streams = max_streams
-        self.request_timeout_s = request_timeout_s
         self.clock = clock
         self.links: dict[str, _Link] = {}
         self.stats = RelayStats()
@@ -96,7 +91,7 @@ class RelayHub:
     def routes(self) -> list[web.RouteDef]:
         return [
             web.get("/v1/relay/connect", self.connect),
-            web.route("*", "/v1/relay/{node_id}/{tail:.*}", self.forward),
+            web.get(tunnel_path("{node_id}"), self.tunnel),
         ]
 
     def url_for(self, node_id: str) -> str:
@@ -104,7 +99,7 @@ class RelayHub:
 
     async def aclose(self) -> None:
         for link in list(self.links.values()):
-            link.fail_pending("the relay is stopping")
+            link.end_streams()
             await link.ws.close()
 
     # -- a node's socket ------------------------------------------------------------------------------------
@@ -113,7 +108,7 @@ class RelayHub:
             raise Refused("this relay does not know its own address yet; try again shortly", status=503)
         if len(self.links) >= self.max_links:
             raise Refused("this relay holds as many nodes as it will; try another", status=503)
-        ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=wire.MAX_BODY_BYTES + 64 * 1024)
+        ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=wire.MAX_FRAME)
         await ws.prepare(request)
         node_id = await self._handshake(ws)
         if node_id is None:
@@ -124,7 +119,7 @@ class RelayHub:
         old = self.links.pop(node_id, None)
         if old is not None:
             self.stats.replaced += 1
-            old.fail_pending("the node reconnected")
+            old.end_streams()
             await old.ws.close()
         self.links[node_id] = link
         self.stats.handshakes += 1
@@ -136,7 +131,7 @@ class RelayHub:
         finally:
             if self.links.get(node_id) is link:
                 del self.links[node_id]
-            link.fail_pending(f"node {node_id[:12]} disconnected from this relay")
+            link.end_streams()
             await ws.close()
         return ws
 
@@ -159,54 +154,67 @@ class RelayHub:
         return key.key_id
 
     def _on_answer(self, link: _Link, data: bytes) -> bool:
+        """Pass a frame from the node to its stream; False drops the link (a malformed frame)."""
         try:
-            answer = codec.decode_as(wire.RelayResponse, data)
+            frame = codec.decode(data)
         except DecodeError:
+            frame = None
+        if not isinstance(frame, wire.TunnelData | wire.TunnelAck | wire.TunnelClose):
             log.warning("node %s sent a malformed relay frame; dropping its link", link.node_id[:12])
             return False
-        future = link.pending.pop(answer.stream, None)
-        if future is not None and not future.done():
-            future.set_result(answer)
-        return True  # an answer to a request given up on is dropped
+        stream = link.streams.get(frame.stream)
+        if stream is None:
+            return True  # a frame of a tunnel already over
+        if isinstance(frame, wire.TunnelData):
+            if not stream.deliver(frame.data):
+                self.stats.overruns += 1
+                log.warning("node %s overran tunnel %d's window", link.node_id[:12], frame.stream)
+                stream.ended()
+        elif isinstance(frame, wire.TunnelAck):
+            stream.acknowledged(frame.count)
+        else:
+            stream.ended()
+        return True
 
-    # -- a request for a node -------------------------------------------------------------------------------
-    async def forward(self, request: web.Request) -> web.StreamResponse:
+    # -- a caller's tunnel to a node ------------------------------------------------------------------------
+    async def tunnel(self, request: web.Request) -> web.StreamResponse:
         node_id = request.match_info["node_id"]
         link = self.links.get(node_id) if _NODE_ID.fullmatch(node_id) else None
         if link is None:
             self.stats.not_connected += 1
             raise Refused(f"node {node_id[:40]} is not connected to this relay", status=502)
-        if len(link.pending) >= self.max_streams:
+        if len(link.streams) >= self.max_streams:
             self.stats.busy += 1
-            raise Refused(
-                f"node {node_id[:12]} has {self.max_streams} relayed requests in flight", status=503
-            )
-        path = "/" + request.match_info["tail"] + (f"?{request.query_string}" if request.query_string else "")
-        body = await request.read()
-        stream = link.next_stream
+            raise Refused(f"node {node_id[:12]} has {self.max_streams} tunnels open here", status=503)
+        ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=wire.MAX_FRAME)
+        await ws.prepare(request)
+        number = link.next_stream
         link.next_stream += 1
-        future: asyncio.Future[wire.RelayResponse] = asyncio.get_running_loop().create_future()
-        link.pending[stream] = future
-        self.stats.requests += 1
-        frame = wire.RelayRequest(
-            stream=stream, method=request.method, path=path, headers=wire.flatten(request.headers), body=body
-        )
+        stream = link.streams[number] = Stream(number, link.put)
+        self.stats.tunnels += 1
+        downstream = asyncio.create_task(_to_caller(stream, ws))
         try:
-            async with asyncio.timeout(self.request_timeout_s):
-                async with link.send_lock:
-                    await link.ws.send_bytes(codec.encode(frame))
-                answer = await future
-        except TimeoutError:
-            self.stats.timeouts += 1
-            raise Refused(
-                f"node {node_id[:12]} did not answer through the relay in time", status=504
-            ) from None
-        except (ConnectionError, RuntimeError) as exc:  # the socket closed under us
-            raise Refused(f"node {node_id[:12]} disconnected from this relay: {exc}", status=502) from None
+            await link.put(wire.TunnelOpen(stream=number))
+            async for message in ws:
+                if message.type != aiohttp.WSMsgType.BINARY:
+                    break
+                await stream.send(message.data)
+        except (ConnectionError, RuntimeError):  # the node's socket went away under us
+            pass
         finally:
-            link.pending.pop(stream, None)
-        response = web.Response(status=answer.status, body=answer.body)
-        for name, value in wire.pairs(answer.headers):
-            with contextlib.suppress(ValueError):
-                response.headers.add(name, value)
-        return response
+            if link.streams.get(number) is stream:
+                del link.streams[number]
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await stream.close("the caller closed the tunnel")
+            stream.ended()
+            await downstream
+            await ws.close()
+        return ws
+
+
+async def _to_caller(stream: Stream, ws: web.WebSocketResponse) -> None:
+    """The node's bytes to the caller, acknowledged once sent; closes the caller's socket at the end."""
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        while data := await stream.receive():
+            await ws.send_bytes(data)
+    await ws.close()

@@ -1,11 +1,13 @@
-"""The node's side of a relay: keep one WebSocket to a relay open and serve what arrives on it.
+"""The node's side of a relay: keep one WebSocket to a relay open and answer the tunnels it carries.
 
 `RelayLink` is an async context manager run by a node that cannot be reached directly. Its task dials
-the first relay of `candidates()` that accepts it, signs the relay's challenge, reports the relayed
-URL through `on_url`, and runs every framed request against the node's own HTTP service at
-`local_url` (loopback: the relay chooses only the path, never the host). When the relay goes away
-(closed, killed, partitioned: the heartbeat notices), `on_url(None)` is reported and the next
-candidate is tried, so a dead relay is replaced within a few heartbeats.
+the first relay of `candidates()` that accepts it, signs the relay's challenge, and reports the
+relayed URL through `on_url`. Each tunnel a caller opens there arrives as a stream
+(`relay/stream.py`): the link makes a socket pair, hands one end to `serve` (the node's TLS listener
+on its own identity key: the caller's TLS ends in the node, not in the relay) and pumps the other to
+and from the stream. When the relay goes away (closed, killed, partitioned: the heartbeat notices),
+`on_url(None)` is reported and the next candidate is tried, so a dead relay is replaced within a few
+heartbeats.
 
 It does not decide whether the node needs a relay (`node/reachability.py` does).
 """
@@ -13,8 +15,10 @@ It does not decide whether the node needs a relay (`node/reachability.py` does).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import socket
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
@@ -25,18 +29,19 @@ from p2pfaas.clock import wall_time
 from p2pfaas.errors import DecodeError
 from p2pfaas.identity import KeyPair
 from p2pfaas.lifecycle import TaskSet
-from p2pfaas.messages import ErrorReply
 from p2pfaas.relay import wire
 from p2pfaas.relay.hub import HEARTBEAT_S, HELLO_TIMEOUT_S
-from p2pfaas.rpc import CONTENT_TYPE, RELAYED_HEADER
+from p2pfaas.relay.stream import Put, Stream
 
 log = logging.getLogger(__name__)
 
-LOCAL_TIMEOUT_S = 330.0  # a relayed request may run as long as an invocation may
+MAX_STREAMS = 256  # tunnels one relay may hold open to this node at once
 
 
 class RelayLink:
-    """`async with RelayLink(session=, keys=, candidates=, local_url=, on_url=) as link:`; its own task."""
+    """`async with RelayLink(session=, keys=, candidates=, serve=, on_url=, rng=) as link:`; its own task.
+
+    `serve(sock)` must start answering HTTPS on the connected socket `sock` (and own it)."""
 
     def __init__(
         self,
@@ -44,26 +49,27 @@ class RelayLink:
         session: aiohttp.ClientSession,
         keys: KeyPair,
         candidates: Callable[[], Awaitable[list[str]]],
-        local_url: str,
+        serve: Callable[[socket.socket], Awaitable[None]],
         on_url: Callable[[str | None], None],
         rng: random.Random,
         retry_s: float = 2.0,
-        local_session: aiohttp.ClientSession | None = None,
+        max_streams: int = MAX_STREAMS,
     ) -> None:
         self.session = session
-        self.local_session = local_session or session  # e.g. over the node's unix socket: a cheaper hop
         self.keys = keys
         self.candidates = candidates
-        self.local_url = local_url.rstrip("/")
+        self.serve = serve
         self.on_url = on_url
         self.rng = rng
         self.retry_s = retry_s
+        self.max_streams = max_streams
         self.url: str | None = None
         self.relay: str | None = None
         self.connected = asyncio.Event()
         self.relays_used = 0
+        self.tunnels = 0
         self._tasks = TaskSet()
-        self._requests = TaskSet()
+        self._streams = TaskSet()
 
     async def __aenter__(self) -> RelayLink:
         self._tasks.spawn(self._run(), name="relay-link")
@@ -73,7 +79,7 @@ class RelayLink:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self._tasks.cancel()
-        await self._requests.cancel()
+        await self._streams.cancel()
 
     async def _run(self) -> None:
         last: str | None = None
@@ -100,7 +106,7 @@ class RelayLink:
             f"{relay}/v1/relay/connect",
             ssl=tls.ssl_for(relay),  # a node relay's https URL names the identity it must prove
             heartbeat=HEARTBEAT_S,
-            max_msg_size=wire.MAX_BODY_BYTES + 64 * 1024,
+            max_msg_size=wire.MAX_FRAME,
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
         ) as ws:
             challenge = codec.decode_as(wire.RelayChallenge, (await ws.receive(timeout=HELLO_TIMEOUT_S)).data)
@@ -124,43 +130,81 @@ class RelayLink:
             self.on_url(welcome.url)
             log.info("reachable through relay %s as %s", relay, welcome.url)
             lock = asyncio.Lock()
-            async for message in ws:
-                if message.type != aiohttp.WSMsgType.BINARY:
-                    break
-                request = codec.decode_as(wire.RelayRequest, message.data)
-                self._requests.spawn(self._answer(ws, lock, request))
 
-    async def _answer(
-        self, ws: aiohttp.ClientWebSocketResponse, lock: asyncio.Lock, req: wire.RelayRequest
-    ) -> None:
+            async def put(frame: codec.Message) -> None:
+                async with lock:
+                    await ws.send_bytes(codec.encode(frame))
+
+            streams: dict[int, Stream] = {}
+            try:
+                async for message in ws:
+                    if message.type != aiohttp.WSMsgType.BINARY:
+                        break
+                    self._on_frame(codec.decode(message.data), streams, put)
+            finally:
+                for stream in streams.values():
+                    stream.ended()
+
+    def _on_frame(self, frame: codec.Message, streams: dict[int, Stream], put: Put) -> None:
+        if isinstance(frame, wire.TunnelOpen):
+            if frame.stream in streams or len(streams) >= self.max_streams:
+                self._streams.spawn(self._refuse(put, frame.stream))
+                return
+            stream = streams[frame.stream] = Stream(frame.stream, put)
+            self.tunnels += 1
+            self._streams.spawn(self._answer(stream, streams))
+            return
+        known = streams.get(getattr(frame, "stream", -1))
+        if known is None:
+            return  # a frame of a tunnel already over, or one the relay should not send: ignored
+        if isinstance(frame, wire.TunnelData):
+            if not known.deliver(frame.data):
+                log.warning("the relay overran tunnel %d's window; dropping it", frame.stream)
+                known.ended()
+        elif isinstance(frame, wire.TunnelAck):
+            known.acknowledged(frame.count)
+        elif isinstance(frame, wire.TunnelClose):
+            known.ended()
+
+    @staticmethod
+    async def _refuse(put: Put, number: int) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await put(wire.TunnelClose(stream=number, reason="this node holds as many tunnels as it will"))
+
+    async def _answer(self, stream: Stream, streams: dict[int, Stream]) -> None:
+        """One tunnel: a socket pair between the stream and the node's TLS listener, until either ends."""
+        near, far = socket.socketpair()
+        reader, writer = await asyncio.open_connection(sock=near, limit=wire.MAX_CHUNK)
+
+        async def inward() -> None:  # the caller's bytes to the node
+            while data := await stream.receive():
+                writer.write(data)
+                await writer.drain()
+
+        async def outward() -> None:  # the node's bytes to the caller
+            while data := await reader.read(wire.MAX_CHUNK):
+                await stream.send(data)
+
+        async def answer() -> None:  # returns once TLS is up, which needs the pumps running
+            try:
+                await self.serve(far)
+            except BaseException as exc:
+                log.info("tunnel %d: the node did not take it: %r", stream.stream, exc)
+                far.close()
+                raise
+
+        tasks = [asyncio.create_task(inward()), asyncio.create_task(outward())]
+        serving = asyncio.create_task(answer())
         try:
-            async with self.local_session.request(
-                req.method,
-                self.local_url + req.path,
-                data=req.body,
-                # Marked, so the node tells a relayed stranger from its own host (GET /metrics).
-                headers=[
-                    *((k, v) for k, v in wire.pairs(req.headers) if k.lower() != RELAYED_HEADER.lower()),
-                    (RELAYED_HEADER, "1"),
-                ],
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=LOCAL_TIMEOUT_S),
-            ) as response:
-                answer = wire.RelayResponse(
-                    stream=req.stream, status=response.status, headers=wire.flatten(response.headers),
-                    body=await response.read(),
-                )  # fmt: skip
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            answer = wire.RelayResponse(
-                stream=req.stream, status=502, headers=(), body=str(exc)[:200].encode()
-            )
-        if len(answer.body) > wire.MAX_BODY_BYTES:
-            answer = wire.RelayResponse(stream=req.stream, status=502, headers=(), body=b"answer too large")
-        async with lock:
-            if not ws.closed:
-                await ws.send_bytes(codec.encode(answer))
-
-
-def _error(stream: int, reason: str) -> wire.RelayResponse:
-    body = codec.encode(ErrorReply(code="unreachable", reason=reason[:500]))
-    return wire.RelayResponse(stream=stream, status=502, headers=("Content-Type", CONTENT_TYPE), body=body)
+            done, _ = await asyncio.wait([*tasks, serving], return_when=asyncio.FIRST_COMPLETED)
+            if serving in done and serving.exception() is None:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            writer.close()  # first: a second cancellation may cut what follows short
+            streams.pop(stream.stream, None)
+            serving.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(serving, *tasks, return_exceptions=True)
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await stream.close()

@@ -1,5 +1,6 @@
-"""The relay's frames (codec tags 130-139): the handshake that binds a WebSocket to a node's key, and
-the requests and answers it carries. Headers travel as a flat tuple (name, value, name, value, ...).
+"""The relay's frames (codec tags 130-134, 139 and 140): the handshake that binds a WebSocket to a
+node's key, and the tunnels it carries: byte streams, flow-controlled by a window per stream, each
+holding one TLS connection from a caller to the node (the relay passes records it cannot read).
 
 This module only declares shapes and size limits.
 """
@@ -10,15 +11,14 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from p2pfaas.codec import MaxLen, Message, message
-from p2pfaas.messages import MAX_PAYLOAD_BYTES
 
 NONCE_BYTES = 32
-MAX_HEADERS = 64  # name/value pairs
-MAX_BODY_BYTES = MAX_PAYLOAD_BYTES + 64 * 1024  # an invocation's payload and its envelope
+MAX_CHUNK = 64 * 1024  # bytes of one TunnelData frame
+WINDOW = 1 << 20  # bytes of a stream sent and not yet acknowledged (then the sender waits)
+MAX_FRAME = MAX_CHUNK + 1024  # a WebSocket message on a link or a tunnel, with its envelope
 
 Url = Annotated[str, MaxLen(512)]
-Headers = Annotated[tuple[Annotated[str, MaxLen(4096)], ...], MaxLen(2 * MAX_HEADERS)]
-Body = Annotated[bytes, MaxLen(MAX_BODY_BYTES)]
+Chunk = Annotated[bytes, MaxLen(MAX_CHUNK)]
 
 
 @message(130)
@@ -53,42 +53,34 @@ class RelayWelcome(Message):
 
 @message(133)
 @dataclass(frozen=True)
-class RelayRequest(Message):
-    """Relay -> node: one HTTP request that arrived for the node; `stream` pairs it with its answer."""
+class TunnelOpen(Message):
+    """Relay -> node: a caller opened tunnel `stream`; the node answers it with its TLS listener."""
 
     stream: int
-    method: Annotated[str, MaxLen(16)]
-    path: Annotated[str, MaxLen(2048)]  # path and query, below the node's base URL ("/v1/invoke")
-    headers: Headers
-    body: Body
 
 
 @message(134)
 @dataclass(frozen=True)
-class RelayResponse(Message):
-    """Node -> relay: the answer to request `stream`."""
+class TunnelData(Message):
+    """Either way: bytes of tunnel `stream` (TLS records the relay cannot read)."""
 
     stream: int
-    status: int
-    headers: Headers
-    body: Body
+    data: Chunk
 
 
-# Headers that describe one hop, not the request (RFC 9110 section 7.6.1), and those the hop recomputes.
-HOP_HEADERS = frozenset(
-    {
-        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-        "transfer-encoding", "upgrade", "host", "content-length",
-    }
-)  # fmt: skip
+@message(139)
+@dataclass(frozen=True)
+class TunnelAck(Message):
+    """Either way: `count` bytes of `stream` were passed on; the sender may send that many more."""
+
+    stream: int
+    count: int
 
 
-def flatten(headers: object) -> tuple[str, ...]:
-    """A multidict's end-to-end headers as a flat tuple, at most MAX_HEADERS of them."""
-    items = getattr(headers, "items")()  # noqa: B009
-    pairs = [(k, v) for k, v in items if k.lower() not in HOP_HEADERS][:MAX_HEADERS]
-    return tuple(x for pair in pairs for x in pair)
+@message(140)
+@dataclass(frozen=True)
+class TunnelClose(Message):
+    """Either way: tunnel `stream` is over (after every byte sent before this frame)."""
 
-
-def pairs(flat: tuple[str, ...]) -> list[tuple[str, str]]:
-    return list(zip(flat[::2], flat[1::2], strict=False))
+    stream: int
+    reason: Annotated[str, MaxLen(200)]

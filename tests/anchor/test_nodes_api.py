@@ -5,6 +5,7 @@ HTTP server that answers `GET /v1/status` as a node does."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -108,3 +109,26 @@ async def test_where_accounts_are_required_an_unbound_node_is_refused_before_it_
         with pytest.raises(Refused) as refused:
             await _announce(session, server.url, keys, url)
     assert refused.value.status == 403 and node.checks == 0
+
+
+async def test_a_listed_url_is_dialled_again_once_its_check_is_old_and_refused_if_now_dead(
+    tmp_path: Path,
+) -> None:
+    """Issue #12: a node that lost its port forward kept being listed at a URL nobody reaches, since
+    the anchor checked each URL once. A check now ages: past `reachability_recheck_s` it is redone."""
+    settings = AnchorSettings(hasher=PasswordHasher(log2_n=10), reachability_recheck_s=1.0)
+    keys = KeyPair.generate()
+    async with AnchorServer(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", port=0, settings=settings) as anchor:
+        node = StatusServer(keys.public.key_id)
+        async with aiohttp.ClientSession() as session:
+            async with node as url:
+                await _announce(session, anchor.url, keys, url)
+                await _announce(session, anchor.url, keys, url)
+                assert node.checks == 1  # fresh: not dialled again
+                await asyncio.sleep(1.1)
+                await _announce(session, anchor.url, keys, url)
+                assert node.checks == 2  # old: dialled again, and it answered
+            await asyncio.sleep(1.1)  # the node's address is now dead
+            with pytest.raises(Refused) as refused:
+                await _announce(session, anchor.url, keys, url)
+    assert refused.value.status == 422

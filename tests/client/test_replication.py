@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import random
 import shutil
+import socket
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -26,7 +27,7 @@ from p2pfaas.anchor.passwords import PasswordHasher
 from p2pfaas.anchor.server import AnchorServer
 from p2pfaas.client import AsyncClient
 from p2pfaas.client.account import AccountClient
-from p2pfaas.client.replication import ReplicatedInvoker, ReplicationInconclusive
+from p2pfaas.client.replication import ReplicatedInvoker, ReplicationInconclusive, _Answer
 from p2pfaas.client.wallet import Wallet
 from p2pfaas.db import open_database
 from p2pfaas.db.schema import reputation
@@ -374,7 +375,7 @@ async def test_a_forwarded_replica_votes_as_the_node_that_ran_it(three_honest: N
         digest = (await net.client.function("sum")).header.digest
         listed = {n.public_key: n for n in await net.client.nodes()}
         answer = await invoker._one(entry, "a" * 32 + "~r1", digest, b"[2, 3]", 5.0, listed)
-        assert answer is not None and answer.ballot.node_id == runner_node.node_id
+        assert isinstance(answer, _Answer) and answer.ballot.node_id == runner_node.node_id
         assert answer.node.node_id == runner_node.node_id
         # Signed by a node the anchor does not list: no vote.
         assert await invoker._one(entry, "b" * 32 + "~r1", digest, b"[2, 3]", 5.0, {}) is None
@@ -443,7 +444,7 @@ async def test_a_lessee_sending_replicas_different_inputs_cannot_frame_an_honest
     for k, (node, payload) in enumerate(zip(net.honest, (b"[1, 2]", b"[1, 2]", b"[1, 5]"), strict=True), 1):
         info = NodeInfo(node.node_id, node.keys.public.raw, node.url, ("python3.11",), 1.0, 64)
         answer = await invoker._one(info, f"{group}~r{k}", digest, payload, 5.0, listed)
-        assert answer is not None and answer.result.receipt is not None
+        assert isinstance(answer, _Answer) and answer.result.receipt is not None
         assert answer.result.receipt.request_sha256 == request_sha256(answer.request)
         receipts.append(answer.result.receipt)
     assert receipts[0].result_sha256 == receipts[1].result_sha256 != receipts[2].result_sha256
@@ -472,3 +473,23 @@ async def test_a_lessee_sending_replicas_different_inputs_cannot_frame_an_honest
     )
     assert verdict.outcome == "agreed" and verdict.dissenting == ()
     assert (await net.reputation(net.honest[2])).disagreements == 0
+
+
+async def test_a_replica_that_reached_no_node_costs_nothing_from_the_cap(three_honest: Net) -> None:
+    """Issue #12: under faults a node may be unreachable before a byte is sent (connection refused, a
+    relay with no tunnel, a failed identity pin). Nothing ran there, so the vote goes on elsewhere;
+    before, such a replica counted against the cap and a quorum of 2 out of 2 ended inconclusive."""
+    from p2pfaas.messages import NodeInfo
+
+    net = three_honest
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    gone = KeyPair.generate()
+    dead = NodeInfo(gone.key_id, gone.public.raw, f"http://127.0.0.1:{port}", ("python3.11",), 1.0, 64)
+    listed = [n for n in await net.client.nodes() if n.node_id != net.honest[2].node_id]
+    invoker = ReplicatedInvoker(net.client, quorum=2, max_replicas=2, adaptive=False)
+    digest = (await net.client.function("sum")).header.digest
+    done = await invoker._replicate("c" * 32, digest, b"[4, 5]", 5.0, [dead, *listed], 64)
+    assert done.outcome.value == {"sum": 9} and len(done.agreeing) == 2
+    assert gone.key_id not in done.agreeing | done.dissenting

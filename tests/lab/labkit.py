@@ -69,12 +69,12 @@ asyncio.run(main())
 """
 
 
-def start_anchor(procs: LabProcesses) -> None:
+def start_anchor(procs: LabProcesses, *extra: str) -> None:
     """The anchor on pub1 (its SQLite database in the processes' directory), once it answers."""
     db = f"sqlite+aiosqlite:///{procs.directory / 'anchor.db'}"
     procs.p2pfaas(
         "pub1", "anchor", "anchor", "serve", "--host", "0.0.0.0", "--port", "8700", "--dht-port", "8700",
-        "--db", db, "--public-url", ANCHOR, "--channel-quiet", "5",
+        "--db", db, "--public-url", ANCHOR, "--channel-quiet", "5", *extra,
     )  # fmt: skip
     procs.wait_http("pub1", f"{ANCHOR}/v1/health", name="anchor")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from p2pfaas.identity import KeyPair
-from p2pfaas.lab import Lab, LabSpec
+from p2pfaas.lab import Lab, LabSpec, netns
 from p2pfaas.lab.processes import LabProcesses
 from p2pfaas.relay import relay_path
 from tests.lab.conftest import lab_or_skip
@@ -20,6 +20,7 @@ from tests.lab.labkit import ANCHOR, start_anchor, start_node, wait_listed
 # pub2's node: its key is made before it starts, so its HTTPS URL (which names its identity) is known.
 PUB2_KEY = KeyPair.from_seed(b"lab/pub2")
 PUB2 = f"https://192.0.2.12:8800/n/{PUB2_KEY.key_id}"
+HOME2 = KeyPair.from_seed(b"lab/home2-1").key_id  # its key is saved before it starts, too
 SAMPLE = Path(__file__).parents[2] / "p2pfaas" / "sample" / "hello"
 
 # Deploys the sample function (once per key) and invokes it at each URL given; prints what ran where.
@@ -58,20 +59,27 @@ def lab(lab_state_dir: Path) -> Iterator[Lab]:
 @pytest.fixture(scope="module")
 def network(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProcesses]:
     """An anchor on pub1, a public node on pub2, nodes behind both home routers (home1-1 asks for
-    pub2 as its relay; home2-1 finds one by itself)."""
+    pub2 as its relay; home2-1 finds one by itself, and asks every 2 s whether it is still behind NAT)."""
     directory = tmp_path_factory.mktemp("lab-net")
     with LabProcesses(lab, directory) as procs:
-        start_anchor(procs)
+        start_anchor(procs, "--reachability-recheck", "5")  # a lost port forward is noticed soon
         PUB2_KEY.save(directory / "pub2" / "node.key")
+        KeyPair.from_seed(b"lab/home2-1").save(directory / "home2-1" / "node.key")
         for host, extra in (
             ("pub2", ()),
             ("home1-1", ("--relay", PUB2)),
-            ("home2-1", ()),
+            ("home2-1", ("--direct-retest", "2")),
         ):
             start_node(procs, host, "--unpaid-owners", *extra)
             if host == "pub2":  # the relay home1-1 asks for is up first
                 procs.wait_http("pub1", f"{PUB2}/v1/status", name=host)
         yield procs
+
+
+def ran_by(procs: LabProcesses, host: str, url: str) -> str:
+    """The node that ran the sample when the lessee on `host` invoked it at `url`."""
+    ran = json.loads(procs.python(host, INVOKE, ANCHOR, lessee_key(procs), str(SAMPLE), url))
+    return str(ran[0]["node"])
 
 
 def lessee_key(procs: LabProcesses) -> str:
@@ -123,7 +131,37 @@ def test_a_dead_relay_is_replaced_and_the_node_is_reached_again(network: LabProc
         return n.get(home1, "").startswith(f"{ANCHOR}/v1/relay/")
 
     nodes = wait_nodes(network, moved, "home1-1 relayed through the anchor")
-    ran = json.loads(
-        network.python("home2-2", INVOKE, ANCHOR, lessee_key(network), str(SAMPLE), nodes[home1])
-    )
-    assert ran[0]["node"] == home1
+    assert ran_by(network, "home2-2", nodes[home1]) == home1
+
+
+def test_a_relayed_node_whose_router_gains_a_port_forward_goes_direct_and_back(
+    lab: Lab, network: LabProcesses
+) -> None:
+    """The owner of home2 forwards port 8800 to home2-1: the node finds it is reachable directly,
+    leaves its relay and is called directly; when the forward goes, it is relayed again."""
+    nodes = wait_nodes(network, settled, "three nodes listed, two of them relayed")
+    home2 = HOME2
+    assert nodes[home2].endswith(relay_path(home2))
+    router, wan = lab.host("router2").ns, lab.host("router2").public_address
+    inside = lab.host("home2-1").address
+    port = ("-i", "wan0", "-p", "tcp", "--dport", "8800")
+    forward = ("PREROUTING", *port, "-j", "DNAT", "--to", f"{inside}:8800")
+    allow = ("FORWARD", *port, "-d", inside, "-j", "ACCEPT")
+    netns.iptables(router, "-I", *forward, table="nat")
+    netns.iptables(router, "-I", *allow)
+    try:
+
+        def direct(n: dict[str, str]) -> bool:
+            return n.get(home2, "").startswith(f"https://{wan}:8800/n/{home2}")
+
+        nodes = wait_nodes(network, direct, "home2-1 listed at its router's forwarded port")
+        assert ran_by(network, "home1-2", nodes[home2]) == home2
+        assert "leaving the relay" in network.tail("home2-1", 200)
+    finally:
+        netns.iptables(router, "-D", *allow)
+        netns.iptables(router, "-D", *forward, table="nat")
+
+    def relayed_again(n: dict[str, str]) -> bool:
+        return n.get(home2, "").endswith(relay_path(home2))
+
+    wait_nodes(network, relayed_again, "home2-1 relayed again once the forward is gone")

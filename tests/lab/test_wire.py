@@ -2,7 +2,9 @@
 
 tcpdump listens on the lab's internet bridge while a lessee behind NAT invokes a node over TLS with a
 distinctive payload (it must not appear on the wire), and the same call to a node run with
-`--tls off` (it must: the control that shows the capture sees application bytes). A router that
+`--tls off` (it must: the control that shows the capture sees application bytes). A node behind
+another NAT, relayed by the anchor over plain HTTP, is called the same way: the relay's hops carry
+only the TLS tunnel to the node, so neither the wire nor the relay sees the payload. A router that
 steers the lessee's connection to another node (DNAT) gets nothing: that node cannot prove the key.
 """
 
@@ -20,12 +22,15 @@ import pytest
 from p2pfaas.identity import KeyPair
 from p2pfaas.lab import Lab, LabSpec, netns
 from p2pfaas.lab.processes import LabProcesses
+from p2pfaas.relay import relay_path
 from tests.lab.conftest import lab_or_skip
-from tests.lab.labkit import ANCHOR, start_anchor, start_node
+from tests.lab.labkit import ANCHOR, start_anchor, start_node, wait_listed
 
 TLS_KEY = KeyPair.from_seed(b"lab-wire/tls")
 TLS_NODE = f"https://192.0.2.12:8800/n/{TLS_KEY.key_id}"
 PLAIN_NODE = "http://192.0.2.13:8800"
+RELAYED_KEY = KeyPair.from_seed(b"lab-wire/relayed")
+RELAYED_NODE = f"{ANCHOR}{relay_path(RELAYED_KEY.key_id)}"  # the anchor relays it, in plain HTTP
 SAMPLE = Path(__file__).parents[2] / "p2pfaas" / "sample" / "hello"
 
 # Invokes the sample at each URL with `name`; prints, per URL, the greeting or the error's class.
@@ -52,21 +57,25 @@ asyncio.run(main())
 
 @pytest.fixture(scope="module")
 def lab(lab_state_dir: Path) -> Iterator[Lab]:
-    with lab_or_skip(LabSpec(public=4, homes=1, per_home=1), lab_state_dir) as built:
+    with lab_or_skip(LabSpec(public=4, homes=2, per_home=1), lab_state_dir) as built:
         yield built
 
 
 @pytest.fixture(scope="module")
 def network(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProcesses]:
-    """An anchor on pub1, a TLS node on pub2, a plain-HTTP node on pub3, another TLS node on pub4."""
+    """An anchor on pub1, a TLS node on pub2, a plain-HTTP node on pub3, another TLS node on pub4, and
+    a node behind home2's NAT relayed by the anchor."""
     directory = tmp_path_factory.mktemp("lab-wire")
     with LabProcesses(lab, directory) as procs:
         start_anchor(procs)
         TLS_KEY.save(directory / "pub2" / "node.key")
-        for host, extra in (("pub2", ()), ("pub3", ("--tls", "off")), ("pub4", ())):
+        RELAYED_KEY.save(directory / "home2-1" / "node.key")
+        nodes = (("pub2", ()), ("pub3", ("--tls", "off")), ("pub4", ()), ("home2-1", ("--relay", ANCHOR)))
+        for host, extra in nodes:
             start_node(procs, host, "--unpaid-owners", *extra)
         procs.wait_http("pub1", f"{TLS_NODE}/v1/status", name="pub2")
         procs.wait_http("pub1", f"{PLAIN_NODE}/v1/status", name="pub3")
+        wait_listed(procs, "pub1", lambda n: n.get(RELAYED_KEY.key_id) == RELAYED_NODE, "home2-1 relayed")
         yield procs
 
 
@@ -119,19 +128,28 @@ def test_a_tap_on_the_wire_sees_no_payload_sent_over_tls(lab: Lab, network: LabP
     def invoke(name: str, url: str) -> object:
         return json.loads(network.python("home1-1", INVOKE, ANCHOR, key, str(SAMPLE), name, url))
 
+    relayed = f"relayed-{secrets.token_hex(8)}"
     tap = capture(lab, pcap)
-    try:  # the TLS call between two in the clear: the tap was seeing application bytes all along
-        ran = [invoke(before, PLAIN_NODE), invoke(secret, TLS_NODE), invoke(after, PLAIN_NODE)]
+    try:  # the TLS calls between two in the clear: the tap was seeing application bytes all along
+        ran = [
+            invoke(before, PLAIN_NODE),
+            invoke(secret, TLS_NODE),
+            invoke(relayed, RELAYED_NODE),
+            invoke(after, PLAIN_NODE),
+        ]
     finally:
         stop_capture(tap)
     assert ran == [
         {PLAIN_NODE: f"hello {before}"},
         {TLS_NODE: f"hello {secret}"},
+        {RELAYED_NODE: f"hello {relayed}"},
         {PLAIN_NODE: f"hello {after}"},
     ]
     wire = pcap.read_bytes()
     assert before.encode() in wire and after.encode() in wire  # the tap sees payloads in the clear...
-    assert secret.encode() not in wire  # ...and none of the call (nor its answer) that went over TLS
+    assert secret.encode() not in wire  # ...and none of the call (nor its answer) that went over TLS,
+    assert relayed.encode() not in wire  # nor of the one through a relay speaking plain HTTP
+    assert f"/v1/tunnel/{RELAYED_KEY.key_id}".encode() in wire  # (which did carry it: the tunnel's path)
 
 
 def test_a_router_that_steers_a_call_to_another_host_gets_nothing(lab: Lab, network: LabProcesses) -> None:

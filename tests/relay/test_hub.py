@@ -1,67 +1,100 @@
-"""`RelayHub`: a relay carries HTTP requests to a node that dialled out to it, refuses forged hellos,
-answers 502, 503 and 504 for nodes it cannot reach in time, and drops a link that answers garbage."""
+"""`RelayHub`: a relay carries callers' TLS tunnels to a node that dialled out to it, sees none of what
+they carry, refuses forged hellos, answers 502 and 503 for nodes it cannot take a tunnel to, and drops
+a link that sends garbage; a relay that hands a tunnel to another node is caught by the caller's pin."""
 
 from __future__ import annotations
 
 import asyncio
-import random
+import json
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
 
-from p2pfaas import codec, rpc, signing
-from p2pfaas.errors import Unreachable
+from p2pfaas import codec, rpc, signing, tunnel
+from p2pfaas.errors import IdentityMismatch, Unreachable
 from p2pfaas.identity import KeyPair
-from p2pfaas.messages import NodeStatus
-from p2pfaas.relay import RelayLink, is_relayed, relay_path, wire
-from tests.relay.conftest import node_app, relay, serve
+from p2pfaas.relay import RelayHub, relay_path, wire
+from p2pfaas.relay.stream import Stream
+from tests.relay.conftest import linked_node, relay
+
+SECRET = "the-lessee's-payload-7f3a"
 
 
-async def test_a_request_to_the_relayed_url_reaches_the_node_and_comes_back() -> None:
+async def test_a_call_to_the_relayed_url_reaches_the_node_through_a_tunnel_the_relay_cannot_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    carried: list[bytes] = []  # every byte the relay passes, both ways
+    send, deliver = Stream.send, Stream.deliver
+
+    async def tapped_send(self: Stream, data: bytes) -> None:
+        carried.append(bytes(data))
+        await send(self, data)
+
+    def tapped_deliver(self: Stream, data: bytes) -> bool:
+        carried.append(bytes(data))
+        return deliver(self, data)
+
+    monkeypatch.setattr(Stream, "send", tapped_send)
+    monkeypatch.setattr(Stream, "deliver", tapped_deliver)
     keys = KeyPair.generate()
-    urls: list[str | None] = []
-    async with relay() as (relay_url, hub), serve(node_app()) as local, aiohttp.ClientSession() as session:
+    async with relay() as (relay_url, hub), linked_node(lambda: [relay_url], keys, tmp_path) as (link, urls):
+        assert link.url == relay_url + relay_path(keys.key_id) and urls == [link.url]
+        async with tunnel.session() as session:
+            body = await rpc.request_bytes(
+                session, "POST", f"{link.url}/v1/invoke?a=1", SECRET.encode(), timeout_s=10,
+                headers={"X-T": "t"},
+            )  # fmt: skip
+            answer = json.loads(body)
+            assert answer["method"] == "POST" and answer["path"] == f"/n/{keys.key_id}/v1/invoke?a=1"
+            assert answer["body"] == SECRET and answer["x"] == "t"
+            assert answer["remote"] == ""  # a socket pair: the node cannot take it for its own host
 
-        async def candidates() -> list[str]:
-            return [relay_url]
-
-        async with RelayLink(
-            session=session, keys=keys, candidates=candidates, local_url=local, on_url=urls.append,
-            rng=random.Random(1),
-        ) as link:  # fmt: skip
-            await asyncio.wait_for(link.connected.wait(), 10)
-            assert link.url == relay_url + relay_path(keys.key_id) and urls == [link.url]
-            async with session.post(f"{link.url}/v1/invoke?a=1", data=b"payload", headers={"X-T": "t"}) as r:
-                assert r.status == 201 and r.headers["X-Answer"] == "yes"
-                assert await r.json() == {
-                    "method": "POST",
-                    "path": "/v1/invoke?a=1",
-                    "body": "payload",
-                    "x": "t",
-                }
-
-            # Many at once, answered out of order, each to its own caller.
+            # Many at once, answered out of order, each to its own caller, over pooled tunnels.
             async def one(i: int) -> str:
-                delay = 0.05 * (i % 3)
-                async with session.get(f"{link.url}/n/{i}?sleep={delay}") as r:
-                    return str((await r.json())["path"])
+                url = f"{link.url}/k/{i}?sleep={0.05 * (i % 3)}"
+                return str(json.loads(await rpc.request_bytes(session, "GET", url, timeout_s=10))["path"])
 
             paths = await asyncio.gather(*(one(i) for i in range(20)))
-            assert paths == [f"/n/{i}?sleep={0.05 * (i % 3)}" for i in range(20)]
-            assert hub.stats.requests == 21
+            assert paths == [f"/n/{keys.key_id}/k/{i}?sleep={0.05 * (i % 3)}" for i in range(20)]
+            tunnels = hub.stats.tunnels
+            assert 1 <= tunnels <= 21
+            await one(0)
+            assert hub.stats.tunnels == tunnels  # a warm call reuses a pooled tunnel
+
+            # A body larger than the window crosses intact: the window paces it, nothing is lost.
+            big = bytes(range(256)) * (3 * wire.WINDOW // 256 + 7)
+            back = await rpc.request_bytes(session, "POST", f"{link.url}/x/bytes", big, timeout_s=30)
+            assert back == big[::-1]
+    seen = b"".join(carried)
+    assert len(seen) > len(big) and SECRET.encode() not in seen and b"/v1/invoke" not in seen
 
 
-async def test_a_node_not_connected_is_a_clear_502_and_a_bad_id_too() -> None:
-    async with relay() as (relay_url, _), aiohttp.ClientSession() as session:
+async def test_a_node_not_connected_is_a_502_that_callers_take_for_unreachable() -> None:
+    async with relay() as (relay_url, _), aiohttp.ClientSession() as plain, tunnel.session() as session:
         for node_id in ("a" * 40, "not-a-node-id"):
-            async with session.get(f"{relay_url}/v1/relay/{node_id}/v1/status") as r:
+            async with plain.get(f"{relay_url}{tunnel.tunnel_path(node_id)}") as r:
                 assert r.status == 502 and b"not connected to this relay" in await r.read()
-        # Callers take it for what it is: the node is not reachable there (they try another node).
-        with pytest.raises(Unreachable, match="not connected to this relay"):
-            await rpc.call(
-                session, "GET", f"{relay_url}/v1/relay/{'a' * 40}/v1/status", NodeStatus, timeout_s=5
-            )
+        with pytest.raises(Unreachable, match="opened no tunnel"):
+            url = f"{relay_url}{relay_path('a' * 40)}/v1/status"
+            await rpc.request_bytes(session, "GET", url, timeout_s=5)
+
+
+async def test_a_relay_that_hands_a_tunnel_to_another_node_is_refused_before_anything_is_sent(
+    tmp_path: Path,
+) -> None:
+    meant, other = KeyPair.generate(), KeyPair.generate()
+    async with (
+        relay() as (relay_url, hub),
+        linked_node(lambda: [relay_url], meant, tmp_path / "a"),
+        linked_node(lambda: [relay_url], other, tmp_path / "b"),
+        tunnel.session() as session,
+    ):
+        hub.links[meant.key_id] = hub.links[other.key_id]  # a hostile relay's doing
+        with pytest.raises(IdentityMismatch, match=f"could not prove it is node {meant.key_id}"):
+            await rpc.request_bytes(session, "POST", f"{relay_url}{relay_path(meant.key_id)}/v1/invoke",
+                                    SECRET.encode(), timeout_s=10)  # fmt: skip
 
 
 async def test_a_hello_signed_by_another_key_or_for_another_nonce_is_refused() -> None:
@@ -81,30 +114,31 @@ async def test_a_hello_signed_by_another_key_or_for_another_nonce_is_refused() -
         assert hub.stats.refused_handshakes == 3 and not hub.links
 
 
-async def test_a_node_that_does_not_answer_in_time_is_a_504_and_too_many_is_a_503() -> None:
+async def test_more_tunnels_than_a_relay_holds_for_a_node_is_a_503(tmp_path: Path) -> None:
     keys = KeyPair.generate()
-    async with relay() as (relay_url, hub), serve(node_app()) as local, aiohttp.ClientSession() as session:
-        hub.request_timeout_s, hub.max_streams = 0.3, 2
+    async with (
+        relay(RelayHub(max_streams=2)) as (relay_url, hub),
+        linked_node(lambda: [relay_url], keys, tmp_path) as (link, _),
+        tunnel.session() as session,
+    ):
 
-        async def candidates() -> list[str]:
-            return [relay_url]
+        async def slow() -> str:
+            try:
+                await rpc.request_bytes(session, "GET", f"{link.url}/slow?sleep=1", timeout_s=10)
+            except Unreachable as exc:
+                return str(exc)
+            return "ok"
 
-        async with RelayLink(
-            session=session, keys=keys, candidates=candidates, local_url=local, on_url=lambda _: None,
-            rng=random.Random(3),
-        ) as link:  # fmt: skip
-            await asyncio.wait_for(link.connected.wait(), 10)
-
-            async def status(path: str) -> int:
-                async with session.get(f"{link.url}{path}") as r:
-                    return r.status
-
-            statuses = await asyncio.gather(*(status("/slow?sleep=1") for _ in range(3)))
-            assert sorted(statuses) == [503, 504, 504]
+        outcomes = await asyncio.gather(*(slow() for _ in range(3)))
+        refused = [o for o in outcomes if o != "ok"]
+        assert len(refused) == 1 and "HTTP 503" in refused[0]
+        assert hub.stats.busy == 1
 
 
-@pytest.mark.parametrize("frame", [b"\x00garbage", codec.encode(wire.RelayWelcome("x", "y"))])
-async def test_a_malformed_answer_drops_the_link_not_the_relay(frame: bytes) -> None:
+@pytest.mark.parametrize(
+    "frame", [b"\x00garbage", codec.encode(wire.RelayWelcome("x", "y")), codec.encode(wire.TunnelOpen(1))]
+)
+async def test_a_malformed_frame_drops_the_link_not_the_relay(frame: bytes) -> None:
     keys = KeyPair.generate()
     async with relay() as (relay_url, hub), aiohttp.ClientSession() as session:
         async with session.ws_connect(f"{relay_url}/v1/relay/connect") as ws:
@@ -123,11 +157,3 @@ async def test_a_malformed_answer_drops_the_link_not_the_relay(frame: bytes) -> 
                 break
             await asyncio.sleep(0.02)
         assert not hub.links
-
-
-def test_relayed_urls_are_told_from_direct_ones_over_tls_too() -> None:
-    node, relay_id = "b" * 40, "c" * 40
-    assert is_relayed(f"http://192.0.2.11:8700{relay_path(node)}")
-    assert is_relayed(f"https://192.0.2.12:8800/n/{relay_id}{relay_path(node)}")
-    assert not is_relayed(f"https://192.0.2.12:8800/n/{relay_id}")  # a direct TLS node (can relay)
-    assert not is_relayed("http://192.0.2.13:8800")

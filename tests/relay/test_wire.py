@@ -1,44 +1,24 @@
-"""Relay frames' headers (`p2pfaas.relay.wire`): only end-to-end headers travel, flat and bounded."""
+"""Relay frames (`p2pfaas.relay.wire`): tunnel frames round-trip and their chunks are bounded."""
 
 from __future__ import annotations
 
 import pytest
-from multidict import CIMultiDict
 
 from p2pfaas import codec
 from p2pfaas.errors import DecodeError
-from p2pfaas.relay.wire import MAX_HEADERS, RelayRequest, flatten, pairs
+from p2pfaas.relay.wire import MAX_CHUNK, TunnelAck, TunnelClose, TunnelData, TunnelOpen
 
 
-def test_hop_by_hop_headers_stay_behind_and_repeated_ones_travel_in_order() -> None:
-    headers = CIMultiDict(
-        [
-            ("Host", "relay.example"),
-            ("Connection", "keep-alive"),
-            ("Content-Length", "7"),
-            ("Transfer-Encoding", "chunked"),
-            ("X-Thing", "1"),
-            ("Accept", "a"),
-            ("Accept", "b"),
-        ]
-    )
-    flat = flatten(headers)
-    assert flat == ("X-Thing", "1", "Accept", "a", "Accept", "b")
-    assert pairs(flat) == [("X-Thing", "1"), ("Accept", "a"), ("Accept", "b")]
+@pytest.mark.parametrize(
+    "frame",
+    [TunnelOpen(3), TunnelData(3, b"\x17\x03\x03 record"), TunnelAck(3, 4096), TunnelClose(3, "done")],
+)
+def test_tunnel_frames_round_trip(frame: codec.Message) -> None:
+    assert codec.decode(codec.encode(frame)) == frame
 
 
-def test_at_most_max_headers_are_kept() -> None:
-    many = CIMultiDict([(f"X-{n}", str(n)) for n in range(MAX_HEADERS + 10)])
-    flat = flatten(many)
-    assert len(pairs(flat)) == MAX_HEADERS and pairs(flat)[-1] == (
-        f"X-{MAX_HEADERS - 1}",
-        str(MAX_HEADERS - 1),
-    )
-
-
-def test_a_request_frame_round_trips_and_a_long_header_list_is_refused() -> None:
-    request = RelayRequest(7, "POST", "/v1/invoke?a=1", flatten(CIMultiDict([("X-T", "t")])), b"payload")
-    assert codec.decode_as(RelayRequest, codec.encode(request)) == request
-    too_many = RelayRequest(7, "GET", "/", tuple(f"h{n}" for n in range(2 * MAX_HEADERS + 2)), b"")
+def test_a_chunk_larger_than_a_frame_holds_is_refused() -> None:
     with pytest.raises(DecodeError):
-        codec.decode_as(RelayRequest, codec.encode(too_many))
+        codec.decode_as(TunnelData, codec.encode(TunnelData(1, bytes(MAX_CHUNK + 1))))
+    with pytest.raises(DecodeError):
+        codec.decode_as(TunnelClose, codec.encode(TunnelClose(1, "x" * 201)))

@@ -16,7 +16,6 @@ log = logging.getLogger(__name__)
 
 PRIMARY_SOCKET = "primary.sock"
 METRICS_DIR = "metrics"  # the worker processes' metrics files (p2pfaas.metrics.files)
-LOCAL_SOCKET = "node.sock"  # the node's public routes for this machine only (its relay link's hop)
 
 
 def worker_dir(work_dir: Path, index: int) -> Path:

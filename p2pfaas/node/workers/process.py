@@ -18,7 +18,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from p2pfaas import logfmt, rpc, tls
+from p2pfaas import logfmt, rpc, tls, tunnel
 from p2pfaas.bundle import BundleCache
 from p2pfaas.errors import NotFound, P2PFaaSError, Unreachable
 from p2pfaas.identity import KeyPair
@@ -143,7 +143,7 @@ class WorkerNode(StackService):
         )
         await self.executor.start()
         stack.push_async_callback(self.executor.aclose)
-        self.session = await stack.enter_async_context(aiohttp.ClientSession())
+        self.session = await stack.enter_async_context(tunnel.session())
         self.primary = await stack.enter_async_context(
             aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(config.work_dir / PRIMARY_SOCKET)))
         )
