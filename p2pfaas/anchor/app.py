@@ -40,7 +40,7 @@ from aiohttp import web
 from prometheus_client import generate_latest
 
 from p2pfaas import codec, signing
-from p2pfaas.anchor import accounts_api, auth, ledger_api, nodes_api, reputation, wheels
+from p2pfaas.anchor import accounts_api, auth, forwarded, ledger_api, nodes_api, reputation, wheels
 from p2pfaas.anchor.accounts import AccountStore, KeyKind
 from p2pfaas.anchor.node_store import NodeStore
 from p2pfaas.anchor.passwords import PasswordHasher
@@ -97,6 +97,8 @@ class AnchorSettings:
     tls_key: str = ""
     metrics: bool = True  # GET /metrics (p2pfaas.metrics); `anchor serve --no-metrics` turns it off
     metrics_allow: tuple[Network, ...] = DEFAULT_ALLOW  # who may scrape it (`--metrics-allow`)
+    # Reverse proxies whose X-Forwarded-For is believed (`--trusted-proxy`, anchor/forwarded.py).
+    trusted_proxies: tuple[Network, ...] = ()
 
 
 @dataclass
@@ -267,6 +269,8 @@ def make_app(db: Database, *, settings: AnchorSettings | None = None) -> web.App
         else Exposure(metrics.http, lambda: generate_latest(metrics.registry), settings.metrics_allow)
     )
     middlewares = [*(exposure.middlewares() if exposure else ()), error_middleware]
+    if settings.trusted_proxies:  # first: every handler, limit and check sees the client's address
+        middlewares.insert(0, forwarded.forwarded_middleware(settings.trusted_proxies))
     app = web.Application(middlewares=middlewares, client_max_size=MAX_ARCHIVE_BYTES + 64 * 1024)
     app[auth.ACCOUNTS] = accounts
     accounts_api.add_routes(

@@ -69,6 +69,13 @@ def add_anchor_options(serve: Any) -> None:
         metavar="SECONDS",
         help="dial a listed node's URL back again once its last check is this old (default: %(default)s)",
     )
+    serve.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="a reverse proxy (haproxy, nginx) whose X-Forwarded-For names the client (repeatable)",
+    )
     serve.add_argument("--no-metrics", action="store_true", help="serve no GET /metrics")
     serve.add_argument(
         "--metrics-allow",
@@ -81,6 +88,7 @@ def add_anchor_options(serve: Any) -> None:
 
 def anchor_settings(args: argparse.Namespace) -> AnchorSettings:
     from p2pfaas.anchor.app import AnchorSettings
+    from p2pfaas.anchor.forwarded import parse_proxies
     from p2pfaas.metrics.http import parse_allow
 
     if not 0 <= args.earnings_mature_hours <= 24 * 365:
@@ -93,6 +101,10 @@ def anchor_settings(args: argparse.Namespace) -> AnchorSettings:
         allow = parse_allow(args.metrics_allow)
     except ValueError as exc:
         raise LocalError(f"--metrics-allow: {exc}") from None
+    try:
+        proxies = parse_proxies(args.trusted_proxy)
+    except ValueError as exc:
+        raise LocalError(f"--trusted-proxy: {exc}") from None
     if bool(args.tls_cert) != bool(args.tls_key):
         raise LocalError("--tls-cert and --tls-key go together")
     return AnchorSettings(
@@ -106,6 +118,7 @@ def anchor_settings(args: argparse.Namespace) -> AnchorSettings:
         tls_key=args.tls_key,
         metrics=not args.no_metrics,
         metrics_allow=allow,
+        trusted_proxies=proxies,
     )
 
 
