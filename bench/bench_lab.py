@@ -7,7 +7,8 @@ runs on home2-1, behind another NAT router, like most lessees. Paths:
 
 - plain:   lessee -> NAT -> pub4's node, plain HTTP (the baseline)
 - tls:     lessee -> NAT -> pub2's node, TLS 1.3 pinned to its identity
-- relayed: lessee -> NAT -> pub3's relay (TLS) -> (WebSocket) -> NAT -> home1-1's node
+- relayed: lessee -> NAT -> pub3's relay (TLS) -> (WebSocket) -> NAT -> home1-1's node, with TLS from
+           the lessee to the node inside (p2pfaas/tunnel.py): the relay reads nothing
 
 It prints p50/p90/p99 per path, the added latency and ratio against the plain path measured in the
 same run, and throughput at a fixed concurrency. Functions run with the process executor: the
