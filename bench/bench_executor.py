@@ -1,4 +1,5 @@
-"""`Executor.map` against a hand-written AsyncClient pipeline, on a 3-node network (issue #16).
+"""`Executor.map` and `AsyncExecutor.map` against a hand-written AsyncClient pipeline, on a 3-node
+network (issue #16).
 
 Starts an anchor (SQLite in a temporary directory) and three nodes (process executor) on loopback,
 deploys a no-op function, warms it on every node, then runs N calls along each path, alternating
@@ -7,7 +8,9 @@ the two paths in R rounds so machine noise hits both alike:
 - baseline: one `AsyncClient`, `asyncio.gather` of N `invoke`s under a semaphore of W (what a user
   would write by hand);
 - Executor.map: `p2pfaas.client.Executor(Client(...), max_in_flight=W).map("noop", range(N))`, from
-  the calling thread, results consumed in order.
+  the calling thread, results consumed in order;
+- AsyncExecutor.map: `async for` over `AsyncExecutor(async_client, max_in_flight=W).map(...)` on the
+  client's loop, results in order.
 
 It prints calls/s (median over rounds, and the worst round), the ratio to the baseline, and the
 client's CPU per call (`time.process_time` of this process, which also runs the nodes' event loops:
@@ -30,7 +33,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from p2pfaas.anchor.server import AnchorServer
-from p2pfaas.client import AsyncClient, Client, Executor
+from p2pfaas.client import AsyncClient, AsyncExecutor, Client, Executor
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.identity import KeyPair
 from p2pfaas.node.daemon import NodeDaemon
@@ -114,15 +117,30 @@ def with_executor(client: Client, calls: int, window: int) -> None:
             assert value == i
 
 
+def with_async_executor(client: Client, calls: int, window: int) -> None:
+    async def run() -> None:
+        async with AsyncExecutor(client.async_client, max_in_flight=window) as pool:
+            i = 0
+            async for outcome in pool.map("noop", range(calls)):
+                assert outcome.value == i
+                i += 1
+
+    client.spawn(run()).result()
+
+
 def main(calls: int, rounds: int, window: int) -> None:
     root = Path(tempfile.mkdtemp(prefix="p2pb-executor-", dir="/tmp"))
-    rates: dict[str, list[float]] = {"baseline: AsyncClient + gather": [], "Executor.map": []}
+    rates: dict[str, list[float]] = {
+        "baseline: AsyncClient + gather": [],
+        "Executor.map": [],
+        "AsyncExecutor.map": [],
+    }
     cpu: dict[str, list[float]] = {k: [] for k in rates}
     try:
         with Network(root) as network, Client(network.anchor_url, KeyPair.generate()) as client:
             client.deploy(noop(root))
             baseline(client, 300, window)  # warm every node
-            paths = list(zip(rates, (baseline, with_executor), strict=True))
+            paths = list(zip(rates, (baseline, with_executor, with_async_executor), strict=True))
             for r in range(rounds):
                 for label, path in paths if r % 2 == 0 else reversed(paths):
                     wall, used = time.perf_counter(), time.process_time()

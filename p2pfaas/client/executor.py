@@ -21,24 +21,19 @@ is never retried. Payment goes through the client's wallet, as for any call.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import concurrent.futures
 import functools
 import random
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from p2pfaas.client.callables import Callables, call_payload, outcome_value
-from p2pfaas.client.outcome import InvokeOutcome
+from p2pfaas.client.calls import Calls, abandon, policy, progress_bar
 from p2pfaas.client.sync import Client
-from p2pfaas.errors import FunctionFailed, InvokeTimeout, LocalError, Refused, Unreachable
 
 __all__ = ["CallFuture", "Executor"]
-
-RETRYABLE = (Unreachable, Refused, InvokeTimeout)  # nothing ran, or we cannot know: try again
 
 
 class CallFuture(concurrent.futures.Future[Any]):
@@ -55,6 +50,9 @@ class CallFuture(concurrent.futures.Future[Any]):
         if not self.done():
             raise TimeoutError("the call has not finished")
         return self.printed
+
+    def tell_logs(self, printed: str) -> None:
+        self.printed = printed
 
 
 def _settle(outer: CallFuture, inner: concurrent.futures.Future[Any]) -> None:
@@ -86,49 +84,33 @@ class Executor(concurrent.futures.Executor):
         rng: random.Random | None = None,
         close_client: bool = False,
     ) -> None:
-        """`client` defaults to `Client.from_environment()` (closed with the executor).
-        `timeout_s` bounds each call (and is a packed callable's timeout, 10 s when None);
-        `memory_mb` is a packed callable's memory limit, `requirements` the packages it needs
-        (wheels from the index, resolved when it is packed: `["numpy>=2"]`)."""
-        if max_in_flight < 1:
-            raise LocalError("max_in_flight must be at least 1")
+        """`client` defaults to `Client.from_environment()` (closed with the executor); the other
+        arguments are the `CallPolicy`'s (p2pfaas/client/calls.py)."""
+        rules = policy(
+            max_in_flight=max_in_flight, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s,
+            memory_mb=memory_mb, requirements=requirements, rng=rng,
+        )  # fmt: skip
         if client is None:  # what `p2pfaas keys new` and `account login` left: this executor's own
             client, close_client = Client.from_environment(), True
         self.client = client
         self.max_in_flight = max_in_flight
-        self.retries = retries
-        self.backoff_s = backoff_s
-        self.timeout_s = timeout_s
-        self.memory_mb = memory_mb
-        self.requirements = tuple(requirements)
-        self.rng = rng or random.Random()
         self.close_client = close_client
-        self.attempts = 0  # invocations sent, retries included (for tests and progress)
-        self._window: asyncio.Semaphore | None = None  # made on the client's loop
+        self.calls = Calls(client.async_client, rules)
         self._lock = threading.Lock()
         self._futures: set[concurrent.futures.Future[Any]] = set()
         self._shutdown = False
-        self._callables: Callables | None = None  # Python callables packed and deployed so far
+
+    @property
+    def attempts(self) -> int:
+        """Invocations sent, retries included (for tests and progress)."""
+        return self.calls.attempts
 
     def submit(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> CallFuture:
         """Invoke deployed function `fn` (its name) on `args[0]` (the JSON payload, default None;
         keyword `timeout_s` overrides the executor's), or run the Python callable `fn` on `args`
         and `kwargs` (all of them its own)."""
         future = CallFuture()
-        work: Callable[[], Coroutine[Any, Any, Any]]  # made once the executor takes the call
-        if isinstance(fn, str):
-            if len(args) > 1:
-                raise LocalError("a function takes one payload: pass a list or a dict for several values")
-            timeout_s = kwargs.pop("timeout_s", self.timeout_s)
-            if kwargs:
-                raise LocalError(
-                    f"unknown options {sorted(kwargs)}: pass the function's arguments in the payload"
-                )
-            work = functools.partial(self._invoke, fn, args[0] if args else None, timeout_s, future)
-        elif callable(fn):
-            work = functools.partial(self._call, fn, call_payload(args, kwargs), future)
-        else:
-            raise LocalError(f"give a deployed function's name or a Python callable, not {type(fn).__name__}")
+        work = self.calls.work(fn, args, kwargs, future.tell_logs)
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new invocations after shutdown")
@@ -163,7 +145,7 @@ class Executor(concurrent.futures.Executor):
         end = None if timeout is None else time.monotonic() + timeout
 
         def results() -> Iterator[Any]:
-            bar = _progress_bar(progress, iterables)  # drawn once the results are asked for
+            bar = progress_bar(progress, iterables)  # drawn once the results are asked for
             ahead: collections.deque[concurrent.futures.Future[Any]] = collections.deque()
             exhausted = False
             try:
@@ -180,14 +162,10 @@ class Executor(concurrent.futures.Executor):
                         return
                     left = None if end is None else max(0.0, end - time.monotonic())
                     value = ahead.popleft().result(timeout=left)
-                    if bar is not None:
-                        bar.update(1)
+                    bar.update(1)
                     yield value
             finally:
-                for future in ahead:
-                    future.cancel()
-                if bar is not None:
-                    bar.close()
+                abandon(ahead, bar)
 
         return results()
 
@@ -206,51 +184,3 @@ class Executor(concurrent.futures.Executor):
     def _forget(self, future: concurrent.futures.Future[Any]) -> None:
         with self._lock:
             self._futures.discard(future)
-
-    async def _call(self, fn: Callable[..., Any], payload: dict[str, str], sink: CallFuture) -> Any:
-        if self._callables is None:  # made on the client's loop
-            self._callables = Callables(
-                self.client.async_client,
-                memory_mb=self.memory_mb,
-                timeout_s=self.timeout_s or 10.0,
-                requirements=self.requirements,
-            )
-        ref = await self._callables.ref(fn)
-        return await outcome_value(self._invoke(ref, payload, self.timeout_s, sink))
-
-    async def _invoke(
-        self, name: str, payload: Any, timeout_s: float | None, sink: CallFuture
-    ) -> InvokeOutcome:
-        if self._window is None:
-            self._window = asyncio.Semaphore(self.max_in_flight)
-        async with self._window:
-            for attempt in range(self.retries + 1):
-                self.attempts += 1
-                try:
-                    outcome = await self.client.async_client.invoke(name, payload, timeout_s=timeout_s)
-                except FunctionFailed as failed:
-                    sink.printed = failed.logs
-                    raise  # the function ran and failed: running it again would only fail again
-                except RETRYABLE as error:
-                    if attempt == self.retries:
-                        sink.printed = getattr(error, "logs", "")
-                        raise
-                else:
-                    sink.printed = outcome.logs
-                    return outcome
-                await asyncio.sleep(self.backoff_s * 2**attempt * self.rng.uniform(0.5, 1.0))
-        raise AssertionError("unreachable")
-
-
-def _progress_bar(progress: bool | Any, iterables: tuple[Iterable[Any], ...]) -> Any:
-    """A progress bar for `map` (None for none): tqdm's, sized when the inputs have a length."""
-    if progress is False or progress is None:
-        return None
-    if progress is not True:
-        return progress  # the caller's own bar
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        raise LocalError("progress=True needs tqdm: pip install tqdm") from None
-    sizes = [len(it) for it in iterables if hasattr(it, "__len__")]  # type: ignore[arg-type]
-    return tqdm(total=min(sizes) if len(sizes) == len(iterables) else None, unit="call")
