@@ -11,6 +11,8 @@ Routes:
                                         node/placement.py
     GET  /v1/bundles/{digest}        -> Bundle, as stored (peers fetch bundles from each other and
                                         verify them), or 404
+    GET  /v1/wheels/{sha256}         -> a wheel of a dependency layer held here (peers fetching
+                                        the same layer check it against their lock), or 404
     POST /v1/lending  LendingChange -> Ack: `node pause|resume`, signed by the node's own key
     GET  /metrics                    -> the Prometheus text format (docs/metrics.md), to loopback
                                         and `--metrics-allow` callers only (403 otherwise)
@@ -91,6 +93,17 @@ async def bundle(request: web.Request) -> web.Response:
     return web.Response(body=data, content_type=CONTENT_TYPE)
 
 
+async def wheel(request: web.Request) -> web.StreamResponse:
+    """A wheel of a dependency layer this node holds, for a peer fetching the same layer (it checks
+    the bytes against its own lock: a wheel is content-addressed)."""
+    layers = request.app[SERVICE_KEY].layers
+    sha256 = request.match_info["sha256"]
+    path = None if layers is None else layers.wheel_file(sha256)
+    if path is None:
+        raise NotFound(f"this node holds no wheel {sha256[:80]}")
+    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+
+
 async def place_for_sibling(request: web.Request) -> web.Response:
     msg = await read_message(request, InvokeRequest)
     try:
@@ -164,6 +177,7 @@ def make_app(
         web.get("/v1/status", status),
         web.post("/v1/channels", channels),
         web.get("/v1/bundles/{digest}", bundle),
+        web.get("/v1/wheels/{sha256}", wheel),
         *((exposure.route(),) if exposure else ()),
     ]
     app.add_routes(routes + _under(tls.identity_path(service.node_id), routes))

@@ -32,7 +32,7 @@ from p2pfaas.messages import Ack, Bundle, NodeAnnouncement
 from p2pfaas.metrics import files as metrics_files
 from p2pfaas.metrics.catalog import NodeMetrics
 from p2pfaas.metrics.http import Exposure
-from p2pfaas.node import reachability
+from p2pfaas.node import reachability, wheel_source
 from p2pfaas.node.admission import peer_with_room
 from p2pfaas.node.app import make_app, make_internal_app
 from p2pfaas.node.bundles import BundleSource
@@ -48,6 +48,7 @@ from p2pfaas.node.revocations import follow_revocations
 from p2pfaas.node.service import NodeService
 from p2pfaas.node.settings import NodeConfig, check, metrics_networks, service_options, share
 from p2pfaas.node.shared.tables import SharedTables
+from p2pfaas.node.wheel_source import WheelSource
 from p2pfaas.node.workers.paths import METRICS_DIR, PRIMARY_SOCKET, adopt_worker_journals
 from p2pfaas.node.workers.pool import WorkerPool
 from p2pfaas.relay import RelayHub, RelayLink, is_relayed
@@ -130,7 +131,12 @@ class NodeDaemon(StackService):
             ),
             layers=LayerCache(
                 self.config.work_dir / "layers",
-                fetch_wheel=functools.partial(fetch_wheel, self.session, self.config.anchor_url),
+                fetch_wheel=WheelSource(  # peers that announced the layer first, the anchor last
+                    fetch_from_anchor=functools.partial(fetch_wheel, self.session, self.config.anchor_url),
+                    fetch_from_peer=functools.partial(wheel_source.fetch_from, self.session),
+                    rng=self.rng,
+                    own_url=lambda: self.url,
+                ),
                 max_bytes=share(self.config.layer_cache_mb, self.config.workers, 0) << 20,
                 max_layer_bytes=self.config.max_layer_mb << 20,
             ),

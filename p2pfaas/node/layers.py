@@ -8,7 +8,10 @@ the same lock share it. The first call fetches every wheel (`fetch_wheel`, the a
 `GET /v1/wheels/{sha256}`), checks its size and hash against the lock before keeping a byte, unpacks
 all of them into a fresh directory and renames it into place, so a layer on disk is always whole;
 concurrent first calls share one fetch. A layer over `max_layer_bytes` (the lock says its size) is
-refused before anything is fetched.
+refused before anything is fetched. The wheels stay beside the unpacked tree (`wheel_file`), so the
+node serves them to its peers (`GET /v1/wheels/{sha256}`): `fetch_wheel` is given the layer's digest
+too, and `node/wheel_source.py` asks the peers that announced the layer before the anchor;
+`on_cached`/`on_evicted` tell the DHT what this node holds.
 
 Unpacking trusts nothing in the wheel either: absolute names, `..`, links and special files are
 refused, and the unpacked size is bounded. The cache keeps layers under `max_bytes`, evicting the
@@ -56,12 +59,16 @@ RETRY_FAILED_S = 60.0  # a layer whose fetch failed is refused this long before 
 IN_USE_GRACE_S = 600.0  # a layer used this recently is not evicted (a call may be about to mount it)
 TOUCH_EVERY_S = 60.0  # how often a layer in use has its mtime updated (not on every call)
 
-FetchWheel = Callable[[LockedWheel], Awaitable[bytes]]
+WHEELS = "wheels"  # beside SITE: the layer's wheels as fetched, `<sha256>.whl`, served to peers
+FetchWheel = Callable[[LockedWheel, str], Awaitable[bytes]]  # (wheel, its layer's digest) -> its bytes
 FETCH_TIMEOUT_S = 300.0
 
 
-async def fetch_wheel(session: aiohttp.ClientSession, base_url: str, wheel: LockedWheel) -> bytes:
-    """`wheel`'s bytes from `base_url`'s `GET /v1/wheels/{sha256}`, never more than the lock says."""
+async def fetch_wheel(
+    session: aiohttp.ClientSession, base_url: str, wheel: LockedWheel, layer_digest: str = ""
+) -> bytes:
+    """`wheel`'s bytes from `base_url`'s `GET /v1/wheels/{sha256}` (the anchor's), never more than the
+    lock says; `layer_digest` is not needed there."""
     url = f"{base_url}/v1/wheels/{wheel.sha256}"
     return await rpc.request_bytes(session, "GET", url, timeout_s=FETCH_TIMEOUT_S, max_bytes=wheel.size)
 
@@ -86,6 +93,8 @@ class LayerCache:
         self.pinned = pinned  # the layers mounted now (asked at each eviction, not before a fetch)
         self.clock = clock
         self.fetched_bytes = 0  # wheel bytes fetched so far (for tests and benchmarks)
+        self.on_cached: Callable[[str], None] | None = None  # a layer is here now (the DHT announces it)
+        self.on_evicted: Callable[[str], None] | None = None  # a layer is gone (stop announcing it)
         self._fetches: dict[str, asyncio.Task[Path]] = {}
         self._fetch_tasks = TaskSet()  # a fetch outlives the call that started it; `aclose` ends them
         self._failed: dict[str, tuple[float, BaseException]] = {}  # layer -> (when, why): not refetched
@@ -99,6 +108,19 @@ class LayerCache:
         self._installed = {
             p.name for p in self.root.iterdir() if not p.name.startswith(".") and (p / SITE).is_dir()
         }
+        self._wheels = {  # sha256 -> the layer whose wheels directory holds it
+            w.stem: layer for layer in self._installed for w in (self.root / layer / WHEELS).glob("*.whl")
+        }
+
+    def installed(self) -> set[str]:
+        """The layers on disk now (announced as this node's after a restart)."""
+        return set(self._installed)
+
+    def wheel_file(self, sha256: str) -> Path | None:
+        """The wheel of that hash, if a layer here holds it (for a peer's `GET /v1/wheels/{sha256}`)."""
+        layer = self._wheels.get(sha256)
+        path = None if layer is None else self.root / layer / WHEELS / f"{sha256}.whl"
+        return path if path is not None and path.is_file() else None
 
     def path_for(self, layer_digest: str) -> Path | None:
         return self.root / layer_digest / SITE if layer_digest in self._installed else None
@@ -137,7 +159,9 @@ class LayerCache:
             self._fetches[digest] = task
             task.add_done_callback(lambda done: self._fetch_done(digest, done))
         site = await asyncio.shield(task)
-        await asyncio.to_thread(self.evict_over_cap, {digest})
+        for evicted in await asyncio.to_thread(self.evict_over_cap, {digest}):
+            if self.on_evicted is not None:
+                self.on_evicted(evicted)
         return site
 
     async def aclose(self) -> None:
@@ -158,13 +182,16 @@ class LayerCache:
     async def _fetch_now(self, lock: Lock) -> Path:
         wheels: list[tuple[LockedWheel, bytes]] = []
         for wheel in lock.wheels:
-            data = await self.fetch_wheel(wheel)
+            data = await self.fetch_wheel(wheel, lock.layer_digest)
             if len(data) != wheel.size or hashlib.sha256(data).hexdigest() != wheel.sha256:
                 raise BundleError(f"{wheel.filename}: the bytes fetched are not the wheel the lock names")
             self.fetched_bytes += len(data)
             wheels.append((wheel, data))
         limit = UNPACK_FACTOR * max(lock.size, 1 << 20)
-        return await asyncio.to_thread(self._install, lock.layer_digest, wheels, limit)
+        site = await asyncio.to_thread(self._install, lock.layer_digest, wheels, limit)
+        if self.on_cached is not None:
+            self.on_cached(lock.layer_digest)
+        return site
 
     def _install(self, digest: str, wheels: list[tuple[LockedWheel, bytes]], limit: int) -> Path:
         with self._disk:
@@ -178,11 +205,14 @@ class LayerCache:
         staging = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=self.root))
         try:
             used = 0
+            (staging / WHEELS).mkdir()
             for wheel, data in wheels:
                 used += unpack_wheel(data, staging / SITE, limit=limit - used, name=wheel.filename)
+                (staging / WHEELS / f"{wheel.sha256}.whl").write_bytes(data)
             _read_only(staging)
             staging.rename(final)
             self._installed.add(digest)
+            self._wheels.update({wheel.sha256: digest for wheel, _ in wheels})
         except BaseException:
             _remove(staging)
             raise
@@ -212,6 +242,7 @@ class LayerCache:
                 continue
             self._installed.discard(path.name)
             self._touched.pop(path.name, None)
+            self._wheels = {sha: layer for sha, layer in self._wheels.items() if layer != path.name}
             _remove(path)
             total -= sizes[path]
             evicted.append(path.name)

@@ -32,6 +32,7 @@ from p2pfaas.dht.vivaldi import Coordinate
 from p2pfaas.dht.wire import Capacity
 from p2pfaas.identity import KeyPair
 from p2pfaas.lifecycle import TaskSet
+from p2pfaas.node.wheel_source import WheelSource
 
 log = logging.getLogger(__name__)
 
@@ -287,4 +288,12 @@ def overlay_for(
         bundles.on_bundle_evicted = (
             overlay.withdraw_provider
         )  # stop republishing: the record dies at its expiry
+    # The same for its dependency layers (`node.layers`, `node.wheel_source`): announced like bundles.
+    layers = getattr(service, "layers", None)
+    if layers is not None:
+        layers.on_cached = overlay.on_bundle_cached
+        layers.on_evicted = overlay.withdraw_provider
+        source = getattr(layers, "fetch_wheel", None)
+        if isinstance(source, WheelSource):
+            source.find_providers = overlay.providers
     return overlay

@@ -43,7 +43,7 @@ class Source:
         self.wheels = {hashlib.sha256(w).hexdigest(): w for w in wheels}
         self.fetches = 0
 
-    async def __call__(self, wanted: LockedWheel) -> bytes:
+    async def __call__(self, wanted: LockedWheel, layer: str = "") -> bytes:
         self.fetches += 1
         await asyncio.sleep(0)
         return self.wheels[wanted.sha256]
