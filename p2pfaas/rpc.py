@@ -183,7 +183,7 @@ async def request_bytes(
     headers = dict(headers or {})
     if relay is not None:
         if not isinstance(session.connector, tunnel.PeerConnector):
-            raise Unreachable(f"{method} {url}: relayed, and this session cannot tunnel (tunnel.session)")
+            raise NotSent(f"{method} {url}: relayed, and this session cannot tunnel (tunnel.session)")
         headers[tunnel.VIA_HEADER] = relay
     try:
         async with session.request(

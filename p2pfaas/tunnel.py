@@ -108,7 +108,9 @@ class PeerConnector(aiohttp.TCPConnector):
         if not re.fullmatch(r"[0-9a-f]{40}", node_id) or not relay.startswith(("http://", "https://")):
             raise TunnelRefused(f"{req.url}: not a tunnel this connector can open")
         if self._relay_session is None:
-            self._relay_session = aiohttp.ClientSession()  # relays are direct: no tunnel inside a tunnel
+            # Relays are direct: no tunnel inside a tunnel. Unlimited here: each of its connections
+            # is a tunnel the outer pool holds and bounds (idle ones too, which this one cannot see).
+            self._relay_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         try:
             ws = await self._relay_session.ws_connect(
                 relay + tunnel_path(node_id),
@@ -129,11 +131,12 @@ class PeerConnector(aiohttp.TCPConnector):
                 self._factory, sock=near, ssl=_CONTEXT, server_hostname=host
             )
             tls.pin_for(node_id).check(transport)
+        except (OSError, ssl.SSLError) as exc:  # no TLS to the node came up: nothing was sent
+            _abandon(transport, near, pump)
+            await ws.close()
+            raise TunnelRefused(f"relay {relay}: no TLS to {node_id[:12]} through it: {exc!r}") from None
         except BaseException:
-            if transport is not None:
-                transport.abort()  # type: ignore[attr-defined]
-            near.close()
-            pump.cancel()
+            _abandon(transport, near, pump)
             await ws.close()  # also if the pump never ran
             raise
         return proto
@@ -143,6 +146,13 @@ class PeerConnector(aiohttp.TCPConnector):
         await self._pumps.cancel()
         if self._relay_session is not None:
             await self._relay_session.close()
+
+
+def _abandon(transport: asyncio.BaseTransport | None, near: socket.socket, pump: asyncio.Task[None]) -> None:
+    if transport is not None:
+        transport.abort()  # type: ignore[attr-defined]
+    near.close()
+    pump.cancel()
 
 
 async def _pump(ws: aiohttp.ClientWebSocketResponse, far: socket.socket) -> None:

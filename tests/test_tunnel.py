@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from p2pfaas import rpc, tunnel
-from p2pfaas.errors import Unreachable
+from p2pfaas.errors import NotSent, Unreachable
+from tests.relay.conftest import serve
 
 NODE, RELAY_ID = "b" * 40, "c" * 40
 
@@ -39,3 +41,21 @@ async def test_a_tunnel_url_without_a_relay_to_go_through_is_refused_by_the_conn
         with pytest.raises(aiohttp.ClientConnectionError, match="not a tunnel"):
             async with session.get(f"https://{NODE}{tunnel.TUNNEL_HOST}/v1/status"):
                 pass
+
+
+async def test_a_relay_that_drops_the_tunnel_before_tls_is_up_sent_nothing() -> None:
+    """Found by review: this was a plain Unreachable, so a hostile relay could spend a vote's cap."""
+
+    async def drop(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.add_routes([web.get(tunnel.tunnel_path(NODE), drop)])
+    async with serve(app) as relay_url, tunnel.session() as session:
+        with pytest.raises(NotSent, match="no TLS"):
+            await rpc.request_bytes(
+                session, "POST", f"{relay_url}{tunnel.relay_path(NODE)}/v1/invoke", b"x", timeout_s=5
+            )

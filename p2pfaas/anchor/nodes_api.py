@@ -90,8 +90,10 @@ class NodesApi:
             raise Refused("too many announcements from this node; slow down", status=429)
         checked_url, checked_at = self.reachability.get(key.key_id, ("", float("-inf")))
         if checked_url != msg.url or loop_now - checked_at >= self.recheck_s:
-            self.reachability.pop(key.key_id, None)
+            # A failed check (a relayed node asking whether it is reachable directly yet) leaves the
+            # last good one in place: the node's relayed URL is not dialled again because of it.
             await self._check_reachable(key.key_id, msg.url, request.remote or "")
+            self.reachability.pop(key.key_id, None)
             self.reachability[key.key_id] = (msg.url, loop_now)
             while len(self.reachability) > MAX_TRACKED_NODES:
                 del self.reachability[next(iter(self.reachability))]

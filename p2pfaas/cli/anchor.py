@@ -74,7 +74,9 @@ def add_anchor_options(serve: Any) -> None:
         action="append",
         default=[],
         metavar="CIDR",
-        help="a reverse proxy (haproxy, nginx) whose X-Forwarded-For names the client (repeatable)",
+        help="a reverse proxy (haproxy, nginx) whose X-Forwarded-For names the client (repeatable); "
+        "the proxy must append the address it saw (haproxy: option forwardfor; nginx: "
+        "$proxy_add_x_forwarded_for)",
     )
     serve.add_argument("--no-metrics", action="store_true", help="serve no GET /metrics")
     serve.add_argument(

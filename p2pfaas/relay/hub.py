@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 HELLO_TIMEOUT_S = 10.0
 HELLO_SKEW_S = 300.0
 HEARTBEAT_S = 10.0  # a silent peer is dropped after about twice this
+MAX_HANDSHAKES = 64  # sockets at once that have not proved a key yet
 _NODE_ID = re.compile(r"[0-9a-f]{40}")
 
 
@@ -87,6 +88,7 @@ class RelayHub:
         self.clock = clock
         self.links: dict[str, _Link] = {}
         self.stats = RelayStats()
+        self._handshakes = 0  # sockets not yet bound to a node
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -106,14 +108,21 @@ class RelayHub:
     async def connect(self, request: web.Request) -> web.StreamResponse:
         if not self.base_url:
             raise Refused("this relay does not know its own address yet; try again shortly", status=503)
-        if len(self.links) >= self.max_links:
-            raise Refused("this relay holds as many nodes as it will; try another", status=503)
+        if self._handshakes >= MAX_HANDSHAKES:
+            raise Refused("this relay is busy binding other nodes; try again shortly", status=503)
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=wire.MAX_FRAME)
         await ws.prepare(request)
-        node_id = await self._handshake(ws)
-        if node_id is None:
+        self._handshakes += 1
+        try:
+            node_id = await self._handshake(ws)
+        finally:
+            self._handshakes -= 1
+        # Full is judged once the node is known: one that replaces its own stale link takes no room.
+        full = node_id is not None and node_id not in self.links and len(self.links) >= self.max_links
+        if node_id is None or full:
             self.stats.refused_handshakes += 1
-            await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION)
+            code = aiohttp.WSCloseCode.TRY_AGAIN_LATER if full else aiohttp.WSCloseCode.POLICY_VIOLATION
+            await ws.close(code=code)
             return ws
         link = _Link(node_id, ws)
         old = self.links.pop(node_id, None)
@@ -169,7 +178,7 @@ class RelayHub:
             if not stream.deliver(frame.data):
                 self.stats.overruns += 1
                 log.warning("node %s overran tunnel %d's window", link.node_id[:12], frame.stream)
-                stream.ended()
+                stream.drop()  # the tunnel's handler ends and tells the node
         elif isinstance(frame, wire.TunnelAck):
             stream.acknowledged(frame.count)
         else:

@@ -148,8 +148,10 @@ class RelayLink:
     def _on_frame(self, frame: codec.Message, streams: dict[int, Stream], put: Put) -> None:
         if isinstance(frame, wire.TunnelOpen):
             if frame.stream in streams or len(streams) >= self.max_streams:
-                self._streams.spawn(self._refuse(put, frame.stream))
-                return
+                # A relay that reuses a stream or opens past our bound is broken or hostile: leave it.
+                raise aiohttp.ClientError(
+                    f"the relay opened tunnel {frame.stream} past the rules; leaving it"
+                )
             stream = streams[frame.stream] = Stream(frame.stream, put)
             self.tunnels += 1
             self._streams.spawn(self._answer(stream, streams))
@@ -160,16 +162,11 @@ class RelayLink:
         if isinstance(frame, wire.TunnelData):
             if not known.deliver(frame.data):
                 log.warning("the relay overran tunnel %d's window; dropping it", frame.stream)
-                known.ended()
+                known.drop()  # its `_answer` ends and tells the relay
         elif isinstance(frame, wire.TunnelAck):
             known.acknowledged(frame.count)
         elif isinstance(frame, wire.TunnelClose):
             known.ended()
-
-    @staticmethod
-    async def _refuse(put: Put, number: int) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await put(wire.TunnelClose(stream=number, reason="this node holds as many tunnels as it will"))
 
     async def _answer(self, stream: Stream, streams: dict[int, Stream]) -> None:
         """One tunnel: a socket pair between the stream and the node's TLS listener, until either ends."""

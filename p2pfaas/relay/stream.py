@@ -24,7 +24,8 @@ class Stream:
     def __init__(self, stream: int, put: Put, *, window: int = wire.WINDOW) -> None:
         self.stream = stream
         self.window = window
-        self.closed = False
+        self.closed = False  # no more bytes either way
+        self._told = False  # the peer knows the stream is over (it closed it, or we sent TunnelClose)
         self._put = put
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue()  # b"": the end
         self._queued = 0  # bytes delivered and not yet taken
@@ -37,21 +38,21 @@ class Stream:
         """Frame `data` onto the link, waiting for room in the window; ConnectionResetError once closed."""
         for at in range(0, len(data), wire.MAX_CHUNK):
             chunk = data[at : at + wire.MAX_CHUNK]
-            while self._unacked >= self.window and not self.closed:
+            while self._unacked and self._unacked + len(chunk) > self.window and not self.closed:
+                self._room.clear()
                 await self._room.wait()
             if self.closed:
                 raise ConnectionResetError(f"tunnel stream {self.stream} is closed")
             self._unacked += len(chunk)
-            if self._unacked >= self.window:
-                self._room.clear()
             await self._put(wire.TunnelData(stream=self.stream, data=chunk))
 
     async def close(self, reason: str = "") -> None:
-        """End the stream on both sides (the peer gets every byte sent before); idempotent."""
-        if self.closed:
-            return
-        self.ended()
-        await self._put(wire.TunnelClose(stream=self.stream, reason=reason[:200]))
+        """End the stream on both sides (the peer gets every byte sent before); idempotent. The peer
+        is told unless it closed the stream itself, also after `drop`."""
+        self._stop()
+        if not self._told:
+            self._told = True
+            await self._put(wire.TunnelClose(stream=self.stream, reason=reason[:200]))
 
     # -- in: called by the link's reader, never blocking ---------------------------------------------------
     def deliver(self, data: bytes) -> bool:
@@ -66,11 +67,19 @@ class Stream:
 
     def acknowledged(self, count: int) -> None:
         self._unacked = max(0, self._unacked - count)
-        if self._unacked < self.window:
-            self._room.set()
+        self._room.set()  # the sender looks again whether its next chunk fits
 
     def ended(self) -> None:
-        """The peer closed the stream, or the link under it went away."""
+        """The peer closed the stream, or the link under it went away: nobody is left to tell."""
+        self._told = True
+        self._stop()
+
+    def drop(self) -> None:
+        """End the stream from this side at once (the peer broke the protocol); the owner's `close`
+        then tells the peer."""
+        self._stop()
+
+    def _stop(self) -> None:
         if not self.closed:
             self.closed = True
             self._inbox.put_nowait(b"")

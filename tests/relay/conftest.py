@@ -54,6 +54,8 @@ def node_app() -> web.Application:
             await asyncio.sleep(float(request.query["sleep"]))
         if request.path.endswith("/bytes"):
             return web.Response(body=body[::-1])
+        if request.path.endswith("/big"):
+            return web.Response(body=b"z" * int(request.query["n"]))
         return web.json_response(
             {
                 "method": request.method,

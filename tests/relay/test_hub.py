@@ -157,3 +157,49 @@ async def test_a_malformed_frame_drops_the_link_not_the_relay(frame: bytes) -> N
                 break
             await asyncio.sleep(0.02)
         assert not hub.links
+
+
+async def test_a_slow_caller_gets_the_whole_of_a_large_answer(tmp_path: Path) -> None:
+    """Found by review: a caller that read a large answer slowly got it cut off (the window overrun
+    above), and the node's side of the dropped stream stayed open."""
+    keys = KeyPair.generate()
+    size = 8 * wire.WINDOW
+    async with (
+        relay() as (relay_url, hub),
+        linked_node(lambda: [relay_url], keys, tmp_path) as (link, _),
+        tunnel.session() as session,
+    ):
+        target, via = tunnel.route(f"{link.url}/x/big?n={size}")
+        assert via is not None
+        async with session.get(target, headers={tunnel.VIA_HEADER: via}) as answer:
+            await asyncio.sleep(1.0)  # a slow reader: the window holds the node back meanwhile
+            assert len(await answer.read()) == size
+        assert hub.stats.overruns == 0
+
+
+async def test_a_full_relay_lets_a_node_replace_its_own_stale_link(tmp_path: Path) -> None:
+    """Found by review: at max_links, a node whose old socket the relay had not yet dropped was
+    refused its own place for a few heartbeats."""
+    keys = KeyPair.generate()
+    async with (
+        relay(RelayHub(max_links=1)) as (relay_url, hub),
+        linked_node(lambda: [relay_url], keys, tmp_path),
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{relay_url}/v1/relay/connect") as ws,
+    ):
+        challenge = codec.decode_as(wire.RelayChallenge, (await ws.receive()).data)
+        hello = signing.sign(
+            wire.RelayHello(challenge.nonce, challenge.relay_url, time.time(), b"", b""), keys
+        )
+        await ws.send_bytes(codec.encode(hello))
+        assert codec.decode_as(wire.RelayWelcome, (await ws.receive()).data).node_id == keys.key_id
+        other = KeyPair.generate()  # a second node finds the relay full
+        async with session.ws_connect(f"{relay_url}/v1/relay/connect") as full:
+            challenge = codec.decode_as(wire.RelayChallenge, (await full.receive()).data)
+            hello = signing.sign(
+                wire.RelayHello(challenge.nonce, challenge.relay_url, time.time(), b"", b""), other
+            )
+            await full.send_bytes(codec.encode(hello))
+            closing = await full.receive()
+            assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert list(hub.links) == [keys.key_id]

@@ -55,3 +55,31 @@ async def test_a_peer_that_sends_past_the_window_is_caught_and_a_closed_stream_r
         pass
     else:
         raise AssertionError("a closed stream sent")
+
+
+async def test_an_honest_sender_never_overruns_a_slow_honest_receiver() -> None:
+    """Found by review: the sender waited only while the window was full, so a chunk that did not
+    fit what was left (TLS records come in any size) went past it and the receiver dropped the stream."""
+    taken: list[bool] = []
+    receiver = Stream(1, Wire().put)  # its consumer takes nothing yet
+
+    async def to_receiver(frame: codec.Message) -> None:
+        if isinstance(frame, wire.TunnelData):
+            taken.append(receiver.deliver(frame.data))
+
+    sender = Stream(1, to_receiver)
+    await sender.send(b"x")  # a short record first: later chunks no longer line up with the window
+    sending = asyncio.create_task(sender.send(bytes(wire.WINDOW)))
+    await asyncio.sleep(0.05)
+    assert not sending.done() and taken and all(taken)
+    sending.cancel()
+
+
+async def test_a_stream_dropped_for_an_overrun_still_tells_the_peer() -> None:
+    link = Wire()
+    stream = Stream(4, link.put, window=10)
+    assert not stream.deliver(b"x" * 11)
+    stream.drop()
+    assert await stream.receive() == b""
+    await stream.close("overrun")
+    assert link.frames == [wire.TunnelClose(4, "overrun")]  # before, a dropped stream was never closed
