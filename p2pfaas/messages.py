@@ -81,8 +81,11 @@ class Manifest(Message):
     # Invocations one instance may serve at once (the function declares itself thread-safe).
     # Added later: left off the wire at 1, so bundles signed before it keep their signatures.
     concurrency: int = 1
+    # Hosts the function may reach ("api.example.org:443"), through the node's egress proxy and only
+    # on nodes whose volunteers lend network (p2pfaas/exec/egress.py); none: no network at all.
+    egress: Annotated[tuple[Annotated[str, MaxLen(260)], ...], MaxLen(16)] = ()
 
-    OPTIONAL_TAIL: ClassVar[int] = 1
+    OPTIONAL_TAIL: ClassVar[int] = 2
 
 
 @message(11)

@@ -34,6 +34,9 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _VERSION = re.compile(r"[!-~]{1,32}")  # visible ASCII: versions end up in paths, URLs and logs
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"  # ASCII only, so a handler means the same on every platform
 _HANDLER = re.compile(rf"{_IDENTIFIER}(?:\.{_IDENTIFIER})*:{_IDENTIFIER}")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+MAX_EGRESS = 16  # hosts one function may reach
 
 _REQUIRED = ("name", "version", "handler")
 _DEFAULTS: dict[str, Any] = {
@@ -42,6 +45,7 @@ _DEFAULTS: dict[str, Any] = {
     "timeout_s": 10.0,
     "deterministic": False,
     "concurrency": 1,
+    "egress": [],
 }
 # Read at pack time only (`bundle.lock.requirements_of`): the lock they resolve to travels in the bundle.
 _PACK_TIME_KEYS = frozenset({"requirements"})
@@ -94,6 +98,9 @@ def parse_manifest(data: bytes, *, source: str = MANIFEST_FILE) -> Manifest:
     _expect(values, "timeout_s", type(values["timeout_s"]) in (int, float), "a number", source)
     _expect(values, "deterministic", type(values["deterministic"]) is bool, "true or false", source)
     _expect(values, "concurrency", type(values["concurrency"]) is int, "an integer", source)
+    egress = values["egress"]
+    _expect(values, "egress", type(egress) is list and all(type(h) is str for h in egress),
+            'a list of "host:port" strings', source)  # fmt: skip
     manifest = Manifest(
         name=values["name"],
         version=values["version"],
@@ -103,6 +110,7 @@ def parse_manifest(data: bytes, *, source: str = MANIFEST_FILE) -> Manifest:
         timeout_s=float(values["timeout_s"]),
         deterministic=values["deterministic"],
         concurrency=values["concurrency"],
+        egress=tuple(egress),
     )
     try:
         validate_manifest(manifest)
@@ -141,3 +149,19 @@ def validate_manifest(m: Manifest) -> None:
         raise ManifestError(f"deterministic {m.deterministic!r} must be true or false")
     if type(m.concurrency) is not int or not 1 <= m.concurrency <= MAX_CONCURRENCY:
         raise ManifestError(f"concurrency {m.concurrency!r} must be an integer in 1..{MAX_CONCURRENCY}")
+    if len(m.egress) > MAX_EGRESS:
+        raise ManifestError(f"egress names {len(m.egress)} hosts; at most {MAX_EGRESS}")
+    for entry in m.egress:
+        if not (isinstance(entry, str) and parse_egress(entry)):
+            raise ManifestError(
+                f"egress entry {entry!r:.80} must be a host name and port, e.g. \"api.example.org:443\""
+            )
+
+
+def parse_egress(entry: str) -> tuple[str, int] | None:
+    """("host", port) of an egress entry ("api.example.org:443", "192.0.2.7:8080"), else None. Host
+    names are lowercase DNS names or IPv4 literals: no wildcards, no userinfo, no paths."""
+    host, sep, port = entry.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535 or not _HOST.fullmatch(host):
+        return None
+    return host, int(port)

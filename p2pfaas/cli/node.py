@@ -49,6 +49,8 @@ def cmd_node_run(args: argparse.Namespace) -> int:
         public_url=args.public_url,
         relays=tuple(args.relay),
         direct_retest_s=args.direct_retest,
+        egress=args.egress,
+        egress_allow=tuple(args.egress_allow),
         tls=args.tls,
         executor=args.executor,
         allow_unsandboxed=args.allow_unsandboxed,
@@ -132,6 +134,19 @@ def register(groups: Any) -> None:
         default=[],
         metavar="URL",
         help="a relay to try first when behind NAT (repeatable; then public nodes, then the anchor)",
+    )
+    run.add_argument(
+        "--egress",
+        action="store_true",
+        help="lend network to functions that declare egress hosts, through this node's proxy "
+        "(Docker executor; never to private, loopback or link-local addresses)",
+    )
+    run.add_argument(
+        "--egress-allow",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="with --egress, a range functions may reach beyond the public internet (a lab's hosts)",
     )
     run.add_argument(
         "--direct-retest",

@@ -34,6 +34,7 @@ class FunctionSpec:
     cpus: float = 1.0
     concurrency: int = 1  # invocations one instance may serve at once (the manifest allows it)
     deps_dir: Path | None = None  # the unpacked dependency layer (`p2pfaas.node.layers`), read-only
+    egress: tuple[str, ...] = ()  # "host:port" it may reach through the node's proxy (`exec/egress.py`)
 
 
 @dataclass(frozen=True)

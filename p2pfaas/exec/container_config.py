@@ -5,9 +5,10 @@ creates containers with these arguments.
 Every container gets: no network, all capabilities dropped, no-new-privileges, a read-only root
 with small /tmp and /dev/shm tmpfs, pids/memory (no swap)/CPU limits, a nofile limit, the highest
 OOM score, uid 65534, capped logs, the function's code read-only at /fn (its dependency layer
-read-only at /deps) and its socket's directory at /run/p2pfaas. It builds arguments only: it makes
-no Docker call that reaches the engine, and does not seal the socket's directory (the instance does,
-once the shim listens).
+read-only at /deps) and its socket's directory at /run/p2pfaas (with, for a function that declares
+egress, the node's egress proxy's socket there and `HTTPS_PROXY` at the shim's forwarder). It
+builds arguments only: it makes no Docker call that reaches the engine, and does not seal the
+socket's directory (the instance does, once the shim listens).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import docker
 import docker.types
 
 from p2pfaas.exec.base import INSTANCE_ENV, FunctionSpec
+from p2pfaas.exec.egress import PROXY_PORT
+from p2pfaas.exec.egress import SOCKET_NAME as EGRESS_SOCKET
 from p2pfaas.exec.run_dir import SOCKET_NAME
 
 LABEL_OWNER = "p2pfaas.owner"  # the executor
@@ -29,6 +32,13 @@ RUNTIME_UID = 65534  # nobody:nogroup in every Debian base
 CONTAINER_CODE_DIR = "/fn"
 CONTAINER_DEPS_DIR = "/deps"  # the function's dependency layer, read-only (`p2pfaas.node.layers`)
 CONTAINER_SOCKET_DIR = "/run/p2pfaas"
+EGRESS_PATH = f"{CONTAINER_SOCKET_DIR}/{EGRESS_SOCKET}"  # the node's egress proxy, inside
+
+
+def egress_env() -> dict[str, str]:
+    """What points a function's HTTP libraries at the shim's forwarder (runtime/forwarder.py)."""
+    proxy = f"http://127.0.0.1:{PROXY_PORT}"
+    return {name: proxy for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")}
 
 
 def container_args(
@@ -88,6 +98,16 @@ def container_args(
             *(("--deps-dir", CONTAINER_DEPS_DIR) if fn.deps_dir is not None else ()),
             *(("--concurrency", str(fn.concurrency)) if fn.concurrency > 1 else ()),
             *(("--orphan-exit-ms", str(orphan_exit_ms)) if orphan_exit_ms else ()),
+            *(
+                (
+                    "--egress-port",
+                    str(PROXY_PORT),
+                    "--egress-socket",
+                    f"{CONTAINER_SOCKET_DIR}/{EGRESS_SOCKET}",
+                )
+                if fn.egress
+                else ()
+            ),
         ],
         name=f"p2pfaas-{owner_id[:16]}-{instance_id}",
         labels={
@@ -97,6 +117,6 @@ def container_args(
             LABEL_INSTANCE: instance_id,
         },
         user=f"{RUNTIME_UID}:{RUNTIME_UID}",
-        environment=INSTANCE_ENV,
+        environment={**INSTANCE_ENV, **(egress_env() if fn.egress else {})},
         host_config=host_config,
     )

@@ -44,6 +44,8 @@ from p2pfaas.errors import ConfigError, ExecutorError, InvokeError, MemoryExceed
 from p2pfaas.exec import node_cgroup
 from p2pfaas.exec.base import FunctionSpec
 from p2pfaas.exec.container_config import LABEL_GROUP, LABEL_OWNER, container_args
+from p2pfaas.exec.egress import SOCKET_NAME as EGRESS_SOCKET
+from p2pfaas.exec.egress import EgressProxy, EgressServer
 from p2pfaas.exec.forecast import ArrivalForecast
 from p2pfaas.exec.instance import ShimInstance
 from p2pfaas.exec.metering import CgroupMeter
@@ -88,8 +90,16 @@ class _ContainerInstance(ShimInstance):
         self.container_id = ""
         self._fn = fn
         self._executor = executor
+        self._egress: EgressServer | None = None
 
     async def boot(self, *, timeout_s: float) -> None:
+        socket_dir = self.run_dir.instance_dir(self.instance_id)
+        socket_dir.mkdir(mode=0o700)  # a local mkdir: not worth a thread
+        if self._fn.egress:  # the node's proxy for it, before any of its code can run (exec/egress.py)
+            proxy = self._executor.egress
+            if proxy is None:
+                raise ExecutorError("this function reaches the network and this node lends none")
+            self._egress = await proxy.serve(socket_dir / EGRESS_SOCKET, self._fn.egress, self._fn.digest)
         await _docker("create/start", self._create_and_start)
         self._connection = await connect_when_ready(
             self.socket_path,
@@ -104,7 +114,6 @@ class _ContainerInstance(ShimInstance):
 
     def _create_and_start(self) -> None:
         socket_dir = self.run_dir.instance_dir(self.instance_id)
-        socket_dir.mkdir(mode=0o700)
         # Ours (the node's uid), and writable for the shim (uid 65534) only until it has bound its
         # socket: `_seal` takes that away before any code of the function runs. The work dir (0700)
         # keeps other local users out meanwhile.
@@ -138,7 +147,8 @@ class _ContainerInstance(ShimInstance):
         if tasks is None:
             return 0
         watchdog = self._executor.orphan_exit_ms > 0
-        return max(tasks - _shim_tasks(self._fn.concurrency, connections, watchdog=watchdog), 0)
+        expected = _shim_tasks(self._fn.concurrency, connections, watchdog=watchdog) + bool(self._fn.egress)
+        return max(tasks - expected, 0)
 
     def _seal(self) -> None:
         """Make the socket's directory read-only for the container: the shim has bound its socket
@@ -204,6 +214,8 @@ class _ContainerInstance(ShimInstance):
         )
 
     async def destroy(self) -> None:
+        if self._egress is not None:
+            await self._egress.aclose()
         self._meter.close()
         if self._connection is not None:
             await self._connection.aclose()
@@ -247,6 +259,7 @@ class DockerExecutor(PooledExecutor):
             if not _OWNER_ID.match(name):
                 raise ConfigError(f"owner id must match {_OWNER_ID.pattern}, got {name!r}")
         self.owner_id = owner_id
+        self.egress: EgressProxy | None = None  # set by a node whose volunteer lends network (--egress)
         # The node's executors, one per worker process, share one parent cgroup (what is lent holds
         # node-wide); the group's leader (owner == group) starts first and sweeps the whole group.
         self.group = group or owner_id

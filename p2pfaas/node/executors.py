@@ -7,7 +7,7 @@ import logging
 
 from p2pfaas.errors import ConfigError
 from p2pfaas.exec.base import Executor
-from p2pfaas.node.settings import NodeConfig, share
+from p2pfaas.node.settings import NodeConfig, egress_networks, share
 from p2pfaas.node.workers.paths import worker_dir, worker_owner_id
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def make_executor(config: NodeConfig, *, owner_id: str, worker: int = 0) -> Exec
         if not reason:
             from p2pfaas.exec import docker_exec, runtime_image
 
-            return docker_exec.DockerExecutor(
+            executor = docker_exec.DockerExecutor(
                 image=config.runtime_image or runtime_image.RUNTIME_IMAGE_TAG,
                 owner_id=worker_owner_id(owner_id, worker),
                 group=owner_id,  # every worker's containers: one parent cgroup, one orphan sweep
@@ -62,6 +62,11 @@ def make_executor(config: NodeConfig, *, owner_id: str, worker: int = 0) -> Exec
                 max_per_function=share(config.slots, config.workers, worker),
                 node_slots=config.slots,  # without a node cgroup, each instance gets cpus / slots
             )
+            if config.egress:  # the volunteer lends network to functions that declare it
+                from p2pfaas.exec.egress import EgressProxy
+
+                executor.egress = EgressProxy(allow_networks=egress_networks(config))
+            return executor
         if config.executor == "docker":
             raise ConfigError(f"--executor docker, but no Docker engine answers: {reason}")
     if not config.allow_unsandboxed:

@@ -31,6 +31,7 @@ from p2pfaas.bundle.lock import read_lock
 from p2pfaas.clock import wall_time
 from p2pfaas.errors import (
     BundleError,
+    Busy,
     ExecutorError,
     InvokeTimeout,
     MemoryExceeded,
@@ -232,6 +233,10 @@ class NodeService:
 
     async def _spec(self, digest: str, header: BundleHeader, code_dir: Path) -> FunctionSpec:
         manifest = header.manifest
+        if manifest.egress and getattr(self.executor, "egress", None) is None:
+            # Not here, but maybe on a node whose volunteer lends network: the caller moves on.
+            hosts = ", ".join(manifest.egress)[:200]
+            raise Busy(f"{manifest.name} reaches the network ({hosts}); this node lends none")
         return FunctionSpec(
             digest=digest,
             code_dir=code_dir,
@@ -241,6 +246,7 @@ class NodeService:
             timeout_s=manifest.timeout_s,
             cpus=self.cpus_per_instance,
             concurrency=manifest.concurrency,
+            egress=manifest.egress,
         )
 
     async def _run(self, spec: FunctionSpec, payload: bytes, *, timeout_s: float) -> ExecResult:

@@ -27,6 +27,7 @@ lend more than the volunteer meant.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import random
 import re
@@ -91,6 +92,10 @@ class NodeConfig:
     bundle_cache_mb: int = 1024  # 0: unbounded
     layer_cache_mb: int = 4096  # unpacked dependency layers (`node/layers.py`); 0: unbounded
     max_layer_mb: int = 1024  # the wheels of one function's lock, at most
+    # Lend network to functions that declare egress, through the node's proxy (exec/egress.py);
+    # `egress_allow`: ranges it may reach beyond the public internet (a lab's TEST-NET hosts).
+    egress: bool = False
+    egress_allow: tuple[str, ...] = ()
     runtime_image: str = ""  # "" -> the default runtime image tag
     announce_interval_s: float = 30.0
     revocation_poll_s: float = 30.0  # how often to ask the anchor which functions their owners removed
@@ -215,6 +220,13 @@ def node_resources(config_file: str | Path | None, **options: Any) -> dict[str, 
     return fields
 
 
+def egress_networks(config: NodeConfig) -> tuple[Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in config.egress_allow)
+    except ValueError as exc:
+        raise ConfigError(f"egress_allow: {exc}") from None
+
+
 def metrics_networks(config: NodeConfig) -> tuple[Network, ...]:
     """Who may scrape the node's /metrics: loopback, and `metrics_allow`."""
     try:
@@ -242,6 +254,7 @@ def check(config: NodeConfig) -> None:
         raise ConfigError(
             f"direct_retest_s must be a positive number of seconds, not {config.direct_retest_s}"
         )
+    egress_networks(config)  # a ConfigError names a bad range
     if config.bundle_cache_mb < 0:
         raise ConfigError(f"bundle cache size must not be negative, got {config.bundle_cache_mb}")
     if config.layer_cache_mb < 0 or config.max_layer_mb < 1:

@@ -1,5 +1,5 @@
-"""Manifests: `p2pfaas.toml` parsed and checked, its defaults and errors; `concurrency` read from TOML and
-added to the wire without breaking old bundles."""
+"""Manifests: `p2pfaas.toml` parsed and checked, its defaults and errors; `concurrency` and `egress`
+read from TOML and added to the wire without breaking old bundles."""
 
 from __future__ import annotations
 
@@ -69,6 +69,23 @@ def test_a_header_signed_with_an_old_manifest_still_verifies() -> None:
     again = codec.decode_as(BundleHeader, codec.encode(header))
     assert signing.verify(again) == keys.public
     validate_manifest(again.manifest)
+
+
+def test_egress_is_read_from_toml_travels_and_is_checked() -> None:
+    declared = parse_manifest(BASE + b'egress = ["api.example.org:443", "192.0.2.7:8080"]\n')
+    assert declared.egress == ("api.example.org:443", "192.0.2.7:8080")
+    assert codec.decode_as(Manifest, codec.encode(declared)) == declared
+    assert parse_manifest(BASE).egress == () and codec.encode(manifest(1)) == old_wire_form()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b'"api.example.org:443"', b'["api.example.org"]', b'["*.example.org:443"]', b'["u@h:1"]',
+     b'["h:0"]', b'["Api.Example.org:443"]', b'["[::1]:80"]', b"[1]", b"[" + b'"h:1",' * 17 + b"]"],
+)  # fmt: skip
+def test_a_bad_egress_entry_is_refused_with_its_name(value: bytes) -> None:
+    with pytest.raises(ManifestError, match="egress"):
+        parse_manifest(BASE + b"egress = " + value + b"\n")
 
 
 BASE_TOML = 'name = "demo"\nversion = "1"\nhandler = "main:handle"\n'

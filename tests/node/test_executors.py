@@ -12,7 +12,7 @@ from p2pfaas.errors import ConfigError
 from p2pfaas.exec.docker_exec import DockerExecutor
 from p2pfaas.exec.process_exec import UnsandboxedProcessExecutor
 from p2pfaas.node.executors import docker_problem, make_executor
-from p2pfaas.node.settings import NodeConfig
+from p2pfaas.node.settings import NodeConfig, check
 from p2pfaas.node.workers.paths import worker_owner_id
 
 NODE_ID = "ab" * 20
@@ -49,3 +49,18 @@ def test_with_an_engine_auto_is_docker_labelled_for_the_worker(tmp_path: Path, d
     executor = make_executor(config(tmp_path, workers=2), owner_id=NODE_ID, worker=1)
     assert isinstance(executor, DockerExecutor) and executor.sandboxed
     assert executor.owner_id == worker_owner_id(NODE_ID, 1)
+
+
+@pytest.mark.docker
+def test_a_node_that_lends_network_gives_its_docker_executor_an_egress_proxy(
+    tmp_path: Path, docker_client: Any
+) -> None:
+    lending = make_executor(
+        config(tmp_path, egress=True, egress_allow=("198.51.100.0/24",)), owner_id=NODE_ID
+    )
+    assert isinstance(lending, DockerExecutor) and lending.egress is not None
+    assert [str(n) for n in lending.egress.allow_networks] == ["198.51.100.0/24"]
+    plain = make_executor(config(tmp_path), owner_id=NODE_ID)
+    assert isinstance(plain, DockerExecutor) and plain.egress is None
+    with pytest.raises(ConfigError, match="egress_allow"):
+        check(config(tmp_path, egress=True, egress_allow=("not-a-range",)))

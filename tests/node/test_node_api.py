@@ -25,7 +25,14 @@ from p2pfaas import codec, signing
 from p2pfaas.anchor.server import AnchorServer
 from p2pfaas.bundle.lock import read_lock
 from p2pfaas.client import AsyncClient, Callables
-from p2pfaas.errors import FunctionFailed, InvokeTimeout, MemoryExceeded, NotFound, UnencodableResult
+from p2pfaas.errors import (
+    FunctionFailed,
+    InvokeTimeout,
+    MemoryExceeded,
+    NotFound,
+    UnencodableResult,
+    Unreachable,
+)
 from p2pfaas.exec.base import Executor
 from p2pfaas.exec.container_config import LABEL_OWNER
 from p2pfaas.exec.docker_exec import DockerExecutor
@@ -335,3 +342,17 @@ async def test_a_node_killed_outright_removes_its_orphans_on_restart_and_serves(
                 await node.wait()
     assert docker_client.containers.list(all=True, filters=owned) == []  # a clean stop removes all
     shutil.rmtree(work_dir, ignore_errors=True)
+
+
+async def test_a_function_that_declares_egress_is_not_run_where_no_network_is_lent(net: Net) -> None:
+    """Issue #16 item 6: such a function runs only on nodes run with --egress; elsewhere the node
+    answers busy (503, so callers move on) before anything starts."""
+    directory = net.root / "fetcher"
+    directory.mkdir()
+    (directory / "p2pfaas.toml").write_text(
+        'name = "fetcher"\nversion = "1"\nhandler = "main:handle"\negress = ["api.example.org:443"]\n'
+    )
+    (directory / "main.py").write_text("def handle(event):\n    return 'never'\n")
+    await net.client.deploy(directory)
+    with pytest.raises(Unreachable, match=r"busy: fetcher reaches the network .*this node lends none"):
+        await net.client.invoke("fetcher", {}, node_url=net.node.url)  # and tried elsewhere: none

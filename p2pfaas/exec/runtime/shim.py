@@ -84,8 +84,9 @@ _INT_OPTIONS = (
     "--max-result-bytes",
     "--max-log-bytes",
     "--orphan-exit-ms",
+    "--egress-port",
 )
-_STR_OPTIONS = ("--socket", "--code-dir", "--handler", "--deps-dir")
+_STR_OPTIONS = ("--socket", "--code-dir", "--handler", "--deps-dir", "--egress-socket")
 
 
 def _parse_args(argv: Sequence[str] | None) -> SimpleNamespace:
@@ -104,6 +105,8 @@ def _parse_fast(argv: list[str]) -> SimpleNamespace | None:
         "deps_dir": "",
         "rlimit_as_mb": 0,
         "orphan_exit_ms": 0,
+        "egress_port": 0,
+        "egress_socket": "",
         "concurrency": env("P2PFAAS_CONCURRENCY", "1"),
         "max_payload_bytes": DEFAULT_MAX_PAYLOAD_BYTES,
         "max_result_bytes": DEFAULT_MAX_RESULT_BYTES,
@@ -149,6 +152,8 @@ def _parse_with_argparse(argv: Sequence[str] | None) -> SimpleNamespace:
         default=int(env("P2PFAAS_CONCURRENCY", "1")),
         help="connections (and invocations) served at once, each in a thread",
     )
+    parser.add_argument("--egress-port", type=int, default=0, help="forward 127.0.0.1:PORT (0: no egress)")
+    parser.add_argument("--egress-socket", default="", help="... to the node's egress proxy here")
     parser.add_argument("--max-payload-bytes", type=int, default=DEFAULT_MAX_PAYLOAD_BYTES)
     parser.add_argument("--max-result-bytes", type=int, default=DEFAULT_MAX_RESULT_BYTES)
     parser.add_argument("--max-log-bytes", type=int, default=DEFAULT_MAX_LOG_BYTES)
@@ -182,6 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # After the code directory (`load_handler` puts it first). A plain path entry, not
         # site.addsitedir: a layer's .pth files would run its code before the host seals the socket.
         sys.path.append(args.deps_dir)
+    if args.egress_port and args.egress_socket:  # declared egress: the node's proxy decides (forwarder.py)
+        from .forwarder import start
+
+        start(args.egress_port, args.egress_socket)
     function = Function(code_dir, args.handler)
     socket_path = args.socket
     server = listen(socket_path, backlog=max(4, args.concurrency))
