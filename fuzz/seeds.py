@@ -22,6 +22,7 @@ from p2pfaas.client import values
 from p2pfaas.dht import records, wire
 from p2pfaas.identity import KeyPair
 from p2pfaas.messages import ChannelTicket, ChannelTickets, InvokeRequest, Receipt, ReceiptBatch, Voucher
+from p2pfaas.relay import wire as relay_wire
 
 CORPUS = Path(__file__).parent / "corpus"
 KEYS = KeyPair.from_seed(hashlib.sha256(b"fuzz seeds").digest())
@@ -89,6 +90,16 @@ def main() -> None:
         b'{"v": 1, "ok": true, "duration_s": 0.01}',
         b'{"v": 1, "ok": false, "duration_s": 0.5, "error_type": "ValueError", "error_message": "x", '
         b'"traceback": "Traceback"}',
+    ]
+    frames = [
+        relay_wire.TunnelData(0, b"\x17\x03\x03 record"), relay_wire.TunnelAck(1, 100),
+        relay_wire.TunnelData(2, bytes(4096)), relay_wire.TunnelClose(1, "done"),
+        relay_wire.TunnelData(7, b"x"),
+    ]  # fmt: skip
+    seeds["relay_frames"].append(b"".join(len(f).to_bytes(2, "big") + f for f in map(codec.encode, frames)))
+    seeds["egress_head"] += [
+        b"CONNECT api.example.org:443 HTTP/1.1\r\nHost: api.example.org:443\r\n\r\n",
+        b"CONNECT 192.0.2.7:8080 HTTP/1.0\r\n\r\n",
     ]
     for target, inputs in seeds.items():
         directory = CORPUS / target

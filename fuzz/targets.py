@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from p2pfaas import channels, codec, signing, tickets
@@ -18,9 +18,11 @@ from p2pfaas.bundle import lock, manifest, verify
 from p2pfaas.client import values
 from p2pfaas.dht import records, sealing, wire
 from p2pfaas.errors import BundleError, DecodeError, ExecutorError, SignatureError
-from p2pfaas.exec import shim_client
+from p2pfaas.exec import egress, shim_client
 from p2pfaas.messages import ChannelTicket, InvokeRequest
 from p2pfaas.node import layers
+from p2pfaas.relay.hub import RelayHub, _Link
+from p2pfaas.relay.stream import Stream
 
 Target = Callable[[bytes], None]
 
@@ -107,6 +109,36 @@ def shim_header(data: bytes) -> None:
     shim_client.parse_response(data, b"", b"")
 
 
+def relay_frames(data: bytes) -> None:
+    """What a hostile node sends on its relay link, frame after frame (each a 2-byte length and a
+    message), as the relay's hub takes them for three open tunnels: a frame is passed on or the link
+    is dropped, and no tunnel ever holds more than its window of the node's bytes."""
+    hub = RelayHub()
+    link = _Link("ab" * 20, ws=None)  # type: ignore[arg-type]  # the hub writes nothing here
+
+    async def put(frame: codec.Message) -> None:  # never awaited: nothing is taken from the queues
+        raise AssertionError("the hub answered on a link it only reads")
+
+    for number in range(3):
+        link.streams[number] = Stream(number, put, window=4096)
+    at = 0
+    while at + 2 <= len(data):
+        size = int.from_bytes(data[at : at + 2], "big")
+        frame, at = data[at + 2 : at + 2 + size], at + 2 + size
+        if not hub._on_answer(link, frame):
+            return
+        for stream in link.streams.values():
+            queued: Iterable[bytes] = stream._inbox._queue  # type: ignore[attr-defined]
+            held = sum(map(len, queued))
+            assert held <= stream.window, f"tunnel {stream.stream} holds {held} bytes past its window"
+
+
+def egress_head(data: bytes) -> None:
+    """A request head a function's code sends to the node's egress proxy (`exec/egress.py`)."""
+    host, port = egress.connect_target(data, frozenset({"api.example.org:443", "192.0.2.7:8080"}))
+    assert f"{host}:{port}" in {"api.example.org:443", "192.0.2.7:8080"}
+
+
 TARGETS: dict[str, Target] = {
     "codec": codec_any,
     "payment": payment,
@@ -118,6 +150,8 @@ TARGETS: dict[str, Target] = {
     "wheel": wheel,
     "result_value": result_value,
     "shim_header": shim_header,
+    "relay_frames": relay_frames,
+    "egress_head": egress_head,
 }
 
 # What each may raise for bad input: its decoder's documented error.
@@ -132,4 +166,6 @@ ALLOWED: dict[str, tuple[type[BaseException], ...]] = {
     "wheel": (BundleError,),
     "result_value": (ValueError,),
     "shim_header": (ExecutorError,),
+    "relay_frames": (),  # a bad frame drops the link: nothing is raised
+    "egress_head": (egress.EgressRefused,),
 }

@@ -82,6 +82,31 @@ class EgressProxy:
         return server
 
 
+class EgressRefused(Exception):
+    """A request the proxy will not carry: answered with `status` and `reason`."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def connect_target(head: bytes, allowed: frozenset[str]) -> tuple[str, int]:
+    """(host, port) of a request head `CONNECT host:port HTTP/1.x` naming an entry of `allowed`
+    (lowercase "host:port"); EgressRefused says why any other head is not carried."""
+    if len(head) > MAX_HEAD_BYTES:
+        raise EgressRefused(400, "the request head is too long")
+    method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
+    target = rest.rpartition(" ")[0].strip().lower()
+    if method != "CONNECT":
+        raise EgressRefused(405, f"only CONNECT is proxied, not {method[:16]!r}")
+    if target not in allowed:
+        raise EgressRefused(403, f"{target[:270]!r} is not in the function's egress list")
+    host, _, port = target.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:  # allowed entries are checked; be sure anyway
+        raise EgressRefused(403, f"{target[:270]!r} names no port")
+    return host, int(port)
+
+
 class EgressServer:
     """The proxy of one instance; `aclose` when the instance goes."""
 
@@ -127,16 +152,11 @@ class EgressServer:
                 head = await reader.readuntil(b"\r\n\r\n")
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             return await _answer(writer, 400, "a CONNECT request head, within 8 KiB and 10 s")
-        if len(head) > MAX_HEAD_BYTES:
-            return await _answer(writer, 400, "the request head is too long")
-        method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
-        target = rest.rpartition(" ")[0].strip().lower()
-        if method != "CONNECT":
-            return await self._refuse(writer, 405, f"only CONNECT is proxied, not {method[:16]!r}")
-        if target not in self.allowed:
-            return await self._refuse(writer, 403, f"{target[:270]!r} is not in the function's egress list")
-        host, _, port = target.rpartition(":")
-        upstream = await self._connect(writer, host, int(port))
+        try:
+            host, port = connect_target(head, self.allowed)
+        except EgressRefused as refused:
+            return await self._refuse(writer, refused.status, refused.reason)
+        upstream = await self._connect(writer, host, port)
         if upstream is None:
             return None
         up_reader, up_writer = upstream

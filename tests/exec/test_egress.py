@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pfaas.exec.egress import EgressProxy, EgressServer, forbidden
+from p2pfaas.exec.egress import EgressProxy, EgressRefused, EgressServer, connect_target, forbidden
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 
@@ -112,3 +112,20 @@ def test_which_addresses_are_public() -> None:
     assert "multicast" in (forbidden("224.0.0.1", ()) or "")
     assert forbidden("2001:4860:4860::8888", ()) is None
     assert forbidden("8.8.8.8", ()) is None  # (checked, never dialled)
+
+
+def test_only_a_connect_to_a_declared_entry_is_carried() -> None:
+    allowed = frozenset({"api.example.org:443"})
+    assert connect_target(b"CONNECT API.example.org:443 HTTP/1.1\r\nHost: x\r\n\r\n", allowed) == (
+        "api.example.org",
+        443,
+    )
+    for head, status in (
+        (b"CONNECT api.example.org:444 HTTP/1.1\r\n\r\n", 403),
+        (b"CONNECT api.example.org:443\r\n\r\n", 403),  # no version: the target is not what it seems
+        (b"POST / HTTP/1.1\r\n\r\n", 405),
+        (b"CONNECT " + b"a" * 9000, 400),
+    ):
+        with pytest.raises(EgressRefused) as refused:
+            connect_target(head, allowed)
+        assert refused.value.status == status, head[:40]
