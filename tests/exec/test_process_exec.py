@@ -33,7 +33,7 @@ def _running(pid: int | None) -> bool:
     assert pid is not None
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before the open, or between open and read
         return False
     return state != "Z"  # a zombie has been killed, only not reaped yet
 
