@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import shutil
 import socket
@@ -17,7 +16,7 @@ from p2pfaas.clock import wall_time
 from p2pfaas.dht import adverts
 from p2pfaas.dht.wire import Capacity
 from p2pfaas.identity import KeyPair
-from tests.client.clientkit import node_daemon
+from tests.client.clientkit import dht_network, node_daemon
 from tests.functions import write_function
 
 
@@ -28,58 +27,45 @@ async def _wait_for_adverts(discovery: Discovery, count: int) -> None:
 
 
 async def test_the_client_finds_its_entry_nodes_through_the_dht(tmp_path: Path) -> None:
-    run_dir = Path(tempfile.mkdtemp(prefix="p2pd-", dir="/tmp"))
-    try:
-        async with (
-            AnchorServer(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", port=0, dht_port=0) as anchor,
-            contextlib.AsyncExitStack() as stack,
-        ):
-            assert anchor.dht is not None
-            seeds = (anchor.dht.address,)
-            nodes = [
-                await stack.enter_async_context(
-                    node_daemon(anchor.url, tmp_path, name, run_dir, dht_port=0, peers=seeds)
-                )
-                for name in ("a", "b", "c")
-            ]
-            async with Discovery(seeds, rng=random.Random(1)) as probe:
-                await _wait_for_adverts(probe, 3)
-                found = await probe.find_nearby("python3.11", count=10)
-            assert {a.url for a in found} == {n.url for n in nodes}
-            config = nodes[0].config  # adverts carry the prices the node charges in its receipts
-            assert {(a.capacity.price_per_cpu_s, a.capacity.price_per_gb_s) for a in found} == {
-                (config.price_per_cpu_s_micro, config.price_per_gb_s_micro)
-            }
-            assert config.price_per_cpu_s_micro > 0
+    async with dht_network(tmp_path, ("a", "b", "c")) as (anchor, nodes):
+        assert anchor.dht is not None
+        seeds = (anchor.dht.address,)
+        async with Discovery(seeds, rng=random.Random(1)) as probe:
+            await _wait_for_adverts(probe, 3)
+            found = await probe.find_nearby("python3.11", count=10)
+        assert {a.url for a in found} == {n.url for n in nodes}
+        config = nodes[0].config  # adverts carry the prices the node charges in its receipts
+        assert {(a.capacity.price_per_cpu_s, a.capacity.price_per_gb_s) for a in found} == {
+            (config.price_per_cpu_s_micro, config.price_per_gb_s_micro)
+        }
+        assert config.price_per_cpu_s_micro > 0
 
-            async with AsyncClient(
-                anchor.url, KeyPair.generate(), rng=random.Random(2), dht_seeds=seeds
-            ) as client:
-                await client.deploy(write_function(tmp_path, "echo"))
-                for i in range(3):
-                    outcome = await client.invoke("echo", i)
-                    assert outcome.value == {"echo": i}
-                    assert outcome.node_id in {n.node_id for n in nodes}
-                assert client._nodes_fetched_at == float("-inf")  # the anchor's node list was never asked
-                # The nodes that ran it cached the bundle and announced themselves as its providers.
-                digest = (await client.function("echo")).header.digest
-                ran = {n.url for n in nodes if n.service.stats.invocations}
-                asker = nodes[0].overlay
-                assert asker is not None and nodes[0].service.bundles.find_providers is not None
-                # an evicted bundle is withdrawn from the DHT
-                assert nodes[0].service.bundles.on_bundle_evicted == asker.withdraw_provider
-                async with asyncio.timeout(60):
-                    while set(await asker.providers(digest)) | {nodes[0].url} < ran:  # noqa: ASYNC110
-                        await asyncio.sleep(0.2)
+        async with AsyncClient(
+            anchor.url, KeyPair.generate(), rng=random.Random(2), dht_seeds=seeds
+        ) as client:
+            await client.deploy(write_function(tmp_path, "echo"))
+            for i in range(3):
+                outcome = await client.invoke("echo", i)
+                assert outcome.value == {"echo": i}
+                assert outcome.node_id in {n.node_id for n in nodes}
+            assert client._nodes_fetched_at == float("-inf")  # the anchor's node list was never asked
+            # The nodes that ran it cached the bundle and announced themselves as its providers.
+            digest = (await client.function("echo")).header.digest
+            ran = {n.url for n in nodes if n.service.stats.invocations}
+            asker = nodes[0].overlay
+            assert asker is not None and nodes[0].service.bundles.find_providers is not None
+            # an evicted bundle is withdrawn from the DHT
+            assert nodes[0].service.bundles.on_bundle_evicted == asker.withdraw_provider
+            async with asyncio.timeout(60):
+                while set(await asker.providers(digest)) | {nodes[0].url} < ran:  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)
 
-            # The anchor's bootstrap node goes away: the nodes still know each other, and a client that
-            # knows any one of them finds them all.
-            anchor.dht.stop()
-            assert nodes[1].overlay is not None
-            async with Discovery((nodes[1].overlay.address,), rng=random.Random(3)) as late:
-                await _wait_for_adverts(late, 3)
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        # The anchor's bootstrap node goes away: the nodes still know each other, and a client that
+        # knows any one of them finds them all.
+        anchor.dht.stop()
+        assert nodes[1].overlay is not None
+        async with Discovery((nodes[1].overlay.address,), rng=random.Random(3)) as late:
+            await _wait_for_adverts(late, 3)
 
 
 def _dead_udp_port() -> int:
@@ -140,31 +126,19 @@ async def test_a_node_that_charges_over_its_advert_is_dropped_and_proven_a_liar(
     from p2pfaas.pricing import Prices
     from p2pfaas.trust.wire import NodeReputation
 
-    run_dir = Path(tempfile.mkdtemp(prefix="p2pd-", dir="/tmp"))
-    try:
-        async with (
-            AnchorServer(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", port=0, dht_port=0) as anchor,
-            contextlib.AsyncExitStack() as stack,
-        ):
-            assert anchor.dht is not None
-            seeds = (anchor.dht.address,)
-            liar = await stack.enter_async_context(
-                node_daemon(anchor.url, tmp_path, "liar", run_dir, dht_port=0, peers=seeds)
-            )
-            async with Discovery(seeds, rng=random.Random(1)) as probe:
-                await _wait_for_adverts(probe, 1)
-            liar.service.prices = Prices(
-                per_cpu_s_micro=10**6, per_gb_s_micro=10**6
-            )  # not what it advertises
-            async with AsyncClient(
-                anchor.url, KeyPair.generate(), rng=random.Random(2), dht_seeds=seeds
-            ) as client:
-                await client.deploy(write_function(tmp_path, "sleepy"))
-                outcome = await client.invoke("sleepy", {"s": 0.2})  # metered: 0.2 s of its memory
-                assert outcome.node_id == liar.node_id and outcome.price_micro > 0
-                assert client._discovery is not None and await client._discovery.entry_nodes() == []
-                url = f"{anchor.url}/v1/reputation/{liar.node_id}"
-                record = await rpc.call(client.session, "GET", url, NodeReputation, timeout_s=10)
-                assert record.lies == 1
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    async with dht_network(tmp_path, ("liar",)) as (anchor, (liar,)):
+        assert anchor.dht is not None
+        seeds = (anchor.dht.address,)
+        async with Discovery(seeds, rng=random.Random(1)) as probe:
+            await _wait_for_adverts(probe, 1)
+        liar.service.prices = Prices(per_cpu_s_micro=10**6, per_gb_s_micro=10**6)  # not what it advertises
+        async with AsyncClient(
+            anchor.url, KeyPair.generate(), rng=random.Random(2), dht_seeds=seeds
+        ) as client:
+            await client.deploy(write_function(tmp_path, "sleepy"))
+            outcome = await client.invoke("sleepy", {"s": 0.2})  # metered: 0.2 s of its memory
+            assert outcome.node_id == liar.node_id and outcome.price_micro > 0
+            assert client._discovery is not None and await client._discovery.entry_nodes() == []
+            url = f"{anchor.url}/v1/reputation/{liar.node_id}"
+            record = await rpc.call(client.session, "GET", url, NodeReputation, timeout_s=10)
+            assert record.lies == 1

@@ -7,19 +7,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from p2pfaas.anchor.server import AnchorServer
 from p2pfaas.bundle.lock import LockedWheel, read_lock
 from p2pfaas.client import AsyncClient
 from p2pfaas.errors import NotFound, Unreachable
 from p2pfaas.identity import KeyPair
 from p2pfaas.node.wheel_source import WheelSource
-from tests.client.clientkit import node_daemon
+from tests.client.clientkit import dht_network
 from tests.node.test_layers import PKG, locked
 from tests.node.test_node_api import numpy_function
 
@@ -68,37 +65,23 @@ async def test_a_second_node_takes_a_layer_from_the_first_not_the_anchor(
 ) -> None:
     """Issue #16: layer bytes are fetched from the anchor once, then from peers that hold them."""
     monkeypatch.setenv("P2PFAAS_WHEEL_CACHE", str(tmp_path / "wheels"))
-    run_dir = Path(tempfile.mkdtemp(prefix="p2pw-", dir="/tmp"))
-    try:
-        async with (
-            AnchorServer(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", port=0, dht_port=0) as anchor,
-            contextlib.AsyncExitStack() as stack,
-        ):
-            assert anchor.dht is not None
-            seeds = (anchor.dht.address,)
-            first, second = [
-                await stack.enter_async_context(
-                    node_daemon(anchor.url, tmp_path, name, run_dir, dht_port=0, peers=seeds)
-                )
-                for name in ("a", "b")
-            ]
-            for node in (first, second):
-                await node.announce()
-            client = await stack.enter_async_context(AsyncClient(anchor.url, KeyPair.generate()))
-            await client.deploy(numpy_function(tmp_path, "np"))
-            lock = read_lock(tmp_path / "np")
-            assert lock is not None
-            assert (await client.invoke("np", {"n": 10}, node_url=first.url)).value["sum"] == 45
-            sources = [n.service.layers.fetch_wheel for n in (first, second) if n.service.layers]
-            assert all(isinstance(s, WheelSource) for s in sources)
-            a, b = sources
-            assert isinstance(a, WheelSource) and isinstance(b, WheelSource)
-            assert a.anchor_bytes == lock.size and a.peer_bytes == 0
-            async with asyncio.timeout(60):  # a hang guard: the provider record travels over the DHT
-                while first.url not in await b.providers(lock.layer_digest):
-                    b._providers.clear()
-                    await asyncio.sleep(0.2)
-            assert (await client.invoke("np", {"n": 4}, node_url=second.url)).value["sum"] == 6
-            assert b.peer_bytes == lock.size and b.anchor_bytes == 0
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    async with (
+        dht_network(tmp_path, ("a", "b")) as (anchor, (first, second)),
+        contextlib.AsyncExitStack() as stack,
+    ):
+        for node in (first, second):
+            await node.announce()
+        client = await stack.enter_async_context(AsyncClient(anchor.url, KeyPair.generate()))
+        await client.deploy(numpy_function(tmp_path, "np"))
+        lock = read_lock(tmp_path / "np")
+        assert lock is not None
+        assert (await client.invoke("np", {"n": 10}, node_url=first.url)).value["sum"] == 45
+        a, b = [n.service.layers.fetch_wheel for n in (first, second) if n.service.layers]
+        assert isinstance(a, WheelSource) and isinstance(b, WheelSource)
+        assert a.anchor_bytes == lock.size and a.peer_bytes == 0
+        async with asyncio.timeout(60):  # a hang guard: the provider record travels over the DHT
+            while first.url not in await b.providers(lock.layer_digest):
+                b._providers.clear()
+                await asyncio.sleep(0.2)
+        assert (await client.invoke("np", {"n": 4}, node_url=second.url)).value["sum"] == 6
+        assert b.peer_bytes == lock.size and b.anchor_bytes == 0
