@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 
 TUNNEL_HOST = ".tunnel.invalid"  # `<node id>.tunnel.invalid`: a name no resolver answers (RFC 2606)
 VIA_HEADER = "X-P2PFaaS-Via"  # on a tunnel URL's request: the relay to tunnel through
-HEARTBEAT_S = 10.0
-MAX_CHUNK = 64 * 1024
+HEARTBEAT_S = 10.0  # of every relay WebSocket (p2pfaas.relay too): a silent peer goes after about twice this
+MAX_CHUNK = 64 * 1024  # bytes of a tunnel's WebSocket message (and of a relay link's TunnelData)
+MAX_FRAME = MAX_CHUNK + 1024  # a WebSocket message on a link or a tunnel, with its envelope
 _RELAYED = re.compile(r"^(?P<relay>.+)/v1/relay/(?P<node>[0-9a-f]{40})(?P<tail>/.*)?$")
 
 
@@ -116,7 +117,7 @@ class PeerConnector(aiohttp.TCPConnector):
                 relay + tunnel_path(node_id),
                 ssl=tls.ssl_for(relay),  # a node relay's https URL names the identity it must prove
                 heartbeat=HEARTBEAT_S,
-                max_msg_size=MAX_CHUNK + 1024,
+                max_msg_size=MAX_FRAME,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
             )
         except aiohttp.WSServerHandshakeError as exc:  # 502: not connected there; 503: busy

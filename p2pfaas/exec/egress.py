@@ -179,8 +179,9 @@ class EgressServer:
         except OSError as exc:
             await self._refuse(writer, 502, f"{host} does not resolve: {exc}")
             return None
-        reasons = [why for a in addresses if (why := forbidden(a, self.proxy.allow_networks))]
-        permitted = [a for a in addresses if forbidden(a, self.proxy.allow_networks) is None]
+        verdicts = {a: forbidden(a, self.proxy.allow_networks) for a in addresses}
+        reasons = [why for why in verdicts.values() if why]
+        permitted = [a for a, why in verdicts.items() if why is None]
         if not permitted:
             await self._refuse(writer, 403, f"{host}: {'; '.join(reasons) or 'no address'}")
             return None

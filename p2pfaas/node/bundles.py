@@ -29,6 +29,20 @@ PeerBundleFetcher = Callable[[str, str], Awaitable[Bundle]]  # (peer base URL, d
 MAX_PEER_TRIES = 3  # providers asked before falling back to the anchor
 
 
+async def peers_to_try(
+    find_providers: Callable[[str], Awaitable[list[str]]], digest: str, *, own_url: str, rng: random.Random
+) -> list[str]:
+    """Up to MAX_PEER_TRIES peers that announced `digest` (a bundle, a layer), not this node, in a
+    random order; none when the lookup fails (the caller goes to the anchor)."""
+    try:
+        peers = [p for p in await find_providers(digest) if p and p != own_url]
+    except (RemoteError, TimeoutError) as exc:
+        log.info("looking up providers of %s failed: %s", digest[:12], exc)
+        return []
+    rng.shuffle(peers)
+    return peers[:MAX_PEER_TRIES]
+
+
 @dataclass
 class BundleSource:
     """A node process's verified bundles, by digest."""
@@ -118,13 +132,7 @@ class BundleSource:
     async def _providers(self, digest: str) -> list[str]:
         if self.find_providers is None or self.fetch_from_peer is None:
             return []
-        try:
-            peers = [p for p in await self.find_providers(digest) if p and p != self.own_url()]
-        except (RemoteError, TimeoutError) as exc:
-            log.info("looking up providers of %s failed: %s", digest[:12], exc)
-            return []
-        self.rng.shuffle(peers)
-        return peers[:MAX_PEER_TRIES]
+        return await peers_to_try(self.find_providers, digest, own_url=self.own_url(), rng=self.rng)
 
     async def _accept(self, digest: str, bundle: Bundle) -> tuple[BundleHeader, Path]:
         if bundle.header.digest != digest:

@@ -2,7 +2,7 @@
 
 A layer is content-addressed and every wheel is pinned by SHA-256 in the lock the lessee signed, so
 a peer is as good a source as the anchor: `LayerCache` checks each wheel's size and hash whoever
-sent it. `WheelSource(wheel, layer_digest)` asks up to `MAX_PEER_TRIES` peers that announced the
+sent it. `WheelSource(wheel, layer_digest)` asks up to `bundles.MAX_PEER_TRIES` peers that announced the
 layer in the DHT (`find_providers`, looked up once per layer and remembered for `PROVIDERS_TTL_S`),
 each within a deadline that grows with the wheel's size (a tarpit costs little), and passes over one
 that fails or sends other bytes; then the anchor. So a popular layer's bytes come from the nodes that
@@ -23,10 +23,10 @@ import aiohttp
 from p2pfaas import rpc
 from p2pfaas.bundle.lock import LockedWheel
 from p2pfaas.errors import DecodeError, RemoteError
+from p2pfaas.node.bundles import peers_to_try
 
 log = logging.getLogger(__name__)
 
-MAX_PEER_TRIES = 3
 PROVIDERS_TTL_S = 60.0
 PEER_BASE_TIMEOUT_S = 10.0
 PEER_MIN_RATE = 1 << 20  # bytes/s a peer must at least send before it is given up on
@@ -76,12 +76,10 @@ class WheelSource:
             return known[1]
         peers: list[str] = []
         if self.find_providers is not None:
-            try:
-                peers = [p for p in await self.find_providers(layer_digest) if p and p != self.own_url()]
-            except (RemoteError, TimeoutError) as exc:
-                log.info("looking up providers of layer %s failed: %s", layer_digest[:12], exc)
-        self.rng.shuffle(peers)
-        self._providers[layer_digest] = (now, peers[:MAX_PEER_TRIES])
+            peers = await peers_to_try(
+                self.find_providers, layer_digest, own_url=self.own_url(), rng=self.rng
+            )
+        self._providers[layer_digest] = (now, peers)
         while len(self._providers) > 256:
             del self._providers[next(iter(self._providers))]
         return self._providers[layer_digest][1]

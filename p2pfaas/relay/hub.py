@@ -29,13 +29,12 @@ from p2pfaas.clock import wall_time
 from p2pfaas.errors import DecodeError, Refused, SignatureError
 from p2pfaas.relay import wire
 from p2pfaas.relay.stream import Stream
-from p2pfaas.tunnel import relay_path, tunnel_path
+from p2pfaas.tunnel import HEARTBEAT_S, relay_path, tunnel_path
 
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 10.0
 HELLO_SKEW_S = 300.0
-HEARTBEAT_S = 10.0  # a silent peer is dropped after about twice this
 MAX_HANDSHAKES = 64  # sockets at once that have not proved a key yet
 _NODE_ID = re.compile(r"[0-9a-f]{40}")
 

@@ -30,8 +30,9 @@ from p2pfaas.errors import DecodeError
 from p2pfaas.identity import KeyPair
 from p2pfaas.lifecycle import TaskSet
 from p2pfaas.relay import wire
-from p2pfaas.relay.hub import HEARTBEAT_S, HELLO_TIMEOUT_S
+from p2pfaas.relay.hub import HELLO_TIMEOUT_S
 from p2pfaas.relay.stream import Put, Stream
+from p2pfaas.tunnel import HEARTBEAT_S
 
 log = logging.getLogger(__name__)
 

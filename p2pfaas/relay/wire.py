@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from p2pfaas.codec import MaxLen, Message, message
+from p2pfaas.tunnel import MAX_CHUNK as MAX_CHUNK  # the caller's chunks are the link's frames
+from p2pfaas.tunnel import MAX_FRAME as MAX_FRAME
 
 NONCE_BYTES = 32
-MAX_CHUNK = 64 * 1024  # bytes of one TunnelData frame
 WINDOW = 1 << 20  # bytes of a stream sent and not yet acknowledged (then the sender waits)
-MAX_FRAME = MAX_CHUNK + 1024  # a WebSocket message on a link or a tunnel, with its envelope
 
 Url = Annotated[str, MaxLen(512)]
 Chunk = Annotated[bytes, MaxLen(MAX_CHUNK)]
